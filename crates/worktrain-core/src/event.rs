@@ -1,0 +1,286 @@
+//! Session events: the only source of truth. Every state change is one of these.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::compile::{Pc, StepIndex};
+use crate::ids::{Attempt, NodeId, Seq, SessionId, Sha256Hash, StepId, WorkflowId};
+
+/// Payload of one event, tagged by `type`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum EventBody {
+    /// A session began, pinned to a compiled workflow.
+    SessionStarted {
+        /// Workflow id.
+        workflow_id: WorkflowId,
+        /// Hash of the pinned compiled workflow (also its blob hash).
+        workflow_hash: Sha256Hash,
+        /// Author's version string.
+        workflow_version: String,
+        /// Where the workflow came from (`bundled`, `user:<path>`, `file:<path>`, …).
+        workflow_source: String,
+        /// What the session is for.
+        goal: String,
+        /// Workspace directory, when given.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        workspace: Option<String>,
+        /// Initial context.
+        context: Map<String, Value>,
+    },
+    /// The session entered a step: a new node of the step graph.
+    NodeEntered {
+        /// The new node.
+        node: NodeId,
+        /// Step id.
+        step_id: StepId,
+        /// Step index.
+        step: StepIndex,
+        /// Program position.
+        pc: Pc,
+        /// Node this one follows in the step graph.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        parent: Option<NodeId>,
+        /// Why the node was entered.
+        cause: EntryCause,
+        /// Whether the step asks for confirmation (evaluated on entry).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        requires_confirmation: bool,
+    },
+    /// A step was passed over because its run condition was false. It will not run
+    /// later when the context changes.
+    StepSkipped {
+        /// Step id.
+        step_id: StepId,
+        /// Program position.
+        pc: Pc,
+        /// The condition that was false, rendered.
+        condition: String,
+    },
+    /// A submission did not satisfy the step; the next attempt gets a new token.
+    StepBlocked {
+        /// Node.
+        node: NodeId,
+        /// Attempt that was blocked.
+        attempt: Attempt,
+        /// Hash of the submitted output.
+        output_hash: Sha256Hash,
+        /// Why.
+        blockers: Vec<Blocker>,
+        /// Blob hash of the recorded response (returned again on replay).
+        response: Sha256Hash,
+    },
+    /// A step's output was accepted.
+    StepCompleted {
+        /// Node.
+        node: NodeId,
+        /// Accepted attempt.
+        attempt: Attempt,
+        /// Hash of the submitted output.
+        output_hash: Sha256Hash,
+        /// Notes (markdown).
+        notes: String,
+        /// Artifacts, stored as blobs.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        artifacts: Vec<ArtifactRef>,
+        /// Context changes (`null` deletes).
+        #[serde(default, skip_serializing_if = "Map::is_empty")]
+        context_delta: Map<String, Value>,
+        /// Blob hash of the recorded response.
+        response: Sha256Hash,
+    },
+    /// Progress recorded on the current node without advancing.
+    CheckpointRecorded {
+        /// Node.
+        node: NodeId,
+        /// Progress notes.
+        notes: String,
+        /// Context changes.
+        #[serde(default, skip_serializing_if = "Map::is_empty")]
+        context_delta: Map<String, Value>,
+        /// Hash identifying this checkpoint's content (for idempotency).
+        checkpoint_hash: Sha256Hash,
+    },
+    /// The session was moved back to an earlier step; a `node_entered` with cause
+    /// `rewind` follows, starting a new branch of the step graph.
+    SessionRewound {
+        /// The node that was current (if any).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from_node: Option<NodeId>,
+        /// The earlier node whose step is re-entered.
+        target_node: NodeId,
+        /// Why, when given.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// The workflow reached its end.
+    SessionCompleted {
+        /// The last node completed, if any step ran.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        last_node: Option<NodeId>,
+    },
+}
+
+/// Why a node was entered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryCause {
+    /// First step of the session.
+    Start,
+    /// The previous step completed.
+    Advance,
+    /// An operator or agent rewound the session.
+    Rewind,
+}
+
+/// A reference to an artifact stored as a blob.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactRef {
+    /// The artifact's `kind` field, when present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Blob hash of the artifact's canonical JSON.
+    pub hash: Sha256Hash,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// Why a submission was blocked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BlockerCode {
+    /// Notes are required and were empty.
+    NotesRequired,
+    /// The step's contract artifact is missing.
+    ArtifactMissing,
+    /// The contract artifact is invalid.
+    ArtifactInvalid,
+}
+
+/// One actionable reason a submission was blocked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Blocker {
+    /// Code.
+    pub code: BlockerCode,
+    /// What is wrong and how to fix it.
+    pub message: String,
+    /// Where in the artifact, when relevant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// A valid example, when a contract is involved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub example: Option<Value>,
+}
+
+/// Stable names of event kinds (the `kind` column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// See [`EventBody::SessionStarted`].
+    SessionStarted,
+    /// See [`EventBody::NodeEntered`].
+    NodeEntered,
+    /// See [`EventBody::StepSkipped`].
+    StepSkipped,
+    /// See [`EventBody::StepBlocked`].
+    StepBlocked,
+    /// See [`EventBody::StepCompleted`].
+    StepCompleted,
+    /// See [`EventBody::CheckpointRecorded`].
+    CheckpointRecorded,
+    /// See [`EventBody::SessionRewound`].
+    SessionRewound,
+    /// See [`EventBody::SessionCompleted`].
+    SessionCompleted,
+}
+
+impl EventKind {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::SessionStarted => "session_started",
+            EventKind::NodeEntered => "node_entered",
+            EventKind::StepSkipped => "step_skipped",
+            EventKind::StepBlocked => "step_blocked",
+            EventKind::StepCompleted => "step_completed",
+            EventKind::CheckpointRecorded => "checkpoint_recorded",
+            EventKind::SessionRewound => "session_rewound",
+            EventKind::SessionCompleted => "session_completed",
+        }
+    }
+}
+
+impl EventBody {
+    /// The kind of this event.
+    pub fn kind(&self) -> EventKind {
+        match self {
+            EventBody::SessionStarted { .. } => EventKind::SessionStarted,
+            EventBody::NodeEntered { .. } => EventKind::NodeEntered,
+            EventBody::StepSkipped { .. } => EventKind::StepSkipped,
+            EventBody::StepBlocked { .. } => EventKind::StepBlocked,
+            EventBody::StepCompleted { .. } => EventKind::StepCompleted,
+            EventBody::CheckpointRecorded { .. } => EventKind::CheckpointRecorded,
+            EventBody::SessionRewound { .. } => EventKind::SessionRewound,
+            EventBody::SessionCompleted { .. } => EventKind::SessionCompleted,
+        }
+    }
+
+    /// Canonical JSON bytes of this payload (RFC 8785): what is stored and hashed.
+    pub fn canonical_bytes(&self) -> Result<Vec<u8>, serde_json::Error> {
+        serde_json_canonicalizer::to_vec(self)
+    }
+}
+
+/// An event to append, with its deterministic idempotency key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    /// Payload.
+    pub body: EventBody,
+    /// Unique key; a second append with the same key is a no-op.
+    pub idempotency_key: Option<String>,
+}
+
+/// An event as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredEvent {
+    /// Global position (for tailing across sessions).
+    pub position: u64,
+    /// Session.
+    pub session_id: SessionId,
+    /// Sequence number within the session.
+    pub seq: Seq,
+    /// When it was appended (ms since the Unix epoch).
+    pub created_at_ms: i64,
+    /// Idempotency key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    /// Hash of the previous event in the session (zero for the first).
+    pub prev_hash: Sha256Hash,
+    /// This event's chain hash.
+    pub hash: Sha256Hash,
+    /// Payload.
+    pub body: EventBody,
+}
+
+/// The chain hash of an event: sha256 over the previous hash, the event's coordinates
+/// and its canonical payload. Any change to a stored event breaks every later link.
+pub fn chain_hash(
+    prev: &Sha256Hash,
+    session: SessionId,
+    seq: Seq,
+    kind: &str,
+    created_at_ms: i64,
+    payload: &[u8],
+) -> Sha256Hash {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"worktrain-event-v1\0");
+    h.update(prev.0);
+    h.update(session.to_bytes());
+    h.update(seq.0.to_be_bytes());
+    h.update(kind.as_bytes());
+    h.update([0]);
+    h.update(created_at_ms.to_be_bytes());
+    h.update(payload);
+    Sha256Hash(h.finalize().into())
+}

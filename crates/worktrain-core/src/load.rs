@@ -1,0 +1,290 @@
+//! Parsing workflow files (JSON or YAML) into [`WorkflowDefinition`], with errors that
+//! name the file, the line/column, the path inside the document and the rule broken.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::workflow::{CURRENT_SCHEMA_VERSION, WorkflowDefinition};
+
+/// The syntax of a workflow file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceFormat {
+    /// JSON.
+    Json,
+    /// YAML (a superset of JSON).
+    Yaml,
+}
+
+impl SourceFormat {
+    /// Pick the format from a file name, falling back to sniffing the text.
+    pub fn detect(file_name: &str, text: &str) -> Self {
+        let lower = file_name.to_ascii_lowercase();
+        if lower.ends_with(".json") {
+            SourceFormat::Json
+        } else if lower.ends_with(".yaml") || lower.ends_with(".yml") {
+            SourceFormat::Yaml
+        } else if text.trim_start().starts_with('{') {
+            SourceFormat::Json
+        } else {
+            SourceFormat::Yaml
+        }
+    }
+}
+
+/// Which rule a workflow file broke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rule {
+    /// Not parseable JSON/YAML.
+    Syntax,
+    /// A required property is missing.
+    Required,
+    /// A property the schema does not define.
+    AdditionalProperties,
+    /// A value of the wrong type.
+    Type,
+    /// A value outside what the schema allows (pattern, enum, range, condition shape).
+    Value,
+    /// `schemaVersion` is missing, unsupported or newer than this build.
+    SchemaVersion,
+    /// Two steps share an id.
+    UniqueStepIds,
+    /// A string that must not be empty is empty.
+    NonEmpty,
+    /// A reference (context key, step) is not allowed.
+    Reference,
+}
+
+/// A workflow that failed to load or compile.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub struct WorkflowError {
+    /// The file, when loaded from disk (or a logical name such as `bundled:quick-task`).
+    pub file: Option<String>,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// 1-based column, when known.
+    pub column: Option<usize>,
+    /// Path inside the document (`steps[2].prompt`), when known.
+    pub path: Option<String>,
+    /// The rule broken.
+    pub rule: Rule,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl WorkflowError {
+    /// An error at a document path, without position.
+    pub fn at_path(path: impl Into<String>, rule: Rule, message: impl Into<String>) -> Self {
+        Self {
+            file: None,
+            line: None,
+            column: None,
+            path: Some(path.into()),
+            rule,
+            message: message.into(),
+        }
+    }
+
+    /// Attach the file name.
+    pub fn in_file(mut self, file: impl Into<String>) -> Self {
+        self.file = Some(file.into());
+        self
+    }
+}
+
+impl fmt::Display for WorkflowError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.file, self.line, self.column) {
+            (Some(file), Some(l), Some(c)) => write!(f, "{file}:{l}:{c}: ")?,
+            (Some(file), Some(l), None) => write!(f, "{file}:{l}: ")?,
+            (Some(file), None, _) => write!(f, "{file}: ")?,
+            (None, Some(l), Some(c)) => write!(f, "line {l}, column {c}: ")?,
+            (None, Some(l), None) => write!(f, "line {l}: ")?,
+            (None, None, _) => {}
+        }
+        if let Some(path) = &self.path {
+            if !path.is_empty() && path != "." {
+                write!(f, "at `{path}`: ")?;
+            }
+        }
+        let rule = serde_json::to_value(self.rule)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        write!(f, "{} [rule: {rule}]", self.message)
+    }
+}
+
+/// Parse a workflow file's text. `file_name` is used for format detection and error messages.
+pub fn parse_workflow(file_name: &str, text: &str) -> Result<WorkflowDefinition, WorkflowError> {
+    let format = SourceFormat::detect(file_name, text);
+    let with_file = |e: WorkflowError| e.in_file(file_name);
+    let raw: Value = match format {
+        SourceFormat::Json => serde_json::from_str(text).map_err(|e| WorkflowError {
+            file: None,
+            line: Some(e.line()),
+            column: Some(e.column()),
+            path: None,
+            rule: Rule::Syntax,
+            message: format!("invalid JSON: {}", strip_position(&e.to_string())),
+        }),
+        SourceFormat::Yaml => serde_norway::from_str(text).map_err(|e| {
+            let loc = e.location();
+            WorkflowError {
+                file: None,
+                line: loc.as_ref().map(|l| l.line()),
+                column: loc.as_ref().map(|l| l.column()),
+                path: None,
+                rule: Rule::Syntax,
+                message: format!("invalid YAML: {}", strip_position(&e.to_string())),
+            }
+        }),
+    }
+    .map_err(with_file)?;
+    check_schema_version(&raw).map_err(with_file)?;
+    let typed = match format {
+        SourceFormat::Json => {
+            let mut de = serde_json::Deserializer::from_str(text);
+            serde_path_to_error::deserialize::<_, WorkflowDefinition>(&mut de).map_err(|e| {
+                let path = e.path().to_string();
+                let inner = e.into_inner();
+                schema_error(path, Some((inner.line(), inner.column())), &inner.to_string())
+            })
+        }
+        SourceFormat::Yaml => {
+            let de = serde_norway::Deserializer::from_str(text);
+            serde_path_to_error::deserialize::<_, WorkflowDefinition>(de).map_err(|e| {
+                let path = e.path().to_string();
+                let inner = e.into_inner();
+                let pos = inner.location().map(|l| (l.line(), l.column()));
+                schema_error(path, pos, &inner.to_string())
+            })
+        }
+    };
+    typed.map_err(with_file)
+}
+
+fn check_schema_version(raw: &Value) -> Result<(), WorkflowError> {
+    let Some(obj) = raw.as_object() else {
+        return Err(WorkflowError::at_path(
+            ".",
+            Rule::Type,
+            "a workflow must be an object with schemaVersion, id, name, description, version and steps",
+        ));
+    };
+    match obj.get("schemaVersion") {
+        None => Err(WorkflowError::at_path(
+            "schemaVersion",
+            Rule::Required,
+            format!(
+                "missing `schemaVersion`; add `schemaVersion: {CURRENT_SCHEMA_VERSION}` at the top of the file"
+            ),
+        )),
+        Some(v) => match v.as_u64() {
+            Some(n) if n >= 1 && n <= u64::from(CURRENT_SCHEMA_VERSION) => Ok(()),
+            Some(n) if n > u64::from(CURRENT_SCHEMA_VERSION) => Err(WorkflowError::at_path(
+                "schemaVersion",
+                Rule::SchemaVersion,
+                format!(
+                    "this workflow declares schemaVersion {n}, but this worktrain build understands schemaVersion up to {CURRENT_SCHEMA_VERSION}; upgrade worktrain to load it"
+                ),
+            )),
+            _ => Err(WorkflowError::at_path(
+                "schemaVersion",
+                Rule::SchemaVersion,
+                format!("`schemaVersion` must be a positive integer (currently {CURRENT_SCHEMA_VERSION}), got {v}"),
+            )),
+        },
+    }
+}
+
+fn schema_error(path: String, pos: Option<(usize, usize)>, message: &str) -> WorkflowError {
+    let message = strip_position(message);
+    let rule = if message.contains("unknown field") {
+        Rule::AdditionalProperties
+    } else if message.contains("missing field") {
+        Rule::Required
+    } else if message.contains("invalid type") {
+        Rule::Type
+    } else {
+        Rule::Value
+    };
+    WorkflowError {
+        file: None,
+        line: pos.map(|p| p.0),
+        column: pos.map(|p| p.1),
+        path: Some(path),
+        rule,
+        message,
+    }
+}
+
+/// Drop the "at line X column Y" suffix serde adds; the position is reported separately.
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "schemaVersion: 1\nid: demo\nname: Demo\ndescription: d\nversion: '1'\nsteps:\n  - id: a\n    title: A\n    prompt: do a\n";
+
+    #[test]
+    fn yaml_and_json_load() {
+        let wf = parse_workflow("demo.yaml", GOOD).unwrap();
+        assert_eq!(wf.steps.len(), 1);
+        let json = serde_json::to_string(&wf).unwrap();
+        assert_eq!(parse_workflow("demo.json", &json).unwrap(), wf);
+    }
+
+    #[test]
+    fn unknown_field_names_line_path_and_rule() {
+        let text = GOOD.replace("    prompt: do a\n", "    prompt: do a\n    promt: typo\n");
+        let e = parse_workflow("demo.yaml", &text).unwrap_err();
+        assert_eq!(e.rule, Rule::AdditionalProperties);
+        assert_eq!(e.path.as_deref(), Some("steps[0].promt"));
+        assert_eq!(e.line, Some(10));
+        let shown = e.to_string();
+        assert!(shown.starts_with("demo.yaml:10:"), "{shown}");
+        assert!(shown.contains("unknown field `promt`"), "{shown}");
+    }
+
+    #[test]
+    fn missing_field_and_bad_condition() {
+        let text = GOOD.replace("    prompt: do a\n", "");
+        let e = parse_workflow("demo.yaml", &text).unwrap_err();
+        assert_eq!(e.rule, Rule::Required);
+        assert!(e.message.contains("prompt"), "{e}");
+        let text = GOOD.to_string() + "    runCondition: {var: x}\n";
+        let e = parse_workflow("demo.yaml", &text).unwrap_err();
+        assert_eq!(e.path.as_deref(), Some("steps[0].runCondition"));
+        assert!(e.message.contains("exactly one operator"), "{e}");
+    }
+
+    #[test]
+    fn newer_schema_version_is_a_clear_error() {
+        let text = GOOD.replace("schemaVersion: 1", "schemaVersion: 99");
+        let e = parse_workflow("demo.yaml", &text).unwrap_err();
+        assert_eq!(e.rule, Rule::SchemaVersion);
+        assert!(e.message.contains("upgrade worktrain"), "{e}");
+        let text = GOOD.replace("schemaVersion: 1\n", "");
+        assert_eq!(parse_workflow("demo.yaml", &text).unwrap_err().rule, Rule::Required);
+    }
+
+    #[test]
+    fn syntax_errors_have_positions() {
+        let e = parse_workflow("x.json", "{\"a\": }").unwrap_err();
+        assert_eq!(e.rule, Rule::Syntax);
+        assert_eq!(e.line, Some(1));
+        let e = parse_workflow("x.yaml", "a: [1, 2\nb: c").unwrap_err();
+        assert_eq!(e.rule, Rule::Syntax);
+        assert!(e.line.is_some());
+    }
+}

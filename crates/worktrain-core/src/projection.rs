@@ -1,0 +1,429 @@
+//! Projections: the read models derived from events. [`apply`] is the one fold used
+//! both when appending (incrementally, in the append's transaction) and when rebuilding
+//! from the log, so the two cannot drift apart.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::compile::{Pc, StepIndex};
+use crate::context::merge;
+use crate::event::{EntryCause, EventBody, StoredEvent};
+use crate::ids::{Attempt, NodeId, Seq, SessionId, Sha256Hash, StepId, WorkflowId};
+
+/// Lifecycle state of a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionStatus {
+    /// Waiting for the current step's output.
+    InProgress,
+    /// The last submission for the current step was blocked.
+    Blocked,
+    /// The workflow reached its end.
+    Complete,
+}
+
+impl SessionStatus {
+    /// Every status, for filters.
+    pub const ALL: [SessionStatus; 3] = [
+        SessionStatus::InProgress,
+        SessionStatus::Blocked,
+        SessionStatus::Complete,
+    ];
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionStatus::InProgress => "in_progress",
+            SessionStatus::Blocked => "blocked",
+            SessionStatus::Complete => "complete",
+        }
+    }
+
+    /// Parse a wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+}
+
+/// Where the session stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CurrentStep {
+    /// Node.
+    pub node: NodeId,
+    /// Step id.
+    pub step_id: StepId,
+    /// Step index in the pinned workflow.
+    pub step: StepIndex,
+    /// Program position.
+    pub pc: Pc,
+    /// Attempt expected next.
+    pub attempt: Attempt,
+    /// Whether the step asks for confirmation.
+    #[serde(default)]
+    pub requires_confirmation: bool,
+}
+
+/// The session summary projection: everything needed to answer "what is the state of
+/// session X" and to decide the next advance, in one row.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionSummary {
+    /// Session.
+    pub session_id: SessionId,
+    /// Workflow id.
+    pub workflow_id: WorkflowId,
+    /// Pinned workflow hash.
+    pub workflow_hash: Sha256Hash,
+    /// Workflow version string.
+    pub workflow_version: String,
+    /// Where the workflow came from.
+    pub workflow_source: String,
+    /// Goal.
+    pub goal: String,
+    /// Workspace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<String>,
+    /// Status.
+    pub status: SessionStatus,
+    /// Current step (none when complete).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current: Option<CurrentStep>,
+    /// Session context.
+    pub context: Map<String, Value>,
+    /// Last event's sequence number.
+    pub last_seq: Seq,
+    /// Last event's chain hash.
+    pub last_hash: Sha256Hash,
+    /// Nodes created so far.
+    pub nodes: u32,
+    /// Steps completed.
+    pub steps_completed: u32,
+    /// Steps skipped by their run condition.
+    pub steps_skipped: u32,
+    /// Blocked submissions.
+    pub blocked_attempts: u32,
+    /// Checkpoints recorded.
+    pub checkpoints: u32,
+    /// Rewinds.
+    pub rewinds: u32,
+    /// First event time (ms).
+    pub created_at_ms: i64,
+    /// Last event time (ms).
+    pub updated_at_ms: i64,
+}
+
+/// State of a node in the step graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeStatus {
+    /// The current node.
+    Active,
+    /// Completed.
+    Completed,
+    /// Left behind by a rewind (a dead branch).
+    Abandoned,
+}
+
+impl NodeStatus {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeStatus::Active => "active",
+            NodeStatus::Completed => "completed",
+            NodeStatus::Abandoned => "abandoned",
+        }
+    }
+}
+
+/// One node of the step graph projection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// Node.
+    pub node: NodeId,
+    /// Step id.
+    pub step_id: StepId,
+    /// Step index.
+    pub step: StepIndex,
+    /// Program position.
+    pub pc: Pc,
+    /// Parent node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<NodeId>,
+    /// Why it was entered.
+    pub cause: EntryCause,
+    /// Status.
+    pub status: NodeStatus,
+    /// Attempts submitted (blocked + completed).
+    pub attempts: u16,
+    /// Accepted notes, when completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notes: Option<String>,
+    /// Event that created the node.
+    pub entered_seq: Seq,
+    /// Event that completed or abandoned it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed_seq: Option<Seq>,
+}
+
+/// Outcome of one attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptOutcome {
+    /// Accepted.
+    Completed,
+    /// Blocked.
+    Blocked,
+}
+
+impl AttemptOutcome {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptOutcome::Completed => "completed",
+            AttemptOutcome::Blocked => "blocked",
+        }
+    }
+}
+
+/// The record of one submitted attempt: what replay and conflict detection look up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    /// Node.
+    pub node: NodeId,
+    /// Attempt.
+    pub attempt: Attempt,
+    /// Outcome.
+    pub outcome: AttemptOutcome,
+    /// Hash of the submitted output.
+    pub output_hash: Sha256Hash,
+    /// Blob hash of the recorded response.
+    pub response: Sha256Hash,
+    /// Event that recorded it.
+    pub seq: Seq,
+}
+
+/// A change to the step-graph projections produced by one event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProjectionChange {
+    /// A node was created.
+    InsertNode(NodeRecord),
+    /// A node was completed or abandoned.
+    CloseNode {
+        /// Node.
+        node: NodeId,
+        /// New status.
+        status: NodeStatus,
+        /// Notes, when completed.
+        notes: Option<String>,
+        /// Closing event.
+        closed_seq: Seq,
+    },
+    /// A node's attempt counter changed.
+    SetNodeAttempts {
+        /// Node.
+        node: NodeId,
+        /// Attempts so far.
+        attempts: u16,
+    },
+    /// An attempt was recorded.
+    InsertAttempt(AttemptRecord),
+}
+
+/// An event that cannot follow the state it is applied to.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("event {seq} ({kind}) cannot be applied: {reason}")]
+pub struct ProjectionError {
+    /// Sequence number.
+    pub seq: Seq,
+    /// Event kind.
+    pub kind: &'static str,
+    /// Why.
+    pub reason: String,
+}
+
+/// Fold one event into the summary, returning the step-graph changes.
+pub fn apply(
+    summary: Option<SessionSummary>,
+    event: &StoredEvent,
+) -> Result<(SessionSummary, Vec<ProjectionChange>), ProjectionError> {
+    let err = |reason: &str| ProjectionError {
+        seq: event.seq,
+        kind: event.body.kind().as_str(),
+        reason: reason.to_owned(),
+    };
+    let mut changes = Vec::new();
+    let mut s = match (&event.body, summary) {
+        (
+            EventBody::SessionStarted {
+                workflow_id,
+                workflow_hash,
+                workflow_version,
+                workflow_source,
+                goal,
+                workspace,
+                context,
+            },
+            None,
+        ) => SessionSummary {
+            session_id: event.session_id,
+            workflow_id: workflow_id.clone(),
+            workflow_hash: *workflow_hash,
+            workflow_version: workflow_version.clone(),
+            workflow_source: workflow_source.clone(),
+            goal: goal.clone(),
+            workspace: workspace.clone(),
+            status: SessionStatus::InProgress,
+            current: None,
+            context: context.clone(),
+            last_seq: event.seq,
+            last_hash: event.hash,
+            nodes: 0,
+            steps_completed: 0,
+            steps_skipped: 0,
+            blocked_attempts: 0,
+            checkpoints: 0,
+            rewinds: 0,
+            created_at_ms: event.created_at_ms,
+            updated_at_ms: event.created_at_ms,
+        },
+        (EventBody::SessionStarted { .. }, Some(_)) => return Err(err("session already started")),
+        (_, None) => return Err(err("the first event of a session must be session_started")),
+        (_, Some(s)) => s,
+    };
+    if event.seq.0 != s.last_seq.0 + 1 && !matches!(event.body, EventBody::SessionStarted { .. }) {
+        return Err(err("sequence numbers must be contiguous"));
+    }
+    match &event.body {
+        EventBody::SessionStarted { .. } => {}
+        EventBody::NodeEntered {
+            node,
+            step_id,
+            step,
+            pc,
+            parent,
+            cause,
+            requires_confirmation,
+        } => {
+            if node.0 != s.nodes + 1 {
+                return Err(err("node numbers must be contiguous"));
+            }
+            s.nodes = node.0;
+            s.status = SessionStatus::InProgress;
+            s.current = Some(CurrentStep {
+                node: *node,
+                step_id: step_id.clone(),
+                step: *step,
+                pc: *pc,
+                attempt: Attempt(1),
+                requires_confirmation: *requires_confirmation,
+            });
+            changes.push(ProjectionChange::InsertNode(NodeRecord {
+                node: *node,
+                step_id: step_id.clone(),
+                step: *step,
+                pc: *pc,
+                parent: *parent,
+                cause: *cause,
+                status: NodeStatus::Active,
+                attempts: 0,
+                notes: None,
+                entered_seq: event.seq,
+                closed_seq: None,
+            }));
+        }
+        EventBody::StepSkipped { .. } => s.steps_skipped += 1,
+        EventBody::StepBlocked {
+            node,
+            attempt,
+            output_hash,
+            response,
+            ..
+        } => {
+            let cur = s.current.as_mut().ok_or_else(|| err("no current step"))?;
+            if cur.node != *node || cur.attempt != *attempt {
+                return Err(err("blocked attempt is not the current one"));
+            }
+            cur.attempt = Attempt(attempt.0.saturating_add(1));
+            s.status = SessionStatus::Blocked;
+            s.blocked_attempts += 1;
+            changes.push(ProjectionChange::InsertAttempt(AttemptRecord {
+                node: *node,
+                attempt: *attempt,
+                outcome: crate::projection::AttemptOutcome::Blocked,
+                output_hash: *output_hash,
+                response: *response,
+                seq: event.seq,
+            }));
+            changes.push(ProjectionChange::SetNodeAttempts {
+                node: *node,
+                attempts: attempt.0,
+            });
+        }
+        EventBody::StepCompleted {
+            node,
+            attempt,
+            output_hash,
+            notes,
+            context_delta,
+            response,
+            ..
+        } => {
+            let cur = s.current.as_ref().ok_or_else(|| err("no current step"))?;
+            if cur.node != *node || cur.attempt != *attempt {
+                return Err(err("completed attempt is not the current one"));
+            }
+            merge(&mut s.context, context_delta);
+            s.steps_completed += 1;
+            s.status = SessionStatus::InProgress;
+            changes.push(ProjectionChange::InsertAttempt(AttemptRecord {
+                node: *node,
+                attempt: *attempt,
+                outcome: AttemptOutcome::Completed,
+                output_hash: *output_hash,
+                response: *response,
+                seq: event.seq,
+            }));
+            changes.push(ProjectionChange::SetNodeAttempts {
+                node: *node,
+                attempts: attempt.0,
+            });
+            changes.push(ProjectionChange::CloseNode {
+                node: *node,
+                status: NodeStatus::Completed,
+                notes: Some(notes.clone()),
+                closed_seq: event.seq,
+            });
+        }
+        EventBody::CheckpointRecorded {
+            node, context_delta, ..
+        } => {
+            if s.current.as_ref().map(|c| c.node) != Some(*node) {
+                return Err(err("checkpoint is not for the current node"));
+            }
+            merge(&mut s.context, context_delta);
+            s.checkpoints += 1;
+        }
+        EventBody::SessionRewound { from_node, .. } => {
+            if let Some(from) = from_node {
+                // The node left behind is abandoned only if it had not completed.
+                if s.status != SessionStatus::Complete {
+                    changes.push(ProjectionChange::CloseNode {
+                        node: *from,
+                        status: NodeStatus::Abandoned,
+                        notes: None,
+                        closed_seq: event.seq,
+                    });
+                }
+            }
+            s.rewinds += 1;
+            s.current = None;
+        }
+        EventBody::SessionCompleted { .. } => {
+            s.status = SessionStatus::Complete;
+            s.current = None;
+        }
+    }
+    s.last_seq = event.seq;
+    s.last_hash = event.hash;
+    s.updated_at_ms = event.created_at_ms;
+    Ok((s, changes))
+}
