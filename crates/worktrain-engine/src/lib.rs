@@ -1,1 +1,492 @@
-//! placeholder
+//! worktrain use cases on top of the pure core and the event store: start, advance,
+//! checkpoint, rehydrate and rewind. This is the one place where "advance a session" is
+//! implemented; the CLI, the MCP server and the daemon all call it.
+//!
+//! Every operation reads the session summary (one row), lets the pure state machine
+//! decide, and appends the resulting events, blobs and projections in one transaction.
+//! A concurrent writer makes the append fail with a sequence conflict; the operation is
+//! then re-judged against the new state, which turns a racing duplicate into a replay
+//! or a conflict — never a lock error for the caller and never two advances.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::{Map, Value};
+use tracing::{debug, info, warn};
+use worktrain_core::compile::Pinned;
+use worktrain_core::context::Limits;
+use worktrain_core::error::{ApiError, ErrorCode, Retry};
+use worktrain_core::ids::{NodeId, SessionId, Sha256Hash, StepId};
+use worktrain_core::machine::{AdvanceDecision, Machine, Plan, StartParams, Submission};
+use worktrain_core::projection::{NodeRecord, NodeStatus, SessionSummary};
+use worktrain_core::response::{RecapEntry, StepResponse};
+use worktrain_core::token::Keyring;
+use worktrain_store::{AppendRequest, EventStore, StoreError};
+
+pub mod catalog;
+pub mod home;
+
+pub use catalog::{Catalog, Resolved};
+
+/// How many times an operation is re-judged after losing a race before giving up.
+const MAX_REJUDGE: usize = 16;
+/// Pinned workflows kept in memory.
+const PIN_CACHE: usize = 256;
+/// Budget for the notes recap returned by rehydrate, in bytes.
+const RECAP_BUDGET: usize = 32 * 1024;
+
+/// A response, its exact bytes and whether it was replayed from the record.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// The response.
+    pub response: StepResponse,
+    /// Its bytes, exactly as stored (identical on replay).
+    pub bytes: Vec<u8>,
+    /// True when the same token and output were already processed.
+    pub replayed: bool,
+}
+
+/// How a caller names a session: by id or by any valid token.
+#[derive(Debug, Clone)]
+pub enum SessionRef {
+    /// A session id (`ses_…`).
+    Id(SessionId),
+    /// Any token of the session (advance, checkpoint or resume).
+    Token(String),
+}
+
+impl SessionRef {
+    /// Parse user input: a session id if it looks like one, otherwise a token.
+    pub fn parse(s: &str) -> Self {
+        match s.trim().parse::<SessionId>() {
+            Ok(id) => SessionRef::Id(id),
+            Err(_) => SessionRef::Token(s.trim().to_owned()),
+        }
+    }
+}
+
+/// Which earlier step to rewind to.
+#[derive(Debug, Clone)]
+pub enum RewindTarget {
+    /// The latest node of this step on the current path.
+    Step(StepId),
+    /// A specific node.
+    Node(NodeId),
+}
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct StartRequest {
+    /// The resolved workflow.
+    pub workflow: Resolved,
+    /// Goal.
+    pub goal: String,
+    /// Workspace directory.
+    pub workspace: Option<String>,
+    /// Initial context.
+    pub context: Map<String, Value>,
+}
+
+/// The engine.
+pub struct Engine {
+    store: Arc<dyn EventStore>,
+    keyring: Keyring,
+    limits: Limits,
+    pins: Mutex<HashMap<Sha256Hash, Arc<Pinned>>>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").finish_non_exhaustive()
+    }
+}
+
+/// Map a store failure to the API error shape.
+pub fn store_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::BlobTooLarge { size, limit } => ApiError::new(
+            ErrorCode::ArtifactTooLarge,
+            format!("a payload of {size} bytes exceeds the blob limit of {limit} bytes"),
+            Retry::AfterFix,
+            "submit smaller artifacts, or raise limits.blob_bytes in config.yaml",
+        ),
+        StoreError::SeqConflict { .. } => ApiError::new(
+            ErrorCode::Contention,
+            e.to_string(),
+            Retry::Same,
+            "another writer is advancing this session; retry",
+        ),
+        other => ApiError::new(
+            ErrorCode::StoreFailure,
+            other.to_string(),
+            Retry::Same,
+            "check the database file and disk; `worktrain session verify <id>` checks a session's integrity",
+        ),
+    }
+}
+
+fn not_found(id: SessionId) -> ApiError {
+    ApiError::new(
+        ErrorCode::SessionNotFound,
+        format!("no session {id} in this store"),
+        Retry::Never,
+        "check WORKTRAIN_HOME / the database in use; `worktrain sessions` lists known sessions",
+    )
+}
+
+impl Engine {
+    /// An engine over a store, signing with `keyring`.
+    pub fn new(store: Arc<dyn EventStore>, keyring: Keyring, limits: Limits) -> Self {
+        Self {
+            store,
+            keyring,
+            limits,
+            pins: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn EventStore> {
+        &self.store
+    }
+
+    /// The keyring.
+    pub fn keyring(&self) -> &Keyring {
+        &self.keyring
+    }
+
+    /// The limits.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    fn machine<'a>(&'a self, pinned: &'a Pinned) -> Machine<'a> {
+        Machine {
+            pinned,
+            keyring: &self.keyring,
+            limits: &self.limits,
+        }
+    }
+
+    /// The pinned workflow of a session, from cache or the blob store.
+    pub async fn pinned(&self, hash: Sha256Hash) -> Result<Arc<Pinned>, ApiError> {
+        if let Some(p) = self.pins.lock().ok().and_then(|m| m.get(&hash).cloned()) {
+            return Ok(p);
+        }
+        let bytes = self.store.blob(hash).await.map_err(store_error)?.ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::WorkflowPinMissing,
+                format!("the pinned workflow {hash} is missing from the store"),
+                Retry::Never,
+                "the database is incomplete; restore it from backup",
+            )
+        })?;
+        let pinned = Arc::new(Pinned::from_canonical(&bytes).map_err(ApiError::internal)?);
+        if let Ok(mut m) = self.pins.lock() {
+            if m.len() >= PIN_CACHE {
+                m.clear();
+            }
+            m.insert(hash, pinned.clone());
+        }
+        Ok(pinned)
+    }
+
+    fn remember(&self, pinned: &Pinned) {
+        if let Ok(mut m) = self.pins.lock() {
+            if m.len() >= PIN_CACHE {
+                m.clear();
+            }
+            m.entry(pinned.hash).or_insert_with(|| Arc::new(pinned.clone()));
+        }
+    }
+
+    async fn summary(&self, id: SessionId) -> Result<SessionSummary, ApiError> {
+        self.store
+            .session(id)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| not_found(id))
+    }
+
+    async fn persist(
+        &self,
+        expected: worktrain_core::ids::Seq,
+        id: SessionId,
+        plan: &Plan,
+    ) -> Result<Persisted, ApiError> {
+        let outcome = self
+            .store
+            .append(AppendRequest {
+                session_id: id,
+                expected_seq: expected,
+                events: plan.events.clone(),
+                blobs: plan.blobs.clone(),
+            })
+            .await;
+        match outcome {
+            Ok(o) if !o.duplicate => Ok(Persisted::Written),
+            Ok(_) => Ok(Persisted::Duplicate),
+            Err(StoreError::SeqConflict { .. }) => Ok(Persisted::LostRace),
+            Err(e) => Err(store_error(e)),
+        }
+    }
+
+    /// Start a session.
+    pub async fn start(&self, req: StartRequest) -> Result<Reply, ApiError> {
+        let id = new_session_id()?;
+        let pinned = &req.workflow.pinned;
+        let plan = self.machine(pinned).start(
+            id,
+            StartParams {
+                goal: req.goal,
+                workspace: req.workspace,
+                context: req.context,
+                source: req.workflow.source.clone(),
+            },
+        )?;
+        if self.persist(worktrain_core::ids::Seq(0), id, &plan).await? != Persisted::Written {
+            return Err(ApiError::internal("a fresh session id collided with an existing session"));
+        }
+        self.remember(pinned);
+        info!(session_id = %id, workflow = %pinned.workflow.id, hash = %pinned.hash.short(), "session started");
+        Ok(Reply {
+            response: plan.response,
+            bytes: plan.response_bytes,
+            replayed: false,
+        })
+    }
+
+    /// Submit a step's output with its advance token.
+    pub async fn advance(&self, token: &str, submission: Submission) -> Result<Reply, ApiError> {
+        let claims = self.keyring.verify(token)?;
+        for round in 0..MAX_REJUDGE {
+            let summary = self.summary(claims.session).await?;
+            let pinned = self.pinned(summary.workflow_hash).await?;
+            let prior = self
+                .store
+                .attempt(claims.session, claims.node, claims.attempt)
+                .await
+                .map_err(store_error)?;
+            match self.machine(&pinned).advance(&summary, claims, &submission, prior.as_ref())? {
+                AdvanceDecision::Replay { response } => {
+                    let bytes = self.store.blob(response).await.map_err(store_error)?.ok_or_else(|| {
+                        ApiError::internal(format!("recorded response {response} is missing"))
+                    })?;
+                    let parsed: StepResponse = serde_json::from_slice(&bytes)
+                        .map_err(|e| ApiError::internal(format!("recorded response unreadable: {e}")))?;
+                    debug!(session_id = %claims.session, node = %claims.node, "advance replayed");
+                    return Ok(Reply {
+                        response: parsed,
+                        bytes,
+                        replayed: true,
+                    });
+                }
+                AdvanceDecision::Apply(plan) => {
+                    if self.persist(summary.last_seq, claims.session, &plan).await? == Persisted::Written {
+                        info!(
+                            session_id = %claims.session,
+                            node = %claims.node,
+                            attempt = %claims.attempt,
+                            outcome = plan.response.outcome.as_str(),
+                            "advance recorded"
+                        );
+                        return Ok(Reply {
+                            response: plan.response,
+                            bytes: plan.response_bytes,
+                            replayed: false,
+                        });
+                    }
+                    debug!(session_id = %claims.session, round, "lost a race; re-judging");
+                }
+            }
+        }
+        warn!(session_id = %claims.session, "advance gave up after repeated contention");
+        Err(contention(claims.session))
+    }
+
+    /// Record progress without advancing.
+    pub async fn checkpoint(
+        &self,
+        token: &str,
+        notes: &str,
+        context: Map<String, Value>,
+    ) -> Result<Reply, ApiError> {
+        let claims = self.keyring.verify(token)?;
+        for _ in 0..MAX_REJUDGE {
+            let summary = self.summary(claims.session).await?;
+            let pinned = self.pinned(summary.workflow_hash).await?;
+            let plan = self.machine(&pinned).checkpoint(&summary, claims, notes, &context)?;
+            match self.persist(summary.last_seq, claims.session, &plan).await? {
+                Persisted::Written => {
+                    info!(session_id = %claims.session, node = %claims.node, "checkpoint recorded");
+                    return Ok(Reply {
+                        response: plan.response,
+                        bytes: plan.response_bytes,
+                        replayed: false,
+                    });
+                }
+                // The same checkpoint content was already recorded on this node.
+                Persisted::Duplicate => {
+                    return Ok(Reply {
+                        response: plan.response,
+                        bytes: plan.response_bytes,
+                        replayed: true,
+                    });
+                }
+                Persisted::LostRace => continue,
+            }
+        }
+        Err(contention(claims.session))
+    }
+
+    /// The current step, fresh tokens and a recap of earlier notes. Writes nothing.
+    pub async fn rehydrate(&self, target: &SessionRef) -> Result<Reply, ApiError> {
+        let id = self.session_id(target)?;
+        let summary = self.summary(id).await?;
+        let pinned = self.pinned(summary.workflow_hash).await?;
+        let nodes = self.store.nodes(id).await.map_err(store_error)?;
+        let recap = recap(&summary, &nodes, &pinned);
+        let response = self.machine(&pinned).rehydrate(&summary, recap);
+        let bytes = response.to_bytes();
+        Ok(Reply {
+            response,
+            bytes,
+            replayed: false,
+        })
+    }
+
+    /// Move a session back to an earlier step; records the rewind and starts a branch.
+    pub async fn rewind(
+        &self,
+        target: &SessionRef,
+        to: &RewindTarget,
+        reason: Option<String>,
+    ) -> Result<Reply, ApiError> {
+        let id = self.session_id(target)?;
+        for _ in 0..MAX_REJUDGE {
+            let summary = self.summary(id).await?;
+            let pinned = self.pinned(summary.workflow_hash).await?;
+            let nodes = self.store.nodes(id).await.map_err(store_error)?;
+            let path = current_path(&summary, &nodes);
+            let chosen = match to {
+                RewindTarget::Node(n) => nodes.iter().find(|r| r.node == *n),
+                RewindTarget::Step(s) => path
+                    .iter()
+                    .rev()
+                    .find(|r| &r.step_id == s && r.status == NodeStatus::Completed)
+                    .copied(),
+            };
+            let Some(chosen) = chosen else {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidRewindTarget,
+                    match to {
+                        RewindTarget::Node(n) => format!("session {id} has no node {n}"),
+                        RewindTarget::Step(s) => {
+                            format!("step `{s}` was not completed on session {id}'s current path")
+                        }
+                    },
+                    Retry::AfterFix,
+                    "`worktrain session show <id>` lists the step graph; rewind to a completed step",
+                ));
+            };
+            let path_owned: Vec<NodeRecord> = path.into_iter().cloned().collect();
+            let plan = self.machine(&pinned).rewind(&summary, &path_owned, chosen, reason.clone())?;
+            if self.persist(summary.last_seq, id, &plan).await? == Persisted::Written {
+                info!(session_id = %id, target = %chosen.node, "session rewound");
+                return Ok(Reply {
+                    response: plan.response,
+                    bytes: plan.response_bytes,
+                    replayed: false,
+                });
+            }
+        }
+        Err(contention(id))
+    }
+
+    /// The session a reference names (verifying tokens).
+    pub fn session_id(&self, target: &SessionRef) -> Result<SessionId, ApiError> {
+        match target {
+            SessionRef::Id(id) => Ok(*id),
+            SessionRef::Token(t) => Ok(self.keyring.verify(t)?.session),
+        }
+    }
+}
+
+/// What happened to a plan handed to the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Persisted {
+    /// Appended.
+    Written,
+    /// Its idempotency key was already recorded: nothing written.
+    Duplicate,
+    /// Another writer appended first: re-judge.
+    LostRace,
+}
+
+fn contention(id: SessionId) -> ApiError {
+    ApiError::new(
+        ErrorCode::Contention,
+        format!("session {id} kept changing while this operation was retried"),
+        Retry::Same,
+        "another process is writing to this session continuously; retry in a moment",
+    )
+}
+
+/// The nodes from the root to the session's current (or last) node, oldest first.
+pub fn current_path<'a>(summary: &SessionSummary, nodes: &'a [NodeRecord]) -> Vec<&'a NodeRecord> {
+    let by_id: HashMap<NodeId, &NodeRecord> = nodes.iter().map(|n| (n.node, n)).collect();
+    let tip = summary
+        .current
+        .as_ref()
+        .map(|c| c.node)
+        .unwrap_or(NodeId(summary.nodes));
+    let mut path = Vec::new();
+    let mut cursor = by_id.get(&tip).copied();
+    while let Some(n) = cursor {
+        path.push(n);
+        if path.len() > nodes.len() {
+            break; // defensive: a cycle would be a projection bug
+        }
+        cursor = n.parent.and_then(|p| by_id.get(&p).copied());
+    }
+    path.reverse();
+    path
+}
+
+fn recap(summary: &SessionSummary, nodes: &[NodeRecord], pinned: &Pinned) -> Vec<RecapEntry> {
+    let mut out = Vec::new();
+    let mut budget = RECAP_BUDGET;
+    for n in current_path(summary, nodes).into_iter().rev() {
+        let (NodeStatus::Completed, Some(notes)) = (n.status, &n.notes) else {
+            continue;
+        };
+        if notes.len() > budget {
+            break;
+        }
+        budget -= notes.len();
+        out.push(RecapEntry {
+            node: n.node,
+            step_id: n.step_id.clone(),
+            title: pinned
+                .workflow
+                .step(n.step)
+                .map(|s| s.title.clone())
+                .unwrap_or_default(),
+            notes: notes.clone(),
+        });
+    }
+    out.reverse();
+    out
+}
+
+/// A fresh session id from the clock and the OS random source.
+pub fn new_session_id() -> Result<SessionId, ApiError> {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let mut r = [0u8; 16];
+    getrandom::fill(&mut r).map_err(|e| ApiError::internal(format!("no randomness: {e}")))?;
+    Ok(SessionId::from_parts(ms, u128::from_be_bytes(r)))
+}

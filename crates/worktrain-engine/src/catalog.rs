@@ -1,0 +1,293 @@
+//! Where workflows come from: bundled (compiled into the binary) < user
+//! (`$WORKTRAIN_HOME/workflows`) < project (`<repo>/.worktrain/workflows`). A later
+//! source shadows an earlier one with the same id; `list` shows both and any file that
+//! failed to load, with its reason — a workflow never silently disappears.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use worktrain_core::compile::{Pinned, compile};
+use worktrain_core::error::{ApiError, ErrorCode, Retry};
+use worktrain_core::ids::WorkflowId;
+use worktrain_core::load::{WorkflowError, parse_workflow};
+use worktrain_core::workflow::WorkflowDefinition;
+
+/// Workflows shipped inside the binary: (file name, contents).
+pub const BUNDLED: &[(&str, &str)] = &[(
+    "quick-task.yaml",
+    include_str!("../../../workflows/quick-task.yaml"),
+)];
+
+/// Where a workflow was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceKind {
+    /// Shipped with worktrain.
+    Bundled,
+    /// `$WORKTRAIN_HOME/workflows`.
+    User,
+    /// `<repo>/.worktrain/workflows`.
+    Project,
+    /// A file named explicitly.
+    File,
+}
+
+impl SourceKind {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::Bundled => "bundled",
+            SourceKind::User => "user",
+            SourceKind::Project => "project",
+            SourceKind::File => "file",
+        }
+    }
+}
+
+/// One workflow file found in a source.
+#[derive(Debug, Clone, Serialize)]
+pub struct CatalogEntry {
+    /// Source.
+    pub source: SourceKind,
+    /// File path, or `bundled:<name>`.
+    pub location: String,
+    /// The workflow id (from the file, or from the file name when it failed to load).
+    pub id: String,
+    /// The loaded workflow, when valid.
+    #[serde(skip)]
+    pub definition: Option<WorkflowDefinition>,
+    /// Name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Description.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Tags.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// Why the file failed to load.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The source that shadows this entry, if a later source has the same id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shadowed_by: Option<String>,
+}
+
+/// A workflow resolved and compiled, ready to pin.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// The compiled workflow.
+    pub pinned: Pinned,
+    /// A label for events: `bundled:quick-task.yaml`, `user:/path`, `file:/path`.
+    pub source: String,
+}
+
+/// The set of workflow sources for one invocation.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    /// `$WORKTRAIN_HOME/workflows`.
+    pub user_dir: Option<PathBuf>,
+    /// `<repo>/.worktrain/workflows`.
+    pub project_dir: Option<PathBuf>,
+}
+
+impl Catalog {
+    /// A catalog with a user directory and a project directory derived from `workspace`.
+    pub fn new(user_dir: Option<PathBuf>, workspace: Option<&Path>) -> Self {
+        Self {
+            user_dir,
+            project_dir: workspace.map(|w| w.join(".worktrain").join("workflows")),
+        }
+    }
+
+    /// Every workflow file in every source, in precedence order, with shadowing marked.
+    pub fn list(&self) -> Vec<CatalogEntry> {
+        let mut entries: Vec<CatalogEntry> = BUNDLED
+            .iter()
+            .map(|(name, text)| entry(SourceKind::Bundled, format!("bundled:{name}"), name, text))
+            .collect();
+        for (kind, dir) in [
+            (SourceKind::User, &self.user_dir),
+            (SourceKind::Project, &self.project_dir),
+        ] {
+            let Some(dir) = dir else { continue };
+            for path in workflow_files(dir) {
+                let location = path.display().to_string();
+                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+                match std::fs::read_to_string(&path) {
+                    Ok(text) => entries.push(entry(kind, location, &name, &text)),
+                    Err(e) => entries.push(CatalogEntry {
+                        source: kind,
+                        id: stem(&name),
+                        location,
+                        definition: None,
+                        name: None,
+                        version: None,
+                        description: None,
+                        tags: Vec::new(),
+                        error: Some(format!("cannot read: {e}")),
+                        shadowed_by: None,
+                    }),
+                }
+            }
+        }
+        // Later entries win; mark every earlier entry with the same id as shadowed.
+        for i in 0..entries.len() {
+            let winner = entries[i + 1..]
+                .iter()
+                .rev()
+                .find(|e| e.id == entries[i].id && e.error.is_none())
+                .map(|e| format!("{}:{}", e.source.as_str(), e.location));
+            entries[i].shadowed_by = winner;
+        }
+        entries
+    }
+
+    /// Resolve `spec` — a workflow id or a path to a workflow file — and compile it.
+    pub fn resolve(&self, spec: &str) -> Result<Resolved, ApiError> {
+        let looks_like_path = spec.contains('/')
+            || spec.contains(std::path::MAIN_SEPARATOR)
+            || [".yaml", ".yml", ".json"].iter().any(|ext| spec.ends_with(ext));
+        if looks_like_path {
+            let path = Path::new(spec);
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                ApiError::new(
+                    ErrorCode::WorkflowNotFound,
+                    format!("cannot read workflow file {spec}: {e}"),
+                    Retry::AfterFix,
+                    "check the path, or pass a workflow id from `worktrain workflow list`",
+                )
+            })?;
+            let location = std::fs::canonicalize(path)
+                .unwrap_or_else(|_| path.to_path_buf())
+                .display()
+                .to_string();
+            let def = parse_workflow(&location, &text).map_err(invalid)?;
+            let pinned = compile(&def).map_err(|e| invalid(e.in_file(&location)))?;
+            return Ok(Resolved {
+                pinned,
+                source: format!("file:{location}"),
+            });
+        }
+        let id = WorkflowId::new(spec).map_err(|e| {
+            ApiError::new(
+                ErrorCode::WorkflowNotFound,
+                e.to_string(),
+                Retry::AfterFix,
+                "pass a workflow id from `worktrain workflow list`, or a path to a workflow file",
+            )
+        })?;
+        let entries = self.list();
+        let found = entries
+            .iter()
+            .rev()
+            .find(|e| e.id == id.as_str() && e.error.is_none());
+        let Some(found) = found else {
+            if let Some(broken) = entries.iter().rev().find(|e| e.id == id.as_str()) {
+                return Err(ApiError::new(
+                    ErrorCode::WorkflowInvalid,
+                    format!(
+                        "workflow `{id}` exists but failed to load: {}",
+                        broken.error.as_deref().unwrap_or("unknown error")
+                    ),
+                    Retry::AfterFix,
+                    format!("fix the file, then check it with `worktrain workflow validate {}`", broken.location),
+                ));
+            }
+            let known: Vec<&str> = entries
+                .iter()
+                .filter(|e| e.error.is_none())
+                .map(|e| e.id.as_str())
+                .collect();
+            return Err(ApiError::new(
+                ErrorCode::WorkflowNotFound,
+                format!("no workflow with id `{id}`"),
+                Retry::AfterFix,
+                format!("known workflows: {}", known.join(", ")),
+            ));
+        };
+        let def = found
+            .definition
+            .as_ref()
+            .ok_or_else(|| ApiError::internal("catalog entry without definition"))?;
+        let pinned = compile(def).map_err(|e| invalid(e.in_file(&found.location)))?;
+        Ok(Resolved {
+            pinned,
+            source: format!("{}:{}", found.source.as_str(), found.location),
+        })
+    }
+}
+
+fn entry(source: SourceKind, location: String, file_name: &str, text: &str) -> CatalogEntry {
+    let parsed = parse_workflow(file_name, text)
+        .map_err(|e| e.in_file(&location))
+        .and_then(|def| {
+            compile(&def).map_err(|e| e.in_file(&location))?;
+            Ok(def)
+        });
+    match parsed {
+        Ok(def) => CatalogEntry {
+            source,
+            location,
+            id: def.id.to_string(),
+            name: Some(def.name.clone()),
+            version: Some(def.version.clone()),
+            description: Some(def.description.clone()),
+            tags: def.tags.clone(),
+            definition: Some(def),
+            error: None,
+            shadowed_by: None,
+        },
+        Err(e) => CatalogEntry {
+            source,
+            id: stem(file_name),
+            location,
+            definition: None,
+            name: None,
+            version: None,
+            description: None,
+            tags: Vec::new(),
+            error: Some(e.to_string()),
+            shadowed_by: None,
+        },
+    }
+}
+
+fn stem(file_name: &str) -> String {
+    Path::new(file_name)
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or(file_name)
+        .to_owned()
+}
+
+fn workflow_files(dir: &Path) -> Vec<PathBuf> {
+    let Ok(read) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<PathBuf> = read
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.is_file()
+                && p.extension()
+                    .and_then(|e| e.to_str())
+                    .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"))
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// Map a load/compile error to the API error shape.
+pub fn invalid(e: WorkflowError) -> ApiError {
+    ApiError::new(
+        ErrorCode::WorkflowInvalid,
+        e.to_string(),
+        Retry::AfterFix,
+        "fix the workflow file; `worktrain workflow validate <file>` lists every problem with its line and rule",
+    )
+}

@@ -1,0 +1,411 @@
+//! `$WORKTRAIN_HOME` (default `~/.worktrain`): configuration, the embedded database, the
+//! keyring and the API token. Secret files are created with mode 0600 and replaced
+//! atomically.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+use worktrain_core::context::Limits;
+use worktrain_core::token::Keyring;
+
+/// Environment variable naming the home directory.
+pub const HOME_ENV: &str = "WORKTRAIN_HOME";
+
+/// Files inside the home directory.
+pub const CONFIG_FILE: &str = "config.yaml";
+/// Embedded database file.
+pub const DATABASE_FILE: &str = "worktrain.db";
+/// Signing keys (0600).
+pub const KEYRING_FILE: &str = "keyring.json";
+/// Bearer token for the HTTP API (0600).
+pub const API_TOKEN_FILE: &str = "api-token";
+/// User workflows directory.
+pub const WORKFLOWS_DIR: &str = "workflows";
+
+/// Contents of `config.yaml`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Storage settings.
+    pub store: StoreConfig,
+    /// Size limits on agent submissions.
+    pub limits: Limits,
+}
+
+/// Storage settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// SQLite database file, relative to the home directory unless absolute.
+    pub sqlite_path: PathBuf,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            sqlite_path: PathBuf::from(DATABASE_FILE),
+        }
+    }
+}
+
+const DEFAULT_CONFIG: &str = "\
+# worktrain configuration. Every key is optional; the values shown are the defaults.
+store:
+  # SQLite database, relative to this directory unless absolute.
+  sqlite_path: worktrain.db
+limits:
+  notes_bytes: 65536            # largest notes per submission
+  context_bytes: 262144         # largest session context (serialized JSON)
+  artifact_bytes: 1048576       # largest single artifact
+  artifacts_per_submission: 16
+  blob_bytes: 8388608           # largest stored blob
+";
+
+/// Problems with the home directory.
+#[derive(Debug, thiserror::Error)]
+pub enum HomeError {
+    /// No home directory could be determined.
+    #[error("cannot determine the worktrain home: set {HOME_ENV} or HOME")]
+    NoHome,
+    /// I/O failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// `config.yaml` is invalid.
+    #[error("{path}:{line}:{column}: {message}")]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// Line (1-based; 0 when unknown).
+        line: usize,
+        /// Column (1-based; 0 when unknown).
+        column: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// The keyring is unreadable.
+    #[error("{path}: invalid keyring: {message}")]
+    Keyring {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The home has not been initialised.
+    #[error("{path} is not initialised: run `worktrain init`")]
+    NotInitialised {
+        /// The home.
+        path: PathBuf,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> HomeError + '_ {
+    move |source| HomeError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What `init` did to each file.
+#[derive(Debug, Clone, Serialize)]
+pub struct InitReport {
+    /// The home directory.
+    pub home: PathBuf,
+    /// Files and directories created by this run.
+    pub created: Vec<PathBuf>,
+    /// Files and directories that already existed and were left unchanged.
+    pub unchanged: Vec<PathBuf>,
+}
+
+impl InitReport {
+    /// True when nothing was created.
+    pub fn nothing_changed(&self) -> bool {
+        self.created.is_empty()
+    }
+}
+
+/// A located home directory.
+#[derive(Debug, Clone)]
+pub struct Home {
+    root: PathBuf,
+}
+
+impl Home {
+    /// `$WORKTRAIN_HOME`, or `~/.worktrain`.
+    pub fn locate(explicit: Option<PathBuf>) -> Result<Self, HomeError> {
+        if let Some(p) = explicit {
+            return Ok(Self { root: p });
+        }
+        if let Some(p) = std::env::var_os(HOME_ENV).filter(|v| !v.is_empty()) {
+            return Ok(Self { root: PathBuf::from(p) });
+        }
+        let home = std::env::var_os("HOME").filter(|v| !v.is_empty()).ok_or(HomeError::NoHome)?;
+        Ok(Self {
+            root: PathBuf::from(home).join(".worktrain"),
+        })
+    }
+
+    /// The directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// A path inside the directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    /// Whether `init` has run (the keyring exists).
+    pub fn is_initialised(&self) -> bool {
+        self.path(KEYRING_FILE).is_file()
+    }
+
+    /// Create whatever is missing; never touch what exists. The database is created by
+    /// the store when first opened (the caller does that after `init`).
+    pub fn init(&self) -> Result<InitReport, HomeError> {
+        let mut report = InitReport {
+            home: self.root.clone(),
+            created: Vec::new(),
+            unchanged: Vec::new(),
+        };
+        for dir in [self.root.clone(), self.path(WORKFLOWS_DIR)] {
+            if dir.is_dir() {
+                report.unchanged.push(dir);
+            } else {
+                fs::create_dir_all(&dir).map_err(io(&dir))?;
+                report.created.push(dir);
+            }
+        }
+        let config = self.path(CONFIG_FILE);
+        if config.exists() {
+            report.unchanged.push(config);
+        } else {
+            write_new(&config, DEFAULT_CONFIG.as_bytes(), 0o644)?;
+            report.created.push(config);
+        }
+        let keyring = self.path(KEYRING_FILE);
+        if keyring.exists() {
+            report.unchanged.push(keyring);
+        } else {
+            let ring = Keyring::new(random_bytes()?, now_rfc3339());
+            let json = serde_json::to_vec_pretty(&ring).map_err(|e| HomeError::Keyring {
+                path: keyring.clone(),
+                message: e.to_string(),
+            })?;
+            write_new(&keyring, &json, 0o600)?;
+            report.created.push(keyring);
+        }
+        let token = self.path(API_TOKEN_FILE);
+        if token.exists() {
+            report.unchanged.push(token);
+        } else {
+            let secret = random_bytes()?;
+            let text = format!("wtk_{}\n", hex_encode(&secret));
+            write_new(&token, text.as_bytes(), 0o600)?;
+            report.created.push(token);
+        }
+        Ok(report)
+    }
+
+    /// Read `config.yaml` (defaults when absent).
+    pub fn config(&self) -> Result<Config, HomeError> {
+        let path = self.path(CONFIG_FILE);
+        let text = match fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
+            Err(e) => return Err(io(&path)(e)),
+        };
+        parse_config(&path, &text)
+    }
+
+    /// The SQLite database path from the configuration.
+    pub fn database_path(&self, config: &Config) -> PathBuf {
+        if config.store.sqlite_path.is_absolute() {
+            config.store.sqlite_path.clone()
+        } else {
+            self.root.join(&config.store.sqlite_path)
+        }
+    }
+
+    /// Read the keyring.
+    pub fn keyring(&self) -> Result<Keyring, HomeError> {
+        let path = self.path(KEYRING_FILE);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(HomeError::NotInitialised {
+                    path: self.root.clone(),
+                });
+            }
+            Err(e) => return Err(io(&path)(e)),
+        };
+        serde_json::from_slice(&bytes).map_err(|e| HomeError::Keyring {
+            path,
+            message: e.to_string(),
+        })
+    }
+
+    /// Rotate the signing key; returns the new keyring.
+    pub fn rotate_keys(&self) -> Result<Keyring, HomeError> {
+        let mut ring = self.keyring()?;
+        ring.rotate(random_bytes()?, now_rfc3339());
+        self.save_keyring(&ring)?;
+        Ok(ring)
+    }
+
+    /// Stop accepting the previous key.
+    pub fn drop_previous_key(&self) -> Result<Keyring, HomeError> {
+        let mut ring = self.keyring()?;
+        ring.drop_previous();
+        self.save_keyring(&ring)?;
+        Ok(ring)
+    }
+
+    fn save_keyring(&self, ring: &Keyring) -> Result<(), HomeError> {
+        let path = self.path(KEYRING_FILE);
+        let json = serde_json::to_vec_pretty(ring).map_err(|e| HomeError::Keyring {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        replace_atomically(&path, &json, 0o600)
+    }
+}
+
+/// Parse configuration text, reporting file, line, column and field.
+pub fn parse_config(path: &Path, text: &str) -> Result<Config, HomeError> {
+    if text.trim().is_empty() {
+        return Ok(Config::default());
+    }
+    let de = serde_norway::Deserializer::from_str(text);
+    serde_path_to_error::deserialize::<_, Config>(de).map_err(|e| {
+        let field = e.path().to_string();
+        let inner = e.into_inner();
+        let loc = inner.location();
+        let message = strip_position(&inner.to_string());
+        HomeError::Config {
+            path: path.to_path_buf(),
+            line: loc.as_ref().map(|l| l.line()).unwrap_or(0),
+            column: loc.as_ref().map(|l| l.column()).unwrap_or(0),
+            message: if field.is_empty() || field == "." {
+                message
+            } else {
+                format!("at `{field}`: {message}")
+            },
+        }
+    })
+}
+
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+fn random_bytes() -> Result<[u8; 32], HomeError> {
+    let mut b = [0u8; 32];
+    getrandom::fill(&mut b).map_err(|e| HomeError::Io {
+        path: PathBuf::from("<os random source>"),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    Ok(b)
+}
+
+fn hex_encode(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(unix)]
+fn open_options(mode: u32) -> fs::OpenOptions {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut o = fs::OpenOptions::new();
+    o.write(true).create_new(true).mode(mode);
+    o
+}
+
+#[cfg(not(unix))]
+fn open_options(_mode: u32) -> fs::OpenOptions {
+    let mut o = fs::OpenOptions::new();
+    o.write(true).create_new(true);
+    o
+}
+
+/// Create a new file with the given mode (fails if it exists), fsynced.
+fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), HomeError> {
+    let mut f = open_options(mode).open(path).map_err(io(path))?;
+    f.write_all(bytes).map_err(io(path))?;
+    f.sync_all().map_err(io(path))
+}
+
+/// Replace a file atomically: write a sibling temp file with the mode, fsync, rename.
+fn replace_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<(), HomeError> {
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    let _ = fs::remove_file(&tmp);
+    write_new(&tmp, bytes, mode)?;
+    fs::rename(&tmp, path).map_err(io(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_is_idempotent_and_secrets_are_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::locate(Some(dir.path().join("h"))).unwrap();
+        let first = home.init().unwrap();
+        assert!(!first.nothing_changed());
+        let ring = home.keyring().unwrap();
+        let second = home.init().unwrap();
+        assert!(second.nothing_changed(), "{second:?}");
+        assert_eq!(home.keyring().unwrap(), ring, "second init keeps the keyring");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            for f in [KEYRING_FILE, API_TOKEN_FILE] {
+                let mode = fs::metadata(home.path(f)).unwrap().permissions().mode() & 0o777;
+                assert_eq!(mode, 0o600, "{f}");
+            }
+        }
+        assert_eq!(home.config().unwrap(), Config::default());
+    }
+
+    #[test]
+    fn rotation_keeps_previous_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::locate(Some(dir.path().to_path_buf())).unwrap();
+        home.init().unwrap();
+        let before = home.keyring().unwrap();
+        let after = home.rotate_keys().unwrap();
+        assert_eq!(after.previous.as_ref().map(|k| k.id), Some(before.current.id));
+        assert_ne!(after.current.id, before.current.id);
+        assert_eq!(home.keyring().unwrap(), after);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(home.path(KEYRING_FILE)).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+        }
+    }
+
+    #[test]
+    fn bad_config_names_file_line_and_field() {
+        let err = parse_config(Path::new("/h/config.yaml"), "limits:\n  notes_bites: 3\n").unwrap_err();
+        let shown = err.to_string();
+        assert!(shown.starts_with("/h/config.yaml:2:"), "{shown}");
+        assert!(shown.contains("notes_bites"), "{shown}");
+        let err = parse_config(Path::new("c.yaml"), "limits:\n  notes_bytes: lots\n").unwrap_err();
+        assert!(err.to_string().contains("invalid type"), "{err}");
+    }
+}

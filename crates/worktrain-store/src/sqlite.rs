@@ -1,0 +1,862 @@
+//! The embedded SQLite backend: WAL, `synchronous=FULL`, migrations embedded and applied
+//! on open, `BEGIN IMMEDIATE` for every write so that two processes never deadlock on a
+//! read-to-write upgrade.
+
+use std::borrow::Cow;
+use std::path::Path;
+use std::pin::Pin;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use serde_json::json;
+use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteRow, SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row, Sqlite};
+use worktrain_core::event::{StoredEvent, chain_hash};
+use worktrain_core::ids::{Attempt, NodeId, Seq, SessionId, Sha256Hash};
+use worktrain_core::projection::{
+    AttemptOutcome, AttemptRecord, NodeRecord, NodeStatus, ProjectionChange, SessionSummary, apply,
+};
+
+use crate::{
+    AppendOutcome, AppendRequest, BrokenLink, ChainReport, EventStore, ProjectionDump,
+    RebuildReport, SessionFilter, StoreError,
+};
+
+/// Migrations of the SQLite schema, embedded in the binary. Append only: never edit one
+/// that has shipped (its checksum is recorded in the database).
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "event store",
+    include_str!("../migrations/sqlite/0001_event_store.sql"),
+)];
+
+/// The schema version this build creates and understands.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Rows per multi-row INSERT (9 parameters each, well under SQLite's limit).
+const INSERT_CHUNK: usize = 500;
+
+#[derive(Debug)]
+struct EmbeddedMigrations;
+
+impl MigrationSource<'static> for EmbeddedMigrations {
+    fn resolve(
+        self,
+    ) -> Pin<
+        Box<
+            dyn Future<Output = Result<Vec<Migration>, sqlx::error::BoxDynError>> + Send + 'static,
+        >,
+    > {
+        Box::pin(async {
+            Ok(MIGRATIONS
+                .iter()
+                .map(|(version, description, sql)| {
+                    Migration::new(
+                        *version,
+                        Cow::Borrowed(*description),
+                        MigrationType::Simple,
+                        sqlx::SqlSafeStr::into_sql_str(*sql),
+                        false,
+                    )
+                })
+                .collect())
+        })
+    }
+}
+
+/// Options for opening a SQLite store.
+#[derive(Debug, Clone, Copy)]
+pub struct SqliteOptions {
+    /// Largest blob accepted, in bytes.
+    pub blob_limit: usize,
+    /// Pool size (readers run concurrently; writers serialize on the database lock).
+    pub max_connections: u32,
+    /// How long a writer waits for another writer's transaction before failing.
+    pub busy_timeout: Duration,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        Self {
+            blob_limit: 8 * 1024 * 1024,
+            max_connections: 4,
+            busy_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The SQLite event store.
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    blob_limit: usize,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").finish_non_exhaustive()
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn corrupt(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(what.to_string())
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+impl SqliteStore {
+    /// Open (creating if needed) the database at `path` and apply pending migrations.
+    pub async fn open(path: &Path, options: SqliteOptions) -> Result<Self, StoreError> {
+        let connect = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(options.busy_timeout);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(options.max_connections.max(1))
+            .min_connections(1)
+            .connect_with(connect)
+            .await?;
+        let store = Self {
+            pool,
+            blob_limit: options.blob_limit,
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let found = self.applied_version().await?;
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::SchemaTooNew {
+                found,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        let migrator = Migrator::new(EmbeddedMigrations)
+            .await
+            .map_err(|e| StoreError::Migration(e.to_string()))?;
+        migrator
+            .run(&self.pool)
+            .await
+            .map_err(|e| StoreError::Migration(e.to_string()))
+    }
+
+    async fn applied_version(&self) -> Result<i64, StoreError> {
+        let exists: Option<(String,)> = sqlx::query_as(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        if exists.is_none() {
+            return Ok(0);
+        }
+        let (v,): (Option<i64>,) =
+            sqlx::query_as("SELECT MAX(version) FROM _sqlx_migrations WHERE success = 1")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(v.unwrap_or(0))
+    }
+
+    /// The underlying pool (tests use it to attempt forbidden writes).
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// Close the pool, checkpointing the WAL.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+async fn load_summary(
+    conn: &mut SqliteConnection,
+    id: SessionId,
+) -> Result<Option<SessionSummary>, StoreError> {
+    let row: Option<(String,)> = sqlx::query_as("SELECT summary FROM sessions WHERE session_id = ?")
+        .bind(id.to_string())
+        .fetch_optional(&mut *conn)
+        .await?;
+    row.map(|(json,)| serde_json::from_str(&json).map_err(corrupt))
+        .transpose()
+}
+
+async fn upsert_summary(conn: &mut SqliteConnection, s: &SessionSummary) -> Result<(), StoreError> {
+    let json = serde_json::to_string(s).map_err(corrupt)?;
+    sqlx::query(
+        "INSERT INTO sessions (session_id, workflow_id, workflow_hash, status, goal, workspace,
+             current_node, current_step, last_seq, created_at_ms, updated_at_ms, summary)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (session_id) DO UPDATE SET
+             status = excluded.status, current_node = excluded.current_node,
+             current_step = excluded.current_step, last_seq = excluded.last_seq,
+             updated_at_ms = excluded.updated_at_ms, summary = excluded.summary",
+    )
+    .bind(s.session_id.to_string())
+    .bind(s.workflow_id.as_str())
+    .bind(s.workflow_hash.to_hex())
+    .bind(s.status.as_str())
+    .bind(&s.goal)
+    .bind(s.workspace.as_deref())
+    .bind(s.current.as_ref().map(|c| i64::from(c.node.0)))
+    .bind(s.current.as_ref().map(|c| c.step_id.as_str().to_owned()))
+    .bind(to_i64(s.last_seq.0))
+    .bind(s.created_at_ms)
+    .bind(s.updated_at_ms)
+    .bind(json)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn write_changes(
+    conn: &mut SqliteConnection,
+    session: SessionId,
+    changes: &[ProjectionChange],
+) -> Result<(), StoreError> {
+    let sid = session.to_string();
+    for change in changes {
+        match change {
+            ProjectionChange::InsertNode(n) => {
+                sqlx::query(
+                    "INSERT INTO session_nodes (session_id, node, step_id, step_index, pc, parent,
+                         cause, status, attempts, notes, entered_seq, closed_seq)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                )
+                .bind(&sid)
+                .bind(i64::from(n.node.0))
+                .bind(n.step_id.as_str())
+                .bind(i64::from(n.step.0))
+                .bind(i64::from(n.pc.0))
+                .bind(n.parent.map(|p| i64::from(p.0)))
+                .bind(enum_str(&n.cause)?)
+                .bind(n.status.as_str())
+                .bind(i64::from(n.attempts))
+                .bind(n.notes.as_deref())
+                .bind(to_i64(n.entered_seq.0))
+                .bind(n.closed_seq.map(|s| to_i64(s.0)))
+                .execute(&mut *conn)
+                .await?;
+            }
+            ProjectionChange::CloseNode {
+                node,
+                status,
+                notes,
+                closed_seq,
+            } => {
+                sqlx::query(
+                    "UPDATE session_nodes SET status = ?, notes = COALESCE(?, notes), closed_seq = ?
+                     WHERE session_id = ? AND node = ?",
+                )
+                .bind(status.as_str())
+                .bind(notes.as_deref())
+                .bind(to_i64(closed_seq.0))
+                .bind(&sid)
+                .bind(i64::from(node.0))
+                .execute(&mut *conn)
+                .await?;
+            }
+            ProjectionChange::SetNodeAttempts { node, attempts } => {
+                sqlx::query("UPDATE session_nodes SET attempts = ? WHERE session_id = ? AND node = ?")
+                    .bind(i64::from(*attempts))
+                    .bind(&sid)
+                    .bind(i64::from(node.0))
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            ProjectionChange::InsertAttempt(a) => {
+                sqlx::query(
+                    "INSERT INTO session_attempts (session_id, node, attempt, outcome, output_hash, response, seq)
+                     VALUES (?, ?, ?, ?, ?, ?, ?)",
+                )
+                .bind(&sid)
+                .bind(i64::from(a.node.0))
+                .bind(i64::from(a.attempt.0))
+                .bind(a.outcome.as_str())
+                .bind(a.output_hash.to_hex())
+                .bind(a.response.to_hex())
+                .bind(to_i64(a.seq.0))
+                .execute(&mut *conn)
+                .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The snake_case wire name of a serde enum value.
+fn enum_str<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
+    match serde_json::to_value(v).map_err(corrupt)? {
+        serde_json::Value::String(s) => Ok(s),
+        other => Err(corrupt(format!("expected a string enum, got {other}"))),
+    }
+}
+
+fn enum_from<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, StoreError> {
+    serde_json::from_value(serde_json::Value::String(s.to_owned())).map_err(corrupt)
+}
+
+fn parse<T: FromStr>(s: &str, what: &str) -> Result<T, StoreError>
+where
+    T::Err: std::fmt::Display,
+{
+    s.parse().map_err(|e| corrupt(format!("{what}: {e}")))
+}
+
+fn row_to_event(row: &SqliteRow) -> Result<StoredEvent, StoreError> {
+    let payload: String = row.try_get("payload")?;
+    Ok(StoredEvent {
+        position: to_u64(row.try_get("position")?),
+        session_id: parse(&row.try_get::<String, _>("session_id")?, "session id")?,
+        seq: Seq(to_u64(row.try_get("seq")?)),
+        created_at_ms: row.try_get("created_at_ms")?,
+        idempotency_key: row.try_get("idempotency_key")?,
+        prev_hash: parse(&row.try_get::<String, _>("prev_hash")?, "prev hash")?,
+        hash: parse(&row.try_get::<String, _>("hash")?, "hash")?,
+        body: serde_json::from_str(&payload).map_err(|e| corrupt(format!("event payload: {e}")))?,
+    })
+}
+
+fn row_to_node(row: &SqliteRow) -> Result<NodeRecord, StoreError> {
+    let small = |name: &str| -> Result<u32, StoreError> {
+        u32::try_from(row.try_get::<i64, _>(name)?).map_err(corrupt)
+    };
+    Ok(NodeRecord {
+        node: NodeId(small("node")?),
+        step_id: parse(&row.try_get::<String, _>("step_id")?, "step id")?,
+        step: worktrain_core::compile::StepIndex(small("step_index")?),
+        pc: worktrain_core::compile::Pc(small("pc")?),
+        parent: row
+            .try_get::<Option<i64>, _>("parent")?
+            .map(|p| u32::try_from(p).map(NodeId).map_err(corrupt))
+            .transpose()?,
+        cause: enum_from(&row.try_get::<String, _>("cause")?)?,
+        status: enum_from::<NodeStatus>(&row.try_get::<String, _>("status")?)?,
+        attempts: u16::try_from(row.try_get::<i64, _>("attempts")?).map_err(corrupt)?,
+        notes: row.try_get("notes")?,
+        entered_seq: Seq(to_u64(row.try_get("entered_seq")?)),
+        closed_seq: row.try_get::<Option<i64>, _>("closed_seq")?.map(|s| Seq(to_u64(s))),
+    })
+}
+
+fn row_to_attempt(row: &SqliteRow) -> Result<AttemptRecord, StoreError> {
+    Ok(AttemptRecord {
+        node: NodeId(u32::try_from(row.try_get::<i64, _>("node")?).map_err(corrupt)?),
+        attempt: Attempt(u16::try_from(row.try_get::<i64, _>("attempt")?).map_err(corrupt)?),
+        outcome: enum_from::<AttemptOutcome>(&row.try_get::<String, _>("outcome")?)?,
+        output_hash: parse(&row.try_get::<String, _>("output_hash")?, "output hash")?,
+        response: parse(&row.try_get::<String, _>("response")?, "response hash")?,
+        seq: Seq(to_u64(row.try_get("seq")?)),
+    })
+}
+
+const EVENT_COLUMNS: &str =
+    "position, session_id, seq, kind, payload, created_at_ms, idempotency_key, prev_hash, hash";
+
+/// A fully prepared event row.
+struct EventRow {
+    seq: i64,
+    kind: &'static str,
+    payload: String,
+    idempotency_key: Option<String>,
+    prev_hash: String,
+    hash: String,
+}
+
+#[async_trait]
+impl EventStore for SqliteStore {
+    async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
+        let AppendRequest {
+            session_id,
+            expected_seq,
+            events,
+            blobs,
+        } = request;
+        if events.is_empty() {
+            return Err(StoreError::EmptyAppend);
+        }
+        if let Some(big) = blobs.iter().find(|b| b.len() > self.blob_limit) {
+            return Err(StoreError::BlobTooLarge {
+                size: big.len(),
+                limit: self.blob_limit,
+            });
+        }
+        let sid = session_id.to_string();
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+
+        if let Some(key) = events[0].idempotency_key.as_deref() {
+            let original: Option<(i64, String)> =
+                sqlx::query_as("SELECT seq, session_id FROM events WHERE idempotency_key = ?")
+                    .bind(key)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if let Some((first, owner)) = original {
+                let owner: SessionId = parse(&owner, "session id")?;
+                let summary = load_summary(&mut tx, owner)
+                    .await?
+                    .ok_or_else(|| corrupt("idempotent event without a session projection"))?;
+                tx.rollback().await?;
+                let first = to_u64(first);
+                return Ok(AppendOutcome {
+                    first_seq: Seq(first),
+                    last_seq: Seq(first + events.len() as u64 - 1),
+                    duplicate: true,
+                    summary,
+                });
+            }
+        }
+
+        let mut summary = load_summary(&mut tx, session_id).await?;
+        let actual = summary.as_ref().map(|s| s.last_seq).unwrap_or(Seq(0));
+        if actual != expected_seq {
+            tx.rollback().await?;
+            return Err(StoreError::SeqConflict {
+                session: session_id,
+                expected: expected_seq,
+                actual,
+            });
+        }
+
+        let now = now_ms();
+        for blob in &blobs {
+            let hash = Sha256Hash::of(blob);
+            sqlx::query(
+                "INSERT INTO blobs (hash, size, content, created_at_ms) VALUES (?, ?, ?, ?)
+                 ON CONFLICT (hash) DO NOTHING",
+            )
+            .bind(hash.to_hex())
+            .bind(to_i64(blob.len() as u64))
+            .bind(blob.as_slice())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+
+        let mut prev = summary.as_ref().map(|s| s.last_hash).unwrap_or(Sha256Hash::ZERO);
+        let mut rows = Vec::with_capacity(events.len());
+        let mut all_changes = Vec::new();
+        for (i, event) in events.into_iter().enumerate() {
+            let seq = Seq(actual.0 + i as u64 + 1);
+            let kind = event.body.kind().as_str();
+            let payload = event.body.canonical_bytes().map_err(corrupt)?;
+            let hash = chain_hash(&prev, session_id, seq, kind, now, &payload);
+            let payload = String::from_utf8(payload).map_err(corrupt)?;
+            let stored = StoredEvent {
+                position: 0,
+                session_id,
+                seq,
+                created_at_ms: now,
+                idempotency_key: event.idempotency_key,
+                prev_hash: prev,
+                hash,
+                body: event.body,
+            };
+            let (next, changes) = apply(summary.take(), &stored)?;
+            summary = Some(next);
+            all_changes.extend(changes);
+            rows.push(EventRow {
+                seq: to_i64(seq.0),
+                kind,
+                payload,
+                idempotency_key: stored.idempotency_key,
+                prev_hash: prev.to_hex(),
+                hash: hash.to_hex(),
+            });
+            prev = hash;
+        }
+        for chunk in rows.chunks(INSERT_CHUNK) {
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO events (session_id, seq, kind, payload, created_at_ms, idempotency_key, prev_hash, hash) ",
+            );
+            qb.push_values(chunk, |mut b, r| {
+                b.push_bind(&sid)
+                    .push_bind(r.seq)
+                    .push_bind(r.kind)
+                    .push_bind(&r.payload)
+                    .push_bind(now)
+                    .push_bind(r.idempotency_key.as_deref())
+                    .push_bind(&r.prev_hash)
+                    .push_bind(&r.hash);
+            });
+            qb.build().execute(&mut *tx).await?;
+        }
+        let summary = summary.ok_or_else(|| corrupt("append produced no summary"))?;
+        upsert_summary(&mut tx, &summary).await?;
+        write_changes(&mut tx, session_id, &all_changes).await?;
+        tx.commit().await?;
+        let first_seq = Seq(actual.0 + 1);
+        Ok(AppendOutcome {
+            first_seq,
+            last_seq: summary.last_seq,
+            duplicate: false,
+            summary,
+        })
+    }
+
+    async fn session(&self, id: SessionId) -> Result<Option<SessionSummary>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        load_summary(&mut conn, id).await
+    }
+
+    async fn sessions(&self, filter: &SessionFilter) -> Result<Vec<SessionSummary>, StoreError> {
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("SELECT summary FROM sessions WHERE 1 = 1");
+        if let Some(status) = filter.status {
+            qb.push(" AND status = ").push_bind(status.as_str());
+        }
+        if let Some(wf) = &filter.workflow {
+            qb.push(" AND workflow_id = ").push_bind(wf.as_str().to_owned());
+        }
+        qb.push(" ORDER BY updated_at_ms DESC, session_id DESC LIMIT ")
+            .push_bind(i64::from(filter.limit.unwrap_or(50).clamp(1, 1000)))
+            .push(" OFFSET ")
+            .push_bind(i64::from(filter.offset.unwrap_or(0)));
+        let rows = qb.build().fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                let json: String = r.try_get(0)?;
+                serde_json::from_str(&json).map_err(corrupt)
+            })
+            .collect()
+    }
+
+    async fn node(&self, id: SessionId, node: NodeId) -> Result<Option<NodeRecord>, StoreError> {
+        sqlx::query("SELECT * FROM session_nodes WHERE session_id = ? AND node = ?")
+            .bind(id.to_string())
+            .bind(i64::from(node.0))
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(row_to_node)
+            .transpose()
+    }
+
+    async fn nodes(&self, id: SessionId) -> Result<Vec<NodeRecord>, StoreError> {
+        sqlx::query("SELECT * FROM session_nodes WHERE session_id = ? ORDER BY node")
+            .bind(id.to_string())
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(row_to_node)
+            .collect()
+    }
+
+    async fn attempt(
+        &self,
+        id: SessionId,
+        node: NodeId,
+        attempt: Attempt,
+    ) -> Result<Option<AttemptRecord>, StoreError> {
+        sqlx::query(
+            "SELECT * FROM session_attempts WHERE session_id = ? AND node = ? AND attempt = ?",
+        )
+        .bind(id.to_string())
+        .bind(i64::from(node.0))
+        .bind(i64::from(attempt.0))
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(row_to_attempt)
+        .transpose()
+    }
+
+    async fn events(
+        &self,
+        id: SessionId,
+        after: Seq,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ?"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id.to_string())
+            .bind(to_i64(after.0))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(row_to_event)
+            .collect()
+    }
+
+    async fn events_since(&self, after: u64, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
+        let sql =
+            format!("SELECT {EVENT_COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?");
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(to_i64(after))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(row_to_event)
+            .collect()
+    }
+
+    async fn put_blob(&self, bytes: &[u8]) -> Result<Sha256Hash, StoreError> {
+        if bytes.len() > self.blob_limit {
+            return Err(StoreError::BlobTooLarge {
+                size: bytes.len(),
+                limit: self.blob_limit,
+            });
+        }
+        let hash = Sha256Hash::of(bytes);
+        sqlx::query(
+            "INSERT INTO blobs (hash, size, content, created_at_ms) VALUES (?, ?, ?, ?)
+             ON CONFLICT (hash) DO NOTHING",
+        )
+        .bind(hash.to_hex())
+        .bind(to_i64(bytes.len() as u64))
+        .bind(bytes)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(hash)
+    }
+
+    async fn blob(&self, hash: Sha256Hash) -> Result<Option<Vec<u8>>, StoreError> {
+        let row: Option<(Vec<u8>,)> = sqlx::query_as("SELECT content FROM blobs WHERE hash = ?")
+            .bind(hash.to_hex())
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some((bytes,)) if Sha256Hash::of(&bytes) == hash => Ok(Some(bytes)),
+            Some(_) => Err(corrupt(format!("blob {hash} does not match its hash"))),
+            None => Ok(None),
+        }
+    }
+
+    async fn verify(&self, id: SessionId) -> Result<Option<ChainReport>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let mut prev = Sha256Hash::ZERO;
+        let mut expected_seq = 1u64;
+        let mut checked = 0u64;
+        let mut after = 0i64;
+        loop {
+            let rows = sqlx::query(
+                "SELECT position, seq, kind, payload, created_at_ms, prev_hash, hash
+                 FROM events WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT 1000",
+            )
+            .bind(id.to_string())
+            .bind(after)
+            .fetch_all(&mut *conn)
+            .await?;
+            if rows.is_empty() {
+                break;
+            }
+            for row in &rows {
+                let seq: i64 = row.try_get("seq")?;
+                after = seq;
+                let position = to_u64(row.try_get("position")?);
+                let broken = |reason: String| ChainReport {
+                    session_id: id,
+                    events: checked,
+                    head: prev,
+                    first_broken: Some(BrokenLink {
+                        seq: Seq(to_u64(seq)),
+                        position,
+                        reason,
+                    }),
+                };
+                if to_u64(seq) != expected_seq {
+                    return Ok(Some(broken(format!(
+                        "sequence gap: expected seq {expected_seq}, found {seq}"
+                    ))));
+                }
+                let kind: String = row.try_get("kind")?;
+                let payload: String = row.try_get("payload")?;
+                let created: i64 = row.try_get("created_at_ms")?;
+                let stored_prev: String = row.try_get("prev_hash")?;
+                let stored_hash: String = row.try_get("hash")?;
+                if stored_prev != prev.to_hex() {
+                    return Ok(Some(broken(format!(
+                        "prev_hash {} does not match the previous event's hash {}",
+                        short(&stored_prev),
+                        prev.short()
+                    ))));
+                }
+                let recomputed =
+                    chain_hash(&prev, id, Seq(to_u64(seq)), &kind, created, payload.as_bytes());
+                if stored_hash != recomputed.to_hex() {
+                    return Ok(Some(broken(format!(
+                        "content does not match its hash (stored {}, recomputed {})",
+                        short(&stored_hash),
+                        recomputed.short()
+                    ))));
+                }
+                match serde_json::from_str::<worktrain_core::event::EventBody>(&payload) {
+                    Ok(body) if body.kind().as_str() == kind => {}
+                    Ok(body) => {
+                        return Ok(Some(broken(format!(
+                            "kind column `{kind}` does not match payload type `{}`",
+                            body.kind().as_str()
+                        ))));
+                    }
+                    Err(e) => return Ok(Some(broken(format!("payload is not a valid event: {e}")))),
+                }
+                prev = recomputed;
+                expected_seq += 1;
+                checked += 1;
+            }
+        }
+        if checked == 0 {
+            return Ok(None);
+        }
+        let summary = load_summary(&mut conn, id).await?;
+        if let Some(s) = summary {
+            if s.last_hash != prev || s.last_seq.0 != checked {
+                return Ok(Some(ChainReport {
+                    session_id: id,
+                    events: checked,
+                    head: prev,
+                    first_broken: Some(BrokenLink {
+                        seq: s.last_seq,
+                        position: 0,
+                        reason: format!(
+                            "the session projection points at seq {} / {}, but the log ends at seq {checked} / {}; run `worktrain admin rebuild-projections`",
+                            s.last_seq,
+                            s.last_hash.short(),
+                            prev.short()
+                        ),
+                    }),
+                }));
+            }
+        }
+        Ok(Some(ChainReport {
+            session_id: id,
+            events: checked,
+            head: prev,
+            first_broken: None,
+        }))
+    }
+
+    async fn rebuild_projections(&self) -> Result<RebuildReport, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        for table in ["session_attempts", "session_nodes", "sessions"] {
+            sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table}")))
+                .execute(&mut *tx)
+                .await?;
+        }
+        let ids: Vec<(String,)> =
+            sqlx::query_as("SELECT DISTINCT session_id FROM events ORDER BY session_id")
+                .fetch_all(&mut *tx)
+                .await?;
+        let mut report = RebuildReport {
+            sessions: 0,
+            events: 0,
+        };
+        for (sid,) in ids {
+            let id: SessionId = parse(&sid, "session id")?;
+            let mut summary: Option<SessionSummary> = None;
+            let mut after = 0i64;
+            loop {
+                let sql = format!(
+                    "SELECT {EVENT_COLUMNS} FROM events WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT 1000"
+                );
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(&sid)
+                    .bind(after)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                if rows.is_empty() {
+                    break;
+                }
+                for row in &rows {
+                    let event = row_to_event(row)?;
+                    after = to_i64(event.seq.0);
+                    let (next, changes) = apply(summary.take(), &event)?;
+                    summary = Some(next);
+                    write_changes(&mut tx, id, &changes).await?;
+                    report.events += 1;
+                }
+            }
+            if let Some(s) = summary {
+                upsert_summary(&mut tx, &s).await?;
+                report.sessions += 1;
+            }
+        }
+        tx.commit().await?;
+        Ok(report)
+    }
+
+    async fn dump_projections(&self) -> Result<ProjectionDump, StoreError> {
+        let sessions = sqlx::query(
+            "SELECT session_id, workflow_id, workflow_hash, status, goal, workspace, current_node,
+                    current_step, last_seq, created_at_ms, updated_at_ms, summary
+             FROM sessions ORDER BY session_id",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| -> Result<serde_json::Value, StoreError> {
+            let summary: String = r.try_get("summary")?;
+            Ok(json!({
+                "session_id": r.try_get::<String, _>("session_id")?,
+                "workflow_id": r.try_get::<String, _>("workflow_id")?,
+                "workflow_hash": r.try_get::<String, _>("workflow_hash")?,
+                "status": r.try_get::<String, _>("status")?,
+                "goal": r.try_get::<String, _>("goal")?,
+                "workspace": r.try_get::<Option<String>, _>("workspace")?,
+                "current_node": r.try_get::<Option<i64>, _>("current_node")?,
+                "current_step": r.try_get::<Option<String>, _>("current_step")?,
+                "last_seq": r.try_get::<i64, _>("last_seq")?,
+                "created_at_ms": r.try_get::<i64, _>("created_at_ms")?,
+                "updated_at_ms": r.try_get::<i64, _>("updated_at_ms")?,
+                "summary": serde_json::from_str::<serde_json::Value>(&summary).map_err(corrupt)?,
+            }))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+        let nodes = sqlx::query("SELECT * FROM session_nodes ORDER BY session_id, node")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| {
+                let sid: String = r.try_get("session_id")?;
+                let node = row_to_node(r)?;
+                Ok(json!({"session_id": sid, "node": serde_json::to_value(node).map_err(corrupt)?}))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let attempts = sqlx::query("SELECT * FROM session_attempts ORDER BY session_id, node, attempt")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| {
+                let sid: String = r.try_get("session_id")?;
+                let a = row_to_attempt(r)?;
+                Ok(json!({"session_id": sid, "attempt": serde_json::to_value(a).map_err(corrupt)?}))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(ProjectionDump {
+            sessions,
+            nodes,
+            attempts,
+        })
+    }
+
+    async fn schema_version(&self) -> Result<i64, StoreError> {
+        self.applied_version().await
+    }
+}
+
+fn short(hex: &str) -> &str {
+    hex.get(..12).unwrap_or(hex)
+}
