@@ -1,1 +1,307 @@
-fn main(){}
+//! The `worktrain` binary.
+
+/// `println!` that never panics: a closed pipe (`worktrain … | head`) ends output quietly.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
+mod cli;
+mod cmd_run;
+mod cmd_session;
+mod cmd_workflow;
+mod output;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use serde_json::{Map, Value};
+use worktrain_core::context::parse_assignment;
+use worktrain_core::error::{ApiError, ErrorCode, Retry};
+use worktrain_engine::home::{Config, Home, HomeError};
+use worktrain_engine::{Catalog, Engine, store_error};
+use worktrain_store::SqliteStore;
+use worktrain_store::sqlite::SqliteOptions;
+
+use crate::cli::{AdminCommand, Cli, Command, KeysCommand};
+use crate::output::{Exit, Out};
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => 0,
+                _ => Exit::Usage as u8,
+            });
+        }
+    };
+    init_logging(cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(Exit::Failure as u8);
+        }
+    };
+    let out = Out { json: cli.json };
+    let code = runtime.block_on(async move {
+        match dispatch(cli, out).await {
+            Ok(exit) => exit,
+            Err(e) => out.error(&e),
+        }
+    });
+    ExitCode::from(code as u8)
+}
+
+fn init_logging(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter =
+        EnvFilter::try_from_env("WORKTRAIN_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let json = std::env::var("WORKTRAIN_LOG_FORMAT").is_ok_and(|v| v == "json");
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn dispatch(cli: Cli, out: Out) -> Result<Exit, ApiError> {
+    let home = Home::locate(cli.home.clone()).map_err(home_error)?;
+    let ctx = Ctx { home, out };
+    match cli.command {
+        Command::Init => ctx.init().await,
+        Command::Run(args) => cmd_run::run(&ctx, args).await,
+        Command::Workflow(cmd) => cmd_workflow::run(&ctx, cmd),
+        Command::Session(cmd) => cmd_session::run(&ctx, cmd).await,
+        Command::Sessions(args) => cmd_session::list(&ctx, args).await,
+        Command::Keys(cmd) => ctx.keys(cmd),
+        Command::Admin(AdminCommand::RebuildProjections) => ctx.rebuild().await,
+    }
+}
+
+/// Everything a command needs: where the home is and how to print.
+pub struct Ctx {
+    /// The home directory.
+    pub home: Home,
+    /// Output mode.
+    pub out: Out,
+}
+
+impl Ctx {
+    /// The configuration (defaults when the file is absent).
+    pub fn config(&self) -> Result<Config, ApiError> {
+        self.home.config().map_err(home_error)
+    }
+
+    /// Open the store and engine; the home must be initialised.
+    pub async fn engine(&self) -> Result<Engine, ApiError> {
+        if !self.home.is_initialised() {
+            return Err(ApiError::new(
+                ErrorCode::InvalidInput,
+                format!("{} is not initialised", self.home.root().display()),
+                Retry::AfterFix,
+                "run `worktrain init` first (or use `worktrain run`, which initialises on first use)",
+            ));
+        }
+        let config = self.config()?;
+        let keyring = self.home.keyring().map_err(home_error)?;
+        let store = self.open_store(&config).await?;
+        Ok(Engine::new(Arc::new(store), keyring, config.limits))
+    }
+
+    async fn open_store(&self, config: &Config) -> Result<SqliteStore, ApiError> {
+        let path = self.home.database_path(config);
+        SqliteStore::open(
+            &path,
+            SqliteOptions {
+                blob_limit: config.limits.blob_bytes,
+                ..SqliteOptions::default()
+            },
+        )
+        .await
+        .map_err(|e| {
+            let mut err = store_error(e);
+            err.message = format!("{}: {}", path.display(), err.message);
+            err
+        })
+    }
+
+    /// The workflow catalog for a workspace (default: the current repository).
+    pub fn catalog(&self, workspace: Option<&Path>) -> Catalog {
+        let project = workspace
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::current_dir().ok().map(|d| project_root(&d)));
+        Catalog::new(
+            Some(self.home.path(worktrain_engine::home::WORKFLOWS_DIR)),
+            project.as_deref(),
+        )
+    }
+
+    async fn init(&self) -> Result<Exit, ApiError> {
+        let report = self.home.init().map_err(home_error)?;
+        let config = self.config()?;
+        let db = self.home.database_path(&config);
+        let db_existed = db.exists();
+        let store = self.open_store(&config).await?;
+        let schema = worktrain_store::EventStore::schema_version(&store)
+            .await
+            .map_err(store_error)?;
+        store.close().await;
+        let mut created = report.created.clone();
+        let mut unchanged = report.unchanged.clone();
+        if db_existed {
+            unchanged.push(db.clone());
+        } else {
+            created.push(db.clone());
+        }
+        if self.out.json {
+            self.out.json(&serde_json::json!({
+                "home": report.home,
+                "created": created,
+                "unchanged": unchanged,
+                "changed": !created.is_empty(),
+                "schema_version": schema,
+            }));
+        } else if created.is_empty() {
+            say!(
+                "{} is already initialised; nothing changed (schema v{schema}).",
+                report.home.display()
+            );
+        } else {
+            say!("Initialised {}:", report.home.display());
+            for p in &created {
+                say!("  created   {}", p.display());
+            }
+            for p in &unchanged {
+                say!("  unchanged {}", p.display());
+            }
+        }
+        Ok(Exit::Ok)
+    }
+
+    fn keys(&self, cmd: KeysCommand) -> Result<Exit, ApiError> {
+        let ring = match cmd {
+            KeysCommand::List => self.home.keyring(),
+            KeysCommand::Rotate => self.home.rotate_keys(),
+            KeysCommand::DropPrevious => self.home.drop_previous_key(),
+        }
+        .map_err(home_error)?;
+        let describe = |k: &worktrain_core::token::SigningKey| serde_json::json!({"id": k.id.to_string(), "created_at": k.created_at});
+        if self.out.json {
+            self.out.json(&serde_json::json!({
+                "current": describe(&ring.current),
+                "previous": ring.previous.as_ref().map(describe),
+            }));
+        } else {
+            say!(
+                "current key:  {} (created {})",
+                ring.current.id,
+                ring.current.created_at
+            );
+            match &ring.previous {
+                Some(p) => say!(
+                    "previous key: {} (created {}) — still accepted; `worktrain keys drop-previous` stops that",
+                    p.id,
+                    p.created_at
+                ),
+                None => say!("previous key: none"),
+            }
+        }
+        Ok(Exit::Ok)
+    }
+
+    async fn rebuild(&self) -> Result<Exit, ApiError> {
+        let engine = self.engine().await?;
+        let report = engine
+            .store()
+            .rebuild_projections()
+            .await
+            .map_err(store_error)?;
+        if self.out.json {
+            self.out.json(&report);
+        } else {
+            say!(
+                "Rebuilt projections of {} sessions from {} events.",
+                report.sessions,
+                report.events
+            );
+        }
+        Ok(Exit::Ok)
+    }
+}
+
+/// The nearest ancestor directory holding `.worktrain` or `.git`, else `dir` itself.
+pub fn project_root(dir: &Path) -> PathBuf {
+    let mut cur = Some(dir);
+    while let Some(d) = cur {
+        if d.join(".worktrain").is_dir() || d.join(".git").exists() {
+            return d.to_path_buf();
+        }
+        cur = d.parent();
+    }
+    dir.to_path_buf()
+}
+
+/// Map a home-directory problem to the API error shape.
+pub fn home_error(e: HomeError) -> ApiError {
+    let hint = match &e {
+        HomeError::NoHome => "set WORKTRAIN_HOME to a writable directory",
+        HomeError::Io { .. } => "check that the path exists and is writable",
+        HomeError::Config { .. } => {
+            "fix config.yaml; every key is optional, unknown keys are rejected"
+        }
+        HomeError::Keyring { .. } => {
+            "restore keyring.json from backup, or move it away and run `worktrain init` (old tokens stop working)"
+        }
+        HomeError::NotInitialised { .. } => "run `worktrain init`",
+    };
+    let code = match &e {
+        HomeError::Config { .. } | HomeError::NotInitialised { .. } => ErrorCode::InvalidInput,
+        HomeError::NoHome | HomeError::Io { .. } | HomeError::Keyring { .. } => {
+            ErrorCode::StoreFailure
+        }
+    };
+    ApiError::new(code, e.to_string(), Retry::AfterFix, hint)
+}
+
+/// Parse `key=value` pairs into a context object.
+pub fn context_from(pairs: &[String]) -> Result<Map<String, Value>, ApiError> {
+    let mut map = Map::new();
+    for p in pairs {
+        let (k, v) = parse_assignment(p)?;
+        map.insert(k, v);
+    }
+    Ok(map)
+}
+
+/// Resolve a workspace option to an absolute path string (default: the current directory).
+pub fn workspace_string(ws: Option<&Path>) -> Option<String> {
+    let dir = match ws {
+        Some(p) => p.to_path_buf(),
+        None => std::env::current_dir().ok()?,
+    };
+    Some(
+        std::fs::canonicalize(&dir)
+            .unwrap_or(dir)
+            .display()
+            .to_string(),
+    )
+}

@@ -64,7 +64,9 @@ impl FromStr for SessionId {
             input: s.chars().take(64).collect(),
         };
         let body = s.strip_prefix(SESSION_ID_PREFIX).ok_or_else(err)?;
-        if body.len() != 26 {
+        // 26 base32 characters hold 130 bits; a ULID is 128, so the first one is at most
+        // `7`. The decoder silently drops overflowing bits, which would alias ids.
+        if body.len() != 26 || !matches!(body.as_bytes()[0], b'0'..=b'7') {
             return Err(err());
         }
         ulid::Ulid::from_string(&body.to_ascii_uppercase())

@@ -1,1 +1,281 @@
-fn main(){}
+//! Engine and store benchmarks (custom harness: `cargo bench -p worktrain-engine`).
+//!
+//! - advance latency through the engine on SQLite (WAL, synchronous=FULL, file on disk),
+//!   measured at session length ~10 and ~1,000;
+//! - appends per second, one event per transaction and batched.
+//!
+//! Environment knobs: `BENCH_SESSIONS` (default 20), `BENCH_APPENDS` (default 2000),
+//! `BENCH_BATCH_EVENTS` (default 200000), `BENCH_DIR` (default: a temp dir).
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Map;
+use worktrain_core::compile::Pc;
+use worktrain_core::context::Limits;
+use worktrain_core::event::{EntryCause, EventBody, NewEvent};
+use worktrain_core::ids::{NodeId, Seq, Sha256Hash, StepId};
+use worktrain_core::machine::Submission;
+use worktrain_core::token::Keyring;
+use worktrain_engine::{Catalog, Engine, StartRequest, new_session_id};
+use worktrain_store::sqlite::SqliteOptions;
+use worktrain_store::{AppendRequest, EventStore, SqliteStore};
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+fn fmt(d: Duration) -> String {
+    format!("{:.3} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn long_workflow(steps: usize) -> String {
+    let mut s = String::from(
+        "schemaVersion: 1\nid: bench\nname: Bench\ndescription: benchmark workflow\nversion: '1'\nsteps:\n",
+    );
+    for i in 0..steps {
+        s.push_str(&format!(
+            "  - id: s{i}\n    title: Step {i}\n    prompt: Do step {i} of {{{{goal}}}} and report.\n"
+        ));
+    }
+    s
+}
+
+async fn open(dir: &std::path::Path, name: &str) -> Arc<SqliteStore> {
+    Arc::new(
+        SqliteStore::open(&dir.join(name), SqliteOptions::default())
+            .await
+            .unwrap(),
+    )
+}
+
+async fn advance_latency(dir: &std::path::Path) {
+    let sessions = env_usize("BENCH_SESSIONS", 20);
+    let steps = 1010;
+    let wf_path = dir.join("bench.yaml");
+    std::fs::write(&wf_path, long_workflow(steps)).unwrap();
+    let store = open(dir, "advance.db").await;
+    let engine = Engine::new(store.clone(), Keyring::new([7; 32], "bench".into()), Limits::default());
+    let resolved = Catalog::default().resolve(wf_path.to_str().unwrap()).unwrap();
+    let mut near_10 = Vec::new();
+    let mut near_1000 = Vec::new();
+    let mut all = Vec::new();
+    let started = Instant::now();
+    for s in 0..sessions {
+        let reply = engine
+            .start(StartRequest {
+                workflow: resolved.clone(),
+                goal: format!("bench {s}"),
+                workspace: None,
+                context: Map::new(),
+            })
+            .await
+            .unwrap();
+        let mut token = reply.response.tokens.advance.unwrap();
+        for i in 0..steps {
+            let t0 = Instant::now();
+            let reply = engine
+                .advance(
+                    &token,
+                    Submission {
+                        notes: Some(format!("did step {i}: looked at the code, changed one line, ran the test")),
+                        ..Submission::default()
+                    },
+                )
+                .await
+                .unwrap();
+            let dt = t0.elapsed();
+            // Session length = steps completed before this advance.
+            if (5..15).contains(&i) {
+                near_10.push(dt);
+            }
+            if (995..1005).contains(&i) {
+                near_1000.push(dt);
+            }
+            all.push(dt);
+            match reply.response.tokens.advance {
+                Some(t) => token = t,
+                None => break,
+            }
+        }
+    }
+    let total = started.elapsed();
+    near_10.sort();
+    near_1000.sort();
+    let p50_10 = percentile(&near_10, 0.5);
+    let p50_1000 = percentile(&near_1000, 0.5);
+    println!("advance latency (engine + SQLite WAL, synchronous=FULL, durable commit per advance)");
+    println!(
+        "  session length ~10:    p50 {}  p99 {}  ({} samples)",
+        fmt(p50_10),
+        fmt(percentile(&near_10, 0.99)),
+        near_10.len()
+    );
+    println!(
+        "  session length ~1000:  p50 {}  p99 {}  ({} samples)",
+        fmt(p50_1000),
+        fmt(percentile(&near_1000, 0.99)),
+        near_1000.len()
+    );
+    println!(
+        "  ratio p50(1000)/p50(10): {:.2}",
+        p50_1000.as_secs_f64() / p50_10.as_secs_f64()
+    );
+    all.sort();
+    println!(
+        "  all {} advances: p50 {}  p99 {}  ({:.0} advances/s)",
+        all.len(),
+        fmt(percentile(&all, 0.5)),
+        fmt(percentile(&all, 0.99)),
+        all.len() as f64 / total.as_secs_f64()
+    );
+}
+
+fn checkpoint_event(i: usize) -> NewEvent {
+    NewEvent {
+        body: EventBody::CheckpointRecorded {
+            node: NodeId(1),
+            notes: format!("progress note {i}: tests green"),
+            context_delta: Map::new(),
+            checkpoint_hash: Sha256Hash::of(&i.to_be_bytes()),
+        },
+        idempotency_key: None,
+    }
+}
+
+fn opening_events() -> Vec<NewEvent> {
+    vec![
+        NewEvent {
+            body: EventBody::SessionStarted {
+                workflow_id: "bench".parse().unwrap(),
+                workflow_hash: Sha256Hash::of(b"bench"),
+                workflow_version: "1".into(),
+                workflow_source: "bench".into(),
+                goal: "append throughput".into(),
+                workspace: None,
+                context: Map::new(),
+            },
+            idempotency_key: None,
+        },
+        NewEvent {
+            body: EventBody::NodeEntered {
+                node: NodeId(1),
+                step_id: StepId::new("s0").unwrap(),
+                step: worktrain_core::compile::StepIndex(0),
+                pc: Pc(0),
+                parent: None,
+                cause: EntryCause::Start,
+                requires_confirmation: false,
+            },
+            idempotency_key: None,
+        },
+    ]
+}
+
+async fn append_throughput(dir: &std::path::Path) {
+    let store = open(dir, "append.db").await;
+    // Single-event appends: one durable transaction per event.
+    let n = env_usize("BENCH_APPENDS", 2000);
+    let id = new_session_id().unwrap();
+    let out = store
+        .append(AppendRequest {
+            session_id: id,
+            expected_seq: Seq(0),
+            events: opening_events(),
+            blobs: vec![],
+        })
+        .await
+        .unwrap();
+    let mut seq = out.last_seq;
+    let t0 = Instant::now();
+    for i in 0..n {
+        let out = store
+            .append(AppendRequest {
+                session_id: id,
+                expected_seq: seq,
+                events: vec![checkpoint_event(i)],
+                blobs: vec![],
+            })
+            .await
+            .unwrap();
+        seq = out.last_seq;
+    }
+    let single = n as f64 / t0.elapsed().as_secs_f64();
+    println!("appends, one event per transaction: {single:.0} events/s ({n} events)");
+
+    // Batched appends: 1,000 events per transaction, spread over sessions.
+    let total = env_usize("BENCH_BATCH_EVENTS", 200_000);
+    let batch = 1000;
+    let mut sessions = Vec::new();
+    for _ in 0..(total / batch / 10).max(1) {
+        let id = new_session_id().unwrap();
+        let out = store
+            .append(AppendRequest {
+                session_id: id,
+                expected_seq: Seq(0),
+                events: opening_events(),
+                blobs: vec![],
+            })
+            .await
+            .unwrap();
+        sessions.push((id, out.last_seq));
+    }
+    let t0 = Instant::now();
+    let mut written = 0;
+    let mut k = 0;
+    while written < total {
+        let (id, seq) = sessions[k % sessions.len()];
+        let events: Vec<NewEvent> = (0..batch).map(|i| checkpoint_event(written + i)).collect();
+        let out = store
+            .append(AppendRequest {
+                session_id: id,
+                expected_seq: seq,
+                events,
+                blobs: vec![],
+            })
+            .await
+            .unwrap();
+        let slot = k % sessions.len();
+        sessions[slot].1 = out.last_seq;
+        written += batch;
+        k += 1;
+    }
+    let batched = written as f64 / t0.elapsed().as_secs_f64();
+    println!("appends, batched ({batch} events per transaction): {batched:.0} events/s ({written} events)");
+}
+
+fn main() {
+    // `cargo test --benches` runs bench targets with no arguments in test mode; keep that quick.
+    if std::env::args().any(|a| a == "--test") || std::env::var("BENCH_SMOKE").is_ok() {
+        println!("bench smoke mode: skipped");
+        return;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = match std::env::var("BENCH_DIR") {
+        Ok(d) => {
+            std::fs::create_dir_all(&d).unwrap();
+            tempfile::tempdir_in(d).unwrap()
+        }
+        Err(_) => tempfile::tempdir().unwrap(),
+    };
+    runtime.block_on(async {
+        let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+        let wants = |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
+        if wants("advance") {
+            advance_latency(dir.path()).await;
+        }
+        if wants("append") {
+            append_throughput(dir.path()).await;
+        }
+    });
+}

@@ -140,7 +140,7 @@ impl Catalog {
                 .iter()
                 .rev()
                 .find(|e| e.id == entries[i].id && e.error.is_none())
-                .map(|e| format!("{}:{}", e.source.as_str(), e.location));
+                .map(CatalogEntry::label);
             entries[i].shadowed_by = winner;
         }
         entries
@@ -216,8 +216,20 @@ impl Catalog {
         let pinned = compile(def).map_err(|e| invalid(e.in_file(&found.location)))?;
         Ok(Resolved {
             pinned,
-            source: format!("{}:{}", found.source.as_str(), found.location),
+            source: found.label(),
         })
+    }
+}
+
+impl CatalogEntry {
+    /// `bundled:<file>`, `user:<path>` or `project:<path>`.
+    pub fn label(&self) -> String {
+        match self.source {
+            SourceKind::Bundled => self.location.clone(),
+            SourceKind::User | SourceKind::Project | SourceKind::File => {
+                format!("{}:{}", self.source.as_str(), self.location)
+            }
+        }
     }
 }
 

@@ -408,6 +408,12 @@ impl Engine {
     pub fn session_id(&self, target: &SessionRef) -> Result<SessionId, ApiError> {
         match target {
             SessionRef::Id(id) => Ok(*id),
+            // `ses_…` that failed to parse is a mistyped session id, not a token: say so.
+            SessionRef::Token(t) if t.starts_with(worktrain_core::ids::SESSION_ID_PREFIX) => {
+                t.parse::<SessionId>().map_err(|e| {
+                    ApiError::invalid_input(e.to_string(), "copy the session id from `worktrain sessions`")
+                })
+            }
             SessionRef::Token(t) => Ok(self.keyring.verify(t)?.session),
         }
     }

@@ -1,0 +1,267 @@
+//! Command-line syntax (clap). Behaviour lives in the `cmd_*` modules.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// worktrain — a control plane for coding agents.
+///
+/// Workflows feed an agent one step at a time; it advances only by presenting the
+/// signed token of that step with its output. Every fact lands in an append-only,
+/// hash-chained event store.
+#[derive(Debug, Parser)]
+#[command(name = "worktrain", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// Home directory (config, database, keys). Defaults to $WORKTRAIN_HOME or ~/.worktrain.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub home: Option<PathBuf>,
+
+    /// Print machine-readable JSON instead of human output.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Log more (info; twice for debug). Logs go to stderr. WORKTRAIN_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the home directory: config, database, keyring (0600), API token (0600).
+    Init,
+    /// Walk a workflow interactively in this terminal (initialises the home on first use).
+    Run(RunArgs),
+    /// Inspect and validate workflows.
+    #[command(subcommand)]
+    Workflow(WorkflowCommand),
+    /// Drive and inspect one session.
+    #[command(subcommand)]
+    Session(SessionCommand),
+    /// List sessions.
+    Sessions(SessionsArgs),
+    /// Manage token signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Maintenance.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+/// `worktrain run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Workflow id or path to a workflow file.
+    pub workflow: String,
+    /// What the session should achieve.
+    #[arg(long)]
+    pub goal: String,
+    /// Workspace directory the work happens in (default: the current directory).
+    #[arg(long, value_name = "DIR")]
+    pub workspace: Option<PathBuf>,
+    /// Initial context values (`key=value`; JSON values are parsed).
+    #[arg(long = "context", value_name = "KEY=VALUE")]
+    pub context: Vec<String>,
+    /// Read each step's notes from DIR/<step-id>.md (and optional DIR/<step-id>.json with
+    /// `{"artifacts": [...], "context": {...}}`) instead of asking.
+    #[arg(long, value_name = "DIR")]
+    pub notes_from: Option<PathBuf>,
+}
+
+/// `worktrain workflow …`.
+#[derive(Debug, Subcommand)]
+pub enum WorkflowCommand {
+    /// List workflows from every source, with shadowing and load errors.
+    List(WorkspaceArg),
+    /// Show a workflow's metadata, steps and hash.
+    Show(WorkflowTarget),
+    /// Validate workflow files or ids; errors name file, line, path and rule.
+    Validate(ValidateArgs),
+    /// Print the JSON Schema of workflow files.
+    Schema,
+}
+
+/// A `--workspace` option.
+#[derive(Debug, Args)]
+pub struct WorkspaceArg {
+    /// Project directory whose .worktrain/workflows is searched (default: the current repository).
+    #[arg(long, value_name = "DIR")]
+    pub workspace: Option<PathBuf>,
+}
+
+/// One workflow id or file.
+#[derive(Debug, Args)]
+pub struct WorkflowTarget {
+    /// Workflow id or path to a workflow file.
+    pub workflow: String,
+    /// Project directory whose .worktrain/workflows is searched.
+    #[arg(long, value_name = "DIR")]
+    pub workspace: Option<PathBuf>,
+}
+
+/// `workflow validate`.
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Workflow files or ids.
+    #[arg(required = true)]
+    pub workflows: Vec<String>,
+    /// Project directory whose .worktrain/workflows is searched.
+    #[arg(long, value_name = "DIR")]
+    pub workspace: Option<PathBuf>,
+}
+
+/// `worktrain session …`.
+#[derive(Debug, Subcommand)]
+pub enum SessionCommand {
+    /// Start a session; prints the first step and its tokens.
+    Start(StartArgs),
+    /// Submit the current step's output with its advance token.
+    Advance(AdvanceArgs),
+    /// Record progress on the current step without advancing.
+    Checkpoint(CheckpointArgs),
+    /// Show the current step, fresh tokens and earlier notes (writes nothing).
+    Rehydrate(RehydrateArgs),
+    /// Move a session back to an earlier step (recorded; starts a new branch).
+    Rewind(RewindArgs),
+    /// Show a session's summary and step graph.
+    Show(SessionIdArg),
+    /// Print a session's events.
+    Log(LogArgs),
+    /// Verify a session's hash chain.
+    Verify(SessionIdArg),
+}
+
+/// `session start`.
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// Workflow id or path to a workflow file.
+    #[arg(long)]
+    pub workflow: String,
+    /// What the session should achieve.
+    #[arg(long)]
+    pub goal: String,
+    /// Workspace directory.
+    #[arg(long, value_name = "DIR")]
+    pub workspace: Option<PathBuf>,
+    /// Initial context values (`key=value`).
+    #[arg(long = "context", value_name = "KEY=VALUE")]
+    pub context: Vec<String>,
+}
+
+/// What an agent submits.
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// File with the notes (markdown); `-` reads stdin.
+    #[arg(long, value_name = "FILE", conflicts_with = "notes")]
+    pub notes_file: Option<PathBuf>,
+    /// The notes, inline.
+    #[arg(long)]
+    pub notes: Option<String>,
+    /// JSON file with one artifact object or an array of them (repeatable).
+    #[arg(long = "artifact", value_name = "FILE")]
+    pub artifacts: Vec<PathBuf>,
+    /// Context change (`key=value`; `key=null` deletes; repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+}
+
+/// `session advance`.
+#[derive(Debug, Args)]
+pub struct AdvanceArgs {
+    /// The advance token from the last response.
+    #[arg(long)]
+    pub token: String,
+    /// The output.
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// `session checkpoint`.
+#[derive(Debug, Args)]
+pub struct CheckpointArgs {
+    /// The checkpoint token from the last response.
+    #[arg(long)]
+    pub token: String,
+    /// The progress notes.
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// `session rehydrate`.
+#[derive(Debug, Args)]
+pub struct RehydrateArgs {
+    /// Session id or any token of the session.
+    pub session: String,
+}
+
+/// `session rewind`.
+#[derive(Debug, Args)]
+pub struct RewindArgs {
+    /// Session id or any token of the session.
+    pub session: String,
+    /// Step id to go back to (its latest completed node), or a node like `n3`.
+    #[arg(long)]
+    pub to: String,
+    /// Why (recorded in the event).
+    #[arg(long)]
+    pub reason: Option<String>,
+}
+
+/// A session id.
+#[derive(Debug, Args)]
+pub struct SessionIdArg {
+    /// Session id (`ses_…`) or any token of the session.
+    pub session: String,
+}
+
+/// `session log`.
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// Session id or any token of the session.
+    pub session: String,
+    /// Only events after this sequence number.
+    #[arg(long, default_value_t = 0)]
+    pub after: u64,
+    /// Keep printing new events until the session completes (or Ctrl-C).
+    #[arg(long, short)]
+    pub follow: bool,
+}
+
+/// `worktrain sessions`.
+#[derive(Debug, Args)]
+pub struct SessionsArgs {
+    /// Only sessions in this status (in_progress, blocked, complete).
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Only sessions of this workflow id.
+    #[arg(long)]
+    pub workflow: Option<String>,
+    /// Page size.
+    #[arg(long, default_value_t = 50)]
+    pub limit: u32,
+    /// Rows to skip.
+    #[arg(long, default_value_t = 0)]
+    pub offset: u32,
+}
+
+/// `worktrain keys …`.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Show key ids and creation times (never secrets).
+    List,
+    /// Make a new signing key; the old one keeps verifying until dropped.
+    Rotate,
+    /// Stop accepting tokens signed with the previous key.
+    DropPrevious,
+}
+
+/// `worktrain admin …`.
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Rebuild every projection from the events, in one transaction.
+    RebuildProjections,
+}

@@ -1,0 +1,210 @@
+//! `worktrain run`: walk a workflow in the terminal. Initialises the home on first use,
+//! starts a session, prints each step, collects notes (from `$EDITOR`, stdin or
+//! `--notes-from DIR`) and advances until the workflow completes.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use worktrain_core::error::ApiError;
+use worktrain_core::machine::Submission;
+use worktrain_core::response::{Outcome, StepView};
+use worktrain_engine::{Reply, StartRequest};
+
+use crate::cli::RunArgs;
+use crate::output::{Exit, print_response};
+use crate::{Ctx, context_from, home_error, workspace_string};
+
+/// Optional per-step extras for `--notes-from`: `<step-id>.json`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StepExtras {
+    #[serde(default)]
+    artifacts: Vec<Value>,
+    #[serde(default)]
+    context: Map<String, Value>,
+}
+
+pub async fn run(ctx: &Ctx, args: RunArgs) -> Result<Exit, ApiError> {
+    if !ctx.home.is_initialised() {
+        let report = ctx.home.init().map_err(home_error)?;
+        if !ctx.out.json {
+            eprintln!("Initialised {} (first use).", report.home.display());
+        }
+    }
+    let engine = ctx.engine().await?;
+    let workflow = ctx
+        .catalog(args.workspace.as_deref())
+        .resolve(&args.workflow)?;
+    let mut reply = engine
+        .start(StartRequest {
+            workflow,
+            goal: args.goal.clone(),
+            workspace: workspace_string(args.workspace.as_deref()),
+            context: context_from(&args.context)?,
+        })
+        .await?;
+    let session = reply.response.session_id;
+    loop {
+        show(ctx, &reply);
+        let response = &reply.response;
+        let (Some(step), Some(token)) = (&response.step, response.tokens.advance.clone()) else {
+            if !ctx.out.json {
+                say!(
+                    "Inspect it with `worktrain session show {session}` or `worktrain session log {session}`."
+                );
+            }
+            return Ok(Exit::Ok);
+        };
+        let submission = match &args.notes_from {
+            Some(dir) => {
+                if response.outcome == Outcome::Blocked {
+                    // The same files would be submitted again: stop instead of looping.
+                    return Ok(Exit::Blocked);
+                }
+                scripted(dir, step)?
+            }
+            None => match interactive(step)? {
+                Some(s) => s,
+                None => {
+                    if !ctx.out.json {
+                        say!();
+                        say!(
+                            "Input closed; session {session} is paused at step `{}`.\nResume it with `worktrain session rehydrate {session}`.",
+                            step.id
+                        );
+                    }
+                    return Ok(Exit::Ok);
+                }
+            },
+        };
+        reply = engine.advance(&token, submission).await?;
+    }
+}
+
+fn show(ctx: &Ctx, reply: &Reply) {
+    if ctx.out.json {
+        ctx.out.raw_json(&reply.bytes);
+    } else {
+        print_response(&reply.response, reply.replayed);
+    }
+}
+
+fn scripted(dir: &Path, step: &StepView) -> Result<Submission, ApiError> {
+    let notes_path = dir.join(format!("{}.md", step.id));
+    let notes = match std::fs::read_to_string(&notes_path) {
+        Ok(n) => Some(n),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && step.notes_optional => None,
+        Err(e) => {
+            return Err(ApiError::invalid_input(
+                format!(
+                    "cannot read notes for step `{}` from {}: {e}",
+                    step.id,
+                    notes_path.display()
+                ),
+                format!("write the step's notes to {}", notes_path.display()),
+            ));
+        }
+    };
+    let extras_path = dir.join(format!("{}.json", step.id));
+    let extras = match std::fs::read_to_string(&extras_path) {
+        Ok(text) => serde_json::from_str::<StepExtras>(&text).map_err(|e| {
+            ApiError::invalid_input(
+                format!("{}:{}:{}: {e}", extras_path.display(), e.line(), e.column()),
+                "the file holds {\"artifacts\": [...], \"context\": {...}}",
+            )
+        })?,
+        Err(_) => StepExtras::default(),
+    };
+    Ok(Submission {
+        notes,
+        artifacts: extras.artifacts,
+        context: extras.context,
+    })
+}
+
+/// Ask for notes: `$EDITOR` when attached to a terminal, otherwise stdin until a line
+/// with a single `.` or end of input. `None` when input is closed before any notes.
+fn interactive(step: &StepView) -> Result<Option<Submission>, ApiError> {
+    let editor = std::env::var("VISUAL")
+        .or_else(|_| std::env::var("EDITOR"))
+        .ok()
+        .filter(|e| !e.trim().is_empty());
+    if let (Some(editor), true) = (editor, std::io::stdin().is_terminal()) {
+        return edit(&editor, step).map(Some);
+    }
+    say!(
+        "Write your notes for `{}`; finish with a line containing only `.` (or end of input):",
+        step.id
+    );
+    let _ = std::io::stdout().flush();
+    let stdin = std::io::stdin();
+    let mut notes = String::new();
+    let mut saw_input = false;
+    for line in stdin.lock().lines() {
+        let line =
+            line.map_err(|e| ApiError::invalid_input(format!("cannot read stdin: {e}"), "retry"))?;
+        saw_input = true;
+        if line.trim() == "." {
+            break;
+        }
+        notes.push_str(&line);
+        notes.push('\n');
+    }
+    if !saw_input {
+        return Ok(None);
+    }
+    Ok(Some(Submission {
+        notes: Some(notes),
+        ..Submission::default()
+    }))
+}
+
+const EDITOR_MARKER: &str =
+    "<!-- worktrain: write your notes above this line; everything below is ignored -->";
+
+fn edit(editor: &str, step: &StepView) -> Result<Submission, ApiError> {
+    let path: PathBuf =
+        std::env::temp_dir().join(format!("worktrain-{}-{}.md", step.id, std::process::id()));
+    let template = format!(
+        "\n\n{EDITOR_MARKER}\n\n# {}\n\n{}\n",
+        step.title, step.prompt
+    );
+    std::fs::write(&path, template).map_err(|e| {
+        ApiError::invalid_input(
+            format!("cannot write {}: {e}", path.display()),
+            "check $TMPDIR",
+        )
+    })?;
+    let mut parts = editor.split_whitespace();
+    let program = parts.next().unwrap_or("vi");
+    let status = std::process::Command::new(program)
+        .args(parts)
+        .arg(&path)
+        .status()
+        .map_err(|e| {
+            ApiError::invalid_input(
+                format!("cannot start editor `{editor}`: {e}"),
+                "set $EDITOR to an installed editor",
+            )
+        })?;
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    let _ = std::fs::remove_file(&path);
+    if !status.success() {
+        return Err(ApiError::invalid_input(
+            format!("editor `{editor}` exited with {status}"),
+            "save and quit the editor normally to submit",
+        ));
+    }
+    let notes = text
+        .split(EDITOR_MARKER)
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    Ok(Submission {
+        notes: Some(notes),
+        ..Submission::default()
+    })
+}
