@@ -240,6 +240,12 @@ pub struct SessionsArgs {
     /// Only sessions of this workflow id.
     #[arg(long)]
     pub workflow: Option<String>,
+    /// Only sessions whose workspace is this directory or inside it.
+    #[arg(long, value_name = "DIR")]
+    pub workspace: Option<std::path::PathBuf>,
+    /// Only sessions whose goal, workflow or branch contains this text.
+    #[arg(long, value_name = "TEXT")]
+    pub search: Option<String>,
     /// Page size.
     #[arg(long, default_value_t = 50)]
     pub limit: u32,

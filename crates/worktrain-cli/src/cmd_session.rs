@@ -411,6 +411,8 @@ pub async fn list(ctx: &Ctx, a: SessionsArgs) -> Result<Exit, ApiError> {
         .sessions(&SessionFilter {
             status,
             workflow,
+            workspace: a.workspace.as_deref().and_then(|w| workspace_string(Some(w))),
+            text: a.search,
             limit: Some(a.limit),
             offset: Some(a.offset),
         })

@@ -25,6 +25,9 @@ pub enum EventBody {
         /// Workspace directory, when given.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         workspace: Option<String>,
+        /// Git branch checked out in the workspace when the session started.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        branch: Option<String>,
         /// Initial context.
         context: Map<String, Value>,
     },

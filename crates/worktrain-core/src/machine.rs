@@ -52,6 +52,8 @@ pub struct StartParams {
     pub goal: String,
     /// Workspace directory.
     pub workspace: Option<String>,
+    /// Git branch of the workspace, when known.
+    pub branch: Option<String>,
     /// Initial context.
     pub context: Map<String, Value>,
     /// Where the workflow came from.
@@ -107,6 +109,7 @@ impl Machine<'_> {
                 workflow_source: params.source,
                 goal: params.goal.clone(),
                 workspace: params.workspace.clone(),
+                branch: params.branch.clone(),
                 context: context.clone(),
             },
             idempotency_key: Some(format!("{session}:start")),

@@ -82,6 +82,9 @@ pub struct SessionSummary {
     /// Workspace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workspace: Option<String>,
+    /// Git branch of the workspace at start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
     /// Status.
     pub status: SessionStatus,
     /// Current step (none when complete).
@@ -260,6 +263,7 @@ pub fn apply(
                 workflow_source,
                 goal,
                 workspace,
+                branch,
                 context,
             },
             None,
@@ -271,6 +275,7 @@ pub fn apply(
             workflow_source: workflow_source.clone(),
             goal: goal.clone(),
             workspace: workspace.clone(),
+            branch: branch.clone(),
             status: SessionStatus::InProgress,
             current: None,
             context: context.clone(),

@@ -159,6 +159,7 @@ fn opening_events() -> Vec<NewEvent> {
                 workflow_source: "bench".into(),
                 goal: "append throughput".into(),
                 workspace: None,
+                branch: None,
                 context: Map::new(),
             },
             idempotency_key: None,

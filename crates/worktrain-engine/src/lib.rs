@@ -88,6 +88,25 @@ pub struct StartRequest {
     pub context: Map<String, Value>,
 }
 
+/// The branch checked out in a git working tree, read from `.git/HEAD` (also for linked
+/// worktrees, whose `.git` file points at the real git dir). `None` when detached or not
+/// a repository.
+pub fn git_branch(workspace: &std::path::Path) -> Option<String> {
+    let dot_git = workspace.join(".git");
+    let git_dir = if dot_git.is_file() {
+        let text = std::fs::read_to_string(&dot_git).ok()?;
+        let target = text.trim().strip_prefix("gitdir:")?.trim().to_owned();
+        let p = std::path::PathBuf::from(target);
+        if p.is_absolute() { p } else { workspace.join(p) }
+    } else {
+        dot_git
+    };
+    let head = std::fs::read_to_string(git_dir.join("HEAD")).ok()?;
+    head.trim()
+        .strip_prefix("ref: refs/heads/")
+        .map(str::to_owned)
+}
+
 /// The engine.
 pub struct Engine {
     store: Arc<dyn EventStore>,
@@ -240,6 +259,10 @@ impl Engine {
             id,
             StartParams {
                 goal: req.goal,
+                branch: req
+                    .workspace
+                    .as_deref()
+                    .and_then(|w| git_branch(std::path::Path::new(w))),
                 workspace: req.workspace,
                 context: req.context,
                 source: req.workflow.source.clone(),

@@ -53,6 +53,10 @@ pub struct SessionFilter {
     pub status: Option<SessionStatus>,
     /// Only sessions of this workflow.
     pub workflow: Option<WorkflowId>,
+    /// Only sessions whose workspace is this directory or inside it.
+    pub workspace: Option<String>,
+    /// Only sessions whose goal, workflow id or branch contains this text (case-insensitive).
+    pub text: Option<String>,
     /// Page size (default 50, at most 1000).
     pub limit: Option<u32>,
     /// Rows to skip.

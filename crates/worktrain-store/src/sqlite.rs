@@ -526,6 +526,26 @@ impl EventStore for SqliteStore {
         if let Some(wf) = &filter.workflow {
             qb.push(" AND workflow_id = ").push_bind(wf.as_str().to_owned());
         }
+        if let Some(ws) = &filter.workspace {
+            let ws = ws.trim_end_matches('/').to_owned();
+            qb.push(" AND (workspace = ")
+                .push_bind(ws.clone())
+                .push(" OR substr(workspace, 1, length(")
+                .push_bind(ws.clone())
+                .push(") + 1) = ")
+                .push_bind(format!("{ws}/"))
+                .push(")");
+        }
+        if let Some(text) = &filter.text {
+            let pattern = format!("%{}%", text.to_lowercase());
+            qb.push(" AND (lower(goal) LIKE ")
+                .push_bind(pattern.clone())
+                .push(" OR lower(workflow_id) LIKE ")
+                .push_bind(pattern.clone())
+                .push(" OR lower(coalesce(json_extract(summary, '$.branch'), '')) LIKE ")
+                .push_bind(pattern)
+                .push(")");
+        }
         qb.push(" ORDER BY updated_at_ms DESC, session_id DESC LIMIT ")
             .push_bind(i64::from(filter.limit.unwrap_or(50).clamp(1, 1000)))
             .push(" OFFSET ")
