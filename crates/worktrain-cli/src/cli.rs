@@ -50,6 +50,8 @@ pub enum Command {
     /// Maintenance.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Serve the MCP tools on stdin/stdout for an agent (initialises the home on first use).
+    Mcp(McpArgs),
 }
 
 /// `worktrain run`.
@@ -127,6 +129,10 @@ pub enum SessionCommand {
     Rehydrate(RehydrateArgs),
     /// Move a session back to an earlier step (recorded; starts a new branch).
     Rewind(RewindArgs),
+    /// Approve a parked step (autonomous sessions): it completes with the parked output.
+    Approve(ApproveArgs),
+    /// Reject a parked step: the agent must submit a new attempt, seeing the note.
+    Reject(RejectArgs),
     /// Show a session's summary and step graph.
     Show(SessionIdArg),
     /// Print a session's events.
@@ -150,6 +156,13 @@ pub struct StartArgs {
     /// Initial context values (`key=value`).
     #[arg(long = "context", value_name = "KEY=VALUE")]
     pub context: Vec<String>,
+    /// Run unattended: gated steps park until `session approve|reject` (default: interactive,
+    /// where gates tell the agent to ask the user).
+    #[arg(long)]
+    pub autonomous: bool,
+    /// The session that spawned this one.
+    #[arg(long, value_name = "SESSION")]
+    pub parent: Option<String>,
 }
 
 /// What an agent submits.
@@ -211,6 +224,26 @@ pub struct RewindArgs {
     pub reason: Option<String>,
 }
 
+/// `session approve`.
+#[derive(Debug, Args)]
+pub struct ApproveArgs {
+    /// Session id or any token of the session.
+    pub session: String,
+    /// A note recorded with the approval.
+    #[arg(long)]
+    pub note: Option<String>,
+}
+
+/// `session reject`.
+#[derive(Debug, Args)]
+pub struct RejectArgs {
+    /// Session id or any token of the session.
+    pub session: String,
+    /// What to change (shown to the agent as a blocker).
+    #[arg(long)]
+    pub note: String,
+}
+
 /// A session id.
 #[derive(Debug, Args)]
 pub struct SessionIdArg {
@@ -234,7 +267,7 @@ pub struct LogArgs {
 /// `worktrain sessions`.
 #[derive(Debug, Args)]
 pub struct SessionsArgs {
-    /// Only sessions in this status (in_progress, blocked, complete).
+    /// Only sessions in this status (in_progress, blocked, parked, complete).
     #[arg(long)]
     pub status: Option<String>,
     /// Only sessions of this workflow id.
@@ -252,6 +285,15 @@ pub struct SessionsArgs {
     /// Rows to skip.
     #[arg(long, default_value_t = 0)]
     pub offset: u32,
+}
+
+/// `worktrain mcp`.
+#[derive(Debug, Args)]
+pub struct McpArgs {
+    /// Default workspace for tool calls that name none; its .worktrain/workflows is searched
+    /// (default: the current directory).
+    #[arg(long, value_name = "DIR")]
+    pub workspace: Option<PathBuf>,
 }
 
 /// `worktrain keys …`.

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use worktrain_core::error::ApiError;
+use worktrain_core::event::SessionMode;
 use worktrain_core::machine::Submission;
 use worktrain_core::response::{Outcome, StepView};
 use worktrain_engine::{Reply, StartRequest};
@@ -43,6 +44,8 @@ pub async fn run(ctx: &Ctx, args: RunArgs) -> Result<Exit, ApiError> {
             goal: args.goal.clone(),
             workspace: workspace_string(args.workspace.as_deref()),
             context: context_from(&args.context)?,
+            mode: SessionMode::Interactive,
+            parent: None,
         })
         .await?;
     let session = reply.response.session_id;

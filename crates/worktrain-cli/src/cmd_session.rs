@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 use worktrain_core::error::{ApiError, ErrorCode, Retry};
 use worktrain_core::ids::{NodeId, Seq, SessionId, StepId, WorkflowId};
+use worktrain_core::event::SessionMode;
 use worktrain_core::machine::Submission;
 use worktrain_core::projection::{NodeRecord, SessionStatus};
 use worktrain_core::response::Outcome;
@@ -31,6 +32,8 @@ pub async fn run(ctx: &Ctx, cmd: SessionCommand) -> Result<Exit, ApiError> {
                     goal: a.goal,
                     workspace: workspace_string(a.workspace.as_deref()),
                     context: context_from(&a.context)?,
+                    mode: if a.autonomous { SessionMode::Autonomous } else { SessionMode::Interactive },
+                    parent: a.parent.as_deref().map(parse_session_id).transpose()?,
                 })
                 .await?;
             Ok(emit(ctx, &reply))
@@ -64,6 +67,14 @@ pub async fn run(ctx: &Ctx, cmd: SessionCommand) -> Result<Exit, ApiError> {
                 .await?;
             Ok(emit(ctx, &reply))
         }
+        SessionCommand::Approve(a) => {
+            let reply = engine.approve(&SessionRef::parse(&a.session), a.note).await?;
+            Ok(emit(ctx, &reply))
+        }
+        SessionCommand::Reject(a) => {
+            let reply = engine.reject(&SessionRef::parse(&a.session), a.note).await?;
+            Ok(emit(ctx, &reply))
+        }
         SessionCommand::Show(a) => show(ctx, &engine, &a.session).await,
         SessionCommand::Log(a) => log(ctx, &engine, &a.session, a.after, a.follow).await,
         SessionCommand::Verify(a) => verify(ctx, &engine, &a.session).await,
@@ -82,6 +93,11 @@ pub fn emit(ctx: &Ctx, reply: &Reply) -> Exit {
     } else {
         Exit::Ok
     }
+}
+
+fn parse_session_id(s: &str) -> Result<SessionId, ApiError> {
+    s.parse::<SessionId>()
+        .map_err(|e| ApiError::invalid_input(e.to_string(), "pass a session id from `worktrain sessions`"))
 }
 
 fn parse_rewind_target(s: &str) -> Result<RewindTarget, ApiError> {

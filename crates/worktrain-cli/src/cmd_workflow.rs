@@ -93,11 +93,9 @@ fn show(ctx: &Ctx, spec: &str, workspace: Option<&std::path::Path>) -> Result<Ex
         if let Some(c) = &s.run_condition {
             flags.push(format!("runs if {c}"));
         }
-        match &s.require_confirmation {
-            Some(ConfirmationRule::Always) => flags.push("confirmation".into()),
-            Some(ConfirmationRule::If { condition }) => {
-                flags.push(format!("confirmation if {condition}"))
-            }
+        match &s.confirmation {
+            Some(ConfirmationRule { kind, when: None }) => flags.push(format!("gate: {}", kind.as_str())),
+            Some(ConfirmationRule { kind, when: Some(c) }) => flags.push(format!("gate: {} if {c}", kind.as_str())),
             None => {}
         }
         if let Some(c) = &s.output_contract {

@@ -9,6 +9,7 @@ macro_rules! say {
 }
 
 mod cli;
+mod cmd_mcp;
 mod cmd_run;
 mod cmd_session;
 mod cmd_workflow;
@@ -94,6 +95,7 @@ async fn dispatch(cli: Cli, out: Out) -> Result<Exit, ApiError> {
         Command::Sessions(args) => cmd_session::list(&ctx, args).await,
         Command::Keys(cmd) => ctx.keys(cmd),
         Command::Admin(AdminCommand::RebuildProjections) => ctx.rebuild().await,
+        Command::Mcp(args) => cmd_mcp::run(&ctx, args).await,
     }
 }
 

@@ -39,7 +39,9 @@ pub fn exit_for(code: ErrorCode) -> Exit {
         | ErrorCode::TokenWrongKind
         | ErrorCode::TokenStale
         | ErrorCode::TokenConflict
-        | ErrorCode::SessionComplete => Exit::TokenRejected,
+        | ErrorCode::SessionComplete
+        | ErrorCode::SessionParked => Exit::TokenRejected,
+        ErrorCode::NotParked => Exit::Invalid,
         ErrorCode::WorkflowInvalid
         | ErrorCode::NotesTooLarge
         | ErrorCode::ContextTooLarge
@@ -101,6 +103,9 @@ pub fn print_response(r: &StepResponse, replayed: bool) {
         Outcome::Checkpointed => "checkpointed",
         Outcome::Rehydrated => "current state",
         Outcome::Rewound => "rewound",
+        Outcome::Parked => "PARKED (waiting for approval)",
+        Outcome::Approved => "approved",
+        Outcome::Rejected => "REJECTED",
     };
     say!(
         "session {}  ·  {} v{}  ·  {tag}{}",
@@ -172,9 +177,19 @@ pub fn print_response(r: &StepResponse, replayed: bool) {
                 );
                 say!("  {}", c.example);
             }
+            if !step.context_outputs.is_empty() {
+                say!();
+                say!("Must set context: {}", step.context_outputs.join(", "));
+            }
             if step.requires_confirmation {
                 say!();
-                say!("This step asks for the user's confirmation before it is submitted.");
+                match r.intent {
+                    worktrain_core::response::Intent::WaitForApproval => say!(
+                        "Parked: `worktrain session approve {id}` completes the step; `worktrain session reject {id} --note …` sends it back.",
+                        id = r.session_id
+                    ),
+                    _ => say!("This step asks for the user's confirmation before it is submitted."),
+                }
             }
             say!("{}", "─".repeat(72));
         }

@@ -24,6 +24,10 @@ pub enum ErrorCode {
     SessionNotFound,
     /// The session is complete; it cannot advance any more.
     SessionComplete,
+    /// The session is parked at a gate, waiting for approval.
+    SessionParked,
+    /// Approve/reject on a session that is not parked.
+    NotParked,
     /// No workflow with this id is known.
     WorkflowNotFound,
     /// A workflow file failed to load, validate or compile.
@@ -64,6 +68,8 @@ impl ErrorCode {
             ErrorCode::TokenConflict => "token_conflict",
             ErrorCode::SessionNotFound => "session_not_found",
             ErrorCode::SessionComplete => "session_complete",
+            ErrorCode::SessionParked => "session_parked",
+            ErrorCode::NotParked => "not_parked",
             ErrorCode::WorkflowNotFound => "workflow_not_found",
             ErrorCode::WorkflowInvalid => "workflow_invalid",
             ErrorCode::WorkflowPinMissing => "workflow_pin_missing",

@@ -3,8 +3,57 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::compile::{Pc, StepIndex};
+use crate::compile::{LoopIndex, Pc, StepIndex};
+use crate::cursor::{Cursor, LoopDecision};
 use crate::ids::{Attempt, NodeId, Seq, SessionId, Sha256Hash, StepId, WorkflowId};
+use crate::workflow::GateKind;
+
+/// How a session is driven.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionMode {
+    /// An agent works with a person present (CLI, MCP): gates are advisory — the agent is
+    /// told to ask the user before submitting.
+    #[default]
+    Interactive,
+    /// Nobody is watching (the daemon): a gated step parks until approved or rejected.
+    Autonomous,
+}
+
+impl SessionMode {
+    /// Wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionMode::Interactive => "interactive",
+            SessionMode::Autonomous => "autonomous",
+        }
+    }
+}
+
+/// Why a loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoopExitReason {
+    /// `while` became false or `until` became true.
+    Condition,
+    /// The decision step submitted `stop`.
+    Decision,
+    /// `for` count or `forEach` elements exhausted.
+    Completed,
+    /// `maxIterations` passes ran.
+    MaxIterations,
+}
+
+/// A loop decision recorded with a step's output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoopDecisionRecord {
+    /// The loop it applies to (only that loop).
+    pub loop_id: StepId,
+    /// Its index.
+    pub loop_index: LoopIndex,
+    /// The decision.
+    pub decision: LoopDecision,
+}
 
 /// Payload of one event, tagged by `type`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -30,6 +79,12 @@ pub enum EventBody {
         branch: Option<String>,
         /// Initial context.
         context: Map<String, Value>,
+        /// Interactive or autonomous.
+        #[serde(default, skip_serializing_if = "is_interactive")]
+        mode: SessionMode,
+        /// The parent session, for sessions spawned by another.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        parent: Option<SessionId>,
     },
     /// The session entered a step: a new node of the step graph.
     NodeEntered {
@@ -91,6 +146,105 @@ pub enum EventBody {
         context_delta: Map<String, Value>,
         /// Blob hash of the recorded response.
         response: Sha256Hash,
+        /// The loop decision carried by a `loop_control` artifact.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        loop_decision: Option<LoopDecisionRecord>,
+    },
+    /// An autonomous session's gated step produced valid output; the session waits for
+    /// `approve` (which completes the step with this output) or `reject`.
+    StepParked {
+        /// Node.
+        node: NodeId,
+        /// Attempt.
+        attempt: Attempt,
+        /// Hash of the submitted output.
+        output_hash: Sha256Hash,
+        /// Notes.
+        notes: String,
+        /// Artifacts.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        artifacts: Vec<ArtifactRef>,
+        /// Context changes to apply on approval.
+        #[serde(default, skip_serializing_if = "Map::is_empty")]
+        context_delta: Map<String, Value>,
+        /// Loop decision to apply on approval.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        loop_decision: Option<LoopDecisionRecord>,
+        /// Who must confirm.
+        gate: GateKind,
+        /// Blob hash of the recorded response.
+        response: Sha256Hash,
+    },
+    /// A parked step was approved; a `step_completed` with the parked output follows.
+    GateApproved {
+        /// Node.
+        node: NodeId,
+        /// Note from the approver.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
+    },
+    /// A parked step was rejected; the agent must submit a new attempt.
+    GateRejected {
+        /// Node.
+        node: NodeId,
+        /// The rejected attempt.
+        attempt: Attempt,
+        /// Why.
+        note: String,
+        /// Blob hash of the recorded response.
+        response: Sha256Hash,
+    },
+    /// A loop was entered (a frame is pushed).
+    LoopEntered {
+        /// Loop id.
+        loop_id: StepId,
+        /// Loop index.
+        loop_index: LoopIndex,
+        /// For `for` loops, the count read on entry.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        count: Option<u32>,
+    },
+    /// A loop pass began.
+    LoopPassStarted {
+        /// Loop id.
+        loop_id: StepId,
+        /// Loop index.
+        loop_index: LoopIndex,
+        /// 0-based pass number.
+        iteration: u32,
+        /// First position of the body.
+        pc: Pc,
+    },
+    /// A loop ended.
+    LoopExited {
+        /// Loop id.
+        loop_id: StepId,
+        /// Loop index.
+        loop_index: LoopIndex,
+        /// Passes run.
+        passes: u32,
+        /// Why it ended.
+        reason: LoopExitReason,
+        /// Where execution continues.
+        pc: Pc,
+    },
+    /// A `jumpIf` was taken.
+    JumpTaken {
+        /// The step carrying the jump.
+        step_id: StepId,
+        /// The target entry.
+        target: StepId,
+        /// Target position.
+        pc: Pc,
+        /// Jumps taken by this step so far, including this one.
+        count: u32,
+    },
+    /// A `jumpIf` held but its bound was reached: execution falls through.
+    JumpExhausted {
+        /// The step carrying the jump.
+        step_id: StepId,
+        /// The bound.
+        max_jumps: u32,
     },
     /// Progress recorded on the current node without advancing.
     CheckpointRecorded {
@@ -115,6 +269,8 @@ pub enum EventBody {
         /// Why, when given.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
+        /// The program position restored (the target node's entry cursor).
+        cursor: Cursor,
     },
     /// The workflow reached its end.
     SessionCompleted {
@@ -148,6 +304,10 @@ pub struct ArtifactRef {
     pub size: u64,
 }
 
+fn is_interactive(m: &SessionMode) -> bool {
+    *m == SessionMode::Interactive
+}
+
 /// Why a submission was blocked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -158,6 +318,12 @@ pub enum BlockerCode {
     ArtifactMissing,
     /// The contract artifact is invalid.
     ArtifactInvalid,
+    /// A required context key was not set.
+    ContextOutputMissing,
+    /// An assessment level blocks the step.
+    AssessmentBlocks,
+    /// A reviewer rejected the parked output.
+    Rejected,
 }
 
 /// One actionable reason a submission was blocked.
@@ -189,6 +355,22 @@ pub enum EventKind {
     StepBlocked,
     /// See [`EventBody::StepCompleted`].
     StepCompleted,
+    /// See [`EventBody::StepParked`].
+    StepParked,
+    /// See [`EventBody::GateApproved`].
+    GateApproved,
+    /// See [`EventBody::GateRejected`].
+    GateRejected,
+    /// See [`EventBody::LoopEntered`].
+    LoopEntered,
+    /// See [`EventBody::LoopPassStarted`].
+    LoopPassStarted,
+    /// See [`EventBody::LoopExited`].
+    LoopExited,
+    /// See [`EventBody::JumpTaken`].
+    JumpTaken,
+    /// See [`EventBody::JumpExhausted`].
+    JumpExhausted,
     /// See [`EventBody::CheckpointRecorded`].
     CheckpointRecorded,
     /// See [`EventBody::SessionRewound`].
@@ -206,6 +388,14 @@ impl EventKind {
             EventKind::StepSkipped => "step_skipped",
             EventKind::StepBlocked => "step_blocked",
             EventKind::StepCompleted => "step_completed",
+            EventKind::StepParked => "step_parked",
+            EventKind::GateApproved => "gate_approved",
+            EventKind::GateRejected => "gate_rejected",
+            EventKind::LoopEntered => "loop_entered",
+            EventKind::LoopPassStarted => "loop_pass_started",
+            EventKind::LoopExited => "loop_exited",
+            EventKind::JumpTaken => "jump_taken",
+            EventKind::JumpExhausted => "jump_exhausted",
             EventKind::CheckpointRecorded => "checkpoint_recorded",
             EventKind::SessionRewound => "session_rewound",
             EventKind::SessionCompleted => "session_completed",
@@ -222,6 +412,14 @@ impl EventBody {
             EventBody::StepSkipped { .. } => EventKind::StepSkipped,
             EventBody::StepBlocked { .. } => EventKind::StepBlocked,
             EventBody::StepCompleted { .. } => EventKind::StepCompleted,
+            EventBody::StepParked { .. } => EventKind::StepParked,
+            EventBody::GateApproved { .. } => EventKind::GateApproved,
+            EventBody::GateRejected { .. } => EventKind::GateRejected,
+            EventBody::LoopEntered { .. } => EventKind::LoopEntered,
+            EventBody::LoopPassStarted { .. } => EventKind::LoopPassStarted,
+            EventBody::LoopExited { .. } => EventKind::LoopExited,
+            EventBody::JumpTaken { .. } => EventKind::JumpTaken,
+            EventBody::JumpExhausted { .. } => EventKind::JumpExhausted,
             EventBody::CheckpointRecorded { .. } => EventKind::CheckpointRecorded,
             EventBody::SessionRewound { .. } => EventKind::SessionRewound,
             EventBody::SessionCompleted { .. } => EventKind::SessionCompleted,

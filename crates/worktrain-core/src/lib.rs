@@ -7,6 +7,7 @@ pub mod compile;
 pub mod condition;
 pub mod context;
 pub mod contract;
+pub mod cursor;
 pub mod error;
 pub mod event;
 pub mod ids;

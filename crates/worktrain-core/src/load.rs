@@ -6,7 +6,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::workflow::{CURRENT_SCHEMA_VERSION, WorkflowDefinition};
+use crate::workflow::{CURRENT_SCHEMA_VERSION, RoutineDefinition, WorkflowDefinition};
 
 /// The syntax of a workflow file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,7 +119,29 @@ impl fmt::Display for WorkflowError {
 }
 
 /// Parse a workflow file's text. `file_name` is used for format detection and error messages.
+/// Files written for an older `schemaVersion` are upgraded first (see [`upgrade`]).
 pub fn parse_workflow(file_name: &str, text: &str) -> Result<WorkflowDefinition, WorkflowError> {
+    parse_document(
+        file_name,
+        text,
+        "a workflow must be an object with schemaVersion, id, name, description, version and steps",
+    )
+}
+
+/// Parse a routine file's text (same versioning as workflows).
+pub fn parse_routine(file_name: &str, text: &str) -> Result<RoutineDefinition, WorkflowError> {
+    parse_document(
+        file_name,
+        text,
+        "a routine must be an object with schemaVersion, routine, description and steps",
+    )
+}
+
+fn parse_document<T: serde::de::DeserializeOwned>(
+    file_name: &str,
+    text: &str,
+    shape: &str,
+) -> Result<T, WorkflowError> {
     let format = SourceFormat::detect(file_name, text);
     let with_file = |e: WorkflowError| e.in_file(file_name);
     let raw: Value = match format {
@@ -144,11 +166,27 @@ pub fn parse_workflow(file_name: &str, text: &str) -> Result<WorkflowDefinition,
         }),
     }
     .map_err(with_file)?;
-    check_schema_version(&raw).map_err(with_file)?;
+    let version = check_schema_version(&raw, shape).map_err(with_file)?;
+    if version < CURRENT_SCHEMA_VERSION {
+        // Older files are upgraded as JSON values; errors then carry paths but no lines.
+        let upgraded = upgrade(raw, version);
+        return serde_path_to_error::deserialize::<_, T>(upgraded)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let inner = e.into_inner();
+                let mut err = schema_error(path, None, &inner.to_string());
+                err.message = format!(
+                    "{} (after upgrading schemaVersion {version} to {CURRENT_SCHEMA_VERSION})",
+                    err.message
+                );
+                err
+            })
+            .map_err(with_file);
+    }
     let typed = match format {
         SourceFormat::Json => {
             let mut de = serde_json::Deserializer::from_str(text);
-            serde_path_to_error::deserialize::<_, WorkflowDefinition>(&mut de).map_err(|e| {
+            serde_path_to_error::deserialize::<_, T>(&mut de).map_err(|e| {
                 let path = e.path().to_string();
                 let inner = e.into_inner();
                 schema_error(path, Some((inner.line(), inner.column())), &inner.to_string())
@@ -156,7 +194,7 @@ pub fn parse_workflow(file_name: &str, text: &str) -> Result<WorkflowDefinition,
         }
         SourceFormat::Yaml => {
             let de = serde_norway::Deserializer::from_str(text);
-            serde_path_to_error::deserialize::<_, WorkflowDefinition>(de).map_err(|e| {
+            serde_path_to_error::deserialize::<_, T>(de).map_err(|e| {
                 let path = e.path().to_string();
                 let inner = e.into_inner();
                 let pos = inner.location().map(|l| (l.line(), l.column()));
@@ -167,13 +205,35 @@ pub fn parse_workflow(file_name: &str, text: &str) -> Result<WorkflowDefinition,
     typed.map_err(with_file)
 }
 
-fn check_schema_version(raw: &Value) -> Result<(), WorkflowError> {
+/// Documented upgrades between language versions, applied in order.
+///
+/// * 1 → 2: `outputContract.contractRef` is renamed `contract` (version 2 added contract
+///   settings beside it: `dimensions`, `contextKey`). Loops, routines, jumps, gates and
+///   parallel steps are new in version 2, so nothing else changes.
+pub fn upgrade(mut doc: Value, from: u32) -> Value {
+    if from < 2 {
+        if let Some(steps) = doc.get_mut("steps").and_then(Value::as_array_mut) {
+            for step in steps {
+                if let Some(contract) = step
+                    .get_mut("outputContract")
+                    .and_then(Value::as_object_mut)
+                {
+                    if let Some(name) = contract.remove("contractRef") {
+                        contract.insert("contract".into(), name);
+                    }
+                }
+            }
+        }
+    }
+    if let Some(obj) = doc.as_object_mut() {
+        obj.insert("schemaVersion".into(), Value::from(CURRENT_SCHEMA_VERSION));
+    }
+    doc
+}
+
+fn check_schema_version(raw: &Value, shape: &str) -> Result<u32, WorkflowError> {
     let Some(obj) = raw.as_object() else {
-        return Err(WorkflowError::at_path(
-            ".",
-            Rule::Type,
-            "a workflow must be an object with schemaVersion, id, name, description, version and steps",
-        ));
+        return Err(WorkflowError::at_path(".", Rule::Type, shape));
     };
     match obj.get("schemaVersion") {
         None => Err(WorkflowError::at_path(
@@ -183,19 +243,21 @@ fn check_schema_version(raw: &Value) -> Result<(), WorkflowError> {
                 "missing `schemaVersion`; add `schemaVersion: {CURRENT_SCHEMA_VERSION}` at the top of the file"
             ),
         )),
-        Some(v) => match v.as_u64() {
-            Some(n) if n >= 1 && n <= u64::from(CURRENT_SCHEMA_VERSION) => Ok(()),
-            Some(n) if n > u64::from(CURRENT_SCHEMA_VERSION) => Err(WorkflowError::at_path(
+        Some(v) => match v.as_u64().and_then(|n| u32::try_from(n).ok()) {
+            Some(n) if (1..=CURRENT_SCHEMA_VERSION).contains(&n) => Ok(n),
+            Some(n) if n > CURRENT_SCHEMA_VERSION => Err(WorkflowError::at_path(
                 "schemaVersion",
                 Rule::SchemaVersion,
                 format!(
-                    "this workflow declares schemaVersion {n}, but this worktrain build understands schemaVersion up to {CURRENT_SCHEMA_VERSION}; upgrade worktrain to load it"
+                    "this file declares schemaVersion {n}, but this worktrain build understands schemaVersion up to {CURRENT_SCHEMA_VERSION}; upgrade worktrain to load it"
                 ),
             )),
             _ => Err(WorkflowError::at_path(
                 "schemaVersion",
                 Rule::SchemaVersion,
-                format!("`schemaVersion` must be a positive integer (currently {CURRENT_SCHEMA_VERSION}), got {v}"),
+                format!(
+                    "`schemaVersion` must be a positive integer (currently {CURRENT_SCHEMA_VERSION}), got {v}"
+                ),
             )),
         },
     }
@@ -203,9 +265,9 @@ fn check_schema_version(raw: &Value) -> Result<(), WorkflowError> {
 
 fn schema_error(path: String, pos: Option<(usize, usize)>, message: &str) -> WorkflowError {
     let message = strip_position(message);
-    let rule = if message.contains("unknown field") {
+    let rule = if message.contains("unknown field") || message.contains("not allowed here") {
         Rule::AdditionalProperties
-    } else if message.contains("missing field") {
+    } else if message.contains("missing field") || message.contains(" needs a `") {
         Rule::Required
     } else if message.contains("invalid type") {
         Rule::Type
@@ -234,7 +296,7 @@ fn strip_position(message: &str) -> String {
 mod tests {
     use super::*;
 
-    const GOOD: &str = "schemaVersion: 1\nid: demo\nname: Demo\ndescription: d\nversion: '1'\nsteps:\n  - id: a\n    title: A\n    prompt: do a\n";
+    const GOOD: &str = "schemaVersion: 2\nid: demo\nname: Demo\ndescription: d\nversion: '1'\nsteps:\n  - id: a\n    title: A\n    prompt: do a\n";
 
     #[test]
     fn yaml_and_json_load() {
@@ -270,12 +332,25 @@ mod tests {
 
     #[test]
     fn newer_schema_version_is_a_clear_error() {
-        let text = GOOD.replace("schemaVersion: 1", "schemaVersion: 99");
+        let text = GOOD.replace("schemaVersion: 2", "schemaVersion: 99");
         let e = parse_workflow("demo.yaml", &text).unwrap_err();
         assert_eq!(e.rule, Rule::SchemaVersion);
         assert!(e.message.contains("upgrade worktrain"), "{e}");
-        let text = GOOD.replace("schemaVersion: 1\n", "");
+        let text = GOOD.replace("schemaVersion: 2\n", "");
         assert_eq!(parse_workflow("demo.yaml", &text).unwrap_err().rule, Rule::Required);
+    }
+
+    #[test]
+    fn version_1_files_load_through_the_upgrade() {
+        let v1 = "schemaVersion: 1\nid: old\nname: Old\ndescription: d\nversion: '1'\nsteps:\n  - id: a\n    title: A\n    prompt: p\n    outputContract: {contractRef: handoff}\n";
+        let wf = parse_workflow("old.yaml", v1).unwrap();
+        assert_eq!(wf.schema_version, CURRENT_SCHEMA_VERSION);
+        let crate::workflow::StepEntry::Step(step) = &wf.steps[0] else { panic!("not a step") };
+        assert_eq!(step.output_contract.as_ref().unwrap().contract, crate::contract::ContractName::Handoff);
+        let bad = v1.replace("prompt: p\n", "prompt: p\n    promt: x\n");
+        let e = parse_workflow("old.yaml", &bad).unwrap_err();
+        assert!(e.message.contains("after upgrading schemaVersion 1"), "{e}");
+        assert!(e.message.contains("promt"), "{e}");
     }
 
     #[test]

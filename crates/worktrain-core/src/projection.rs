@@ -7,7 +7,9 @@ use serde_json::{Map, Value};
 
 use crate::compile::{Pc, StepIndex};
 use crate::context::merge;
-use crate::event::{EntryCause, EventBody, StoredEvent};
+use crate::cursor::Cursor;
+use crate::event::{Blocker, BlockerCode, EntryCause, EventBody, SessionMode, StoredEvent};
+use crate::workflow::GateKind;
 use crate::ids::{Attempt, NodeId, Seq, SessionId, Sha256Hash, StepId, WorkflowId};
 
 /// Lifecycle state of a session.
@@ -18,15 +20,18 @@ pub enum SessionStatus {
     InProgress,
     /// The last submission for the current step was blocked.
     Blocked,
+    /// A gated step's output waits for approval (autonomous sessions).
+    Parked,
     /// The workflow reached its end.
     Complete,
 }
 
 impl SessionStatus {
     /// Every status, for filters.
-    pub const ALL: [SessionStatus; 3] = [
+    pub const ALL: [SessionStatus; 4] = [
         SessionStatus::InProgress,
         SessionStatus::Blocked,
+        SessionStatus::Parked,
         SessionStatus::Complete,
     ];
 
@@ -35,6 +40,7 @@ impl SessionStatus {
         match self {
             SessionStatus::InProgress => "in_progress",
             SessionStatus::Blocked => "blocked",
+            SessionStatus::Parked => "parked",
             SessionStatus::Complete => "complete",
         }
     }
@@ -46,7 +52,7 @@ impl SessionStatus {
 }
 
 /// Where the session stands.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CurrentStep {
     /// Node.
     pub node: NodeId,
@@ -58,9 +64,15 @@ pub struct CurrentStep {
     pub pc: Pc,
     /// Attempt expected next.
     pub attempt: Attempt,
-    /// Whether the step asks for confirmation.
+    /// Whether the step asks for confirmation (decided on entry).
     #[serde(default)]
     pub requires_confirmation: bool,
+    /// Why the last submission was blocked or rejected (shown again on rehydrate).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blockers: Vec<Blocker>,
+    /// The gate the step is parked at, when parked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parked: Option<GateKind>,
 }
 
 /// The session summary projection: everything needed to answer "what is the state of
@@ -85,8 +97,17 @@ pub struct SessionSummary {
     /// Git branch of the workspace at start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub branch: Option<String>,
+    /// Interactive or autonomous.
+    #[serde(default)]
+    pub mode: SessionMode,
+    /// Parent session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<SessionId>,
     /// Status.
     pub status: SessionStatus,
+    /// Position in the pinned program.
+    #[serde(default)]
+    pub cursor: Cursor,
     /// Current step (none when complete).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current: Option<CurrentStep>,
@@ -108,6 +129,12 @@ pub struct SessionSummary {
     pub checkpoints: u32,
     /// Rewinds.
     pub rewinds: u32,
+    /// Loop passes started.
+    #[serde(default)]
+    pub loop_passes: u32,
+    /// Jumps taken.
+    #[serde(default)]
+    pub jumps: u32,
     /// First event time (ms).
     pub created_at_ms: i64,
     /// Last event time (ms).
@@ -165,6 +192,9 @@ pub struct NodeRecord {
     /// Event that completed or abandoned it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub closed_seq: Option<Seq>,
+    /// The program position when the node was entered (restored by a rewind to it).
+    #[serde(default)]
+    pub cursor: Cursor,
 }
 
 /// Outcome of one attempt.
@@ -175,6 +205,10 @@ pub enum AttemptOutcome {
     Completed,
     /// Blocked.
     Blocked,
+    /// Parked at a gate.
+    Parked,
+    /// Parked, then rejected.
+    Rejected,
 }
 
 impl AttemptOutcome {
@@ -183,6 +217,8 @@ impl AttemptOutcome {
         match self {
             AttemptOutcome::Completed => "completed",
             AttemptOutcome::Blocked => "blocked",
+            AttemptOutcome::Parked => "parked",
+            AttemptOutcome::Rejected => "rejected",
         }
     }
 }
@@ -227,8 +263,17 @@ pub enum ProjectionChange {
         /// Attempts so far.
         attempts: u16,
     },
-    /// An attempt was recorded.
-    InsertAttempt(AttemptRecord),
+    /// An attempt was recorded, or its outcome changed (parked → completed).
+    UpsertAttempt(AttemptRecord),
+    /// A parked attempt was rejected.
+    RejectAttempt {
+        /// Node.
+        node: NodeId,
+        /// Attempt.
+        attempt: Attempt,
+        /// Blob hash of the rejection response.
+        response: Sha256Hash,
+    },
 }
 
 /// An event that cannot follow the state it is applied to.
@@ -265,38 +310,54 @@ pub fn apply(
                 workspace,
                 branch,
                 context,
+                mode,
+                parent,
             },
             None,
-        ) => SessionSummary {
-            session_id: event.session_id,
-            workflow_id: workflow_id.clone(),
-            workflow_hash: *workflow_hash,
-            workflow_version: workflow_version.clone(),
-            workflow_source: workflow_source.clone(),
-            goal: goal.clone(),
-            workspace: workspace.clone(),
-            branch: branch.clone(),
-            status: SessionStatus::InProgress,
-            current: None,
-            context: context.clone(),
-            last_seq: event.seq,
-            last_hash: event.hash,
-            nodes: 0,
-            steps_completed: 0,
-            steps_skipped: 0,
-            blocked_attempts: 0,
-            checkpoints: 0,
-            rewinds: 0,
-            created_at_ms: event.created_at_ms,
-            updated_at_ms: event.created_at_ms,
-        },
+        ) => {
+            if event.seq != Seq(1) {
+                return Err(err("session_started must be the first event (seq 1)"));
+            }
+            SessionSummary {
+                session_id: event.session_id,
+                workflow_id: workflow_id.clone(),
+                workflow_hash: *workflow_hash,
+                workflow_version: workflow_version.clone(),
+                workflow_source: workflow_source.clone(),
+                goal: goal.clone(),
+                workspace: workspace.clone(),
+                branch: branch.clone(),
+                mode: *mode,
+                parent: *parent,
+                status: SessionStatus::InProgress,
+                cursor: Cursor::default(),
+                current: None,
+                context: context.clone(),
+                last_seq: Seq(0),
+                last_hash: event.hash,
+                nodes: 0,
+                steps_completed: 0,
+                steps_skipped: 0,
+                blocked_attempts: 0,
+                checkpoints: 0,
+                rewinds: 0,
+                loop_passes: 0,
+                jumps: 0,
+                created_at_ms: event.created_at_ms,
+                updated_at_ms: event.created_at_ms,
+            }
+        }
         (EventBody::SessionStarted { .. }, Some(_)) => return Err(err("session already started")),
         (_, None) => return Err(err("the first event of a session must be session_started")),
         (_, Some(s)) => s,
     };
-    if event.seq.0 != s.last_seq.0 + 1 && !matches!(event.body, EventBody::SessionStarted { .. }) {
+    if event.seq.0 != s.last_seq.0 + 1 {
         return Err(err("sequence numbers must be contiguous"));
     }
+    let current_pc = s.current.as_ref().map(|c| c.pc);
+    s.cursor
+        .apply(&event.body, current_pc)
+        .map_err(|e| err(&e.0))?;
     match &event.body {
         EventBody::SessionStarted { .. } => {}
         EventBody::NodeEntered {
@@ -320,6 +381,8 @@ pub fn apply(
                 pc: *pc,
                 attempt: Attempt(1),
                 requires_confirmation: *requires_confirmation,
+                blockers: Vec::new(),
+                parked: None,
             });
             changes.push(ProjectionChange::InsertNode(NodeRecord {
                 node: *node,
@@ -333,6 +396,7 @@ pub fn apply(
                 notes: None,
                 entered_seq: event.seq,
                 closed_seq: None,
+                cursor: s.cursor.clone(),
             }));
         }
         EventBody::StepSkipped { .. } => s.steps_skipped += 1,
@@ -341,26 +405,66 @@ pub fn apply(
             attempt,
             output_hash,
             response,
-            ..
+            blockers,
         } => {
             let cur = s.current.as_mut().ok_or_else(|| err("no current step"))?;
             if cur.node != *node || cur.attempt != *attempt {
                 return Err(err("blocked attempt is not the current one"));
             }
             cur.attempt = Attempt(attempt.0.saturating_add(1));
+            cur.blockers = blockers.clone();
             s.status = SessionStatus::Blocked;
             s.blocked_attempts += 1;
-            changes.push(ProjectionChange::InsertAttempt(AttemptRecord {
+            changes.push(attempt_change(*node, *attempt, AttemptOutcome::Blocked, *output_hash, *response, event.seq));
+        }
+        EventBody::StepParked {
+            node,
+            attempt,
+            output_hash,
+            response,
+            gate,
+            ..
+        } => {
+            let cur = s.current.as_mut().ok_or_else(|| err("no current step"))?;
+            if cur.node != *node || cur.attempt != *attempt {
+                return Err(err("parked attempt is not the current one"));
+            }
+            cur.parked = Some(*gate);
+            cur.blockers = Vec::new();
+            s.status = SessionStatus::Parked;
+            changes.push(attempt_change(*node, *attempt, AttemptOutcome::Parked, *output_hash, *response, event.seq));
+        }
+        EventBody::GateApproved { node, .. } => {
+            let cur = s.current.as_ref().ok_or_else(|| err("no current step"))?;
+            if cur.node != *node || cur.parked.is_none() {
+                return Err(err("approval for a step that is not parked"));
+            }
+        }
+        EventBody::GateRejected {
+            node,
+            attempt,
+            note,
+            response,
+        } => {
+            let cur = s.current.as_mut().ok_or_else(|| err("no current step"))?;
+            if cur.node != *node || cur.attempt != *attempt || cur.parked.is_none() {
+                return Err(err("rejection for a step that is not parked"));
+            }
+            cur.parked = None;
+            cur.attempt = Attempt(attempt.0.saturating_add(1));
+            cur.blockers = vec![Blocker {
+                code: BlockerCode::Rejected,
+                message: format!("the reviewer rejected this output: {note}"),
+                path: None,
+                example: None,
+            }];
+            s.status = SessionStatus::Blocked;
+            s.blocked_attempts += 1;
+            // The parked attempt keeps its output hash; its outcome becomes rejected.
+            changes.push(ProjectionChange::RejectAttempt {
                 node: *node,
                 attempt: *attempt,
-                outcome: crate::projection::AttemptOutcome::Blocked,
-                output_hash: *output_hash,
                 response: *response,
-                seq: event.seq,
-            }));
-            changes.push(ProjectionChange::SetNodeAttempts {
-                node: *node,
-                attempts: attempt.0,
             });
         }
         EventBody::StepCompleted {
@@ -379,18 +483,10 @@ pub fn apply(
             merge(&mut s.context, context_delta);
             s.steps_completed += 1;
             s.status = SessionStatus::InProgress;
-            changes.push(ProjectionChange::InsertAttempt(AttemptRecord {
-                node: *node,
-                attempt: *attempt,
-                outcome: AttemptOutcome::Completed,
-                output_hash: *output_hash,
-                response: *response,
-                seq: event.seq,
-            }));
-            changes.push(ProjectionChange::SetNodeAttempts {
-                node: *node,
-                attempts: attempt.0,
-            });
+            if let Some(c) = s.current.as_mut() {
+                c.parked = None;
+            }
+            changes.push(attempt_change(*node, *attempt, AttemptOutcome::Completed, *output_hash, *response, event.seq));
             changes.push(ProjectionChange::CloseNode {
                 node: *node,
                 status: NodeStatus::Completed,
@@ -407,10 +503,14 @@ pub fn apply(
             merge(&mut s.context, context_delta);
             s.checkpoints += 1;
         }
+        EventBody::LoopEntered { .. } | EventBody::LoopExited { .. } | EventBody::JumpExhausted { .. } => {}
+        EventBody::LoopPassStarted { .. } => s.loop_passes += 1,
+        EventBody::JumpTaken { .. } => s.jumps += 1,
         EventBody::SessionRewound { from_node, .. } => {
             if let Some(from) = from_node {
-                // The node left behind is abandoned only if it had not completed.
-                if s.status != SessionStatus::Complete {
+                // The node left behind is abandoned unless it had completed.
+                let open = s.current.as_ref().is_some_and(|c| c.node == *from);
+                if open {
                     changes.push(ProjectionChange::CloseNode {
                         node: *from,
                         status: NodeStatus::Abandoned,
@@ -427,8 +527,32 @@ pub fn apply(
             s.current = None;
         }
     }
+    if let Some(ProjectionChange::UpsertAttempt(a)) = changes.iter().find(|c| matches!(c, ProjectionChange::UpsertAttempt(_))) {
+        changes.push(ProjectionChange::SetNodeAttempts {
+            node: a.node,
+            attempts: a.attempt.0,
+        });
+    }
     s.last_seq = event.seq;
     s.last_hash = event.hash;
     s.updated_at_ms = event.created_at_ms;
     Ok((s, changes))
+}
+
+fn attempt_change(
+    node: NodeId,
+    attempt: Attempt,
+    outcome: AttemptOutcome,
+    output_hash: Sha256Hash,
+    response: Sha256Hash,
+    seq: Seq,
+) -> ProjectionChange {
+    ProjectionChange::UpsertAttempt(AttemptRecord {
+        node,
+        attempt,
+        outcome,
+        output_hash,
+        response,
+        seq,
+    })
 }

@@ -1,5 +1,5 @@
-//! Prompt rendering: `{{goal}}`, `{{workspace}}`, `{{session.id}}` and
-//! `{{context.some.path}}` are substituted; an unset value is rendered visibly as
+//! Prompt rendering: `{{goal}}`, `{{workspace}}`, `{{session.id}}`,
+//! `{{context.some.path}}` and loop variables (`{{slice.title}}`, `{{index}}`) are substituted; an unset value is rendered visibly as
 //! `⟨unset: context.some.path⟩` so neither the agent nor the author mistakes it for
 //! content.
 
@@ -45,9 +45,9 @@ fn resolve(expr: &str, vars: &PromptVars<'_>) -> String {
         "workspace" => vars.workspace.map(str::to_owned).unwrap_or_else(unset),
         "session.id" => vars.session_id.to_owned(),
         _ => {
-            let Some(path) = expr.strip_prefix("context.") else {
-                return unset();
-            };
+            // `{{context.x}}` reads the context; a bare `{{x}}` reads the same scope, which
+            // also holds loop variables (`forEach` item/index) and `worktrain.loops`.
+            let path = expr.strip_prefix("context.").unwrap_or(expr);
             let Ok(path) = ContextPath::parse(path) else {
                 return unset();
             };

@@ -6,6 +6,7 @@ use serde_json::Value;
 use crate::contract::ContractName;
 use crate::event::Blocker;
 use crate::ids::{Attempt, NodeId, SessionId, Sha256Hash, StepId, WorkflowId};
+use crate::workflow::{GateKind, Join};
 
 /// What happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,6 +26,41 @@ pub enum Outcome {
     Rehydrated,
     /// The session was moved back; `step` is the re-entered step.
     Rewound,
+    /// The output is valid but the step is gated: the session waits for approval.
+    Parked,
+    /// A parked step was approved; `step` is the next step.
+    Approved,
+    /// A parked step was rejected; resubmit with the new token.
+    Rejected,
+}
+
+/// What the agent should do next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Intent {
+    /// Do the step, then submit.
+    PerformStep,
+    /// Do the step, show the user the result and ask them to confirm, then submit.
+    AskUserThenSubmit,
+    /// Fix the blockers, then submit with the new token.
+    FixBlockers,
+    /// Nothing to do until an operator approves or rejects.
+    WaitForApproval,
+    /// The workflow is complete.
+    Complete,
+}
+
+impl Intent {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Intent::PerformStep => "perform_step",
+            Intent::AskUserThenSubmit => "ask_user_then_submit",
+            Intent::FixBlockers => "fix_blockers",
+            Intent::WaitForApproval => "wait_for_approval",
+            Intent::Complete => "complete",
+        }
+    }
 }
 
 impl Outcome {
@@ -38,6 +74,9 @@ impl Outcome {
             Outcome::Checkpointed => "checkpointed",
             Outcome::Rehydrated => "rehydrated",
             Outcome::Rewound => "rewound",
+            Outcome::Parked => "parked",
+            Outcome::Approved => "approved",
+            Outcome::Rejected => "rejected",
         }
     }
 }
@@ -76,9 +115,53 @@ pub struct StepView {
     /// The artifact the step must produce.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_contract: Option<ContractView>,
-    /// Whether the agent should ask the user to confirm before submitting.
+    /// Context keys the step must set.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub context_outputs: Vec<String>,
+    /// Whether the step's output needs confirmation before the workflow goes on.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub requires_confirmation: bool,
+    /// Who confirms, when confirmation is required.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<GateKind>,
+    /// Child workflows to run, for a parallel step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegation: Option<DelegationView>,
+    /// The innermost loop pass this step runs in.
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "loop")]
+    pub loop_pass: Option<LoopPass>,
+}
+
+/// The loop pass a step runs in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoopPass {
+    /// Loop id.
+    pub id: StepId,
+    /// 1-based pass number.
+    pub pass: u32,
+    /// Bound.
+    pub max_iterations: u32,
+}
+
+/// Child workflows of a parallel step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DelegationView {
+    /// Children.
+    pub children: Vec<ChildView>,
+    /// Join policy.
+    pub join: Join,
+}
+
+/// One child to run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChildView {
+    /// Workflow id.
+    pub workflow: WorkflowId,
+    /// Rendered goal.
+    pub goal: String,
+    /// Initial context.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub context: serde_json::Map<String, Value>,
 }
 
 /// A contract, as shown to the agent.
@@ -136,6 +219,8 @@ pub struct StepResponse {
     pub session_id: SessionId,
     /// What happened.
     pub outcome: Outcome,
+    /// What to do next.
+    pub intent: Intent,
     /// Pinned workflow.
     pub workflow: WorkflowRef,
     /// The step to do now (absent when complete).

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use worktrain_core::compile::{Pinned, compile};
+use worktrain_core::compile::{Pinned, RoutineResolver, RoutineSource, compile_with};
 use worktrain_core::error::{ApiError, ErrorCode, Retry};
 use worktrain_core::ids::WorkflowId;
 use worktrain_core::load::{WorkflowError, parse_workflow};
@@ -17,6 +17,12 @@ pub const BUNDLED: &[(&str, &str)] = &[(
     "quick-task.yaml",
     include_str!("../../../workflows/quick-task.yaml"),
 )];
+
+/// Routines shipped inside the binary: (path under `workflows/`, contents).
+pub const BUNDLED_ROUTINES: &[(&str, &str)] = &[];
+
+/// Directory (inside each workflow source) that holds routine files.
+pub const ROUTINES_DIR: &str = "routines";
 
 /// Where a workflow was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -107,7 +113,7 @@ impl Catalog {
     pub fn list(&self) -> Vec<CatalogEntry> {
         let mut entries: Vec<CatalogEntry> = BUNDLED
             .iter()
-            .map(|(name, text)| entry(SourceKind::Bundled, format!("bundled:{name}"), name, text))
+            .map(|(name, text)| self.entry(SourceKind::Bundled, format!("bundled:{name}"), name, text))
             .collect();
         for (kind, dir) in [
             (SourceKind::User, &self.user_dir),
@@ -118,7 +124,7 @@ impl Catalog {
                 let location = path.display().to_string();
                 let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
                 match std::fs::read_to_string(&path) {
-                    Ok(text) => entries.push(entry(kind, location, &name, &text)),
+                    Ok(text) => entries.push(self.entry(kind, location, &name, &text)),
                     Err(e) => entries.push(CatalogEntry {
                         source: kind,
                         id: stem(&name),
@@ -146,6 +152,41 @@ impl Catalog {
         entries
     }
 
+    fn entry(&self, source: SourceKind, location: String, file_name: &str, text: &str) -> CatalogEntry {
+        let parsed = parse_workflow(file_name, text)
+            .map_err(|e| e.in_file(&location))
+            .and_then(|def| {
+                compile_with(&def, &location, self).map_err(|e| in_file(e, &location))?;
+                Ok(def)
+            });
+        match parsed {
+            Ok(def) => CatalogEntry {
+                source,
+                location,
+                id: def.id.to_string(),
+                name: Some(def.name.clone()),
+                version: Some(def.version.clone()),
+                description: Some(def.description.clone()),
+                tags: def.tags.clone(),
+                definition: Some(def),
+                error: None,
+                shadowed_by: None,
+            },
+            Err(e) => CatalogEntry {
+                source,
+                id: stem(file_name),
+                location,
+                definition: None,
+                name: None,
+                version: None,
+                description: None,
+                tags: Vec::new(),
+                error: Some(e.to_string()),
+                shadowed_by: None,
+            },
+        }
+    }
+
     /// Resolve `spec` — a workflow id or a path to a workflow file — and compile it.
     pub fn resolve(&self, spec: &str) -> Result<Resolved, ApiError> {
         let looks_like_path = spec.contains('/')
@@ -166,7 +207,7 @@ impl Catalog {
                 .display()
                 .to_string();
             let def = parse_workflow(&location, &text).map_err(invalid)?;
-            let pinned = compile(&def).map_err(|e| invalid(e.in_file(&location)))?;
+            let pinned = compile_with(&def, &location, self).map_err(|e| invalid(in_file(e, &location)))?;
             return Ok(Resolved {
                 pinned,
                 source: format!("file:{location}"),
@@ -213,7 +254,7 @@ impl Catalog {
             .definition
             .as_ref()
             .ok_or_else(|| ApiError::internal("catalog entry without definition"))?;
-        let pinned = compile(def).map_err(|e| invalid(e.in_file(&found.location)))?;
+        let pinned = compile_with(def, &found.location, self).map_err(|e| invalid(in_file(e, &found.location)))?;
         Ok(Resolved {
             pinned,
             source: found.label(),
@@ -230,41 +271,6 @@ impl CatalogEntry {
                 format!("{}:{}", self.source.as_str(), self.location)
             }
         }
-    }
-}
-
-fn entry(source: SourceKind, location: String, file_name: &str, text: &str) -> CatalogEntry {
-    let parsed = parse_workflow(file_name, text)
-        .map_err(|e| e.in_file(&location))
-        .and_then(|def| {
-            compile(&def).map_err(|e| e.in_file(&location))?;
-            Ok(def)
-        });
-    match parsed {
-        Ok(def) => CatalogEntry {
-            source,
-            location,
-            id: def.id.to_string(),
-            name: Some(def.name.clone()),
-            version: Some(def.version.clone()),
-            description: Some(def.description.clone()),
-            tags: def.tags.clone(),
-            definition: Some(def),
-            error: None,
-            shadowed_by: None,
-        },
-        Err(e) => CatalogEntry {
-            source,
-            id: stem(file_name),
-            location,
-            definition: None,
-            name: None,
-            version: None,
-            description: None,
-            tags: Vec::new(),
-            error: Some(e.to_string()),
-            shadowed_by: None,
-        },
     }
 }
 
@@ -302,4 +308,80 @@ pub fn invalid(e: WorkflowError) -> ApiError {
         Retry::AfterFix,
         "fix the workflow file; `worktrain workflow validate <file>` lists every problem with its line and rule",
     )
+}
+
+/// Attach the including file to an error that does not name one yet (errors inside a
+/// routine already name the routine's file).
+fn in_file(e: WorkflowError, location: &str) -> WorkflowError {
+    if e.file.is_some() { e } else { e.in_file(location) }
+}
+
+impl RoutineResolver for Catalog {
+    fn resolve(&self, reference: &str, from: &str) -> Result<RoutineSource, String> {
+        let is_path = reference.contains('/') || [".yaml", ".yml", ".json"].iter().any(|e| reference.ends_with(e));
+        if is_path {
+            if let Some(bundled) = from.strip_prefix("bundled:") {
+                let base = Path::new(bundled).parent().unwrap_or(Path::new(""));
+                let wanted = normalize(&base.join(reference));
+                return BUNDLED_ROUTINES
+                    .iter()
+                    .find(|(name, _)| normalize(Path::new(name)) == wanted)
+                    .map(|(name, text)| RoutineSource {
+                        location: format!("bundled:{name}"),
+                        text: (*text).to_owned(),
+                    })
+                    .ok_or_else(|| format!("no bundled routine at `{}`", wanted.display()));
+            }
+            let base = Path::new(from).parent().unwrap_or(Path::new("."));
+            let path = base.join(reference);
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| format!("cannot read routine {}: {e}", path.display()))?;
+            let location = std::fs::canonicalize(&path).unwrap_or(path).display().to_string();
+            return Ok(RoutineSource { location, text });
+        }
+        for dir in [&self.project_dir, &self.user_dir].into_iter().flatten() {
+            for ext in ["yaml", "yml", "json"] {
+                let path = dir.join(ROUTINES_DIR).join(format!("{reference}.{ext}"));
+                if let Ok(text) = std::fs::read_to_string(&path) {
+                    return Ok(RoutineSource {
+                        location: path.display().to_string(),
+                        text,
+                    });
+                }
+            }
+        }
+        for (name, text) in BUNDLED_ROUTINES {
+            if stem(name) == reference {
+                return Ok(RoutineSource {
+                    location: format!("bundled:{name}"),
+                    text: (*text).to_owned(),
+                });
+            }
+        }
+        let mut known: Vec<String> = BUNDLED_ROUTINES.iter().map(|(n, _)| stem(n)).collect();
+        for dir in [&self.project_dir, &self.user_dir].into_iter().flatten() {
+            known.extend(workflow_files(&dir.join(ROUTINES_DIR)).iter().map(|p| stem(&p.display().to_string())));
+        }
+        known.sort();
+        known.dedup();
+        Err(format!(
+            "no routine `{reference}` (looked in the project, user and bundled routines; known: {})",
+            if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+        ))
+    }
+}
+
+/// Resolve `.` and `..` lexically (bundled paths are not on disk).
+fn normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
 }

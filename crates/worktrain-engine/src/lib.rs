@@ -17,7 +17,9 @@ use tracing::{debug, info, warn};
 use worktrain_core::compile::Pinned;
 use worktrain_core::context::Limits;
 use worktrain_core::error::{ApiError, ErrorCode, Retry};
-use worktrain_core::ids::{NodeId, SessionId, Sha256Hash, StepId};
+use worktrain_core::event::SessionMode;
+use worktrain_core::ids::{NodeId, Seq, SessionId, Sha256Hash, StepId};
+use worktrain_core::projection::AttemptOutcome;
 use worktrain_core::machine::{AdvanceDecision, Machine, Plan, StartParams, Submission};
 use worktrain_core::projection::{NodeRecord, NodeStatus, SessionSummary};
 use worktrain_core::response::{RecapEntry, StepResponse};
@@ -86,6 +88,10 @@ pub struct StartRequest {
     pub workspace: Option<String>,
     /// Initial context.
     pub context: Map<String, Value>,
+    /// Interactive (gates are advisory) or autonomous (gated steps park).
+    pub mode: SessionMode,
+    /// The session that spawned this one.
+    pub parent: Option<SessionId>,
 }
 
 /// The branch checked out in a git working tree, read from `.git/HEAD` (also for linked
@@ -265,6 +271,8 @@ impl Engine {
                     .and_then(|w| git_branch(std::path::Path::new(w))),
                 workspace: req.workspace,
                 context: req.context,
+                mode: req.mode,
+                parent: req.parent,
                 source: req.workflow.source.clone(),
             },
         )?;
@@ -427,6 +435,82 @@ impl Engine {
         Err(contention(id))
     }
 
+    /// Approve a parked step: it completes with the output that was parked.
+    pub async fn approve(&self, target: &SessionRef, note: Option<String>) -> Result<Reply, ApiError> {
+        let id = self.session_id(target)?;
+        for _ in 0..MAX_REJUDGE {
+            let summary = self.summary(id).await?;
+            let pinned = self.pinned(summary.workflow_hash).await?;
+            let parked = self.parked_event(&summary).await?;
+            let plan = self.machine(&pinned).approve(&summary, &parked, note.clone())?;
+            match self.persist(summary.last_seq, id, &plan).await? {
+                Persisted::Written => {
+                    info!(session_id = %id, "gate approved");
+                    return Ok(Reply {
+                        response: plan.response,
+                        bytes: plan.response_bytes,
+                        replayed: false,
+                    });
+                }
+                Persisted::Duplicate | Persisted::LostRace => continue,
+            }
+        }
+        Err(contention(id))
+    }
+
+    /// Reject a parked step with a note; the agent must submit a new attempt.
+    pub async fn reject(&self, target: &SessionRef, note: String) -> Result<Reply, ApiError> {
+        let id = self.session_id(target)?;
+        for _ in 0..MAX_REJUDGE {
+            let summary = self.summary(id).await?;
+            let pinned = self.pinned(summary.workflow_hash).await?;
+            let plan = self.machine(&pinned).reject(&summary, note.clone())?;
+            match self.persist(summary.last_seq, id, &plan).await? {
+                Persisted::Written => {
+                    info!(session_id = %id, "gate rejected");
+                    return Ok(Reply {
+                        response: plan.response,
+                        bytes: plan.response_bytes,
+                        replayed: false,
+                    });
+                }
+                Persisted::Duplicate | Persisted::LostRace => continue,
+            }
+        }
+        Err(contention(id))
+    }
+
+    /// The `step_parked` event of a parked session (found through its attempt record).
+    async fn parked_event(&self, summary: &SessionSummary) -> Result<worktrain_core::event::EventBody, ApiError> {
+        let not_parked = || {
+            ApiError::new(
+                ErrorCode::NotParked,
+                format!("session {} is not waiting for approval (status {})", summary.session_id, summary.status.as_str()),
+                Retry::Never,
+                "only a parked session (an autonomous session at a gated step) can be approved or rejected",
+            )
+        };
+        let cur = summary.current.as_ref().ok_or_else(not_parked)?;
+        let record = self
+            .store
+            .attempt(summary.session_id, cur.node, cur.attempt)
+            .await
+            .map_err(store_error)?
+            .filter(|a| a.outcome == AttemptOutcome::Parked)
+            .ok_or_else(not_parked)?;
+        let events = self
+            .store
+            .events(summary.session_id, Seq(record.seq.0.saturating_sub(1)), 1)
+            .await
+            .map_err(store_error)?;
+        events
+            .into_iter()
+            .next()
+            .map(|e| e.body)
+            .filter(|b| matches!(b, worktrain_core::event::EventBody::StepParked { .. }))
+            .ok_or_else(|| ApiError::internal("the parked output is missing from the log"))
+    }
+
     /// The session a reference names (verifying tokens).
     pub fn session_id(&self, target: &SessionRef) -> Result<SessionId, ApiError> {
         match target {
@@ -434,7 +518,10 @@ impl Engine {
             // `ses_…` that failed to parse is a mistyped session id, not a token: say so.
             SessionRef::Token(t) if t.starts_with(worktrain_core::ids::SESSION_ID_PREFIX) => {
                 t.parse::<SessionId>().map_err(|e| {
-                    ApiError::invalid_input(e.to_string(), "copy the session id from `worktrain sessions`")
+                    ApiError::invalid_input(
+                        e.to_string(),
+                        "copy the session id from `worktrain sessions`",
+                    )
                 })
             }
             SessionRef::Token(t) => Ok(self.keyring.verify(t)?.session),

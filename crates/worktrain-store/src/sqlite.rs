@@ -29,14 +29,21 @@ use crate::{
 
 /// Migrations of the SQLite schema, embedded in the binary. Append only: never edit one
 /// that has shipped (its checksum is recorded in the database).
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "event store",
-    include_str!("../migrations/sqlite/0001_event_store.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "event store",
+        include_str!("../migrations/sqlite/0001_event_store.sql"),
+    ),
+    (
+        2,
+        "loops and gates",
+        include_str!("../migrations/sqlite/0002_loops_and_gates.sql"),
+    ),
+];
 
 /// The schema version this build creates and understands.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Rows per multi-row INSERT (9 parameters each, well under SQLite's limit).
 const INSERT_CHUNK: usize = 500;
@@ -240,8 +247,8 @@ async fn write_changes(
             ProjectionChange::InsertNode(n) => {
                 sqlx::query(
                     "INSERT INTO session_nodes (session_id, node, step_id, step_index, pc, parent,
-                         cause, status, attempts, notes, entered_seq, closed_seq)
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                         cause, status, attempts, notes, entered_seq, closed_seq, cursor)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 )
                 .bind(&sid)
                 .bind(i64::from(n.node.0))
@@ -255,6 +262,7 @@ async fn write_changes(
                 .bind(n.notes.as_deref())
                 .bind(to_i64(n.entered_seq.0))
                 .bind(n.closed_seq.map(|s| to_i64(s.0)))
+                .bind(serde_json::to_string(&n.cursor).map_err(corrupt)?)
                 .execute(&mut *conn)
                 .await?;
             }
@@ -284,10 +292,29 @@ async fn write_changes(
                     .execute(&mut *conn)
                     .await?;
             }
-            ProjectionChange::InsertAttempt(a) => {
+            ProjectionChange::RejectAttempt {
+                node,
+                attempt,
+                response,
+            } => {
+                sqlx::query(
+                    "UPDATE session_attempts SET outcome = 'rejected', response = ?
+                     WHERE session_id = ? AND node = ? AND attempt = ?",
+                )
+                .bind(response.to_hex())
+                .bind(&sid)
+                .bind(i64::from(node.0))
+                .bind(i64::from(attempt.0))
+                .execute(&mut *conn)
+                .await?;
+            }
+            ProjectionChange::UpsertAttempt(a) => {
                 sqlx::query(
                     "INSERT INTO session_attempts (session_id, node, attempt, outcome, output_hash, response, seq)
-                     VALUES (?, ?, ?, ?, ?, ?, ?)",
+                     VALUES (?, ?, ?, ?, ?, ?, ?)
+                     ON CONFLICT (session_id, node, attempt) DO UPDATE SET
+                         outcome = excluded.outcome, output_hash = excluded.output_hash,
+                         response = excluded.response, seq = excluded.seq",
                 )
                 .bind(&sid)
                 .bind(i64::from(a.node.0))
@@ -356,6 +383,8 @@ fn row_to_node(row: &SqliteRow) -> Result<NodeRecord, StoreError> {
         notes: row.try_get("notes")?,
         entered_seq: Seq(to_u64(row.try_get("entered_seq")?)),
         closed_seq: row.try_get::<Option<i64>, _>("closed_seq")?.map(|s| Seq(to_u64(s))),
+        cursor: serde_json::from_str(&row.try_get::<String, _>("cursor")?)
+            .map_err(|e| corrupt(format!("node cursor: {e}")))?,
     })
 }
 
