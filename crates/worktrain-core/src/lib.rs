@@ -16,6 +16,7 @@ pub mod machine;
 pub mod projection;
 pub mod prompt;
 pub mod response;
+pub mod simulate;
 pub mod token;
 pub mod workflow;
 

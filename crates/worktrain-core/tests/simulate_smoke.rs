@@ -1,0 +1,57 @@
+//! The simulator walks loops, decisions and jumps with the real state machine.
+
+use worktrain_core::compile::compile;
+use worktrain_core::cursor::LoopDecision;
+use worktrain_core::event::LoopExitReason;
+use worktrain_core::load::parse_workflow;
+use worktrain_core::simulate::{Script, TraceItem, simulate};
+
+const WF: &str = r#"
+schemaVersion: 2
+id: sim
+name: Sim
+description: d
+version: "1"
+steps:
+  - id: plan
+    title: Plan
+    prompt: plan
+  - id: verify
+    loop: {maxIterations: 3}
+    steps:
+      - id: check
+        title: Check
+        prompt: check
+        outputContract: {contract: loop_control}
+  - id: fix
+    title: Fix
+    prompt: fix
+    jumpIf: {condition: {var: again, equals: true}, target: plan, maxJumps: 1}
+"#;
+
+#[test]
+fn decisions_and_jumps_follow_the_script() {
+    let pinned = compile(&parse_workflow("sim.yaml", WF).unwrap()).unwrap();
+    let mut script = Script::default();
+    script.decisions.insert("verify".into(), vec![LoopDecision::Continue, LoopDecision::Stop]);
+    script.at.insert("fix".into(), serde_json::json!({"again": true}).as_object().cloned().unwrap());
+    let trace = simulate(&pinned, &script).unwrap();
+    assert!(trace.completed);
+    // plan, check ×2 (continue, stop), fix, jump → plan, check (continue then the last
+    // decision `stop` repeats), fix, jump exhausted.
+    assert_eq!(trace.steps, ["plan", "check", "check", "fix", "plan", "check", "fix"]);
+    assert!(trace.path.contains(&TraceItem::Jump { from: "fix".into(), to: "plan".into(), count: 1 }));
+    assert!(trace.path.contains(&TraceItem::JumpExhausted { step: "fix".into() }));
+    assert!(trace.path.contains(&TraceItem::Exit { loop_: "verify".into(), passes: 2, reason: LoopExitReason::Decision }));
+    assert!(trace.steps.len() as u64 <= pinned.workflow.node_bound, "bound {}", pinned.workflow.node_bound);
+}
+
+#[test]
+fn max_iterations_exits_normally_and_is_recorded() {
+    let pinned = compile(&parse_workflow("sim.yaml", WF).unwrap()).unwrap();
+    let mut script = Script::default();
+    script.decisions.insert("verify".into(), vec![LoopDecision::Continue]);
+    let trace = simulate(&pinned, &script).unwrap();
+    assert!(trace.path.contains(&TraceItem::Exit { loop_: "verify".into(), passes: 3, reason: LoopExitReason::MaxIterations }));
+    assert_eq!(trace.steps, ["plan", "check", "check", "check", "fix"]);
+}
