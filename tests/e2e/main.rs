@@ -1,1 +1,20 @@
+//! End-to-end tests: every test runs the real `worktrain` binary as separate processes
+//! against its own temporary home, and checks what a user or an agent would observe —
+//! exit codes, `--json` documents, files on disk and the recorded events.
+//!
+//! One test binary with many modules, so it links once.
 
+// Helpers outside `#[test]` functions fail loudly on purpose: this is test code.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+mod admin;
+mod concurrency;
+mod crash;
+mod init;
+mod keys;
+mod malformed;
+mod run;
+mod session;
+mod workflow;

@@ -521,7 +521,7 @@ impl Expander<'_> {
                         None => inc.args.clone(),
                     };
                     for key in args.keys() {
-                        if !declared.iter().any(|p| *p == key) {
+                        if !declared.contains(&key) {
                             return Err(WorkflowError::at_path(
                                 format!("{at}.with.{key}"),
                                 Rule::Reference,
@@ -638,6 +638,10 @@ fn rewrite_step(s: &StepDefinition, r: &Rewrite<'_>, at: &str) -> Result<StepDef
     Ok(d)
 }
 
+/// A jump to resolve once its step list is compiled: the step, its document path, and
+/// the earlier entries of the same list with their positions.
+type PendingJump = (StepIndex, String, Vec<(StepId, Pc)>);
+
 #[derive(Default)]
 struct Builder {
     steps: Vec<CompiledStep>,
@@ -646,7 +650,7 @@ struct Builder {
     /// Every entry id → its document path (uniqueness).
     ids: HashMap<StepId, String>,
     /// Jumps to resolve: (step index, path, ids of earlier entries in the same list with their pcs).
-    pending_jumps: Vec<(StepIndex, String, Vec<(StepId, Pc)>)>,
+    pending_jumps: Vec<PendingJump>,
 }
 
 impl Builder {
@@ -805,11 +809,10 @@ impl Builder {
                 .collect(),
             join: p.join,
         });
-        if let Some(p) = &s.parallel {
-            if p.children.is_empty() {
+        if let Some(p) = &s.parallel
+            && p.children.is_empty() {
                 return Err(WorkflowError::at_path(at("parallel.children"), Rule::NonEmpty, "a parallel step needs at least one child"));
             }
-        }
         if let Some(j) = &s.jump_if {
             check_condition_vars(&at("jumpIf.condition"), &j.condition)?;
             if j.max_jumps == 0 {
@@ -1027,16 +1030,13 @@ fn bound_of(entries: &[XEntry]) -> u64 {
     let each: Vec<u64> = entries.iter().map(entry_bound).collect();
     let mut total: u64 = each.iter().fold(0u64, |a, b| a.saturating_add(*b));
     for (i, e) in entries.iter().enumerate() {
-        if let XEntry::Step { def, .. } = e {
-            if let Some(j) = &def.jump_if {
-                if let Some(t) = entries.iter().position(|x| x.id() == &j.target) {
-                    if t <= i {
+        if let XEntry::Step { def, .. } = e
+            && let Some(j) = &def.jump_if
+                && let Some(t) = entries.iter().position(|x| x.id() == &j.target)
+                    && t <= i {
                         let segment = each[t..=i].iter().fold(0u64, |a, b| a.saturating_add(*b));
                         total = total.saturating_add(segment.saturating_mul(u64::from(j.max_jumps)));
                     }
-                }
-            }
-        }
     }
     total
 }

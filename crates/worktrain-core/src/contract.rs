@@ -98,16 +98,14 @@ impl ContractName {
                             };
                             v.nested_one_of(f, &at, "severity", &["blocking", "major", "minor", "nit"]);
                             v.nested_string(f, &at, "message");
-                            if let Some(file) = f.get("file") {
-                                if !file.is_string() {
+                            if let Some(file) = f.get("file")
+                                && !file.is_string() {
                                     v.push(&format!("{at}.file"), "must be a string path");
                                 }
-                            }
-                            if let Some(line) = f.get("line") {
-                                if !line.as_u64().is_some_and(|l| l >= 1) {
+                            if let Some(line) = f.get("line")
+                                && line.as_u64().is_none_or(|l| l < 1) {
                                     v.push(&format!("{at}.line"), "must be a positive integer");
                                 }
-                            }
                         }
                         if obj.get("verdict").and_then(Value::as_str) == Some("clean")
                             && items.iter().any(|f| {

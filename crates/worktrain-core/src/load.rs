@@ -105,11 +105,10 @@ impl fmt::Display for WorkflowError {
             (None, Some(l), None) => write!(f, "line {l}: ")?,
             (None, None, _) => {}
         }
-        if let Some(path) = &self.path {
-            if !path.is_empty() && path != "." {
+        if let Some(path) = &self.path
+            && !path.is_empty() && path != "." {
                 write!(f, "at `{path}`: ")?;
             }
-        }
         let rule = serde_json::to_value(self.rule)
             .ok()
             .and_then(|v| v.as_str().map(str::to_owned))
@@ -175,6 +174,12 @@ fn parse_document<T: serde::de::DeserializeOwned>(
                 let path = e.path().to_string();
                 let inner = e.into_inner();
                 let mut err = schema_error(path, None, &inner.to_string());
+                // Recover the position when the file as written fails at the same path.
+                if let Err(direct) = parse_typed::<T>(format, text)
+                    && direct.path == err.path
+                {
+                    (err.line, err.column) = (direct.line, direct.column);
+                }
                 err.message = format!(
                     "{} (after upgrading schemaVersion {version} to {CURRENT_SCHEMA_VERSION})",
                     err.message
@@ -183,7 +188,15 @@ fn parse_document<T: serde::de::DeserializeOwned>(
             })
             .map_err(with_file);
     }
-    let typed = match format {
+    parse_typed(format, text).map_err(with_file)
+}
+
+/// Deserialize the text as written, reporting errors with line and column.
+fn parse_typed<T: serde::de::DeserializeOwned>(
+    format: SourceFormat,
+    text: &str,
+) -> Result<T, WorkflowError> {
+    match format {
         SourceFormat::Json => {
             let mut de = serde_json::Deserializer::from_str(text);
             serde_path_to_error::deserialize::<_, T>(&mut de).map_err(|e| {
@@ -201,8 +214,7 @@ fn parse_document<T: serde::de::DeserializeOwned>(
                 schema_error(path, pos, &inner.to_string())
             })
         }
-    };
-    typed.map_err(with_file)
+    }
 }
 
 /// Documented upgrades between language versions, applied in order.
@@ -211,20 +223,17 @@ fn parse_document<T: serde::de::DeserializeOwned>(
 ///   settings beside it: `dimensions`, `contextKey`). Loops, routines, jumps, gates and
 ///   parallel steps are new in version 2, so nothing else changes.
 pub fn upgrade(mut doc: Value, from: u32) -> Value {
-    if from < 2 {
-        if let Some(steps) = doc.get_mut("steps").and_then(Value::as_array_mut) {
+    if from < 2
+        && let Some(steps) = doc.get_mut("steps").and_then(Value::as_array_mut) {
             for step in steps {
                 if let Some(contract) = step
                     .get_mut("outputContract")
                     .and_then(Value::as_object_mut)
-                {
-                    if let Some(name) = contract.remove("contractRef") {
+                    && let Some(name) = contract.remove("contractRef") {
                         contract.insert("contract".into(), name);
                     }
-                }
             }
         }
-    }
     if let Some(obj) = doc.as_object_mut() {
         obj.insert("schemaVersion".into(), Value::from(CURRENT_SCHEMA_VERSION));
     }

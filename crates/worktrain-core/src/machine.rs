@@ -92,7 +92,7 @@ pub enum AdvanceDecision {
         response: Sha256Hash,
     },
     /// New events to persist.
-    Apply(Plan),
+    Apply(Box<Plan>),
 }
 
 /// Output accepted for a step, ready to complete it (now, or on approval).
@@ -199,7 +199,7 @@ impl Machine<'_> {
             counters.blocked += 1;
             let response = self.response(&view, &summary.cursor, Outcome::Blocked, Some(&entered), blockers.clone(), counters, Vec::new());
             let response_bytes = response.to_bytes();
-            return Ok(AdvanceDecision::Apply(Plan {
+            return Ok(AdvanceDecision::Apply(Box::new(Plan {
                 events: vec![NewEvent {
                     body: EventBody::StepBlocked {
                         node: cur.node,
@@ -213,7 +213,7 @@ impl Machine<'_> {
                 blobs: vec![response_bytes.clone()],
                 response,
                 response_bytes,
-            }));
+            })));
         }
         let (accepted, mut blobs) = self.accept(step, summary, cur, submission, output_hash)?;
         if cur.requires_confirmation && summary.mode == SessionMode::Autonomous {
@@ -228,7 +228,7 @@ impl Machine<'_> {
             let response = self.response(&view, &summary.cursor, Outcome::Parked, Some(&entered), Vec::new(), counters, Vec::new());
             let response_bytes = response.to_bytes();
             blobs.push(response_bytes.clone());
-            return Ok(AdvanceDecision::Apply(Plan {
+            return Ok(AdvanceDecision::Apply(Box::new(Plan {
                 events: vec![NewEvent {
                     body: EventBody::StepParked {
                         node: cur.node,
@@ -246,11 +246,11 @@ impl Machine<'_> {
                 blobs,
                 response,
                 response_bytes,
-            }));
+            })));
         }
         let first = Some(submit_key(session, cur));
         let plan = self.complete(summary, cur, accepted, Vec::new(), first, blobs, &mut counters)?;
-        Ok(AdvanceDecision::Apply(plan))
+        Ok(AdvanceDecision::Apply(Box::new(plan)))
     }
 
     /// Approve a parked step: complete it with the parked output.
@@ -493,8 +493,8 @@ impl Machine<'_> {
             body: completed,
             idempotency_key: first_key.or_else(|| Some(format!("{session}:{}:{}:complete", cur.node, accepted.attempt))),
         });
-        if let Some(jump) = &step.jump {
-            if jump.condition.evaluate(&cursor.scope(&self.pinned.workflow, &new_context)) {
+        if let Some(jump) = &step.jump
+            && jump.condition.evaluate(&cursor.scope(&self.pinned.workflow, &new_context)) {
                 let taken = cursor.jumps.get(step.id.as_str()).copied().unwrap_or(0);
                 let body = if taken < jump.max_jumps {
                     counters.jumps += 1;
@@ -513,7 +513,6 @@ impl Machine<'_> {
                 cursor.apply(&body, None).map_err(|e| ApiError::internal(e.0))?;
                 events.push(NewEvent { body, idempotency_key: None });
             }
-        }
         let entered = self.move_on(
             &view,
             &mut cursor,
@@ -1091,11 +1090,10 @@ fn current(summary: &SessionSummary) -> Result<&CurrentStep, ApiError> {
 }
 
 fn check_sizes(sub: &Submission, limits: &Limits) -> Result<(), ApiError> {
-    if let Some(notes) = &sub.notes {
-        if notes.len() > limits.notes_bytes {
+    if let Some(notes) = &sub.notes
+        && notes.len() > limits.notes_bytes {
             return Err(notes_too_large(notes.len(), limits));
         }
-    }
     if sub.artifacts.len() > limits.artifacts_per_submission {
         return Err(ApiError::new(
             ErrorCode::ArtifactTooLarge,

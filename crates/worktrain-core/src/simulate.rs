@@ -310,7 +310,7 @@ pub fn simulate(pinned: &Pinned, script: &Script) -> Result<Trace, SimError> {
             attempt: cur.attempt,
         };
         let plan: Plan = match sim.machine().advance(&summary, claims, &submission, None)? {
-            AdvanceDecision::Apply(p) => p,
+            AdvanceDecision::Apply(p) => *p,
             AdvanceDecision::Replay { .. } => return Err(SimError::Engine(ApiError::internal("unexpected replay"))),
         };
         if !plan.response.blockers.is_empty() {

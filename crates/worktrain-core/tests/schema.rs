@@ -1,6 +1,7 @@
 //! `spec/workflow.schema.json` is generated from the same types the loader uses. These
 //! tests keep the committed file in sync and check that an independent JSON Schema
 //! validator agrees with the loader on valid and invalid workflows.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
 

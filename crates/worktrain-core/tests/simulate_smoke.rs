@@ -1,4 +1,5 @@
 //! The simulator walks loops, decisions and jumps with the real state machine.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use worktrain_core::compile::compile;
 use worktrain_core::cursor::LoopDecision;
