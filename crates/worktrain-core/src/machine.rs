@@ -360,8 +360,18 @@ impl Machine<'_> {
         let entered = Entered::from_current(cur);
         let mut counters = Counters::from(summary);
         counters.checkpoints += 1;
+        let repeat = summary.last_checkpoint == Some(checkpoint_hash);
         let response = self.response(&view, &summary.cursor, Outcome::Checkpointed, Some(&entered), cur.blockers.clone(), counters, Vec::new());
         let response_bytes = response.to_bytes();
+        if repeat {
+            // The same checkpoint as the last one on this node: a retry. Nothing to write.
+            return Ok(Plan {
+                events: Vec::new(),
+                blobs: Vec::new(),
+                response,
+                response_bytes,
+            });
+        }
         Ok(Plan {
             events: vec![NewEvent {
                 body: EventBody::CheckpointRecorded {
@@ -370,7 +380,8 @@ impl Machine<'_> {
                     context_delta: context_delta.clone(),
                     checkpoint_hash,
                 },
-                idempotency_key: Some(format!("{}:{}:checkpoint:{}", summary.session_id, cur.node, checkpoint_hash)),
+                // Keyed by position, not content: A → B → A records three checkpoints.
+                idempotency_key: Some(format!("{}:{}:checkpoint:{}", summary.session_id, cur.node, summary.checkpoints)),
             }],
             blobs: Vec::new(),
             response,

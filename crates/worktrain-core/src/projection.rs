@@ -135,6 +135,9 @@ pub struct SessionSummary {
     /// Jumps taken.
     #[serde(default)]
     pub jumps: u32,
+    /// Content hash of the last checkpoint on the current node (a repeat of it is a replay).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_checkpoint: Option<Sha256Hash>,
     /// First event time (ms).
     pub created_at_ms: i64,
     /// Last event time (ms).
@@ -343,6 +346,7 @@ pub fn apply(
                 rewinds: 0,
                 loop_passes: 0,
                 jumps: 0,
+                last_checkpoint: None,
                 created_at_ms: event.created_at_ms,
                 updated_at_ms: event.created_at_ms,
             }
@@ -374,6 +378,7 @@ pub fn apply(
             }
             s.nodes = node.0;
             s.status = SessionStatus::InProgress;
+            s.last_checkpoint = None;
             s.current = Some(CurrentStep {
                 node: *node,
                 step_id: step_id.clone(),
@@ -495,8 +500,12 @@ pub fn apply(
             });
         }
         EventBody::CheckpointRecorded {
-            node, context_delta, ..
+            node,
+            context_delta,
+            checkpoint_hash,
+            ..
         } => {
+            s.last_checkpoint = Some(*checkpoint_hash);
             if s.current.as_ref().map(|c| c.node) != Some(*node) {
                 return Err(err("checkpoint is not for the current node"));
             }

@@ -348,6 +348,13 @@ impl Engine {
             let summary = self.summary(claims.session).await?;
             let pinned = self.pinned(summary.workflow_hash).await?;
             let plan = self.machine(&pinned).checkpoint(&summary, claims, notes, &context)?;
+            if plan.events.is_empty() {
+                return Ok(Reply {
+                    response: plan.response,
+                    bytes: plan.response_bytes,
+                    replayed: true,
+                });
+            }
             match self.persist(summary.last_seq, claims.session, &plan).await? {
                 Persisted::Written => {
                     info!(session_id = %claims.session, node = %claims.node, "checkpoint recorded");

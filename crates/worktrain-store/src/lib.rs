@@ -39,8 +39,9 @@ pub struct AppendOutcome {
     pub first_seq: Seq,
     /// Sequence number of the last event of the batch.
     pub last_seq: Seq,
-    /// True when the batch's idempotency key was already present: nothing was written
-    /// and the original batch's range is returned.
+    /// True when the batch's idempotency key was already present: nothing was written;
+    /// `first_seq` is the original batch's first event and `last_seq` assumes the retried
+    /// batch has the same length as the original.
     pub duplicate: bool,
     /// The session summary after the append.
     pub summary: SessionSummary,
