@@ -413,15 +413,19 @@ fn check_key(path: &str, key: &str) -> Result<(), WorkflowError> {
 
 /// Conditions may read engine-provided values under `worktrain.*`, but no other reserved key.
 fn check_condition_vars(path: &str, c: &Condition) -> Result<(), WorkflowError> {
-    for var in c.vars() {
-        let root = var.root();
-        if root != "worktrain" && is_reserved_key(root) {
-            return Err(WorkflowError::at_path(
-                path,
-                Rule::Reference,
-                format!("condition reads `{var}`, but `{root}` is a reserved context key"),
-            ));
-        }
+    c.vars().into_iter().try_for_each(|var| check_read(path, "condition", var))
+}
+
+/// A context path read by a condition or a loop (`for: {var}`, `forEach.over`): the same
+/// rule for all of them.
+fn check_read(path: &str, what: &str, var: &ContextPath) -> Result<(), WorkflowError> {
+    let root = var.root();
+    if root != "worktrain" && is_reserved_key(root) {
+        return Err(WorkflowError::at_path(
+            path,
+            Rule::Reference,
+            format!("{what} reads `{var}`, but `{root}` is a reserved context key"),
+        ));
     }
     Ok(())
 }
@@ -818,6 +822,10 @@ impl Builder {
             if j.max_jumps == 0 {
                 return Err(WorkflowError::at_path(at("jumpIf.maxJumps"), Rule::Value, "maxJumps must be at least 1"));
             }
+            // The same range as spec/workflow.schema.json: the loader and the schema agree.
+            if j.max_jumps > 100 {
+                return Err(WorkflowError::at_path(at("jumpIf.maxJumps"), Rule::Value, "maxJumps must be at most 100"));
+            }
         }
         let index = StepIndex(u32::try_from(self.steps.len()).map_err(|_| WorkflowError::at_path(path, Rule::Value, "too many steps"))?);
         self.steps.push(CompiledStep {
@@ -871,12 +879,16 @@ impl Builder {
             kinds.push(LoopKind::Until { condition: c.clone() });
         }
         if let Some(f) = &spec.for_ {
+            if let ForCount::Var(p) = f {
+                check_read(&at("loop.for"), "`for`", p)?;
+            }
             kinds.push(match f {
                 ForCount::Literal(n) => LoopKind::For { count: Some(*n), var: None },
                 ForCount::Var(p) => LoopKind::For { count: None, var: Some(p.clone()) },
             });
         }
         if let Some(fe) = &spec.for_each {
+            check_read(&at("loop.forEach.over"), "`forEach`", &fe.over)?;
             for (field, name) in [("as", &fe.item), ("index", &fe.index)] {
                 check_key(&at(&format!("loop.forEach.{field}")), name)?;
             }
@@ -898,6 +910,10 @@ impl Builder {
         }
         if spec.max_iterations == 0 {
             return Err(WorkflowError::at_path(at("loop.maxIterations"), Rule::Value, "maxIterations must be at least 1"));
+        }
+        // The same range as spec/workflow.schema.json: the loader and the schema agree.
+        if spec.max_iterations > 1000 {
+            return Err(WorkflowError::at_path(at("loop.maxIterations"), Rule::Value, "maxIterations must be at most 1000"));
         }
         let index = LoopIndex(u32::try_from(self.loops.len()).map_err(|_| WorkflowError::at_path(path, Rule::Value, "too many loops"))?);
         let kind = kinds.pop().unwrap_or(LoopKind::Decision);
@@ -934,13 +950,25 @@ impl Builder {
                         format!("`{id}` is not a step of this loop's body (steps of nested loops decide for their own loop)"),
                     ));
                 };
-                if self.steps[i].output_contract.as_ref().map(|c| c.contract) != Some(ContractName::LoopControl) {
-                    self.steps[i].output_contract = Some(CompiledContract {
-                        contract: ContractName::LoopControl,
-                        required: true,
-                        dimensions: BTreeMap::new(),
-                        context_key: None,
-                    });
+                match self.steps[i].output_contract.as_ref().map(|c| c.contract) {
+                    Some(ContractName::LoopControl) => {}
+                    None => {
+                        self.steps[i].output_contract = Some(CompiledContract {
+                            contract: ContractName::LoopControl,
+                            required: true,
+                            dimensions: BTreeMap::new(),
+                            context_key: None,
+                        });
+                    }
+                    // A step has one contract: silently replacing it would drop the
+                    // artifact (and any assessment routing) the author asked for.
+                    Some(other) => {
+                        return Err(WorkflowError::at_path(
+                            at("loop.decisionStep"),
+                            Rule::Value,
+                            format!("`{id}` already produces `{other}`; a decision step produces `loop_control` (one contract per step), so decide in a separate step"),
+                        ));
+                    }
                 }
                 Some(i)
             }

@@ -127,29 +127,36 @@ impl Cursor {
     /// The context as prompts and conditions see it: the session context plus the
     /// variables of active loops (`forEach` item/index) and `worktrain.loops.<id>`.
     pub fn scope(&self, wf: &CompiledWorkflow, context: &Map<String, Value>) -> Value {
-        let mut scope = context.clone();
-        let mut loops = Map::new();
-        for frame in &self.frames {
-            let Some(l) = wf.loop_at(frame.loop_) else { continue };
-            let iteration = frame.passes.saturating_sub(1);
-            loops.insert(
-                l.id.to_string(),
-                serde_json::json!({"iteration": iteration, "pass": frame.passes, "maxIterations": l.max_iterations}),
-            );
-            if let LoopKind::ForEach { over, item, index } = &l.kind {
-                let element = over
-                    .lookup(&Value::Object(context.clone()))
-                    .and_then(|v| v.as_array())
-                    .and_then(|a| a.get(iteration as usize))
-                    .cloned()
-                    .unwrap_or(Value::Null);
-                scope.insert(item.clone(), element);
-                scope.insert(index.clone(), Value::from(iteration));
-            }
-        }
-        scope.insert("worktrain".into(), serde_json::json!({ "loops": loops }));
-        Value::Object(scope)
+        Value::Object(scope_of(wf, context, &self.frames))
     }
+}
+
+/// The scope seen through `frames` (outermost first). A `forEach` array is looked up in
+/// the scope of its enclosing loops, so an inner loop can iterate over a field of an
+/// outer loop's item (`over: slice.tasks`), just as `for: {var: …}` can read it.
+fn scope_of(wf: &CompiledWorkflow, context: &Map<String, Value>, frames: &[Frame]) -> Map<String, Value> {
+    let mut scope = context.clone();
+    let mut loops = Map::new();
+    for frame in frames {
+        let Some(l) = wf.loop_at(frame.loop_) else { continue };
+        let iteration = frame.passes.saturating_sub(1);
+        loops.insert(
+            l.id.to_string(),
+            serde_json::json!({"iteration": iteration, "pass": frame.passes, "maxIterations": l.max_iterations}),
+        );
+        if let LoopKind::ForEach { over, item, index } = &l.kind {
+            let element = over
+                .lookup(&Value::Object(scope.clone()))
+                .and_then(|v| v.as_array())
+                .and_then(|a| a.get(iteration as usize))
+                .cloned()
+                .unwrap_or(Value::Null);
+            scope.insert(item.clone(), element);
+            scope.insert(index.clone(), Value::from(iteration));
+        }
+    }
+    scope.insert("worktrain".into(), serde_json::json!({ "loops": loops }));
+    scope
 }
 
 /// Where the navigator stopped.
@@ -238,23 +245,26 @@ pub fn navigate(
                     }
                     probe.scope(wf, context)
                 };
-                let exit_reason = if next >= l.max_iterations {
-                    Some(LoopExitReason::MaxIterations)
-                } else {
-                    match &l.kind {
-                        LoopKind::While { condition } if !condition.evaluate(&scope) => Some(LoopExitReason::Condition),
-                        LoopKind::For { .. } if next >= frame.count.unwrap_or(0) => Some(LoopExitReason::Completed),
-                        LoopKind::ForEach { over, .. } => {
-                            let len = over
-                                .lookup(&Value::Object(context.clone()))
-                                .and_then(Value::as_array)
-                                .map(Vec::len)
-                                .unwrap_or(0);
-                            (next as usize >= len).then_some(LoopExitReason::Completed)
-                        }
-                        LoopKind::While { .. } | LoopKind::For { .. } | LoopKind::Until { .. } | LoopKind::Decision => None,
+                // The loop's own rule first: a `for`/`forEach` that runs out exactly at the
+                // bound has completed (not been cut off), a `while` that turned false exited
+                // on its condition. Only a loop that would go on exits on `maxIterations`.
+                let natural = match &l.kind {
+                    LoopKind::While { condition } if !condition.evaluate(&scope) => Some(LoopExitReason::Condition),
+                    LoopKind::For { .. } if next >= frame.count.unwrap_or(0) => Some(LoopExitReason::Completed),
+                    LoopKind::ForEach { over, .. } => {
+                        // Read in the scope of the enclosing loops (this loop's frame is last).
+                        let enclosing = &cursor.frames[..cursor.frames.len().saturating_sub(1)];
+                        let len = over
+                            .lookup(&Value::Object(scope_of(wf, context, enclosing)))
+                            .and_then(Value::as_array)
+                            .map(Vec::len)
+                            .unwrap_or(0);
+                        (next as usize >= len).then_some(LoopExitReason::Completed)
                     }
+                    LoopKind::While { .. } | LoopKind::For { .. } | LoopKind::Until { .. } | LoopKind::Decision => None,
                 };
+                let exit_reason =
+                    natural.or_else(|| (next >= l.max_iterations).then_some(LoopExitReason::MaxIterations));
                 match exit_reason {
                     Some(reason) => EventBody::LoopExited {
                         loop_id: l.id.clone(),

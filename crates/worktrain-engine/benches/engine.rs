@@ -74,6 +74,8 @@ async fn advance_latency(dir: &std::path::Path) {
                 goal: format!("bench {s}"),
                 workspace: None,
                 context: Map::new(),
+                mode: worktrain_core::event::SessionMode::Interactive,
+                parent: None,
             })
             .await
             .unwrap();
@@ -161,6 +163,8 @@ fn opening_events() -> Vec<NewEvent> {
                 workspace: None,
                 branch: None,
                 context: Map::new(),
+                mode: worktrain_core::event::SessionMode::Interactive,
+                parent: None,
             },
             idempotency_key: None,
         },

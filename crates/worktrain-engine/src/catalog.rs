@@ -13,13 +13,44 @@ use worktrain_core::load::{WorkflowError, parse_workflow};
 use worktrain_core::workflow::WorkflowDefinition;
 
 /// Workflows shipped inside the binary: (file name, contents).
-pub const BUNDLED: &[(&str, &str)] = &[(
-    "quick-task.yaml",
-    include_str!("../../../workflows/quick-task.yaml"),
-)];
+pub const BUNDLED: &[(&str, &str)] = &[
+    (
+        "bug-investigation.yaml",
+        include_str!("../../../workflows/bug-investigation.yaml"),
+    ),
+    (
+        "coding-task.yaml",
+        include_str!("../../../workflows/coding-task.yaml"),
+    ),
+    (
+        "mr-review.yaml",
+        include_str!("../../../workflows/mr-review.yaml"),
+    ),
+    (
+        "quick-task.yaml",
+        include_str!("../../../workflows/quick-task.yaml"),
+    ),
+    (
+        "review-perspective.yaml",
+        include_str!("../../../workflows/review-perspective.yaml"),
+    ),
+    (
+        "workflow-improvement.yaml",
+        include_str!("../../../workflows/workflow-improvement.yaml"),
+    ),
+];
 
 /// Routines shipped inside the binary: (path under `workflows/`, contents).
-pub const BUNDLED_ROUTINES: &[(&str, &str)] = &[];
+pub const BUNDLED_ROUTINES: &[(&str, &str)] = &[
+    (
+        "routines/handoff.yaml",
+        include_str!("../../../workflows/routines/handoff.yaml"),
+    ),
+    (
+        "routines/verify.yaml",
+        include_str!("../../../workflows/routines/verify.yaml"),
+    ),
+];
 
 /// Directory (inside each workflow source) that holds routine files.
 pub const ROUTINES_DIR: &str = "routines";

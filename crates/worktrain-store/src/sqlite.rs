@@ -771,8 +771,10 @@ impl EventStore for SqliteStore {
             return Ok(None);
         }
         let summary = load_summary(&mut conn, id).await?;
-        if let Some(s) = summary {
-            if s.last_hash != prev || s.last_seq.0 != checked {
+        if let Some(s) = summary
+            && (s.last_hash != prev || s.last_seq.0 != checked)
+        {
+            {
                 return Ok(Some(ChainReport {
                     session_id: id,
                     events: checked,
