@@ -18,3 +18,4 @@ mod malformed;
 mod run;
 mod session;
 mod workflow;
+mod workflow_tools;

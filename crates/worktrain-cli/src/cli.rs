@@ -85,6 +85,14 @@ pub enum WorkflowCommand {
     Validate(ValidateArgs),
     /// Print the JSON Schema of workflow files.
     Schema,
+    /// Render the compiled graph: text outline, Graphviz DOT or standalone SVG.
+    Graph(GraphArgs),
+    /// Lint workflow files or ids: unreachable steps, unset context keys, loops without a
+    /// decision, gates in unattended workflows, load errors (exit 6 on errors).
+    Lint(LintArgs),
+    /// Walk a workflow without an agent, with scripted context, decisions and artifacts,
+    /// and print the path it takes (exit 6 when a step blocks, 1 on the node limit).
+    Simulate(SimulateArgs),
 }
 
 /// A `--workspace` option.
@@ -111,6 +119,63 @@ pub struct ValidateArgs {
     /// Workflow files or ids.
     #[arg(required = true)]
     pub workflows: Vec<String>,
+    /// Project directory whose .worktrain/workflows is searched.
+    #[arg(long, value_name = "DIR")]
+    pub workspace: Option<PathBuf>,
+}
+
+/// `workflow graph`.
+#[derive(Debug, Args)]
+pub struct GraphArgs {
+    /// Workflow id or path to a workflow file.
+    pub workflow: String,
+    /// Output format.
+    #[arg(long, default_value = "text", value_parser = ["text", "dot", "svg"])]
+    pub format: String,
+    /// Write the graph to this file instead of stdout.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Project directory whose .worktrain/workflows is searched.
+    #[arg(long, value_name = "DIR")]
+    pub workspace: Option<PathBuf>,
+}
+
+/// `workflow lint`.
+#[derive(Debug, Args)]
+pub struct LintArgs {
+    /// Workflow files or ids.
+    #[arg(required = true)]
+    pub workflows: Vec<String>,
+    /// Exit 6 on warnings too (for CI).
+    #[arg(long)]
+    pub deny_warnings: bool,
+    /// Project directory whose .worktrain/workflows is searched.
+    #[arg(long, value_name = "DIR")]
+    pub workspace: Option<PathBuf>,
+}
+
+/// `workflow simulate`.
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// Workflow id or path to a workflow file.
+    pub workflow: String,
+    /// Initial context value (`key=value`; JSON values are parsed; repeatable).
+    #[arg(long = "context", value_name = "KEY=VALUE")]
+    pub context: Vec<String>,
+    /// Context a step sets when it completes (`STEP:key=value`; repeatable).
+    #[arg(long = "at", value_name = "STEP:KEY=VALUE")]
+    pub at: Vec<String>,
+    /// Decisions of a loop's decision step, in order; the last repeats
+    /// (`LOOP=continue,stop`; default: stop after the first pass).
+    #[arg(long = "decide", value_name = "LOOP=DECISIONS")]
+    pub decide: Vec<String>,
+    /// The artifact a step submits (`STEP=FILE` or `STEP={...inline JSON}`); replaces the
+    /// default one (the contract's example, or levels that do not block).
+    #[arg(long = "artifact", value_name = "STEP=FILE|JSON")]
+    pub artifact: Vec<String>,
+    /// Stop after this many step entries (default: the compiler's bound).
+    #[arg(long, value_name = "N")]
+    pub max_nodes: Option<u64>,
     /// Project directory whose .worktrain/workflows is searched.
     #[arg(long, value_name = "DIR")]
     pub workspace: Option<PathBuf>,
