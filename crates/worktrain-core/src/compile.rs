@@ -486,6 +486,12 @@ impl Expander<'_> {
                             Some(t) => Some(substitute(t, r, &format!("{at}.title"))?),
                             None => None,
                         };
+                        if let Some(c) = &mut def.spec.while_ {
+                            prefix_loop_refs(c, r.prefix);
+                        }
+                        if let Some(c) = &mut def.spec.until {
+                            prefix_loop_refs(c, r.prefix);
+                        }
                         def.spec.decision_step = match &l.spec.decision_step {
                             Some(d) => Some(prefixed(r.prefix, d, &at)?),
                             None => None,
@@ -623,8 +629,37 @@ fn substitute_args(
     Ok(out)
 }
 
+/// Inside a routine, `worktrain.loops.<id>…` names the routine's own loop: prefix it
+/// the way the loop's id is prefixed.
+fn prefix_loop_refs(c: &mut crate::condition::Condition, prefix: &str) {
+    c.rewrite_vars(&|var| {
+        let segs = var.segments();
+        if segs.len() > 2 && segs[0] == "worktrain" && segs[1] == "loops" {
+            let mut out = vec!["worktrain".to_owned(), "loops".to_owned()];
+            out.extend(prefix.split('.').map(str::to_owned));
+            out.extend(segs[2..].iter().cloned());
+            ContextPath::from_segments(out).ok()
+        } else {
+            None
+        }
+    });
+}
+
 fn rewrite_step(s: &StepDefinition, r: &Rewrite<'_>, at: &str) -> Result<StepDefinition, WorkflowError> {
     let mut d = s.clone();
+    if let Some(c) = &mut d.run_condition {
+        prefix_loop_refs(c, r.prefix);
+    }
+    for f in &mut d.prompt_fragments {
+        prefix_loop_refs(&mut f.when, r.prefix);
+    }
+    if let Some(j) = &mut d.jump_if {
+        prefix_loop_refs(&mut j.condition, r.prefix);
+    }
+    match &mut d.require_confirmation {
+        Confirmation::When(c) | Confirmation::Gate { when: Some(c), .. } => prefix_loop_refs(c, r.prefix),
+        Confirmation::Never | Confirmation::Always | Confirmation::Gate { when: None, .. } => {}
+    }
     d.id = prefixed(r.prefix, &s.id, at)?;
     d.title = substitute(&s.title, r, &format!("{at}.title"))?;
     d.prompt = substitute(&s.prompt, r, &format!("{at}.prompt"))?;

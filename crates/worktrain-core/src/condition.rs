@@ -53,6 +53,11 @@ impl ContextPath {
         &self.0
     }
 
+    /// A path from segments (each must be a valid segment).
+    pub fn from_segments(segments: Vec<String>) -> Result<Self, InvalidContextPath> {
+        Self::parse(&segments.join("."))
+    }
+
     /// The first segment (the top-level context key).
     pub fn root(&self) -> &str {
         &self.0[0]
@@ -182,6 +187,20 @@ impl Condition {
                     },
                 }
             }
+        }
+    }
+
+    /// Replace every path for which `f` returns a new one (used when a routine is
+    /// included: its references to its own loops get the include's prefix).
+    pub fn rewrite_vars(&mut self, f: &dyn Fn(&ContextPath) -> Option<ContextPath>) {
+        match self {
+            Condition::Compare { var, .. } => {
+                if let Some(new) = f(var) {
+                    *var = new;
+                }
+            }
+            Condition::And(cs) | Condition::Or(cs) => cs.iter_mut().for_each(|c| c.rewrite_vars(f)),
+            Condition::Not(c) => c.rewrite_vars(f),
         }
     }
 

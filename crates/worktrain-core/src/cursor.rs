@@ -140,10 +140,11 @@ fn scope_of(wf: &CompiledWorkflow, context: &Map<String, Value>, frames: &[Frame
     for frame in frames {
         let Some(l) = wf.loop_at(frame.loop_) else { continue };
         let iteration = frame.passes.saturating_sub(1);
-        loops.insert(
-            l.id.to_string(),
-            serde_json::json!({"iteration": iteration, "pass": frame.passes, "maxIterations": l.max_iterations}),
-        );
+        // Dotted ids (loops from routines, `verify.loop`) nest, so conditions can
+        // address them as `worktrain.loops.verify.loop.pass`.
+        let info = serde_json::json!({"iteration": iteration, "pass": frame.passes, "maxIterations": l.max_iterations});
+        let segments: Vec<&str> = l.id.as_str().split('.').collect();
+        insert_nested(&mut loops, &segments, info);
         if let LoopKind::ForEach { over, item, index } = &l.kind {
             let element = over
                 .lookup(&Value::Object(scope.clone()))
@@ -320,4 +321,28 @@ pub fn navigate(
         events.push(event);
     }
     Err(CursorError("navigation did not settle; the workflow program is inconsistent".into()))
+}
+
+/// Insert `value` at a nested path, merging into objects already there.
+fn insert_nested(map: &mut Map<String, Value>, path: &[&str], value: Value) {
+    match path {
+        [] => {}
+        [last] => match (map.get_mut(*last), value) {
+            (Some(Value::Object(existing)), Value::Object(new)) => existing.extend(new),
+            (_, value) => {
+                map.insert((*last).to_owned(), value);
+            }
+        },
+        [first, rest @ ..] => {
+            let entry = map
+                .entry((*first).to_owned())
+                .or_insert_with(|| Value::Object(Map::new()));
+            if !entry.is_object() {
+                *entry = Value::Object(Map::new());
+            }
+            if let Value::Object(inner) = entry {
+                insert_nested(inner, rest, value);
+            }
+        }
+    }
 }

@@ -56,3 +56,61 @@ fn max_iterations_exits_normally_and_is_recorded() {
     assert!(trace.path.contains(&TraceItem::Exit { loop_: "verify".into(), passes: 3, reason: LoopExitReason::MaxIterations }));
     assert_eq!(trace.steps, ["plan", "check", "check", "check", "fix"]);
 }
+
+struct OneRoutine(&'static str);
+
+impl worktrain_core::compile::RoutineResolver for OneRoutine {
+    fn resolve(
+        &self,
+        _reference: &str,
+        _from: &str,
+    ) -> Result<worktrain_core::compile::RoutineSource, String> {
+        Ok(worktrain_core::compile::RoutineSource {
+            location: "routines/poll.yaml".into(),
+            text: self.0.into(),
+        })
+    }
+}
+
+#[test]
+fn a_routine_reads_its_own_loop_counter_after_inclusion() {
+    const ROUTINE: &str = r#"
+schemaVersion: 2
+routine: poll
+description: poll until done
+steps:
+  - id: poll
+    loop: {for: 3, maxIterations: 3}
+    steps:
+      - id: look
+        title: Look
+        prompt: look
+      - id: escalate
+        title: Escalate
+        prompt: only on the last pass
+        runCondition: {var: worktrain.loops.poll.pass, gte: 3}
+"#;
+    const WF: &str = r#"
+schemaVersion: 2
+id: uses-poll
+name: Uses poll
+description: d
+version: "1"
+steps:
+  - id: check
+    include: poll
+"#;
+    let def = parse_workflow("w.yaml", WF).unwrap();
+    let pinned =
+        worktrain_core::compile::compile_with(&def, "w.yaml", &OneRoutine(ROUTINE)).unwrap();
+    let trace = simulate(&pinned, &Script::default()).unwrap();
+    assert_eq!(
+        trace.steps,
+        [
+            "check.look",
+            "check.look",
+            "check.look",
+            "check.escalate"
+        ]
+    );
+}
