@@ -1,0 +1,717 @@
+//! External agents: [`CommandAgent`] runs a configured command (Claude Code in print
+//! mode, Codex exec, any script) in the worktree, once per step attempt, with the step
+//! prompt and an MCP config pointing back at worktrain. The agent advances through
+//! worktrain's MCP tools; the runner judges progress **only** by the [`crate::StepDriver`]'s
+//! state, never by the exit code.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::driver::StepStatus;
+use crate::events::{AgentEvent, NudgeReason, OutputStream};
+use crate::prompt;
+use crate::redact::Redactor;
+use crate::run::{AgentRunner, FailureReason, RunContext, RunOutcome, RunStats};
+use crate::tools::shell::GroupKill;
+
+/// How the step prompt reaches the command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PromptDelivery {
+    /// Written to standard input, which is then closed.
+    Stdin,
+    /// As an argument: where an argument contains `{prompt}`, else appended last.
+    Arg,
+}
+
+/// Configuration of an external agent.
+///
+/// Arguments may contain placeholders: `{prompt}`, `{mcp_config}` (path of the MCP config
+/// file), `{session_id}`, `{worktree}`, `{worktrain_bin}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandAgentConfig {
+    /// Program to run (looked up on `PATH`).
+    pub program: String,
+    /// Arguments (with placeholders).
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// How the prompt is passed.
+    #[serde(default = "default_delivery")]
+    pub prompt: PromptDelivery,
+    /// The worktrain binary named in the MCP config (default: this executable).
+    #[serde(default)]
+    pub worktrain_bin: Option<PathBuf>,
+    /// Arguments of the MCP server command.
+    #[serde(default = "default_mcp_args")]
+    pub mcp_args: Vec<String>,
+    /// Environment of the MCP server (besides `WORKTRAIN_SESSION_ID`, always set).
+    #[serde(default)]
+    pub mcp_env: BTreeMap<String, String>,
+    /// Environment variable that receives the MCP config file's path (`None`: not set).
+    #[serde(default = "default_mcp_env_var")]
+    pub mcp_config_env: Option<String>,
+    /// Extra environment of the command.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Environment variables removed from the command's environment.
+    #[serde(default)]
+    pub scrub_env: Vec<String>,
+    /// Preamble of the prompt.
+    #[serde(default = "default_preamble")]
+    pub preamble: String,
+    /// Rules files inlined into the prompt (default none: CLI agents read their own).
+    #[serde(default)]
+    pub rules_files: Vec<String>,
+    /// Re-runs without progress before the run fails (`agent_stopped_early`, or
+    /// `agent_process_failed` when the last exit was non-zero).
+    #[serde(default = "default_nudges")]
+    pub max_nudges: u32,
+    /// One invocation's time limit (`None`: the run's wall clock only).
+    #[serde(default, with = "crate::duration_serde::option")]
+    pub invocation_timeout: Option<Duration>,
+    /// Heartbeat interval while the command runs.
+    #[serde(default = "default_heartbeat", with = "crate::duration_serde")]
+    pub heartbeat_interval: Duration,
+    /// Output is recorded in chunks of at most this many bytes...
+    #[serde(default = "default_chunk")]
+    pub output_chunk_bytes: usize,
+    /// ...or at least this often.
+    #[serde(default = "default_flush", with = "crate::duration_serde")]
+    pub output_flush: Duration,
+    /// Output recorded per invocation; the rest is dropped (with a marker).
+    #[serde(default = "default_max_output")]
+    pub max_output_bytes: usize,
+    /// Time between SIGTERM and SIGKILL when stopping the command.
+    #[serde(default = "default_grace", with = "crate::duration_serde")]
+    pub kill_grace: Duration,
+}
+
+fn default_delivery() -> PromptDelivery {
+    PromptDelivery::Stdin
+}
+fn default_mcp_args() -> Vec<String> {
+    vec!["mcp".to_owned()]
+}
+fn default_mcp_env_var() -> Option<String> {
+    Some("WORKTRAIN_MCP_CONFIG".to_owned())
+}
+fn default_preamble() -> String {
+    prompt::EXTERNAL_PREAMBLE.to_owned()
+}
+fn default_nudges() -> u32 {
+    1
+}
+fn default_heartbeat() -> Duration {
+    Duration::from_secs(15)
+}
+fn default_chunk() -> usize {
+    4096
+}
+fn default_flush() -> Duration {
+    Duration::from_millis(500)
+}
+fn default_max_output() -> usize {
+    8 * 1024 * 1024
+}
+fn default_grace() -> Duration {
+    Duration::from_secs(5)
+}
+
+impl CommandAgentConfig {
+    /// A config running `program args…` with defaults for the rest.
+    pub fn new(program: impl Into<String>, args: Vec<String>) -> Self {
+        Self {
+            program: program.into(),
+            args,
+            prompt: default_delivery(),
+            worktrain_bin: None,
+            mcp_args: default_mcp_args(),
+            mcp_env: BTreeMap::new(),
+            mcp_config_env: default_mcp_env_var(),
+            env: BTreeMap::new(),
+            scrub_env: Vec::new(),
+            preamble: default_preamble(),
+            rules_files: Vec::new(),
+            max_nudges: default_nudges(),
+            invocation_timeout: None,
+            heartbeat_interval: default_heartbeat(),
+            output_chunk_bytes: default_chunk(),
+            output_flush: default_flush(),
+            max_output_bytes: default_max_output(),
+            kill_grace: default_grace(),
+        }
+    }
+}
+
+/// Runs an external agent command. See the module docs.
+#[derive(Debug, Clone)]
+pub struct CommandAgent {
+    config: CommandAgentConfig,
+    redactor: Redactor,
+}
+
+impl CommandAgent {
+    /// An agent for `config`.
+    pub fn new(config: CommandAgentConfig) -> Self {
+        Self {
+            config,
+            redactor: Redactor::new(),
+        }
+    }
+
+    /// Also redact this literal secret from recorded output.
+    pub fn with_secret(mut self, secret: impl Into<String>) -> Self {
+        self.redactor = self.redactor.with_literal(secret);
+        self
+    }
+
+    /// The MCP config JSON for a session.
+    pub fn mcp_config(&self, session_id: &str) -> serde_json::Value {
+        let mut env: BTreeMap<String, String> = self.config.mcp_env.clone();
+        env.insert("WORKTRAIN_SESSION_ID".into(), session_id.to_owned());
+        json!({"mcpServers": {"worktrain": {
+            "command": self.worktrain_bin().display().to_string(),
+            "args": self.config.mcp_args,
+            "env": env,
+        }}})
+    }
+
+    fn worktrain_bin(&self) -> PathBuf {
+        self.config
+            .worktrain_bin
+            .clone()
+            .or_else(|| std::env::current_exe().ok())
+            .unwrap_or_else(|| PathBuf::from("worktrain"))
+    }
+}
+
+#[async_trait]
+impl AgentRunner for CommandAgent {
+    async fn run(&self, ctx: RunContext) -> RunOutcome {
+        let span = info_span!("agent_run", session_id = %ctx.session_id, runner = "command", program = %self.config.program);
+        async move {
+            let mut run = CmdRun {
+                agent: self,
+                ctx: &ctx,
+                started: Instant::now(),
+                deadline: ctx
+                    .limits
+                    .wall_clock
+                    .map(|d| tokio::time::Instant::now() + d),
+                stats: RunStats::default(),
+            };
+            let outcome = match run.drive().await {
+                Ok(never) => match never {},
+                Err(o) => o,
+            };
+            info!(
+                outcome = outcome.as_str(),
+                invocations = outcome.stats().turns,
+                "external agent run ended"
+            );
+            outcome
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+type Flow<T> = Result<T, RunOutcome>;
+
+/// How one invocation ended.
+enum Exit {
+    Exited(std::process::ExitStatus),
+    TimedOut,
+    Cancelled,
+    WallClock,
+}
+
+struct CmdRun<'a> {
+    agent: &'a CommandAgent,
+    ctx: &'a RunContext,
+    started: Instant,
+    deadline: Option<tokio::time::Instant>,
+    stats: RunStats,
+}
+
+impl CmdRun<'_> {
+    fn snapshot(&self) -> RunStats {
+        let mut s = self.stats.clone();
+        s.duration_ms = self.started.elapsed().as_millis() as u64;
+        s
+    }
+
+    fn fail(&self, reason: FailureReason, detail: impl Into<String>) -> RunOutcome {
+        let detail = detail.into();
+        warn!(reason = reason.as_str(), %detail, "external agent run failed");
+        RunOutcome::Failed {
+            reason,
+            detail,
+            stats: self.snapshot(),
+        }
+    }
+
+    async fn record(&self, event: AgentEvent) -> Flow<()> {
+        self.ctx
+            .events
+            .record(event)
+            .await
+            .map_err(|e| self.fail(FailureReason::RecordingFailed, e.to_string()))
+    }
+
+    async fn current(&self) -> Flow<StepStatus> {
+        tokio::select! {
+            biased;
+            _ = self.ctx.cancel.cancelled() => Err(RunOutcome::Cancelled { stats: self.snapshot() }),
+            r = self.ctx.driver.current() => r.map_err(|e| self.fail(FailureReason::StepDriverFailed, e.to_string())),
+        }
+    }
+
+    async fn drive(&mut self) -> Flow<std::convert::Infallible> {
+        let cfg = &self.agent.config;
+        self.record(AgentEvent::RunStarted {
+            runner: "command".into(),
+            detail: cfg.program.clone(),
+        })
+        .await?;
+        let mut step = match self.current().await? {
+            StepStatus::Active(b) => *b,
+            StepStatus::Parked => {
+                return Err(RunOutcome::Parked {
+                    stats: self.snapshot(),
+                });
+            }
+            StepStatus::Complete => {
+                return Err(RunOutcome::Completed {
+                    stats: self.snapshot(),
+                });
+            }
+        };
+        let mcp_file = self.write_mcp_config()?;
+        let rules = prompt::rules_files(&self.ctx.worktree, &cfg.rules_files, 32 * 1024);
+        let mut nudges = 0u32;
+        let mut nudge: Option<String> = self
+            .ctx
+            .resume_note
+            .as_ref()
+            .map(|n| format!("Note from worktrain: {n}"));
+        loop {
+            if self.ctx.cancel.is_cancelled() {
+                return Err(RunOutcome::Cancelled {
+                    stats: self.snapshot(),
+                });
+            }
+            if let Some(max) = self.ctx.limits.max_turns
+                && self.stats.turns >= max
+            {
+                return Err(self.fail(
+                    FailureReason::TurnLimitExceeded,
+                    format!("{} invocations; the limit is {max}", self.stats.turns),
+                ));
+            }
+            let mut extra: Vec<String> = nudge.take().into_iter().collect();
+            let steer = self.ctx.steering.drain();
+            if !steer.is_empty() {
+                self.record(AgentEvent::SteeringDelivered {
+                    messages: steer.len() as u32,
+                })
+                .await?;
+                extra.extend(
+                    steer
+                        .into_iter()
+                        .map(|m| format!("Message from the operator: {m}")),
+                );
+            }
+            let text =
+                prompt::external_prompt(&cfg.preamble, &self.ctx.worktree, &rules, &step, &extra);
+            let text = self.agent.redactor.redact_for_model(&text).into_owned();
+            let exit = self.invoke(&text, mcp_file.path()).await?;
+            let failed_exit = match exit {
+                Exit::Cancelled => {
+                    return Err(RunOutcome::Cancelled {
+                        stats: self.snapshot(),
+                    });
+                }
+                Exit::WallClock => {
+                    return Err(self.fail(
+                        FailureReason::WallClockExceeded,
+                        "the run's wall-clock limit was reached",
+                    ));
+                }
+                Exit::TimedOut => Some("was killed at the invocation timeout".to_owned()),
+                Exit::Exited(st) if st.success() => None,
+                Exit::Exited(st) => Some(format!("exited with {st}")),
+            };
+            match self.current().await? {
+                StepStatus::Complete => {
+                    return Err(RunOutcome::Completed {
+                        stats: self.snapshot(),
+                    });
+                }
+                StepStatus::Parked => {
+                    return Err(RunOutcome::Parked {
+                        stats: self.snapshot(),
+                    });
+                }
+                StepStatus::Active(next) if next.key != step.key => {
+                    info!(from = %step.key, to = %next.key, "external agent made progress");
+                    self.stats.steps_completed += 1;
+                    step = *next;
+                    nudges = 0;
+                }
+                StepStatus::Active(same) => {
+                    if nudges >= cfg.max_nudges {
+                        let (reason, how) = match &failed_exit {
+                            Some(how) => (FailureReason::AgentProcessFailed, how.clone()),
+                            None => (FailureReason::AgentStoppedEarly, "exited 0".to_owned()),
+                        };
+                        return Err(self.fail(
+                            reason,
+                            format!(
+                                "the agent {how} without completing step {:?}, also after {nudges} nudge(s)",
+                                same.title
+                            ),
+                        ));
+                    }
+                    nudges += 1;
+                    self.stats.nudges += 1;
+                    self.record(AgentEvent::Nudged {
+                        reason: NudgeReason::StoppedEarly,
+                        count: nudges,
+                    })
+                    .await?;
+                    nudge = Some(format!(
+                        "worktrain: your previous run {} without submitting this step. The workflow is not complete. \
+                         Do the step and submit it with the worktrain MCP tools before you finish.",
+                        failed_exit.as_deref().unwrap_or("ended")
+                    ));
+                    step = *same;
+                }
+            }
+        }
+    }
+
+    fn write_mcp_config(&self) -> Flow<tempfile::NamedTempFile> {
+        let body = self.agent.mcp_config(&self.ctx.session_id);
+        let mut file = tempfile::Builder::new()
+            .prefix("worktrain-mcp-")
+            .suffix(".json")
+            .tempfile()
+            .map_err(|e| {
+                self.fail(
+                    FailureReason::ConfigInvalid,
+                    format!("cannot create the MCP config file: {e}"),
+                )
+            })?;
+        use std::io::Write;
+        let bytes = serde_json::to_vec_pretty(&body).unwrap_or_default();
+        file.write_all(&bytes)
+            .and_then(|_| file.flush())
+            .map_err(|e| {
+                self.fail(
+                    FailureReason::ConfigInvalid,
+                    format!("cannot write the MCP config file: {e}"),
+                )
+            })?;
+        Ok(file)
+    }
+
+    fn expand(&self, arg: &str, prompt: &str, mcp: &std::path::Path) -> String {
+        arg.replace("{mcp_config}", &mcp.display().to_string())
+            .replace("{session_id}", &self.ctx.session_id)
+            .replace("{worktree}", &self.ctx.worktree.display().to_string())
+            .replace(
+                "{worktrain_bin}",
+                &self.agent.worktrain_bin().display().to_string(),
+            )
+            .replace("{prompt}", prompt)
+    }
+
+    /// One invocation: spawn, stream output to the sink, tick the heartbeat, wait.
+    async fn invoke(&mut self, prompt_text: &str, mcp: &std::path::Path) -> Flow<Exit> {
+        let cfg = &self.agent.config;
+        self.stats.turns += 1;
+        let invocation = self.stats.turns;
+        let by_arg = cfg.prompt == PromptDelivery::Arg;
+        let mut args: Vec<String> = cfg
+            .args
+            .iter()
+            .map(|a| self.expand(a, if by_arg { prompt_text } else { "" }, mcp))
+            .collect();
+        if by_arg && !cfg.args.iter().any(|a| a.contains("{prompt}")) {
+            args.push(prompt_text.to_owned());
+        }
+        let shown: Vec<String> =
+            std::iter::once(cfg.program.clone())
+                .chain(cfg.args.iter().map(|a| {
+                    self.expand(a, &format!("<prompt: {} bytes>", prompt_text.len()), mcp)
+                }))
+                .collect();
+        let mut cmd = tokio::process::Command::new(&cfg.program);
+        cmd.args(&args)
+            .current_dir(&self.ctx.worktree)
+            .stdin(if by_arg {
+                Stdio::null()
+            } else {
+                Stdio::piped()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true)
+            .env("WORKTRAIN_SESSION_ID", &self.ctx.session_id)
+            .envs(&cfg.env);
+        if let Some(var) = &cfg.mcp_config_env {
+            cmd.env(var, mcp);
+        }
+        for k in &cfg.scrub_env {
+            cmd.env_remove(k);
+        }
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                return Err(self.fail(
+                    FailureReason::AgentProcessFailed,
+                    format!("cannot start {}: {e}", cfg.program),
+                ));
+            }
+        };
+        let group = GroupKill::new(child.id());
+        self.record(AgentEvent::ProcessStarted {
+            command: self.agent.redactor.redact(&shown.join(" ")).into_owned(),
+            pid: child.id(),
+            invocation,
+        })
+        .await?;
+        if let Some(mut stdin) = child.stdin.take() {
+            let bytes = prompt_text.as_bytes().to_vec();
+            tokio::spawn(async move {
+                let _ = stdin.write_all(&bytes).await;
+                let _ = stdin.shutdown().await;
+            });
+        }
+        let (tx, mut rx) = mpsc::channel::<(OutputStream, Vec<u8>)>(64);
+        if let Some(out) = child.stdout.take() {
+            tokio::spawn(pump(out, OutputStream::Stdout, tx.clone()));
+        }
+        if let Some(err) = child.stderr.take() {
+            tokio::spawn(pump(err, OutputStream::Stderr, tx.clone()));
+        }
+        drop(tx);
+
+        let t0 = Instant::now();
+        let mut out = OutputBuffer::new(cfg.output_chunk_bytes, cfg.max_output_bytes);
+        let mut ticker = tokio::time::interval(
+            cfg.heartbeat_interval
+                .min(cfg.output_flush)
+                .max(Duration::from_millis(1)),
+        );
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_beat = Instant::now();
+        self.ctx.heartbeat.tick();
+        let deadline = self.deadline;
+        let inv_deadline = cfg
+            .invocation_timeout
+            .map(|d| tokio::time::Instant::now() + d);
+        let sleep_until = |d: Option<tokio::time::Instant>| async move {
+            match d {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending::<()>().await,
+            }
+        };
+        let wall = sleep_until(deadline);
+        let inv = sleep_until(inv_deadline);
+        tokio::pin!(wall, inv);
+        let mut rx_open = true;
+        let exit = loop {
+            tokio::select! {
+                biased;
+                _ = self.ctx.cancel.cancelled() => break Exit::Cancelled,
+                _ = &mut wall => break Exit::WallClock,
+                _ = &mut inv => break Exit::TimedOut,
+                st = child.wait() => match st {
+                    Ok(st) => break Exit::Exited(st),
+                    Err(e) => {
+                        return Err(self.fail(FailureReason::AgentProcessFailed, format!("cannot wait for {}: {e}", cfg.program)));
+                    }
+                },
+                msg = rx.recv(), if rx_open => match msg {
+                    Some((stream, bytes)) => {
+                        for ev in out.push(stream, &bytes) {
+                            self.emit(ev).await?;
+                        }
+                    }
+                    None => rx_open = false,
+                },
+                _ = ticker.tick() => {
+                    if last_beat.elapsed() >= cfg.heartbeat_interval {
+                        self.ctx.heartbeat.tick();
+                        last_beat = Instant::now();
+                    }
+                    if out.due(cfg.output_flush) {
+                        for ev in out.flush() {
+                            self.emit(ev).await?;
+                        }
+                    }
+                }
+            }
+        };
+        let killed = !matches!(exit, Exit::Exited(_));
+        if killed {
+            group.terminate();
+            if tokio::time::timeout(cfg.kill_grace, child.wait())
+                .await
+                .is_err()
+            {
+                group.kill();
+                let _ = child.wait().await;
+            }
+        }
+        // Leftovers in the group would keep the pipes open.
+        group.kill();
+        let drain_until = tokio::time::Instant::now() + Duration::from_secs(2);
+        while rx_open {
+            match tokio::time::timeout_at(drain_until, rx.recv()).await {
+                Ok(Some((stream, bytes))) => {
+                    for ev in out.push(stream, &bytes) {
+                        self.emit(ev).await?;
+                    }
+                }
+                Ok(None) | Err(_) => rx_open = false,
+            }
+        }
+        for ev in out.flush() {
+            self.emit(ev).await?;
+        }
+        let code = match &exit {
+            Exit::Exited(st) => st.code(),
+            Exit::TimedOut | Exit::Cancelled | Exit::WallClock => None,
+        };
+        self.record(AgentEvent::ProcessExited {
+            code,
+            killed,
+            duration_ms: t0.elapsed().as_millis() as u64,
+        })
+        .await?;
+        self.ctx.heartbeat.tick();
+        Ok(exit)
+    }
+
+    async fn emit(&self, (stream, text): (OutputStream, String)) -> Flow<()> {
+        let text = self.agent.redactor.redact(&text).into_owned();
+        self.record(AgentEvent::Output { stream, text }).await
+    }
+}
+
+async fn pump<R: AsyncRead + Unpin>(
+    mut r: R,
+    stream: OutputStream,
+    tx: mpsc::Sender<(OutputStream, Vec<u8>)>,
+) {
+    let mut buf = vec![0u8; 8192];
+    loop {
+        match r.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if tx.send((stream, buf[..n].to_vec())).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Batches output into chunks, cut at line ends where possible, bounded in total.
+struct OutputBuffer {
+    chunk: usize,
+    max: usize,
+    recorded: usize,
+    truncated: bool,
+    pending: Vec<(OutputStream, Vec<u8>)>,
+    since: Option<Instant>,
+}
+
+impl OutputBuffer {
+    fn new(chunk: usize, max: usize) -> Self {
+        Self {
+            chunk: chunk.max(64),
+            max,
+            recorded: 0,
+            truncated: false,
+            pending: Vec::new(),
+            since: None,
+        }
+    }
+
+    fn push(&mut self, stream: OutputStream, bytes: &[u8]) -> Vec<(OutputStream, String)> {
+        if self.truncated {
+            return Vec::new();
+        }
+        if self.since.is_none() {
+            self.since = Some(Instant::now());
+        }
+        match self.pending.iter_mut().find(|(s, _)| *s == stream) {
+            Some((_, buf)) => buf.extend_from_slice(bytes),
+            None => self.pending.push((stream, bytes.to_vec())),
+        }
+        let mut out = Vec::new();
+        for (s, buf) in &mut self.pending {
+            while buf.len() >= self.chunk {
+                // Cut after the last newline within the chunk, else at the chunk size.
+                let cut = buf[..self.chunk]
+                    .iter()
+                    .rposition(|b| *b == b'\n')
+                    .map_or(self.chunk, |i| i + 1);
+                let piece: Vec<u8> = buf.drain(..cut).collect();
+                out.push((*s, String::from_utf8_lossy(&piece).into_owned()));
+            }
+        }
+        self.limit(out)
+    }
+
+    fn due(&self, every: Duration) -> bool {
+        self.since.is_some_and(|t| t.elapsed() >= every)
+    }
+
+    fn flush(&mut self) -> Vec<(OutputStream, String)> {
+        self.since = None;
+        let out: Vec<(OutputStream, String)> = self
+            .pending
+            .iter_mut()
+            .filter(|(_, b)| !b.is_empty())
+            .map(|(s, b)| (*s, String::from_utf8_lossy(&std::mem::take(b)).into_owned()))
+            .collect();
+        self.limit(out)
+    }
+
+    fn limit(&mut self, evs: Vec<(OutputStream, String)>) -> Vec<(OutputStream, String)> {
+        let mut out = Vec::new();
+        for (s, t) in evs {
+            if self.truncated {
+                break;
+            }
+            if self.recorded + t.len() > self.max {
+                self.truncated = true;
+                out.push((
+                    s,
+                    format!("[... output truncated after {} bytes ...]", self.recorded),
+                ));
+                self.pending.clear();
+                break;
+            }
+            self.recorded += t.len();
+            out.push((s, t));
+        }
+        out
+    }
+}

@@ -1,0 +1,392 @@
+//! The runner trait and everything one run needs and returns.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::driver::StepDriver;
+use crate::events::{EventSink, Heartbeat, NullSink};
+use crate::guard::PathGuard;
+use crate::llm::Usage;
+
+/// Budgets of one run. `None` means unlimited.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunLimits {
+    /// Wall-clock time of the whole run.
+    #[serde(with = "crate::duration_serde::option")]
+    pub wall_clock: Option<Duration>,
+    /// LLM calls (LLM runner) or process invocations (command runner).
+    pub max_turns: Option<u32>,
+    /// Tokens of every kind (input, output, cache writes and reads), summed over calls.
+    pub max_tokens: Option<u64>,
+    /// Cost in USD per the price table. A run whose model has no price fails at once
+    /// when this is set (a limit that cannot be measured is not a limit).
+    pub max_cost_usd: Option<f64>,
+    /// One tool call (a shell command is killed with its process group when it is over).
+    #[serde(with = "crate::duration_serde")]
+    pub tool_timeout: Duration,
+}
+
+impl Default for RunLimits {
+    fn default() -> Self {
+        Self {
+            wall_clock: Some(Duration::from_secs(2 * 3600)),
+            max_turns: Some(500),
+            max_tokens: None,
+            max_cost_usd: None,
+            tool_timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+/// USD per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelPrice {
+    /// Uncached input.
+    pub input: f64,
+    /// Output.
+    pub output: f64,
+    /// Cache writes (default: the input price).
+    #[serde(default)]
+    pub cache_write: Option<f64>,
+    /// Cache reads (default: the input price).
+    #[serde(default)]
+    pub cache_read: Option<f64>,
+}
+
+impl ModelPrice {
+    /// Cost of `u` in USD.
+    pub fn cost(&self, u: &Usage) -> f64 {
+        let m = 1_000_000.0;
+        (u.input_tokens as f64 * self.input
+            + u.output_tokens as f64 * self.output
+            + u.cache_creation_input_tokens as f64 * self.cache_write.unwrap_or(self.input)
+            + u.cache_read_input_tokens as f64 * self.cache_read.unwrap_or(self.input))
+            / m
+    }
+}
+
+/// Prices per model name. A name matches exactly, or as the longest prefix
+/// (`claude-sonnet-4` prices `claude-sonnet-4-20250514`). Empty by default: prices change,
+/// so they are configuration.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct PriceTable(pub BTreeMap<String, ModelPrice>);
+
+impl PriceTable {
+    /// Add or replace a model's price.
+    pub fn with(mut self, model: impl Into<String>, price: ModelPrice) -> Self {
+        self.0.insert(model.into(), price);
+        self
+    }
+
+    /// The price of `model`.
+    pub fn price(&self, model: &str) -> Option<&ModelPrice> {
+        if let Some(p) = self.0.get(model) {
+            return Some(p);
+        }
+        self.0
+            .iter()
+            .filter(|(k, _)| model.starts_with(k.as_str()))
+            .max_by_key(|(k, _)| k.len())
+            .map(|(_, p)| p)
+    }
+}
+
+/// Messages from an operator, delivered to the agent with its next turn. Cloning shares
+/// the inbox: the daemon keeps one clone, the run the other.
+#[derive(Debug, Clone, Default)]
+pub struct SteeringInbox(Arc<Mutex<VecDeque<String>>>);
+
+impl SteeringInbox {
+    /// An empty inbox.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Queue a message for the next turn.
+    pub fn send(&self, message: impl Into<String>) {
+        match self.0.lock() {
+            Ok(mut q) => q.push_back(message.into()),
+            Err(p) => p.into_inner().push_back(message.into()),
+        }
+    }
+
+    /// Take every queued message.
+    pub fn drain(&self) -> Vec<String> {
+        match self.0.lock() {
+            Ok(mut q) => q.drain(..).collect(),
+            Err(p) => p.into_inner().drain(..).collect(),
+        }
+    }
+
+    /// Messages waiting.
+    pub fn len(&self) -> usize {
+        self.0.lock().map(|q| q.len()).unwrap_or(0)
+    }
+
+    /// Whether no message is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Everything one run needs. Build with [`RunContext::new`] and the `with_*` methods.
+#[derive(Clone)]
+pub struct RunContext {
+    /// Session id, for logs and the MCP config.
+    pub session_id: String,
+    /// The worktree the agent works in.
+    pub worktree: PathBuf,
+    /// The workflow engine, for this session.
+    pub driver: Arc<dyn StepDriver>,
+    /// Where events go.
+    pub events: Arc<dyn EventSink>,
+    /// Liveness.
+    pub heartbeat: Arc<dyn Heartbeat>,
+    /// Cancel the run (session cancelled, kill switch, shutdown).
+    pub cancel: CancellationToken,
+    /// Operator messages.
+    pub steering: SteeringInbox,
+    /// Budgets.
+    pub limits: RunLimits,
+    /// File-tool confinement; default: [`crate::guard::WorktreeGuard`] on `worktree`.
+    pub guard: Option<Arc<dyn PathGuard>>,
+    /// Told to the agent first, e.g. that the session was interrupted and resumed.
+    pub resume_note: Option<String>,
+}
+
+impl std::fmt::Debug for RunContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunContext")
+            .field("session_id", &self.session_id)
+            .field("worktree", &self.worktree)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RunContext {
+    /// A context with no events, no heartbeat, default limits.
+    pub fn new(
+        session_id: impl Into<String>,
+        worktree: impl Into<PathBuf>,
+        driver: Arc<dyn StepDriver>,
+    ) -> Self {
+        Self {
+            session_id: session_id.into(),
+            worktree: worktree.into(),
+            driver,
+            events: Arc::new(NullSink),
+            heartbeat: Arc::new(|| {}),
+            cancel: CancellationToken::new(),
+            steering: SteeringInbox::new(),
+            limits: RunLimits::default(),
+            guard: None,
+            resume_note: None,
+        }
+    }
+
+    /// Record events here.
+    pub fn with_events(mut self, sink: Arc<dyn EventSink>) -> Self {
+        self.events = sink;
+        self
+    }
+
+    /// Tick this heartbeat.
+    pub fn with_heartbeat(mut self, hb: Arc<dyn Heartbeat>) -> Self {
+        self.heartbeat = hb;
+        self
+    }
+
+    /// Use this cancellation token.
+    pub fn with_cancel(mut self, cancel: CancellationToken) -> Self {
+        self.cancel = cancel;
+        self
+    }
+
+    /// Use this steering inbox.
+    pub fn with_steering(mut self, inbox: SteeringInbox) -> Self {
+        self.steering = inbox;
+        self
+    }
+
+    /// Use these limits.
+    pub fn with_limits(mut self, limits: RunLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Confine file tools with this guard.
+    pub fn with_guard(mut self, guard: Arc<dyn PathGuard>) -> Self {
+        self.guard = Some(guard);
+        self
+    }
+
+    /// Tell the agent this first.
+    pub fn with_resume_note(mut self, note: impl Into<String>) -> Self {
+        self.resume_note = Some(note.into());
+        self
+    }
+}
+
+/// Why a run failed. Stable wire names (`as_str`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureReason {
+    /// The agent stopped without finishing the workflow, also after a nudge.
+    AgentStoppedEarly,
+    /// The same tool call failed the same way again after a nudge.
+    RepeatedToolFailure,
+    /// Most tool calls failed or were denied.
+    ToolErrorsDominated,
+    /// The agent reported an issue it cannot get past (`report_issue` with `blocking`).
+    AgentReportedBlocker,
+    /// The wall-clock budget ran out.
+    WallClockExceeded,
+    /// The turn budget ran out.
+    TurnLimitExceeded,
+    /// The token budget ran out.
+    TokenLimitExceeded,
+    /// The cost budget ran out.
+    CostLimitExceeded,
+    /// The LLM could not be reached or refused the request (after retries).
+    LlmUnavailable,
+    /// The external agent process could not be started or crashed without progress.
+    AgentProcessFailed,
+    /// The step driver failed (store failure, session gone).
+    StepDriverFailed,
+    /// Events could not be recorded.
+    RecordingFailed,
+    /// The run's configuration cannot work (unpriced model with a cost limit, bad
+    /// worktree, bad command).
+    ConfigInvalid,
+}
+
+impl FailureReason {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureReason::AgentStoppedEarly => "agent_stopped_early",
+            FailureReason::RepeatedToolFailure => "repeated_tool_failure",
+            FailureReason::ToolErrorsDominated => "tool_errors_dominated",
+            FailureReason::AgentReportedBlocker => "agent_reported_blocker",
+            FailureReason::WallClockExceeded => "wall_clock_exceeded",
+            FailureReason::TurnLimitExceeded => "turn_limit_exceeded",
+            FailureReason::TokenLimitExceeded => "token_limit_exceeded",
+            FailureReason::CostLimitExceeded => "cost_limit_exceeded",
+            FailureReason::LlmUnavailable => "llm_unavailable",
+            FailureReason::AgentProcessFailed => "agent_process_failed",
+            FailureReason::StepDriverFailed => "step_driver_failed",
+            FailureReason::RecordingFailed => "recording_failed",
+            FailureReason::ConfigInvalid => "config_invalid",
+        }
+    }
+}
+
+impl std::fmt::Display for FailureReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Counters of one run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunStats {
+    /// LLM calls or process invocations.
+    pub turns: u32,
+    /// Tokens.
+    pub usage: Usage,
+    /// Cost in USD (0 when unpriced).
+    pub cost_usd: f64,
+    /// Tool calls (complete_step and report_issue excluded).
+    pub tool_calls: u32,
+    /// Tool calls that failed or were denied.
+    pub tool_errors: u32,
+    /// Steps the engine accepted during the run.
+    pub steps_completed: u32,
+    /// Nudges sent.
+    pub nudges: u32,
+    /// Wall time.
+    pub duration_ms: u64,
+}
+
+/// How a run ended. Success is `Completed` only: the workflow is complete.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunOutcome {
+    /// The workflow is complete.
+    Completed {
+        /// Counters.
+        stats: RunStats,
+    },
+    /// The session was cancelled.
+    Cancelled {
+        /// Counters.
+        stats: RunStats,
+    },
+    /// The session waits at a gate for an operator; run again after approval.
+    Parked {
+        /// Counters.
+        stats: RunStats,
+    },
+    /// The run failed.
+    Failed {
+        /// Why.
+        reason: FailureReason,
+        /// Details for humans.
+        detail: String,
+        /// Counters.
+        stats: RunStats,
+    },
+}
+
+impl RunOutcome {
+    /// The run's counters.
+    pub fn stats(&self) -> &RunStats {
+        match self {
+            RunOutcome::Completed { stats }
+            | RunOutcome::Cancelled { stats }
+            | RunOutcome::Parked { stats }
+            | RunOutcome::Failed { stats, .. } => stats,
+        }
+    }
+
+    /// The failure reason, if failed.
+    pub fn failure(&self) -> Option<FailureReason> {
+        match self {
+            RunOutcome::Failed { reason, .. } => Some(*reason),
+            RunOutcome::Completed { .. }
+            | RunOutcome::Cancelled { .. }
+            | RunOutcome::Parked { .. } => None,
+        }
+    }
+
+    /// A short name: `completed`, `cancelled`, `parked` or the failure reason.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RunOutcome::Completed { .. } => "completed",
+            RunOutcome::Cancelled { .. } => "cancelled",
+            RunOutcome::Parked { .. } => "parked",
+            RunOutcome::Failed { reason, .. } => reason.as_str(),
+        }
+    }
+}
+
+/// Something that drives a session's workflow to its end: the built-in
+/// [`crate::LlmAgent`] or an external [`crate::CommandAgent`].
+///
+/// `run` returns only when the workflow is complete, the session is cancelled or parked,
+/// or the run failed (a limit fired, the agent stopped early, …) — never "success" for a
+/// workflow that is not complete.
+#[async_trait]
+pub trait AgentRunner: Send + Sync {
+    /// Run until an outcome.
+    async fn run(&self, ctx: RunContext) -> RunOutcome;
+}

@@ -1,0 +1,316 @@
+//! The `shell` tool and the process-group plumbing shared with external agents.
+//!
+//! Every command runs in its own process group. When the command ends, times out or the
+//! call is dropped (cancellation), the whole group is killed: background processes never
+//! outlive the call and a timed-out test run cannot leave stragglers.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tracing::debug;
+
+use super::{ToolConfig, ToolOutput, parse_args};
+use crate::events::ToolErrorKind;
+
+/// Kills a process group when dropped (SIGKILL). Errors (group already gone) are ignored.
+#[derive(Debug)]
+pub struct GroupKill {
+    pgid: Option<rustix::process::Pid>,
+}
+
+impl GroupKill {
+    /// Guard the group led by `pid` (spawned with `process_group(0)`).
+    pub fn new(pid: Option<u32>) -> Self {
+        Self {
+            pgid: pid
+                .and_then(|p| i32::try_from(p).ok())
+                .and_then(rustix::process::Pid::from_raw),
+        }
+    }
+
+    /// Kill the group now.
+    pub fn kill(&self) {
+        if let Some(pgid) = self.pgid {
+            let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
+        }
+    }
+
+    /// Send SIGTERM to the group (a polite stop before [`GroupKill::kill`]).
+    pub fn terminate(&self) {
+        if let Some(pgid) = self.pgid {
+            let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::TERM);
+        }
+    }
+}
+
+impl Drop for GroupKill {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Keeps the first and last `cap/2` bytes of a stream, counting what is dropped.
+#[derive(Debug)]
+pub struct CappedBuf {
+    cap: usize,
+    head: Vec<u8>,
+    tail: VecDeque<u8>,
+    total: usize,
+}
+
+impl CappedBuf {
+    /// A buffer keeping at most `cap` bytes.
+    pub fn new(cap: usize) -> Self {
+        Self {
+            cap: cap.max(2),
+            head: Vec::new(),
+            tail: VecDeque::new(),
+            total: 0,
+        }
+    }
+
+    /// Append bytes.
+    pub fn push(&mut self, mut data: &[u8]) {
+        self.total += data.len();
+        let head_cap = self.cap / 2;
+        if self.head.len() < head_cap {
+            let n = (head_cap - self.head.len()).min(data.len());
+            self.head.extend_from_slice(&data[..n]);
+            data = &data[n..];
+        }
+        let tail_cap = self.cap - head_cap;
+        self.tail.extend(data.iter().copied());
+        while self.tail.len() > tail_cap {
+            self.tail.pop_front();
+        }
+    }
+
+    /// Bytes seen.
+    pub fn total(&self) -> usize {
+        self.total
+    }
+
+    /// The kept text, with a marker where bytes were dropped.
+    pub fn render(&self) -> String {
+        let kept = self.head.len() + self.tail.len();
+        let tail: Vec<u8> = self.tail.iter().copied().collect();
+        if kept >= self.total {
+            let mut all = self.head.clone();
+            all.extend_from_slice(&tail);
+            return String::from_utf8_lossy(&all).into_owned();
+        }
+        format!(
+            "{}\n[... {} bytes truncated ...]\n{}",
+            String::from_utf8_lossy(&self.head),
+            self.total - kept,
+            String::from_utf8_lossy(&tail)
+        )
+    }
+}
+
+async fn drain<R: AsyncRead + Unpin>(mut r: R, cap: usize) -> CappedBuf {
+    let mut buf = CappedBuf::new(cap);
+    let mut chunk = vec![0u8; 8192];
+    loop {
+        match r.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => buf.push(&chunk[..n]),
+        }
+    }
+    buf
+}
+
+/// How a shell command ended.
+#[derive(Debug, Clone)]
+pub struct ShellRun {
+    /// Exit code, when it exited normally.
+    pub exit_code: Option<i32>,
+    /// Killed by this signal (not by worktrain).
+    pub signal: Option<i32>,
+    /// worktrain killed it at the timeout.
+    pub timed_out: bool,
+    /// Captured stdout (capped).
+    pub stdout: String,
+    /// Captured stderr (capped).
+    pub stderr: String,
+    /// Wall time.
+    pub duration: Duration,
+}
+
+/// Run `<shell…> <command>` (e.g. `bash -lc <command>`) in `cwd` in a new process
+/// group, with stdin closed, `scrub` variables removed, output capped at `cap` bytes per
+/// stream. The group is killed when the command ends, at `timeout`, or when this future
+/// is dropped.
+pub async fn run(
+    shell: &[String],
+    command: &str,
+    cwd: &Path,
+    timeout: Duration,
+    cap: usize,
+    scrub: &[String],
+) -> std::io::Result<ShellRun> {
+    let started = Instant::now();
+    let Some((program, flags)) = shell.split_first() else {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "no shell configured",
+        ));
+    };
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(flags)
+        .arg(command)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    for k in scrub {
+        cmd.env_remove(k);
+    }
+    let mut child = cmd.spawn()?;
+    let group = GroupKill::new(child.id());
+    let out = child.stdout.take().map(|s| tokio::spawn(drain(s, cap)));
+    let err = child.stderr.take().map(|s| tokio::spawn(drain(s, cap)));
+    let status = tokio::select! {
+        s = child.wait() => Some(s?),
+        _ = tokio::time::sleep(timeout) => None,
+    };
+    // Whatever the command left running in its group goes too (it would hold the pipes).
+    group.kill();
+    let timed_out = status.is_none();
+    let status = match status {
+        Some(s) => s,
+        None => child.wait().await?,
+    };
+    let collect = |h: Option<tokio::task::JoinHandle<CappedBuf>>| async move {
+        match h {
+            Some(h) => match tokio::time::timeout(Duration::from_secs(2), h).await {
+                Ok(Ok(b)) => b.render(),
+                Ok(Err(_)) | Err(_) => String::new(),
+            },
+            None => String::new(),
+        }
+    };
+    let stdout = collect(out).await;
+    let stderr = collect(err).await;
+    use std::os::unix::process::ExitStatusExt;
+    debug!(command_len = command.len(), code = ?status.code(), timed_out, "shell command finished");
+    Ok(ShellRun {
+        exit_code: if timed_out { None } else { status.code() },
+        signal: if timed_out { None } else { status.signal() },
+        timed_out,
+        stdout,
+        stderr,
+        duration: started.elapsed(),
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShellArgs {
+    command: String,
+    #[serde(default)]
+    timeout_secs: Option<u64>,
+}
+
+/// The `shell` tool.
+pub(super) async fn tool(
+    input: &Value,
+    root: &Path,
+    max_timeout: Duration,
+    cfg: &ToolConfig,
+    scrub: &[String],
+) -> ToolOutput {
+    let a: ShellArgs = match parse_args("shell", input) {
+        Ok(a) => a,
+        Err(e) => return e,
+    };
+    if a.command.trim().is_empty() {
+        return ToolOutput::err(ToolErrorKind::InvalidArguments, "shell: command is empty");
+    }
+    let timeout = a
+        .timeout_secs
+        .map(Duration::from_secs)
+        .map_or(max_timeout, |t| t.min(max_timeout));
+    let r = match run(
+        &cfg.shell,
+        &a.command,
+        root,
+        timeout,
+        cfg.shell_output_cap,
+        scrub,
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            return ToolOutput::err(
+                ToolErrorKind::Io,
+                format!("shell: cannot start {}: {e}", cfg.shell.join(" ")),
+            );
+        }
+    };
+    let mut text = String::new();
+    let secs = r.duration.as_secs_f64();
+    if r.timed_out {
+        text.push_str(&format!(
+            "[timed out after {secs:.1} s; the command and its process group were killed]\n"
+        ));
+    } else if let Some(sig) = r.signal {
+        text.push_str(&format!("[killed by signal {sig} after {secs:.1} s]\n"));
+    } else {
+        text.push_str(&format!(
+            "[exit code {} after {secs:.1} s]\n",
+            r.exit_code.unwrap_or(-1)
+        ));
+    }
+    if !r.stdout.is_empty() {
+        text.push_str("stdout:\n");
+        text.push_str(&r.stdout);
+        if !r.stdout.ends_with('\n') {
+            text.push('\n');
+        }
+    }
+    if !r.stderr.is_empty() {
+        text.push_str("stderr:\n");
+        text.push_str(&r.stderr);
+        if !r.stderr.ends_with('\n') {
+            text.push('\n');
+        }
+    }
+    if r.stdout.is_empty() && r.stderr.is_empty() {
+        text.push_str("(no output)\n");
+    }
+    ToolOutput {
+        text,
+        error: r.timed_out.then_some(ToolErrorKind::Timeout),
+        exit_code: r.exit_code.or(r.signal.map(|s| 128 + s)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capped_buffer_keeps_head_and_tail() {
+        let mut b = CappedBuf::new(10);
+        b.push(b"0123456789abcdefghij");
+        assert_eq!(b.total(), 20);
+        let r = b.render();
+        assert!(
+            r.starts_with("01234\n[... 10 bytes truncated ...]\nfghij"),
+            "{r}"
+        );
+        let mut small = CappedBuf::new(10);
+        small.push(b"abc");
+        small.push(b"def");
+        assert_eq!(small.render(), "abcdef");
+    }
+}

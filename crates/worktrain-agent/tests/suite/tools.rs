@@ -1,0 +1,391 @@
+//! The worktree tools and their confinement.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use worktrain_agent::tools::{ToolEnv, Toolbox, shell};
+use worktrain_agent::{
+    DenyReason, PathGuard, ToolConfig, ToolErrorKind, ToolOutput, WorktreeGuard,
+};
+
+use crate::common::{alive, worktree, write};
+
+fn bash() -> Vec<String> {
+    vec!["bash".into(), "-c".into()]
+}
+
+fn env(root: &Path) -> ToolEnv {
+    ToolEnv {
+        guard: Arc::new(WorktreeGuard::new(root).unwrap()),
+        timeout: Duration::from_secs(10),
+    }
+}
+
+async fn call(root: &Path, name: &str, args: Value) -> ToolOutput {
+    Toolbox::new(ToolConfig::default(), None)
+        .execute(name, &args, &env(root))
+        .await
+}
+
+#[test]
+fn confinement_rejects_escapes() {
+    let dir = worktree();
+    let outside = tempfile::tempdir().unwrap();
+    write(outside.path(), "secret.txt", "s3cret");
+    write(dir.path(), "src/a.txt", "a");
+    std::os::unix::fs::symlink(
+        outside.path().join("secret.txt"),
+        dir.path().join("link-out"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(outside.path(), dir.path().join("dir-out")).unwrap();
+    std::os::unix::fs::symlink(dir.path().join("src/a.txt"), dir.path().join("link-in")).unwrap();
+    std::os::unix::fs::symlink(
+        outside.path().join("does-not-exist"),
+        dir.path().join("dangling"),
+    )
+    .unwrap();
+    let g = WorktreeGuard::new(dir.path()).unwrap();
+    let deny = |r: Result<std::path::PathBuf, worktrain_agent::PathDenied>| r.unwrap_err().reason;
+
+    assert_eq!(
+        deny(g.resolve_read(Path::new("../x"))),
+        DenyReason::ParentComponent
+    );
+    assert_eq!(
+        deny(g.resolve_read(Path::new("src/../../x"))),
+        DenyReason::ParentComponent
+    );
+    assert_eq!(
+        deny(g.resolve_read(Path::new("/etc/passwd"))),
+        DenyReason::OutsideWorktree
+    );
+    assert_eq!(
+        deny(g.resolve_write(Path::new("/tmp/x"))),
+        DenyReason::OutsideWorktree
+    );
+    assert_eq!(
+        deny(g.resolve_read(Path::new("link-out"))),
+        DenyReason::SymlinkEscape
+    );
+    assert_eq!(
+        deny(g.resolve_write(Path::new("link-out"))),
+        DenyReason::SymlinkEscape
+    );
+    assert_eq!(
+        deny(g.resolve_write(Path::new("dir-out/new.txt"))),
+        DenyReason::SymlinkEscape
+    );
+    assert_eq!(
+        deny(g.resolve_write(Path::new("dangling"))),
+        DenyReason::SymlinkEscape
+    );
+    assert_eq!(
+        deny(g.resolve_write(Path::new(".git/config"))),
+        DenyReason::GitDir
+    );
+    assert_eq!(
+        deny(g.resolve_write(Path::new("./.git/hooks/pre-commit"))),
+        DenyReason::GitDir
+    );
+    assert_eq!(
+        deny(g.resolve_write(Path::new(".GIT/config"))),
+        DenyReason::GitDir
+    );
+    assert_eq!(deny(g.resolve_write(Path::new(""))), DenyReason::Invalid);
+
+    // Allowed: reads of .git, paths inside, absolute paths inside, symlinks inside, new files.
+    let root = std::fs::canonicalize(dir.path()).unwrap();
+    assert_eq!(
+        g.resolve_read(Path::new(".git/config")).unwrap(),
+        root.join(".git/config")
+    );
+    assert_eq!(
+        g.resolve_read(&dir.path().join("src/a.txt")).unwrap(),
+        root.join("src/a.txt")
+    );
+    assert_eq!(
+        g.resolve_read(Path::new("link-in")).unwrap(),
+        root.join("src/a.txt")
+    );
+    assert_eq!(
+        g.resolve_write(Path::new("new/dir/f.txt")).unwrap(),
+        root.join("new/dir/f.txt")
+    );
+    assert_eq!(
+        g.resolve_write(Path::new("./src/a.txt")).unwrap(),
+        root.join("src/a.txt")
+    );
+}
+
+#[tokio::test]
+async fn file_tools_go_through_the_guard() {
+    let dir = worktree();
+    let outside = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(outside.path(), dir.path().join("out")).unwrap();
+    for (name, args) in [
+        (
+            "write_file",
+            json!({"path": "../escape.txt", "content": "x"}),
+        ),
+        (
+            "write_file",
+            json!({"path": "out/escape.txt", "content": "x"}),
+        ),
+        (
+            "write_file",
+            json!({"path": ".git/config", "content": "[core]\nhooksPath=/tmp\n"}),
+        ),
+        (
+            "edit_file",
+            json!({"path": ".git/config", "old_string": "[core]", "new_string": "x"}),
+        ),
+        ("read_file", json!({"path": "/etc/hostname"})),
+        ("list_files", json!({"path": "out"})),
+        ("search_files", json!({"pattern": "x", "path": "/"})),
+    ] {
+        let out = call(dir.path(), name, args.clone()).await;
+        assert_eq!(
+            out.error,
+            Some(ToolErrorKind::Denied),
+            "{name} {args}: {}",
+            out.text
+        );
+        assert!(out.text.contains("access denied"), "{}", out.text);
+    }
+    assert!(!outside.path().join("escape.txt").exists());
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join(".git/config")).unwrap(),
+        "[core]\n"
+    );
+}
+
+#[tokio::test]
+async fn edit_requires_exactly_one_match() {
+    let dir = worktree();
+    write(dir.path(), "f.rs", "fn a() {}\nfn b() {}\n");
+    let none = call(
+        dir.path(),
+        "edit_file",
+        json!({"path": "f.rs", "old_string": "fn c", "new_string": "x"}),
+    )
+    .await;
+    assert_eq!(none.error, Some(ToolErrorKind::NotFound), "{}", none.text);
+    let many = call(
+        dir.path(),
+        "edit_file",
+        json!({"path": "f.rs", "old_string": "fn ", "new_string": "pub fn "}),
+    )
+    .await;
+    assert_eq!(many.error, Some(ToolErrorKind::Ambiguous));
+    assert!(many.text.contains("2 times"));
+    let one = call(
+        dir.path(),
+        "edit_file",
+        json!({"path": "f.rs", "old_string": "fn b() {}", "new_string": "fn b() { 1 }"}),
+    )
+    .await;
+    assert_eq!(one.error, None, "{}", one.text);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("f.rs")).unwrap(),
+        "fn a() {}\nfn b() { 1 }\n"
+    );
+    let empty = call(
+        dir.path(),
+        "edit_file",
+        json!({"path": "f.rs", "old_string": "", "new_string": "x"}),
+    )
+    .await;
+    assert_eq!(empty.error, Some(ToolErrorKind::InvalidArguments));
+    let missing = call(
+        dir.path(),
+        "edit_file",
+        json!({"path": "nope.rs", "old_string": "a", "new_string": "b"}),
+    )
+    .await;
+    assert_eq!(missing.error, Some(ToolErrorKind::NotFound));
+}
+
+#[tokio::test]
+async fn read_write_list_search() {
+    let dir = worktree();
+    let w = call(
+        dir.path(),
+        "write_file",
+        json!({"path": "deep/new/file.txt", "content": "one\ntwo\nthree\n"}),
+    )
+    .await;
+    assert_eq!(w.error, None, "{}", w.text);
+    let r = call(
+        dir.path(),
+        "read_file",
+        json!({"path": "deep/new/file.txt", "offset": 2, "limit": 1}),
+    )
+    .await;
+    assert_eq!(r.text, "two\n");
+    let r = call(
+        dir.path(),
+        "read_file",
+        json!({"path": "deep/new/file.txt"}),
+    )
+    .await;
+    assert_eq!(r.text, "one\ntwo\nthree\n");
+    std::fs::write(dir.path().join("bin.dat"), [0u8, 1, 2, 3]).unwrap();
+    let b = call(dir.path(), "read_file", json!({"path": "bin.dat"})).await;
+    assert_eq!(b.error, Some(ToolErrorKind::InvalidArguments));
+    assert!(b.text.contains("binary"));
+    let bad = call(dir.path(), "read_file", json!({"file": "x"})).await;
+    assert_eq!(bad.error, Some(ToolErrorKind::InvalidArguments));
+    let notjson = call(dir.path(), "read_file", Value::String("{\"path\": ".into())).await;
+    assert_eq!(notjson.error, Some(ToolErrorKind::InvalidArguments));
+
+    let l = call(dir.path(), "list_files", json!({"recursive": true})).await;
+    assert!(l.text.contains("deep/new/file.txt"), "{}", l.text);
+    assert!(l.text.contains("deep/"), "{}", l.text);
+    assert!(!l.text.contains(".git"), "{}", l.text);
+
+    write(
+        dir.path(),
+        "src/main.rs",
+        "fn main() {\n    println!(\"Hello\");\n}\n",
+    );
+    write(dir.path(), "node_modules/x.js", "Hello");
+    let s = call(
+        dir.path(),
+        "search_files",
+        json!({"pattern": "hel+o", "case_insensitive": true}),
+    )
+    .await;
+    assert_eq!(
+        s.text, "src/main.rs:2:     println!(\"Hello\");",
+        "{}",
+        s.text
+    );
+    let s = call(dir.path(), "search_files", json!({"pattern": "(unclosed"})).await;
+    assert_eq!(s.error, Some(ToolErrorKind::InvalidArguments));
+    for i in 0..30 {
+        write(dir.path(), &format!("many/f{i:02}.txt"), "needle\nneedle\n");
+    }
+    let s = call(
+        dir.path(),
+        "search_files",
+        json!({"pattern": "needle", "path": "many", "max_results": 5}),
+    )
+    .await;
+    assert_eq!(s.text.lines().filter(|l| l.contains("needle")).count(), 5);
+    assert!(s.text.contains("stopped after 5 matches"));
+    let u = call(dir.path(), "no_such_tool", json!({})).await;
+    assert_eq!(u.error, Some(ToolErrorKind::UnknownTool));
+}
+
+#[tokio::test]
+async fn shell_captures_and_caps_output() {
+    let dir = worktree();
+    let cfg = ToolConfig {
+        shell_output_cap: 1000,
+        ..ToolConfig::default()
+    };
+    let tb = Toolbox::new(cfg, None);
+    let out = tb
+        .execute(
+            "shell",
+            &json!({"command": "echo start; for i in $(seq 1 2000); do echo line-$i; done; echo oops >&2; exit 3"}),
+            &env(dir.path()),
+        )
+        .await;
+    assert_eq!(out.exit_code, Some(3));
+    assert_eq!(out.error, None);
+    assert!(out.text.starts_with("[exit code 3"), "{}", &out.text[..100]);
+    assert!(out.text.contains("start\n"));
+    assert!(out.text.contains("line-2000"));
+    assert!(out.text.contains("bytes truncated"));
+    assert!(out.text.contains("stderr:\noops"));
+    assert!(out.text.len() < 1400, "{}", out.text.len());
+
+    // The shell runs in the worktree, with scrubbed variables gone.
+    let tb = Toolbox::new(
+        ToolConfig {
+            scrub_env: vec!["HOME".into()],
+            ..ToolConfig::default()
+        },
+        Some("PATH_NOT_REALLY"),
+    );
+    let out = tb
+        .execute(
+            "shell",
+            &json!({"command": "pwd; echo home=${HOME:-unset}"}),
+            &env(dir.path()),
+        )
+        .await;
+    let root = std::fs::canonicalize(dir.path()).unwrap();
+    assert!(
+        out.text.contains(&root.display().to_string()),
+        "{}",
+        out.text
+    );
+    assert!(out.text.contains("home=unset"), "{}", out.text);
+}
+
+#[tokio::test]
+async fn shell_timeout_kills_the_whole_process_group() {
+    let dir = worktree();
+    let t0 = Instant::now();
+    let run = shell::run(
+        &bash(),
+        "sleep 30 & echo $! > bg.pid; (sleep 30; echo never) ; echo never",
+        dir.path(),
+        Duration::from_millis(1500),
+        1000,
+        &[],
+    )
+    .await
+    .unwrap();
+    assert!(run.timed_out);
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    assert!(!run.stdout.contains("never"));
+    let pid = std::fs::read_to_string(dir.path().join("bg.pid")).unwrap();
+    assert!(
+        !alive(&pid),
+        "background sleeper {pid} outlived the timeout"
+    );
+
+    // The model's own timeout is capped by the session's.
+    let out = Toolbox::new(ToolConfig::default(), None)
+        .execute(
+            "shell",
+            &json!({"command": "sleep 5", "timeout_secs": 3600}),
+            &ToolEnv {
+                guard: Arc::new(WorktreeGuard::new(dir.path()).unwrap()),
+                timeout: Duration::from_millis(300),
+            },
+        )
+        .await;
+    assert_eq!(out.error, Some(ToolErrorKind::Timeout));
+    assert!(out.text.contains("process group were killed"));
+}
+
+#[tokio::test]
+async fn background_processes_do_not_outlive_a_normal_command() {
+    let dir = worktree();
+    let t0 = Instant::now();
+    let run = shell::run(
+        &bash(),
+        "sleep 30 & echo $! > bg.pid; echo done",
+        dir.path(),
+        Duration::from_secs(10),
+        1000,
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(run.exit_code, Some(0));
+    assert!(run.stdout.contains("done"));
+    assert!(
+        t0.elapsed() < Duration::from_secs(4),
+        "the pipe-holding sleeper blocked the call"
+    );
+    let pid = std::fs::read_to_string(dir.path().join("bg.pid")).unwrap();
+    assert!(!alive(&pid));
+}
