@@ -1,0 +1,206 @@
+//! The git half of delivery: commit everything in a session's worktree (with trailers
+//! naming the session) and push the session branch.
+
+use git2::{Oid, PushOptions, RemoteCallbacks, Signature};
+use worktrain_core::ids::SessionId;
+
+use crate::error::{Error, GitResultExt, Result};
+use crate::names::{branch_ref, short_branch};
+use crate::worktrees::{Identity, Worktrees, is_dirty};
+
+/// The result of [`Worktrees::push`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pushed {
+    /// The remote's name.
+    pub remote: String,
+    /// The remote ref updated (`refs/heads/<branch>`).
+    pub refname: String,
+    /// The commit now at that ref.
+    pub oid: Oid,
+}
+
+impl Worktrees {
+    /// Stage everything in the session's worktree (new, modified and deleted files; not
+    /// ignored ones) and commit it on the session branch with `message` followed by the
+    /// given trailers (`Key: value` lines, e.g. `("Worktrain-Session", "ses_…")`).
+    /// Returns `None` when there is nothing to commit. Read-only worktrees refuse.
+    #[tracing::instrument(level = "info", skip(self, message, trailers), fields(session = %session))]
+    pub fn commit_all(
+        &self,
+        session: SessionId,
+        message: &str,
+        trailers: &[(&str, &str)],
+    ) -> Result<Option<Oid>> {
+        let full_message = compose_message(message, trailers)?;
+        let wrepo = self.open_session(session)?;
+        if wrepo.head_detached().git(|| "reading HEAD".into())? {
+            return Err(Error::ReadOnly { session });
+        }
+        self.ensure_unlocked_index(&wrepo)?;
+        let mut index = wrepo.index().git(|| "opening the worktree index".into())?;
+        index
+            .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
+            .git(|| "staging worktree files".into())?;
+        index
+            .update_all(["*"], None)
+            .git(|| "staging deletions".into())?;
+        index.write().git(|| "writing the worktree index".into())?;
+        let tree_id = index.write_tree().git(|| "writing the tree".into())?;
+        let parent = wrepo.head().and_then(|h| h.peel_to_commit()).ok();
+        if parent.as_ref().is_some_and(|p| p.tree_id() == tree_id) {
+            tracing::info!("nothing to commit");
+            return Ok(None);
+        }
+        let tree = wrepo
+            .find_tree(tree_id)
+            .git(|| format!("reading tree {tree_id}"))?;
+        let identity = match &self.identity {
+            Some(id) => id.clone(),
+            None => wrepo
+                .signature()
+                .ok()
+                .and_then(|s| {
+                    Some(Identity {
+                        name: s.name().ok()?.to_owned(),
+                        email: s.email().ok()?.to_owned(),
+                    })
+                })
+                .unwrap_or_else(Identity::worktrain),
+        };
+        let sig = Signature::now(&identity.name, &identity.email)
+            .git(|| "making the commit signature".into())?;
+        let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
+        let oid = wrepo
+            .commit(Some("HEAD"), &sig, &sig, &full_message, &tree, &parents)
+            .git(|| "committing".into())?;
+        tracing::info!(%oid, "committed");
+        Ok(Some(oid))
+    }
+
+    /// Push the session branch `worktrain/<session>` to `refs/heads/<branch>` on
+    /// `remote` (fast-forward only; a rejection is [`Error::PushRejected`]). Pushing the
+    /// same commit again is a no-op success, so a retried delivery stage is safe.
+    #[tracing::instrument(level = "info", skip(self), fields(session = %session))]
+    pub fn push(&self, session: SessionId, remote: &str, branch: &str) -> Result<Pushed> {
+        let branch = short_branch(branch)?;
+        let repo = self.open_main()?;
+        let local = branch_ref(session);
+        let oid = match repo.refname_to_id(&local) {
+            Ok(oid) => oid,
+            Err(e) if e.code() == git2::ErrorCode::NotFound => {
+                return Err(Error::ReadOnly { session });
+            }
+            Err(e) => return Err(e).git(|| format!("reading `{local}`")),
+        };
+        let refname = format!("refs/heads/{branch}");
+        let spec = format!("{local}:{refname}");
+        let mut remote_handle = repo
+            .find_remote(remote)
+            .git(|| format!("looking up remote `{remote}`"))?;
+        let mut rejected: Option<(String, String)> = None;
+        {
+            let mut callbacks = RemoteCallbacks::new();
+            callbacks.push_update_reference(|name, status| {
+                if let Some(message) = status {
+                    rejected = Some((name.to_owned(), message.to_owned()));
+                }
+                Ok(())
+            });
+            let mut opts = PushOptions::new();
+            opts.remote_callbacks(callbacks);
+            remote_handle
+                .push(&[spec.as_str()], Some(&mut opts))
+                .map_err(|e| match e.code() {
+                    git2::ErrorCode::NotFastForward => Error::PushRejected {
+                        remote: remote.to_owned(),
+                        refname: refname.clone(),
+                        message: e.message().to_owned(),
+                    },
+                    _ => Error::Git {
+                        context: format!("pushing `{spec}` to `{remote}`"),
+                        source: e,
+                    },
+                })?;
+        }
+        if let Some((name, message)) = rejected {
+            return Err(Error::PushRejected {
+                remote: remote.to_owned(),
+                refname: name,
+                message,
+            });
+        }
+        tracing::info!(remote, %refname, %oid, "pushed");
+        Ok(Pushed {
+            remote: remote.to_owned(),
+            refname,
+            oid,
+        })
+    }
+
+    /// Whether the session's worktree has uncommitted changes (tracked or untracked, not
+    /// ignored). A status scan: call it explicitly, not on every event.
+    pub fn is_dirty(&self, session: SessionId) -> Result<bool> {
+        let wrepo = self.open_session(session)?;
+        is_dirty(&wrepo)
+    }
+}
+
+/// `message`, a blank line, then one `Key: value` line per trailer. Keys are
+/// `[A-Za-z0-9-]+`; values are one line.
+pub fn compose_message(message: &str, trailers: &[(&str, &str)]) -> Result<String> {
+    let body = message.trim_end();
+    if body.trim().is_empty() {
+        return Err(Error::Invalid {
+            what: "commit message",
+            value: String::new(),
+            reason: "must not be empty",
+        });
+    }
+    let mut out = format!("{body}\n");
+    if !trailers.is_empty() {
+        out.push('\n');
+        for (key, value) in trailers {
+            if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+                return Err(Error::Invalid {
+                    what: "trailer key",
+                    value: (*key).to_owned(),
+                    reason: "must be letters, digits and `-`",
+                });
+            }
+            if value.contains(['\n', '\r']) {
+                return Err(Error::Invalid {
+                    what: "trailer value",
+                    value: (*value).to_owned(),
+                    reason: "must be a single line",
+                });
+            }
+            out.push_str(&format!("{key}: {}\n", value.trim()));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::compose_message;
+
+    #[test]
+    fn trailers_are_appended_after_a_blank_line() {
+        let m = compose_message(
+            "Fix it\n\nBody.\n\n",
+            &[
+                ("Worktrain-Session", "ses_x"),
+                ("Co-authored-by", "a <b@c>"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            m,
+            "Fix it\n\nBody.\n\nWorktrain-Session: ses_x\nCo-authored-by: a <b@c>\n"
+        );
+        assert_eq!(compose_message("x", &[]).unwrap(), "x\n");
+        assert!(compose_message("  \n", &[]).is_err());
+        assert!(compose_message("x", &[("Bad Key", "v")]).is_err());
+        assert!(compose_message("x", &[("K", "a\nb")]).is_err());
+    }
+}

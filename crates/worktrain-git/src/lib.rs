@@ -1,0 +1,44 @@
+//! Git worktrees for worktrain sessions, on libgit2 (`git2`).
+//!
+//! Every session runs in its own worktree at `$WORKTRAIN_HOME/worktrees/<session>` on the
+//! branch `worktrain/<session>` (or detached, for read-only sessions), locked with a git
+//! worktree lock while in use. This crate is what the supervisor calls to:
+//!
+//! - create and re-attach worktrees ([`Worktrees::create`], [`Worktrees::create_detached`]),
+//! - end them per policy and reap leftovers ([`Worktrees::remove`],
+//!   [`Worktrees::prune_stale`], [`Worktrees::clean`]),
+//! - list them ([`Worktrees::list`]),
+//! - record, restore and diff step snapshots ([`Worktrees::snapshot`],
+//!   [`Worktrees::restore`], [`Worktrees::diff`]),
+//! - commit and push for delivery ([`Worktrees::commit_all`], [`Worktrees::push`]),
+//! - confine agent file tools to a worktree ([`Confined`]).
+//!
+//! Repositories are always opened by explicit path (never by searching upwards or from
+//! `$GIT_DIR`), and a worktree is only used after checking it belongs to this repository
+//! and lives where it should. Stale `index.lock` files are handled per
+//! [`lockfile`]'s policy. All calls are blocking. `docs/worktrees.md` describes the
+//! layout and rules; `docs/decisions/0007-worktrees.md` the choices behind them.
+
+pub mod confine;
+mod deliver;
+mod error;
+pub mod lockfile;
+mod names;
+mod snapshot;
+mod worktrees;
+
+pub use confine::{Confined, Escape};
+pub use deliver::{Pushed, compose_message};
+pub use error::{Error, Result};
+pub use git2::Oid;
+pub use lockfile::{IndexLockState, clear_stale_index_lock};
+pub use names::{
+    BRANCH_PREFIX, LockState, Mode, PRE_RESTORE_LABEL, SNAPSHOT_NAMESPACE, branch_name, branch_ref,
+    snapshot_prefix, snapshot_ref, validate_label,
+};
+pub use snapshot::{ChangeKind, DiffStat, FileStat, Restored, Snapshot, SnapshotDiff};
+pub use worktrees::{
+    CleanAction, CleanEntry, CleanOptions, CleanReason, CleanReport, CleanupPolicy, Disposition,
+    Identity, ListOptions, SessionOutcome, SessionWorktree, WorktreeInfo, Worktrees,
+    WorktreesConfig,
+};
