@@ -237,65 +237,11 @@ impl RunContext {
     }
 }
 
-/// Why a run failed. Stable wire names (`as_str`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FailureReason {
-    /// The agent stopped without finishing the workflow, also after a nudge.
-    AgentStoppedEarly,
-    /// The same tool call failed the same way again after a nudge.
-    RepeatedToolFailure,
-    /// Most tool calls failed or were denied.
-    ToolErrorsDominated,
-    /// The agent reported an issue it cannot get past (`report_issue` with `blocking`).
-    AgentReportedBlocker,
-    /// The wall-clock budget ran out.
-    WallClockExceeded,
-    /// The turn budget ran out.
-    TurnLimitExceeded,
-    /// The token budget ran out.
-    TokenLimitExceeded,
-    /// The cost budget ran out.
-    CostLimitExceeded,
-    /// The LLM could not be reached or refused the request (after retries).
-    LlmUnavailable,
-    /// The external agent process could not be started or crashed without progress.
-    AgentProcessFailed,
-    /// The step driver failed (store failure, session gone).
-    StepDriverFailed,
-    /// Events could not be recorded.
-    RecordingFailed,
-    /// The run's configuration cannot work (unpriced model with a cost limit, bad
-    /// worktree, bad command).
-    ConfigInvalid,
-}
+/// Why a run failed (shared with the supervisor, which adds its own reasons).
+pub use worktrain_core::run::FailureReason;
 
-impl FailureReason {
-    /// The wire name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FailureReason::AgentStoppedEarly => "agent_stopped_early",
-            FailureReason::RepeatedToolFailure => "repeated_tool_failure",
-            FailureReason::ToolErrorsDominated => "tool_errors_dominated",
-            FailureReason::AgentReportedBlocker => "agent_reported_blocker",
-            FailureReason::WallClockExceeded => "wall_clock_exceeded",
-            FailureReason::TurnLimitExceeded => "turn_limit_exceeded",
-            FailureReason::TokenLimitExceeded => "token_limit_exceeded",
-            FailureReason::CostLimitExceeded => "cost_limit_exceeded",
-            FailureReason::LlmUnavailable => "llm_unavailable",
-            FailureReason::AgentProcessFailed => "agent_process_failed",
-            FailureReason::StepDriverFailed => "step_driver_failed",
-            FailureReason::RecordingFailed => "recording_failed",
-            FailureReason::ConfigInvalid => "config_invalid",
-        }
-    }
-}
 
-impl std::fmt::Display for FailureReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+
 
 /// Counters of one run.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -112,6 +112,15 @@ impl Cursor {
             | EventBody::GateRejected { .. }
             | EventBody::CheckpointRecorded { .. }
             | EventBody::JumpExhausted { .. }
+            | EventBody::RunQueued { .. }
+            | EventBody::RunStarted { .. }
+            | EventBody::RunInterrupted { .. }
+            | EventBody::RunRequeued { .. }
+            | EventBody::RunFinished { .. }
+            | EventBody::CancelRequested { .. }
+            | EventBody::Steered { .. }
+            | EventBody::AgentActivity { .. }
+            | EventBody::StepSnapshotted { .. }
             | EventBody::SessionCompleted { .. } => {}
         }
         Ok(())

@@ -6,6 +6,7 @@ use serde_json::{Map, Value};
 use crate::compile::{LoopIndex, Pc, StepIndex};
 use crate::cursor::{Cursor, LoopDecision};
 use crate::ids::{Attempt, NodeId, Seq, SessionId, Sha256Hash, StepId, WorkflowId};
+use crate::run::{FailureReason, InterruptReason, RequeueReason, RunEnd, RunLimits, Trigger};
 use crate::workflow::GateKind;
 
 /// How a session is driven.
@@ -272,6 +273,92 @@ pub enum EventBody {
         /// The program position restored (the target node's entry cursor).
         cursor: Cursor,
     },
+    /// The session was queued to run under the daemon.
+    RunQueued {
+        /// Agent profile that will drive it.
+        agent: String,
+        /// What started it.
+        trigger: Trigger,
+        /// Budgets.
+        #[serde(default)]
+        limits: RunLimits,
+        /// Higher runs first.
+        #[serde(default)]
+        priority: i32,
+        /// Review-style run: a detached worktree, nothing delivered.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        readonly: bool,
+        /// Base ref the worktree starts from (default: the repository's configured base).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        base: Option<String>,
+        /// The dispatch idempotency key, when given.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        dispatch_key: Option<String>,
+    },
+    /// A worker claimed the run.
+    RunStarted {
+        /// Run attempt (1 for the first start; +1 per resume or retry).
+        run: u32,
+        /// The worker (daemon instance).
+        worker: String,
+        /// Worktree directory.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        worktree: Option<String>,
+        /// Branch checked out in it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        branch: Option<String>,
+    },
+    /// The run stopped without ending (shutdown, lost lease).
+    RunInterrupted {
+        /// Run attempt.
+        run: u32,
+        /// Why.
+        reason: InterruptReason,
+    },
+    /// The run was queued again.
+    RunRequeued {
+        /// Why.
+        reason: RequeueReason,
+    },
+    /// The run ended.
+    RunFinished {
+        /// Run attempt.
+        run: u32,
+        /// How.
+        end: RunEnd,
+        /// Why it failed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<FailureReason>,
+        /// Details for humans.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
+    },
+    /// An operator asked to cancel the run.
+    CancelRequested {
+        /// Why.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
+    },
+    /// An operator message for the agent's next turn.
+    Steered {
+        /// The message.
+        message: String,
+    },
+    /// Something the agent did: an LLM turn, a tool call, a nudge, output of an external
+    /// agent (the agent runner's event, as JSON tagged by `type`).
+    AgentActivity {
+        /// The activity.
+        activity: Value,
+    },
+    /// The worktree state when a step completed, as a commit on a hidden ref.
+    StepSnapshotted {
+        /// Node whose completion it records.
+        node: NodeId,
+        /// The ref (`refs/worktrain/<session>/<node>`).
+        git_ref: String,
+        /// Commit id.
+        commit: String,
+    },
     /// The workflow reached its end.
     SessionCompleted {
         /// The last node completed, if any step ran.
@@ -373,6 +460,24 @@ pub enum EventKind {
     JumpExhausted,
     /// See [`EventBody::CheckpointRecorded`].
     CheckpointRecorded,
+    /// See [`EventBody::RunQueued`].
+    RunQueued,
+    /// See [`EventBody::RunStarted`].
+    RunStarted,
+    /// See [`EventBody::RunInterrupted`].
+    RunInterrupted,
+    /// See [`EventBody::RunRequeued`].
+    RunRequeued,
+    /// See [`EventBody::RunFinished`].
+    RunFinished,
+    /// See [`EventBody::CancelRequested`].
+    CancelRequested,
+    /// See [`EventBody::Steered`].
+    Steered,
+    /// See [`EventBody::AgentActivity`].
+    AgentActivity,
+    /// See [`EventBody::StepSnapshotted`].
+    StepSnapshotted,
     /// See [`EventBody::SessionRewound`].
     SessionRewound,
     /// See [`EventBody::SessionCompleted`].
@@ -397,6 +502,15 @@ impl EventKind {
             EventKind::JumpTaken => "jump_taken",
             EventKind::JumpExhausted => "jump_exhausted",
             EventKind::CheckpointRecorded => "checkpoint_recorded",
+            EventKind::RunQueued => "run_queued",
+            EventKind::RunStarted => "run_started",
+            EventKind::RunInterrupted => "run_interrupted",
+            EventKind::RunRequeued => "run_requeued",
+            EventKind::RunFinished => "run_finished",
+            EventKind::CancelRequested => "cancel_requested",
+            EventKind::Steered => "steered",
+            EventKind::AgentActivity => "agent_activity",
+            EventKind::StepSnapshotted => "step_snapshotted",
             EventKind::SessionRewound => "session_rewound",
             EventKind::SessionCompleted => "session_completed",
         }
@@ -421,6 +535,15 @@ impl EventBody {
             EventBody::JumpTaken { .. } => EventKind::JumpTaken,
             EventBody::JumpExhausted { .. } => EventKind::JumpExhausted,
             EventBody::CheckpointRecorded { .. } => EventKind::CheckpointRecorded,
+            EventBody::RunQueued { .. } => EventKind::RunQueued,
+            EventBody::RunStarted { .. } => EventKind::RunStarted,
+            EventBody::RunInterrupted { .. } => EventKind::RunInterrupted,
+            EventBody::RunRequeued { .. } => EventKind::RunRequeued,
+            EventBody::RunFinished { .. } => EventKind::RunFinished,
+            EventBody::CancelRequested { .. } => EventKind::CancelRequested,
+            EventBody::Steered { .. } => EventKind::Steered,
+            EventBody::AgentActivity { .. } => EventKind::AgentActivity,
+            EventBody::StepSnapshotted { .. } => EventKind::StepSnapshotted,
             EventBody::SessionRewound { .. } => EventKind::SessionRewound,
             EventBody::SessionCompleted { .. } => EventKind::SessionCompleted,
         }

@@ -18,6 +18,7 @@ pub mod machine;
 pub mod projection;
 pub mod prompt;
 pub mod response;
+pub mod run;
 pub mod simulate;
 pub mod token;
 pub mod workflow;

@@ -9,7 +9,107 @@ use crate::compile::{Pc, StepIndex};
 use crate::context::merge;
 use crate::cursor::Cursor;
 use crate::event::{Blocker, BlockerCode, EntryCause, EventBody, SessionMode, StoredEvent};
+use crate::run::{FailureReason, RequeueReason, RunEnd, RunLimits, RunState, Trigger};
 use crate::workflow::GateKind;
+
+/// The daemon-run side of a session (absent for interactive sessions).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunInfo {
+    /// Where the run stands.
+    pub state: RunState,
+    /// Agent profile.
+    pub agent: String,
+    /// What started it.
+    pub trigger: Trigger,
+    /// Budgets.
+    #[serde(default)]
+    pub limits: RunLimits,
+    /// Queue priority.
+    #[serde(default)]
+    pub priority: i32,
+    /// Review-style run.
+    #[serde(default)]
+    pub readonly: bool,
+    /// Base ref.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
+    /// Run attempts started.
+    pub run: u32,
+    /// Worker holding it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+    /// Worktree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worktree: Option<String>,
+    /// Branch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<FailureReason>,
+    /// Details.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// Interruptions so far.
+    #[serde(default)]
+    pub interruptions: u32,
+    /// Cancellation requested and not yet honoured.
+    #[serde(default)]
+    pub cancel_requested: bool,
+    /// Operator messages not yet delivered to the agent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_steers: Vec<String>,
+    /// When it was (last) queued.
+    pub queued_at_ms: i64,
+    /// When the current attempt started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at_ms: Option<i64>,
+    /// When it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at_ms: Option<i64>,
+}
+
+/// Agent activity counters.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Telemetry {
+    /// LLM turns.
+    pub turns: u64,
+    /// Input tokens.
+    pub input_tokens: u64,
+    /// Output tokens.
+    pub output_tokens: u64,
+    /// Cache read + creation tokens.
+    pub cache_tokens: u64,
+    /// Tool calls.
+    pub tool_calls: u64,
+    /// Tool calls that failed or were denied.
+    pub tool_errors: u64,
+}
+
+/// A row of the run queue projection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueueRow {
+    /// Session.
+    pub session_id: SessionId,
+    /// State (queued or running; finished runs leave the queue).
+    pub state: RunState,
+    /// Priority (higher first).
+    pub priority: i32,
+    /// Workspace, for per-workspace caps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<String>,
+    /// Trigger id, for per-trigger caps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<String>,
+    /// Agent profile.
+    pub agent: String,
+    /// Queue order: when it was (re)queued.
+    pub queued_at_ms: i64,
+    /// Worker holding it, when running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+}
 use crate::ids::{Attempt, NodeId, Seq, SessionId, Sha256Hash, StepId, WorkflowId};
 
 /// Lifecycle state of a session.
@@ -135,6 +235,12 @@ pub struct SessionSummary {
     /// Jumps taken.
     #[serde(default)]
     pub jumps: u32,
+    /// The daemon run, for sessions dispatched to the daemon.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<RunInfo>,
+    /// Agent activity counters.
+    #[serde(default)]
+    pub telemetry: Telemetry,
     /// Content hash of the last checkpoint on the current node (a repeat of it is a replay).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_checkpoint: Option<Sha256Hash>,
@@ -268,6 +374,10 @@ pub enum ProjectionChange {
     },
     /// An attempt was recorded, or its outcome changed (parked → completed).
     UpsertAttempt(AttemptRecord),
+    /// The session's row in the run queue was added or changed.
+    UpsertQueue(QueueRow),
+    /// The session left the run queue (its run ended or parked).
+    RemoveQueue,
     /// A parked attempt was rejected.
     RejectAttempt {
         /// Node.
@@ -346,6 +456,8 @@ pub fn apply(
                 rewinds: 0,
                 loop_passes: 0,
                 jumps: 0,
+                run: None,
+                telemetry: Telemetry::default(),
                 last_checkpoint: None,
                 created_at_ms: event.created_at_ms,
                 updated_at_ms: event.created_at_ms,
@@ -535,6 +647,136 @@ pub fn apply(
             s.status = SessionStatus::Complete;
             s.current = None;
         }
+        EventBody::RunQueued {
+            agent,
+            trigger,
+            limits,
+            priority,
+            readonly,
+            base,
+            ..
+        } => {
+            if s.run.is_some() {
+                return Err(err("the session already has a run"));
+            }
+            s.run = Some(RunInfo {
+                state: RunState::Queued,
+                agent: agent.clone(),
+                trigger: trigger.clone(),
+                limits: limits.clone(),
+                priority: *priority,
+                readonly: *readonly,
+                base: base.clone(),
+                run: 0,
+                worker: None,
+                worktree: None,
+                branch: None,
+                failure: None,
+                detail: None,
+                interruptions: 0,
+                cancel_requested: false,
+                pending_steers: Vec::new(),
+                queued_at_ms: event.created_at_ms,
+                started_at_ms: None,
+                finished_at_ms: None,
+            });
+            changes.push(ProjectionChange::UpsertQueue(queue_row(&s)));
+        }
+        EventBody::RunStarted {
+            run,
+            worker,
+            worktree,
+            branch,
+        } => {
+            let r = s.run.as_mut().ok_or_else(|| err("no run"))?;
+            if r.state != RunState::Queued {
+                return Err(err("only a queued run can start"));
+            }
+            r.state = RunState::Running;
+            r.run = *run;
+            r.worker = Some(worker.clone());
+            r.worktree = worktree.clone().or(r.worktree.take());
+            r.branch = branch.clone().or(r.branch.take());
+            r.started_at_ms = Some(event.created_at_ms);
+            r.failure = None;
+            r.detail = None;
+            changes.push(ProjectionChange::UpsertQueue(queue_row(&s)));
+        }
+        EventBody::RunInterrupted { .. } => {
+            let r = s.run.as_mut().ok_or_else(|| err("no run"))?;
+            r.state = RunState::Interrupted;
+            r.worker = None;
+            r.interruptions += 1;
+            // Interrupted runs stay visible in the queue until recovery decides.
+            changes.push(ProjectionChange::UpsertQueue(queue_row(&s)));
+        }
+        EventBody::RunRequeued { reason } => {
+            let r = s.run.as_mut().ok_or_else(|| err("no run"))?;
+            match reason {
+                RequeueReason::Retry => {
+                    r.failure = None;
+                    r.detail = None;
+                    r.cancel_requested = false;
+                    r.interruptions = 0;
+                }
+                RequeueReason::Resume | RequeueReason::GateDecided => {}
+            }
+            r.state = RunState::Queued;
+            r.worker = None;
+            r.finished_at_ms = None;
+            r.queued_at_ms = event.created_at_ms;
+            changes.push(ProjectionChange::UpsertQueue(queue_row(&s)));
+        }
+        EventBody::RunFinished {
+            end, reason, detail, ..
+        } => {
+            let r = s.run.as_mut().ok_or_else(|| err("no run"))?;
+            r.state = match end {
+                RunEnd::Completed => RunState::Completed,
+                RunEnd::Failed => RunState::Failed,
+                RunEnd::Cancelled => RunState::Cancelled,
+                RunEnd::Parked => RunState::Parked,
+            };
+            r.failure = *reason;
+            r.detail = detail.clone();
+            r.worker = None;
+            r.cancel_requested = false;
+            r.finished_at_ms = Some(event.created_at_ms);
+            changes.push(ProjectionChange::RemoveQueue);
+        }
+        EventBody::CancelRequested { .. } => {
+            let r = s.run.as_mut().ok_or_else(|| err("no run"))?;
+            r.cancel_requested = true;
+        }
+        EventBody::Steered { message } => {
+            if let Some(r) = s.run.as_mut() {
+                r.pending_steers.push(message.clone());
+            }
+        }
+        EventBody::AgentActivity { activity } => {
+            let num = |k: &str| activity.get(k).and_then(Value::as_u64).unwrap_or(0);
+            match activity.get("type").and_then(Value::as_str) {
+                Some("llm_turn") => {
+                    s.telemetry.turns += 1;
+                    s.telemetry.input_tokens += num("input_tokens");
+                    s.telemetry.output_tokens += num("output_tokens");
+                    s.telemetry.cache_tokens += num("cache_read_tokens") + num("cache_creation_tokens");
+                }
+                Some("tool_call") => {
+                    s.telemetry.tool_calls += 1;
+                    if activity.get("error").is_some_and(|e| !e.is_null()) {
+                        s.telemetry.tool_errors += 1;
+                    }
+                }
+                Some("steering_delivered") => {
+                    if let Some(r) = s.run.as_mut() {
+                        r.pending_steers.clear();
+                    }
+                }
+                _ => {}
+            }
+        }
+        EventBody::StepSnapshotted { .. } => {}
     }
     if let Some(ProjectionChange::UpsertAttempt(a)) = changes.iter().find(|c| matches!(c, ProjectionChange::UpsertAttempt(_))) {
         changes.push(ProjectionChange::SetNodeAttempts {
@@ -564,4 +806,18 @@ fn attempt_change(
         response,
         seq,
     })
+}
+
+fn queue_row(s: &SessionSummary) -> QueueRow {
+    let r = s.run.as_ref();
+    QueueRow {
+        session_id: s.session_id,
+        state: r.map(|r| r.state).unwrap_or(RunState::Queued),
+        priority: r.map(|r| r.priority).unwrap_or(0),
+        workspace: s.workspace.clone(),
+        trigger: r.and_then(|r| r.trigger.id.clone()),
+        agent: r.map(|r| r.agent.clone()).unwrap_or_default(),
+        queued_at_ms: r.map(|r| r.queued_at_ms).unwrap_or(s.created_at_ms),
+        worker: r.and_then(|r| r.worker.clone()),
+    }
 }

@@ -33,6 +33,82 @@ pub struct Config {
     pub store: StoreConfig,
     /// Size limits on agent submissions.
     pub limits: Limits,
+    /// `worktrain daemon` settings.
+    pub daemon: DaemonSettings,
+    /// Agent profiles by name (validated by the daemon: `kind: llm` or `kind: command`).
+    pub agents: std::collections::BTreeMap<String, serde_json::Value>,
+}
+
+/// `worktrain daemon` settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaemonSettings {
+    /// Address to serve on. Non-loopback addresses need the API token (always present
+    /// after `init`) and `allow_remote: true`.
+    pub bind: String,
+    /// Explicit consent to listen on a non-loopback address.
+    pub allow_remote: bool,
+    /// Sessions running at once, across everything.
+    pub max_concurrent_sessions: usize,
+    /// Sessions running at once in one workspace (0 = no cap).
+    pub max_per_workspace: usize,
+    /// Caps per trigger id.
+    pub max_per_trigger: std::collections::BTreeMap<String, usize>,
+    /// Agent profile used when a dispatch names none.
+    pub default_agent: String,
+    /// Worker lease, in seconds; heartbeats renew it at a third of that.
+    pub lease_secs: u64,
+    /// Interruptions (restarts, lost leases) after which a run fails instead of resuming.
+    pub max_interruptions: u32,
+    /// Largest request body, in bytes.
+    pub body_limit_bytes: usize,
+    /// Request timeout for ordinary API calls, in seconds (long-polls have their own).
+    pub request_timeout_secs: u64,
+    /// Worktree policy.
+    pub worktrees: WorktreeSettings,
+}
+
+impl Default for DaemonSettings {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1:7878".into(),
+            allow_remote: false,
+            max_concurrent_sessions: 4,
+            max_per_workspace: 0,
+            max_per_trigger: std::collections::BTreeMap::new(),
+            default_agent: "default".into(),
+            lease_secs: 30,
+            max_interruptions: 3,
+            body_limit_bytes: 1024 * 1024,
+            request_timeout_secs: 30,
+            worktrees: WorktreeSettings::default(),
+        }
+    }
+}
+
+/// Where and how session worktrees are made.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorktreeSettings {
+    /// Run each session in its own git worktree (off: the agent works in the workspace itself).
+    pub enabled: bool,
+    /// Remote fetched before a worktree is created.
+    pub remote: String,
+    /// Base branch new session branches start from.
+    pub base_branch: String,
+    /// Keep the worktree of a failed session this long for inspection, in hours.
+    pub keep_failed_hours: u64,
+}
+
+impl Default for WorktreeSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            remote: "origin".into(),
+            base_branch: "main".into(),
+            keep_failed_hours: 72,
+        }
+    }
 }
 
 /// Storage settings.
@@ -62,6 +138,25 @@ limits:
   artifact_bytes: 1048576       # largest single artifact
   artifacts_per_submission: 16
   blob_bytes: 8388608           # largest stored blob
+daemon:
+  bind: 127.0.0.1:7878          # loopback only unless allow_remote: true
+  max_concurrent_sessions: 4
+  max_per_workspace: 0          # 0 = no per-workspace cap
+  lease_secs: 30
+  max_interruptions: 3          # then a run fails instead of resuming
+  worktrees:
+    enabled: true
+    remote: origin
+    base_branch: main
+    keep_failed_hours: 72
+# Agent profiles: `worktrain spawn --agent NAME` (default: `default`).
+agents:
+  default:
+    kind: llm
+    llm:
+      provider: anthropic       # or openai (any OpenAI-compatible server via base_url)
+      model: claude-sonnet-4-5
+      api_key: {env: ANTHROPIC_API_KEY}
 ";
 
 /// Problems with the home directory.
@@ -378,7 +473,10 @@ mod tests {
                 assert_eq!(mode, 0o600, "{f}");
             }
         }
-        assert_eq!(home.config().unwrap(), Config::default());
+        let config = home.config().unwrap();
+        assert_eq!(config.limits, Limits::default());
+        assert_eq!(config.daemon, DaemonSettings::default());
+        assert!(config.agents.contains_key("default"), "the written config documents an agent profile");
     }
 
     #[test]

@@ -94,6 +94,38 @@ pub struct StartRequest {
     pub parent: Option<SessionId>,
 }
 
+/// A request to run a session under the daemon.
+#[derive(Debug, Clone)]
+pub struct DispatchRequest {
+    /// What to start.
+    pub start: StartRequest,
+    /// Agent profile.
+    pub agent: String,
+    /// What started it.
+    pub trigger: worktrain_core::run::Trigger,
+    /// Budgets.
+    pub limits: worktrain_core::run::RunLimits,
+    /// Queue priority (higher first).
+    pub priority: i32,
+    /// Review-style run (detached worktree).
+    pub readonly: bool,
+    /// Base ref for the worktree.
+    pub base: Option<String>,
+    /// Idempotency key: the same key returns the existing session.
+    pub idempotency_key: Option<String>,
+}
+
+/// The result of a dispatch.
+#[derive(Debug, Clone)]
+pub struct Dispatched {
+    /// The session.
+    pub session_id: SessionId,
+    /// False when the idempotency key matched an existing session.
+    pub created: bool,
+    /// The first step (for a new session).
+    pub reply: Option<Reply>,
+}
+
 /// The branch checked out in a git working tree, read from `.git/HEAD` (also for linked
 /// worktrees, whose `.git` file points at the real git dir). `None` when detached or not
 /// a repository.
@@ -440,6 +472,119 @@ impl Engine {
             }
         }
         Err(contention(id))
+    }
+
+    /// Create a session and queue its run, in one transaction. With an idempotency key
+    /// that was seen before, returns the existing session instead.
+    pub async fn dispatch(&self, req: DispatchRequest) -> Result<Dispatched, ApiError> {
+        if let Some(key) = &req.idempotency_key {
+            if let Some(existing) = self.store.session_by_dispatch_key(key).await.map_err(store_error)? {
+                return Ok(Dispatched {
+                    session_id: existing,
+                    created: false,
+                    reply: None,
+                });
+            }
+        }
+        let id = new_session_id()?;
+        let start = req.start;
+        let pinned = &start.workflow.pinned;
+        let mut plan = self.machine(pinned).start(
+            id,
+            StartParams {
+                goal: start.goal,
+                branch: start
+                    .workspace
+                    .as_deref()
+                    .and_then(|w| git_branch(std::path::Path::new(w))),
+                workspace: start.workspace,
+                context: start.context,
+                source: start.workflow.source.clone(),
+                mode: SessionMode::Autonomous,
+                parent: start.parent,
+            },
+        )?;
+        plan.events.push(worktrain_core::event::NewEvent {
+            body: worktrain_core::event::EventBody::RunQueued {
+                agent: req.agent,
+                trigger: req.trigger,
+                limits: req.limits,
+                priority: req.priority,
+                readonly: req.readonly,
+                base: req.base,
+                dispatch_key: req.idempotency_key.clone(),
+            },
+            idempotency_key: Some(format!("{id}:run-queued")),
+        });
+        match self.persist(Seq(0), id, &plan).await {
+            Ok(Persisted::Written) => {}
+            Ok(Persisted::Duplicate | Persisted::LostRace) => {
+                return Err(ApiError::internal("a fresh session id collided with an existing session"));
+            }
+            Err(e) => {
+                // A concurrent dispatch with the same key won the unique index.
+                if let Some(key) = &req.idempotency_key {
+                    if let Some(existing) = self.store.session_by_dispatch_key(key).await.map_err(store_error)? {
+                        return Ok(Dispatched {
+                            session_id: existing,
+                            created: false,
+                            reply: None,
+                        });
+                    }
+                }
+                return Err(e);
+            }
+        }
+        self.remember(pinned);
+        info!(session_id = %id, workflow = %pinned.workflow.id, "session dispatched");
+        Ok(Dispatched {
+            session_id: id,
+            created: true,
+            reply: Some(Reply {
+                response: plan.response,
+                bytes: plan.response_bytes,
+                replayed: false,
+            }),
+        })
+    }
+
+    /// Append events decided against the session's current state, re-deciding after a
+    /// lost race. `decide` returns the events to append (none: nothing to do).
+    pub async fn transition<F>(&self, id: SessionId, mut decide: F) -> Result<SessionSummary, ApiError>
+    where
+        F: FnMut(&SessionSummary) -> Result<Vec<worktrain_core::event::EventBody>, ApiError>,
+    {
+        for _ in 0..MAX_REJUDGE {
+            let summary = self.summary(id).await?;
+            let bodies = decide(&summary)?;
+            if bodies.is_empty() {
+                return Ok(summary);
+            }
+            let events = bodies
+                .into_iter()
+                .map(|body| worktrain_core::event::NewEvent { body, idempotency_key: None })
+                .collect();
+            match self
+                .store
+                .append(AppendRequest {
+                    session_id: id,
+                    expected_seq: summary.last_seq,
+                    events,
+                    blobs: Vec::new(),
+                })
+                .await
+            {
+                Ok(outcome) => return Ok(outcome.summary),
+                Err(StoreError::SeqConflict { .. }) => continue,
+                Err(e) => return Err(store_error(e)),
+            }
+        }
+        Err(contention(id))
+    }
+
+    /// The session summary (one row).
+    pub async fn session(&self, id: SessionId) -> Result<SessionSummary, ApiError> {
+        self.summary(id).await
     }
 
     /// Approve a parked step: it completes with the output that was parked.

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use worktrain_core::event::{NewEvent, StoredEvent};
 use worktrain_core::ids::{Attempt, NodeId, Seq, SessionId, Sha256Hash, WorkflowId};
 use worktrain_core::projection::{
-    AttemptRecord, NodeRecord, ProjectionError, SessionStatus, SessionSummary,
+    AttemptRecord, NodeRecord, ProjectionError, QueueRow, SessionStatus, SessionSummary,
 };
 
 pub mod sqlite;
@@ -115,6 +115,20 @@ pub struct ProjectionDump {
     pub nodes: Vec<serde_json::Value>,
     /// Attempt rows, by (session, node, attempt).
     pub attempts: Vec<serde_json::Value>,
+    /// Run queue rows, in queue order.
+    #[serde(default)]
+    pub queue: Vec<serde_json::Value>,
+}
+
+/// A worker's lease on a running session (operational state, renewed by heartbeats).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// Session.
+    pub session_id: SessionId,
+    /// Worker holding it.
+    pub worker: String,
+    /// Expiry (ms since the Unix epoch).
+    pub expires_at_ms: i64,
 }
 
 /// Store failures.
@@ -221,4 +235,19 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// The schema version recorded in the database.
     async fn schema_version(&self) -> Result<i64, StoreError>;
+
+    /// The run queue (queued and running runs), in claim order: priority, then age.
+    async fn queue(&self) -> Result<Vec<QueueRow>, StoreError>;
+
+    /// Create or extend a worker's lease on a running session.
+    async fn renew_lease(&self, id: SessionId, worker: &str, expires_at_ms: i64) -> Result<(), StoreError>;
+
+    /// Drop a lease (the run ended or was handed back).
+    async fn release_lease(&self, id: SessionId) -> Result<(), StoreError>;
+
+    /// Every lease.
+    async fn leases(&self) -> Result<Vec<Lease>, StoreError>;
+
+    /// The session dispatched with this idempotency key, if any.
+    async fn session_by_dispatch_key(&self, key: &str) -> Result<Option<SessionId>, StoreError>;
 }

@@ -19,11 +19,13 @@ use sqlx::{QueryBuilder, Row, Sqlite};
 use worktrain_core::event::{StoredEvent, chain_hash};
 use worktrain_core::ids::{Attempt, NodeId, Seq, SessionId, Sha256Hash};
 use worktrain_core::projection::{
-    AttemptOutcome, AttemptRecord, NodeRecord, NodeStatus, ProjectionChange, SessionSummary, apply,
+    AttemptOutcome, AttemptRecord, NodeRecord, NodeStatus, ProjectionChange, QueueRow,
+    SessionSummary, apply,
 };
+use worktrain_core::run::RunState;
 
 use crate::{
-    AppendOutcome, AppendRequest, BrokenLink, ChainReport, EventStore, ProjectionDump,
+    AppendOutcome, AppendRequest, BrokenLink, ChainReport, EventStore, Lease, ProjectionDump,
     RebuildReport, SessionFilter, StoreError,
 };
 
@@ -40,10 +42,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "loops and gates",
         include_str!("../migrations/sqlite/0002_loops_and_gates.sql"),
     ),
+    (3, "runs", include_str!("../migrations/sqlite/0003_runs.sql")),
 ];
 
 /// The schema version this build creates and understands.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Rows per multi-row INSERT (9 parameters each, well under SQLite's limit).
 const INSERT_CHUNK: usize = 500;
@@ -289,6 +292,32 @@ async fn write_changes(
                     .bind(i64::from(*attempts))
                     .bind(&sid)
                     .bind(i64::from(node.0))
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            ProjectionChange::UpsertQueue(q) => {
+                sqlx::query(
+                    "INSERT INTO run_queue (session_id, state, priority, workspace, trigger_id, agent, queued_at_ms, worker)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                     ON CONFLICT (session_id) DO UPDATE SET state = excluded.state,
+                         priority = excluded.priority, workspace = excluded.workspace,
+                         trigger_id = excluded.trigger_id, agent = excluded.agent,
+                         queued_at_ms = excluded.queued_at_ms, worker = excluded.worker",
+                )
+                .bind(&sid)
+                .bind(q.state.as_str())
+                .bind(i64::from(q.priority))
+                .bind(q.workspace.as_deref())
+                .bind(q.trigger.as_deref())
+                .bind(&q.agent)
+                .bind(q.queued_at_ms)
+                .bind(q.worker.as_deref())
+                .execute(&mut *conn)
+                .await?;
+            }
+            ProjectionChange::RemoveQueue => {
+                sqlx::query("DELETE FROM run_queue WHERE session_id = ?")
+                    .bind(&sid)
                     .execute(&mut *conn)
                     .await?;
             }
@@ -802,7 +831,7 @@ impl EventStore for SqliteStore {
 
     async fn rebuild_projections(&self) -> Result<RebuildReport, StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        for table in ["session_attempts", "session_nodes", "sessions"] {
+        for table in ["session_attempts", "session_nodes", "sessions", "run_queue"] {
             sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table}")))
                 .execute(&mut *tx)
                 .await?;
@@ -896,15 +925,92 @@ impl EventStore for SqliteStore {
                 Ok(json!({"session_id": sid, "attempt": serde_json::to_value(a).map_err(corrupt)?}))
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
+        let queue = self
+            .queue()
+            .await?
+            .iter()
+            .map(|q| serde_json::to_value(q).map_err(corrupt))
+            .collect::<Result<Vec<_>, StoreError>>()?;
         Ok(ProjectionDump {
             sessions,
             nodes,
             attempts,
+            queue,
         })
     }
 
     async fn schema_version(&self) -> Result<i64, StoreError> {
         self.applied_version().await
+    }
+
+    async fn queue(&self) -> Result<Vec<QueueRow>, StoreError> {
+        sqlx::query(
+            "SELECT session_id, state, priority, workspace, trigger_id, agent, queued_at_ms, worker
+             FROM run_queue ORDER BY priority DESC, queued_at_ms, session_id",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(QueueRow {
+                session_id: parse(&r.try_get::<String, _>("session_id")?, "session id")?,
+                state: RunState::parse(&r.try_get::<String, _>("state")?)
+                    .ok_or_else(|| corrupt("unknown run state in run_queue"))?,
+                priority: i32::try_from(r.try_get::<i64, _>("priority")?).map_err(corrupt)?,
+                workspace: r.try_get("workspace")?,
+                trigger: r.try_get("trigger_id")?,
+                agent: r.try_get("agent")?,
+                queued_at_ms: r.try_get("queued_at_ms")?,
+                worker: r.try_get("worker")?,
+            })
+        })
+        .collect()
+    }
+
+    async fn renew_lease(&self, id: SessionId, worker: &str, expires_at_ms: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO run_leases (session_id, worker, expires_at_ms) VALUES (?, ?, ?)
+             ON CONFLICT (session_id) DO UPDATE SET worker = excluded.worker, expires_at_ms = excluded.expires_at_ms",
+        )
+        .bind(id.to_string())
+        .bind(worker)
+        .bind(expires_at_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn release_lease(&self, id: SessionId) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM run_leases WHERE session_id = ?")
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn leases(&self) -> Result<Vec<Lease>, StoreError> {
+        sqlx::query("SELECT session_id, worker, expires_at_ms FROM run_leases ORDER BY session_id")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(Lease {
+                    session_id: parse(&r.try_get::<String, _>("session_id")?, "session id")?,
+                    worker: r.try_get("worker")?,
+                    expires_at_ms: r.try_get("expires_at_ms")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn session_by_dispatch_key(&self, key: &str) -> Result<Option<SessionId>, StoreError> {
+        let row: Option<(String,)> = sqlx::query_as(
+            "SELECT session_id FROM events WHERE kind = 'run_queued' AND json_extract(payload, '$.dispatch_key') = ?",
+        )
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|(s,)| parse(&s, "session id")).transpose()
     }
 }
 

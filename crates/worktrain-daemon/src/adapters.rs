@@ -1,0 +1,213 @@
+//! The seams between an agent run and the engine: the step driver holds the session's
+//! tokens (the model never sees them) and the event sink records agent activity as
+//! session events.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use async_trait::async_trait;
+use tokio::sync::Mutex;
+use tracing::debug;
+use worktrain_agent::{
+    AgentEvent, DriverError, EventSink, Heartbeat, SinkError, StepDriver, StepOutput, StepResult,
+    StepStatus,
+};
+use worktrain_core::error::{ApiError, ErrorCode};
+use worktrain_core::event::EventBody;
+use worktrain_core::ids::{NodeId, SessionId};
+use worktrain_core::machine::Submission;
+use worktrain_core::response::{Outcome, StepResponse};
+use worktrain_engine::{Engine, SessionRef};
+
+use crate::worktrees::WorktreeHandle;
+
+/// Drives one session through the engine, holding its current advance token.
+pub struct EngineDriver {
+    engine: Arc<Engine>,
+    session: SessionId,
+    token: Mutex<Option<(String, NodeId)>>,
+    worktree: Option<Arc<WorktreeHandle>>,
+}
+
+impl EngineDriver {
+    /// A driver for `session`; snapshots the worktree after each completed step.
+    pub fn new(engine: Arc<Engine>, session: SessionId, worktree: Option<Arc<WorktreeHandle>>) -> Self {
+        Self {
+            engine,
+            session,
+            token: Mutex::new(None),
+            worktree,
+        }
+    }
+
+    async fn refresh(&self) -> Result<StepResponse, DriverError> {
+        let reply = self
+            .engine
+            .rehydrate(&SessionRef::Id(self.session))
+            .await
+            .map_err(|e| DriverError::Failed(e.to_string()))?;
+        self.remember(&reply.response).await;
+        Ok(reply.response)
+    }
+
+    async fn remember(&self, r: &StepResponse) {
+        let next = match (&r.tokens.advance, &r.step) {
+            (Some(t), Some(s)) => Some((t.clone(), s.node)),
+            _ => None,
+        };
+        *self.token.lock().await = next;
+    }
+
+    /// Record the worktree's state after `node` completed.
+    async fn snapshot(&self, node: NodeId) {
+        let Some(wt) = &self.worktree else { return };
+        match wt.snapshot(node).await {
+            Ok(Some((git_ref, commit))) => {
+                let recorded = self
+                    .engine
+                    .transition(self.session, |_| {
+                        Ok(vec![EventBody::StepSnapshotted {
+                            node,
+                            git_ref: git_ref.clone(),
+                            commit: commit.clone(),
+                        }])
+                    })
+                    .await;
+                if let Err(e) = recorded {
+                    tracing::warn!(session_id = %self.session, error = %e, "recording a step snapshot failed");
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(session_id = %self.session, error = %e, "step snapshot failed"),
+        }
+    }
+}
+
+fn refused(e: &ApiError) -> DriverError {
+    DriverError::Refused {
+        code: e.code.as_str().to_owned(),
+        message: e.message.clone(),
+        hint: e.hint.clone(),
+    }
+}
+
+#[async_trait]
+impl StepDriver for EngineDriver {
+    async fn current(&self) -> Result<StepStatus, DriverError> {
+        let r = self.refresh().await?;
+        Ok(StepStatus::from_response(&r))
+    }
+
+    async fn complete_step(&self, output: StepOutput) -> Result<StepResult, DriverError> {
+        let held = self.token.lock().await.clone();
+        let (token, node) = match held {
+            Some(t) => t,
+            None => {
+                self.refresh().await?;
+                self.token
+                    .lock()
+                    .await
+                    .clone()
+                    .ok_or_else(|| DriverError::Failed("the session has no step to complete".into()))?
+            }
+        };
+        let submission = Submission {
+            notes: output.notes,
+            artifacts: output.artifacts,
+            context: output.context,
+        };
+        match self.engine.advance(&token, submission).await {
+            Ok(reply) => {
+                self.remember(&reply.response).await;
+                match reply.response.outcome {
+                    Outcome::Advanced | Outcome::Complete | Outcome::Approved => self.snapshot(node).await,
+                    Outcome::Started
+                    | Outcome::Blocked
+                    | Outcome::Checkpointed
+                    | Outcome::Rehydrated
+                    | Outcome::Rewound
+                    | Outcome::Parked
+                    | Outcome::Rejected => {}
+                }
+                Ok(StepResult::from_response(&reply.response))
+            }
+            Err(e) => match e.code {
+                // Someone else moved the session (an operator rewind, a racing writer):
+                // pick up the current state and let the agent carry on from there.
+                ErrorCode::TokenStale | ErrorCode::TokenConflict => {
+                    debug!(session_id = %self.session, "token superseded; rehydrating");
+                    self.refresh().await?;
+                    Err(refused(&e))
+                }
+                ErrorCode::NotesTooLarge
+                | ErrorCode::ContextTooLarge
+                | ErrorCode::ArtifactTooLarge
+                | ErrorCode::ReservedContextKey
+                | ErrorCode::InvalidInput
+                | ErrorCode::SessionParked
+                | ErrorCode::SessionComplete => Err(refused(&e)),
+                ErrorCode::TokenMalformed
+                | ErrorCode::TokenBadSignature
+                | ErrorCode::TokenUnknownKey
+                | ErrorCode::TokenWrongKind
+                | ErrorCode::SessionNotFound
+                | ErrorCode::NotParked
+                | ErrorCode::WorkflowNotFound
+                | ErrorCode::WorkflowInvalid
+                | ErrorCode::WorkflowPinMissing
+                | ErrorCode::InvalidRewindTarget
+                | ErrorCode::Contention
+                | ErrorCode::StoreFailure
+                | ErrorCode::IntegrityFailure
+                | ErrorCode::Internal => Err(DriverError::Failed(e.to_string())),
+            },
+        }
+    }
+}
+
+/// Records agent activity as `agent_activity` events of the session.
+pub struct EngineSink {
+    engine: Arc<Engine>,
+    session: SessionId,
+}
+
+impl EngineSink {
+    /// A sink for `session`.
+    pub fn new(engine: Arc<Engine>, session: SessionId) -> Self {
+        Self { engine, session }
+    }
+}
+
+#[async_trait]
+impl EventSink for EngineSink {
+    async fn record(&self, event: AgentEvent) -> Result<(), SinkError> {
+        let activity = serde_json::to_value(&event).map_err(|e| SinkError(e.to_string()))?;
+        self.engine
+            .transition(self.session, |_| {
+                Ok(vec![EventBody::AgentActivity {
+                    activity: activity.clone(),
+                }])
+            })
+            .await
+            .map(|_| ())
+            .map_err(|e| SinkError(e.to_string()))
+    }
+}
+
+/// Liveness: the time of the agent's last sign of life, read by the lease renewer and
+/// shown in the session detail.
+#[derive(Debug, Default)]
+pub struct LastBeat(pub AtomicI64);
+
+impl LastBeat {
+    /// Milliseconds since the Unix epoch of the last tick.
+    pub fn get(&self) -> i64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl Heartbeat for LastBeat {
+    fn tick(&self) {
+        self.0.store(crate::now_ms(), Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,24 @@
+//! The worktrain daemon: turns dispatched sessions into agent runs.
+//!
+//! - [`supervisor::Supervisor`]: the durable run queue (claim with a lease, heartbeats,
+//!   concurrency caps), one task per running session (worktree → agent → outcome),
+//!   operator actions (cancel, steer, approve/reject, resume, retry, kill-all), graceful
+//!   shutdown (runs are interrupted, not failed) and reconciliation from the store alone
+//!   after a crash.
+//! - [`adapters`]: the engine-backed step driver (holds the tokens; the model never sees
+//!   them) and event sink (agent activity becomes session events).
+//! - [`worktrees`]: session worktrees via `worktrain-git`.
+//! - [`profiles`]: agent profiles from `config.yaml`.
+
+pub mod adapters;
+pub mod profiles;
+pub mod supervisor;
+pub mod worktrees;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

@@ -1,0 +1,66 @@
+//! Agent profiles from `config.yaml` (`agents:`), validated when the daemon starts.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use worktrain_agent::{
+    AgentRunner, CommandAgent, CommandAgentConfig, LlmAgent, LlmAgentConfig, LlmConfig,
+};
+
+/// One agent profile.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum AgentProfile {
+    /// worktrain's built-in LLM loop.
+    Llm {
+        /// Provider, model, key.
+        llm: LlmConfig,
+        /// Loop settings (prompts, prices, policy, tools).
+        #[serde(default)]
+        settings: Option<LlmAgentConfig>,
+    },
+    /// An external agent CLI that advances through worktrain's MCP server.
+    Command {
+        /// The command and how it is run.
+        command: CommandAgentConfig,
+    },
+}
+
+/// A profile that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("config.yaml: agents.{name}: {message}")]
+pub struct ProfileError {
+    /// Profile name.
+    pub name: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Build the runners for every configured profile.
+pub fn build(
+    raw: &BTreeMap<String, serde_json::Value>,
+) -> Result<BTreeMap<String, Arc<dyn AgentRunner>>, ProfileError> {
+    let mut out: BTreeMap<String, Arc<dyn AgentRunner>> = BTreeMap::new();
+    for (name, value) in raw {
+        let err = |message: String| ProfileError {
+            name: name.clone(),
+            message,
+        };
+        let profile: AgentProfile =
+            serde_path_to_error_free(value).map_err(|e| err(e.to_string()))?;
+        let runner: Arc<dyn AgentRunner> = match profile {
+            AgentProfile::Llm { llm, settings } => Arc::new(
+                LlmAgent::from_llm_config(&llm, settings.unwrap_or_default())
+                    .map_err(|e| err(e.to_string()))?,
+            ),
+            AgentProfile::Command { command } => Arc::new(CommandAgent::new(command)),
+        };
+        out.insert(name.clone(), runner);
+    }
+    Ok(out)
+}
+
+fn serde_path_to_error_free(value: &serde_json::Value) -> Result<AgentProfile, serde_json::Error> {
+    serde_json::from_value(value.clone())
+}

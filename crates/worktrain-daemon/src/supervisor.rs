@@ -1,0 +1,764 @@
+//! The supervisor: claims queued runs within the concurrency caps, runs each in its
+//! own task (worktree → agent → outcome), renews leases while they run, applies operator
+//! actions, and reconciles from the store alone on start.
+//!
+//! Recovery policy (documented in docs/daemon.md): a run that was running when the
+//! daemon stopped — gracefully (`run_interrupted: shutdown`) or not (its lease expired)
+//! — is resumed: queued again, and the agent re-enters the current step with a recap
+//! and a note that it was interrupted. After `max_interruptions` interruptions the run
+//! fails with `too_many_interruptions` instead. Nothing is forgotten: every decision is
+//! an event.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use worktrain_agent::{AgentRunner, RunContext, RunOutcome, SteeringInbox};
+use worktrain_core::error::{ApiError, ErrorCode, Retry};
+use worktrain_core::event::EventBody;
+use worktrain_core::ids::SessionId;
+use worktrain_core::projection::SessionSummary;
+use worktrain_core::run::{
+    FailureReason, InterruptReason, RequeueReason, RunEnd, RunLimits, RunState,
+};
+use worktrain_engine::home::DaemonSettings;
+use worktrain_engine::{DispatchRequest, Dispatched, Engine, Reply, SessionRef, store_error};
+
+use crate::adapters::{EngineDriver, EngineSink, LastBeat};
+use crate::now_ms;
+use crate::worktrees::{self, WorktreeHandle};
+
+/// Counters for `/metrics` and `/readyz`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Runs claimed.
+    pub runs_started: AtomicU64,
+    /// Runs that ended completed.
+    pub runs_completed: AtomicU64,
+    /// Runs that ended failed.
+    pub runs_failed: AtomicU64,
+    /// Runs that ended cancelled.
+    pub runs_cancelled: AtomicU64,
+    /// Runs that parked at a gate.
+    pub runs_parked: AtomicU64,
+    /// Runs interrupted by shutdown.
+    pub runs_interrupted: AtomicU64,
+}
+
+struct Running {
+    cancel: CancellationToken,
+    steering: SteeringInbox,
+    /// Set before cancelling for a shutdown: the run is interrupted, not cancelled.
+    interrupt: Arc<AtomicBool>,
+    /// Set before cancelling for the kill switch.
+    killed: Arc<AtomicBool>,
+    beat: Arc<LastBeat>,
+    workspace: Option<String>,
+    trigger: Option<String>,
+}
+
+/// What the API shows about a running session beyond the store.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Liveness {
+    /// Session.
+    pub session_id: SessionId,
+    /// Last agent heartbeat (ms since the epoch; 0 before the first).
+    pub last_heartbeat_ms: i64,
+}
+
+/// The supervisor.
+pub struct Supervisor {
+    engine: Arc<Engine>,
+    settings: DaemonSettings,
+    home: PathBuf,
+    agents: BTreeMap<String, Arc<dyn AgentRunner>>,
+    worker: String,
+    runs: Mutex<HashMap<SessionId, Running>>,
+    tasks: tokio::sync::Mutex<JoinSet<()>>,
+    wake: Notify,
+    stopping: CancellationToken,
+    /// Counters.
+    pub metrics: Metrics,
+}
+
+fn lock<'a, T>(m: &'a Mutex<T>) -> std::sync::MutexGuard<'a, T> {
+    // A poisoned lock only means another task panicked while holding it; the map
+    // itself is still consistent (every update is a single insert/remove).
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn not_run(id: SessionId, what: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::InvalidInput,
+        format!("session {id} {what}"),
+        Retry::Never,
+        "`worktrain session show <id>` shows the run's state",
+    )
+}
+
+impl Supervisor {
+    /// A supervisor for `engine`, serving runs with `agents`.
+    pub fn new(
+        engine: Arc<Engine>,
+        settings: DaemonSettings,
+        home: PathBuf,
+        agents: BTreeMap<String, Arc<dyn AgentRunner>>,
+    ) -> Arc<Self> {
+        let worker = format!(
+            "worker-{}-{}",
+            std::process::id(),
+            now_ms()
+        );
+        Arc::new(Self {
+            engine,
+            settings,
+            home,
+            agents,
+            worker,
+            runs: Mutex::new(HashMap::new()),
+            tasks: tokio::sync::Mutex::new(JoinSet::new()),
+            wake: Notify::new(),
+            stopping: CancellationToken::new(),
+            metrics: Metrics::default(),
+        })
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// This daemon's worker id.
+    pub fn worker(&self) -> &str {
+        &self.worker
+    }
+
+    /// The daemon settings.
+    pub fn settings(&self) -> &DaemonSettings {
+        &self.settings
+    }
+
+    /// Sessions running in this daemon.
+    pub fn running(&self) -> Vec<Liveness> {
+        lock(&self.runs)
+            .iter()
+            .map(|(id, r)| Liveness {
+                session_id: *id,
+                last_heartbeat_ms: r.beat.get(),
+            })
+            .collect()
+    }
+
+    /// Ask the scheduler to look at the queue now.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Begin a graceful shutdown: running sessions are interrupted (not failed).
+    pub fn shutdown(&self) {
+        self.stopping.cancel();
+        self.wake();
+    }
+
+    /// A token cancelled when shutdown begins.
+    pub fn stopping(&self) -> CancellationToken {
+        self.stopping.clone()
+    }
+
+    /// Reconcile, then schedule until shutdown; then interrupt running sessions and wait.
+    pub async fn run(self: Arc<Self>) {
+        if let Err(e) = self.reconcile().await {
+            warn!(error = %e, "reconciliation failed; continuing");
+        }
+        let lease_every = Duration::from_secs((self.settings.lease_secs / 3).max(1));
+        let mut lease_tick = tokio::time::interval(lease_every);
+        loop {
+            tokio::select! {
+                () = self.stopping.cancelled() => break,
+                () = self.wake.notified() => {}
+                _ = lease_tick.tick() => self.renew_leases().await,
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            if let Err(e) = Arc::clone(&self).schedule().await {
+                warn!(error = %e, "scheduling failed");
+            }
+            self.reap_tasks().await;
+        }
+        info!("shutting down: interrupting running sessions");
+        for r in lock(&self.runs).values() {
+            r.interrupt.store(true, Ordering::SeqCst);
+            r.cancel.cancel();
+        }
+        let mut tasks = self.tasks.lock().await;
+        let drained = tokio::time::timeout(Duration::from_secs(30), async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            warn!("some sessions did not stop within 30 s; their leases will expire and they resume on restart");
+        }
+    }
+
+    async fn reap_tasks(&self) {
+        let mut tasks = self.tasks.lock().await;
+        while let Some(done) = tasks.try_join_next() {
+            if let Err(e) = done {
+                warn!(error = %e, "a session task panicked");
+            }
+        }
+    }
+
+    async fn renew_leases(&self) {
+        let ids: Vec<SessionId> = lock(&self.runs).keys().copied().collect();
+        let until = now_ms() + i64::try_from(self.settings.lease_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+        for id in ids {
+            if let Err(e) = self.engine.store().renew_lease(id, &self.worker, until).await {
+                warn!(session_id = %id, error = %e, "lease renewal failed");
+            }
+        }
+    }
+
+    /// On start: runs left running by a dead daemon, and runs interrupted by a graceful
+    /// shutdown, are resumed or failed per the recovery policy.
+    pub async fn reconcile(&self) -> Result<(), ApiError> {
+        let queue = self.engine.store().queue().await.map_err(store_error)?;
+        let leases: HashMap<SessionId, i64> = self
+            .engine
+            .store()
+            .leases()
+            .await
+            .map_err(store_error)?
+            .into_iter()
+            .map(|l| (l.session_id, l.expires_at_ms))
+            .collect();
+        let now = now_ms();
+        for row in queue {
+            let id = row.session_id;
+            let needs = match row.state {
+                // One daemon owns an SQLite store (see the pid lock), so a running row at
+                // start belongs to a process that died; its lease only tells when.
+                RunState::Running => {
+                    if leases.get(&id).is_some_and(|t| *t > now) {
+                        info!(session_id = %id, "lease still live at start: the previous daemon died moments ago");
+                    }
+                    true
+                }
+                RunState::Interrupted => true,
+                RunState::Queued
+                | RunState::Parked
+                | RunState::Completed
+                | RunState::Failed
+                | RunState::Cancelled => false,
+            };
+            if !needs {
+                continue;
+            }
+            let max = self.settings.max_interruptions;
+            let summary = self
+                .engine
+                .transition(id, |s| {
+                    let Some(run) = &s.run else { return Ok(Vec::new()) };
+                    let mut events = Vec::new();
+                    let mut interruptions = run.interruptions;
+                    if run.state == RunState::Running {
+                        events.push(EventBody::RunInterrupted {
+                            run: run.run,
+                            reason: InterruptReason::LeaseExpired,
+                        });
+                        interruptions += 1;
+                    } else if run.state != RunState::Interrupted {
+                        return Ok(Vec::new());
+                    }
+                    if run.cancel_requested {
+                        events.push(EventBody::RunFinished {
+                            run: run.run,
+                            end: RunEnd::Cancelled,
+                            reason: None,
+                            detail: Some("cancelled while the daemon was down".into()),
+                        });
+                    } else if interruptions > max {
+                        events.push(EventBody::RunFinished {
+                            run: run.run,
+                            end: RunEnd::Failed,
+                            reason: Some(FailureReason::TooManyInterruptions),
+                            detail: Some(format!("interrupted {interruptions} times (limit {max})")),
+                        });
+                    } else {
+                        events.push(EventBody::RunRequeued {
+                            reason: RequeueReason::Resume,
+                        });
+                    }
+                    Ok(events)
+                })
+                .await?;
+            let _ = self.engine.store().release_lease(id).await;
+            info!(
+                session_id = %id,
+                state = summary.run.as_ref().map(|r| r.state.as_str()).unwrap_or("-"),
+                "reconciled after restart"
+            );
+        }
+        Ok(())
+    }
+
+    /// Claim queued runs while capacity allows, in queue order.
+    async fn schedule(self: Arc<Self>) -> Result<(), ApiError> {
+        if self.stopping.is_cancelled() {
+            return Ok(());
+        }
+        let queue = self.engine.store().queue().await.map_err(store_error)?;
+        for row in queue.into_iter().filter(|r| r.state == RunState::Queued) {
+            let (total, same_ws, same_trigger) = {
+                let runs = lock(&self.runs);
+                let same_ws = runs
+                    .values()
+                    .filter(|r| r.workspace.is_some() && r.workspace == row.workspace)
+                    .count();
+                let same_trigger = runs
+                    .values()
+                    .filter(|r| r.trigger.is_some() && r.trigger == row.trigger)
+                    .count();
+                (runs.len(), same_ws, same_trigger)
+            };
+            if total >= self.settings.max_concurrent_sessions {
+                break;
+            }
+            if self.settings.max_per_workspace > 0 && same_ws >= self.settings.max_per_workspace {
+                continue;
+            }
+            if let Some(cap) = row.trigger.as_ref().and_then(|t| self.settings.max_per_trigger.get(t)) {
+                if same_trigger >= *cap {
+                    continue;
+                }
+            }
+            self.clone().claim(row.session_id).await?;
+        }
+        Ok(())
+    }
+
+    fn worktree_path(&self, id: SessionId) -> PathBuf {
+        self.home.join("worktrees").join(id.to_string())
+    }
+
+    async fn claim(self: Arc<Self>, id: SessionId) -> Result<(), ApiError> {
+        let worker = self.worker.clone();
+        let use_worktree = self.settings.worktrees.enabled;
+        let wt_path = self.worktree_path(id);
+        let summary = self
+            .engine
+            .transition(id, |s| {
+                let Some(run) = &s.run else { return Ok(Vec::new()) };
+                if run.state != RunState::Queued {
+                    return Ok(Vec::new());
+                }
+                if run.cancel_requested {
+                    return Ok(vec![EventBody::RunFinished {
+                        run: run.run,
+                        end: RunEnd::Cancelled,
+                        reason: None,
+                        detail: Some("cancelled before it started".into()),
+                    }]);
+                }
+                let git = use_worktree && s.workspace.as_deref().is_some_and(is_git_repo);
+                Ok(vec![EventBody::RunStarted {
+                    run: run.run + 1,
+                    worker: worker.clone(),
+                    worktree: Some(if git {
+                        wt_path.display().to_string()
+                    } else {
+                        s.workspace.clone().unwrap_or_default()
+                    }),
+                    branch: (git && !run.readonly).then(|| format!("worktrain/{id}")),
+                }])
+            })
+            .await?;
+        let Some(run) = summary.run.clone() else { return Ok(()) };
+        if run.state != RunState::Running || run.worker.as_deref() != Some(self.worker.as_str()) {
+            return Ok(());
+        }
+        let until = now_ms() + i64::try_from(self.settings.lease_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+        self.engine
+            .store()
+            .renew_lease(id, &self.worker, until)
+            .await
+            .map_err(store_error)?;
+        self.metrics.runs_started.fetch_add(1, Ordering::Relaxed);
+        let running = Running {
+            cancel: CancellationToken::new(),
+            steering: SteeringInbox::new(),
+            interrupt: Arc::new(AtomicBool::new(false)),
+            killed: Arc::new(AtomicBool::new(false)),
+            beat: Arc::new(LastBeat::default()),
+            workspace: summary.workspace.clone(),
+            trigger: run.trigger.id.clone(),
+        };
+        for m in &run.pending_steers {
+            running.steering.send(m.clone());
+        }
+        let task_parts = (
+            running.cancel.clone(),
+            running.steering.clone(),
+            running.interrupt.clone(),
+            running.killed.clone(),
+            running.beat.clone(),
+        );
+        lock(&self.runs).insert(id, running);
+        let me = self.clone();
+        self.tasks
+            .lock()
+            .await
+            .spawn(async move { me.run_session(id, summary, task_parts).await });
+        info!(session_id = %id, run = run.run, "run started");
+        Ok(())
+    }
+
+    #[allow(clippy::type_complexity)]
+    async fn run_session(
+        self: Arc<Self>,
+        id: SessionId,
+        summary: SessionSummary,
+        parts: (CancellationToken, SteeringInbox, Arc<AtomicBool>, Arc<AtomicBool>, Arc<LastBeat>),
+    ) {
+        let (cancel, steering, interrupt, killed, beat) = parts;
+        let run = summary.run.clone();
+        let run_no = run.as_ref().map(|r| r.run).unwrap_or(1);
+        let (end, reason, detail, handle) = match self.prepare(id, &summary).await {
+            Err(e) => (RunEnd::Failed, Some(FailureReason::WorktreeFailed), Some(e), None),
+            Ok((dir, handle)) => {
+                let outcome = self
+                    .execute(id, &summary, dir, handle.clone(), cancel, steering, beat)
+                    .await;
+                let (end, reason, detail) = match outcome {
+                    RunOutcome::Completed { .. } => (RunEnd::Completed, None, None),
+                    RunOutcome::Parked { .. } => (RunEnd::Parked, None, None),
+                    RunOutcome::Cancelled { .. } if killed.load(Ordering::SeqCst) => (
+                        RunEnd::Failed,
+                        Some(FailureReason::Killed),
+                        Some("stopped by the kill switch".into()),
+                    ),
+                    RunOutcome::Cancelled { .. } => (RunEnd::Cancelled, None, None),
+                    RunOutcome::Failed { reason, detail, .. } => (RunEnd::Failed, Some(reason), Some(detail)),
+                };
+                (end, reason, detail, handle)
+            }
+        };
+        let interrupted = interrupt.load(Ordering::SeqCst);
+        let recorded = self
+            .engine
+            .transition(id, |s| {
+                let Some(r) = &s.run else { return Ok(Vec::new()) };
+                if r.state != RunState::Running {
+                    return Ok(Vec::new());
+                }
+                if interrupted {
+                    return Ok(vec![EventBody::RunInterrupted {
+                        run: run_no,
+                        reason: InterruptReason::Shutdown,
+                    }]);
+                }
+                Ok(vec![EventBody::RunFinished {
+                    run: run_no,
+                    end,
+                    reason,
+                    detail: detail.clone(),
+                }])
+            })
+            .await;
+        if let Err(e) = recorded {
+            warn!(session_id = %id, error = %e, "recording the end of a run failed; the lease will expire and recovery decides");
+        }
+        let counter = if interrupted {
+            &self.metrics.runs_interrupted
+        } else {
+            match end {
+                RunEnd::Completed => &self.metrics.runs_completed,
+                RunEnd::Failed => &self.metrics.runs_failed,
+                RunEnd::Cancelled => &self.metrics.runs_cancelled,
+                RunEnd::Parked => &self.metrics.runs_parked,
+            }
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        if let Some(h) = handle {
+            // Interrupted and parked runs keep their worktree to continue in it.
+            let finish = match (interrupted, end) {
+                (true, _) | (false, RunEnd::Parked) => None,
+                (false, RunEnd::Completed) => Some(true),
+                (false, RunEnd::Failed | RunEnd::Cancelled) => Some(false),
+            };
+            if let Some(succeeded) = finish {
+                if let Err(e) = h.finish(succeeded).await {
+                    warn!(session_id = %id, error = %e, "worktree cleanup failed; the reaper will retry");
+                }
+            }
+        }
+        if !interrupted {
+            let _ = self.engine.store().release_lease(id).await;
+        }
+        lock(&self.runs).remove(&id);
+        info!(session_id = %id, end = ?end, reason = reason.map(|r| r.as_str()), interrupted, "run ended");
+        self.wake();
+    }
+
+    async fn prepare(
+        &self,
+        id: SessionId,
+        summary: &SessionSummary,
+    ) -> Result<(PathBuf, Option<Arc<WorktreeHandle>>), String> {
+        let run = summary.run.as_ref();
+        let workspace = summary.workspace.as_deref();
+        match workspace {
+            Some(ws) if self.settings.worktrees.enabled && is_git_repo(ws) => {
+                let handle = worktrees::prepare(
+                    &self.settings.worktrees,
+                    &self.home,
+                    Path::new(ws),
+                    id,
+                    run.is_some_and(|r| r.readonly),
+                    run.and_then(|r| r.base.as_deref()),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+                Ok((handle.path.clone(), Some(Arc::new(handle))))
+            }
+            Some(ws) => Ok((PathBuf::from(ws), None)),
+            None => {
+                let dir = self.home.join("scratch").join(id.to_string());
+                std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+                Ok((dir, None))
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn execute(
+        &self,
+        id: SessionId,
+        summary: &SessionSummary,
+        dir: PathBuf,
+        handle: Option<Arc<WorktreeHandle>>,
+        cancel: CancellationToken,
+        steering: SteeringInbox,
+        beat: Arc<LastBeat>,
+    ) -> RunOutcome {
+        let run = summary.run.clone();
+        let agent_name = run
+            .as_ref()
+            .map(|r| r.agent.clone())
+            .unwrap_or_else(|| self.settings.default_agent.clone());
+        let Some(runner) = self.agents.get(&agent_name).cloned() else {
+            return RunOutcome::Failed {
+                reason: FailureReason::ConfigInvalid,
+                detail: format!(
+                    "no agent profile `{agent_name}` in config.yaml (known: {})",
+                    self.agents.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+                stats: Default::default(),
+            };
+        };
+        let driver = Arc::new(EngineDriver::new(self.engine.clone(), id, handle));
+        let sink = Arc::new(EngineSink::new(self.engine.clone(), id));
+        let limits = agent_limits(run.as_ref().map(|r| &r.limits));
+        let mut ctx = RunContext::new(id.to_string(), dir, driver)
+            .with_events(sink)
+            .with_heartbeat(beat)
+            .with_cancel(cancel)
+            .with_steering(steering)
+            .with_limits(limits);
+        if run.as_ref().is_some_and(|r| r.run > 1) {
+            ctx = ctx.with_resume_note(
+                "You were interrupted (the worktrain daemon restarted). Your earlier steps' notes are in the recap; the worktree still holds your changes. Re-check the current state of the files, then continue the current step.",
+            );
+        }
+        runner.run(ctx).await
+    }
+
+    /// Dispatch a session and wake the scheduler.
+    pub async fn dispatch(&self, req: DispatchRequest) -> Result<Dispatched, ApiError> {
+        let d = self.engine.dispatch(req).await?;
+        self.wake();
+        Ok(d)
+    }
+
+    /// Cancel a session's run: a queued run ends at once; a running one is stopped.
+    pub async fn cancel(&self, id: SessionId, note: Option<String>) -> Result<SessionSummary, ApiError> {
+        let summary = self
+            .engine
+            .transition(id, |s| {
+                let Some(run) = &s.run else {
+                    return Err(not_run(id, "was not dispatched to the daemon"));
+                };
+                Ok(match run.state {
+                    RunState::Queued | RunState::Interrupted | RunState::Parked => vec![EventBody::RunFinished {
+                        run: run.run,
+                        end: RunEnd::Cancelled,
+                        reason: None,
+                        detail: note.clone(),
+                    }],
+                    RunState::Running if !run.cancel_requested => {
+                        vec![EventBody::CancelRequested { note: note.clone() }]
+                    }
+                    RunState::Running | RunState::Completed | RunState::Failed | RunState::Cancelled => Vec::new(),
+                })
+            })
+            .await?;
+        if let Some(r) = lock(&self.runs).get(&id) {
+            r.cancel.cancel();
+        }
+        Ok(summary)
+    }
+
+    /// Give the agent a message for its next turn.
+    pub async fn steer(&self, id: SessionId, message: String) -> Result<SessionSummary, ApiError> {
+        if message.trim().is_empty() {
+            return Err(ApiError::invalid_input("the steering message is empty", "say what the agent should do differently"));
+        }
+        let summary = self
+            .engine
+            .transition(id, |s| {
+                let Some(run) = &s.run else {
+                    return Err(not_run(id, "was not dispatched to the daemon"));
+                };
+                if run.state.is_final() {
+                    return Err(not_run(id, "has finished; `retry` it first"));
+                }
+                Ok(vec![EventBody::Steered { message: message.clone() }])
+            })
+            .await?;
+        if let Some(r) = lock(&self.runs).get(&id) {
+            r.steering.send(message);
+        }
+        Ok(summary)
+    }
+
+    /// Approve a parked gate; the run continues.
+    pub async fn approve(&self, id: SessionId, note: Option<String>) -> Result<Reply, ApiError> {
+        let reply = self.engine.approve(&SessionRef::Id(id), note).await?;
+        self.requeue_after_gate(id).await?;
+        Ok(reply)
+    }
+
+    /// Reject a parked gate; the run continues with the note as a blocker.
+    pub async fn reject(&self, id: SessionId, note: String) -> Result<Reply, ApiError> {
+        let reply = self.engine.reject(&SessionRef::Id(id), note).await?;
+        self.requeue_after_gate(id).await?;
+        Ok(reply)
+    }
+
+    async fn requeue_after_gate(&self, id: SessionId) -> Result<(), ApiError> {
+        self.engine
+            .transition(id, |s| {
+                Ok(match &s.run {
+                    Some(r) if r.state == RunState::Parked => vec![EventBody::RunRequeued {
+                        reason: RequeueReason::GateDecided,
+                    }],
+                    _ => Vec::new(),
+                })
+            })
+            .await?;
+        self.wake();
+        Ok(())
+    }
+
+    /// Resume an interrupted run (normally done automatically on start).
+    pub async fn resume(&self, id: SessionId) -> Result<SessionSummary, ApiError> {
+        let s = self
+            .engine
+            .transition(id, |s| {
+                match &s.run {
+                    Some(r) if r.state == RunState::Interrupted => Ok(vec![EventBody::RunRequeued {
+                        reason: RequeueReason::Resume,
+                    }]),
+                    Some(r) => Err(not_run(id, &format!("is {}, not interrupted", r.state.as_str()))),
+                    None => Err(not_run(id, "was not dispatched to the daemon")),
+                }
+            })
+            .await?;
+        self.wake();
+        Ok(s)
+    }
+
+    /// Retry a failed or cancelled run from where the session stands.
+    pub async fn retry(&self, id: SessionId) -> Result<SessionSummary, ApiError> {
+        let s = self
+            .engine
+            .transition(id, |s| match &s.run {
+                Some(r) if matches!(r.state, RunState::Failed | RunState::Cancelled) => {
+                    if s.status == worktrain_core::projection::SessionStatus::Complete {
+                        return Err(not_run(id, "has completed its workflow; start a new session"));
+                    }
+                    Ok(vec![EventBody::RunRequeued {
+                        reason: RequeueReason::Retry,
+                    }])
+                }
+                Some(r) => Err(not_run(id, &format!("is {}, not failed or cancelled", r.state.as_str()))),
+                None => Err(not_run(id, "was not dispatched to the daemon")),
+            })
+            .await?;
+        self.wake();
+        Ok(s)
+    }
+
+    /// The kill switch: stop every running session and cancel everything queued.
+    pub async fn kill_all(&self) -> Result<usize, ApiError> {
+        let mut stopped = 0;
+        for r in lock(&self.runs).values() {
+            r.killed.store(true, Ordering::SeqCst);
+            r.cancel.cancel();
+            stopped += 1;
+        }
+        let queue = self.engine.store().queue().await.map_err(store_error)?;
+        for row in queue {
+            if row.state == RunState::Queued || row.state == RunState::Interrupted {
+                self.engine
+                    .transition(row.session_id, |s| {
+                        Ok(match &s.run {
+                            Some(r) if matches!(r.state, RunState::Queued | RunState::Interrupted) => vec![EventBody::RunFinished {
+                                run: r.run,
+                                end: RunEnd::Failed,
+                                reason: Some(FailureReason::Killed),
+                                detail: Some("stopped by the kill switch".into()),
+                            }],
+                            _ => Vec::new(),
+                        })
+                    })
+                    .await?;
+                stopped += 1;
+            }
+        }
+        warn!(stopped, "kill switch");
+        Ok(stopped)
+    }
+}
+
+/// Whether `dir` is a git checkout (has `.git`).
+fn is_git_repo(dir: &str) -> bool {
+    Path::new(dir).join(".git").exists()
+}
+
+fn agent_limits(l: Option<&RunLimits>) -> worktrain_agent::RunLimits {
+    let mut out = worktrain_agent::RunLimits::default();
+    if let Some(l) = l {
+        if let Some(s) = l.wall_clock_secs {
+            out.wall_clock = Some(Duration::from_secs(s));
+        }
+        if l.max_turns.is_some() {
+            out.max_turns = l.max_turns;
+        }
+        if l.max_tokens.is_some() {
+            out.max_tokens = l.max_tokens;
+        }
+        if l.max_cost_usd.is_some() {
+            out.max_cost_usd = l.max_cost_usd;
+        }
+        if let Some(s) = l.tool_timeout_secs {
+            out.tool_timeout = Duration::from_secs(s);
+        }
+    }
+    out
+}

@@ -1,0 +1,109 @@
+//! Session worktrees as the supervisor uses them: prepared before a run, snapshotted
+//! after each completed step, ended per policy when the run ends. git2 calls block, so
+//! they run on blocking threads.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use worktrain_core::ids::{NodeId, SessionId};
+use worktrain_engine::home::WorktreeSettings;
+use worktrain_git::{
+    CleanupPolicy, Disposition, SessionOutcome, Worktrees, WorktreesConfig, snapshot_ref,
+};
+
+/// A session's prepared worktree.
+#[derive(Debug, Clone)]
+pub struct WorktreeHandle {
+    worktrees: Worktrees,
+    session: SessionId,
+    /// The directory the agent works in.
+    pub path: PathBuf,
+    /// The session branch (none when detached).
+    pub branch: Option<String>,
+    keep_failed: Duration,
+}
+
+/// Why a worktree could not be prepared.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct WorktreeError(pub String);
+
+fn blocking_error(e: tokio::task::JoinError) -> WorktreeError {
+    WorktreeError(format!("worktree task failed: {e}"))
+}
+
+/// Create (or re-attach) the session's worktree in `workspace`'s repository.
+pub async fn prepare(
+    settings: &WorktreeSettings,
+    home: &Path,
+    workspace: &Path,
+    session: SessionId,
+    readonly: bool,
+    base: Option<&str>,
+) -> Result<WorktreeHandle, WorktreeError> {
+    let mut config = WorktreesConfig::new(workspace, home);
+    config.remote = if settings.remote.is_empty() {
+        None
+    } else {
+        Some(settings.remote.clone())
+    };
+    let base = base.map(str::to_owned).unwrap_or_else(|| settings.base_branch.clone());
+    let keep_failed = Duration::from_secs(settings.keep_failed_hours.saturating_mul(3600));
+    tokio::task::spawn_blocking(move || {
+        let worktrees = Worktrees::new(config).map_err(|e| WorktreeError(e.to_string()))?;
+        let created = if readonly {
+            worktrees.create_detached(session, &base)
+        } else {
+            worktrees.create(session, &base)
+        }
+        .map_err(|e| WorktreeError(e.to_string()))?;
+        Ok(WorktreeHandle {
+            worktrees,
+            session,
+            path: created.path,
+            branch: created.branch,
+            keep_failed,
+        })
+    })
+    .await
+    .map_err(blocking_error)?
+}
+
+impl WorktreeHandle {
+    /// Record the worktree's state after `node` completed; returns (ref, commit).
+    pub async fn snapshot(&self, node: NodeId) -> Result<Option<(String, String)>, WorktreeError> {
+        let wt = self.worktrees.clone();
+        let session = self.session;
+        let label = node.to_string();
+        tokio::task::spawn_blocking(move || {
+            let oid = wt
+                .snapshot(session, &label)
+                .map_err(|e| WorktreeError(e.to_string()))?;
+            let git_ref = snapshot_ref(session, &label).map_err(|e| WorktreeError(e.to_string()))?;
+            Ok(Some((git_ref, oid.to_string())))
+        })
+        .await
+        .map_err(blocking_error)?
+    }
+
+    /// End the worktree: removed on success, kept for inspection on failure.
+    pub async fn finish(&self, succeeded: bool) -> Result<Disposition, WorktreeError> {
+        let wt = self.worktrees.clone();
+        let session = self.session;
+        let policy = CleanupPolicy {
+            keep_on_failure: self.keep_failed,
+            delete_branch: true,
+        };
+        tokio::task::spawn_blocking(move || {
+            let outcome = if succeeded {
+                SessionOutcome::Succeeded
+            } else {
+                SessionOutcome::Failed
+            };
+            wt.remove(session, outcome, &policy)
+                .map_err(|e| WorktreeError(e.to_string()))
+        })
+        .await
+        .map_err(blocking_error)?
+    }
+}
