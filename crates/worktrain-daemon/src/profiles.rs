@@ -48,7 +48,7 @@ pub fn build(
             message,
         };
         let profile: AgentProfile =
-            serde_path_to_error_free(value).map_err(|e| err(e.to_string()))?;
+            serde_json::from_value(value.clone()).map_err(|e| err(e.to_string()))?;
         let runner: Arc<dyn AgentRunner> = match profile {
             AgentProfile::Llm { llm, settings } => Arc::new(
                 LlmAgent::from_llm_config(&llm, settings.unwrap_or_default())
@@ -59,8 +59,4 @@ pub fn build(
         out.insert(name.clone(), runner);
     }
     Ok(out)
-}
-
-fn serde_path_to_error_free(value: &serde_json::Value) -> Result<AgentProfile, serde_json::Error> {
-    serde_json::from_value(value.clone())
 }

@@ -332,11 +332,10 @@ impl Supervisor {
             if self.settings.max_per_workspace > 0 && same_ws >= self.settings.max_per_workspace {
                 continue;
             }
-            if let Some(cap) = row.trigger.as_ref().and_then(|t| self.settings.max_per_trigger.get(t)) {
-                if same_trigger >= *cap {
+            if let Some(cap) = row.trigger.as_ref().and_then(|t| self.settings.max_per_trigger.get(t))
+                && same_trigger >= *cap {
                     continue;
                 }
-            }
             self.clone().claim(row.session_id).await?;
         }
         Ok(())
@@ -491,11 +490,10 @@ impl Supervisor {
                 (false, RunEnd::Completed) => Some(true),
                 (false, RunEnd::Failed | RunEnd::Cancelled) => Some(false),
             };
-            if let Some(succeeded) = finish {
-                if let Err(e) = h.finish(succeeded).await {
+            if let Some(succeeded) = finish
+                && let Err(e) = h.finish(succeeded).await {
                     warn!(session_id = %id, error = %e, "worktree cleanup failed; the reaper will retry");
                 }
-            }
         }
         if !interrupted {
             let _ = self.engine.store().release_lease(id).await;

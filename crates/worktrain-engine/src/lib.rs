@@ -477,15 +477,14 @@ impl Engine {
     /// Create a session and queue its run, in one transaction. With an idempotency key
     /// that was seen before, returns the existing session instead.
     pub async fn dispatch(&self, req: DispatchRequest) -> Result<Dispatched, ApiError> {
-        if let Some(key) = &req.idempotency_key {
-            if let Some(existing) = self.store.session_by_dispatch_key(key).await.map_err(store_error)? {
+        if let Some(key) = &req.idempotency_key
+            && let Some(existing) = self.store.session_by_dispatch_key(key).await.map_err(store_error)? {
                 return Ok(Dispatched {
                     session_id: existing,
                     created: false,
                     reply: None,
                 });
             }
-        }
         let id = new_session_id()?;
         let start = req.start;
         let pinned = &start.workflow.pinned;
@@ -523,15 +522,14 @@ impl Engine {
             }
             Err(e) => {
                 // A concurrent dispatch with the same key won the unique index.
-                if let Some(key) = &req.idempotency_key {
-                    if let Some(existing) = self.store.session_by_dispatch_key(key).await.map_err(store_error)? {
+                if let Some(key) = &req.idempotency_key
+                    && let Some(existing) = self.store.session_by_dispatch_key(key).await.map_err(store_error)? {
                         return Ok(Dispatched {
                             session_id: existing,
                             created: false,
                             reply: None,
                         });
                     }
-                }
                 return Err(e);
             }
         }
