@@ -24,6 +24,7 @@ pub async fn run(ctx: &Ctx, args: McpArgs) -> Result<Exit, ApiError> {
         let ctx = Ctx {
             home: home.clone(),
             out,
+            daemon: None,
         };
         Box::pin(async move {
             if !ctx.home.is_initialised() {

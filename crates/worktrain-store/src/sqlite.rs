@@ -166,10 +166,21 @@ impl SqliteStore {
         let migrator = Migrator::new(EmbeddedMigrations)
             .await
             .map_err(|e| StoreError::Migration(e.to_string()))?;
-        migrator
-            .run(&self.pool)
-            .await
-            .map_err(|e| StoreError::Migration(e.to_string()))
+        // Two processes opening a fresh database at once can both try to apply the same
+        // migration (SQLite has no migration lock); the loser fails, then finds the
+        // migration applied on its next look.
+        let mut attempt = 0;
+        loop {
+            match migrator.run(&self.pool).await {
+                Ok(()) => return Ok(()),
+                Err(e) if attempt < 5 => {
+                    attempt += 1;
+                    tracing::debug!(error = %e, attempt, "migration raced another process; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(50 * attempt)).await;
+                }
+                Err(e) => return Err(StoreError::Migration(e.to_string())),
+            }
+        }
     }
 
     async fn applied_version(&self) -> Result<i64, StoreError> {

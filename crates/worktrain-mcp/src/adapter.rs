@@ -1,0 +1,133 @@
+//! The one module that knows the MCP SDK (`rmcp`, pinned to one exact version in the
+//! workspace manifest). It maps [`ToolServer`] — plain Rust and JSON — onto rmcp's
+//! server handler and runs it over a byte stream (stdio in `worktrain mcp`, an in-memory
+//! pipe in tests). No rmcp type appears in this module's public signatures, so an SDK
+//! upgrade touches this file only; the protocol test in `tests/protocol.rs` pins the wire
+//! format it must keep producing.
+
+use std::sync::{Arc, OnceLock};
+
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
+    ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+    ToolAnnotations,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData, RoleServer, ServerHandler};
+use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::{debug, info};
+
+use crate::server::ToolServer;
+use crate::tools::ToolDef;
+
+/// Serving failed as a whole (individual bad requests never end the server).
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The client went away or misbehaved before the `initialize` handshake completed.
+    #[error("MCP handshake failed: {0}")]
+    Handshake(String),
+    /// The service task ended abnormally.
+    #[error("MCP server stopped abnormally: {0}")]
+    Crashed(String),
+}
+
+#[derive(Clone)]
+struct Adapter {
+    core: Arc<ToolServer>,
+}
+
+fn to_rmcp(def: &ToolDef) -> Tool {
+    Tool::new(
+        def.name,
+        def.description,
+        Arc::new(def.input_schema.clone()),
+    )
+    .with_title(def.title)
+    .with_annotations(
+        ToolAnnotations::with_title(def.title)
+            .read_only(def.read_only)
+            .destructive(def.destructive)
+            .idempotent(def.idempotent)
+            .open_world(false),
+    )
+}
+
+fn tools() -> Vec<Tool> {
+    static TOOLS: OnceLock<Vec<Tool>> = OnceLock::new();
+    TOOLS
+        .get_or_init(|| crate::tools::definitions().iter().map(to_rmcp).collect())
+        .clone()
+}
+
+impl ServerHandler for Adapter {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(
+                Implementation::new("worktrain", env!("CARGO_PKG_VERSION"))
+                    .with_title("worktrain")
+                    .with_description(
+                        "Step-by-step workflows for coding agents, with signed step tokens and an append-only session store.",
+                    ),
+            )
+            .with_instructions(self.core.instructions())
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        Ok(ListToolsResult::with_all_items(tools()))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let args = request.arguments.map(Value::Object).unwrap_or(Value::Null);
+        match self.core.call_tool(&request.name, args).await {
+            Ok(r) => {
+                let content = vec![ContentBlock::text(r.text)];
+                let mut result = if r.is_error {
+                    CallToolResult::error(content)
+                } else {
+                    CallToolResult::success(content)
+                };
+                result.structured_content = Some(r.structured);
+                Ok(result.into())
+            }
+            Err(unknown) => Err(ErrorData::invalid_params(unknown.to_string(), None)),
+        }
+    }
+}
+
+/// Serve the tools over a byte stream of newline-delimited JSON-RPC until the client
+/// closes it. Starts opening the engine in the background so `initialize` is answered
+/// at once and the first tool call finds the store open.
+pub async fn serve<R, W>(server: Arc<ToolServer>, reader: R, writer: W) -> Result<(), ServeError>
+where
+    R: AsyncRead + Send + Unpin + 'static,
+    W: AsyncWrite + Send + Unpin + 'static,
+{
+    let warm = server.clone();
+    tokio::spawn(async move { warm.warm_up().await });
+    let running = rmcp::serve_server(Adapter { core: server }, (reader, writer))
+        .await
+        .map_err(|e| ServeError::Handshake(e.to_string()))?;
+    info!("MCP client initialized");
+    let reason = running
+        .waiting()
+        .await
+        .map_err(|e| ServeError::Crashed(e.to_string()))?;
+    debug!(?reason, "MCP connection closed");
+    Ok(())
+}
+
+/// Serve the tools on this process's stdin/stdout. Nothing else may write to stdout
+/// while this runs; logs go to stderr.
+pub async fn serve_stdio(server: Arc<ToolServer>) -> Result<(), ServeError> {
+    let (stdin, stdout) = rmcp::transport::stdio_pipes();
+    serve(server, stdin, stdout).await
+}
