@@ -37,9 +37,12 @@ pub struct ProfileError {
     pub message: String,
 }
 
-/// Build the runners for every configured profile.
+/// Build the runners for every configured profile. External agents' MCP servers get
+/// `WORKTRAIN_HOME=home`, so they advance the daemon's own store (in session-bound mode,
+/// through `WORKTRAIN_SESSION_ID`, holding the tokens).
 pub fn build(
     raw: &BTreeMap<String, serde_json::Value>,
+    home: &std::path::Path,
 ) -> Result<BTreeMap<String, Arc<dyn AgentRunner>>, ProfileError> {
     let mut out: BTreeMap<String, Arc<dyn AgentRunner>> = BTreeMap::new();
     for (name, value) in raw {
@@ -54,7 +57,13 @@ pub fn build(
                 LlmAgent::from_llm_config(&llm, settings.unwrap_or_default())
                     .map_err(|e| err(e.to_string()))?,
             ),
-            AgentProfile::Command { command } => Arc::new(CommandAgent::new(command)),
+            AgentProfile::Command { mut command } => {
+                command
+                    .mcp_env
+                    .entry("WORKTRAIN_HOME".into())
+                    .or_insert_with(|| home.display().to_string());
+                Arc::new(CommandAgent::new(command))
+            }
         };
         out.insert(name.clone(), runner);
     }

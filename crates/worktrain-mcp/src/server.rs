@@ -80,6 +80,9 @@ pub struct ServerOptions {
     /// The workspace used when a call names none (the directory the server was started
     /// in, or `--workspace`). Its project root's `.worktrain/workflows` is searched.
     pub default_workspace: Option<PathBuf>,
+    /// Session-bound mode: serve only `current_step` and `complete_step` for this session,
+    /// holding its tokens so the agent never sees one (external agents run by the daemon).
+    pub bound_session: Option<worktrain_core::ids::SessionId>,
 }
 
 enum EngineSlot {
@@ -132,12 +135,18 @@ impl ToolServer {
 
     /// The tools, in a stable order.
     pub fn list_tools(&self) -> &'static [ToolDef] {
-        definitions()
+        match self.options.bound_session {
+            Some(_) => crate::tools::bound_definitions(),
+            None => definitions(),
+        }
     }
 
     /// Instructions for clients (sent with the `initialize` result).
     pub fn instructions(&self) -> &'static str {
-        crate::tools::INSTRUCTIONS
+        match self.options.bound_session {
+            Some(_) => crate::tools::BOUND_INSTRUCTIONS,
+            None => crate::tools::INSTRUCTIONS,
+        }
     }
 
     /// Open the engine now, so the first tool call does not pay for it. Errors are logged
@@ -159,6 +168,14 @@ impl ToolServer {
     /// itself is a [`ToolResult`] with `is_error`; only an unknown tool name is an `Err`.
     pub async fn call_tool(&self, name: &str, args: Value) -> Result<ToolResult, UnknownTool> {
         let started = std::time::Instant::now();
+        if let Some(session) = self.options.bound_session {
+            let result = match name {
+                "current_step" => self.current_step(session, args).await,
+                "complete_step" => self.complete_step(session, args).await,
+                other => return Err(UnknownTool(other.to_owned())),
+            };
+            return Ok(result.unwrap_or_else(|e| ToolResult::error(&e)));
+        }
         let result = match name {
             "list_workflows" => self.list_workflows(args).await,
             "inspect_workflow" => self.inspect_workflow(args).await,
@@ -493,6 +510,59 @@ impl ToolServer {
 }
 
 /// A step reply: text first, then the engine's response exactly as recorded.
+impl ToolServer {
+    async fn current_step(&self, session: worktrain_core::ids::SessionId, args: Value) -> Result<ToolResult, ApiError> {
+        let _: crate::tools::CurrentStepArgs = parse_args("current_step", args)?;
+        let engine = self.engine().await?;
+        let reply = engine.rehydrate(&worktrain_engine::SessionRef::Id(session)).await?;
+        Ok(bound_result(&reply))
+    }
+
+    async fn complete_step(&self, session: worktrain_core::ids::SessionId, args: Value) -> Result<ToolResult, ApiError> {
+        let args: crate::tools::CompleteStepArgs = parse_args("complete_step", args)?;
+        let engine = self.engine().await?;
+        let current = engine.rehydrate(&worktrain_engine::SessionRef::Id(session)).await?;
+        let Some(token) = current.response.tokens.advance.clone() else {
+            return Ok(bound_result(&current));
+        };
+        let submission = worktrain_core::machine::Submission {
+            notes: args.notes,
+            artifacts: args
+                .artifacts
+                .unwrap_or_default()
+                .into_iter()
+                .map(Value::Object)
+                .collect(),
+            context: args.context.unwrap_or_default(),
+        };
+        let reply = engine.advance(&token, submission).await?;
+        Ok(bound_result(&reply))
+    }
+}
+
+/// A response with every token removed: in session-bound mode the server holds them.
+fn bound_result(reply: &Reply) -> ToolResult {
+    let mut response = reply.response.clone();
+    response.tokens = worktrain_core::response::Tokens {
+        advance: None,
+        checkpoint: None,
+        resume: String::new(),
+    };
+    response.next = match response.intent {
+        worktrain_core::response::Intent::Complete => "The workflow is complete.".into(),
+        worktrain_core::response::Intent::WaitForApproval => "The step is parked until an operator approves it; stop here.".into(),
+        worktrain_core::response::Intent::FixBlockers => "Fix every blocker, then call complete_step again.".into(),
+        worktrain_core::response::Intent::PerformStep | worktrain_core::response::Intent::AskUserThenSubmit => {
+            "Do this step, then call complete_step with your notes.".into()
+        }
+    };
+    let mut structured = serde_json::to_value(&response).unwrap_or(Value::Null);
+    if let Some(obj) = structured.as_object_mut() {
+        obj.remove("tokens");
+    }
+    ToolResult::ok(render::step(&response, reply.replayed), structured)
+}
+
 fn step_result(reply: &Reply) -> ToolResult {
     let structured = serde_json::from_slice::<Value>(&reply.bytes)
         .unwrap_or_else(|_| serde_json::to_value(&reply.response).unwrap_or(Value::Null));

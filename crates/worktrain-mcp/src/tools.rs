@@ -145,6 +145,63 @@ pub(crate) struct ContinueWorkflowArgs {
     pub context: Option<Map<String, Value>>,
 }
 
+/// Arguments of `complete_step` (session-bound mode).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CompleteStepArgs {
+    /// Your output for this step, in markdown: what you did, what you found, the evidence
+    /// (commands run and their results). Required unless the step says notes are optional.
+    #[serde(default)]
+    pub notes: Option<String>,
+    /// Typed artifacts, each a JSON object with a "kind". When the step has an output
+    /// contract, include one artifact whose kind is the contract's name, shaped like the
+    /// example shown with the step.
+    #[serde(default)]
+    pub artifacts: Option<Vec<Map<String, Value>>>,
+    /// Changes to the session context, merged by top-level key; a null value deletes the key.
+    #[serde(default)]
+    pub context: Option<Map<String, Value>>,
+}
+
+/// Arguments of `current_step` (session-bound mode): none.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CurrentStepArgs {}
+
+/// Instructions in session-bound mode (an external agent run by the daemon).
+pub const BOUND_INSTRUCTIONS: &str = "You are working on one worktrain session. Call current_step to see what to do now (and the notes of earlier steps), do exactly that, then call complete_step with your notes (plus any artifact or context the step requires). Repeat until complete_step reports the workflow complete. If the outcome is \"blocked\", fix every blocker and call complete_step again. Never claim a check passed unless you ran it.";
+
+const CURRENT_STEP: &str = "Show the step you must do now in this session: its instructions, guidance, required artifact or context, any blockers from your last attempt, and the notes of earlier steps. Call it first, and whenever you lose track.";
+
+const COMPLETE_STEP: &str = "Submit your output for the current step: notes (what you did and found, with evidence), plus the artifact the step's output contract requires and context keys it must set. Returns the next step, `blocked` with precise blockers (fix them and call again), `parked` (an operator must approve; stop working), or `complete`.";
+
+/// The tools of session-bound mode.
+pub fn bound_definitions() -> &'static [ToolDef] {
+    static DEFS: OnceLock<Vec<ToolDef>> = OnceLock::new();
+    DEFS.get_or_init(|| {
+        vec![
+            ToolDef {
+                name: "current_step",
+                title: "Current step",
+                description: CURRENT_STEP,
+                input_schema: input_schema::<CurrentStepArgs>(),
+                read_only: true,
+                idempotent: true,
+                destructive: false,
+            },
+            ToolDef {
+                name: "complete_step",
+                title: "Complete the current step",
+                description: COMPLETE_STEP,
+                input_schema: input_schema::<CompleteStepArgs>(),
+                read_only: false,
+                idempotent: false,
+                destructive: false,
+            },
+        ]
+    })
+}
+
 /// Arguments of `checkpoint_workflow`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

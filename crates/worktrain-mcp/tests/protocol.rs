@@ -48,6 +48,7 @@ fn options(dir: &Path) -> ServerOptions {
     ServerOptions {
         user_workflows: Some(dir.join("home").join("workflows")),
         default_workspace: Some(dir.to_path_buf()),
+        bound_session: None,
     }
 }
 
