@@ -37,11 +37,20 @@ pub async fn run(ctx: &Ctx, args: McpArgs) -> Result<Exit, ApiError> {
             ctx.engine().await.map(Arc::new)
         })
     });
+    // An external agent run by the daemon gets `WORKTRAIN_SESSION_ID` (see
+    // worktrain-agent's CommandAgent): serve only its session, holding the tokens.
+    let bound_session = match std::env::var("WORKTRAIN_SESSION_ID") {
+        Ok(s) if !s.trim().is_empty() => Some(s.trim().parse().map_err(|e: worktrain_core::ids::InvalidSessionId| {
+            ApiError::invalid_input(e.to_string(), "WORKTRAIN_SESSION_ID must be a session id (ses_…)")
+        })?),
+        _ => None,
+    };
     let server = ToolServer::lazy(
         open,
         ServerOptions {
             user_workflows: Some(ctx.home.path(worktrain_engine::home::WORKFLOWS_DIR)),
             default_workspace,
+            bound_session,
         },
     );
     match worktrain_mcp::serve_stdio(Arc::new(server)).await {
