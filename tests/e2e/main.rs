@@ -12,6 +12,7 @@ mod support;
 mod admin;
 mod concurrency;
 mod crash;
+mod daemon;
 mod init;
 mod keys;
 mod malformed;

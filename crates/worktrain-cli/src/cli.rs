@@ -24,6 +24,11 @@ pub struct Cli {
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
 
+    /// The daemon to talk to (default: the one running on this home, else `daemon.bind`
+    /// from config.yaml).
+    #[arg(long, global = true, value_name = "URL", env = "WORKTRAIN_DAEMON")]
+    pub daemon: Option<String>,
+
     /// The command.
     #[command(subcommand)]
     pub command: Command,
@@ -52,6 +57,116 @@ pub enum Command {
     Admin(AdminCommand),
     /// Serve the MCP tools on stdin/stdout for an agent (initialises the home on first use).
     Mcp(McpArgs),
+    /// Run the daemon: the HTTP API and the supervisor that runs dispatched sessions.
+    Daemon(DaemonArgs),
+    /// Dispatch a session to the daemon; prints its id (`--json`: the record).
+    Spawn(SpawnArgs),
+    /// Wait for sessions to finish; prints one result per session. Exit codes differ
+    /// from the other commands: 0 all succeeded, 1 some failed, 2 timeout, 3 usage.
+    Await(AwaitArgs),
+    /// A briefing from the daemon: running, queued, parked, recent outcomes.
+    Status,
+    /// The kill switch: stop every running session and cancel everything queued.
+    KillAll,
+    /// Session worktrees (read-only inventory and cleanup; works without the daemon).
+    #[command(subcommand)]
+    Worktree(WorktreeCommand),
+}
+
+/// `worktrain daemon`.
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Address to serve on (default: `daemon.bind` from config.yaml, 127.0.0.1:7878).
+    /// Port 0 picks a free port; the address is recorded in $WORKTRAIN_HOME/daemon.pid.
+    #[arg(long, value_name = "ADDR")]
+    pub bind: Option<String>,
+}
+
+/// `worktrain spawn`.
+#[derive(Debug, Args)]
+pub struct SpawnArgs {
+    /// Workflow id or path to a workflow file.
+    #[arg(long)]
+    pub workflow: String,
+    /// What the session should achieve.
+    #[arg(long)]
+    pub goal: String,
+    /// Workspace directory (default: the current directory). A git repository gets a
+    /// worktree per session.
+    #[arg(long, value_name = "DIR")]
+    pub workspace: Option<PathBuf>,
+    /// Initial context values (`key=value`; JSON values are parsed; repeatable).
+    #[arg(long = "context", value_name = "KEY=VALUE")]
+    pub context: Vec<String>,
+    /// The session that spawned this one.
+    #[arg(long, value_name = "SESSION")]
+    pub parent: Option<String>,
+    /// Agent profile from config.yaml (default: `daemon.default_agent`).
+    #[arg(long)]
+    pub agent: Option<String>,
+    /// Idempotency key: spawning again with the same key returns the same session.
+    #[arg(long, value_name = "KEY")]
+    pub idempotency_key: Option<String>,
+    /// Queue priority (higher runs first).
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub priority: i32,
+    /// Review-style run: a detached worktree, nothing delivered.
+    #[arg(long)]
+    pub readonly: bool,
+    /// Base ref of the session's worktree (default: `daemon.worktrees.base_branch`).
+    #[arg(long, value_name = "REF")]
+    pub base: Option<String>,
+    /// A label for what started it (per-trigger caps apply).
+    #[arg(long, value_name = "LABEL")]
+    pub trigger: Option<String>,
+    /// Wall-clock budget (e.g. `30m`).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub wall_clock: Option<std::time::Duration>,
+    /// LLM turn budget.
+    #[arg(long, value_name = "N")]
+    pub max_turns: Option<u32>,
+    /// Token budget (input + output).
+    #[arg(long, value_name = "N")]
+    pub max_tokens: Option<u64>,
+    /// Cost budget in US dollars.
+    #[arg(long, value_name = "USD")]
+    pub max_cost_usd: Option<f64>,
+}
+
+/// `worktrain await`.
+#[derive(Debug, Args)]
+pub struct AwaitArgs {
+    /// Session ids.
+    #[arg(required = true, value_name = "SESSION")]
+    pub sessions: Vec<String>,
+    /// Wait until every session finished (the default).
+    #[arg(long, conflicts_with = "any")]
+    pub all: bool,
+    /// Wait until one session finished.
+    #[arg(long)]
+    pub any: bool,
+    /// Give up after this long (e.g. `30m`, `90s`); exit 2. Default: wait indefinitely.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub timeout: Option<std::time::Duration>,
+}
+
+/// `worktrain worktree …`.
+#[derive(Debug, Subcommand)]
+pub enum WorktreeCommand {
+    /// Every session worktree of every workspace that has daemon sessions: path, branch,
+    /// session, age, dirty, ahead, merged.
+    List,
+    /// Remove worktrees nobody owns any more (expired keeps, unlocked clean ones,
+    /// leftovers); never a worktree in use.
+    Clean(CleanArgs),
+}
+
+/// `worktree clean`.
+#[derive(Debug, Args)]
+pub struct CleanArgs {
+    /// Only show what would be removed.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// `worktrain run`.
@@ -204,6 +319,49 @@ pub enum SessionCommand {
     Log(LogArgs),
     /// Verify a session's hash chain.
     Verify(SessionIdArg),
+    /// Cancel a daemon session's run (via the daemon).
+    Cancel(NoteArgs),
+    /// Give a running agent a message for its next turn (via the daemon).
+    Steer(SteerArgs),
+    /// Resume an interrupted run (via the daemon).
+    Resume(SessionIdArg),
+    /// Retry a failed or cancelled run from where the session stands (via the daemon).
+    Retry(SessionIdArg),
+    /// Show what each step changed in the worktree (from its step snapshots).
+    Diff(DiffArgs),
+}
+
+/// A session and an optional note.
+#[derive(Debug, Args)]
+pub struct NoteArgs {
+    /// Session id.
+    pub session: String,
+    /// Why (recorded).
+    #[arg(long)]
+    pub note: Option<String>,
+}
+
+/// `session steer`.
+#[derive(Debug, Args)]
+pub struct SteerArgs {
+    /// Session id.
+    pub session: String,
+    /// The message for the agent.
+    #[arg(long, short)]
+    pub message: String,
+}
+
+/// `session diff`.
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// Session id.
+    pub session: String,
+    /// Only this step (step id, or a node like `n3`).
+    #[arg(long, value_name = "STEP")]
+    pub step: Option<String>,
+    /// Only the per-file counts, no patch.
+    #[arg(long)]
+    pub stat: bool,
 }
 
 /// `session start`.

@@ -40,9 +40,14 @@ pub async fn run(ctx: &Ctx, args: McpArgs) -> Result<Exit, ApiError> {
     // An external agent run by the daemon gets `WORKTRAIN_SESSION_ID` (see
     // worktrain-agent's CommandAgent): serve only its session, holding the tokens.
     let bound_session = match std::env::var("WORKTRAIN_SESSION_ID") {
-        Ok(s) if !s.trim().is_empty() => Some(s.trim().parse().map_err(|e: worktrain_core::ids::InvalidSessionId| {
-            ApiError::invalid_input(e.to_string(), "WORKTRAIN_SESSION_ID must be a session id (ses_…)")
-        })?),
+        Ok(s) if !s.trim().is_empty() => Some(s.trim().parse().map_err(
+            |e: worktrain_core::ids::InvalidSessionId| {
+                ApiError::invalid_input(
+                    e.to_string(),
+                    "WORKTRAIN_SESSION_ID must be a session id (ses_…)",
+                )
+            },
+        )?),
         _ => None,
     };
     let server = ToolServer::lazy(

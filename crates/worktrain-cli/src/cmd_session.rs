@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 use worktrain_core::error::{ApiError, ErrorCode, Retry};
-use worktrain_core::ids::{NodeId, Seq, SessionId, StepId, WorkflowId};
 use worktrain_core::event::SessionMode;
+use worktrain_core::ids::{NodeId, Seq, SessionId, StepId, WorkflowId};
 use worktrain_core::machine::Submission;
 use worktrain_core::projection::{NodeRecord, SessionStatus};
 use worktrain_core::response::Outcome;
@@ -22,6 +22,30 @@ use crate::output::{Exit, print_response, time};
 use crate::{Ctx, context_from, workspace_string};
 
 pub async fn run(ctx: &Ctx, cmd: SessionCommand) -> Result<Exit, ApiError> {
+    // Commands served by the daemon (the run's owner) never open the store here.
+    let cmd = match cmd {
+        SessionCommand::Cancel(a) => {
+            return crate::cmd_coord::action(ctx, &a.session, "cancel", json!({"note": a.note}))
+                .await;
+        }
+        SessionCommand::Steer(a) => {
+            return crate::cmd_coord::action(
+                ctx,
+                &a.session,
+                "steer",
+                json!({"message": a.message}),
+            )
+            .await;
+        }
+        SessionCommand::Resume(a) => {
+            return crate::cmd_coord::action(ctx, &a.session, "resume", json!({})).await;
+        }
+        SessionCommand::Retry(a) => {
+            return crate::cmd_coord::action(ctx, &a.session, "retry", json!({})).await;
+        }
+        SessionCommand::Diff(a) => return crate::cmd_worktree::diff(ctx, a).await,
+        other => other,
+    };
     let engine = ctx.engine().await?;
     match cmd {
         SessionCommand::Start(a) => {
@@ -32,7 +56,11 @@ pub async fn run(ctx: &Ctx, cmd: SessionCommand) -> Result<Exit, ApiError> {
                     goal: a.goal,
                     workspace: workspace_string(a.workspace.as_deref()),
                     context: context_from(&a.context)?,
-                    mode: if a.autonomous { SessionMode::Autonomous } else { SessionMode::Interactive },
+                    mode: if a.autonomous {
+                        SessionMode::Autonomous
+                    } else {
+                        SessionMode::Interactive
+                    },
                     parent: a.parent.as_deref().map(parse_session_id).transpose()?,
                 })
                 .await?;
@@ -68,17 +96,54 @@ pub async fn run(ctx: &Ctx, cmd: SessionCommand) -> Result<Exit, ApiError> {
             Ok(emit(ctx, &reply))
         }
         SessionCommand::Approve(a) => {
-            let reply = engine.approve(&SessionRef::parse(&a.session), a.note).await?;
+            // A daemon session goes through the daemon, which requeues its run.
+            if let Some(id) = daemon_session(&engine, &a.session).await? {
+                return crate::cmd_coord::action(
+                    ctx,
+                    &id.to_string(),
+                    "approve",
+                    json!({"note": a.note}),
+                )
+                .await;
+            }
+            let reply = engine
+                .approve(&SessionRef::parse(&a.session), a.note)
+                .await?;
             Ok(emit(ctx, &reply))
         }
         SessionCommand::Reject(a) => {
-            let reply = engine.reject(&SessionRef::parse(&a.session), a.note).await?;
+            if let Some(id) = daemon_session(&engine, &a.session).await? {
+                return crate::cmd_coord::action(
+                    ctx,
+                    &id.to_string(),
+                    "reject",
+                    json!({"note": a.note}),
+                )
+                .await;
+            }
+            let reply = engine
+                .reject(&SessionRef::parse(&a.session), a.note)
+                .await?;
             Ok(emit(ctx, &reply))
         }
         SessionCommand::Show(a) => show(ctx, &engine, &a.session).await,
         SessionCommand::Log(a) => log(ctx, &engine, &a.session, a.after, a.follow).await,
         SessionCommand::Verify(a) => verify(ctx, &engine, &a.session).await,
+        SessionCommand::Cancel(_)
+        | SessionCommand::Steer(_)
+        | SessionCommand::Resume(_)
+        | SessionCommand::Retry(_)
+        | SessionCommand::Diff(_) => {
+            Err(ApiError::internal("daemon commands are dispatched above"))
+        }
     }
+}
+
+/// The session's id when it was dispatched to the daemon (it has a run).
+async fn daemon_session(engine: &Engine, session: &str) -> Result<Option<SessionId>, ApiError> {
+    let id = resolve_id(engine, session)?;
+    let summary = engine.store().session(id).await.map_err(store_error)?;
+    Ok(summary.filter(|s| s.run.is_some()).map(|_| id))
 }
 
 /// Print a reply; blocked submissions exit with [`Exit::Blocked`].
@@ -96,8 +161,9 @@ pub fn emit(ctx: &Ctx, reply: &Reply) -> Exit {
 }
 
 fn parse_session_id(s: &str) -> Result<SessionId, ApiError> {
-    s.parse::<SessionId>()
-        .map_err(|e| ApiError::invalid_input(e.to_string(), "pass a session id from `worktrain sessions`"))
+    s.parse::<SessionId>().map_err(|e| {
+        ApiError::invalid_input(e.to_string(), "pass a session id from `worktrain sessions`")
+    })
 }
 
 fn parse_rewind_target(s: &str) -> Result<RewindTarget, ApiError> {
@@ -427,7 +493,10 @@ pub async fn list(ctx: &Ctx, a: SessionsArgs) -> Result<Exit, ApiError> {
         .sessions(&SessionFilter {
             status,
             workflow,
-            workspace: a.workspace.as_deref().and_then(|w| workspace_string(Some(w))),
+            workspace: a
+                .workspace
+                .as_deref()
+                .and_then(|w| workspace_string(Some(w))),
             text: a.search,
             limit: Some(a.limit),
             offset: Some(a.offset),

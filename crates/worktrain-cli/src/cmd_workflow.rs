@@ -575,6 +575,12 @@ fn simulate(ctx: &Ctx, args: &crate::cli::SimulateArgs) -> Result<Exit, ApiError
             TraceItem::Skip { step, condition } => {
                 say!("{}· skip {step} (not: {condition})", ind(stack.len()));
             }
+            TraceItem::BlockSkip { block, condition } => {
+                say!(
+                    "{}· skip block {block} (not: {condition})",
+                    ind(stack.len())
+                );
+            }
             TraceItem::Pass { loop_, pass } => {
                 if stack.last() != Some(loop_) {
                     stack.push(loop_.clone());

@@ -9,10 +9,14 @@ macro_rules! say {
 }
 
 mod cli;
+mod client;
+mod cmd_coord;
+mod cmd_daemon;
 mod cmd_mcp;
 mod cmd_run;
 mod cmd_session;
 mod cmd_workflow;
+mod cmd_worktree;
 mod output;
 
 use std::path::{Path, PathBuf};
@@ -38,11 +42,15 @@ fn main() -> ExitCode {
             let _ = e.print();
             return ExitCode::from(match e.kind() {
                 clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => 0,
+                // `worktrain await` documents its own exit codes: 3 is usage.
+                _ if is_await_invocation() => cmd_coord::await_exit::USAGE,
                 _ => Exit::Usage as u8,
             });
         }
     };
-    init_logging(cli.verbose);
+    // The daemon logs at info by default; other commands only warn.
+    let daemon = matches!(cli.command, Command::Daemon(_));
+    init_logging(cli.verbose + u8::from(daemon));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -56,12 +64,49 @@ fn main() -> ExitCode {
     };
     let out = Out { json: cli.json };
     let code = runtime.block_on(async move {
+        if let Command::Await(_) = &cli.command {
+            return run_await(cli, out).await;
+        }
         match dispatch(cli, out).await {
-            Ok(exit) => exit,
-            Err(e) => out.error(&e),
+            Ok(exit) => exit as u8,
+            Err(e) => out.error(&e) as u8,
         }
     });
-    ExitCode::from(code as u8)
+    ExitCode::from(code)
+}
+
+/// Whether the command line names the `await` subcommand (for its usage exit code).
+fn is_await_invocation() -> bool {
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--home" | "--daemon" => {
+                args.next();
+            }
+            s if s.starts_with('-') => {}
+            s => return s == "await",
+        }
+    }
+    false
+}
+
+async fn run_await(cli: Cli, out: Out) -> u8 {
+    let home = match Home::locate(cli.home.clone()) {
+        Ok(h) => h,
+        Err(e) => {
+            let _ = out.error(&home_error(e));
+            return cmd_coord::await_exit::USAGE;
+        }
+    };
+    let ctx = Ctx {
+        home,
+        out,
+        daemon: cli.daemon,
+    };
+    match cli.command {
+        Command::Await(a) => cmd_coord::await_sessions(&ctx, a).await,
+        _ => cmd_coord::await_exit::USAGE,
+    }
 }
 
 fn init_logging(verbose: u8) {
@@ -86,7 +131,11 @@ fn init_logging(verbose: u8) {
 
 async fn dispatch(cli: Cli, out: Out) -> Result<Exit, ApiError> {
     let home = Home::locate(cli.home.clone()).map_err(home_error)?;
-    let ctx = Ctx { home, out };
+    let ctx = Ctx {
+        home,
+        out,
+        daemon: cli.daemon,
+    };
     match cli.command {
         Command::Init => ctx.init().await,
         Command::Run(args) => cmd_run::run(&ctx, args).await,
@@ -96,6 +145,12 @@ async fn dispatch(cli: Cli, out: Out) -> Result<Exit, ApiError> {
         Command::Keys(cmd) => ctx.keys(cmd),
         Command::Admin(AdminCommand::RebuildProjections) => ctx.rebuild().await,
         Command::Mcp(args) => cmd_mcp::run(&ctx, args).await,
+        Command::Daemon(args) => cmd_daemon::run(&ctx, args).await,
+        Command::Spawn(args) => cmd_coord::spawn(&ctx, args).await,
+        Command::Await(_) => Err(ApiError::internal("await is handled before dispatch")),
+        Command::Status => cmd_coord::status(&ctx).await,
+        Command::KillAll => cmd_coord::kill_all(&ctx).await,
+        Command::Worktree(cmd) => cmd_worktree::run(&ctx, cmd).await,
     }
 }
 
@@ -105,6 +160,8 @@ pub struct Ctx {
     pub home: Home,
     /// Output mode.
     pub out: Out,
+    /// `--daemon` / `WORKTRAIN_DAEMON`.
+    pub daemon: Option<String>,
 }
 
 impl Ctx {

@@ -31,7 +31,11 @@ pub struct EngineDriver {
 
 impl EngineDriver {
     /// A driver for `session`; snapshots the worktree after each completed step.
-    pub fn new(engine: Arc<Engine>, session: SessionId, worktree: Option<Arc<WorktreeHandle>>) -> Self {
+    pub fn new(
+        engine: Arc<Engine>,
+        session: SessionId,
+        worktree: Option<Arc<WorktreeHandle>>,
+    ) -> Self {
         Self {
             engine,
             session,
@@ -78,7 +82,9 @@ impl EngineDriver {
                 }
             }
             Ok(None) => {}
-            Err(e) => tracing::warn!(session_id = %self.session, error = %e, "step snapshot failed"),
+            Err(e) => {
+                tracing::warn!(session_id = %self.session, error = %e, "step snapshot failed")
+            }
         }
     }
 }
@@ -104,11 +110,9 @@ impl StepDriver for EngineDriver {
             Some(t) => t,
             None => {
                 self.refresh().await?;
-                self.token
-                    .lock()
-                    .await
-                    .clone()
-                    .ok_or_else(|| DriverError::Failed("the session has no step to complete".into()))?
+                self.token.lock().await.clone().ok_or_else(|| {
+                    DriverError::Failed("the session has no step to complete".into())
+                })?
             }
         };
         let submission = Submission {
@@ -116,11 +120,13 @@ impl StepDriver for EngineDriver {
             artifacts: output.artifacts,
             context: output.context,
         };
-        match self.engine.advance(&token, submission).await {
+        match crate::metrics::timed_advance(self.engine.advance(&token, submission)).await {
             Ok(reply) => {
                 self.remember(&reply.response).await;
                 match reply.response.outcome {
-                    Outcome::Advanced | Outcome::Complete | Outcome::Approved => self.snapshot(node).await,
+                    Outcome::Advanced | Outcome::Complete | Outcome::Approved => {
+                        self.snapshot(node).await
+                    }
                     Outcome::Started
                     | Outcome::Blocked
                     | Outcome::Checkpointed

@@ -1,4 +1,4 @@
-//! The worktrain daemon: turns dispatched sessions into agent runs.
+//! The worktrain daemon: turns dispatched sessions into agent runs, and serves them.
 //!
 //! - [`supervisor::Supervisor`]: the durable run queue (claim with a lease, heartbeats,
 //!   concurrency caps), one task per running session (worktree → agent → outcome),
@@ -9,10 +9,23 @@
 //!   them) and event sink (agent activity becomes session events).
 //! - [`worktrees`]: session worktrees via `worktrain-git`.
 //! - [`profiles`]: agent profiles from `config.yaml`.
+//! - [`api`] (with [`auth`], [`errors`], [`extract`], [`sse`], [`metrics`], [`views`],
+//!   [`mcp`]) and [`server`]: the HTTP API — see `docs/api.md` and `spec/openapi.yaml`.
+//! - [`pidfile`]: one daemon per home.
 
 pub mod adapters;
+pub mod api;
+pub mod auth;
+pub mod errors;
+pub mod extract;
+pub mod mcp;
+pub mod metrics;
+pub mod pidfile;
 pub mod profiles;
+pub mod server;
+pub mod sse;
 pub mod supervisor;
+pub mod views;
 pub mod worktrees;
 
 /// Milliseconds since the Unix epoch.

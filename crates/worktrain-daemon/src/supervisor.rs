@@ -83,6 +83,10 @@ pub struct Supervisor {
     tasks: tokio::sync::Mutex<JoinSet<()>>,
     wake: Notify,
     stopping: CancellationToken,
+    /// Set while the kill switch runs: no run may be claimed.
+    killing: AtomicBool,
+    /// Bumped by each kill switch; a claim that raced one stops its own run.
+    kill_epoch: AtomicU64,
     /// Counters.
     pub metrics: Metrics,
 }
@@ -110,11 +114,7 @@ impl Supervisor {
         home: PathBuf,
         agents: BTreeMap<String, Arc<dyn AgentRunner>>,
     ) -> Arc<Self> {
-        let worker = format!(
-            "worker-{}-{}",
-            std::process::id(),
-            now_ms()
-        );
+        let worker = format!("worker-{}-{}", std::process::id(), now_ms());
         Arc::new(Self {
             engine,
             settings,
@@ -125,6 +125,8 @@ impl Supervisor {
             tasks: tokio::sync::Mutex::new(JoinSet::new()),
             wake: Notify::new(),
             stopping: CancellationToken::new(),
+            killing: AtomicBool::new(false),
+            kill_epoch: AtomicU64::new(0),
             metrics: Metrics::default(),
         })
     }
@@ -142,6 +144,16 @@ impl Supervisor {
     /// The daemon settings.
     pub fn settings(&self) -> &DaemonSettings {
         &self.settings
+    }
+
+    /// The home directory (`$WORKTRAIN_HOME`).
+    pub fn home(&self) -> &Path {
+        &self.home
+    }
+
+    /// Names of the configured agent profiles.
+    pub fn agent_names(&self) -> Vec<String> {
+        self.agents.keys().cloned().collect()
     }
 
     /// Sessions running in this daemon.
@@ -201,7 +213,9 @@ impl Supervisor {
         })
         .await;
         if drained.is_err() {
-            warn!("some sessions did not stop within 30 s; their leases will expire and they resume on restart");
+            warn!(
+                "some sessions did not stop within 30 s; their leases will expire and they resume on restart"
+            );
         }
     }
 
@@ -216,9 +230,15 @@ impl Supervisor {
 
     async fn renew_leases(&self) {
         let ids: Vec<SessionId> = lock(&self.runs).keys().copied().collect();
-        let until = now_ms() + i64::try_from(self.settings.lease_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+        let until = now_ms()
+            + i64::try_from(self.settings.lease_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
         for id in ids {
-            if let Err(e) = self.engine.store().renew_lease(id, &self.worker, until).await {
+            if let Err(e) = self
+                .engine
+                .store()
+                .renew_lease(id, &self.worker, until)
+                .await
+            {
                 warn!(session_id = %id, error = %e, "lease renewal failed");
             }
         }
@@ -263,7 +283,9 @@ impl Supervisor {
             let summary = self
                 .engine
                 .transition(id, |s| {
-                    let Some(run) = &s.run else { return Ok(Vec::new()) };
+                    let Some(run) = &s.run else {
+                        return Ok(Vec::new());
+                    };
                     let mut events = Vec::new();
                     let mut interruptions = run.interruptions;
                     if run.state == RunState::Running {
@@ -287,7 +309,9 @@ impl Supervisor {
                             run: run.run,
                             end: RunEnd::Failed,
                             reason: Some(FailureReason::TooManyInterruptions),
-                            detail: Some(format!("interrupted {interruptions} times (limit {max})")),
+                            detail: Some(format!(
+                                "interrupted {interruptions} times (limit {max})"
+                            )),
                         });
                     } else {
                         events.push(EventBody::RunRequeued {
@@ -332,10 +356,14 @@ impl Supervisor {
             if self.settings.max_per_workspace > 0 && same_ws >= self.settings.max_per_workspace {
                 continue;
             }
-            if let Some(cap) = row.trigger.as_ref().and_then(|t| self.settings.max_per_trigger.get(t))
-                && same_trigger >= *cap {
-                    continue;
-                }
+            if let Some(cap) = row
+                .trigger
+                .as_ref()
+                .and_then(|t| self.settings.max_per_trigger.get(t))
+                && same_trigger >= *cap
+            {
+                continue;
+            }
             self.clone().claim(row.session_id).await?;
         }
         Ok(())
@@ -346,13 +374,19 @@ impl Supervisor {
     }
 
     async fn claim(self: Arc<Self>, id: SessionId) -> Result<(), ApiError> {
+        let epoch = self.kill_epoch.load(Ordering::SeqCst);
+        if self.killing.load(Ordering::SeqCst) {
+            return Ok(());
+        }
         let worker = self.worker.clone();
         let use_worktree = self.settings.worktrees.enabled;
         let wt_path = self.worktree_path(id);
         let summary = self
             .engine
             .transition(id, |s| {
-                let Some(run) = &s.run else { return Ok(Vec::new()) };
+                let Some(run) = &s.run else {
+                    return Ok(Vec::new());
+                };
                 if run.state != RunState::Queued {
                     return Ok(Vec::new());
                 }
@@ -377,11 +411,14 @@ impl Supervisor {
                 }])
             })
             .await?;
-        let Some(run) = summary.run.clone() else { return Ok(()) };
+        let Some(run) = summary.run.clone() else {
+            return Ok(());
+        };
         if run.state != RunState::Running || run.worker.as_deref() != Some(self.worker.as_str()) {
             return Ok(());
         }
-        let until = now_ms() + i64::try_from(self.settings.lease_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+        let until = now_ms()
+            + i64::try_from(self.settings.lease_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
         self.engine
             .store()
             .renew_lease(id, &self.worker, until)
@@ -408,6 +445,11 @@ impl Supervisor {
             running.beat.clone(),
         );
         lock(&self.runs).insert(id, running);
+        if self.kill_epoch.load(Ordering::SeqCst) != epoch {
+            // The kill switch ran while this run was being claimed.
+            task_parts.3.store(true, Ordering::SeqCst);
+            task_parts.0.cancel();
+        }
         let me = self.clone();
         self.tasks
             .lock()
@@ -422,13 +464,24 @@ impl Supervisor {
         self: Arc<Self>,
         id: SessionId,
         summary: SessionSummary,
-        parts: (CancellationToken, SteeringInbox, Arc<AtomicBool>, Arc<AtomicBool>, Arc<LastBeat>),
+        parts: (
+            CancellationToken,
+            SteeringInbox,
+            Arc<AtomicBool>,
+            Arc<AtomicBool>,
+            Arc<LastBeat>,
+        ),
     ) {
         let (cancel, steering, interrupt, killed, beat) = parts;
         let run = summary.run.clone();
         let run_no = run.as_ref().map(|r| r.run).unwrap_or(1);
         let (end, reason, detail, handle) = match self.prepare(id, &summary).await {
-            Err(e) => (RunEnd::Failed, Some(FailureReason::WorktreeFailed), Some(e), None),
+            Err(e) => (
+                RunEnd::Failed,
+                Some(FailureReason::WorktreeFailed),
+                Some(e),
+                None,
+            ),
             Ok((dir, handle)) => {
                 let outcome = self
                     .execute(id, &summary, dir, handle.clone(), cancel, steering, beat)
@@ -442,7 +495,9 @@ impl Supervisor {
                         Some("stopped by the kill switch".into()),
                     ),
                     RunOutcome::Cancelled { .. } => (RunEnd::Cancelled, None, None),
-                    RunOutcome::Failed { reason, detail, .. } => (RunEnd::Failed, Some(reason), Some(detail)),
+                    RunOutcome::Failed { reason, detail, .. } => {
+                        (RunEnd::Failed, Some(reason), Some(detail))
+                    }
                 };
                 (end, reason, detail, handle)
             }
@@ -451,7 +506,9 @@ impl Supervisor {
         let recorded = self
             .engine
             .transition(id, |s| {
-                let Some(r) = &s.run else { return Ok(Vec::new()) };
+                let Some(r) = &s.run else {
+                    return Ok(Vec::new());
+                };
                 if r.state != RunState::Running {
                     return Ok(Vec::new());
                 }
@@ -491,9 +548,10 @@ impl Supervisor {
                 (false, RunEnd::Failed | RunEnd::Cancelled) => Some(false),
             };
             if let Some(succeeded) = finish
-                && let Err(e) = h.finish(succeeded).await {
-                    warn!(session_id = %id, error = %e, "worktree cleanup failed; the reaper will retry");
-                }
+                && let Err(e) = h.finish(succeeded).await
+            {
+                warn!(session_id = %id, error = %e, "worktree cleanup failed; the reaper will retry");
+            }
         }
         if !interrupted {
             let _ = self.engine.store().release_lease(id).await;
@@ -584,7 +642,11 @@ impl Supervisor {
     }
 
     /// Cancel a session's run: a queued run ends at once; a running one is stopped.
-    pub async fn cancel(&self, id: SessionId, note: Option<String>) -> Result<SessionSummary, ApiError> {
+    pub async fn cancel(
+        &self,
+        id: SessionId,
+        note: Option<String>,
+    ) -> Result<SessionSummary, ApiError> {
         let summary = self
             .engine
             .transition(id, |s| {
@@ -592,16 +654,21 @@ impl Supervisor {
                     return Err(not_run(id, "was not dispatched to the daemon"));
                 };
                 Ok(match run.state {
-                    RunState::Queued | RunState::Interrupted | RunState::Parked => vec![EventBody::RunFinished {
-                        run: run.run,
-                        end: RunEnd::Cancelled,
-                        reason: None,
-                        detail: note.clone(),
-                    }],
+                    RunState::Queued | RunState::Interrupted | RunState::Parked => {
+                        vec![EventBody::RunFinished {
+                            run: run.run,
+                            end: RunEnd::Cancelled,
+                            reason: None,
+                            detail: note.clone(),
+                        }]
+                    }
                     RunState::Running if !run.cancel_requested => {
                         vec![EventBody::CancelRequested { note: note.clone() }]
                     }
-                    RunState::Running | RunState::Completed | RunState::Failed | RunState::Cancelled => Vec::new(),
+                    RunState::Running
+                    | RunState::Completed
+                    | RunState::Failed
+                    | RunState::Cancelled => Vec::new(),
                 })
             })
             .await?;
@@ -614,7 +681,10 @@ impl Supervisor {
     /// Give the agent a message for its next turn.
     pub async fn steer(&self, id: SessionId, message: String) -> Result<SessionSummary, ApiError> {
         if message.trim().is_empty() {
-            return Err(ApiError::invalid_input("the steering message is empty", "say what the agent should do differently"));
+            return Err(ApiError::invalid_input(
+                "the steering message is empty",
+                "say what the agent should do differently",
+            ));
         }
         let summary = self
             .engine
@@ -625,7 +695,9 @@ impl Supervisor {
                 if run.state.is_final() {
                     return Err(not_run(id, "has finished; `retry` it first"));
                 }
-                Ok(vec![EventBody::Steered { message: message.clone() }])
+                Ok(vec![EventBody::Steered {
+                    message: message.clone(),
+                }])
             })
             .await?;
         if let Some(r) = lock(&self.runs).get(&id) {
@@ -667,14 +739,15 @@ impl Supervisor {
     pub async fn resume(&self, id: SessionId) -> Result<SessionSummary, ApiError> {
         let s = self
             .engine
-            .transition(id, |s| {
-                match &s.run {
-                    Some(r) if r.state == RunState::Interrupted => Ok(vec![EventBody::RunRequeued {
-                        reason: RequeueReason::Resume,
-                    }]),
-                    Some(r) => Err(not_run(id, &format!("is {}, not interrupted", r.state.as_str()))),
-                    None => Err(not_run(id, "was not dispatched to the daemon")),
-                }
+            .transition(id, |s| match &s.run {
+                Some(r) if r.state == RunState::Interrupted => Ok(vec![EventBody::RunRequeued {
+                    reason: RequeueReason::Resume,
+                }]),
+                Some(r) => Err(not_run(
+                    id,
+                    &format!("is {}, not interrupted", r.state.as_str()),
+                )),
+                None => Err(not_run(id, "was not dispatched to the daemon")),
             })
             .await?;
         self.wake();
@@ -688,13 +761,19 @@ impl Supervisor {
             .transition(id, |s| match &s.run {
                 Some(r) if matches!(r.state, RunState::Failed | RunState::Cancelled) => {
                     if s.status == worktrain_core::projection::SessionStatus::Complete {
-                        return Err(not_run(id, "has completed its workflow; start a new session"));
+                        return Err(not_run(
+                            id,
+                            "has completed its workflow; start a new session",
+                        ));
                     }
                     Ok(vec![EventBody::RunRequeued {
                         reason: RequeueReason::Retry,
                     }])
                 }
-                Some(r) => Err(not_run(id, &format!("is {}, not failed or cancelled", r.state.as_str()))),
+                Some(r) => Err(not_run(
+                    id,
+                    &format!("is {}, not failed or cancelled", r.state.as_str()),
+                )),
                 None => Err(not_run(id, "was not dispatched to the daemon")),
             })
             .await?;
@@ -704,33 +783,57 @@ impl Supervisor {
 
     /// The kill switch: stop every running session and cancel everything queued.
     pub async fn kill_all(&self) -> Result<usize, ApiError> {
+        // No claim may start while the switch runs, and a claim already under way stops
+        // its own run (see `claim`); queued runs are ended before running ones are
+        // stopped, so a slot freed by a stopped run cannot start one of them.
+        self.killing.store(true, Ordering::SeqCst);
+        self.kill_epoch.fetch_add(1, Ordering::SeqCst);
+        let ended = self.end_waiting_runs().await;
         let mut stopped = 0;
         for r in lock(&self.runs).values() {
             r.killed.store(true, Ordering::SeqCst);
             r.cancel.cancel();
             stopped += 1;
         }
+        self.killing.store(false, Ordering::SeqCst);
+        let stopped = stopped + ended?;
+        warn!(stopped, "kill switch");
+        Ok(stopped)
+    }
+
+    /// Fail every queued or interrupted run with `killed`.
+    async fn end_waiting_runs(&self) -> Result<usize, ApiError> {
+        let mut ended = 0;
         let queue = self.engine.store().queue().await.map_err(store_error)?;
         for row in queue {
             if row.state == RunState::Queued || row.state == RunState::Interrupted {
-                self.engine
+                let s = self
+                    .engine
                     .transition(row.session_id, |s| {
                         Ok(match &s.run {
-                            Some(r) if matches!(r.state, RunState::Queued | RunState::Interrupted) => vec![EventBody::RunFinished {
-                                run: r.run,
-                                end: RunEnd::Failed,
-                                reason: Some(FailureReason::Killed),
-                                detail: Some("stopped by the kill switch".into()),
-                            }],
+                            Some(r)
+                                if matches!(r.state, RunState::Queued | RunState::Interrupted) =>
+                            {
+                                vec![EventBody::RunFinished {
+                                    run: r.run,
+                                    end: RunEnd::Failed,
+                                    reason: Some(FailureReason::Killed),
+                                    detail: Some("stopped by the kill switch".into()),
+                                }]
+                            }
                             _ => Vec::new(),
                         })
                     })
                     .await?;
-                stopped += 1;
+                if s.run
+                    .as_ref()
+                    .is_some_and(|r| r.failure == Some(FailureReason::Killed))
+                {
+                    ended += 1;
+                }
             }
         }
-        warn!(stopped, "kill switch");
-        Ok(stopped)
+        Ok(ended)
     }
 }
 

@@ -47,7 +47,9 @@ pub async fn prepare(
     } else {
         Some(settings.remote.clone())
     };
-    let base = base.map(str::to_owned).unwrap_or_else(|| settings.base_branch.clone());
+    let base = base
+        .map(str::to_owned)
+        .unwrap_or_else(|| settings.base_branch.clone());
     let keep_failed = Duration::from_secs(settings.keep_failed_hours.saturating_mul(3600));
     tokio::task::spawn_blocking(move || {
         let worktrees = Worktrees::new(config).map_err(|e| WorktreeError(e.to_string()))?;
@@ -79,7 +81,8 @@ impl WorktreeHandle {
             let oid = wt
                 .snapshot(session, &label)
                 .map_err(|e| WorktreeError(e.to_string()))?;
-            let git_ref = snapshot_ref(session, &label).map_err(|e| WorktreeError(e.to_string()))?;
+            let git_ref =
+                snapshot_ref(session, &label).map_err(|e| WorktreeError(e.to_string()))?;
             Ok(Some((git_ref, oid.to_string())))
         })
         .await

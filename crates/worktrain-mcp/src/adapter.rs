@@ -131,3 +131,73 @@ pub async fn serve_stdio(server: Arc<ToolServer>) -> Result<(), ServeError> {
     let (stdin, stdout) = rmcp::transport::stdio_pipes();
     serve(server, stdin, stdout).await
 }
+
+/// The tools over MCP streamable HTTP (`POST`/`GET`/`DELETE` on one endpoint), for an
+/// HTTP server to mount — the daemon's `/mcp`. Sessions live in memory; requests whose
+/// `Host` is not in `allowed_hosts` are refused (DNS-rebinding protection; an empty list
+/// allows any host); cancelling `stop` ends every session and its event stream.
+/// Authentication is the mounting server's job.
+#[derive(Clone)]
+pub struct HttpTransport {
+    service: rmcp::transport::streamable_http_server::StreamableHttpService<
+        Adapter,
+        rmcp::transport::streamable_http_server::session::local::LocalSessionManager,
+    >,
+}
+
+impl std::fmt::Debug for HttpTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpTransport").finish_non_exhaustive()
+    }
+}
+
+impl HttpTransport {
+    /// A transport serving `server`.
+    pub fn new(
+        server: Arc<ToolServer>,
+        allowed_hosts: Vec<String>,
+        max_body_bytes: usize,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> Self {
+        use rmcp::transport::streamable_http_server::StreamableHttpServerConfig;
+        let mut config = StreamableHttpServerConfig::default().with_allowed_hosts(allowed_hosts);
+        config.cancellation_token = stop;
+        config.max_request_body_bytes = max_body_bytes;
+        let service = rmcp::transport::streamable_http_server::StreamableHttpService::new(
+            move || {
+                Ok(Adapter {
+                    core: server.clone(),
+                })
+            },
+            Arc::default(),
+            config,
+        );
+        Self { service }
+    }
+
+    /// Answer one HTTP request.
+    pub async fn handle<B>(
+        &self,
+        request: http::Request<B>,
+    ) -> http::Response<
+        impl http_body::Body<Data = bytes::Bytes, Error = std::convert::Infallible> + Send + 'static,
+    >
+    where
+        B: http_body::Body + Send + 'static,
+        B::Error: std::fmt::Display,
+        B::Data: Send + 'static,
+    {
+        let mut service = self.service.clone();
+        if let Err(never) = std::future::poll_fn(|cx| {
+            tower_service::Service::<http::Request<B>>::poll_ready(&mut service, cx)
+        })
+        .await
+        {
+            match never {}
+        }
+        match tower_service::Service::call(&mut service, request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        }
+    }
+}

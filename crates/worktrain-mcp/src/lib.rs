@@ -19,6 +19,6 @@ mod render;
 mod server;
 mod tools;
 
-pub use adapter::{ServeError, serve, serve_stdio};
+pub use adapter::{HttpTransport, ServeError, serve, serve_stdio};
 pub use server::{EngineFuture, EngineOpener, ServerOptions, ToolResult, ToolServer, UnknownTool};
 pub use tools::{INSTRUCTIONS, TOOL_NAMES, ToolDef};

@@ -1,0 +1,143 @@
+//! `worktrain daemon`: the supervisor plus the HTTP API, until SIGTERM/SIGINT.
+//!
+//! Start-up fails fast — before anything runs — on an uninitialised home, an invalid
+//! config or agent profile, another daemon holding `$WORKTRAIN_HOME/daemon.pid`, a
+//! non-loopback bind without `daemon.allow_remote`, or an address in use. On a signal the
+//! server stops accepting connections, the supervisor interrupts running sessions (they
+//! are resumed on the next start, not failed) and the process waits for both.
+
+use std::sync::Arc;
+
+use tracing::{error, info};
+use worktrain_core::error::{ApiError, ErrorCode, Retry};
+use worktrain_daemon::auth::ApiToken;
+use worktrain_daemon::pidfile::PidLock;
+use worktrain_daemon::server::Server;
+use worktrain_daemon::supervisor::Supervisor;
+use worktrain_engine::home::API_TOKEN_FILE;
+
+use crate::Ctx;
+use crate::cli::DaemonArgs;
+use crate::output::Exit;
+
+fn invalid(message: String, hint: &str) -> ApiError {
+    ApiError::new(ErrorCode::InvalidInput, message, Retry::AfterFix, hint)
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+async fn signalled() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => info!("SIGTERM: shutting down"),
+                    _ = tokio::signal::ctrl_c() => info!("SIGINT: shutting down"),
+                }
+            }
+            Err(e) => {
+                error!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the daemon");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+pub async fn run(ctx: &Ctx, args: DaemonArgs) -> Result<Exit, ApiError> {
+    let config = ctx.config()?;
+    let engine = Arc::new(ctx.engine().await?);
+    let agents = worktrain_daemon::profiles::build(&config.agents, ctx.home.root()).map_err(|e| {
+        invalid(
+            e.to_string(),
+            "fix the agent profile in config.yaml (docs/agents.md describes `kind: llm` and `kind: command`)",
+        )
+    })?;
+    if !agents.contains_key(&config.daemon.default_agent) {
+        return Err(invalid(
+            format!(
+                "daemon.default_agent `{}` is not among the agent profiles ({})",
+                config.daemon.default_agent,
+                agents.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+            "add the profile under `agents:` in config.yaml, or change daemon.default_agent",
+        ));
+    }
+    let token = ApiToken::load(&ctx.home.path(API_TOKEN_FILE))
+        .map_err(|e| invalid(e.to_string(), "run `worktrain init`"))?;
+    let mut lock = PidLock::acquire(ctx.home.root()).map_err(|e| {
+        ApiError::new(
+            ErrorCode::InvalidInput,
+            e.to_string(),
+            Retry::AfterFix,
+            "one daemon per home: use the running one, or stop it first",
+        )
+    })?;
+    let bind = args.bind.unwrap_or_else(|| config.daemon.bind.clone());
+    let supervisor = Supervisor::new(
+        engine,
+        config.daemon.clone(),
+        ctx.home.root().to_path_buf(),
+        agents,
+    );
+    let server = Server::bind(supervisor.clone(), token, &bind)
+        .await
+        .map_err(|e| {
+            invalid(
+                e.to_string(),
+                "choose another --bind address (or daemon.bind in config.yaml)",
+            )
+        })?;
+    let addr = server
+        .local_addr()
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    lock.set_addr(&addr.to_string())
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    info!(%addr, worker = supervisor.worker(), home = %ctx.home.root().display(), "worktrain daemon started");
+    if !ctx.out.json {
+        eprintln!(
+            "worktrain daemon listening on http://{addr} (pid {}, home {})",
+            std::process::id(),
+            ctx.home.root().display()
+        );
+    } else {
+        ctx.out.json(&serde_json::json!({
+            "listening": format!("http://{addr}"),
+            "pid": std::process::id(),
+            "home": ctx.home.root(),
+        }));
+    }
+
+    let sup_task = tokio::spawn(supervisor.clone().run());
+    let stopping = supervisor.stopping();
+    let sup_for_signal = supervisor.clone();
+    let shutdown = async move {
+        tokio::select! {
+            () = signalled() => sup_for_signal.shutdown(),
+            () = stopping.cancelled() => {}
+        }
+    };
+    let served = server.run(shutdown).await;
+    // Whatever ended the server, the supervisor stops too (and interrupts its runs).
+    supervisor.shutdown();
+    if let Err(e) = sup_task.await {
+        error!(error = %e, "the supervisor task failed");
+    }
+    drop(lock);
+    match served {
+        Ok(()) => {
+            info!("worktrain daemon stopped");
+            Ok(Exit::Ok)
+        }
+        Err(e) => Err(ApiError::new(
+            ErrorCode::Internal,
+            e.to_string(),
+            Retry::Same,
+            "see the daemon's log",
+        )),
+    }
+}

@@ -1,0 +1,318 @@
+//! `worktrain worktree list|clean` and `worktrain session diff`: read from the store and
+//! git directly (no daemon needed).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use serde_json::{Value, json};
+use worktrain_core::error::{ApiError, ErrorCode, Retry};
+use worktrain_core::event::EventBody;
+use worktrain_core::ids::{NodeId, Seq, SessionId};
+use worktrain_engine::{Engine, SessionRef, store_error};
+use worktrain_git::{CleanAction, CleanOptions, ListOptions, Mode, Worktrees, WorktreesConfig};
+use worktrain_store::SessionFilter;
+
+use crate::Ctx;
+use crate::cli::{CleanArgs, DiffArgs, WorktreeCommand};
+use crate::output::Exit;
+
+fn git_error(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        ErrorCode::StoreFailure,
+        format!("git: {e}"),
+        Retry::AfterFix,
+        "check the workspace repository",
+    )
+}
+
+/// Workspaces of sessions that ran under the daemon and are git repositories.
+async fn workspaces(engine: &Engine) -> Result<BTreeSet<PathBuf>, ApiError> {
+    let mut out = BTreeSet::new();
+    let mut offset = 0u32;
+    loop {
+        let page = engine
+            .store()
+            .sessions(&SessionFilter {
+                limit: Some(1000),
+                offset: Some(offset),
+                ..SessionFilter::default()
+            })
+            .await
+            .map_err(store_error)?;
+        let n = u32::try_from(page.len()).unwrap_or(u32::MAX);
+        for s in page {
+            if s.run.is_some()
+                && let Some(ws) = s.workspace
+            {
+                let p = PathBuf::from(ws);
+                if p.join(".git").exists() {
+                    out.insert(p);
+                }
+            }
+        }
+        if n < 1000 {
+            break;
+        }
+        offset += n;
+    }
+    Ok(out)
+}
+
+fn open(ctx: &Ctx, repo: &Path) -> Result<Worktrees, ApiError> {
+    let mut config = WorktreesConfig::new(repo, ctx.home.root());
+    config.remote = None;
+    Worktrees::new(config).map_err(git_error)
+}
+
+pub async fn run(ctx: &Ctx, cmd: WorktreeCommand) -> Result<Exit, ApiError> {
+    let engine = ctx.engine().await?;
+    let repos = workspaces(&engine).await?;
+    match cmd {
+        WorktreeCommand::List => list(ctx, repos),
+        WorktreeCommand::Clean(a) => clean(ctx, repos, a),
+    }
+}
+
+fn dur(d: Option<Duration>) -> String {
+    d.map(|d| humantime::format_duration(Duration::from_secs(d.as_secs())).to_string())
+        .unwrap_or_else(|| "?".into())
+}
+
+fn list(ctx: &Ctx, repos: BTreeSet<PathBuf>) -> Result<Exit, ApiError> {
+    let mut rows = Vec::new();
+    for repo in &repos {
+        let wts = open(ctx, repo)?;
+        for i in wts.list(ListOptions { status: true }).map_err(git_error)? {
+            rows.push(json!({
+                "repository": repo,
+                "path": i.path,
+                "exists": i.exists,
+                "session": i.session,
+                "branch": i.branch,
+                "detached": i.mode == Mode::Detached,
+                "head": i.head.map(|h| h.to_string()),
+                "base": i.base,
+                "age_secs": i.age.map(|a| a.as_secs()),
+                "lock": format!("{:?}", i.lock),
+                "dirty": i.dirty,
+                "ahead": i.ahead,
+                "merged": i.merged,
+                "problem": i.problem,
+            }));
+        }
+    }
+    if ctx.out.json {
+        ctx.out.json(&json!({"worktrees": rows}));
+        return Ok(Exit::Ok);
+    }
+    if rows.is_empty() {
+        say!("No session worktrees.");
+        return Ok(Exit::Ok);
+    }
+    say!(
+        "{:<30} {:<40} {:<8} {:<6} {:<6} {:<7} PATH",
+        "SESSION",
+        "BRANCH",
+        "AGE",
+        "DIRTY",
+        "AHEAD",
+        "MERGED"
+    );
+    let yn = |v: &Value| match v.as_bool() {
+        Some(true) => "yes",
+        Some(false) => "no",
+        None => "?",
+    };
+    for r in &rows {
+        say!(
+            "{:<30} {:<40} {:<8} {:<6} {:<6} {:<7} {}{}",
+            r["session"].as_str().unwrap_or("?"),
+            r["branch"].as_str().unwrap_or("(detached)"),
+            dur(r["age_secs"].as_u64().map(Duration::from_secs)),
+            yn(&r["dirty"]),
+            r["ahead"]
+                .as_u64()
+                .map(|a| a.to_string())
+                .unwrap_or_else(|| "?".into()),
+            yn(&r["merged"]),
+            r["path"].as_str().unwrap_or("?"),
+            r["problem"]
+                .as_str()
+                .map(|p| format!("  ({p})"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(Exit::Ok)
+}
+
+fn clean(ctx: &Ctx, repos: BTreeSet<PathBuf>, a: CleanArgs) -> Result<Exit, ApiError> {
+    let mut entries = Vec::new();
+    for repo in &repos {
+        let wts = open(ctx, repo)?;
+        let report = wts
+            .clean(CleanOptions {
+                now: SystemTime::now(),
+                dry_run: a.dry_run,
+                include_kept: false,
+            })
+            .map_err(git_error)?;
+        for e in report.entries {
+            let action = match &e.action {
+                CleanAction::Removed => "removed".to_owned(),
+                CleanAction::WouldRemove => "would remove".to_owned(),
+                CleanAction::Skipped(why) => format!("skipped: {why}"),
+            };
+            entries.push(json!({
+                "repository": repo,
+                "session": e.session,
+                "path": e.path,
+                "reason": format!("{:?}", e.reason),
+                "action": action,
+            }));
+        }
+    }
+    if ctx.out.json {
+        ctx.out
+            .json(&json!({"dry_run": a.dry_run, "entries": entries}));
+    } else if entries.is_empty() {
+        say!("Nothing to clean.");
+    } else {
+        for e in &entries {
+            say!(
+                "{:<14} {}  ({})",
+                e["action"].as_str().unwrap_or("?"),
+                e["path"].as_str().unwrap_or("?"),
+                e["reason"].as_str().unwrap_or("?")
+            );
+        }
+    }
+    Ok(Exit::Ok)
+}
+
+/// `worktrain session diff <id> [--step S]`.
+pub async fn diff(ctx: &Ctx, a: DiffArgs) -> Result<Exit, ApiError> {
+    let engine = ctx.engine().await?;
+    let id: SessionId = engine.session_id(&SessionRef::parse(&a.session))?;
+    let summary = engine.session(id).await?;
+    let nodes = engine.store().nodes(id).await.map_err(store_error)?;
+    let step_of = |n: NodeId| {
+        nodes
+            .iter()
+            .find(|r| r.node == n)
+            .map(|r| r.step_id.to_string())
+            .unwrap_or_default()
+    };
+    // Snapshots, in the order they were recorded.
+    let mut snaps: Vec<(NodeId, String)> = Vec::new();
+    let mut after = Seq(0);
+    loop {
+        let events = engine
+            .store()
+            .events(id, after, 500)
+            .await
+            .map_err(store_error)?;
+        let Some(last) = events.last() else { break };
+        after = last.seq;
+        for e in events {
+            if let EventBody::StepSnapshotted { node, commit, .. } = e.body {
+                snaps.push((node, commit));
+            }
+        }
+    }
+    if snaps.is_empty() {
+        return Err(ApiError::new(
+            ErrorCode::InvalidInput,
+            format!("session {id} has no step snapshots"),
+            Retry::Never,
+            "snapshots are recorded when a daemon session in a git workspace completes a step",
+        ));
+    }
+    let repo = summary.workspace.clone().ok_or_else(|| {
+        ApiError::invalid_input(
+            format!("session {id} has no workspace"),
+            "snapshots live in the workspace repository",
+        )
+    })?;
+    let wts = open(ctx, Path::new(&repo))?;
+    let git = git2::Repository::open(&repo).map_err(git_error)?;
+    let wanted = a.step.as_deref();
+    let mut out = Vec::new();
+    let mut prev: Option<git2::Oid> = None;
+    for (node, commit) in snaps {
+        let to = git2::Oid::from_str(&commit).map_err(git_error)?;
+        let from = match prev {
+            Some(p) => p,
+            // The first snapshot's parent is the worktree's HEAD when it was taken.
+            None => git
+                .find_commit(to)
+                .and_then(|c| c.parent_id(0))
+                .map_err(git_error)?,
+        };
+        prev = Some(to);
+        let step = step_of(node);
+        let selected = match wanted {
+            None => true,
+            Some(w) => w == step || w == node.to_string(),
+        };
+        if !selected {
+            continue;
+        }
+        let d = wts.diff(from, to).map_err(git_error)?;
+        out.push(json!({
+            "node": node,
+            "step_id": step,
+            "from": from.to_string(),
+            "to": commit,
+            "files_changed": d.stat.files_changed,
+            "insertions": d.stat.insertions,
+            "deletions": d.stat.deletions,
+            "files": d.stat.files.iter().map(|f| json!({
+                "path": f.new_path.as_ref().or(f.old_path.as_ref()),
+                "status": format!("{:?}", f.status).to_lowercase(),
+                "insertions": f.insertions,
+                "deletions": f.deletions,
+                "binary": f.binary,
+            })).collect::<Vec<_>>(),
+            "patch": if a.stat { Value::Null } else { Value::String(d.patch) },
+        }));
+    }
+    if out.is_empty() {
+        return Err(ApiError::invalid_input(
+            format!(
+                "no snapshot of step `{}` in session {id}",
+                wanted.unwrap_or("")
+            ),
+            "`worktrain session show <id>` lists the steps (and nodes) of the session",
+        ));
+    }
+    if ctx.out.json {
+        ctx.out.json(&json!({"session_id": id, "steps": out}));
+        return Ok(Exit::Ok);
+    }
+    for s in &out {
+        say!(
+            "── {} ({}) · {} file(s), +{} −{}",
+            s["step_id"].as_str().unwrap_or("?"),
+            s["node"],
+            s["files_changed"],
+            s["insertions"],
+            s["deletions"]
+        );
+        for f in s["files"].as_array().into_iter().flatten() {
+            say!(
+                "   {:<9} {}  +{} −{}",
+                f["status"].as_str().unwrap_or("?"),
+                f["path"].as_str().unwrap_or("?"),
+                f["insertions"],
+                f["deletions"]
+            );
+        }
+        if let Some(p) = s["patch"].as_str() {
+            say!();
+            say!("{}", p.trim_end());
+            say!();
+        }
+    }
+    Ok(Exit::Ok)
+}
