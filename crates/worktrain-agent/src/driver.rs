@@ -43,6 +43,9 @@ pub struct StepBrief {
     pub key: String,
     /// Step id.
     pub step_id: String,
+    /// The session's goal.
+    #[serde(default)]
+    pub goal: String,
     /// Title.
     pub title: String,
     /// The rendered step prompt.
@@ -84,6 +87,7 @@ impl StepBrief {
         Self {
             key: key.into(),
             step_id: title.to_lowercase().replace(' ', "-"),
+            goal: String::new(),
             title,
             prompt: prompt.into(),
             guidance: Vec::new(),
@@ -105,6 +109,7 @@ impl StepBrief {
         Some(Self {
             key: format!("{}#{}", s.node, s.attempt),
             step_id: s.id.to_string(),
+            goal: r.goal.clone(),
             title: s.title.clone(),
             prompt: s.prompt.clone(),
             guidance: s.guidance.clone(),

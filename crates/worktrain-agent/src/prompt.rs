@@ -124,6 +124,9 @@ pub fn system_prompt(p: &PromptParts<'_>) -> String {
 /// The "current step" section: title, prompt, output contract, blockers.
 pub fn step_section(step: &StepBrief) -> String {
     let mut s = String::new();
+    if !step.goal.trim().is_empty() {
+        let _ = write!(s, "\n# Session goal\n\n{}\n", step.goal.trim());
+    }
     let _ = write!(
         s,
         "\n# Current step ({} of {}): {}\n\n{}\n",
@@ -230,4 +233,18 @@ pub fn external_prompt(
         let _ = write!(s, "\n{}\n", e.trim_end());
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_goal_reaches_the_step_section() {
+        let mut step = StepBrief::new("n1#1", "Plan", "Plan the change.");
+        assert!(!step_section(&step).contains("Session goal"));
+        step.goal = "Fix the flaky login test".into();
+        let text = step_section(&step);
+        assert!(text.contains("# Session goal\n\nFix the flaky login test"), "{text}");
+    }
 }

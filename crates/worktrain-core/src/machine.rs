@@ -940,6 +940,7 @@ impl Machine<'_> {
                 version: wf.version.clone(),
                 hash: self.pinned.hash,
             },
+            goal: view.goal.to_owned(),
             step,
             tokens,
             blockers,

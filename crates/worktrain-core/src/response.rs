@@ -223,6 +223,9 @@ pub struct StepResponse {
     pub intent: Intent,
     /// Pinned workflow.
     pub workflow: WorkflowRef,
+    /// The session's goal (agents that do not read `{{goal}}` in prompts still see it).
+    #[serde(default)]
+    pub goal: String,
     /// The step to do now (absent when complete).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step: Option<StepView>,

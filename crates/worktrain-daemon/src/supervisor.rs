@@ -188,6 +188,7 @@ impl Supervisor {
         if let Err(e) = self.reconcile().await {
             warn!(error = %e, "reconciliation failed; continuing");
         }
+        self.prune_worktrees().await;
         let lease_every = Duration::from_secs((self.settings.lease_secs / 3).max(1));
         let mut lease_tick = tokio::time::interval(lease_every);
         loop {
@@ -216,6 +217,56 @@ impl Supervisor {
             warn!(
                 "some sessions did not stop within 30 s; their leases will expire and they resume on restart"
             );
+        }
+    }
+
+    /// Startup prune: in every workspace repository that has sessions, remove worktree
+    /// registrations whose directory is gone and kept worktrees past their keep; worktrees
+    /// of sessions that will resume are locked "in use" and left alone.
+    async fn prune_worktrees(&self) {
+        if !self.settings.worktrees.enabled {
+            return;
+        }
+        let sessions = match self
+            .engine
+            .store()
+            .sessions(&worktrain_store::SessionFilter {
+                limit: Some(1000),
+                ..worktrain_store::SessionFilter::default()
+            })
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "listing sessions for the worktree prune failed");
+                return;
+            }
+        };
+        let mut repos: Vec<String> = sessions
+            .iter()
+            .filter(|s| s.run.as_ref().is_some_and(|r| r.worktree.is_some()))
+            .filter_map(|s| s.workspace.clone())
+            .filter(|w| is_git_repo(w))
+            .collect();
+        repos.sort();
+        repos.dedup();
+        for repo in repos {
+            let home = self.home.clone();
+            let remote = self.settings.worktrees.remote.clone();
+            let pruned = tokio::task::spawn_blocking(move || {
+                let mut config = worktrain_git::WorktreesConfig::new(&repo, &home);
+                config.remote = (!remote.is_empty()).then_some(remote);
+                worktrain_git::Worktrees::new(config)
+                    .and_then(|w| w.prune_stale(std::time::SystemTime::now()))
+                    .map(|report| (repo, report.removed().len()))
+            })
+            .await;
+            match pruned {
+                Ok(Ok((repo, n))) if n > 0 => info!(repo = %repo, removed = n, "pruned stale worktrees"),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => warn!(error = %e, "worktree prune failed"),
+                Err(e) => warn!(error = %e, "worktree prune task failed"),
+            }
         }
     }
 
@@ -364,7 +415,10 @@ impl Supervisor {
             {
                 continue;
             }
-            self.clone().claim(row.session_id).await?;
+            // One session that cannot be claimed must not stall the others.
+            if let Err(e) = self.clone().claim(row.session_id).await {
+                warn!(session_id = %row.session_id, error = %e, "claiming a queued run failed; skipping it this pass");
+            }
         }
         Ok(())
     }
