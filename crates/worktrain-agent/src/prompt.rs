@@ -245,6 +245,9 @@ mod tests {
         assert!(!step_section(&step).contains("Session goal"));
         step.goal = "Fix the flaky login test".into();
         let text = step_section(&step);
-        assert!(text.contains("# Session goal\n\nFix the flaky login test"), "{text}");
+        assert!(
+            text.contains("# Session goal\n\nFix the flaky login test"),
+            "{text}"
+        );
     }
 }

@@ -240,9 +240,6 @@ impl RunContext {
 /// Why a run failed (shared with the supervisor, which adds its own reasons).
 pub use worktrain_core::run::FailureReason;
 
-
-
-
 /// Counters of one run.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RunStats {

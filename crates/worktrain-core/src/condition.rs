@@ -179,10 +179,14 @@ impl Condition {
                     CompareOp::Gte(n) => number(value).is_some_and(|v| v >= *n),
                     CompareOp::Lt(n) => number(value).is_some_and(|v| v < *n),
                     CompareOp::Lte(n) => number(value).is_some_and(|v| v <= *n),
-                    CompareOp::In(xs) => value.is_some_and(|v| xs.iter().any(|x| values_equal(v, x))),
+                    CompareOp::In(xs) => {
+                        value.is_some_and(|v| xs.iter().any(|x| values_equal(v, x)))
+                    }
                     CompareOp::Contains(x) => match value {
                         Some(Value::Array(items)) => items.iter().any(|i| values_equal(i, x)),
-                        Some(Value::String(s)) => x.as_str().is_some_and(|needle| s.contains(needle)),
+                        Some(Value::String(s)) => {
+                            x.as_str().is_some_and(|needle| s.contains(needle))
+                        }
                         _ => false,
                     },
                 }
@@ -287,21 +291,49 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
 struct RawCondition {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     var: Option<String>,
-    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     equals: Option<Value>,
-    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     not_equals: Option<Value>,
-    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     gt: Option<Value>,
-    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     gte: Option<Value>,
-    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     lt: Option<Value>,
-    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     lte: Option<Value>,
     #[serde(default, rename = "in", skip_serializing_if = "Option::is_none")]
     in_: Option<Vec<Value>>,
-    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     contains: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     exists: Option<bool>,
@@ -537,9 +569,15 @@ mod tests {
         assert!(t(json!({"var": "nothing", "exists": false})));
         assert!(t(json!({"var": "missing", "exists": false})));
         assert!(t(json!({"var": "nested.list.0.x", "equals": 1})));
-        assert!(t(json!({"and": [{"var": "n", "gt": 1}, {"var": "size", "equals": "small"}]})));
-        assert!(!t(json!({"and": [{"var": "n", "gt": 1}, {"var": "size", "equals": "big"}]})));
-        assert!(t(json!({"or": [{"var": "n", "gt": 10}, {"var": "size", "equals": "small"}]})));
+        assert!(t(
+            json!({"and": [{"var": "n", "gt": 1}, {"var": "size", "equals": "small"}]})
+        ));
+        assert!(!t(
+            json!({"and": [{"var": "n", "gt": 1}, {"var": "size", "equals": "big"}]})
+        ));
+        assert!(t(
+            json!({"or": [{"var": "n", "gt": 10}, {"var": "size", "equals": "small"}]})
+        ));
         assert!(t(json!({"not": {"var": "size", "equals": "big"}})));
         assert!(!t(json!({"var": "missing", "equals": null})));
     }

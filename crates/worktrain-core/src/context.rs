@@ -78,7 +78,9 @@ pub fn merged(
     check_delta_keys(delta)?;
     let mut out = context.clone();
     merge(&mut out, delta);
-    let size = serde_json::to_vec(&out).map(|v| v.len()).unwrap_or(usize::MAX);
+    let size = serde_json::to_vec(&out)
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX);
     if size > limits.context_bytes {
         return Err(ApiError::new(
             ErrorCode::ContextTooLarge,
@@ -119,19 +121,35 @@ mod tests {
     #[test]
     fn null_deletes_and_values_replace() {
         let ctx = obj(json!({"a": 1, "b": {"x": 1}, "c": 3}));
-        let out = merged(&ctx, &obj(json!({"a": null, "b": {"y": 2}, "d": "new"})), &Limits::default()).unwrap();
-        assert_eq!(Value::Object(out), json!({"b": {"y": 2}, "c": 3, "d": "new"}));
+        let out = merged(
+            &ctx,
+            &obj(json!({"a": null, "b": {"y": 2}, "d": "new"})),
+            &Limits::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            Value::Object(out),
+            json!({"b": {"y": 2}, "c": 3, "d": "new"})
+        );
     }
 
     #[test]
     fn reserved_and_oversized_are_rejected() {
         let e = merged(&Map::new(), &obj(json!({"_secret": 1})), &Limits::default()).unwrap_err();
         assert_eq!(e.code, ErrorCode::ReservedContextKey);
-        let e = merged(&Map::new(), &obj(json!({"worktrain": 1})), &Limits::default()).unwrap_err();
+        let e = merged(
+            &Map::new(),
+            &obj(json!({"worktrain": 1})),
+            &Limits::default(),
+        )
+        .unwrap_err();
         assert_eq!(e.code, ErrorCode::ReservedContextKey);
         let e = merged(&Map::new(), &obj(json!({"a.b": 1})), &Limits::default()).unwrap_err();
         assert_eq!(e.code, ErrorCode::InvalidInput);
-        let limits = Limits { context_bytes: 10, ..Limits::default() };
+        let limits = Limits {
+            context_bytes: 10,
+            ..Limits::default()
+        };
         let e = merged(&Map::new(), &obj(json!({"k": "0123456789"})), &limits).unwrap_err();
         assert_eq!(e.code, ErrorCode::ContextTooLarge);
     }
@@ -139,8 +157,14 @@ mod tests {
     #[test]
     fn assignments_parse_json_or_string() {
         assert_eq!(parse_assignment("n=3").unwrap(), ("n".into(), json!(3)));
-        assert_eq!(parse_assignment("s=hello world").unwrap(), ("s".into(), json!("hello world")));
-        assert_eq!(parse_assignment("x=null").unwrap(), ("x".into(), Value::Null));
+        assert_eq!(
+            parse_assignment("s=hello world").unwrap(),
+            ("s".into(), json!("hello world"))
+        );
+        assert_eq!(
+            parse_assignment("x=null").unwrap(),
+            ("x".into(), Value::Null)
+        );
         assert!(parse_assignment("novalue").is_err());
     }
 }

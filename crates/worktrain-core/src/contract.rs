@@ -9,7 +9,17 @@ use serde_json::{Map, Value, json};
 
 /// Names of the contracts worktrain knows.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum ContractName {
@@ -96,23 +106,33 @@ impl ContractName {
                                 v.push(&at, "each finding must be an object");
                                 continue;
                             };
-                            v.nested_one_of(f, &at, "severity", &["blocking", "major", "minor", "nit"]);
+                            v.nested_one_of(
+                                f,
+                                &at,
+                                "severity",
+                                &["blocking", "major", "minor", "nit"],
+                            );
                             v.nested_string(f, &at, "message");
                             if let Some(file) = f.get("file")
-                                && !file.is_string() {
-                                    v.push(&format!("{at}.file"), "must be a string path");
-                                }
+                                && !file.is_string()
+                            {
+                                v.push(&format!("{at}.file"), "must be a string path");
+                            }
                             if let Some(line) = f.get("line")
-                                && line.as_u64().is_none_or(|l| l < 1) {
-                                    v.push(&format!("{at}.line"), "must be a positive integer");
-                                }
+                                && line.as_u64().is_none_or(|l| l < 1)
+                            {
+                                v.push(&format!("{at}.line"), "must be a positive integer");
+                            }
                         }
                         if obj.get("verdict").and_then(Value::as_str) == Some("clean")
                             && items.iter().any(|f| {
                                 f.get("severity").and_then(Value::as_str) == Some("blocking")
                             })
                         {
-                            v.push("verdict", "a `clean` verdict cannot carry blocking findings");
+                            v.push(
+                                "verdict",
+                                "a `clean` verdict cannot carry blocking findings",
+                            );
                         }
                     }
                     Some(_) => v.push("findings", "must be a list"),
@@ -122,7 +142,9 @@ impl ContractName {
                 v.one_of(
                     obj,
                     "commitType",
-                    &["feat", "fix", "refactor", "docs", "test", "chore", "perf", "build", "ci"],
+                    &[
+                        "feat", "fix", "refactor", "docs", "test", "chore", "perf", "build", "ci",
+                    ],
                 );
                 v.string(obj, "commitSubject");
                 v.string(obj, "prTitle");
@@ -182,7 +204,10 @@ impl Violations {
         let path = join_path(at, key);
         match obj.get(key).and_then(Value::as_str) {
             Some(s) if allowed.contains(&s) => {}
-            Some(s) => self.push(&path, &format!("`{s}` is not one of: {}", allowed.join(", "))),
+            Some(s) => self.push(
+                &path,
+                &format!("`{s}` is not one of: {}", allowed.join(", ")),
+            ),
             None => self.push(&path, &format!("required: one of {}", allowed.join(", "))),
         }
     }

@@ -317,9 +317,19 @@ mod tests {
         assert!(s.starts_with("ses_"));
         assert_eq!(s.len(), 30);
         assert_eq!(s.parse::<SessionId>().unwrap(), id);
-        assert_eq!(s.to_ascii_uppercase().replace("SES_", "ses_").parse::<SessionId>().unwrap(), id);
+        assert_eq!(
+            s.to_ascii_uppercase()
+                .replace("SES_", "ses_")
+                .parse::<SessionId>()
+                .unwrap(),
+            id
+        );
         assert!("ses_short".parse::<SessionId>().is_err());
-        assert!("xyz_01jd0000000000000000000000".parse::<SessionId>().is_err());
+        assert!(
+            "xyz_01jd0000000000000000000000"
+                .parse::<SessionId>()
+                .is_err()
+        );
     }
 
     #[test]

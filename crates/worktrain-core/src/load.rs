@@ -106,9 +106,11 @@ impl fmt::Display for WorkflowError {
             (None, None, _) => {}
         }
         if let Some(path) = &self.path
-            && !path.is_empty() && path != "." {
-                write!(f, "at `{path}`: ")?;
-            }
+            && !path.is_empty()
+            && path != "."
+        {
+            write!(f, "at `{path}`: ")?;
+        }
         let rule = serde_json::to_value(self.rule)
             .ok()
             .and_then(|v| v.as_str().map(str::to_owned))
@@ -202,7 +204,11 @@ fn parse_typed<T: serde::de::DeserializeOwned>(
             serde_path_to_error::deserialize::<_, T>(&mut de).map_err(|e| {
                 let path = e.path().to_string();
                 let inner = e.into_inner();
-                schema_error(path, Some((inner.line(), inner.column())), &inner.to_string())
+                schema_error(
+                    path,
+                    Some((inner.line(), inner.column())),
+                    &inner.to_string(),
+                )
             })
         }
         SourceFormat::Yaml => {
@@ -224,16 +230,18 @@ fn parse_typed<T: serde::de::DeserializeOwned>(
 ///   parallel steps are new in version 2, so nothing else changes.
 pub fn upgrade(mut doc: Value, from: u32) -> Value {
     if from < 2
-        && let Some(steps) = doc.get_mut("steps").and_then(Value::as_array_mut) {
-            for step in steps {
-                if let Some(contract) = step
-                    .get_mut("outputContract")
-                    .and_then(Value::as_object_mut)
-                    && let Some(name) = contract.remove("contractRef") {
-                        contract.insert("contract".into(), name);
-                    }
+        && let Some(steps) = doc.get_mut("steps").and_then(Value::as_array_mut)
+    {
+        for step in steps {
+            if let Some(contract) = step
+                .get_mut("outputContract")
+                .and_then(Value::as_object_mut)
+                && let Some(name) = contract.remove("contractRef")
+            {
+                contract.insert("contract".into(), name);
             }
         }
+    }
     if let Some(obj) = doc.as_object_mut() {
         obj.insert("schemaVersion".into(), Value::from(CURRENT_SCHEMA_VERSION));
     }
@@ -346,7 +354,10 @@ mod tests {
         assert_eq!(e.rule, Rule::SchemaVersion);
         assert!(e.message.contains("upgrade worktrain"), "{e}");
         let text = GOOD.replace("schemaVersion: 2\n", "");
-        assert_eq!(parse_workflow("demo.yaml", &text).unwrap_err().rule, Rule::Required);
+        assert_eq!(
+            parse_workflow("demo.yaml", &text).unwrap_err().rule,
+            Rule::Required
+        );
     }
 
     #[test]
@@ -354,8 +365,13 @@ mod tests {
         let v1 = "schemaVersion: 1\nid: old\nname: Old\ndescription: d\nversion: '1'\nsteps:\n  - id: a\n    title: A\n    prompt: p\n    outputContract: {contractRef: handoff}\n";
         let wf = parse_workflow("old.yaml", v1).unwrap();
         assert_eq!(wf.schema_version, CURRENT_SCHEMA_VERSION);
-        let crate::workflow::StepEntry::Step(step) = &wf.steps[0] else { panic!("not a step") };
-        assert_eq!(step.output_contract.as_ref().unwrap().contract, crate::contract::ContractName::Handoff);
+        let crate::workflow::StepEntry::Step(step) = &wf.steps[0] else {
+            panic!("not a step")
+        };
+        assert_eq!(
+            step.output_contract.as_ref().unwrap().contract,
+            crate::contract::ContractName::Handoff
+        );
         let bad = v1.replace("prompt: p\n", "prompt: p\n    promt: x\n");
         let e = parse_workflow("old.yaml", &bad).unwrap_err();
         assert!(e.message.contains("after upgrading schemaVersion 1"), "{e}");

@@ -15,7 +15,9 @@ use crate::event::{
     SessionMode,
 };
 use crate::ids::{Attempt, NodeId, SessionId, Sha256Hash};
-use crate::projection::{AttemptRecord, CurrentStep, NodeRecord, NodeStatus, SessionStatus, SessionSummary};
+use crate::projection::{
+    AttemptRecord, CurrentStep, NodeRecord, NodeStatus, SessionStatus, SessionSummary,
+};
 use crate::prompt::{PromptVars, render};
 use crate::response::{
     ChildView, ContractView, DelegationView, Intent, Outcome, Progress, RecapEntry, StepResponse,
@@ -145,8 +147,24 @@ impl Machine<'_> {
         };
         let mut cursor = Cursor::default();
         let mut counters = Counters::default();
-        let entered = self.move_on(&view, &mut cursor, NodeId(1), None, EntryCause::Start, &mut events, &mut counters)?;
-        let response = self.response(&view, &cursor, Outcome::Started, entered.as_ref(), Vec::new(), counters, Vec::new());
+        let entered = self.move_on(
+            &view,
+            &mut cursor,
+            NodeId(1),
+            None,
+            EntryCause::Start,
+            &mut events,
+            &mut counters,
+        )?;
+        let response = self.response(
+            &view,
+            &cursor,
+            Outcome::Started,
+            entered.as_ref(),
+            Vec::new(),
+            counters,
+            Vec::new(),
+        );
         let response_bytes = response.to_bytes();
         Ok(Plan {
             events,
@@ -197,7 +215,15 @@ impl Machine<'_> {
                 requires_confirmation: cur.requires_confirmation,
             };
             counters.blocked += 1;
-            let response = self.response(&view, &summary.cursor, Outcome::Blocked, Some(&entered), blockers.clone(), counters, Vec::new());
+            let response = self.response(
+                &view,
+                &summary.cursor,
+                Outcome::Blocked,
+                Some(&entered),
+                blockers.clone(),
+                counters,
+                Vec::new(),
+            );
             let response_bytes = response.to_bytes();
             return Ok(AdvanceDecision::Apply(Box::new(Plan {
                 events: vec![NewEvent {
@@ -225,7 +251,15 @@ impl Machine<'_> {
             let mut parked_cur = cur.clone();
             parked_cur.parked = Some(gate);
             let entered = Entered::from_current(&parked_cur);
-            let response = self.response(&view, &summary.cursor, Outcome::Parked, Some(&entered), Vec::new(), counters, Vec::new());
+            let response = self.response(
+                &view,
+                &summary.cursor,
+                Outcome::Parked,
+                Some(&entered),
+                Vec::new(),
+                counters,
+                Vec::new(),
+            );
             let response_bytes = response.to_bytes();
             blobs.push(response_bytes.clone());
             return Ok(AdvanceDecision::Apply(Box::new(Plan {
@@ -249,12 +283,25 @@ impl Machine<'_> {
             })));
         }
         let first = Some(submit_key(session, cur));
-        let plan = self.complete(summary, cur, accepted, Vec::new(), first, blobs, &mut counters)?;
+        let plan = self.complete(
+            summary,
+            cur,
+            accepted,
+            Vec::new(),
+            first,
+            blobs,
+            &mut counters,
+        )?;
         Ok(AdvanceDecision::Apply(Box::new(plan)))
     }
 
     /// Approve a parked step: complete it with the parked output.
-    pub fn approve(&self, summary: &SessionSummary, parked: &EventBody, note: Option<String>) -> Result<Plan, ApiError> {
+    pub fn approve(
+        &self,
+        summary: &SessionSummary,
+        parked: &EventBody,
+        note: Option<String>,
+    ) -> Result<Plan, ApiError> {
         let cur = current(summary)?;
         let EventBody::StepParked {
             node,
@@ -282,10 +329,21 @@ impl Machine<'_> {
         };
         let approved = vec![NewEvent {
             body: EventBody::GateApproved { node: *node, note },
-            idempotency_key: Some(format!("{}:{}:{}:approve", summary.session_id, node, attempt)),
+            idempotency_key: Some(format!(
+                "{}:{}:{}:approve",
+                summary.session_id, node, attempt
+            )),
         }];
         let mut counters = Counters::from(summary);
-        self.complete(summary, cur, accepted, approved, None, Vec::new(), &mut counters)
+        self.complete(
+            summary,
+            cur,
+            accepted,
+            approved,
+            None,
+            Vec::new(),
+            &mut counters,
+        )
     }
 
     /// Reject a parked step: the agent must submit a new attempt.
@@ -315,7 +373,15 @@ impl Machine<'_> {
         };
         let mut counters = Counters::from(summary);
         counters.blocked += 1;
-        let response = self.response(&view, &summary.cursor, Outcome::Rejected, Some(&entered), blockers, counters, Vec::new());
+        let response = self.response(
+            &view,
+            &summary.cursor,
+            Outcome::Rejected,
+            Some(&entered),
+            blockers,
+            counters,
+            Vec::new(),
+        );
         let response_bytes = response.to_bytes();
         Ok(Plan {
             events: vec![NewEvent {
@@ -325,7 +391,10 @@ impl Machine<'_> {
                     note,
                     response: Sha256Hash::of(&response_bytes),
                 },
-                idempotency_key: Some(format!("{}:{}:{}:reject", summary.session_id, cur.node, cur.attempt)),
+                idempotency_key: Some(format!(
+                    "{}:{}:{}:reject",
+                    summary.session_id, cur.node, cur.attempt
+                )),
             }],
             blobs: vec![response_bytes.clone()],
             response,
@@ -353,15 +422,25 @@ impl Machine<'_> {
         }
         let new_context = merged(&summary.context, context_delta, self.limits)?;
         let checkpoint_hash = Sha256Hash::of(
-            &serde_json_canonicalizer::to_vec(&serde_json::json!({"notes": notes, "context": context_delta}))
-                .unwrap_or_default(),
+            &serde_json_canonicalizer::to_vec(
+                &serde_json::json!({"notes": notes, "context": context_delta}),
+            )
+            .unwrap_or_default(),
         );
         let view = SessionView::of(summary, &new_context);
         let entered = Entered::from_current(cur);
         let mut counters = Counters::from(summary);
         counters.checkpoints += 1;
         let repeat = summary.last_checkpoint == Some(checkpoint_hash);
-        let response = self.response(&view, &summary.cursor, Outcome::Checkpointed, Some(&entered), cur.blockers.clone(), counters, Vec::new());
+        let response = self.response(
+            &view,
+            &summary.cursor,
+            Outcome::Checkpointed,
+            Some(&entered),
+            cur.blockers.clone(),
+            counters,
+            Vec::new(),
+        );
         let response_bytes = response.to_bytes();
         if repeat {
             // The same checkpoint as the last one on this node: a retry. Nothing to write.
@@ -381,7 +460,10 @@ impl Machine<'_> {
                     checkpoint_hash,
                 },
                 // Keyed by position, not content: A → B → A records three checkpoints.
-                idempotency_key: Some(format!("{}:{}:checkpoint:{}", summary.session_id, cur.node, summary.checkpoints)),
+                idempotency_key: Some(format!(
+                    "{}:{}:checkpoint:{}",
+                    summary.session_id, cur.node, summary.checkpoints
+                )),
             }],
             blobs: Vec::new(),
             response,
@@ -393,9 +475,25 @@ impl Machine<'_> {
     pub fn rehydrate(&self, summary: &SessionSummary, recap: Vec<RecapEntry>) -> StepResponse {
         let view = SessionView::of(summary, &summary.context);
         let entered = summary.current.as_ref().map(Entered::from_current);
-        let outcome = if entered.is_some() { Outcome::Rehydrated } else { Outcome::Complete };
-        let blockers = summary.current.as_ref().map(|c| c.blockers.clone()).unwrap_or_default();
-        self.response(&view, &summary.cursor, outcome, entered.as_ref(), blockers, Counters::from(summary), recap)
+        let outcome = if entered.is_some() {
+            Outcome::Rehydrated
+        } else {
+            Outcome::Complete
+        };
+        let blockers = summary
+            .current
+            .as_ref()
+            .map(|c| c.blockers.clone())
+            .unwrap_or_default();
+        self.response(
+            &view,
+            &summary.cursor,
+            outcome,
+            entered.as_ref(),
+            blockers,
+            Counters::from(summary),
+            recap,
+        )
     }
 
     /// Move the session back to the step of `target`, an earlier node on the current
@@ -409,7 +507,10 @@ impl Machine<'_> {
         reason: Option<String>,
     ) -> Result<Plan, ApiError> {
         let on_path = path.iter().any(|n| n.node == target.node);
-        let is_current = summary.current.as_ref().is_some_and(|c| c.node == target.node);
+        let is_current = summary
+            .current
+            .as_ref()
+            .is_some_and(|c| c.node == target.node);
         if !on_path || is_current || target.status == NodeStatus::Abandoned {
             return Err(ApiError::new(
                 ErrorCode::InvalidRewindTarget,
@@ -422,7 +523,11 @@ impl Machine<'_> {
             ));
         }
         let session = summary.session_id;
-        let from_node = summary.current.as_ref().map(|c| c.node).or(path.last().map(|n| n.node));
+        let from_node = summary
+            .current
+            .as_ref()
+            .map(|c| c.node)
+            .or(path.last().map(|n| n.node));
         let new_node = NodeId(summary.nodes + 1);
         let step = self.step(target.step)?;
         let cursor = target.cursor.clone();
@@ -457,7 +562,15 @@ impl Machine<'_> {
             step: target.step,
             requires_confirmation,
         };
-        let response = self.response(&view, &cursor, Outcome::Rewound, Some(&entered), Vec::new(), Counters::from(summary), Vec::new());
+        let response = self.response(
+            &view,
+            &cursor,
+            Outcome::Rewound,
+            Some(&entered),
+            Vec::new(),
+            Counters::from(summary),
+            Vec::new(),
+        );
         let response_bytes = response.to_bytes();
         Ok(Plan {
             events,
@@ -499,31 +612,46 @@ impl Machine<'_> {
             response: Sha256Hash::ZERO,
             loop_decision: accepted.loop_decision,
         };
-        cursor.apply(&completed, Some(cur.pc)).map_err(|e| ApiError::internal(e.0))?;
+        cursor
+            .apply(&completed, Some(cur.pc))
+            .map_err(|e| ApiError::internal(e.0))?;
         events.push(NewEvent {
             body: completed,
-            idempotency_key: first_key.or_else(|| Some(format!("{session}:{}:{}:complete", cur.node, accepted.attempt))),
+            idempotency_key: first_key.or_else(|| {
+                Some(format!(
+                    "{session}:{}:{}:complete",
+                    cur.node, accepted.attempt
+                ))
+            }),
         });
         if let Some(jump) = &step.jump
-            && jump.condition.evaluate(&cursor.scope(&self.pinned.workflow, &new_context)) {
-                let taken = cursor.jumps.get(step.id.as_str()).copied().unwrap_or(0);
-                let body = if taken < jump.max_jumps {
-                    counters.jumps += 1;
-                    EventBody::JumpTaken {
-                        step_id: step.id.clone(),
-                        target: jump.target.clone(),
-                        pc: jump.target_pc,
-                        count: taken + 1,
-                    }
-                } else {
-                    EventBody::JumpExhausted {
-                        step_id: step.id.clone(),
-                        max_jumps: jump.max_jumps,
-                    }
-                };
-                cursor.apply(&body, None).map_err(|e| ApiError::internal(e.0))?;
-                events.push(NewEvent { body, idempotency_key: None });
-            }
+            && jump
+                .condition
+                .evaluate(&cursor.scope(&self.pinned.workflow, &new_context))
+        {
+            let taken = cursor.jumps.get(step.id.as_str()).copied().unwrap_or(0);
+            let body = if taken < jump.max_jumps {
+                counters.jumps += 1;
+                EventBody::JumpTaken {
+                    step_id: step.id.clone(),
+                    target: jump.target.clone(),
+                    pc: jump.target_pc,
+                    count: taken + 1,
+                }
+            } else {
+                EventBody::JumpExhausted {
+                    step_id: step.id.clone(),
+                    max_jumps: jump.max_jumps,
+                }
+            };
+            cursor
+                .apply(&body, None)
+                .map_err(|e| ApiError::internal(e.0))?;
+            events.push(NewEvent {
+                body,
+                idempotency_key: None,
+            });
+        }
         let entered = self.move_on(
             &view,
             &mut cursor,
@@ -538,9 +666,19 @@ impl Machine<'_> {
             (Some(_), Some(crate::event::EventKind::GateApproved)) => Outcome::Approved,
             (Some(_), _) => Outcome::Advanced,
         };
-        let response = self.response(&view, &cursor, outcome, entered.as_ref(), Vec::new(), *counters, Vec::new());
+        let response = self.response(
+            &view,
+            &cursor,
+            outcome,
+            entered.as_ref(),
+            Vec::new(),
+            *counters,
+            Vec::new(),
+        );
         let response_bytes = response.to_bytes();
-        if let Some(EventBody::StepCompleted { response: r, .. }) = events.get_mut(completed_index).map(|e| &mut e.body) {
+        if let Some(EventBody::StepCompleted { response: r, .. }) =
+            events.get_mut(completed_index).map(|e| &mut e.body)
+        {
             *r = Sha256Hash::of(&response_bytes);
         }
         blobs.push(response_bytes.clone());
@@ -565,15 +703,18 @@ impl Machine<'_> {
         counters: &mut Counters,
     ) -> Result<Option<Entered>, ApiError> {
         let session = view.session;
-        let (nav_events, stop) =
-            navigate(&self.pinned.workflow, cursor, view.context).map_err(|e| ApiError::internal(e.0))?;
+        let (nav_events, stop) = navigate(&self.pinned.workflow, cursor, view.context)
+            .map_err(|e| ApiError::internal(e.0))?;
         for body in nav_events {
             match &body {
                 EventBody::StepSkipped { .. } => counters.skipped += 1,
                 EventBody::LoopPassStarted { .. } => counters.loop_passes += 1,
                 _ => {}
             }
-            events.push(NewEvent { body, idempotency_key: None });
+            events.push(NewEvent {
+                body,
+                idempotency_key: None,
+            });
         }
         match stop {
             Stop::Enter { pc, step } => {
@@ -588,7 +729,9 @@ impl Machine<'_> {
                     cause,
                     requires_confirmation,
                 };
-                cursor.apply(&body, None).map_err(|e| ApiError::internal(e.0))?;
+                cursor
+                    .apply(&body, None)
+                    .map_err(|e| ApiError::internal(e.0))?;
                 events.push(NewEvent {
                     body,
                     idempotency_key: Some(format!("{session}:node:{next_node}")),
@@ -619,7 +762,12 @@ impl Machine<'_> {
 
     /// Whether a step asks for confirmation, decided when it is entered (the one
     /// evaluation point of a gate's condition).
-    fn confirmation(&self, step: &CompiledStep, cursor: &Cursor, context: &Map<String, Value>) -> bool {
+    fn confirmation(
+        &self,
+        step: &CompiledStep,
+        cursor: &Cursor,
+        context: &Map<String, Value>,
+    ) -> bool {
         match &step.confirmation {
             None => false,
             Some(rule) => match &rule.when {
@@ -629,9 +777,17 @@ impl Machine<'_> {
         }
     }
 
-    fn blockers(&self, step: &CompiledStep, summary: &SessionSummary, submission: &Submission) -> Result<Vec<Blocker>, ApiError> {
+    fn blockers(
+        &self,
+        step: &CompiledStep,
+        summary: &SessionSummary,
+        submission: &Submission,
+    ) -> Result<Vec<Blocker>, ApiError> {
         let mut blockers = Vec::new();
-        let notes_empty = submission.notes.as_deref().is_none_or(|n| n.trim().is_empty());
+        let notes_empty = submission
+            .notes
+            .as_deref()
+            .is_none_or(|n| n.trim().is_empty());
         if notes_empty && !step.notes_optional {
             blockers.push(Blocker {
                 code: BlockerCode::NotesRequired,
@@ -677,7 +833,10 @@ impl Machine<'_> {
                     }
                     if violations.is_empty() && name == ContractName::Assessment {
                         for (dim, spec) in &contract.dimensions {
-                            let level = one.pointer(&format!("/dimensions/{dim}")).and_then(Value::as_str).unwrap_or("");
+                            let level = one
+                                .pointer(&format!("/dimensions/{dim}"))
+                                .and_then(Value::as_str)
+                                .unwrap_or("");
                             if spec.block_on.iter().any(|b| b == level) {
                                 blockers.push(Blocker {
                                     code: BlockerCode::AssessmentBlocks,
@@ -693,7 +852,10 @@ impl Machine<'_> {
                 }
                 _ => blockers.push(Blocker {
                     code: BlockerCode::ArtifactInvalid,
-                    message: format!("submit exactly one `{name}` artifact, not {}", matching.len()),
+                    message: format!(
+                        "submit exactly one `{name}` artifact, not {}",
+                        matching.len()
+                    ),
                     path: None,
                     example: Some(example),
                 }),
@@ -730,7 +892,10 @@ impl Machine<'_> {
         let mut artifacts = Vec::new();
         for a in &submission.artifacts {
             let bytes = serde_json_canonicalizer::to_vec(a).map_err(|e| {
-                ApiError::invalid_input(format!("artifact is not serializable: {e}"), "send plain JSON artifacts")
+                ApiError::invalid_input(
+                    format!("artifact is not serializable: {e}"),
+                    "send plain JSON artifacts",
+                )
             })?;
             artifacts.push(ArtifactRef {
                 kind: a.get("kind").and_then(Value::as_str).map(str::to_owned),
@@ -751,7 +916,10 @@ impl Machine<'_> {
         if let Some((contract, artifact)) = contract_artifact {
             match contract.contract {
                 ContractName::Assessment => {
-                    let key = contract.context_key.clone().unwrap_or_else(|| "assessment".into());
+                    let key = contract
+                        .context_key
+                        .clone()
+                        .unwrap_or_else(|| "assessment".into());
                     let mut levels = summary
                         .context
                         .get(&key)
@@ -911,16 +1079,22 @@ impl Machine<'_> {
             (None, _) => Intent::Complete,
             (Some(_), Outcome::Parked) => Intent::WaitForApproval,
             (Some(_), _) if !blockers.is_empty() => Intent::FixBlockers,
-            (Some(s), _) if s.requires_confirmation && view.mode == SessionMode::Interactive => Intent::AskUserThenSubmit,
+            (Some(s), _) if s.requires_confirmation && view.mode == SessionMode::Interactive => {
+                Intent::AskUserThenSubmit
+            }
             (Some(_), _) => Intent::PerformStep,
         };
         let next = match (intent, &step) {
-            (Intent::Complete, _) | (_, None) => "The workflow is complete. Report the result to the user.".to_owned(),
+            (Intent::Complete, _) | (_, None) => {
+                "The workflow is complete. Report the result to the user.".to_owned()
+            }
             (Intent::WaitForApproval, Some(s)) => format!(
                 "Step `{}` is parked until it is approved or rejected (`worktrain session approve|reject {}`); wait, then rehydrate.",
                 s.id, view.session
             ),
-            (Intent::FixBlockers, Some(_)) => "Fix every blocker, then submit again with the new advance token.".to_owned(),
+            (Intent::FixBlockers, Some(_)) => {
+                "Fix every blocker, then submit again with the new advance token.".to_owned()
+            }
             (Intent::AskUserThenSubmit, Some(s)) => format!(
                 "Do step `{}`, then show the user your result and ask them to confirm before submitting with the advance token.",
                 s.id
@@ -928,7 +1102,11 @@ impl Machine<'_> {
             (Intent::PerformStep, Some(s)) => format!(
                 "Do step `{}` now, then submit your notes{} with the advance token.",
                 s.id,
-                if s.output_contract.is_some() { " and the required artifact" } else { "" }
+                if s.output_contract.is_some() {
+                    " and the required artifact"
+                } else {
+                    ""
+                }
             ),
         };
         StepResponse {
@@ -982,14 +1160,22 @@ fn contract_example(c: &crate::compile::CompiledContract) -> Value {
         let dims: Map<String, Value> = c
             .dimensions
             .iter()
-            .map(|(k, d)| (k.clone(), Value::String(d.levels.first().cloned().unwrap_or_default())))
+            .map(|(k, d)| {
+                (
+                    k.clone(),
+                    Value::String(d.levels.first().cloned().unwrap_or_default()),
+                )
+            })
             .collect();
         return serde_json::json!({"kind": "assessment", "dimensions": dims, "rationale": "why these levels"});
     }
     c.contract.example()
 }
 
-fn assessment_violations(c: &crate::compile::CompiledContract, artifact: &Value) -> Vec<crate::contract::ContractViolation> {
+fn assessment_violations(
+    c: &crate::compile::CompiledContract,
+    artifact: &Value,
+) -> Vec<crate::contract::ContractViolation> {
     let mut out = Vec::new();
     let given = artifact.get("dimensions").and_then(Value::as_object);
     for (dim, spec) in &c.dimensions {
@@ -997,7 +1183,10 @@ fn assessment_violations(c: &crate::compile::CompiledContract, artifact: &Value)
             Some(level) if spec.levels.iter().any(|l| l == level) => {}
             Some(level) => out.push(crate::contract::ContractViolation {
                 path: format!("dimensions.{dim}"),
-                message: format!("`{level}` is not a level of `{dim}` ({})", spec.levels.join(", ")),
+                message: format!(
+                    "`{level}` is not a level of `{dim}` ({})",
+                    spec.levels.join(", ")
+                ),
             }),
             None => out.push(crate::contract::ContractViolation {
                 path: format!("dimensions.{dim}"),
@@ -1103,9 +1292,10 @@ fn current(summary: &SessionSummary) -> Result<&CurrentStep, ApiError> {
 
 fn check_sizes(sub: &Submission, limits: &Limits) -> Result<(), ApiError> {
     if let Some(notes) = &sub.notes
-        && notes.len() > limits.notes_bytes {
-            return Err(notes_too_large(notes.len(), limits));
-        }
+        && notes.len() > limits.notes_bytes
+    {
+        return Err(notes_too_large(notes.len(), limits));
+    }
     if sub.artifacts.len() > limits.artifacts_per_submission {
         return Err(ApiError::new(
             ErrorCode::ArtifactTooLarge,
@@ -1129,7 +1319,10 @@ fn check_sizes(sub: &Submission, limits: &Limits) -> Result<(), ApiError> {
         if size > limits.artifact_bytes {
             return Err(ApiError::new(
                 ErrorCode::ArtifactTooLarge,
-                format!("artifact {i} is {size} bytes, over the limit of {} bytes", limits.artifact_bytes),
+                format!(
+                    "artifact {i} is {size} bytes, over the limit of {} bytes",
+                    limits.artifact_bytes
+                ),
                 Retry::AfterFix,
                 "summarise the artifact, or leave large content in workspace files and reference their paths",
             ));
@@ -1141,7 +1334,10 @@ fn check_sizes(sub: &Submission, limits: &Limits) -> Result<(), ApiError> {
 fn notes_too_large(len: usize, limits: &Limits) -> ApiError {
     ApiError::new(
         ErrorCode::NotesTooLarge,
-        format!("notes are {len} bytes, over the limit of {} bytes", limits.notes_bytes),
+        format!(
+            "notes are {len} bytes, over the limit of {} bytes",
+            limits.notes_bytes
+        ),
         Retry::AfterFix,
         "shorten the notes to what the next step needs; put long logs or diffs in workspace files and reference them",
     )
@@ -1160,7 +1356,12 @@ fn describe_current(summary: &SessionSummary) -> String {
     summary
         .current
         .as_ref()
-        .map(|c| format!("step `{}` (node {}, attempt {})", c.step_id, c.node, c.attempt))
+        .map(|c| {
+            format!(
+                "step `{}` (node {}, attempt {})",
+                c.step_id, c.node, c.attempt
+            )
+        })
         .unwrap_or_else(|| "none: the session is complete".into())
 }
 

@@ -98,6 +98,9 @@ mod tests {
             out,
             "Goal: fix the bug; size small; n=2; x=[1,2]; ⟨unset: context.nope⟩; ⟨unset: workspace⟩; ⟨unset: weird⟩ {{unclosed"
         );
-        assert_eq!(referenced_context_paths("{{context.a}} {{goal}} {{context.b.c}}"), vec!["a", "b.c"]);
+        assert_eq!(
+            referenced_context_paths("{{context.a}} {{goal}} {{context.b.c}}"),
+            vec!["a", "b.c"]
+        );
     }
 }

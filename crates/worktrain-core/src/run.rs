@@ -58,7 +58,9 @@ impl RunState {
     pub fn is_final(self) -> bool {
         match self {
             RunState::Completed | RunState::Failed | RunState::Cancelled => true,
-            RunState::Queued | RunState::Running | RunState::Parked | RunState::Interrupted => false,
+            RunState::Queued | RunState::Running | RunState::Parked | RunState::Interrupted => {
+                false
+            }
         }
     }
 }

@@ -216,13 +216,19 @@ impl Keyring {
         mac.update(signed.as_bytes());
         mac.verify_truncated_left(&tag)
             .map_err(|_| TokenError::BadSignature)?;
-        let kind = TokenKind::from_byte(payload[0]).ok_or(TokenError::Malformed("unknown token kind"))?;
+        let kind =
+            TokenKind::from_byte(payload[0]).ok_or(TokenError::Malformed("unknown token kind"))?;
         let mut session = [0u8; 16];
         session.copy_from_slice(&payload[3..19]);
         Ok(TokenClaims {
             kind,
             session: SessionId::from_bytes(session),
-            node: NodeId(u32::from_be_bytes([payload[19], payload[20], payload[21], payload[22]])),
+            node: NodeId(u32::from_be_bytes([
+                payload[19],
+                payload[20],
+                payload[21],
+                payload[22],
+            ])),
             attempt: Attempt(u16::from_be_bytes([payload[23], payload[24]])),
         })
     }
@@ -312,8 +318,13 @@ mod tests {
             for bit in 0..8 {
                 let mut b = bytes.to_vec();
                 b[i] ^= 1 << bit;
-                let Ok(s) = String::from_utf8(b) else { continue };
-                assert!(k.verify(&s).is_err(), "flip of bit {bit} at byte {i} accepted: {s}");
+                let Ok(s) = String::from_utf8(b) else {
+                    continue;
+                };
+                assert!(
+                    k.verify(&s).is_err(),
+                    "flip of bit {bit} at byte {i} accepted: {s}"
+                );
             }
         }
     }
@@ -330,7 +341,10 @@ mod tests {
                 }
                 let mut s = t.clone();
                 s.replace_range(i..=i, &c.to_string());
-                assert!(k.verify(&s).is_err(), "substitution at {i} with {c} accepted");
+                assert!(
+                    k.verify(&s).is_err(),
+                    "substitution at {i} with {c} accepted"
+                );
             }
         }
     }
@@ -341,11 +355,18 @@ mod tests {
         let t = k.mint(claims());
         assert_eq!(ring(2).verify(&t), Err(TokenError::BadSignature));
         k.rotate([9; 32], "later".into());
-        assert_eq!(k.verify(&t).unwrap(), claims(), "previous key still verifies");
+        assert_eq!(
+            k.verify(&t).unwrap(),
+            claims(),
+            "previous key still verifies"
+        );
         let t2 = k.mint(claims());
         assert_ne!(t, t2);
         k.rotate([10; 32], "even later".into());
-        assert!(matches!(k.verify(&t), Err(TokenError::UnknownKey(KeyId(1)))));
+        assert!(matches!(
+            k.verify(&t),
+            Err(TokenError::UnknownKey(KeyId(1)))
+        ));
         assert!(k.verify(&t2).is_ok());
         k.drop_previous();
         assert!(matches!(k.verify(&t2), Err(TokenError::UnknownKey(_))));
@@ -357,7 +378,10 @@ mod tests {
         let t = k.mint(claims());
         assert!(matches!(k.verify(&t[..60]), Err(TokenError::Malformed(_))));
         assert!(matches!(k.verify(""), Err(TokenError::Malformed(_))));
-        assert!(matches!(k.verify(&"x".repeat(61)), Err(TokenError::Malformed(_))));
+        assert!(matches!(
+            k.verify(&"x".repeat(61)),
+            Err(TokenError::Malformed(_))
+        ));
         let keyring_json = serde_json::to_string(&k).unwrap();
         assert!(!format!("{:?}", k).contains(&keyring_json[40..60]));
     }

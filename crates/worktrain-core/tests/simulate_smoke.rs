@@ -34,26 +34,60 @@ steps:
 fn decisions_and_jumps_follow_the_script() {
     let pinned = compile(&parse_workflow("sim.yaml", WF).unwrap()).unwrap();
     let mut script = Script::default();
-    script.decisions.insert("verify".into(), vec![LoopDecision::Continue, LoopDecision::Stop]);
-    script.at.insert("fix".into(), serde_json::json!({"again": true}).as_object().cloned().unwrap());
+    script.decisions.insert(
+        "verify".into(),
+        vec![LoopDecision::Continue, LoopDecision::Stop],
+    );
+    script.at.insert(
+        "fix".into(),
+        serde_json::json!({"again": true})
+            .as_object()
+            .cloned()
+            .unwrap(),
+    );
     let trace = simulate(&pinned, &script).unwrap();
     assert!(trace.completed);
     // plan, check ×2 (continue, stop), fix, jump → plan, check (continue then the last
     // decision `stop` repeats), fix, jump exhausted.
-    assert_eq!(trace.steps, ["plan", "check", "check", "fix", "plan", "check", "fix"]);
-    assert!(trace.path.contains(&TraceItem::Jump { from: "fix".into(), to: "plan".into(), count: 1 }));
-    assert!(trace.path.contains(&TraceItem::JumpExhausted { step: "fix".into() }));
-    assert!(trace.path.contains(&TraceItem::Exit { loop_: "verify".into(), passes: 2, reason: LoopExitReason::Decision }));
-    assert!(trace.steps.len() as u64 <= pinned.workflow.node_bound, "bound {}", pinned.workflow.node_bound);
+    assert_eq!(
+        trace.steps,
+        ["plan", "check", "check", "fix", "plan", "check", "fix"]
+    );
+    assert!(trace.path.contains(&TraceItem::Jump {
+        from: "fix".into(),
+        to: "plan".into(),
+        count: 1
+    }));
+    assert!(
+        trace
+            .path
+            .contains(&TraceItem::JumpExhausted { step: "fix".into() })
+    );
+    assert!(trace.path.contains(&TraceItem::Exit {
+        loop_: "verify".into(),
+        passes: 2,
+        reason: LoopExitReason::Decision
+    }));
+    assert!(
+        trace.steps.len() as u64 <= pinned.workflow.node_bound,
+        "bound {}",
+        pinned.workflow.node_bound
+    );
 }
 
 #[test]
 fn max_iterations_exits_normally_and_is_recorded() {
     let pinned = compile(&parse_workflow("sim.yaml", WF).unwrap()).unwrap();
     let mut script = Script::default();
-    script.decisions.insert("verify".into(), vec![LoopDecision::Continue]);
+    script
+        .decisions
+        .insert("verify".into(), vec![LoopDecision::Continue]);
     let trace = simulate(&pinned, &script).unwrap();
-    assert!(trace.path.contains(&TraceItem::Exit { loop_: "verify".into(), passes: 3, reason: LoopExitReason::MaxIterations }));
+    assert!(trace.path.contains(&TraceItem::Exit {
+        loop_: "verify".into(),
+        passes: 3,
+        reason: LoopExitReason::MaxIterations
+    }));
     assert_eq!(trace.steps, ["plan", "check", "check", "check", "fix"]);
 }
 
@@ -106,11 +140,6 @@ steps:
     let trace = simulate(&pinned, &Script::default()).unwrap();
     assert_eq!(
         trace.steps,
-        [
-            "check.look",
-            "check.look",
-            "check.look",
-            "check.escalate"
-        ]
+        ["check.look", "check.look", "check.look", "check.escalate"]
     );
 }

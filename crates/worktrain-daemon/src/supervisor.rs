@@ -262,7 +262,9 @@ impl Supervisor {
             })
             .await;
             match pruned {
-                Ok(Ok((repo, n))) if n > 0 => info!(repo = %repo, removed = n, "pruned stale worktrees"),
+                Ok(Ok((repo, n))) if n > 0 => {
+                    info!(repo = %repo, removed = n, "pruned stale worktrees")
+                }
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => warn!(error = %e, "worktree prune failed"),
                 Err(e) => warn!(error = %e, "worktree prune task failed"),

@@ -23,7 +23,10 @@ use worktrain_store::sqlite::SqliteOptions;
 use worktrain_store::{AppendRequest, EventStore, SqliteStore};
 
 fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -61,8 +64,14 @@ async fn advance_latency(dir: &std::path::Path) {
     let wf_path = dir.join("bench.yaml");
     std::fs::write(&wf_path, long_workflow(steps)).unwrap();
     let store = open(dir, "advance.db").await;
-    let engine = Engine::new(store.clone(), Keyring::new([7; 32], "bench".into()), Limits::default());
-    let resolved = Catalog::default().resolve(wf_path.to_str().unwrap()).unwrap();
+    let engine = Engine::new(
+        store.clone(),
+        Keyring::new([7; 32], "bench".into()),
+        Limits::default(),
+    );
+    let resolved = Catalog::default()
+        .resolve(wf_path.to_str().unwrap())
+        .unwrap();
     let mut near_10 = Vec::new();
     let mut near_1000 = Vec::new();
     let mut all = Vec::new();
@@ -86,7 +95,9 @@ async fn advance_latency(dir: &std::path::Path) {
                 .advance(
                     &token,
                     Submission {
-                        notes: Some(format!("did step {i}: looked at the code, changed one line, ran the test")),
+                        notes: Some(format!(
+                            "did step {i}: looked at the code, changed one line, ran the test"
+                        )),
                         ..Submission::default()
                     },
                 )
@@ -252,7 +263,9 @@ async fn append_throughput(dir: &std::path::Path) {
         k += 1;
     }
     let batched = written as f64 / t0.elapsed().as_secs_f64();
-    println!("appends, batched ({batch} events per transaction): {batched:.0} events/s ({written} events)");
+    println!(
+        "appends, batched ({batch} events per transaction): {batched:.0} events/s ({written} events)"
+    );
 }
 
 fn main() {
@@ -275,8 +288,12 @@ fn main() {
         Err(_) => tempfile::tempdir().unwrap(),
     };
     runtime.block_on(async {
-        let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
-        let wants = |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
+        let filter: Vec<String> = std::env::args()
+            .skip(1)
+            .filter(|a| !a.starts_with('-'))
+            .collect();
+        let wants =
+            |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
         if wants("advance") {
             advance_latency(dir.path()).await;
         }

@@ -144,7 +144,9 @@ impl Catalog {
     pub fn list(&self) -> Vec<CatalogEntry> {
         let mut entries: Vec<CatalogEntry> = BUNDLED
             .iter()
-            .map(|(name, text)| self.entry(SourceKind::Bundled, format!("bundled:{name}"), name, text))
+            .map(|(name, text)| {
+                self.entry(SourceKind::Bundled, format!("bundled:{name}"), name, text)
+            })
             .collect();
         for (kind, dir) in [
             (SourceKind::User, &self.user_dir),
@@ -153,7 +155,11 @@ impl Catalog {
             let Some(dir) = dir else { continue };
             for path in workflow_files(dir) {
                 let location = path.display().to_string();
-                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+                let name = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or_default()
+                    .to_owned();
                 match std::fs::read_to_string(&path) {
                     Ok(text) => entries.push(self.entry(kind, location, &name, &text)),
                     Err(e) => entries.push(CatalogEntry {
@@ -183,7 +189,13 @@ impl Catalog {
         entries
     }
 
-    fn entry(&self, source: SourceKind, location: String, file_name: &str, text: &str) -> CatalogEntry {
+    fn entry(
+        &self,
+        source: SourceKind,
+        location: String,
+        file_name: &str,
+        text: &str,
+    ) -> CatalogEntry {
         let parsed = parse_workflow(file_name, text)
             .map_err(|e| e.in_file(&location))
             .and_then(|def| {
@@ -222,7 +234,9 @@ impl Catalog {
     pub fn resolve(&self, spec: &str) -> Result<Resolved, ApiError> {
         let looks_like_path = spec.contains('/')
             || spec.contains(std::path::MAIN_SEPARATOR)
-            || [".yaml", ".yml", ".json"].iter().any(|ext| spec.ends_with(ext));
+            || [".yaml", ".yml", ".json"]
+                .iter()
+                .any(|ext| spec.ends_with(ext));
         if looks_like_path {
             let path = Path::new(spec);
             let text = std::fs::read_to_string(path).map_err(|e| {
@@ -238,7 +252,8 @@ impl Catalog {
                 .display()
                 .to_string();
             let def = parse_workflow(&location, &text).map_err(invalid)?;
-            let pinned = compile_with(&def, &location, self).map_err(|e| invalid(in_file(e, &location)))?;
+            let pinned =
+                compile_with(&def, &location, self).map_err(|e| invalid(in_file(e, &location)))?;
             return Ok(Resolved {
                 pinned,
                 source: format!("file:{location}"),
@@ -266,7 +281,10 @@ impl Catalog {
                         broken.error.as_deref().unwrap_or("unknown error")
                     ),
                     Retry::AfterFix,
-                    format!("fix the file, then check it with `worktrain workflow validate {}`", broken.location),
+                    format!(
+                        "fix the file, then check it with `worktrain workflow validate {}`",
+                        broken.location
+                    ),
                 ));
             }
             let known: Vec<&str> = entries
@@ -285,7 +303,8 @@ impl Catalog {
             .definition
             .as_ref()
             .ok_or_else(|| ApiError::internal("catalog entry without definition"))?;
-        let pinned = compile_with(def, &found.location, self).map_err(|e| invalid(in_file(e, &found.location)))?;
+        let pinned = compile_with(def, &found.location, self)
+            .map_err(|e| invalid(in_file(e, &found.location)))?;
         Ok(Resolved {
             pinned,
             source: found.label(),
@@ -344,12 +363,19 @@ pub fn invalid(e: WorkflowError) -> ApiError {
 /// Attach the including file to an error that does not name one yet (errors inside a
 /// routine already name the routine's file).
 fn in_file(e: WorkflowError, location: &str) -> WorkflowError {
-    if e.file.is_some() { e } else { e.in_file(location) }
+    if e.file.is_some() {
+        e
+    } else {
+        e.in_file(location)
+    }
 }
 
 impl RoutineResolver for Catalog {
     fn resolve(&self, reference: &str, from: &str) -> Result<RoutineSource, String> {
-        let is_path = reference.contains('/') || [".yaml", ".yml", ".json"].iter().any(|e| reference.ends_with(e));
+        let is_path = reference.contains('/')
+            || [".yaml", ".yml", ".json"]
+                .iter()
+                .any(|e| reference.ends_with(e));
         if is_path {
             if let Some(bundled) = from.strip_prefix("bundled:") {
                 let base = Path::new(bundled).parent().unwrap_or(Path::new(""));
@@ -367,7 +393,10 @@ impl RoutineResolver for Catalog {
             let path = base.join(reference);
             let text = std::fs::read_to_string(&path)
                 .map_err(|e| format!("cannot read routine {}: {e}", path.display()))?;
-            let location = std::fs::canonicalize(&path).unwrap_or(path).display().to_string();
+            let location = std::fs::canonicalize(&path)
+                .unwrap_or(path)
+                .display()
+                .to_string();
             return Ok(RoutineSource { location, text });
         }
         for dir in [&self.project_dir, &self.user_dir].into_iter().flatten() {
@@ -391,13 +420,21 @@ impl RoutineResolver for Catalog {
         }
         let mut known: Vec<String> = BUNDLED_ROUTINES.iter().map(|(n, _)| stem(n)).collect();
         for dir in [&self.project_dir, &self.user_dir].into_iter().flatten() {
-            known.extend(workflow_files(&dir.join(ROUTINES_DIR)).iter().map(|p| stem(&p.display().to_string())));
+            known.extend(
+                workflow_files(&dir.join(ROUTINES_DIR))
+                    .iter()
+                    .map(|p| stem(&p.display().to_string())),
+            );
         }
         known.sort();
         known.dedup();
         Err(format!(
             "no routine `{reference}` (looked in the project, user and bundled routines; known: {})",
-            if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+            if known.is_empty() {
+                "none".to_owned()
+            } else {
+                known.join(", ")
+            }
         ))
     }
 }

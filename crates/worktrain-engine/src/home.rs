@@ -239,9 +239,13 @@ impl Home {
             return Ok(Self { root: p });
         }
         if let Some(p) = std::env::var_os(HOME_ENV).filter(|v| !v.is_empty()) {
-            return Ok(Self { root: PathBuf::from(p) });
+            return Ok(Self {
+                root: PathBuf::from(p),
+            });
         }
-        let home = std::env::var_os("HOME").filter(|v| !v.is_empty()).ok_or(HomeError::NoHome)?;
+        let home = std::env::var_os("HOME")
+            .filter(|v| !v.is_empty())
+            .ok_or(HomeError::NoHome)?;
         Ok(Self {
             root: PathBuf::from(home).join(".worktrain"),
         })
@@ -464,7 +468,11 @@ mod tests {
         let ring = home.keyring().unwrap();
         let second = home.init().unwrap();
         assert!(second.nothing_changed(), "{second:?}");
-        assert_eq!(home.keyring().unwrap(), ring, "second init keeps the keyring");
+        assert_eq!(
+            home.keyring().unwrap(),
+            ring,
+            "second init keeps the keyring"
+        );
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -476,7 +484,10 @@ mod tests {
         let config = home.config().unwrap();
         assert_eq!(config.limits, Limits::default());
         assert_eq!(config.daemon, DaemonSettings::default());
-        assert!(config.agents.contains_key("default"), "the written config documents an agent profile");
+        assert!(
+            config.agents.contains_key("default"),
+            "the written config documents an agent profile"
+        );
     }
 
     #[test]
@@ -486,20 +497,28 @@ mod tests {
         home.init().unwrap();
         let before = home.keyring().unwrap();
         let after = home.rotate_keys().unwrap();
-        assert_eq!(after.previous.as_ref().map(|k| k.id), Some(before.current.id));
+        assert_eq!(
+            after.previous.as_ref().map(|k| k.id),
+            Some(before.current.id)
+        );
         assert_ne!(after.current.id, before.current.id);
         assert_eq!(home.keyring().unwrap(), after);
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = fs::metadata(home.path(KEYRING_FILE)).unwrap().permissions().mode() & 0o777;
+            let mode = fs::metadata(home.path(KEYRING_FILE))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777;
             assert_eq!(mode, 0o600);
         }
     }
 
     #[test]
     fn bad_config_names_file_line_and_field() {
-        let err = parse_config(Path::new("/h/config.yaml"), "limits:\n  notes_bites: 3\n").unwrap_err();
+        let err =
+            parse_config(Path::new("/h/config.yaml"), "limits:\n  notes_bites: 3\n").unwrap_err();
         let shown = err.to_string();
         assert!(shown.starts_with("/h/config.yaml:2:"), "{shown}");
         assert!(shown.contains("notes_bites"), "{shown}");

@@ -19,8 +19,8 @@ use worktrain_core::context::Limits;
 use worktrain_core::error::{ApiError, ErrorCode, Retry};
 use worktrain_core::event::SessionMode;
 use worktrain_core::ids::{NodeId, Seq, SessionId, Sha256Hash, StepId};
-use worktrain_core::projection::AttemptOutcome;
 use worktrain_core::machine::{AdvanceDecision, Machine, Plan, StartParams, Submission};
+use worktrain_core::projection::AttemptOutcome;
 use worktrain_core::projection::{NodeRecord, NodeStatus, SessionSummary};
 use worktrain_core::response::{RecapEntry, StepResponse};
 use worktrain_core::token::Keyring;
@@ -135,7 +135,11 @@ pub fn git_branch(workspace: &std::path::Path) -> Option<String> {
         let text = std::fs::read_to_string(&dot_git).ok()?;
         let target = text.trim().strip_prefix("gitdir:")?.trim().to_owned();
         let p = std::path::PathBuf::from(target);
-        if p.is_absolute() { p } else { workspace.join(p) }
+        if p.is_absolute() {
+            p
+        } else {
+            workspace.join(p)
+        }
     } else {
         dot_git
     };
@@ -231,14 +235,19 @@ impl Engine {
         if let Some(p) = self.pins.lock().ok().and_then(|m| m.get(&hash).cloned()) {
             return Ok(p);
         }
-        let bytes = self.store.blob(hash).await.map_err(store_error)?.ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::WorkflowPinMissing,
-                format!("the pinned workflow {hash} is missing from the store"),
-                Retry::Never,
-                "the database is incomplete; restore it from backup",
-            )
-        })?;
+        let bytes = self
+            .store
+            .blob(hash)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::WorkflowPinMissing,
+                    format!("the pinned workflow {hash} is missing from the store"),
+                    Retry::Never,
+                    "the database is incomplete; restore it from backup",
+                )
+            })?;
         let pinned = Arc::new(Pinned::from_canonical(&bytes).map_err(ApiError::internal)?);
         if let Ok(mut m) = self.pins.lock() {
             if m.len() >= PIN_CACHE {
@@ -254,7 +263,8 @@ impl Engine {
             if m.len() >= PIN_CACHE {
                 m.clear();
             }
-            m.entry(pinned.hash).or_insert_with(|| Arc::new(pinned.clone()));
+            m.entry(pinned.hash)
+                .or_insert_with(|| Arc::new(pinned.clone()));
         }
     }
 
@@ -309,7 +319,9 @@ impl Engine {
             },
         )?;
         if self.persist(worktrain_core::ids::Seq(0), id, &plan).await? != Persisted::Written {
-            return Err(ApiError::internal("a fresh session id collided with an existing session"));
+            return Err(ApiError::internal(
+                "a fresh session id collided with an existing session",
+            ));
         }
         self.remember(pinned);
         info!(session_id = %id, workflow = %pinned.workflow.id, hash = %pinned.hash.short(), "session started");
@@ -331,13 +343,22 @@ impl Engine {
                 .attempt(claims.session, claims.node, claims.attempt)
                 .await
                 .map_err(store_error)?;
-            match self.machine(&pinned).advance(&summary, claims, &submission, prior.as_ref())? {
+            match self
+                .machine(&pinned)
+                .advance(&summary, claims, &submission, prior.as_ref())?
+            {
                 AdvanceDecision::Replay { response } => {
-                    let bytes = self.store.blob(response).await.map_err(store_error)?.ok_or_else(|| {
-                        ApiError::internal(format!("recorded response {response} is missing"))
+                    let bytes = self
+                        .store
+                        .blob(response)
+                        .await
+                        .map_err(store_error)?
+                        .ok_or_else(|| {
+                            ApiError::internal(format!("recorded response {response} is missing"))
+                        })?;
+                    let parsed: StepResponse = serde_json::from_slice(&bytes).map_err(|e| {
+                        ApiError::internal(format!("recorded response unreadable: {e}"))
                     })?;
-                    let parsed: StepResponse = serde_json::from_slice(&bytes)
-                        .map_err(|e| ApiError::internal(format!("recorded response unreadable: {e}")))?;
                     debug!(session_id = %claims.session, node = %claims.node, "advance replayed");
                     return Ok(Reply {
                         response: parsed,
@@ -346,7 +367,11 @@ impl Engine {
                     });
                 }
                 AdvanceDecision::Apply(plan) => {
-                    if self.persist(summary.last_seq, claims.session, &plan).await? == Persisted::Written {
+                    if self
+                        .persist(summary.last_seq, claims.session, &plan)
+                        .await?
+                        == Persisted::Written
+                    {
                         info!(
                             session_id = %claims.session,
                             node = %claims.node,
@@ -379,7 +404,9 @@ impl Engine {
         for _ in 0..MAX_REJUDGE {
             let summary = self.summary(claims.session).await?;
             let pinned = self.pinned(summary.workflow_hash).await?;
-            let plan = self.machine(&pinned).checkpoint(&summary, claims, notes, &context)?;
+            let plan = self
+                .machine(&pinned)
+                .checkpoint(&summary, claims, notes, &context)?;
             if plan.events.is_empty() {
                 return Ok(Reply {
                     response: plan.response,
@@ -387,7 +414,10 @@ impl Engine {
                     replayed: true,
                 });
             }
-            match self.persist(summary.last_seq, claims.session, &plan).await? {
+            match self
+                .persist(summary.last_seq, claims.session, &plan)
+                .await?
+            {
                 Persisted::Written => {
                     info!(session_id = %claims.session, node = %claims.node, "checkpoint recorded");
                     return Ok(Reply {
@@ -461,7 +491,9 @@ impl Engine {
                 ));
             };
             let path_owned: Vec<NodeRecord> = path.into_iter().cloned().collect();
-            let plan = self.machine(&pinned).rewind(&summary, &path_owned, chosen, reason.clone())?;
+            let plan =
+                self.machine(&pinned)
+                    .rewind(&summary, &path_owned, chosen, reason.clone())?;
             if self.persist(summary.last_seq, id, &plan).await? == Persisted::Written {
                 info!(session_id = %id, target = %chosen.node, "session rewound");
                 return Ok(Reply {
@@ -478,13 +510,18 @@ impl Engine {
     /// that was seen before, returns the existing session instead.
     pub async fn dispatch(&self, req: DispatchRequest) -> Result<Dispatched, ApiError> {
         if let Some(key) = &req.idempotency_key
-            && let Some(existing) = self.store.session_by_dispatch_key(key).await.map_err(store_error)? {
-                return Ok(Dispatched {
-                    session_id: existing,
-                    created: false,
-                    reply: None,
-                });
-            }
+            && let Some(existing) = self
+                .store
+                .session_by_dispatch_key(key)
+                .await
+                .map_err(store_error)?
+        {
+            return Ok(Dispatched {
+                session_id: existing,
+                created: false,
+                reply: None,
+            });
+        }
         let id = new_session_id()?;
         let start = req.start;
         let pinned = &start.workflow.pinned;
@@ -518,18 +555,25 @@ impl Engine {
         match self.persist(Seq(0), id, &plan).await {
             Ok(Persisted::Written) => {}
             Ok(Persisted::Duplicate | Persisted::LostRace) => {
-                return Err(ApiError::internal("a fresh session id collided with an existing session"));
+                return Err(ApiError::internal(
+                    "a fresh session id collided with an existing session",
+                ));
             }
             Err(e) => {
                 // A concurrent dispatch with the same key won the unique index.
                 if let Some(key) = &req.idempotency_key
-                    && let Some(existing) = self.store.session_by_dispatch_key(key).await.map_err(store_error)? {
-                        return Ok(Dispatched {
-                            session_id: existing,
-                            created: false,
-                            reply: None,
-                        });
-                    }
+                    && let Some(existing) = self
+                        .store
+                        .session_by_dispatch_key(key)
+                        .await
+                        .map_err(store_error)?
+                {
+                    return Ok(Dispatched {
+                        session_id: existing,
+                        created: false,
+                        reply: None,
+                    });
+                }
                 return Err(e);
             }
         }
@@ -548,7 +592,11 @@ impl Engine {
 
     /// Append events decided against the session's current state, re-deciding after a
     /// lost race. `decide` returns the events to append (none: nothing to do).
-    pub async fn transition<F>(&self, id: SessionId, mut decide: F) -> Result<SessionSummary, ApiError>
+    pub async fn transition<F>(
+        &self,
+        id: SessionId,
+        mut decide: F,
+    ) -> Result<SessionSummary, ApiError>
     where
         F: FnMut(&SessionSummary) -> Result<Vec<worktrain_core::event::EventBody>, ApiError>,
     {
@@ -560,7 +608,10 @@ impl Engine {
             }
             let events = bodies
                 .into_iter()
-                .map(|body| worktrain_core::event::NewEvent { body, idempotency_key: None })
+                .map(|body| worktrain_core::event::NewEvent {
+                    body,
+                    idempotency_key: None,
+                })
                 .collect();
             match self
                 .store
@@ -586,13 +637,19 @@ impl Engine {
     }
 
     /// Approve a parked step: it completes with the output that was parked.
-    pub async fn approve(&self, target: &SessionRef, note: Option<String>) -> Result<Reply, ApiError> {
+    pub async fn approve(
+        &self,
+        target: &SessionRef,
+        note: Option<String>,
+    ) -> Result<Reply, ApiError> {
         let id = self.session_id(target)?;
         for _ in 0..MAX_REJUDGE {
             let summary = self.summary(id).await?;
             let pinned = self.pinned(summary.workflow_hash).await?;
             let parked = self.parked_event(&summary).await?;
-            let plan = self.machine(&pinned).approve(&summary, &parked, note.clone())?;
+            let plan = self
+                .machine(&pinned)
+                .approve(&summary, &parked, note.clone())?;
             match self.persist(summary.last_seq, id, &plan).await? {
                 Persisted::Written => {
                     info!(session_id = %id, "gate approved");
@@ -631,11 +688,18 @@ impl Engine {
     }
 
     /// The `step_parked` event of a parked session (found through its attempt record).
-    async fn parked_event(&self, summary: &SessionSummary) -> Result<worktrain_core::event::EventBody, ApiError> {
+    async fn parked_event(
+        &self,
+        summary: &SessionSummary,
+    ) -> Result<worktrain_core::event::EventBody, ApiError> {
         let not_parked = || {
             ApiError::new(
                 ErrorCode::NotParked,
-                format!("session {} is not waiting for approval (status {})", summary.session_id, summary.status.as_str()),
+                format!(
+                    "session {} is not waiting for approval (status {})",
+                    summary.session_id,
+                    summary.status.as_str()
+                ),
                 Retry::Never,
                 "only a parked session (an autonomous session at a gated step) can be approved or rejected",
             )

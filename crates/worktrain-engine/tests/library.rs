@@ -4,8 +4,8 @@
 //! workflow is resolved through the [`Catalog`] (so its routines resolve exactly as they do
 //! for users) and simulated with the real state machine across the context combinations
 //! that drive its routing. The combinations are derived from the workflow itself: every
-//! context path read by a control-flow condition (`runCondition`, `jumpIf`, `while`,
-//! `until`) takes each literal it is compared against plus "unset", and every loop with a
+//! context path read by a control-flow condition (`runCondition` of steps, loops and
+//! includes, `jumpIf`, `while`, `until`) takes each literal it is compared against plus "unset", and every loop with a
 //! decision step runs once with `continue, stop` and once with `stop`. Every path must
 //! complete within the compiler's node bound, and every step must be entered on at least
 //! one path — so a typo in a condition that makes a step unreachable fails CI.
@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value, json};
-use worktrain_core::compile::{CompiledWorkflow, LoopKind};
+use worktrain_core::compile::{CompiledWorkflow, Instr, LoopKind};
 use worktrain_core::condition::{CompareOp, Condition};
 use worktrain_core::contract::ContractName;
 use worktrain_core::cursor::LoopDecision;
@@ -104,6 +104,13 @@ fn control_literals(wf: &CompiledWorkflow) -> BTreeMap<String, Vec<Option<Value>
                 literals(condition, &mut out)
             }
             _ => {}
+        }
+    }
+    // Guards of loops and routine includes with a `runCondition`.
+    for instr in &wf.program {
+        match instr {
+            Instr::Guard { condition, .. } => literals(condition, &mut out),
+            Instr::Step { .. } | Instr::LoopHead { .. } | Instr::LoopTail { .. } | Instr::End => {}
         }
     }
     out

@@ -511,17 +511,29 @@ impl ToolServer {
 
 /// A step reply: text first, then the engine's response exactly as recorded.
 impl ToolServer {
-    async fn current_step(&self, session: worktrain_core::ids::SessionId, args: Value) -> Result<ToolResult, ApiError> {
+    async fn current_step(
+        &self,
+        session: worktrain_core::ids::SessionId,
+        args: Value,
+    ) -> Result<ToolResult, ApiError> {
         let _: crate::tools::CurrentStepArgs = parse_args("current_step", args)?;
         let engine = self.engine().await?;
-        let reply = engine.rehydrate(&worktrain_engine::SessionRef::Id(session)).await?;
+        let reply = engine
+            .rehydrate(&worktrain_engine::SessionRef::Id(session))
+            .await?;
         Ok(bound_result(&reply))
     }
 
-    async fn complete_step(&self, session: worktrain_core::ids::SessionId, args: Value) -> Result<ToolResult, ApiError> {
+    async fn complete_step(
+        &self,
+        session: worktrain_core::ids::SessionId,
+        args: Value,
+    ) -> Result<ToolResult, ApiError> {
         let args: crate::tools::CompleteStepArgs = parse_args("complete_step", args)?;
         let engine = self.engine().await?;
-        let current = engine.rehydrate(&worktrain_engine::SessionRef::Id(session)).await?;
+        let current = engine
+            .rehydrate(&worktrain_engine::SessionRef::Id(session))
+            .await?;
         let Some(token) = current.response.tokens.advance.clone() else {
             return Ok(bound_result(&current));
         };
@@ -550,9 +562,14 @@ fn bound_result(reply: &Reply) -> ToolResult {
     };
     response.next = match response.intent {
         worktrain_core::response::Intent::Complete => "The workflow is complete.".into(),
-        worktrain_core::response::Intent::WaitForApproval => "The step is parked until an operator approves it; stop here.".into(),
-        worktrain_core::response::Intent::FixBlockers => "Fix every blocker, then call complete_step again.".into(),
-        worktrain_core::response::Intent::PerformStep | worktrain_core::response::Intent::AskUserThenSubmit => {
+        worktrain_core::response::Intent::WaitForApproval => {
+            "The step is parked until an operator approves it; stop here.".into()
+        }
+        worktrain_core::response::Intent::FixBlockers => {
+            "Fix every blocker, then call complete_step again.".into()
+        }
+        worktrain_core::response::Intent::PerformStep
+        | worktrain_core::response::Intent::AskUserThenSubmit => {
             "Do this step, then call complete_step with your notes.".into()
         }
     };

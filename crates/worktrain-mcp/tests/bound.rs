@@ -22,7 +22,11 @@ async fn bound_server_drives_one_session_without_exposing_tokens() {
     let store = SqliteStore::open(&home.database_path(&config), SqliteOptions::default())
         .await
         .unwrap();
-    let engine = Arc::new(Engine::new(Arc::new(store), home.keyring().unwrap(), Limits::default()));
+    let engine = Arc::new(Engine::new(
+        Arc::new(store),
+        home.keyring().unwrap(),
+        Limits::default(),
+    ));
     let started = engine
         .start(StartRequest {
             workflow: Catalog::default().resolve("quick-task").unwrap(),
@@ -44,7 +48,13 @@ async fn bound_server_drives_one_session_without_exposing_tokens() {
     );
     let names: Vec<&str> = server.list_tools().iter().map(|t| t.name).collect();
     assert_eq!(names, ["current_step", "complete_step"]);
-    assert!(server.call_tool("continue_workflow", json!({})).await.is_err(), "unbound tools are not served");
+    assert!(
+        server
+            .call_tool("continue_workflow", json!({}))
+            .await
+            .is_err(),
+        "unbound tools are not served"
+    );
 
     let no_token = |r: &worktrain_mcp::ToolResult| {
         let all = format!("{} {}", r.text, r.structured);
@@ -55,18 +65,36 @@ async fn bound_server_drives_one_session_without_exposing_tokens() {
     assert!(!current.is_error);
     assert_eq!(current.structured["step"]["id"], "do-it");
 
-    let blocked = server.call_tool("complete_step", json!({"notes": ""})).await.unwrap();
+    let blocked = server
+        .call_tool("complete_step", json!({"notes": ""}))
+        .await
+        .unwrap();
     no_token(&blocked);
     assert_eq!(blocked.structured["outcome"], "blocked");
 
-    let next = server.call_tool("complete_step", json!({"notes": "renamed it"})).await.unwrap();
+    let next = server
+        .call_tool("complete_step", json!({"notes": "renamed it"}))
+        .await
+        .unwrap();
     no_token(&next);
     assert_eq!(next.structured["step"]["id"], "verify");
-    let done = server.call_tool("complete_step", json!({"notes": "tests pass"})).await.unwrap();
+    let done = server
+        .call_tool("complete_step", json!({"notes": "tests pass"}))
+        .await
+        .unwrap();
     no_token(&done);
     assert_eq!(done.structured["outcome"], "complete");
-    let after = server.call_tool("complete_step", json!({"notes": "again"})).await.unwrap();
-    assert_eq!(after.structured["outcome"], "complete", "completing a complete session is a no-op");
-    let bad = server.call_tool("complete_step", json!({"notez": "typo"})).await.unwrap();
+    let after = server
+        .call_tool("complete_step", json!({"notes": "again"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        after.structured["outcome"], "complete",
+        "completing a complete session is a no-op"
+    );
+    let bad = server
+        .call_tool("complete_step", json!({"notez": "typo"}))
+        .await
+        .unwrap();
     assert!(bad.is_error);
 }

@@ -240,7 +240,12 @@ pub trait EventStore: Send + Sync + 'static {
     async fn queue(&self) -> Result<Vec<QueueRow>, StoreError>;
 
     /// Create or extend a worker's lease on a running session.
-    async fn renew_lease(&self, id: SessionId, worker: &str, expires_at_ms: i64) -> Result<(), StoreError>;
+    async fn renew_lease(
+        &self,
+        id: SessionId,
+        worker: &str,
+        expires_at_ms: i64,
+    ) -> Result<(), StoreError>;
 
     /// Drop a lease (the run ended or was handed back).
     async fn release_lease(&self, id: SessionId) -> Result<(), StoreError>;

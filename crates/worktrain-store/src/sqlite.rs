@@ -42,7 +42,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "loops and gates",
         include_str!("../migrations/sqlite/0002_loops_and_gates.sql"),
     ),
-    (3, "runs", include_str!("../migrations/sqlite/0003_runs.sql")),
+    (
+        3,
+        "runs",
+        include_str!("../migrations/sqlite/0003_runs.sql"),
+    ),
 ];
 
 /// The schema version this build creates and understands.
@@ -58,9 +62,7 @@ impl MigrationSource<'static> for EmbeddedMigrations {
     fn resolve(
         self,
     ) -> Pin<
-        Box<
-            dyn Future<Output = Result<Vec<Migration>, sqlx::error::BoxDynError>> + Send + 'static,
-        >,
+        Box<dyn Future<Output = Result<Vec<Migration>, sqlx::error::BoxDynError>> + Send + 'static>,
     > {
         Box::pin(async {
             Ok(MIGRATIONS
@@ -214,10 +216,11 @@ async fn load_summary(
     conn: &mut SqliteConnection,
     id: SessionId,
 ) -> Result<Option<SessionSummary>, StoreError> {
-    let row: Option<(String,)> = sqlx::query_as("SELECT summary FROM sessions WHERE session_id = ?")
-        .bind(id.to_string())
-        .fetch_optional(&mut *conn)
-        .await?;
+    let row: Option<(String,)> =
+        sqlx::query_as("SELECT summary FROM sessions WHERE session_id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&mut *conn)
+            .await?;
     row.map(|(json,)| serde_json::from_str(&json).map_err(corrupt))
         .transpose()
 }
@@ -299,12 +302,14 @@ async fn write_changes(
                 .await?;
             }
             ProjectionChange::SetNodeAttempts { node, attempts } => {
-                sqlx::query("UPDATE session_nodes SET attempts = ? WHERE session_id = ? AND node = ?")
-                    .bind(i64::from(*attempts))
-                    .bind(&sid)
-                    .bind(i64::from(node.0))
-                    .execute(&mut *conn)
-                    .await?;
+                sqlx::query(
+                    "UPDATE session_nodes SET attempts = ? WHERE session_id = ? AND node = ?",
+                )
+                .bind(i64::from(*attempts))
+                .bind(&sid)
+                .bind(i64::from(node.0))
+                .execute(&mut *conn)
+                .await?;
             }
             ProjectionChange::UpsertQueue(q) => {
                 sqlx::query(
@@ -422,7 +427,9 @@ fn row_to_node(row: &SqliteRow) -> Result<NodeRecord, StoreError> {
         attempts: u16::try_from(row.try_get::<i64, _>("attempts")?).map_err(corrupt)?,
         notes: row.try_get("notes")?,
         entered_seq: Seq(to_u64(row.try_get("entered_seq")?)),
-        closed_seq: row.try_get::<Option<i64>, _>("closed_seq")?.map(|s| Seq(to_u64(s))),
+        closed_seq: row
+            .try_get::<Option<i64>, _>("closed_seq")?
+            .map(|s| Seq(to_u64(s))),
         cursor: serde_json::from_str(&row.try_get::<String, _>("cursor")?)
             .map_err(|e| corrupt(format!("node cursor: {e}")))?,
     })
@@ -521,7 +528,10 @@ impl EventStore for SqliteStore {
             .await?;
         }
 
-        let mut prev = summary.as_ref().map(|s| s.last_hash).unwrap_or(Sha256Hash::ZERO);
+        let mut prev = summary
+            .as_ref()
+            .map(|s| s.last_hash)
+            .unwrap_or(Sha256Hash::ZERO);
         let mut rows = Vec::with_capacity(events.len());
         let mut all_changes = Vec::new();
         for (i, event) in events.into_iter().enumerate() {
@@ -588,12 +598,14 @@ impl EventStore for SqliteStore {
     }
 
     async fn sessions(&self, filter: &SessionFilter) -> Result<Vec<SessionSummary>, StoreError> {
-        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("SELECT summary FROM sessions WHERE 1 = 1");
+        let mut qb: QueryBuilder<Sqlite> =
+            QueryBuilder::new("SELECT summary FROM sessions WHERE 1 = 1");
         if let Some(status) = filter.status {
             qb.push(" AND status = ").push_bind(status.as_str());
         }
         if let Some(wf) = &filter.workflow {
-            qb.push(" AND workflow_id = ").push_bind(wf.as_str().to_owned());
+            qb.push(" AND workflow_id = ")
+                .push_bind(wf.as_str().to_owned());
         }
         if let Some(ws) = &filter.workspace {
             let ws = ws.trim_end_matches('/').to_owned();
@@ -689,8 +701,9 @@ impl EventStore for SqliteStore {
     }
 
     async fn events_since(&self, after: u64, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
-        let sql =
-            format!("SELECT {EVENT_COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?");
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?"
+        );
         sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(to_i64(after))
             .bind(i64::from(limit))
@@ -783,8 +796,14 @@ impl EventStore for SqliteStore {
                         prev.short()
                     ))));
                 }
-                let recomputed =
-                    chain_hash(&prev, id, Seq(to_u64(seq)), &kind, created, payload.as_bytes());
+                let recomputed = chain_hash(
+                    &prev,
+                    id,
+                    Seq(to_u64(seq)),
+                    &kind,
+                    created,
+                    payload.as_bytes(),
+                );
                 if stored_hash != recomputed.to_hex() {
                     return Ok(Some(broken(format!(
                         "content does not match its hash (stored {}, recomputed {})",
@@ -800,7 +819,9 @@ impl EventStore for SqliteStore {
                             body.kind().as_str()
                         ))));
                     }
-                    Err(e) => return Ok(Some(broken(format!("payload is not a valid event: {e}")))),
+                    Err(e) => {
+                        return Ok(Some(broken(format!("payload is not a valid event: {e}"))));
+                    }
                 }
                 prev = recomputed;
                 expected_seq += 1;
@@ -926,16 +947,18 @@ impl EventStore for SqliteStore {
                 Ok(json!({"session_id": sid, "node": serde_json::to_value(node).map_err(corrupt)?}))
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
-        let attempts = sqlx::query("SELECT * FROM session_attempts ORDER BY session_id, node, attempt")
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(|r| {
-                let sid: String = r.try_get("session_id")?;
-                let a = row_to_attempt(r)?;
-                Ok(json!({"session_id": sid, "attempt": serde_json::to_value(a).map_err(corrupt)?}))
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
+        let attempts = sqlx::query(
+            "SELECT * FROM session_attempts ORDER BY session_id, node, attempt",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| {
+            let sid: String = r.try_get("session_id")?;
+            let a = row_to_attempt(r)?;
+            Ok(json!({"session_id": sid, "attempt": serde_json::to_value(a).map_err(corrupt)?}))
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
         let queue = self
             .queue()
             .await?
@@ -978,7 +1001,12 @@ impl EventStore for SqliteStore {
         .collect()
     }
 
-    async fn renew_lease(&self, id: SessionId, worker: &str, expires_at_ms: i64) -> Result<(), StoreError> {
+    async fn renew_lease(
+        &self,
+        id: SessionId,
+        worker: &str,
+        expires_at_ms: i64,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO run_leases (session_id, worker, expires_at_ms) VALUES (?, ?, ?)
              ON CONFLICT (session_id) DO UPDATE SET worker = excluded.worker, expires_at_ms = excluded.expires_at_ms",
