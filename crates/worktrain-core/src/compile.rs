@@ -15,13 +15,13 @@ use crate::contract::ContractName;
 use crate::ids::{Sha256Hash, StepId, WorkflowId};
 use crate::load::{Rule, WorkflowError, parse_routine};
 use crate::workflow::{
-    Confirmation, DimensionSpec, ForCount, GateKind, Join, LoopDefinition, StepDefinition, StepEntry,
-    WorkflowDefinition,
+    Confirmation, DimensionSpec, ForCount, GateKind, Join, LoopDefinition, StepDefinition,
+    StepEntry, WorkflowDefinition,
 };
 
 /// Version of the compiled representation. Bumping it changes every workflow hash,
 /// which is intended: a session keeps running the program it pinned.
-pub const COMPILER_VERSION: u32 = 2;
+pub const COMPILER_VERSION: u32 = 3;
 
 /// Index into [`CompiledWorkflow::steps`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -34,7 +34,9 @@ pub struct StepIndex(pub u32);
 pub struct LoopIndex(pub u32);
 
 /// Program counter: index into [`CompiledWorkflow::program`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct Pc(pub u32);
 
@@ -69,6 +71,18 @@ pub enum Instr {
         loop_: LoopIndex,
         /// The loop's head.
         head: Pc,
+    },
+    /// In front of a guarded block (a loop or a routine include with a `runCondition`):
+    /// evaluated once when execution reaches it. True enters the block (the next
+    /// instruction) without an event; false records `block_skipped` and continues at
+    /// `skip_to`, the first position after the block.
+    Guard {
+        /// The guarded loop's id, or the include's id.
+        id: StepId,
+        /// The block's run condition.
+        condition: Condition,
+        /// Where execution continues when the condition is false.
+        skip_to: Pc,
     },
     /// The workflow is complete.
     End,
@@ -309,8 +323,8 @@ impl Pinned {
 
     /// Rebuild from stored canonical bytes.
     pub fn from_canonical(bytes: &[u8]) -> Result<Self, String> {
-        let workflow: CompiledWorkflow =
-            serde_json::from_slice(bytes).map_err(|e| format!("stored workflow unreadable: {e}"))?;
+        let workflow: CompiledWorkflow = serde_json::from_slice(bytes)
+            .map_err(|e| format!("stored workflow unreadable: {e}"))?;
         Ok(Self {
             workflow: Arc::new(workflow),
             canonical: bytes.to_vec(),
@@ -340,7 +354,9 @@ pub struct NoRoutines;
 
 impl RoutineResolver for NoRoutines {
     fn resolve(&self, reference: &str, _from: &str) -> Result<RoutineSource, String> {
-        Err(format!("routine `{reference}` not found (no routine sources configured)"))
+        Err(format!(
+            "routine `{reference}` not found (no routine sources configured)"
+        ))
     }
 }
 
@@ -359,7 +375,11 @@ pub fn compile_with(
     non_empty("description", &def.description)?;
     non_empty("version", &def.version)?;
     if def.steps.is_empty() {
-        return Err(WorkflowError::at_path("steps", Rule::NonEmpty, "a workflow needs at least one entry"));
+        return Err(WorkflowError::at_path(
+            "steps",
+            Rule::NonEmpty,
+            "a workflow needs at least one entry",
+        ));
     }
     for (i, key) in def.inputs.iter().enumerate() {
         check_key(&format!("inputs[{i}]"), key)?;
@@ -394,7 +414,11 @@ pub fn compile_with(
 
 fn non_empty(path: &str, s: &str) -> Result<(), WorkflowError> {
     if s.trim().is_empty() {
-        Err(WorkflowError::at_path(path, Rule::NonEmpty, format!("`{path}` must not be empty")))
+        Err(WorkflowError::at_path(
+            path,
+            Rule::NonEmpty,
+            format!("`{path}` must not be empty"),
+        ))
     } else {
         Ok(())
     }
@@ -405,7 +429,9 @@ fn check_key(path: &str, key: &str) -> Result<(), WorkflowError> {
         return Err(WorkflowError::at_path(
             path,
             Rule::Reference,
-            format!("`{key}` is not a usable context key (non-empty, no dots, not `worktrain` or `_…`)"),
+            format!(
+                "`{key}` is not a usable context key (non-empty, no dots, not `worktrain` or `_…`)"
+            ),
         ));
     }
     Ok(())
@@ -413,7 +439,9 @@ fn check_key(path: &str, key: &str) -> Result<(), WorkflowError> {
 
 /// Conditions may read engine-provided values under `worktrain.*`, but no other reserved key.
 fn check_condition_vars(path: &str, c: &Condition) -> Result<(), WorkflowError> {
-    c.vars().into_iter().try_for_each(|var| check_read(path, "condition", var))
+    c.vars()
+        .into_iter()
+        .try_for_each(|var| check_read(path, "condition", var))
 }
 
 /// A context path read by a condition or a loop (`for: {var}`, `forEach.over`): the same
@@ -430,11 +458,32 @@ fn check_read(path: &str, what: &str, var: &ContextPath) -> Result<(), WorkflowE
     Ok(())
 }
 
-/// An entry after routine expansion: only steps and loops remain.
+/// An entry after routine expansion: steps, loops and guarded blocks remain.
 #[derive(Debug, Clone)]
 enum XEntry {
-    Step { def: StepDefinition, path: String },
-    Loop { def: LoopDefinition, body: Vec<XEntry>, path: String },
+    Step {
+        def: StepDefinition,
+        path: String,
+    },
+    Loop {
+        def: LoopDefinition,
+        body: Vec<XEntry>,
+        path: String,
+    },
+    /// A loop or routine include with a `runCondition`. For a loop, `body` is that one
+    /// loop and `id` its id; for an include, `body` is the routine's expanded entries (a
+    /// step list of its own) and `id` the include's id.
+    Guarded {
+        id: StepId,
+        condition: Condition,
+        body: Vec<XEntry>,
+        /// Document path of the loop or include entry.
+        path: String,
+        /// Document path of the body's step list (for an include: the routine's `steps`).
+        body_path: String,
+        /// Whether the block is an include (its id is claimed as an entry id of its own).
+        include: bool,
+    },
 }
 
 impl XEntry {
@@ -442,6 +491,7 @@ impl XEntry {
         match self {
             XEntry::Step { def, .. } => &def.id,
             XEntry::Loop { def, .. } => &def.id,
+            XEntry::Guarded { id, .. } => id,
         }
     }
 }
@@ -482,6 +532,9 @@ impl Expander<'_> {
                     let mut def = l.clone();
                     if let Some(r) = rewrite {
                         def.id = prefixed(r.prefix, &l.id, &at)?;
+                        if let Some(c) = &mut def.run_condition {
+                            prefix_loop_refs(c, r.prefix);
+                        }
                         def.title = match &l.title {
                             Some(t) => Some(substitute(t, r, &format!("{at}.title"))?),
                             None => None,
@@ -498,7 +551,25 @@ impl Expander<'_> {
                         };
                     }
                     let body = self.entries(&l.steps, &format!("{at}.steps"), location, rewrite)?;
-                    out.push(XEntry::Loop { def, body, path: at });
+                    match def.run_condition.take() {
+                        None => out.push(XEntry::Loop {
+                            def,
+                            body,
+                            path: at,
+                        }),
+                        Some(condition) => out.push(XEntry::Guarded {
+                            id: def.id.clone(),
+                            condition,
+                            body_path: format!("{at}.steps"),
+                            body: vec![XEntry::Loop {
+                                def,
+                                body,
+                                path: at.clone(),
+                            }],
+                            path: at,
+                            include: false,
+                        }),
+                    }
                 }
                 StepEntry::Include(inc) => {
                     let prefix = match rewrite {
@@ -560,10 +631,46 @@ impl Expander<'_> {
                         location: &src.location,
                     };
                     let expanded = self
-                        .entries(&routine.steps, &format!("{at}<{}>.steps", src.location), &src.location, Some(&inner))
-                        .map_err(|e| if e.file.is_none() { e.in_file(src.location.clone()) } else { e })?;
+                        .entries(
+                            &routine.steps,
+                            &format!("{at}<{}>.steps", src.location),
+                            &src.location,
+                            Some(&inner),
+                        )
+                        .map_err(|e| {
+                            if e.file.is_none() {
+                                e.in_file(src.location.clone())
+                            } else {
+                                e
+                            }
+                        })?;
                     self.stack.pop();
-                    out.extend(expanded);
+                    match &inc.run_condition {
+                        // Unguarded: the routine's entries join this list.
+                        None => out.extend(expanded),
+                        Some(c) => {
+                            // The include's condition belongs to the including file: it
+                            // gets that file's prefixing, like the file's other conditions.
+                            let mut condition = c.clone();
+                            if let Some(r) = rewrite {
+                                prefix_loop_refs(&mut condition, r.prefix);
+                            }
+                            out.push(XEntry::Guarded {
+                                id: StepId::new(prefix.clone()).map_err(|e| {
+                                    WorkflowError::at_path(
+                                        &at,
+                                        Rule::Value,
+                                        format!("include id is too long or invalid: {e}"),
+                                    )
+                                })?,
+                                condition,
+                                body: expanded,
+                                path: at.clone(),
+                                body_path: format!("{at}<{}>.steps", src.location),
+                                include: true,
+                            });
+                        }
+                    }
                 }
             }
         }
@@ -573,7 +680,11 @@ impl Expander<'_> {
 
 fn prefixed(prefix: &str, id: &StepId, at: &str) -> Result<StepId, WorkflowError> {
     StepId::new(format!("{prefix}.{id}")).map_err(|e| {
-        WorkflowError::at_path(at, Rule::Value, format!("included step id is too long or invalid: {e}"))
+        WorkflowError::at_path(
+            at,
+            Rule::Value,
+            format!("included step id is too long or invalid: {e}"),
+        )
     })
 }
 
@@ -597,7 +708,10 @@ fn substitute(text: &str, r: &Rewrite<'_>, at: &str) -> Result<String, WorkflowE
                     return Err(WorkflowError::at_path(
                         at,
                         Rule::Reference,
-                        format!("`{{{{args.{name}}}}}` is not a parameter of the routine in {}", r.location),
+                        format!(
+                            "`{{{{args.{name}}}}}` is not a parameter of the routine in {}",
+                            r.location
+                        ),
                     ));
                 }
             },
@@ -645,7 +759,11 @@ fn prefix_loop_refs(c: &mut crate::condition::Condition, prefix: &str) {
     });
 }
 
-fn rewrite_step(s: &StepDefinition, r: &Rewrite<'_>, at: &str) -> Result<StepDefinition, WorkflowError> {
+fn rewrite_step(
+    s: &StepDefinition,
+    r: &Rewrite<'_>,
+    at: &str,
+) -> Result<StepDefinition, WorkflowError> {
     let mut d = s.clone();
     if let Some(c) = &mut d.run_condition {
         prefix_loop_refs(c, r.prefix);
@@ -657,7 +775,9 @@ fn rewrite_step(s: &StepDefinition, r: &Rewrite<'_>, at: &str) -> Result<StepDef
         prefix_loop_refs(&mut j.condition, r.prefix);
     }
     match &mut d.require_confirmation {
-        Confirmation::When(c) | Confirmation::Gate { when: Some(c), .. } => prefix_loop_refs(c, r.prefix),
+        Confirmation::When(c) | Confirmation::Gate { when: Some(c), .. } => {
+            prefix_loop_refs(c, r.prefix)
+        }
         Confirmation::Never | Confirmation::Always | Confirmation::Gate { when: None, .. } => {}
     }
     d.id = prefixed(r.prefix, &s.id, at)?;
@@ -711,9 +831,18 @@ impl Builder {
         Ok(())
     }
 
-    fn block(&mut self, entries: &[XEntry], path: &str, enclosing: Option<LoopIndex>) -> Result<(), WorkflowError> {
+    fn block(
+        &mut self,
+        entries: &[XEntry],
+        path: &str,
+        enclosing: Option<LoopIndex>,
+    ) -> Result<(), WorkflowError> {
         if entries.is_empty() {
-            return Err(WorkflowError::at_path(path, Rule::NonEmpty, "a step list needs at least one entry"));
+            return Err(WorkflowError::at_path(
+                path,
+                Rule::NonEmpty,
+                "a step list needs at least one entry",
+            ));
         }
         let mut earlier: Vec<(StepId, Pc)> = Vec::new();
         for entry in entries {
@@ -723,15 +852,57 @@ impl Builder {
                     self.claim_id(&def.id, path)?;
                     let index = self.step(def, path, pc, enclosing)?;
                     if def.jump_if.is_some() {
-                        self.pending_jumps.push((index, path.clone(), earlier.clone()));
+                        self.pending_jumps
+                            .push((index, path.clone(), earlier.clone()));
                     }
                 }
                 XEntry::Loop { def, body, path } => {
                     self.claim_id(&def.id, path)?;
                     self.looped(def, body, path, pc, enclosing)?;
                 }
+                XEntry::Guarded {
+                    id,
+                    condition,
+                    body,
+                    path,
+                    body_path,
+                    include,
+                } => {
+                    // A guarded loop's id is claimed by the loop itself.
+                    if *include {
+                        self.claim_id(id, path)?;
+                    }
+                    self.guarded(id, condition, body, path, body_path, enclosing)?;
+                }
             }
             earlier.push((entry.id().clone(), pc));
+        }
+        Ok(())
+    }
+
+    /// A guard in front of a block, the block, and the guard's skip target. The block's
+    /// entries are a step list of their own (for jumps): a jump from outside can target
+    /// the block (its guard) but not enter it.
+    fn guarded(
+        &mut self,
+        id: &StepId,
+        condition: &Condition,
+        body: &[XEntry],
+        path: &str,
+        body_path: &str,
+        enclosing: Option<LoopIndex>,
+    ) -> Result<(), WorkflowError> {
+        check_condition_vars(&format!("{path}.runCondition"), condition)?;
+        let guard = self.pc()?;
+        self.program.push(Instr::Guard {
+            id: id.clone(),
+            condition: condition.clone(),
+            skip_to: Pc(u32::MAX),
+        });
+        self.block(body, body_path, enclosing)?;
+        let end = self.pc()?;
+        if let Some(Instr::Guard { skip_to, .. }) = self.program.get_mut(guard.0 as usize) {
+            *skip_to = end;
         }
         Ok(())
     }
@@ -787,7 +958,10 @@ impl Builder {
                     return Err(WorkflowError::at_path(
                         at("outputContract"),
                         Rule::Value,
-                        format!("`dimensions` and `contextKey` apply to the assessment contract, not `{}`", spec.contract),
+                        format!(
+                            "`dimensions` and `contextKey` apply to the assessment contract, not `{}`",
+                            spec.contract
+                        ),
                     ));
                 }
                 if is_assessment && spec.dimensions.is_empty() {
@@ -810,7 +984,10 @@ impl Builder {
                         return Err(WorkflowError::at_path(
                             at(&format!("outputContract.dimensions.{name}.blockOn")),
                             Rule::Reference,
-                            format!("`{bad}` is not one of the declared levels ({})", d.levels.join(", ")),
+                            format!(
+                                "`{bad}` is not one of the declared levels ({})",
+                                d.levels.join(", ")
+                            ),
                         ));
                     }
                 }
@@ -829,7 +1006,11 @@ impl Builder {
                     required: spec.required,
                     dimensions: spec.dimensions.clone(),
                     context_key: if is_assessment {
-                        Some(spec.context_key.clone().unwrap_or_else(|| "assessment".into()))
+                        Some(
+                            spec.context_key
+                                .clone()
+                                .unwrap_or_else(|| "assessment".into()),
+                        )
                     } else {
                         None
                     },
@@ -849,20 +1030,36 @@ impl Builder {
             join: p.join,
         });
         if let Some(p) = &s.parallel
-            && p.children.is_empty() {
-                return Err(WorkflowError::at_path(at("parallel.children"), Rule::NonEmpty, "a parallel step needs at least one child"));
-            }
+            && p.children.is_empty()
+        {
+            return Err(WorkflowError::at_path(
+                at("parallel.children"),
+                Rule::NonEmpty,
+                "a parallel step needs at least one child",
+            ));
+        }
         if let Some(j) = &s.jump_if {
             check_condition_vars(&at("jumpIf.condition"), &j.condition)?;
             if j.max_jumps == 0 {
-                return Err(WorkflowError::at_path(at("jumpIf.maxJumps"), Rule::Value, "maxJumps must be at least 1"));
+                return Err(WorkflowError::at_path(
+                    at("jumpIf.maxJumps"),
+                    Rule::Value,
+                    "maxJumps must be at least 1",
+                ));
             }
             // The same range as spec/workflow.schema.json: the loader and the schema agree.
             if j.max_jumps > 100 {
-                return Err(WorkflowError::at_path(at("jumpIf.maxJumps"), Rule::Value, "maxJumps must be at most 100"));
+                return Err(WorkflowError::at_path(
+                    at("jumpIf.maxJumps"),
+                    Rule::Value,
+                    "maxJumps must be at most 100",
+                ));
             }
         }
-        let index = StepIndex(u32::try_from(self.steps.len()).map_err(|_| WorkflowError::at_path(path, Rule::Value, "too many steps"))?);
+        let index = StepIndex(
+            u32::try_from(self.steps.len())
+                .map_err(|_| WorkflowError::at_path(path, Rule::Value, "too many steps"))?,
+        );
         self.steps.push(CompiledStep {
             id: s.id.clone(),
             title: s.title.trim().to_owned(),
@@ -907,19 +1104,29 @@ impl Builder {
         let mut kinds = Vec::new();
         if let Some(c) = &spec.while_ {
             check_condition_vars(&at("loop.while"), c)?;
-            kinds.push(LoopKind::While { condition: c.clone() });
+            kinds.push(LoopKind::While {
+                condition: c.clone(),
+            });
         }
         if let Some(c) = &spec.until {
             check_condition_vars(&at("loop.until"), c)?;
-            kinds.push(LoopKind::Until { condition: c.clone() });
+            kinds.push(LoopKind::Until {
+                condition: c.clone(),
+            });
         }
         if let Some(f) = &spec.for_ {
             if let ForCount::Var(p) = f {
                 check_read(&at("loop.for"), "`for`", p)?;
             }
             kinds.push(match f {
-                ForCount::Literal(n) => LoopKind::For { count: Some(*n), var: None },
-                ForCount::Var(p) => LoopKind::For { count: None, var: Some(p.clone()) },
+                ForCount::Literal(n) => LoopKind::For {
+                    count: Some(*n),
+                    var: None,
+                },
+                ForCount::Var(p) => LoopKind::For {
+                    count: None,
+                    var: Some(p.clone()),
+                },
             });
         }
         if let Some(fe) = &spec.for_each {
@@ -928,7 +1135,11 @@ impl Builder {
                 check_key(&at(&format!("loop.forEach.{field}")), name)?;
             }
             if fe.item == fe.index {
-                return Err(WorkflowError::at_path(at("loop.forEach"), Rule::Value, "`as` and `index` must differ"));
+                return Err(WorkflowError::at_path(
+                    at("loop.forEach"),
+                    Rule::Value,
+                    "`as` and `index` must differ",
+                ));
             }
             kinds.push(LoopKind::ForEach {
                 over: fe.over.clone(),
@@ -944,13 +1155,24 @@ impl Builder {
             ));
         }
         if spec.max_iterations == 0 {
-            return Err(WorkflowError::at_path(at("loop.maxIterations"), Rule::Value, "maxIterations must be at least 1"));
+            return Err(WorkflowError::at_path(
+                at("loop.maxIterations"),
+                Rule::Value,
+                "maxIterations must be at least 1",
+            ));
         }
         // The same range as spec/workflow.schema.json: the loader and the schema agree.
         if spec.max_iterations > 1000 {
-            return Err(WorkflowError::at_path(at("loop.maxIterations"), Rule::Value, "maxIterations must be at most 1000"));
+            return Err(WorkflowError::at_path(
+                at("loop.maxIterations"),
+                Rule::Value,
+                "maxIterations must be at most 1000",
+            ));
         }
-        let index = LoopIndex(u32::try_from(self.loops.len()).map_err(|_| WorkflowError::at_path(path, Rule::Value, "too many loops"))?);
+        let index = LoopIndex(
+            u32::try_from(self.loops.len())
+                .map_err(|_| WorkflowError::at_path(path, Rule::Value, "too many loops"))?,
+        );
         let kind = kinds.pop().unwrap_or(LoopKind::Decision);
         self.loops.push(CompiledLoop {
             id: l.id.clone(),
@@ -962,7 +1184,10 @@ impl Builder {
             tail: head,
             parent,
         });
-        self.program.push(Instr::LoopHead { loop_: index, exit: Pc(u32::MAX) });
+        self.program.push(Instr::LoopHead {
+            loop_: index,
+            exit: Pc(u32::MAX),
+        });
         let first_step = self.steps.len();
         self.block(body, &at("steps"), Some(index))?;
         let tail = self.pc()?;
@@ -977,12 +1202,17 @@ impl Builder {
             .collect();
         let decision = match &spec.decision_step {
             Some(id) => {
-                let found = body_level.iter().copied().find(|&i| &self.steps[i].id == id);
+                let found = body_level
+                    .iter()
+                    .copied()
+                    .find(|&i| &self.steps[i].id == id);
                 let Some(i) = found else {
                     return Err(WorkflowError::at_path(
                         at("loop.decisionStep"),
                         Rule::Reference,
-                        format!("`{id}` is not a step of this loop's body (steps of nested loops decide for their own loop)"),
+                        format!(
+                            "`{id}` is not a step of this loop's body (steps of nested loops decide for their own loop)"
+                        ),
                     ));
                 };
                 match self.steps[i].output_contract.as_ref().map(|c| c.contract) {
@@ -1001,7 +1231,9 @@ impl Builder {
                         return Err(WorkflowError::at_path(
                             at("loop.decisionStep"),
                             Rule::Value,
-                            format!("`{id}` already produces `{other}`; a decision step produces `loop_control` (one contract per step), so decide in a separate step"),
+                            format!(
+                                "`{id}` already produces `{other}`; a decision step produces `loop_control` (one contract per step), so decide in a separate step"
+                            ),
                         ));
                     }
                 }
@@ -1011,7 +1243,10 @@ impl Builder {
                 let controls: Vec<usize> = body_level
                     .iter()
                     .copied()
-                    .filter(|&i| self.steps[i].output_contract.as_ref().map(|c| c.contract) == Some(ContractName::LoopControl))
+                    .filter(|&i| {
+                        self.steps[i].output_contract.as_ref().map(|c| c.contract)
+                            == Some(ContractName::LoopControl)
+                    })
                     .collect();
                 if controls.len() > 1 {
                     return Err(WorkflowError::at_path(
@@ -1025,12 +1260,16 @@ impl Builder {
         };
         // Every loop_control step in the body must be this loop's decision step.
         for &i in &body_level {
-            let is_control = self.steps[i].output_contract.as_ref().map(|c| c.contract) == Some(ContractName::LoopControl);
+            let is_control = self.steps[i].output_contract.as_ref().map(|c| c.contract)
+                == Some(ContractName::LoopControl);
             if is_control && Some(i) != decision {
                 return Err(WorkflowError::at_path(
                     at("steps"),
                     Rule::Reference,
-                    format!("step `{}` produces loop_control but is not the decision step of loop `{}`", self.steps[i].id, l.id),
+                    format!(
+                        "step `{}` produces loop_control but is not the decision step of loop `{}`",
+                        self.steps[i].id, l.id
+                    ),
                 ));
             }
         }
@@ -1071,7 +1310,7 @@ impl Builder {
                 Some((_, pc)) => jump.target_pc = *pc,
                 None => {
                     let why = if self.ids.contains_key(&jump.target) {
-                        "is not an earlier entry of the same step list (jumps cannot go forward or cross loop boundaries)"
+                        "is not an earlier entry of the same step list (jumps cannot go forward or cross loop boundaries, and cannot enter a guarded loop or include)"
                     } else {
                         "does not exist"
                     };
@@ -1095,11 +1334,12 @@ fn bound_of(entries: &[XEntry]) -> u64 {
     for (i, e) in entries.iter().enumerate() {
         if let XEntry::Step { def, .. } = e
             && let Some(j) = &def.jump_if
-                && let Some(t) = entries.iter().position(|x| x.id() == &j.target)
-                    && t <= i {
-                        let segment = each[t..=i].iter().fold(0u64, |a, b| a.saturating_add(*b));
-                        total = total.saturating_add(segment.saturating_mul(u64::from(j.max_jumps)));
-                    }
+            && let Some(t) = entries.iter().position(|x| x.id() == &j.target)
+            && t <= i
+        {
+            let segment = each[t..=i].iter().fold(0u64, |a, b| a.saturating_add(*b));
+            total = total.saturating_add(segment.saturating_mul(u64::from(j.max_jumps)));
+        }
     }
     total
 }
@@ -1107,7 +1347,11 @@ fn bound_of(entries: &[XEntry]) -> u64 {
 fn entry_bound(e: &XEntry) -> u64 {
     match e {
         XEntry::Step { .. } => 1,
-        XEntry::Loop { def, body, .. } => bound_of(body).saturating_mul(u64::from(def.spec.max_iterations)),
+        XEntry::Loop { def, body, .. } => {
+            bound_of(body).saturating_mul(u64::from(def.spec.max_iterations))
+        }
+        // At most the body once per arrival (skipped, it enters nothing).
+        XEntry::Guarded { body, .. } => bound_of(body),
     }
 }
 

@@ -65,7 +65,10 @@ impl Cursor {
         match event {
             EventBody::NodeEntered { pc, .. } => self.pc = *pc,
             EventBody::StepSkipped { pc, .. } => self.pc = pc.next(),
-            EventBody::LoopEntered { loop_index, count, .. } => self.frames.push(Frame {
+            EventBody::BlockSkipped { pc, .. } => self.pc = *pc,
+            EventBody::LoopEntered {
+                loop_index, count, ..
+            } => self.frames.push(Frame {
                 loop_: *loop_index,
                 passes: 0,
                 count: *count,
@@ -87,7 +90,9 @@ impl Cursor {
                 self.frames.pop();
                 self.pc = *pc;
             }
-            EventBody::JumpTaken { step_id, count, pc, .. } => {
+            EventBody::JumpTaken {
+                step_id, count, pc, ..
+            } => {
                 self.jumps.insert(step_id.to_string(), *count);
                 self.pc = *pc;
             }
@@ -98,10 +103,13 @@ impl Cursor {
                         .iter_mut()
                         .rev()
                         .find(|f| f.loop_ == d.loop_index)
-                        .ok_or_else(|| CursorError(format!("loop decision for inactive loop `{}`", d.loop_id)))?;
+                        .ok_or_else(|| {
+                            CursorError(format!("loop decision for inactive loop `{}`", d.loop_id))
+                        })?;
                     frame.decision = Some(d.decision);
                 }
-                let pc = current_pc.ok_or_else(|| CursorError("step completed without a current step".into()))?;
+                let pc = current_pc
+                    .ok_or_else(|| CursorError("step completed without a current step".into()))?;
                 self.pc = pc.next();
             }
             EventBody::SessionRewound { cursor, .. } => *self = cursor.clone(),
@@ -129,7 +137,10 @@ impl Cursor {
     fn top(&mut self, index: LoopIndex) -> Result<&mut Frame, CursorError> {
         match self.frames.last_mut() {
             Some(f) if f.loop_ == index => Ok(f),
-            _ => Err(CursorError(format!("loop {} is not the innermost active loop", index.0))),
+            _ => Err(CursorError(format!(
+                "loop {} is not the innermost active loop",
+                index.0
+            ))),
         }
     }
 
@@ -143,11 +154,17 @@ impl Cursor {
 /// The scope seen through `frames` (outermost first). A `forEach` array is looked up in
 /// the scope of its enclosing loops, so an inner loop can iterate over a field of an
 /// outer loop's item (`over: slice.tasks`), just as `for: {var: …}` can read it.
-fn scope_of(wf: &CompiledWorkflow, context: &Map<String, Value>, frames: &[Frame]) -> Map<String, Value> {
+fn scope_of(
+    wf: &CompiledWorkflow,
+    context: &Map<String, Value>,
+    frames: &[Frame],
+) -> Map<String, Value> {
     let mut scope = context.clone();
     let mut loops = Map::new();
     for frame in frames {
-        let Some(l) = wf.loop_at(frame.loop_) else { continue };
+        let Some(l) = wf.loop_at(frame.loop_) else {
+            continue;
+        };
         let iteration = frame.passes.saturating_sub(1);
         // Dotted ids (loops from routines, `verify.loop`) nest, so conditions can
         // address them as `worktrain.loops.verify.loop.pass`.
@@ -187,9 +204,13 @@ pub enum Stop {
 /// reach it: every loop is bounded).
 const TRANSITION_LIMIT: usize = 1_000_000;
 
-/// Walk forward from `cursor.pc`: evaluate run conditions and loop rules against the
-/// context, producing the events that record each decision, until a step to enter or
-/// the end. `cursor` is advanced by applying each produced event.
+/// Walk forward from `cursor.pc`: evaluate run conditions, block guards and loop rules
+/// against the context, producing the events that record each decision, until a step to
+/// enter or the end. `cursor` is advanced by applying each produced event.
+///
+/// A guard is evaluated once, when execution reaches it: a block entered stays entered
+/// until it ends, whatever its steps do to the context (a passed guard records nothing;
+/// every later position is recorded by the events of the block's own steps and loops).
 pub fn navigate(
     wf: &CompiledWorkflow,
     cursor: &mut Cursor,
@@ -204,7 +225,9 @@ pub fn navigate(
         let event = match instr {
             Instr::End => return Ok((events, Stop::Complete)),
             Instr::Step { step } => {
-                let s = wf.step(*step).ok_or_else(|| CursorError(format!("no step {}", step.0)))?;
+                let s = wf
+                    .step(*step)
+                    .ok_or_else(|| CursorError(format!("no step {}", step.0)))?;
                 let runs = match &s.run_condition {
                     None => true,
                     Some(c) => c.evaluate(&cursor.scope(wf, context)),
@@ -216,11 +239,32 @@ pub fn navigate(
                 EventBody::StepSkipped {
                     step_id: s.id.clone(),
                     pc,
-                    condition: s.run_condition.as_ref().map(ToString::to_string).unwrap_or_default(),
+                    condition: s
+                        .run_condition
+                        .as_ref()
+                        .map(ToString::to_string)
+                        .unwrap_or_default(),
+                }
+            }
+            Instr::Guard {
+                id,
+                condition,
+                skip_to,
+            } => {
+                if condition.evaluate(&cursor.scope(wf, context)) {
+                    pc = pc.next();
+                    continue;
+                }
+                EventBody::BlockSkipped {
+                    id: id.clone(),
+                    condition: condition.to_string(),
+                    pc: *skip_to,
                 }
             }
             Instr::LoopHead { loop_, exit } => {
-                let l = wf.loop_at(*loop_).ok_or_else(|| CursorError(format!("no loop {}", loop_.0)))?;
+                let l = wf
+                    .loop_at(*loop_)
+                    .ok_or_else(|| CursorError(format!("no loop {}", loop_.0)))?;
                 let fresh = cursor.frames.last().map(|f| f.loop_) != Some(*loop_);
                 if fresh {
                     let count = match &l.kind {
@@ -259,8 +303,12 @@ pub fn navigate(
                 // bound has completed (not been cut off), a `while` that turned false exited
                 // on its condition. Only a loop that would go on exits on `maxIterations`.
                 let natural = match &l.kind {
-                    LoopKind::While { condition } if !condition.evaluate(&scope) => Some(LoopExitReason::Condition),
-                    LoopKind::For { .. } if next >= frame.count.unwrap_or(0) => Some(LoopExitReason::Completed),
+                    LoopKind::While { condition } if !condition.evaluate(&scope) => {
+                        Some(LoopExitReason::Condition)
+                    }
+                    LoopKind::For { .. } if next >= frame.count.unwrap_or(0) => {
+                        Some(LoopExitReason::Completed)
+                    }
                     LoopKind::ForEach { over, .. } => {
                         // Read in the scope of the enclosing loops (this loop's frame is last).
                         let enclosing = &cursor.frames[..cursor.frames.len().saturating_sub(1)];
@@ -271,10 +319,14 @@ pub fn navigate(
                             .unwrap_or(0);
                         (next as usize >= len).then_some(LoopExitReason::Completed)
                     }
-                    LoopKind::While { .. } | LoopKind::For { .. } | LoopKind::Until { .. } | LoopKind::Decision => None,
+                    LoopKind::While { .. }
+                    | LoopKind::For { .. }
+                    | LoopKind::Until { .. }
+                    | LoopKind::Decision => None,
                 };
-                let exit_reason =
-                    natural.or_else(|| (next >= l.max_iterations).then_some(LoopExitReason::MaxIterations));
+                let exit_reason = natural.or_else(|| {
+                    (next >= l.max_iterations).then_some(LoopExitReason::MaxIterations)
+                });
                 match exit_reason {
                     Some(reason) => EventBody::LoopExited {
                         loop_id: l.id.clone(),
@@ -292,18 +344,24 @@ pub fn navigate(
                 }
             }
             Instr::LoopTail { loop_, head } => {
-                let l = wf.loop_at(*loop_).ok_or_else(|| CursorError(format!("no loop {}", loop_.0)))?;
+                let l = wf
+                    .loop_at(*loop_)
+                    .ok_or_else(|| CursorError(format!("no loop {}", loop_.0)))?;
                 let frame = cursor
                     .frames
                     .last()
                     .cloned()
                     .filter(|f| f.loop_ == *loop_)
-                    .ok_or_else(|| CursorError(format!("loop `{}` tail reached outside the loop", l.id)))?;
+                    .ok_or_else(|| {
+                        CursorError(format!("loop `{}` tail reached outside the loop", l.id))
+                    })?;
                 let reason = if frame.decision == Some(LoopDecision::Stop) {
                     Some(LoopExitReason::Decision)
                 } else {
                     match &l.kind {
-                        LoopKind::Until { condition } if condition.evaluate(&cursor.scope(wf, context)) => {
+                        LoopKind::Until { condition }
+                            if condition.evaluate(&cursor.scope(wf, context)) =>
+                        {
                             Some(LoopExitReason::Condition)
                         }
                         _ => None,
@@ -329,7 +387,9 @@ pub fn navigate(
         pc = cursor.pc;
         events.push(event);
     }
-    Err(CursorError("navigation did not settle; the workflow program is inconsistent".into()))
+    Err(CursorError(
+        "navigation did not settle; the workflow program is inconsistent".into(),
+    ))
 }
 
 /// Insert `value` at a nested path, merging into objects already there.

@@ -116,6 +116,17 @@ pub enum EventBody {
         /// The condition that was false, rendered.
         condition: String,
     },
+    /// A guarded block (a loop or routine include with a `runCondition`) was passed over
+    /// because its condition was false when execution reached it. Like a skipped step, it
+    /// does not run later when the context changes.
+    BlockSkipped {
+        /// The loop's or include's id.
+        id: StepId,
+        /// The condition that was false, rendered.
+        condition: String,
+        /// Where execution continues: the first position after the block.
+        pc: Pc,
+    },
     /// A submission did not satisfy the step; the next attempt gets a new token.
     StepBlocked {
         /// Node.
@@ -438,6 +449,8 @@ pub enum EventKind {
     NodeEntered,
     /// See [`EventBody::StepSkipped`].
     StepSkipped,
+    /// See [`EventBody::BlockSkipped`].
+    BlockSkipped,
     /// See [`EventBody::StepBlocked`].
     StepBlocked,
     /// See [`EventBody::StepCompleted`].
@@ -491,6 +504,7 @@ impl EventKind {
             EventKind::SessionStarted => "session_started",
             EventKind::NodeEntered => "node_entered",
             EventKind::StepSkipped => "step_skipped",
+            EventKind::BlockSkipped => "block_skipped",
             EventKind::StepBlocked => "step_blocked",
             EventKind::StepCompleted => "step_completed",
             EventKind::StepParked => "step_parked",
@@ -524,6 +538,7 @@ impl EventBody {
             EventBody::SessionStarted { .. } => EventKind::SessionStarted,
             EventBody::NodeEntered { .. } => EventKind::NodeEntered,
             EventBody::StepSkipped { .. } => EventKind::StepSkipped,
+            EventBody::BlockSkipped { .. } => EventKind::BlockSkipped,
             EventBody::StepBlocked { .. } => EventKind::StepBlocked,
             EventBody::StepCompleted { .. } => EventKind::StepCompleted,
             EventBody::StepParked { .. } => EventKind::StepParked,

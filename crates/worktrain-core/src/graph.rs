@@ -3,13 +3,14 @@
 //! Graphviz needed at runtime).
 //!
 //! All three are derived from the compiled program, so what they show is what the engine
-//! runs: steps, loops with their repetition rule and bound, guarded steps (`runCondition`)
-//! with their skip edges, bounded backward jumps, confirmation gates, parallel delegation
-//! and output contracts. Output is deterministic (golden-testable): no hash maps, no
+//! runs: steps, loops with their repetition rule and bound, guarded steps, loops and
+//! routine includes (`runCondition`) with their skip edges, bounded backward jumps,
+//! confirmation gates, parallel delegation and output contracts. Output is deterministic (golden-testable): no hash maps, no
 //! floating point in coordinates.
 //!
 //! The graph model ([`graph`]) has one node per step, one small "guard" node in front of
-//! every step with a run condition (true → the step, false → skip to what follows), a
+//! every step, loop or routine include with a run condition (true → the step or the
+//! block's first node, false → skip to what follows it), a
 //! head node per loop (where a pass starts or the loop exits) and a tail node per loop
 //! (end of a pass: back to the head, or exit for `until` loops and `loop_control`
 //! decisions), plus start, end and one node per child workflow of a parallel step.
@@ -204,8 +205,36 @@ pub fn to_text(wf: &CompiledWorkflow) -> String {
     let _ = writeln!(out);
     let _ = writeln!(out, "start");
     let mut depth = 0usize;
-    for instr in &wf.program {
+    // Guarded includes being printed: (end position, id).
+    let mut blocks: Vec<(Pc, &str)> = Vec::new();
+    // The condition of a guarded loop, printed with the loop's header.
+    let mut loop_guard = None;
+    for (pc, instr) in wf.program.iter().enumerate() {
+        let pc = Pc(pc as u32);
+        while let Some(&(end, id)) = blocks.last() {
+            if end != pc {
+                break;
+            }
+            blocks.pop();
+            depth = depth.saturating_sub(1);
+            let _ = writeln!(out, "{}end include {id}", "  ".repeat(depth));
+        }
         match instr {
+            Instr::Guard {
+                id,
+                condition,
+                skip_to,
+            } => {
+                if guarded_loop(wf, pc, id).is_some() {
+                    loop_guard = Some(condition);
+                } else {
+                    let ind = "  ".repeat(depth);
+                    let _ = writeln!(out, "{ind}include {id}");
+                    let _ = writeln!(out, "{ind}    if {condition} / else skip");
+                    blocks.push((*skip_to, id.as_str()));
+                    depth += 1;
+                }
+            }
             Instr::Step { step } => {
                 if let Some(s) = wf.step(*step) {
                     text_step(&mut out, wf, *step, s, depth);
@@ -220,6 +249,9 @@ pub fn to_text(wf: &CompiledWorkflow) -> String {
                         format!(" — {}", l.title)
                     };
                     let _ = writeln!(out, "{ind}loop {}{title}", l.id);
+                    if let Some(c) = loop_guard.take() {
+                        let _ = writeln!(out, "{ind}    if {c} / else skip");
+                    }
                     let _ = writeln!(
                         out,
                         "{ind}    repeat: {}, max {} passes",
@@ -255,6 +287,24 @@ pub fn to_text(wf: &CompiledWorkflow) -> String {
         }
     }
     out
+}
+
+/// The loop a guard at `pc` guards (a guarded loop's head follows its guard and has its
+/// id), or `None` when it guards a routine include.
+fn guarded_loop(wf: &CompiledWorkflow, pc: Pc, id: &crate::ids::StepId) -> Option<LoopIndex> {
+    match wf.instr(pc.next()) {
+        Some(Instr::LoopHead { loop_, .. }) if wf.loop_at(*loop_).is_some_and(|l| &l.id == id) => {
+            Some(*loop_)
+        }
+        Some(
+            Instr::LoopHead { .. }
+            | Instr::Step { .. }
+            | Instr::LoopTail { .. }
+            | Instr::Guard { .. }
+            | Instr::End,
+        )
+        | None => None,
+    }
 }
 
 fn text_step(
@@ -334,6 +384,9 @@ pub enum NodeKind {
     Step(StepIndex),
     /// The run-condition check in front of a step.
     Guard(StepIndex),
+    /// The run-condition check in front of a guarded loop or routine include (the
+    /// position of its guard instruction).
+    BlockGuard(Pc),
     /// A loop's head: a pass starts, or the loop exits.
     LoopHead(LoopIndex),
     /// A loop's tail: the end of a pass.
@@ -369,9 +422,9 @@ pub struct Node {
 pub enum EdgeKind {
     /// Sequence: what runs next.
     Next,
-    /// A guard whose condition holds enters its step.
+    /// A guard whose condition holds enters its step or block.
     Guarded,
-    /// A guard whose condition fails skips its step.
+    /// A guard whose condition fails skips its step or block.
     Skip,
     /// A loop head starts a pass.
     Pass,
@@ -427,6 +480,22 @@ pub fn graph(wf: &CompiledWorkflow) -> Graph {
     for (pc, instr) in wf.program.iter().enumerate() {
         let scope = wf.loops_enclosing(Pc(pc as u32)).last().copied();
         match instr {
+            Instr::Guard { id, condition, .. } => {
+                let what = if guarded_loop(wf, Pc(pc as u32), id).is_some() {
+                    "loop"
+                } else {
+                    "include"
+                };
+                nodes.push(Node {
+                    key: format!("guard:{id}"),
+                    kind: NodeKind::BlockGuard(Pc(pc as u32)),
+                    scope,
+                    lines: vec!["?".into()],
+                    tooltip: format!("{what} {id} runs if {condition}; else it is skipped"),
+                    gate: false,
+                });
+                arrive.push(Some(nodes.len() - 1));
+            }
             Instr::Step { step } => {
                 let Some(s) = wf.step(*step) else {
                     arrive.push(None);
@@ -541,6 +610,18 @@ pub fn graph(wf: &CompiledWorkflow) -> Graph {
     let mut step_iter = step_nodes.iter();
     for (pc, instr) in wf.program.iter().enumerate() {
         match instr {
+            Instr::Guard {
+                condition, skip_to, ..
+            } => {
+                let Some(g) = at(pc) else { continue };
+                edge(g, at(pc + 1), EdgeKind::Guarded, format!("if {condition}"));
+                edge(
+                    g,
+                    at(skip_to.0 as usize),
+                    EdgeKind::Skip,
+                    "else skip".into(),
+                );
+            }
             Instr::Step { step } => {
                 let Some(s) = wf.step(*step) else { continue };
                 let Some(&(node, guard)) = step_iter.next() else {
@@ -697,7 +778,7 @@ fn dot_node_attrs(wf: &CompiledWorkflow, n: &Node) -> String {
                 "shape=box, style=\"rounded,filled\", fillcolor=\"{fill}\"{gate}, label={label}, tooltip={tip}"
             )
         }
-        NodeKind::Guard(_) => format!(
+        NodeKind::Guard(_) | NodeKind::BlockGuard(_) => format!(
             "shape=diamond, width=0.3, height=0.3, fixedsize=true, fontsize=9, style=filled, fillcolor=\"#fff8e1\", label={label}, tooltip={tip}"
         ),
         NodeKind::LoopHead(_) => {
@@ -909,7 +990,7 @@ fn node_shape(n: &Node) -> Shape {
     match n.kind {
         NodeKind::Start | NodeKind::End => Shape::Pill,
         NodeKind::Step(_) | NodeKind::Child { .. } => Shape::Rect,
-        NodeKind::Guard(_) => Shape::Diamond,
+        NodeKind::Guard(_) | NodeKind::BlockGuard(_) => Shape::Diamond,
         NodeKind::LoopHead(_) => Shape::Hexagon,
         NodeKind::LoopTail(_) => Shape::Circle,
     }
@@ -1344,7 +1425,7 @@ fn svg_node(wf: &CompiledWorkflow, node: &Node, b: Boxed, out: &mut String) {
                 "node"
             }
         }
-        NodeKind::Guard(_) => "guard",
+        NodeKind::Guard(_) | NodeKind::BlockGuard(_) => "guard",
         NodeKind::LoopHead(_) => "head",
         NodeKind::LoopTail(_) => "tail",
         NodeKind::Child { .. } => "child",
@@ -1627,6 +1708,70 @@ steps:
         assert!(s.contains("marker-end=\"url(#arrow-jump)\""));
         check_xml(&s);
         assert_eq!(s, to_svg(&wf()), "deterministic");
+    }
+
+    #[test]
+    fn guarded_loops_have_a_guard_node_with_if_and_skip_edges() {
+        let def = parse_workflow(
+            "g.yaml",
+            r#"
+schemaVersion: 2
+id: guarded
+name: Guarded
+description: a guarded loop
+version: "1"
+steps:
+  - id: a
+    title: A
+    prompt: a
+  - id: again
+    title: Again
+    runCondition: {var: go, equals: true}
+    loop: {for: 2, maxIterations: 2}
+    steps:
+      - id: x
+        title: X
+        prompt: x
+  - id: b
+    title: B
+    prompt: b
+"#,
+        )
+        .unwrap();
+        let wf = compile(&def).unwrap().workflow.as_ref().clone();
+        let t = to_text(&wf);
+        assert!(
+            t.contains("loop again — Again\n    if go equals true / else skip\n    repeat: for 2"),
+            "{t}"
+        );
+        let g = graph(&wf);
+        let key = |i: usize| g.nodes[i].key.as_str();
+        let has = |from: &str, to: &str, kind: EdgeKind, label: &str| {
+            g.edges.iter().any(|e| {
+                key(e.from) == from && key(e.to) == to && e.kind == kind && e.label == label
+            })
+        };
+        assert!(has("step:a", "guard:again", EdgeKind::Next, ""));
+        assert!(has(
+            "guard:again",
+            "loop:again",
+            EdgeKind::Guarded,
+            "if go equals true"
+        ));
+        assert!(has("guard:again", "step:b", EdgeKind::Skip, "else skip"));
+        let guard = g.nodes.iter().find(|n| n.key == "guard:again").unwrap();
+        assert_eq!(guard.kind, NodeKind::BlockGuard(Pc(1)));
+        assert_eq!(guard.scope, None, "the guard is outside the loop it guards");
+        let d = to_dot(&wf);
+        assert!(
+            d.contains("\"guard:again\" -> \"step:b\" [label=\"else skip\", style=dashed"),
+            "{d}"
+        );
+        let s = to_svg(&wf);
+        assert!(s.contains("<g id=\"guard_again\">"), "{s}");
+        assert!(s.contains("class=\"guard\""), "{s}");
+        assert!(s.contains("marker-end=\"url(#arrow-skip)\""), "{s}");
+        check_xml(&s);
     }
 
     #[test]

@@ -15,7 +15,8 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use crate::compile::{
-    CompiledWorkflow, LoopIndex, LoopKind, Pc, Pinned, RoutineResolver, StepIndex, compile_with,
+    CompiledWorkflow, Instr, LoopIndex, LoopKind, Pc, Pinned, RoutineResolver, StepIndex,
+    compile_with,
 };
 use crate::condition::{CompareOp, Condition, ContextPath};
 use crate::contract::ContractName;
@@ -46,7 +47,8 @@ pub mod codes {
     pub const GATE_IN_UNATTENDED: &str = "gate-in-unattended";
     /// Every level of an assessment dimension blocks: the step can never complete.
     pub const ASSESSMENT_ALWAYS_BLOCKS: &str = "assessment-always-blocks";
-    /// A loop's decision step has a run condition: when skipped, the loop cannot be stopped.
+    /// A loop's decision step has a run condition (or sits in a guarded include inside the
+    /// loop): when skipped, the loop cannot be stopped.
     pub const CONDITIONAL_DECISION_STEP: &str = "conditional-decision-step";
     /// Two steps share a title (confusing in recaps and graphs).
     pub const DUPLICATE_TITLE: &str = "duplicate-title";
@@ -357,6 +359,21 @@ fn static_checks(wf: &CompiledWorkflow, facts: &Facts, out: &mut Vec<LintFinding
                 "move the condition into the loop's `while`/`until`, or let the decision step always run",
             ));
         }
+        if let Some(l) = s.decides.and_then(|i| wf.loop_at(i))
+            && let Some(id) = guarded_within(wf, l.head, s.pc)
+        {
+            out.push(finding(
+                Severity::Warning,
+                codes::CONDITIONAL_DECISION_STEP,
+                s.id.to_string(),
+                None,
+                format!(
+                    "step `{}` decides loop `{}` but is part of include `{id}`, which has a runCondition: in passes where the include is skipped nobody decides, and the loop goes on",
+                    s.id, l.id
+                ),
+                "move the condition into the loop's `while`/`until`, or let the decision step always run",
+            ));
+        }
         match titles.get(s.title.as_str()) {
             Some(first) => out.push(finding(
                 Severity::Warning,
@@ -453,6 +470,26 @@ fn static_checks(wf: &CompiledWorkflow, facts: &Facts, out: &mut Vec<LintFinding
     let _ = facts;
 }
 
+/// The innermost guarded block that starts after `after` and contains `pc`, if any.
+fn guarded_within(wf: &CompiledWorkflow, after: Pc, pc: Pc) -> Option<&crate::ids::StepId> {
+    wf.program
+        .iter()
+        .enumerate()
+        .filter_map(|(g, instr)| match instr {
+            Instr::Guard { id, skip_to, .. }
+                if Pc(g as u32) > after && Pc(g as u32) < pc && pc < *skip_to =>
+            {
+                Some(id)
+            }
+            Instr::Guard { .. }
+            | Instr::Step { .. }
+            | Instr::LoopHead { .. }
+            | Instr::LoopTail { .. }
+            | Instr::End => None,
+        })
+        .next_back()
+}
+
 // ---------------------------------------------------------------------------------------
 // Context reads
 
@@ -523,6 +560,44 @@ fn condition_reads(
     reads: &mut Vec<Read>,
 ) {
     let who = who_of(step.as_deref(), at.starts_with("loop."));
+    condition_reads_by(c, step, who, at, scope, reads);
+}
+
+/// The guards of guarded loops and routine includes: (id, `loop `x``/`include `x``,
+/// condition, loops enclosing the guard).
+fn guards(wf: &CompiledWorkflow) -> Vec<(String, String, &Condition, Vec<LoopIndex>)> {
+    wf.program
+        .iter()
+        .enumerate()
+        .filter_map(|(pc, instr)| match instr {
+            Instr::Guard { id, condition, .. } => {
+                let pc = Pc(pc as u32);
+                let is_loop = matches!(
+                    wf.instr(pc.next()),
+                    Some(Instr::LoopHead { loop_, .. }) if wf.loop_at(*loop_).is_some_and(|l| &l.id == id)
+                );
+                let who = if is_loop {
+                    format!("loop `{id}`")
+                } else {
+                    format!("include `{id}`")
+                };
+                Some((id.to_string(), who, condition, wf.loops_enclosing(pc)))
+            }
+            Instr::Step { .. } | Instr::LoopHead { .. } | Instr::LoopTail { .. } | Instr::End => {
+                None
+            }
+        })
+        .collect()
+}
+
+fn condition_reads_by(
+    c: &Condition,
+    step: Option<String>,
+    who: String,
+    at: &str,
+    scope: &[LoopIndex],
+    reads: &mut Vec<Read>,
+) {
     fn walk(c: &Condition, f: &mut dyn FnMut(&ContextPath, &CompareOp)) {
         match c {
             Condition::Compare { var, op } => f(var, op),
@@ -609,6 +684,9 @@ fn collect_reads(wf: &CompiledWorkflow) -> Vec<Read> {
                 );
             }
         }
+    }
+    for (id, who, condition, scope) in guards(wf) {
+        condition_reads_by(condition, Some(id), who, "runCondition", &scope, &mut reads);
     }
     for (i, l) in wf.loops.iter().enumerate() {
         let index = LoopIndex(i as u32);
@@ -920,6 +998,9 @@ fn space(wf: &CompiledWorkflow, facts: &Facts) -> Space {
         if let Some(j) = &s.jump {
             sites.push((&j.condition, scope));
         }
+    }
+    for (_, _, condition, scope) in guards(wf) {
+        sites.push((condition, scope));
     }
     for (i, l) in wf.loops.iter().enumerate() {
         let index = LoopIndex(i as u32);
@@ -1348,6 +1429,7 @@ fn explore(wf: &CompiledWorkflow, facts: &Facts, out: &mut Vec<LintFinding>) {
                             passed.insert(loop_.clone());
                         }
                         TraceItem::Skip { .. }
+                        | TraceItem::BlockSkip { .. }
                         | TraceItem::Exit { .. }
                         | TraceItem::Jump { .. }
                         | TraceItem::JumpExhausted { .. }
@@ -1497,6 +1579,65 @@ mod tests {
                 .message
                 .contains("every combination")
         );
+    }
+
+    #[test]
+    fn guards_of_loops_count_as_reads_and_as_routing() {
+        // The guard reads `mode`: explored with mode=fix (entered) and unset (skipped).
+        let f = run(
+            "inputs: [mode]\nsteps:\n  - id: a\n    title: A\n    prompt: a\n  - id: fixing\n    runCondition: {var: mode, equals: fix}\n    loop: {for: 1, maxIterations: 1}\n    steps:\n      - id: b\n        title: B\n        prompt: b\n",
+        );
+        assert!(f.is_empty(), "{f:#?}");
+        // A guard reading a key nothing produces.
+        let f = run(
+            "steps:\n  - id: a\n    title: A\n    prompt: a\n  - id: fixing\n    runCondition: {var: nope, equals: fix}\n    loop: {for: 1, maxIterations: 1}\n    steps:\n      - id: b\n        title: B\n        prompt: b\n",
+        );
+        assert_eq!(codes_of(&f), [codes::UNSET_CONTEXT_KEY], "{f:#?}");
+        assert_eq!(f[0].step.as_deref(), Some("fixing"));
+        assert_eq!(f[0].path.as_deref(), Some("runCondition"));
+        assert!(
+            f[0].message.starts_with("loop `fixing` reads `nope`"),
+            "{}",
+            f[0]
+        );
+        // A guard that never holds: the loop never runs a pass.
+        let f = run(
+            "inputs: [mode]\nsteps:\n  - id: a\n    title: A\n    prompt: a\n  - id: fixing\n    runCondition: {and: [{var: mode, equals: x}, {var: mode, equals: y}]}\n    loop: {for: 1, maxIterations: 1}\n    steps:\n      - id: b\n        title: B\n        prompt: b\n",
+        );
+        let unreachable: Vec<&str> = f
+            .iter()
+            .filter(|x| x.code == codes::UNREACHABLE_STEP)
+            .filter_map(|x| x.step.as_deref())
+            .collect();
+        assert_eq!(unreachable, ["fixing"], "{f:#?}");
+    }
+
+    #[test]
+    fn a_decision_step_in_a_guarded_include_is_conditional() {
+        struct One;
+        impl RoutineResolver for One {
+            fn resolve(&self, _: &str, _: &str) -> Result<crate::compile::RoutineSource, String> {
+                Ok(crate::compile::RoutineSource {
+                    location: "mem:decide".into(),
+                    text: "schemaVersion: 2\nroutine: decide\ndescription: d\nsteps:\n  - id: decide\n    title: Decide\n    prompt: d\n    outputContract: {contract: loop_control}\n".into(),
+                })
+            }
+        }
+        let body = |guard: &str| {
+            format!(
+                "{HEAD}inputs: [mode]\nsteps:\n  - id: again\n    loop: {{maxIterations: 3}}\n    steps:\n      - id: work\n        title: Work\n        prompt: w\n      - id: d\n        include: decide\n{guard}"
+            )
+        };
+        let f = lint_source("t.yaml", &body(""), &One);
+        assert!(f.is_empty(), "{f:#?}");
+        let f = lint_source(
+            "t.yaml",
+            &body("        runCondition: {var: mode, equals: x}\n"),
+            &One,
+        );
+        assert_eq!(codes_of(&f), [codes::CONDITIONAL_DECISION_STEP], "{f:#?}");
+        assert_eq!(f[0].step.as_deref(), Some("d.decide"));
+        assert!(f[0].message.contains("part of include `d`"), "{}", f[0]);
     }
 
     #[test]

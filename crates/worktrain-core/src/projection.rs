@@ -223,6 +223,9 @@ pub struct SessionSummary {
     pub steps_completed: u32,
     /// Steps skipped by their run condition.
     pub steps_skipped: u32,
+    /// Guarded blocks (loops, routine includes) skipped by their run condition.
+    #[serde(default)]
+    pub blocks_skipped: u32,
     /// Blocked submissions.
     pub blocked_attempts: u32,
     /// Checkpoints recorded.
@@ -451,6 +454,7 @@ pub fn apply(
                 nodes: 0,
                 steps_completed: 0,
                 steps_skipped: 0,
+                blocks_skipped: 0,
                 blocked_attempts: 0,
                 checkpoints: 0,
                 rewinds: 0,
@@ -517,6 +521,7 @@ pub fn apply(
             }));
         }
         EventBody::StepSkipped { .. } => s.steps_skipped += 1,
+        EventBody::BlockSkipped { .. } => s.blocks_skipped += 1,
         EventBody::StepBlocked {
             node,
             attempt,
@@ -532,7 +537,14 @@ pub fn apply(
             cur.blockers = blockers.clone();
             s.status = SessionStatus::Blocked;
             s.blocked_attempts += 1;
-            changes.push(attempt_change(*node, *attempt, AttemptOutcome::Blocked, *output_hash, *response, event.seq));
+            changes.push(attempt_change(
+                *node,
+                *attempt,
+                AttemptOutcome::Blocked,
+                *output_hash,
+                *response,
+                event.seq,
+            ));
         }
         EventBody::StepParked {
             node,
@@ -549,7 +561,14 @@ pub fn apply(
             cur.parked = Some(*gate);
             cur.blockers = Vec::new();
             s.status = SessionStatus::Parked;
-            changes.push(attempt_change(*node, *attempt, AttemptOutcome::Parked, *output_hash, *response, event.seq));
+            changes.push(attempt_change(
+                *node,
+                *attempt,
+                AttemptOutcome::Parked,
+                *output_hash,
+                *response,
+                event.seq,
+            ));
         }
         EventBody::GateApproved { node, .. } => {
             let cur = s.current.as_ref().ok_or_else(|| err("no current step"))?;
@@ -603,7 +622,14 @@ pub fn apply(
             if let Some(c) = s.current.as_mut() {
                 c.parked = None;
             }
-            changes.push(attempt_change(*node, *attempt, AttemptOutcome::Completed, *output_hash, *response, event.seq));
+            changes.push(attempt_change(
+                *node,
+                *attempt,
+                AttemptOutcome::Completed,
+                *output_hash,
+                *response,
+                event.seq,
+            ));
             changes.push(ProjectionChange::CloseNode {
                 node: *node,
                 status: NodeStatus::Completed,
@@ -624,7 +650,9 @@ pub fn apply(
             merge(&mut s.context, context_delta);
             s.checkpoints += 1;
         }
-        EventBody::LoopEntered { .. } | EventBody::LoopExited { .. } | EventBody::JumpExhausted { .. } => {}
+        EventBody::LoopEntered { .. }
+        | EventBody::LoopExited { .. }
+        | EventBody::JumpExhausted { .. } => {}
         EventBody::LoopPassStarted { .. } => s.loop_passes += 1,
         EventBody::JumpTaken { .. } => s.jumps += 1,
         EventBody::SessionRewound { from_node, .. } => {
@@ -728,7 +756,10 @@ pub fn apply(
             changes.push(ProjectionChange::UpsertQueue(queue_row(&s)));
         }
         EventBody::RunFinished {
-            end, reason, detail, ..
+            end,
+            reason,
+            detail,
+            ..
         } => {
             let r = s.run.as_mut().ok_or_else(|| err("no run"))?;
             r.state = match end {
@@ -760,7 +791,8 @@ pub fn apply(
                     s.telemetry.turns += 1;
                     s.telemetry.input_tokens += num("input_tokens");
                     s.telemetry.output_tokens += num("output_tokens");
-                    s.telemetry.cache_tokens += num("cache_read_tokens") + num("cache_creation_tokens");
+                    s.telemetry.cache_tokens +=
+                        num("cache_read_tokens") + num("cache_creation_tokens");
                 }
                 Some("tool_call") => {
                     s.telemetry.tool_calls += 1;
@@ -778,7 +810,10 @@ pub fn apply(
         }
         EventBody::StepSnapshotted { .. } => {}
     }
-    if let Some(ProjectionChange::UpsertAttempt(a)) = changes.iter().find(|c| matches!(c, ProjectionChange::UpsertAttempt(_))) {
+    if let Some(ProjectionChange::UpsertAttempt(a)) = changes
+        .iter()
+        .find(|c| matches!(c, ProjectionChange::UpsertAttempt(_)))
+    {
         changes.push(ProjectionChange::SetNodeAttempts {
             node: a.node,
             attempts: a.attempt.0,

@@ -56,6 +56,13 @@ pub enum TraceItem {
         /// The false condition.
         condition: String,
     },
+    /// A guarded block (loop or routine include) was skipped.
+    BlockSkip {
+        /// The loop's or include's id.
+        block: String,
+        /// The false condition.
+        condition: String,
+    },
     /// A loop pass began.
     Pass {
         /// Loop id.
@@ -159,7 +166,8 @@ impl Sim<'_> {
                 hash: Sha256Hash::ZERO,
                 body: e.body.clone(),
             };
-            let (next, _) = apply(self.summary.take(), &stored).map_err(|err| ApiError::internal(err.to_string()))?;
+            let (next, _) = apply(self.summary.take(), &stored)
+                .map_err(|err| ApiError::internal(err.to_string()))?;
             self.summary = Some(next);
             self.events += 1;
             self.trace_event(&e.body);
@@ -182,7 +190,10 @@ impl Sim<'_> {
                             .frames
                             .iter()
                             .filter_map(|f| {
-                                self.pinned.workflow.loop_at(f.loop_).map(|l| format!("{}#{}", l.id, f.passes))
+                                self.pinned
+                                    .workflow
+                                    .loop_at(f.loop_)
+                                    .map(|l| format!("{}#{}", l.id, f.passes))
                             })
                             .collect()
                     })
@@ -193,23 +204,37 @@ impl Sim<'_> {
                     gate: *requires_confirmation,
                 }
             }
-            EventBody::StepSkipped { step_id, condition, .. } => TraceItem::Skip {
+            EventBody::StepSkipped {
+                step_id, condition, ..
+            } => TraceItem::Skip {
                 step: step_id.to_string(),
                 condition: condition.clone(),
             },
-            EventBody::LoopPassStarted { loop_id, iteration, .. } => TraceItem::Pass {
+            EventBody::BlockSkipped { id, condition, .. } => TraceItem::BlockSkip {
+                block: id.to_string(),
+                condition: condition.clone(),
+            },
+            EventBody::LoopPassStarted {
+                loop_id, iteration, ..
+            } => TraceItem::Pass {
                 loop_: loop_id.to_string(),
                 pass: iteration + 1,
             },
             EventBody::LoopExited {
-                loop_id, passes, reason, ..
+                loop_id,
+                passes,
+                reason,
+                ..
             } => TraceItem::Exit {
                 loop_: loop_id.to_string(),
                 passes: *passes,
                 reason: *reason,
             },
             EventBody::JumpTaken {
-                step_id, target, count, ..
+                step_id,
+                target,
+                count,
+                ..
             } => TraceItem::Jump {
                 from: step_id.to_string(),
                 to: target.to_string(),
@@ -219,7 +244,24 @@ impl Sim<'_> {
                 step: step_id.to_string(),
             },
             EventBody::SessionCompleted { .. } => TraceItem::Complete,
-            _ => return,
+            EventBody::SessionStarted { .. }
+            | EventBody::StepBlocked { .. }
+            | EventBody::StepCompleted { .. }
+            | EventBody::StepParked { .. }
+            | EventBody::GateApproved { .. }
+            | EventBody::GateRejected { .. }
+            | EventBody::LoopEntered { .. }
+            | EventBody::CheckpointRecorded { .. }
+            | EventBody::SessionRewound { .. }
+            | EventBody::RunQueued { .. }
+            | EventBody::RunStarted { .. }
+            | EventBody::RunInterrupted { .. }
+            | EventBody::RunRequeued { .. }
+            | EventBody::RunFinished { .. }
+            | EventBody::CancelRequested { .. }
+            | EventBody::Steered { .. }
+            | EventBody::AgentActivity { .. }
+            | EventBody::StepSnapshotted { .. } => return,
         };
         self.trace.push(item);
     }
@@ -252,7 +294,9 @@ pub fn simulate(pinned: &Pinned, script: &Script) -> Result<Trace, SimError> {
         .iter()
         .map(|(k, v)| (k.clone(), v.iter().copied().collect()))
         .collect();
-    let limit = script.max_nodes.unwrap_or(pinned.workflow.node_bound.max(1));
+    let limit = script
+        .max_nodes
+        .unwrap_or(pinned.workflow.node_bound.max(1));
     let mut entered: u64 = 1;
     loop {
         let Some(summary) = sim.summary.clone() else {
@@ -288,7 +332,11 @@ pub fn simulate(pinned: &Pinned, script: &Script) -> Result<Trace, SimError> {
                         .dimensions
                         .iter()
                         .map(|(k, d)| {
-                            let ok = d.levels.iter().find(|l| !d.block_on.contains(l)).or(d.levels.first());
+                            let ok = d
+                                .levels
+                                .iter()
+                                .find(|l| !d.block_on.contains(l))
+                                .or(d.levels.first());
                             (k.clone(), Value::String(ok.cloned().unwrap_or_default()))
                         })
                         .collect();
@@ -311,7 +359,9 @@ pub fn simulate(pinned: &Pinned, script: &Script) -> Result<Trace, SimError> {
         };
         let plan: Plan = match sim.machine().advance(&summary, claims, &submission, None)? {
             AdvanceDecision::Apply(p) => *p,
-            AdvanceDecision::Replay { .. } => return Err(SimError::Engine(ApiError::internal("unexpected replay"))),
+            AdvanceDecision::Replay { .. } => {
+                return Err(SimError::Engine(ApiError::internal("unexpected replay")));
+            }
         };
         if !plan.response.blockers.is_empty() {
             return Err(SimError::Blocked {
@@ -341,7 +391,11 @@ pub fn simulate(pinned: &Pinned, script: &Script) -> Result<Trace, SimError> {
             _ => None,
         })
         .collect();
-    let context = sim.summary.as_ref().map(|s| s.context.clone()).unwrap_or_default();
+    let context = sim
+        .summary
+        .as_ref()
+        .map(|s| s.context.clone())
+        .unwrap_or_default();
     Ok(Trace {
         workflow: pinned.workflow.id.to_string(),
         completed: sim.trace.last() == Some(&TraceItem::Complete),

@@ -188,7 +188,9 @@ pub struct ChildSpec {
 }
 
 /// How a parallel step joins its children.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Join {
     /// Wait for every child.
@@ -207,6 +209,9 @@ pub struct LoopDefinition {
     /// Title, for graphs and listings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
+    /// Run the loop only if this holds when execution reaches it (checked once); otherwise the loop is recorded as skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_condition: Option<Condition>,
     /// How the loop repeats.
     #[serde(rename = "loop")]
     pub spec: LoopSpec,
@@ -270,7 +275,9 @@ impl<'de> Deserialize<'de> for ForCount {
                 .as_u64()
                 .and_then(|n| u32::try_from(n).ok())
                 .map(ForCount::Literal)
-                .ok_or_else(|| serde::de::Error::custom("`for` must be a non-negative integer or {var: path}")),
+                .ok_or_else(|| {
+                    serde::de::Error::custom("`for` must be a non-negative integer or {var: path}")
+                }),
             Value::Object(m) if m.len() == 1 && m.get("var").is_some_and(Value::is_string) => {
                 let path = m.get("var").and_then(Value::as_str).unwrap_or_default();
                 ContextPath::parse(path)
@@ -330,6 +337,9 @@ pub struct IncludeDefinition {
     /// The routine: its id, or a path relative to this file.
     #[schemars(length(min = 1))]
     pub include: String,
+    /// Run the routine only if this holds when execution reaches it (checked once); otherwise the include is recorded as skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_condition: Option<Condition>,
     /// Arguments, visible in the routine as `{{args.name}}`.
     #[serde(default, rename = "with", skip_serializing_if = "Map::is_empty")]
     pub args: Map<String, Value>,
@@ -429,12 +439,14 @@ impl<'de> Deserialize<'de> for Confirmation {
         match Value::deserialize(d)? {
             Value::Bool(true) => Ok(Confirmation::Always),
             Value::Bool(false) => Ok(Confirmation::Never),
-            Value::Object(m) if m.contains_key("kind") => serde_json::from_value::<GateSpec>(Value::Object(m))
-                .map(|g| Confirmation::Gate {
-                    kind: g.kind,
-                    when: g.when,
-                })
-                .map_err(serde::de::Error::custom),
+            Value::Object(m) if m.contains_key("kind") => {
+                serde_json::from_value::<GateSpec>(Value::Object(m))
+                    .map(|g| Confirmation::Gate {
+                        kind: g.kind,
+                        when: g.when,
+                    })
+                    .map_err(serde::de::Error::custom)
+            }
             v @ Value::Object(_) => serde_json::from_value(v)
                 .map(Confirmation::When)
                 .map_err(serde::de::Error::custom),
@@ -588,20 +600,28 @@ impl TryFrom<RawEntry> for StepEntry {
     fn try_from(raw: RawEntry) -> Result<Self, String> {
         let fields = raw.set_fields();
         let reject = |kind: &str, allowed: &[&str]| -> Result<(), String> {
-            let extra: Vec<&str> = fields.iter().copied().filter(|f| !allowed.contains(f)).collect();
+            let extra: Vec<&str> = fields
+                .iter()
+                .copied()
+                .filter(|f| !allowed.contains(f))
+                .collect();
             if extra.is_empty() {
                 Ok(())
             } else {
                 Err(format!(
                     "entry `{}` is a {kind}; {} not allowed here ({kind} entries take: id, {})",
                     raw.id,
-                    extra.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(", "),
+                    extra
+                        .iter()
+                        .map(|f| format!("`{f}`"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
                     allowed.join(", ")
                 ))
             }
         };
         if raw.loop_.is_some() {
-            reject("loop", &["title", "loop", "steps"])?;
+            reject("loop", &["title", "runCondition", "loop", "steps"])?;
             let steps = raw
                 .steps
                 .ok_or_else(|| format!("loop `{}` needs `steps` (its body)", raw.id))?;
@@ -609,15 +629,17 @@ impl TryFrom<RawEntry> for StepEntry {
             return Ok(StepEntry::Loop(LoopDefinition {
                 id: raw.id,
                 title: raw.title,
+                run_condition: raw.run_condition,
                 spec,
                 steps,
             }));
         }
         if let Some(include) = raw.include.clone() {
-            reject("routine include", &["include", "with"])?;
+            reject("routine include", &["include", "runCondition", "with"])?;
             return Ok(StepEntry::Include(IncludeDefinition {
                 id: raw.id,
                 include,
+                run_condition: raw.run_condition,
                 args: raw.args.unwrap_or_default(),
             }));
         }
@@ -646,9 +668,12 @@ impl TryFrom<RawEntry> for StepEntry {
         let title = raw
             .title
             .ok_or_else(|| format!("step `{}` needs a `title`", raw.id))?;
-        let prompt = raw
-            .prompt
-            .ok_or_else(|| format!("step `{}` needs a `prompt` (or `loop`/`include` to be another kind of entry)", raw.id))?;
+        let prompt = raw.prompt.ok_or_else(|| {
+            format!(
+                "step `{}` needs a `prompt` (or `loop`/`include` to be another kind of entry)",
+                raw.id
+            )
+        })?;
         Ok(StepEntry::Step(StepDefinition {
             id: raw.id,
             title,

@@ -10,7 +10,9 @@
 use std::collections::HashMap;
 
 use serde_json::{Map, Value, json};
-use worktrain_core::compile::{Pinned, RoutineResolver, RoutineSource, compile, compile_with};
+use worktrain_core::compile::{
+    Instr, Pinned, RoutineResolver, RoutineSource, compile, compile_with,
+};
 use worktrain_core::context::Limits;
 use worktrain_core::contract::ContractName;
 use worktrain_core::cursor::LoopDecision;
@@ -2205,8 +2207,9 @@ fn a_loop_takes_one_kind_a_bound_and_a_body() {
     );
     assert_eq!(e.rule, Rule::AdditionalProperties);
     assert!(
-        e.message
-            .contains("`prompt` not allowed here (loop entries take: id, title, loop, steps)"),
+        e.message.contains(
+            "`prompt` not allowed here (loop entries take: id, title, runCondition, loop, steps)"
+        ),
         "{e}"
     );
     // `for` counts.
@@ -2709,5 +2712,696 @@ fn a_loop_that_runs_out_exactly_at_its_bound_completed_rather_than_hit_it() {
     assert_eq!(
         run.exits()[0],
         ("each".into(), 2, LoopExitReason::MaxIterations)
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// runCondition on loops and routine includes (guarded blocks)
+// ---------------------------------------------------------------------------------------
+
+/// A loop block with a run condition.
+fn guarded_lp(id: &str, run_if: Value, spec: Value, steps: Value) -> Value {
+    json!({"id": id, "runCondition": run_if, "loop": spec, "steps": steps})
+}
+
+fn block_skips(run: &Run<'_>) -> Vec<(String, String, u32)> {
+    run.events
+        .iter()
+        .filter_map(|e| match e {
+            EventBody::BlockSkipped { id, condition, pc } => {
+                Some((id.to_string(), condition.clone(), pc.0))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn guards(p: &Pinned) -> Vec<(String, String, u32, u32)> {
+    p.workflow
+        .program
+        .iter()
+        .enumerate()
+        .filter_map(|(pc, i)| match i {
+            Instr::Guard {
+                id,
+                condition,
+                skip_to,
+            } => Some((id.to_string(), condition.to_string(), pc as u32, skip_to.0)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Fold the run's events again from nothing: the projection must come out identical.
+#[track_caller]
+fn assert_rebuild_identical(run: &Run<'_>) {
+    let mut rebuilt: Option<SessionSummary> = None;
+    for (i, body) in run.events.iter().enumerate() {
+        let seq = Seq(i as u64 + 1);
+        let stored = StoredEvent {
+            position: seq.0,
+            session_id: run.session,
+            seq,
+            created_at_ms: 0,
+            idempotency_key: None,
+            prev_hash: Sha256Hash::ZERO,
+            hash: Sha256Hash::ZERO,
+            body: body.clone(),
+        };
+        rebuilt = Some(apply(rebuilt, &stored).unwrap().0);
+    }
+    assert_eq!(rebuilt.as_ref(), Some(run.summary()));
+}
+
+fn go() -> Value {
+    json!({"var": "go", "equals": true})
+}
+
+#[test]
+fn a_guarded_loop_is_skipped_as_a_whole_or_entered() {
+    let p = pin(json!([
+        s("a", json!({})),
+        guarded_lp(
+            "l",
+            go(),
+            json!({"for": 2, "maxIterations": 2}),
+            json!([s("x", json!({}))])
+        ),
+        s("b", json!({})),
+    ]));
+    // The guard sits right before the loop head and skips to the loop's exit.
+    let wf = &p.workflow;
+    assert_eq!(
+        guards(&p),
+        vec![("l".into(), "go equals true".into(), 1, 5)]
+    );
+    assert_eq!(wf.loops[0].head.0, 2);
+    assert!(matches!(wf.program[2], Instr::LoopHead { exit, .. } if exit.0 == 5));
+    assert_eq!(wf.node_bound, 4);
+
+    let (mut run, _) = Run::interactive(&p, json!({"go": true}));
+    assert_eq!(run.drive(|_, _| notes()), ids(&["a", "x", "x", "b"]));
+    assert!(
+        block_skips(&run).is_empty(),
+        "a passed guard records nothing"
+    );
+    assert_eq!(run.summary().blocks_skipped, 0);
+    assert_rebuild_identical(&run);
+
+    for context in [json!({}), json!({"go": false})] {
+        let (mut run, _) = Run::interactive(&p, context);
+        assert_eq!(run.drive(|_, _| notes()), ids(&["a", "b"]));
+        assert_eq!(
+            block_skips(&run),
+            vec![("l".into(), "go equals true".into(), 5)]
+        );
+        // Skipped as a block: the loop is never entered, and no step is skipped one by one.
+        assert!(
+            !run.events
+                .iter()
+                .any(|e| matches!(e, EventBody::LoopEntered { .. }))
+        );
+        assert!(run.skipped().is_empty());
+        assert_eq!(run.summary().blocks_skipped, 1);
+        assert_eq!(run.summary().steps_skipped, 0);
+        assert!(run.complete());
+        assert_rebuild_identical(&run);
+    }
+}
+
+#[test]
+fn a_guarded_loop_at_the_start_or_the_end_and_nested_in_a_loop() {
+    // Skipped first entry: the session starts at the step after it; skipped last entry:
+    // the session completes.
+    let p = pin(json!([
+        guarded_lp(
+            "first",
+            go(),
+            json!({"for": 1, "maxIterations": 1}),
+            json!([s("x", json!({}))])
+        ),
+        s("mid", json!({})),
+        guarded_lp(
+            "last",
+            go(),
+            json!({"for": 1, "maxIterations": 1}),
+            json!([s("y", json!({}))])
+        ),
+    ]));
+    let (mut run, r) = Run::interactive(&p, json!({}));
+    assert_eq!(r.step.as_ref().unwrap().id.as_str(), "mid");
+    assert_eq!(run.drive(|_, _| notes()), ids(&["mid"]));
+    assert_eq!(
+        block_skips(&run)
+            .into_iter()
+            .map(|b| b.0)
+            .collect::<Vec<_>>(),
+        ids(&["first", "last"])
+    );
+    // Only guarded blocks, all skipped: complete at start.
+    let p = pin(json!([guarded_lp(
+        "only",
+        go(),
+        json!({"for": 1, "maxIterations": 1}),
+        json!([s("x", json!({}))])
+    )]));
+    let (run, _) = Run::interactive(&p, json!({}));
+    assert!(run.complete());
+
+    // Inside a loop, the guard is evaluated anew on every pass of the enclosing loop.
+    let p = pin(json!([lp(
+        "outer",
+        json!({"for": 3, "maxIterations": 3}),
+        json!([
+            s("o", json!({})),
+            guarded_lp(
+                "inner",
+                json!({"var": "worktrain.loops.outer.pass", "in": [1, 3]}),
+                json!({"for": 1, "maxIterations": 1}),
+                json!([s("i", json!({}))])
+            ),
+        ])
+    )]));
+    let (mut run, _) = Run::interactive(&p, json!({}));
+    assert_eq!(run.drive(|_, _| notes()), ids(&["o", "i", "o", "o", "i"]));
+    assert_eq!(block_skips(&run).len(), 1);
+    assert_rebuild_identical(&run);
+}
+
+fn check_routine() -> (&'static str, String) {
+    (
+        "check",
+        routine(
+            "check",
+            &["what"],
+            json!([
+                s(
+                    "run",
+                    json!({"title": "Run {{args.what}}", "contextOutputs": ["checks"]})
+                ),
+                s(
+                    "repair",
+                    json!({"runCondition": {"var": "checks", "equals": "fail"}})
+                ),
+            ]),
+        ),
+    )
+}
+
+fn guarded_include(id: &str, routine: &str, run_if: Value, with: Value) -> Value {
+    json!({"id": id, "include": routine, "runCondition": run_if, "with": with})
+}
+
+#[test]
+fn a_guarded_include_is_skipped_as_a_whole_or_entered() {
+    let p = with_routines(
+        &[check_routine()],
+        json!([
+            s("a", json!({})),
+            guarded_include("c", "check", go(), json!({"what": "the tests"})),
+            s("b", json!({})),
+        ]),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    // The guard precedes the routine's first expanded entry and skips past its last.
+    assert_eq!(
+        guards(&p),
+        vec![("c".into(), "go equals true".into(), 1, 4)]
+    );
+    let step_ids: Vec<&str> = p.workflow.steps.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(step_ids, ["a", "c.run", "c.repair", "b"]);
+    assert_eq!(p.workflow.steps[1].title, "Run the tests");
+
+    let (mut run, _) = Run::interactive(&p, json!({"go": true}));
+    let steps = run.drive(|step, _| {
+        if step == "c.run" {
+            ctx(json!({"checks": "fail"}))
+        } else {
+            notes()
+        }
+    });
+    assert_eq!(steps, ids(&["a", "c.run", "c.repair", "b"]));
+    assert!(block_skips(&run).is_empty());
+
+    let (mut run, _) = Run::interactive(&p, json!({"go": "no"}));
+    assert_eq!(run.drive(|_, _| notes()), ids(&["a", "b"]));
+    assert_eq!(
+        block_skips(&run),
+        vec![("c".into(), "go equals true".into(), 4)]
+    );
+    assert!(
+        run.skipped().is_empty(),
+        "the routine's own steps are not skipped one by one"
+    );
+    assert_eq!(run.summary().blocks_skipped, 1);
+    assert_rebuild_identical(&run);
+
+    // A guarded include's id is an entry id of its own: it must be unique.
+    let e = with_routines(
+        &[check_routine()],
+        json!([
+            s("c", json!({})),
+            guarded_include("c", "check", go(), json!({"what": "x"})),
+        ]),
+    )
+    .unwrap_err();
+    assert_eq!(e.rule, Rule::UniqueStepIds, "{e}");
+    assert!(e.message.contains("id `c` is already used"), "{e}");
+}
+
+#[test]
+fn a_skipped_block_is_recorded_and_never_run_later_when_the_context_changes() {
+    let p = with_routines(
+        &[check_routine()],
+        json!([
+            guarded_lp(
+                "warmup",
+                json!({"var": "ready", "equals": true}),
+                json!({"for": 1, "maxIterations": 1}),
+                json!([s("w", json!({}))])
+            ),
+            guarded_include(
+                "c",
+                "check",
+                json!({"var": "ready", "equals": true}),
+                json!({"what": "x"})
+            ),
+            s("make-ready", json!({})),
+            s(
+                "after",
+                json!({"runCondition": {"var": "ready", "equals": true}})
+            ),
+        ]),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let (mut run, _) = Run::interactive(&p, json!({}));
+    let steps = run.drive(|step, _| {
+        if step == "make-ready" {
+            ctx(json!({"ready": true}))
+        } else {
+            notes()
+        }
+    });
+    // Both blocks were skipped before `ready` was set; setting it does not bring them back.
+    assert_eq!(steps, ids(&["make-ready", "after"]));
+    let kinds: Vec<&str> = run.events.iter().map(|e| e.kind().as_str()).collect();
+    assert_eq!(
+        kinds[..4],
+        [
+            "session_started",
+            "block_skipped",
+            "block_skipped",
+            "node_entered"
+        ]
+    );
+    assert_eq!(run.summary().blocks_skipped, 2);
+    assert_rebuild_identical(&run);
+}
+
+#[test]
+fn a_guard_is_evaluated_once_so_its_block_runs_to_the_end() {
+    // The loop's guard turns false during the first pass: both passes still run.
+    let p = pin(json!([
+        guarded_lp(
+            "l",
+            go(),
+            json!({"for": 2, "maxIterations": 2}),
+            json!([s("x", json!({}))])
+        ),
+        s("b", json!({})),
+    ]));
+    let (mut run, _) = Run::interactive(&p, json!({"go": true}));
+    let steps = run.drive(|step, _| {
+        if step == "x" {
+            ctx(json!({"go": false}))
+        } else {
+            notes()
+        }
+    });
+    assert_eq!(steps, ids(&["x", "x", "b"]));
+    assert!(block_skips(&run).is_empty());
+
+    // Same for an include: its first step turns the guard false, the rest still runs.
+    let p = with_routines(
+        &[check_routine()],
+        json!([
+            guarded_include("c", "check", go(), json!({"what": "x"})),
+            s("b", json!({})),
+        ]),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let (mut run, _) = Run::interactive(&p, json!({"go": true}));
+    let steps = run.drive(|step, _| {
+        if step == "c.run" {
+            ctx(json!({"go": false, "checks": "fail"}))
+        } else {
+            notes()
+        }
+    });
+    assert_eq!(steps, ids(&["c.run", "c.repair", "b"]));
+    assert!(block_skips(&run).is_empty());
+    assert_rebuild_identical(&run);
+}
+
+#[test]
+fn a_jump_to_a_guarded_block_re_evaluates_its_guard() {
+    let again = json!({"jumpIf": {"condition": {"var": "again", "equals": true}, "target": "l", "maxJumps": 2}});
+    let p = pin(json!([
+        guarded_lp(
+            "l",
+            go(),
+            json!({"for": 1, "maxIterations": 1}),
+            json!([s("x", json!({}))])
+        ),
+        s("y", again),
+    ]));
+    // The jump targets the guard, not the loop head.
+    let jump = p.workflow.steps[1].jump.as_ref().unwrap();
+    assert_eq!(jump.target_pc.0, 0);
+    assert!(matches!(p.workflow.program[0], Instr::Guard { .. }));
+    // Guard x3 (first arrival + 2 jumps), body 1 each, plus y each time.
+    assert_eq!(p.workflow.node_bound, 6);
+    // First arrival: go → enter. The jump back finds go false → skip. The second jump finds it true again.
+    let (mut run, _) = Run::interactive(&p, json!({"go": true, "again": true}));
+    let mut ys = 0;
+    let steps = run.drive(|step, _| {
+        if step == "y" {
+            ys += 1;
+            ctx(json!({"go": ys != 1}))
+        } else {
+            notes()
+        }
+    });
+    assert_eq!(steps, ids(&["x", "y", "y", "x", "y"]));
+    assert_eq!(
+        block_skips(&run),
+        vec![("l".into(), "go equals true".into(), 4)]
+    );
+    assert_eq!(jumps(&run).len(), 2);
+    assert!(run.entered().len() as u64 <= p.workflow.node_bound);
+    assert_rebuild_identical(&run);
+
+    // A guarded include's id is a jump target too (its guard).
+    let p = with_routines(
+        &[check_routine()],
+        json!([
+            guarded_include("c", "check", go(), json!({"what": "x"})),
+            s(
+                "y",
+                json!({"jumpIf": {"condition": {"var": "again", "equals": true}, "target": "c", "maxJumps": 1}})
+            ),
+        ]),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let (mut run, _) = Run::interactive(&p, json!({"go": true, "again": true}));
+    let steps = run.drive(|step, _| match step {
+        "y" => ctx(json!({"go": false})),
+        _ => ctx(json!({"checks": "pass"})),
+    });
+    assert_eq!(steps, ids(&["c.run", "y", "y"]));
+    assert_eq!(jumps(&run), vec![("y".into(), "c".into(), 1)]);
+    assert_eq!(block_skips(&run).len(), 1);
+}
+
+#[test]
+fn a_guarded_block_is_a_step_list_of_its_own_for_jumps() {
+    let jump = |target: &str| json!({"jumpIf": {"condition": {"var": "again", "equals": true}, "target": target, "maxJumps": 1}});
+    // Inside a guarded include, a jump targets the routine's own earlier steps.
+    let looping = routine(
+        "looping",
+        &[],
+        json!([s("p", json!({})), s("q", jump("p"))]),
+    );
+    let p = with_routines(
+        &[("looping", looping.clone())],
+        json!([
+            s("a", json!({})),
+            guarded_include("g", "looping", go(), json!({}))
+        ]),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        p.workflow.steps[2].jump.as_ref().unwrap().target.as_str(),
+        "g.p"
+    );
+    let (mut run, _) = Run::interactive(&p, json!({"go": true, "again": true}));
+    assert_eq!(
+        run.drive(|_, _| notes()),
+        ids(&["a", "g.p", "g.q", "g.p", "g.q"])
+    );
+    assert!(run.entered().len() as u64 <= p.workflow.node_bound);
+
+    // A jump from outside cannot enter a guarded include (it could without the guard,
+    // where the routine's entries join the including list).
+    let entries = |guarded: bool| {
+        let mut include = json!({"id": "g", "include": "looping"});
+        if guarded {
+            include["runCondition"] = go();
+        }
+        json!([include, s("after", jump("g.p"))])
+    };
+    with_routines(&[("looping", looping.clone())], entries(false))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let e = with_routines(&[("looping", looping)], entries(true)).unwrap_err();
+    assert_err(
+        &e,
+        Rule::Reference,
+        "steps[1].jumpIf.target",
+        "cannot enter a guarded loop or include",
+    );
+
+    // Nor a guarded loop's body; the loop itself (its guard) is a target.
+    let e = rejected(json!([
+        guarded_lp(
+            "l",
+            go(),
+            json!({"for": 1, "maxIterations": 1}),
+            json!([s("in", json!({}))])
+        ),
+        s("out", jump("in")),
+    ]));
+    assert_err(
+        &e,
+        Rule::Reference,
+        "steps[1].jumpIf.target",
+        "is not an earlier entry",
+    );
+    // And a jump out of a guarded loop's body is still rejected.
+    let e = rejected(json!([
+        s("out", json!({})),
+        guarded_lp(
+            "l",
+            go(),
+            json!({"for": 1, "maxIterations": 1}),
+            json!([s("in", jump("out"))])
+        ),
+    ]));
+    assert_err(
+        &e,
+        Rule::Reference,
+        "steps[1].steps[0].jumpIf.target",
+        "is not an earlier entry",
+    );
+}
+
+#[test]
+fn guard_conditions_in_routines_address_the_routines_own_loops() {
+    let inner = routine("inner", &[], json!([s("step", json!({}))]));
+    let outer = routine(
+        "outer",
+        &[],
+        json!([lp(
+            "lp",
+            json!({"for": 2, "maxIterations": 2}),
+            json!([
+                s("each", json!({})),
+                guarded_include(
+                    "in",
+                    "inner",
+                    json!({"var": "worktrain.loops.lp.pass", "equals": 2}),
+                    json!({})
+                ),
+                guarded_lp(
+                    "once",
+                    json!({"var": "worktrain.loops.lp.pass", "equals": 1}),
+                    json!({"for": 1, "maxIterations": 1}),
+                    json!([s("n", json!({}))])
+                ),
+            ])
+        )]),
+    );
+    let p = with_routines(
+        &[("inner", inner), ("outer", outer)],
+        json!([{"id": "o", "include": "outer"}]),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let g = guards(&p);
+    assert_eq!(
+        g.iter()
+            .map(|x| (x.0.as_str(), x.1.as_str()))
+            .collect::<Vec<_>>(),
+        [
+            ("o.in", "worktrain.loops.o.lp.pass equals 2"),
+            ("o.once", "worktrain.loops.o.lp.pass equals 1"),
+        ]
+    );
+    let (mut run, _) = Run::interactive(&p, json!({}));
+    assert_eq!(
+        run.drive(|_, _| notes()),
+        ids(&["o.each", "o.n", "o.each", "o.in.step"])
+    );
+    assert_eq!(
+        block_skips(&run)
+            .into_iter()
+            .map(|b| b.0)
+            .collect::<Vec<_>>(),
+        ids(&["o.in", "o.once"])
+    );
+}
+
+#[test]
+fn guard_conditions_are_checked_like_other_conditions() {
+    let secret = json!({"var": "_secret", "exists": true});
+    let e = rejected(json!([guarded_lp(
+        "l",
+        secret.clone(),
+        json!({"for": 1, "maxIterations": 1}),
+        json!([s("a", json!({}))])
+    )]));
+    assert_err(
+        &e,
+        Rule::Reference,
+        "steps[0].runCondition",
+        "is a reserved context key",
+    );
+    let e = with_routines(
+        &[check_routine()],
+        json!([guarded_include(
+            "c",
+            "check",
+            secret.clone(),
+            json!({"what": "x"})
+        )]),
+    )
+    .unwrap_err();
+    assert_err(
+        &e,
+        Rule::Reference,
+        "steps[0].runCondition",
+        "is a reserved context key",
+    );
+    // Inside a routine, the path names the include and the routine file.
+    let bad = routine(
+        "bad",
+        &[],
+        json!([guarded_lp(
+            "l",
+            secret,
+            json!({"for": 1, "maxIterations": 1}),
+            json!([s("a", json!({}))])
+        )]),
+    );
+    let e = with_routines(&[("bad", bad)], json!([{"id": "b", "include": "bad"}])).unwrap_err();
+    assert_err(
+        &e,
+        Rule::Reference,
+        "steps[0]<mem:bad>.steps[0].runCondition",
+        "is a reserved context key",
+    );
+    // `worktrain.*` is readable.
+    pin(json!([guarded_lp(
+        "l",
+        json!({"var": "worktrain.loops", "exists": true}),
+        json!({"for": 1, "maxIterations": 1}),
+        json!([s("a", json!({}))])
+    )]));
+    // A malformed condition is a load error, as on steps.
+    let e = rejected(json!([guarded_lp(
+        "l",
+        json!({"var": "x"}),
+        json!({"for": 1, "maxIterations": 1}),
+        json!([s("a", json!({}))])
+    )]));
+    assert!(e.message.contains("exactly one operator"), "{e}");
+    // The fields each kind accepts name runCondition.
+    let e = with_routines(
+        &[check_routine()],
+        json!([{"id": "c", "include": "check", "title": "T", "with": {"what": "x"}}]),
+    )
+    .unwrap_err();
+    assert!(
+        e.message.contains(
+            "`title` not allowed here (routine include entries take: id, include, runCondition, with)"
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn guarded_blocks_are_simulated_and_drawn() {
+    use worktrain_core::graph::{GraphFormat, render};
+    use worktrain_core::simulate::{Script, TraceItem, simulate};
+    let p = with_routines(
+        &[check_routine()],
+        json!([
+            guarded_lp(
+                "l",
+                go(),
+                json!({"for": 1, "maxIterations": 1}),
+                json!([s("x", json!({}))])
+            ),
+            guarded_include("c", "check", go(), json!({"what": "x"})),
+            s("b", json!({})),
+        ]),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let trace = simulate(&p, &Script::default()).unwrap();
+    assert_eq!(
+        trace.path,
+        vec![
+            TraceItem::BlockSkip {
+                block: "l".into(),
+                condition: "go equals true".into()
+            },
+            TraceItem::BlockSkip {
+                block: "c".into(),
+                condition: "go equals true".into()
+            },
+            TraceItem::Enter {
+                step: "b".into(),
+                passes: vec![],
+                gate: false
+            },
+            TraceItem::Complete,
+        ]
+    );
+    let text = render(&p.workflow, GraphFormat::Text);
+    for needle in [
+        "loop l\n    if go equals true / else skip\n",
+        "include c\n    if go equals true / else skip\n  [2] c.run — Run x\n",
+        "end include c\n[4] b",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+    }
+    let dot = render(&p.workflow, GraphFormat::Dot);
+    for needle in [
+        "\"guard:l\" [shape=diamond",
+        "\"guard:l\" -> \"loop:l\" [label=\"if go equals true\"",
+        "\"guard:l\" -> \"guard:c\" [label=\"else skip\", style=dashed",
+        "\"guard:c\" -> \"step:c.run\" [label=\"if go equals true\"",
+        "\"guard:c\" -> \"step:b\" [label=\"else skip\", style=dashed",
+        "\"loop:l\" -> \"guard:c\"",
+    ] {
+        assert!(dot.contains(needle), "missing {needle:?} in\n{dot}");
+    }
+    let svg = render(&p.workflow, GraphFormat::Svg);
+    assert!(svg.contains("<g id=\"guard_l\">"), "{svg}");
+    assert!(
+        svg.contains("loop l runs if go equals true; else it is skipped"),
+        "{svg}"
+    );
+    assert!(
+        svg.contains("include c runs if go equals true; else it is skipped"),
+        "{svg}"
     );
 }

@@ -2,9 +2,10 @@
 //! engine panic or fail, and completes within the compiler's `node_bound` successful
 //! advances (blocked and rejected attempts do not count).
 //!
-//! Workflows are generated as random trees of steps and loops (all loop kinds, nested,
-//! small `maxIterations`), with run conditions over a few context variables, backward
-//! jumps to earlier entries of the same list, gates and every output contract. Agent
+//! Workflows are generated as random trees of steps, loops (all loop kinds, nested, small
+//! `maxIterations`) and routine includes, with run conditions over a few context
+//! variables (on steps, loops and includes), backward jumps to earlier entries of the same
+//! list (guarded loops and includes among them), gates and every output contract. Agent
 //! outputs are random too: notes that may be missing or empty, context deltas over the
 //! same variables (including deletions), valid, invalid, wrong-kind or missing artifacts,
 //! random loop decisions and assessment levels (including blocking ones), and random
@@ -16,7 +17,9 @@
 use proptest::prelude::*;
 use proptest::sample::Index;
 use serde_json::{Map, Value, json};
-use worktrain_core::compile::{CompiledStep, Pinned, compile};
+use std::collections::HashMap;
+
+use worktrain_core::compile::{CompiledStep, Pinned, RoutineResolver, RoutineSource, compile_with};
 use worktrain_core::context::Limits;
 use worktrain_core::contract::ContractName;
 use worktrain_core::event::{EventBody, NewEvent, SessionMode, StoredEvent};
@@ -82,6 +85,8 @@ struct LoopShape {
     /// 0 while, 1 until, 2 for literal, 3 for var, 4 forEach, 5 decision only.
     kind: u8,
     cond: Cond,
+    /// The loop's own `runCondition`.
+    guard: Option<Cond>,
     count: u32,
     max: u32,
     body: Vec<Entry>,
@@ -91,6 +96,8 @@ struct LoopShape {
 enum Entry {
     Step(StepShape),
     Loop(LoopShape),
+    /// A routine (of these entries) included, with an optional `runCondition`.
+    Include(Option<Cond>, Vec<Entry>),
 }
 
 fn step_shape() -> impl Strategy<Value = StepShape> {
@@ -121,23 +128,33 @@ fn entries(depth: u32) -> BoxedStrategy<Vec<Entry>> {
     if depth == 0 {
         return prop::collection::vec(leaf, 1..4).boxed();
     }
-    let looped = (0u8..6, cond(), 0u32..4, 1u32..4, entries(depth - 1)).prop_map(
-        |(kind, cond, count, max, body)| {
+    let looped = (
+        0u8..6,
+        cond(),
+        prop::option::weighted(0.3, cond()),
+        0u32..4,
+        1u32..4,
+        entries(depth - 1),
+    )
+        .prop_map(|(kind, cond, guard, count, max, body)| {
             Entry::Loop(LoopShape {
                 kind,
                 cond,
+                guard,
                 count,
                 max,
                 body,
             })
-        },
-    );
-    prop::collection::vec(prop_oneof![3 => leaf, 2 => looped], 1..4).boxed()
+        });
+    let included = (prop::option::weighted(0.7, cond()), entries(depth - 1))
+        .prop_map(|(guard, body)| Entry::Include(guard, body));
+    prop::collection::vec(prop_oneof![3 => leaf, 2 => looped, 1 => included], 1..4).boxed()
 }
 
-/// Turn a shape into a workflow document with unique ids.
+/// Turn a shape into a workflow document with unique ids, and its routine files.
 struct Builder {
     next: usize,
+    routines: HashMap<String, String>,
 }
 
 impl Builder {
@@ -209,7 +226,30 @@ impl Builder {
                         let ctl = self.id("c");
                         body.push(json!({"id": ctl, "title": "Decide", "prompt": "Decide.", "outputContract": {"contract": "loop_control"}}));
                     }
-                    (id.clone(), json!({"id": id, "loop": spec, "steps": body}))
+                    let mut v = json!({"id": id, "loop": spec, "steps": body});
+                    if let Some(g) = &l.guard {
+                        v["runCondition"] = g.to_json();
+                    }
+                    (id, v)
+                }
+                Entry::Include(guard, body) => {
+                    let id = self.id("i");
+                    let name = self.id("r");
+                    // The routine's own entries: no loop_control at its top level (the
+                    // enclosing loop's decision is made in the including list).
+                    let (steps, _) = self.list(body, false);
+                    let text = json!({"schemaVersion": 2, "routine": name, "description": "r", "steps": steps});
+                    self.routines.insert(name.clone(), text.to_string());
+                    let mut v = json!({"id": id, "include": name});
+                    match guard {
+                        Some(g) => v["runCondition"] = g.to_json(),
+                        // An unguarded include is no entry of its own: not a jump target.
+                        None => {
+                            out.push(v);
+                            continue;
+                        }
+                    }
+                    (id, v)
                 }
             };
             ids.push(id);
@@ -219,12 +259,37 @@ impl Builder {
     }
 }
 
+/// The generated routines, by id.
+struct Routines(HashMap<String, String>);
+
+impl RoutineResolver for Routines {
+    fn resolve(&self, reference: &str, _from: &str) -> Result<RoutineSource, String> {
+        self.0
+            .get(reference)
+            .map(|text| RoutineSource {
+                location: format!("gen:{reference}"),
+                text: text.clone(),
+            })
+            .ok_or_else(|| format!("no routine `{reference}`"))
+    }
+}
+
 fn workflow(shapes: &[Entry]) -> Pinned {
-    let (steps, _) = Builder { next: 0 }.list(shapes, false);
+    let mut b = Builder {
+        next: 0,
+        routines: HashMap::new(),
+    };
+    let (steps, _) = b.list(shapes, false);
     let doc = json!({"schemaVersion": 2, "id": "gen", "name": "Generated", "description": "d", "version": "1", "steps": steps});
     let def = parse_workflow("gen.json", &doc.to_string())
         .unwrap_or_else(|e| panic!("generated workflow does not load: {e}\n{doc:#}"));
-    compile(&def).unwrap_or_else(|e| panic!("generated workflow does not compile: {e}\n{doc:#}"))
+    let routines = Routines(b.routines);
+    compile_with(&def, "gen.json", &routines).unwrap_or_else(|e| {
+        panic!(
+            "generated workflow does not compile: {e}\n{doc:#}\n{:#?}",
+            routines.0
+        )
+    })
 }
 
 // ---------------------------------------------------------------------------------------
