@@ -25,16 +25,10 @@ pub mod await_exit {
     pub const USAGE: u8 = 3;
 }
 
-fn looks_like_path(spec: &str) -> bool {
-    spec.contains('/')
-        || spec.contains(std::path::MAIN_SEPARATOR)
-        || [".yaml", ".yml", ".json"].iter().any(|e| spec.ends_with(e))
-}
-
 /// `worktrain spawn`.
 pub async fn spawn(ctx: &Ctx, a: SpawnArgs) -> Result<Exit, ApiError> {
     let client = DaemonClient::new(ctx)?;
-    let workflow = if looks_like_path(&a.workflow) {
+    let workflow = if worktrain_engine::catalog::is_workflow_path(&a.workflow) {
         std::fs::canonicalize(Path::new(&a.workflow))
             .map_err(|e| {
                 ApiError::new(

@@ -226,15 +226,6 @@ fn graph(ctx: &Ctx, args: &crate::cli::GraphArgs) -> Result<Exit, ApiError> {
     Ok(Exit::Ok)
 }
 
-/// Whether a workflow argument names a file rather than an id (the catalog's rule).
-fn looks_like_path(spec: &str) -> bool {
-    spec.contains('/')
-        || spec.contains(std::path::MAIN_SEPARATOR)
-        || [".yaml", ".yml", ".json"]
-            .iter()
-            .any(|ext| spec.ends_with(ext))
-}
-
 /// The text and location of a workflow argument, for linting (which must see files that
 /// fail to load, so it cannot go through `Catalog::resolve`).
 fn lint_target(
@@ -243,21 +234,8 @@ fn lint_target(
 ) -> Result<(String, String), ApiError> {
     use worktrain_core::ErrorCode;
     use worktrain_core::Retry;
-    if looks_like_path(spec) {
-        let path = std::path::Path::new(spec);
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ApiError::new(
-                ErrorCode::WorkflowNotFound,
-                format!("cannot read workflow file {spec}: {e}"),
-                Retry::AfterFix,
-                "check the path, or pass a workflow id from `worktrain workflow list`",
-            )
-        })?;
-        let location = std::fs::canonicalize(path)
-            .unwrap_or_else(|_| path.to_path_buf())
-            .display()
-            .to_string();
-        return Ok((location, text));
+    if worktrain_engine::catalog::is_workflow_path(spec) {
+        return worktrain_engine::catalog::read_workflow_file(spec);
     }
     let entries = catalog.list();
     let entry = entries

@@ -19,7 +19,7 @@ mod cmd_workflow;
 mod cmd_worktree;
 mod output;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -307,17 +307,7 @@ impl Ctx {
     }
 }
 
-/// The nearest ancestor directory holding `.worktrain` or `.git`, else `dir` itself.
-pub fn project_root(dir: &Path) -> PathBuf {
-    let mut cur = Some(dir);
-    while let Some(d) = cur {
-        if d.join(".worktrain").is_dir() || d.join(".git").exists() {
-            return d.to_path_buf();
-        }
-        cur = d.parent();
-    }
-    dir.to_path_buf()
-}
+pub use worktrain_engine::catalog::project_root;
 
 /// Map a home-directory problem to the API error shape.
 pub fn home_error(e: HomeError) -> ApiError {

@@ -314,12 +314,6 @@ pub struct DispatchAnswer {
     pub record: SessionRecord,
 }
 
-fn looks_like_path(spec: &str) -> bool {
-    spec.contains('/')
-        || spec.contains(std::path::MAIN_SEPARATOR)
-        || [".yaml", ".yml", ".json"].iter().any(|e| spec.ends_with(e))
-}
-
 fn check_workspace(ws: &str) -> Result<String, HttpError> {
     let p = Path::new(ws);
     if !p.is_absolute() {
@@ -383,7 +377,9 @@ async fn dispatch(
         ));
     }
     let workspace = body.workspace.as_deref().map(check_workspace).transpose()?;
-    if looks_like_path(&body.workflow) && !Path::new(&body.workflow).is_absolute() {
+    if worktrain_engine::catalog::is_workflow_path(&body.workflow)
+        && !Path::new(&body.workflow).is_absolute()
+    {
         return Err(HttpError::invalid(
             format!("workflow path `{}` is relative", body.workflow),
             "send a workflow id, or an absolute path on the daemon's machine (`worktrain spawn` resolves relative paths for you)",

@@ -232,25 +232,8 @@ impl Catalog {
 
     /// Resolve `spec` — a workflow id or a path to a workflow file — and compile it.
     pub fn resolve(&self, spec: &str) -> Result<Resolved, ApiError> {
-        let looks_like_path = spec.contains('/')
-            || spec.contains(std::path::MAIN_SEPARATOR)
-            || [".yaml", ".yml", ".json"]
-                .iter()
-                .any(|ext| spec.ends_with(ext));
-        if looks_like_path {
-            let path = Path::new(spec);
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                ApiError::new(
-                    ErrorCode::WorkflowNotFound,
-                    format!("cannot read workflow file {spec}: {e}"),
-                    Retry::AfterFix,
-                    "check the path, or pass a workflow id from `worktrain workflow list`",
-                )
-            })?;
-            let location = std::fs::canonicalize(path)
-                .unwrap_or_else(|_| path.to_path_buf())
-                .display()
-                .to_string();
+        if is_workflow_path(spec) {
+            let (location, text) = read_workflow_file(spec)?;
             let def = parse_workflow(&location, &text).map_err(invalid)?;
             let pinned =
                 compile_with(&def, &location, self).map_err(|e| invalid(in_file(e, &location)))?;
@@ -452,4 +435,46 @@ fn normalize(p: &Path) -> PathBuf {
         }
     }
     out
+}
+
+/// Whether a workflow argument names a file rather than an id: it contains a path
+/// separator or ends in `.yaml`, `.yml` or `.json`. Every surface uses this one rule.
+pub fn is_workflow_path(spec: &str) -> bool {
+    spec.contains('/')
+        || spec.contains(std::path::MAIN_SEPARATOR)
+        || [".yaml", ".yml", ".json"]
+            .iter()
+            .any(|ext| spec.ends_with(ext))
+}
+
+/// Read a workflow file named on a command line or in a request: its canonical location
+/// and text.
+pub fn read_workflow_file(spec: &str) -> Result<(String, String), ApiError> {
+    let path = Path::new(spec);
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ApiError::new(
+            ErrorCode::WorkflowNotFound,
+            format!("cannot read workflow file {spec}: {e}"),
+            Retry::AfterFix,
+            "check the path, or pass a workflow id from `worktrain workflow list`",
+        )
+    })?;
+    let location = std::fs::canonicalize(path)
+        .unwrap_or_else(|_| path.to_path_buf())
+        .display()
+        .to_string();
+    Ok((location, text))
+}
+
+/// The project a directory belongs to: the nearest ancestor holding `.worktrain` or
+/// `.git`, else the directory itself. Its `.worktrain/workflows` is the project source.
+pub fn project_root(dir: &Path) -> PathBuf {
+    let mut cur = Some(dir);
+    while let Some(d) = cur {
+        if d.join(".worktrain").is_dir() || d.join(".git").exists() {
+            return d.to_path_buf();
+        }
+        cur = d.parent();
+    }
+    dir.to_path_buf()
 }

@@ -226,18 +226,14 @@ impl ToolServer {
     }
 
     fn catalog(&self, workspace: Option<&Path>) -> Catalog {
-        let project = workspace.map(project_root);
+        let project = workspace.map(worktrain_engine::catalog::project_root);
         Catalog::new(self.options.user_workflows.clone(), project.as_deref())
     }
 
     /// A workflow file path given relative to the workspace is resolved against it.
     fn workflow_spec(spec: &str, workspace: Option<&Path>) -> String {
         let spec = spec.trim();
-        let looks_like_path = spec.contains('/')
-            || spec.contains(std::path::MAIN_SEPARATOR)
-            || [".yaml", ".yml", ".json"]
-                .iter()
-                .any(|ext| spec.ends_with(ext));
+        let looks_like_path = worktrain_engine::catalog::is_workflow_path(spec);
         match workspace {
             Some(ws) if looks_like_path && Path::new(spec).is_relative() => {
                 ws.join(spec).display().to_string()
@@ -598,18 +594,6 @@ fn parse_rewind_target(s: &str) -> Result<RewindTarget, ApiError> {
             "pass a step id (e.g. `do-it`) or a node (e.g. `n2`)",
         )
     })
-}
-
-/// The nearest ancestor holding `.worktrain` or `.git`, else the directory itself.
-fn project_root(dir: &Path) -> PathBuf {
-    let mut cur = Some(dir);
-    while let Some(d) = cur {
-        if d.join(".worktrain").is_dir() || d.join(".git").exists() {
-            return d.to_path_buf();
-        }
-        cur = d.parent();
-    }
-    dir.to_path_buf()
 }
 
 fn time(ms: i64) -> String {
