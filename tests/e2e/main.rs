@@ -13,6 +13,8 @@ mod admin;
 mod concurrency;
 mod crash;
 mod daemon;
+mod daemon_e2e;
+mod daemon_rig;
 mod init;
 mod keys;
 mod malformed;

@@ -53,6 +53,10 @@ pub struct RunInfo {
     /// Interruptions so far.
     #[serde(default)]
     pub interruptions: u32,
+    /// Why the run was last queued again (absent until it is): the next attempt's agent
+    /// is told it was interrupted only after a `resume`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requeue_reason: Option<RequeueReason>,
     /// Cancellation requested and not yet honoured.
     #[serde(default)]
     pub cancel_requested: bool,
@@ -702,6 +706,7 @@ pub fn apply(
                 failure: None,
                 detail: None,
                 interruptions: 0,
+                requeue_reason: None,
                 cancel_requested: false,
                 pending_steers: Vec::new(),
                 queued_at_ms: event.created_at_ms,
@@ -750,6 +755,7 @@ pub fn apply(
                 RequeueReason::Resume | RequeueReason::GateDecided => {}
             }
             r.state = RunState::Queued;
+            r.requeue_reason = Some(*reason);
             r.worker = None;
             r.finished_at_ms = None;
             r.queued_at_ms = event.created_at_ms;

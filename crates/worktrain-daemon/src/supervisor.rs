@@ -375,6 +375,7 @@ impl Supervisor {
                 })
                 .await?;
             let _ = self.engine.store().release_lease(id).await;
+            self.release_worktree(&summary).await;
             info!(
                 session_id = %id,
                 state = summary.run.as_ref().map(|r| r.state.as_str()).unwrap_or("-"),
@@ -470,6 +471,11 @@ impl Supervisor {
         let Some(run) = summary.run.clone() else {
             return Ok(());
         };
+        if run.state.is_final() {
+            // Cancelled before it started; an earlier attempt may have left a worktree.
+            self.release_worktree(&summary).await;
+            return Ok(());
+        }
         if run.state != RunState::Running || run.worker.as_deref() != Some(self.worker.as_str()) {
             return Ok(());
         }
@@ -647,6 +653,33 @@ impl Supervisor {
         }
     }
 
+    /// After a run ended outside its task (see [`worktrees::release`]): keep its
+    /// worktree for inspection instead of leaving it locked "in use" forever.
+    async fn release_worktree(&self, summary: &SessionSummary) {
+        let id = summary.session_id;
+        let Some(run) = &summary.run else { return };
+        let Some(ws) = summary.workspace.as_deref() else {
+            return;
+        };
+        if !run.state.is_final()
+            || run.worktree.is_none()
+            || !self.settings.worktrees.enabled
+            || !is_git_repo(ws)
+            || lock(&self.runs).contains_key(&id)
+        {
+            return;
+        }
+        match worktrees::release(&self.settings.worktrees, &self.home, Path::new(ws), id).await {
+            Ok(Some(d)) => {
+                info!(session_id = %id, disposition = ?d, "worktree of an ended run released")
+            }
+            Ok(None) => {}
+            Err(e) => {
+                warn!(session_id = %id, error = %e, "releasing the worktree of an ended run failed")
+            }
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     async fn execute(
         &self,
@@ -682,10 +715,20 @@ impl Supervisor {
             .with_cancel(cancel)
             .with_steering(steering)
             .with_limits(limits);
-        if run.as_ref().is_some_and(|r| r.run > 1) {
-            ctx = ctx.with_resume_note(
-                "You were interrupted (the worktrain daemon restarted). Your earlier steps' notes are in the recap; the worktree still holds your changes. Re-check the current state of the files, then continue the current step.",
-            );
+        // Only a resumed run was interrupted; after a gate decision the step brief says
+        // what happened (next step, or the rejection as blockers).
+        match run.as_ref().and_then(|r| r.requeue_reason) {
+            Some(RequeueReason::Resume) => {
+                ctx = ctx.with_resume_note(
+                    "You were interrupted (the worktrain daemon restarted). Your earlier steps' notes are in the recap; the worktree still holds your changes. Re-check the current state of the files, then continue the current step.",
+                );
+            }
+            Some(RequeueReason::Retry) => {
+                ctx = ctx.with_resume_note(
+                    "An operator retried this session: an earlier run stopped before the workflow was complete. Your earlier steps' notes are in the recap; the worktree still holds the changes made so far. Re-check the current state of the files, then continue the current step.",
+                );
+            }
+            Some(RequeueReason::GateDecided) | None => {}
         }
         runner.run(ctx).await
     }
@@ -731,6 +774,9 @@ impl Supervisor {
         if let Some(r) = lock(&self.runs).get(&id) {
             r.cancel.cancel();
         }
+        // A queued (after a resume or a gate decision), parked or interrupted run has the
+        // worktree of its earlier attempt.
+        self.release_worktree(&summary).await;
         Ok(summary)
     }
 
@@ -887,6 +933,7 @@ impl Supervisor {
                 {
                     ended += 1;
                 }
+                self.release_worktree(&s).await;
             }
         }
         Ok(ended)

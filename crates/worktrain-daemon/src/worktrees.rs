@@ -8,7 +8,8 @@ use std::time::Duration;
 use worktrain_core::ids::{NodeId, SessionId};
 use worktrain_engine::home::WorktreeSettings;
 use worktrain_git::{
-    CleanupPolicy, Disposition, SessionOutcome, Worktrees, WorktreesConfig, snapshot_ref,
+    CleanupPolicy, Disposition, ListOptions, LockState, SessionOutcome, Worktrees, WorktreesConfig,
+    snapshot_ref,
 };
 
 /// A session's prepared worktree.
@@ -66,6 +67,40 @@ pub async fn prepare(
             branch: created.branch,
             keep_failed,
         })
+    })
+    .await
+    .map_err(blocking_error)?
+}
+
+/// A run that ended without running — cancelled while queued, parked or interrupted,
+/// failed by the recovery policy, stopped by the kill switch while waiting — may still own
+/// the worktree an earlier attempt made, locked "in use". Keep it for inspection like any
+/// failed run's (locked as kept, with the TTL), so the reaper removes it later. Worktrees
+/// not locked in use (already kept, or none) are left alone; `None` when nothing was done.
+pub async fn release(
+    settings: &WorktreeSettings,
+    home: &Path,
+    workspace: &Path,
+    session: SessionId,
+) -> Result<Option<Disposition>, WorktreeError> {
+    let mut config = WorktreesConfig::new(workspace, home);
+    config.remote = None; // nothing is fetched
+    let policy = CleanupPolicy {
+        keep_on_failure: Duration::from_secs(settings.keep_failed_hours.saturating_mul(3600)),
+        delete_branch: true,
+    };
+    tokio::task::spawn_blocking(move || {
+        let worktrees = Worktrees::new(config).map_err(|e| WorktreeError(e.to_string()))?;
+        let info = worktrees
+            .get(session, ListOptions { status: false })
+            .map_err(|e| WorktreeError(e.to_string()))?;
+        match info {
+            Some(i) if i.lock == LockState::InUse => worktrees
+                .remove(session, SessionOutcome::Failed, &policy)
+                .map(Some)
+                .map_err(|e| WorktreeError(e.to_string())),
+            _ => Ok(None),
+        }
     })
     .await
     .map_err(blocking_error)?

@@ -236,7 +236,8 @@ pub trait EventStore: Send + Sync + 'static {
     /// The schema version recorded in the database.
     async fn schema_version(&self) -> Result<i64, StoreError>;
 
-    /// The run queue (queued and running runs), in claim order: priority, then age.
+    /// The run queue (queued and running runs), in claim order: priority, then age
+    /// (first queued first, also within one millisecond).
     async fn queue(&self) -> Result<Vec<QueueRow>, StoreError>;
 
     /// Create or extend a worker's lease on a running session.

@@ -978,9 +978,12 @@ impl EventStore for SqliteStore {
     }
 
     async fn queue(&self) -> Result<Vec<QueueRow>, StoreError> {
+        // Ties within a millisecond go to the row inserted first (rowid grows with each
+        // insert, and inserts happen in commit order): FIFO, not the random part of the
+        // session id.
         sqlx::query(
             "SELECT session_id, state, priority, workspace, trigger_id, agent, queued_at_ms, worker
-             FROM run_queue ORDER BY priority DESC, queued_at_ms, session_id",
+             FROM run_queue ORDER BY priority DESC, queued_at_ms, rowid",
         )
         .fetch_all(&self.pool)
         .await?
