@@ -636,7 +636,10 @@ fn sigkill_mid_tool_call_then_restart_resumes() {
             route(
                 LONG,
                 vec![
-                    shell("touch started && echo $$ > tool.pid && sleep 3"),
+                    // Still sleeping when the daemon dies: the restart must kill it.
+                    shell(
+                        "touch started && echo $$ > tool.tmp && mv tool.tmp tool.pid; sleep 60 & echo $! > sleep.tmp && mv sleep.tmp sleep.pid; wait",
+                    ),
                     // After the restart: the worktree still holds the first run's file.
                     shell("test -f started && echo still-here"),
                     complete("resumed and finished"),
@@ -649,14 +652,21 @@ fn sigkill_mid_tool_call_then_restart_resumes() {
     rig.start_daemon();
     let long = rig.spawn_in_repo("e2e-one", LONG, &[]);
     let queued = rig.spawn_in_repo("e2e-one", QUEUED, &[]);
-    rig.wait_file(&long, "tool.pid", Duration::from_secs(30));
+    rig.wait_file(&long, "sleep.pid", Duration::from_secs(30));
     rig.sigkill_daemon();
 
-    // Nothing ran the bookkeeping: the store still says running.
+    // Nothing ran the bookkeeping: the store still says running, and the dead run's
+    // tool command is still alive.
     assert_eq!(rig.show(&long)["run"]["state"], "running");
     assert_eq!(rig.show(&queued)["run"]["state"], "queued");
+    assert!(
+        alive(rig.pid_file(&long, "sleep.pid")),
+        "the orphan is alive before the restart"
+    );
 
     rig.start_daemon();
+    // Recovery kills what the dead run left running before the session resumes.
+    assert_tool_processes_dead(&rig, &long);
     let (code, results) = rig.await_all(&[&long, &queued], "60s");
     assert_eq!(code, 0, "{results:#?}\n{}", rig.log_tail());
     assert_eq!(result_of(&results, &long)["notes"], "resumed and finished");

@@ -598,6 +598,7 @@ impl<'a> Run<'a> {
                 let env = ToolEnv {
                     guard: self.guard.clone(),
                     timeout: self.ctx.limits.tool_timeout,
+                    session_id: Some(self.ctx.session_id.clone()),
                 };
                 self.guarded(self.agent.toolbox.execute(n, input, &env))
                     .await?

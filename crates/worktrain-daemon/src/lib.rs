@@ -20,6 +20,7 @@ pub mod errors;
 pub mod extract;
 pub mod mcp;
 pub mod metrics;
+pub mod orphans;
 pub mod pidfile;
 pub mod profiles;
 pub mod server;

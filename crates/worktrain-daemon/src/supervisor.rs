@@ -332,6 +332,14 @@ impl Supervisor {
             if !needs {
                 continue;
             }
+            // Before anything resumes it: whatever the dead run left running goes.
+            let sid = id.to_string();
+            let killed = tokio::task::spawn_blocking(move || crate::orphans::kill_orphans(&sid))
+                .await
+                .unwrap_or(0);
+            if killed > 0 {
+                info!(session_id = %id, killed, "killed processes left by the interrupted run");
+            }
             let max = self.settings.max_interruptions;
             let summary = self
                 .engine

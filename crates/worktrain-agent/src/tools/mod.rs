@@ -137,6 +137,8 @@ pub struct ToolEnv {
     pub guard: Arc<dyn PathGuard>,
     /// Timeout of the call.
     pub timeout: Duration,
+    /// The session, exported to commands as `WORKTRAIN_SESSION_ID`.
+    pub session_id: Option<String>,
 }
 
 impl Toolbox {
@@ -181,6 +183,7 @@ impl Toolbox {
                     env.timeout,
                     &self.config,
                     &self.scrub,
+                    env.session_id.as_deref(),
                 )
                 .await
             }

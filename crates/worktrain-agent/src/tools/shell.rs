@@ -153,6 +153,7 @@ pub async fn run(
     timeout: Duration,
     cap: usize,
     scrub: &[String],
+    session: Option<&str>,
 ) -> std::io::Result<ShellRun> {
     let started = Instant::now();
     let Some((program, flags)) = shell.split_first() else {
@@ -172,6 +173,11 @@ pub async fn run(
         .kill_on_drop(true);
     for k in scrub {
         cmd.env_remove(k);
+    }
+    // Tags the command and everything it starts, so the daemon can find processes a
+    // crashed run left behind (see worktrain-daemon's orphan reaper).
+    if let Some(id) = session {
+        cmd.env(SESSION_ENV, id);
     }
     let mut child = cmd.spawn()?;
     let group = GroupKill::new(child.id());
@@ -220,12 +226,16 @@ struct ShellArgs {
 }
 
 /// The `shell` tool.
+/// Environment variable naming the session in every command an agent runs.
+pub const SESSION_ENV: &str = "WORKTRAIN_SESSION_ID";
+
 pub(super) async fn tool(
     input: &Value,
     root: &Path,
     max_timeout: Duration,
     cfg: &ToolConfig,
     scrub: &[String],
+    session: Option<&str>,
 ) -> ToolOutput {
     let a: ShellArgs = match parse_args("shell", input) {
         Ok(a) => a,
@@ -245,6 +255,7 @@ pub(super) async fn tool(
         timeout,
         cfg.shell_output_cap,
         scrub,
+        session,
     )
     .await
     {

@@ -20,6 +20,7 @@ fn env(root: &Path) -> ToolEnv {
     ToolEnv {
         guard: Arc::new(WorktreeGuard::new(root).unwrap()),
         timeout: Duration::from_secs(10),
+        session_id: None,
     }
 }
 
@@ -339,6 +340,7 @@ async fn shell_timeout_kills_the_whole_process_group() {
         Duration::from_millis(1500),
         1000,
         &[],
+        None,
     )
     .await
     .unwrap();
@@ -359,6 +361,7 @@ async fn shell_timeout_kills_the_whole_process_group() {
             &ToolEnv {
                 guard: Arc::new(WorktreeGuard::new(dir.path()).unwrap()),
                 timeout: Duration::from_millis(300),
+                session_id: None,
             },
         )
         .await;
@@ -377,6 +380,7 @@ async fn background_processes_do_not_outlive_a_normal_command() {
         Duration::from_secs(10),
         1000,
         &[],
+        None,
     )
     .await
     .unwrap();
