@@ -29,15 +29,15 @@ pub fn kill_orphans(session: &str) -> usize {
         if !environ.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()) {
             continue;
         }
-        if let Some(p) = rustix::process::Pid::from_raw(pid) {
-            if rustix::process::kill_process(p, rustix::process::Signal::KILL).is_ok() {
-                tracing::info!(
-                    session_id = session,
-                    pid,
-                    "killed a process left by an interrupted run"
-                );
-                killed += 1;
-            }
+        if let Some(p) = rustix::process::Pid::from_raw(pid)
+            && rustix::process::kill_process(p, rustix::process::Signal::KILL).is_ok()
+        {
+            tracing::info!(
+                session_id = session,
+                pid,
+                "killed a process left by an interrupted run"
+            );
+            killed += 1;
         }
     }
     killed
