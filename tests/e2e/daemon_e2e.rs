@@ -937,3 +937,75 @@ fn footprint_idle_and_per_queued_session() {
     // Queued work leaves nothing on disk but rows: no worktrees were made.
     assert!(rig.worktrees().is_empty());
 }
+
+/// Rewinding a daemon session restores its worktree to the state the re-entered step
+/// started from (the snapshot of the step before it), records it, and `retry` continues
+/// the run from there.
+#[test]
+fn rewind_restores_the_worktree_and_retry_continues() {
+    if !have_git() {
+        eprintln!("skipped: git is not installed");
+        return;
+    }
+    const GOAL: &str = "goal-rewind-R1";
+    let mut rig = Rig::new(RigSpec {
+        routes: vec![route(
+            GOAL,
+            vec![
+                write_file("a.txt", "from the first step\n"),
+                complete("first done"),
+                write_file("b.txt", "from the second step\n"),
+                complete("second done"),
+                complete("ready for review"),
+                // After the rewind and retry: the second step again.
+                shell("test -f a.txt && test ! -e b.txt && echo restored-as-expected"),
+                write_file("c.txt", "second step, take two\n"),
+                complete("second done again"),
+                complete("ready for review again"),
+            ],
+        )],
+        ..RigSpec::default()
+    });
+    rig.start_daemon();
+    let id = rig.spawn_in_repo("e2e-rewind", GOAL, &[]);
+    rig.wait_run_state(&id, "parked", Duration::from_secs(30));
+    let wt = rig.worktree_of(&id);
+    assert!(wt.join("a.txt").is_file() && wt.join("b.txt").is_file());
+
+    // While the run is parked (not running), rewind to the second step.
+    let rewound = rig.cli(&["session", "rewind", &id, "--to", "second", "--json"]);
+    assert_eq!(rewound.code, 0, "{}", rewound.stderr);
+    assert!(wt.join("a.txt").is_file(), "the first step's work stays");
+    assert!(
+        !wt.join("b.txt").exists(),
+        "the second step's work is undone"
+    );
+    let ev = rig.events(&id);
+    let restored = of_kind(&ev, "worktree_restored");
+    assert_eq!(restored.len(), 1, "{:?}", kinds(&ev));
+    let snapshots = of_kind(&ev, "step_snapshotted");
+    let first_node_snapshot = snapshots
+        .iter()
+        .find(|e| e["body"]["node"] == 1)
+        .expect("snapshot of the first step");
+    assert_eq!(
+        restored[0]["body"]["commit"],
+        first_node_snapshot["body"]["commit"]
+    );
+    assert!(
+        snapshots.iter().any(|e| e["body"]["node"] == 0),
+        "a snapshot before the first step exists"
+    );
+
+    // Retry continues the run from the re-entered step.
+    let retried = rig.cli(&["session", "retry", &id]);
+    assert_eq!(retried.code, 0, "{}", retried.stderr);
+    rig.wait_run_state(&id, "parked", Duration::from_secs(30));
+    let reqs = rig.requests_for(GOAL);
+    assert!(
+        reqs.iter().any(|r| r.raw.contains("restored-as-expected")),
+        "the retried agent saw the restored worktree"
+    );
+    assert!(wt.join("c.txt").is_file());
+    rig.env.verify_ok(&id);
+}

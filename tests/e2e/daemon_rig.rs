@@ -60,6 +60,26 @@ steps:
     prompt: 'Finish: {{goal}}'
 ";
 
+/// Two working steps, then a gate (to stop the run so it can be rewound).
+pub const WF_REWIND: &str = "\
+schemaVersion: 2
+id: e2e-rewind
+name: Rewind
+description: two steps that change files, then a gate
+version: '1'
+steps:
+  - id: first
+    title: First
+    prompt: 'First: {{goal}}'
+  - id: second
+    title: Second
+    prompt: 'Second: {{goal}}'
+  - id: review
+    title: Review
+    prompt: 'Review: {{goal}}'
+    requireConfirmation: true
+";
+
 /// The fake model calls `complete_step` with these notes.
 pub fn complete(notes: &str) -> Turn {
     Turn::tool("complete_step", json!({ "notes": notes }))
@@ -344,6 +364,7 @@ agents:
             ("e2e-one", WF_ONE),
             ("e2e-two", WF_TWO),
             ("e2e-gated", WF_GATED),
+            ("e2e-rewind", WF_REWIND),
         ] {
             std::fs::write(env.home().join(format!("workflows/{name}.yaml")), text)
                 .expect("workflow");

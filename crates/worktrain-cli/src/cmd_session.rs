@@ -90,9 +90,23 @@ pub async fn run(ctx: &Ctx, cmd: SessionCommand) -> Result<Exit, ApiError> {
         }
         SessionCommand::Rewind(a) => {
             let to = parse_rewind_target(&a.to)?;
-            let reply = engine
-                .rewind(&SessionRef::parse(&a.session), &to, a.reason)
-                .await?;
+            let target = SessionRef::parse(&a.session);
+            let id = engine.session_id(&target)?;
+            let before = engine.session(id).await?;
+            if before
+                .run
+                .as_ref()
+                .is_some_and(|r| r.state == worktrain_core::run::RunState::Running)
+            {
+                return Err(ApiError::invalid_input(
+                    format!(
+                        "session {id} is running under the daemon; its agent holds the worktree"
+                    ),
+                    "cancel it (`worktrain session cancel`) or wait until it parks or ends, then rewind and `retry`",
+                ));
+            }
+            let reply = engine.rewind(&target, &to, a.reason).await?;
+            restore_worktree(ctx, &engine, &before, &reply).await?;
             Ok(emit(ctx, &reply))
         }
         SessionCommand::Approve(a) => {
@@ -158,6 +172,95 @@ pub fn emit(ctx: &Ctx, reply: &Reply) -> Exit {
     } else {
         Exit::Ok
     }
+}
+
+/// After a rewind of a daemon session, put its worktree back to the state the re-entered
+/// step started from: the snapshot taken when the step before it completed (or the one
+/// taken before the first step). Recorded as `worktree_restored`.
+async fn restore_worktree(
+    ctx: &Ctx,
+    engine: &Engine,
+    before: &worktrain_core::projection::SessionSummary,
+    reply: &Reply,
+) -> Result<(), ApiError> {
+    let (Some(run), Some(workspace), Some(step)) =
+        (&before.run, &before.workspace, &reply.response.step)
+    else {
+        return Ok(());
+    };
+    let Some(worktree) = run.worktree.as_deref() else {
+        return Ok(());
+    };
+    if !std::path::Path::new(worktree).join(".git").exists() {
+        return Ok(());
+    }
+    let id = before.session_id;
+    let node = engine
+        .store()
+        .node(id, step.node)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| ApiError::internal("the rewound node is missing"))?;
+    let wanted = node.parent.unwrap_or(NodeId(0));
+    let mut commit = None;
+    let mut after = Seq(0);
+    loop {
+        let events = engine
+            .store()
+            .events(id, after, 500)
+            .await
+            .map_err(store_error)?;
+        let Some(last) = events.last() else { break };
+        after = last.seq;
+        for e in &events {
+            if let worktrain_core::event::EventBody::StepSnapshotted {
+                node, commit: c, ..
+            } = &e.body
+                && *node == wanted
+            {
+                commit = Some(c.clone());
+            }
+        }
+    }
+    let Some(commit) = commit else {
+        eprintln!("note: no snapshot of {wanted} was recorded; the worktree was left as it is");
+        return Ok(());
+    };
+    let config = ctx.config()?;
+    let (restored, backup) = worktrain_daemon::worktrees::restore(
+        &config.daemon.worktrees,
+        ctx.home.root(),
+        std::path::Path::new(workspace),
+        id,
+        &commit,
+    )
+    .await
+    .map_err(|e| {
+        ApiError::new(
+            ErrorCode::StoreFailure,
+            format!("the session was rewound, but restoring its worktree failed: {e}"),
+            Retry::AfterFix,
+            "inspect the worktree (`worktrain worktree list`); the rewind itself is recorded",
+        )
+    })?;
+    let new_node = step.node;
+    engine
+        .transition(id, |_| {
+            Ok(vec![worktrain_core::event::EventBody::WorktreeRestored {
+                node: new_node,
+                commit: restored.clone(),
+                backup: backup.clone(),
+            }])
+        })
+        .await?;
+    if !ctx.out.json {
+        eprintln!(
+            "worktree restored to the snapshot of {wanted} ({}); the previous state is saved as {}",
+            &restored[..12.min(restored.len())],
+            &backup[..12.min(backup.len())]
+        );
+    }
+    Ok(())
 }
 
 fn parse_session_id(s: &str) -> Result<SessionId, ApiError> {

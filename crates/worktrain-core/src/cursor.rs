@@ -129,6 +129,7 @@ impl Cursor {
             | EventBody::Steered { .. }
             | EventBody::AgentActivity { .. }
             | EventBody::StepSnapshotted { .. }
+            | EventBody::WorktreeRestored { .. }
             | EventBody::SessionCompleted { .. } => {}
         }
         Ok(())

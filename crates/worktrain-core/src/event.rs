@@ -370,6 +370,16 @@ pub enum EventBody {
         /// Commit id.
         commit: String,
     },
+    /// After a rewind, the session's worktree was restored to the state it had when the
+    /// re-entered step was first entered.
+    WorktreeRestored {
+        /// The node the rewind created.
+        node: NodeId,
+        /// The snapshot commit restored.
+        commit: String,
+        /// A snapshot of the state just before the restore (undo).
+        backup: String,
+    },
     /// The workflow reached its end.
     SessionCompleted {
         /// The last node completed, if any step ran.
@@ -491,6 +501,8 @@ pub enum EventKind {
     AgentActivity,
     /// See [`EventBody::StepSnapshotted`].
     StepSnapshotted,
+    /// See [`EventBody::WorktreeRestored`].
+    WorktreeRestored,
     /// See [`EventBody::SessionRewound`].
     SessionRewound,
     /// See [`EventBody::SessionCompleted`].
@@ -525,6 +537,7 @@ impl EventKind {
             EventKind::Steered => "steered",
             EventKind::AgentActivity => "agent_activity",
             EventKind::StepSnapshotted => "step_snapshotted",
+            EventKind::WorktreeRestored => "worktree_restored",
             EventKind::SessionRewound => "session_rewound",
             EventKind::SessionCompleted => "session_completed",
         }
@@ -559,6 +572,7 @@ impl EventBody {
             EventBody::Steered { .. } => EventKind::Steered,
             EventBody::AgentActivity { .. } => EventKind::AgentActivity,
             EventBody::StepSnapshotted { .. } => EventKind::StepSnapshotted,
+            EventBody::WorktreeRestored { .. } => EventKind::WorktreeRestored,
             EventBody::SessionRewound { .. } => EventKind::SessionRewound,
             EventBody::SessionCompleted { .. } => EventKind::SessionCompleted,
         }

@@ -814,7 +814,7 @@ pub fn apply(
                 _ => {}
             }
         }
-        EventBody::StepSnapshotted { .. } => {}
+        EventBody::StepSnapshotted { .. } | EventBody::WorktreeRestored { .. } => {}
     }
     if let Some(ProjectionChange::UpsertAttempt(a)) = changes
         .iter()

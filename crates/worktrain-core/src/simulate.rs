@@ -261,7 +261,8 @@ impl Sim<'_> {
             | EventBody::CancelRequested { .. }
             | EventBody::Steered { .. }
             | EventBody::AgentActivity { .. }
-            | EventBody::StepSnapshotted { .. } => return,
+            | EventBody::StepSnapshotted { .. }
+            | EventBody::WorktreeRestored { .. } => return,
         };
         self.trace.push(item);
     }

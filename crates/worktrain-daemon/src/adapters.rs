@@ -62,8 +62,8 @@ impl EngineDriver {
         *self.token.lock().await = next;
     }
 
-    /// Record the worktree's state after `node` completed.
-    async fn snapshot(&self, node: NodeId) {
+    /// Record the worktree's state after `node` completed (`n0`: before the first step).
+    pub async fn snapshot(&self, node: NodeId) {
         let Some(wt) = &self.worktree else { return };
         match wt.snapshot(node).await {
             Ok(Some((git_ref, commit))) => {

@@ -714,7 +714,12 @@ impl Supervisor {
                 stats: Default::default(),
             };
         };
+        let first_run = run.as_ref().is_some_and(|r| r.run <= 1);
         let driver = Arc::new(EngineDriver::new(self.engine.clone(), id, handle));
+        if first_run {
+            // The state before the first step: what a rewind to the first step restores.
+            driver.snapshot(worktrain_core::ids::NodeId(0)).await;
+        }
         let sink = Arc::new(EngineSink::new(self.engine.clone(), id));
         let limits = agent_limits(run.as_ref().map(|r| &r.limits));
         let mut ctx = RunContext::new(id.to_string(), dir, driver)
@@ -869,20 +874,37 @@ impl Supervisor {
         let s = self
             .engine
             .transition(id, |s| match &s.run {
-                Some(r) if matches!(r.state, RunState::Failed | RunState::Cancelled) => {
-                    if s.status == worktrain_core::projection::SessionStatus::Complete {
-                        return Err(not_run(
+                // Failed or cancelled runs, and runs whose workflow was rewound after they
+                // completed or parked (the workflow has a step to do again).
+                Some(r)
+                    if matches!(
+                        r.state,
+                        RunState::Failed
+                            | RunState::Cancelled
+                            | RunState::Completed
+                            | RunState::Parked
+                    ) =>
+                {
+                    use worktrain_core::projection::SessionStatus;
+                    match (r.state, s.status) {
+                        (_, SessionStatus::Complete) => Err(not_run(
                             id,
-                            "has completed its workflow; start a new session",
-                        ));
+                            "has completed its workflow; rewind it first, or start a new session",
+                        )),
+                        (RunState::Parked, SessionStatus::Parked) => {
+                            Err(not_run(id, "is parked at a gate; approve or reject it"))
+                        }
+                        _ => Ok(vec![EventBody::RunRequeued {
+                            reason: RequeueReason::Retry,
+                        }]),
                     }
-                    Ok(vec![EventBody::RunRequeued {
-                        reason: RequeueReason::Retry,
-                    }])
                 }
                 Some(r) => Err(not_run(
                     id,
-                    &format!("is {}, not failed or cancelled", r.state.as_str()),
+                    &format!(
+                        "is {}; only a failed, cancelled or rewound run can be retried",
+                        r.state.as_str()
+                    ),
                 )),
                 None => Err(not_run(id, "was not dispatched to the daemon")),
             })

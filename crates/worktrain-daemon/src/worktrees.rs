@@ -145,3 +145,31 @@ impl WorktreeHandle {
         .map_err(blocking_error)?
     }
 }
+
+/// Restore a session's worktree to a snapshot (after a rewind); returns the restored
+/// commit and the commit of the automatic backup taken just before.
+pub async fn restore(
+    settings: &WorktreeSettings,
+    home: &Path,
+    workspace: &Path,
+    session: SessionId,
+    commit: &str,
+) -> Result<(String, String), WorktreeError> {
+    let mut config = WorktreesConfig::new(workspace, home);
+    config.remote = if settings.remote.is_empty() {
+        None
+    } else {
+        Some(settings.remote.clone())
+    };
+    let oid = worktrain_git::Oid::from_str(commit)
+        .map_err(|e| WorktreeError(format!("`{commit}` is not a commit id: {e}")))?;
+    tokio::task::spawn_blocking(move || {
+        let worktrees = Worktrees::new(config).map_err(|e| WorktreeError(e.to_string()))?;
+        let restored = worktrees
+            .restore(session, oid)
+            .map_err(|e| WorktreeError(e.to_string()))?;
+        Ok((restored.snapshot.to_string(), restored.backup.to_string()))
+    })
+    .await
+    .map_err(blocking_error)?
+}
