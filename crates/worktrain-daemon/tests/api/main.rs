@@ -950,3 +950,76 @@ async fn mcp_tools_over_streamable_http() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_workspace_and_per_trigger_caps_hold() {
+    let ws_a = tempfile::tempdir().unwrap();
+    let ws_b = tempfile::tempdir().unwrap();
+    let ws_c = tempfile::tempdir().unwrap();
+    let goals = ["cap-a1", "cap-a2", "cap-a3", "cap-n1", "cap-n2"];
+    let routes = goals
+        .iter()
+        .map(|g| route(g, vec![slow_shell(400), complete("done")]))
+        .collect();
+    let mut opts = Options::default();
+    opts.settings.max_concurrent_sessions = 10;
+    opts.settings.max_per_workspace = 1;
+    opts.settings.max_per_trigger.insert("nightly".into(), 1);
+    let d = Daemon::start_with(script(routes), opts).await;
+    let path = |d: &tempfile::TempDir| {
+        std::fs::canonicalize(d.path())
+            .unwrap()
+            .display()
+            .to_string()
+    };
+    let mut ids = Vec::new();
+    for (goal, ws, trigger) in [
+        ("cap-a1", path(&ws_a), None),
+        ("cap-a2", path(&ws_a), None),
+        ("cap-a3", path(&ws_a), None),
+        ("cap-n1", path(&ws_b), Some("nightly")),
+        ("cap-n2", path(&ws_c), Some("nightly")),
+    ] {
+        let mut body = json!({"workflow": "one", "goal": goal, "workspace": ws});
+        if let Some(t) = trigger {
+            body["trigger"] = json!(t);
+        }
+        let (s, v) = d.post("/api/v1/sessions", body).await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        ids.push(v["session_id"].as_str().unwrap().to_owned());
+    }
+    let (mut max_a, mut max_nightly, mut max_total) = (0, 0, 0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, v) = d.get("/api/v1/sessions?run_state=running").await;
+        let running = v["sessions"].as_array().cloned().unwrap_or_default();
+        let in_a = running
+            .iter()
+            .filter(|s| s["workspace"] == path(&ws_a).as_str())
+            .count();
+        let nightly = running
+            .iter()
+            .filter(|s| s["run"]["trigger"]["id"] == "nightly")
+            .count();
+        max_a = max_a.max(in_a);
+        max_nightly = max_nightly.max(nightly);
+        max_total = max_total.max(running.len());
+        let mut done = 0;
+        for id in &ids {
+            if d.run_state(id).await == "completed" {
+                done += 1;
+            }
+        }
+        if done == ids.len() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "runs did not finish");
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    assert_eq!(max_a, 1, "at most one run per workspace");
+    assert_eq!(max_nightly, 1, "at most one run of the `nightly` trigger");
+    assert!(
+        max_total >= 2,
+        "different workspaces and triggers still run in parallel (saw {max_total})"
+    );
+}
