@@ -236,7 +236,16 @@ fn lifecycle_scenarios_on_one_daemon() {
     //    the branch with the agent's own (unpushed) commit is kept.
     {
         let ev = rig.events(&commit);
-        let snaps = of_kind(&ev, "step_snapshotted");
+        let all_snaps = of_kind(&ev, "step_snapshotted");
+        assert!(
+            all_snaps.iter().any(|s| s["body"]["node"] == 0),
+            "a snapshot before the first step: {:?}",
+            kinds(&ev)
+        );
+        let snaps: Vec<&Value> = all_snaps
+            .into_iter()
+            .filter(|s| s["body"]["node"] != 0)
+            .collect();
         assert_eq!(snaps.len(), 2, "one snapshot per step: {:?}", kinds(&ev));
         for s in &snaps {
             let r = s["body"]["git_ref"].as_str().unwrap();

@@ -250,6 +250,10 @@ pub async fn diff(ctx: &Ctx, a: DiffArgs) -> Result<Exit, ApiError> {
                 .map_err(git_error)?,
         };
         prev = Some(to);
+        // `n0` is the state before the first step: the baseline, not a step's change.
+        if node == NodeId(0) {
+            continue;
+        }
         let step = step_of(node);
         let selected = match wanted {
             None => true,
