@@ -184,8 +184,7 @@ impl AgentRunner for LlmAgent {
     }
 }
 
-/// Early exit of the loop: the outcome.
-type Flow<T> = Result<T, RunOutcome>;
+use crate::run::Flow;
 
 /// Arguments of `complete_step`.
 #[derive(Deserialize)]
@@ -295,27 +294,15 @@ impl<'a> Run<'a> {
     }
 
     fn snapshot(&self) -> RunStats {
-        let mut s = self.stats.clone();
-        s.duration_ms = self.started.elapsed().as_millis() as u64;
-        s
+        crate::run::stats_now(&self.stats, self.started)
     }
 
     fn fail(&self, reason: FailureReason, detail: impl Into<String>) -> RunOutcome {
-        let detail = detail.into();
-        warn!(reason = reason.as_str(), %detail, "agent run failed");
-        RunOutcome::Failed {
-            reason,
-            detail,
-            stats: self.snapshot(),
-        }
+        crate::run::failed(reason, detail.into(), self.snapshot())
     }
 
     async fn record(&self, event: AgentEvent) -> Flow<()> {
-        self.ctx
-            .events
-            .record(event)
-            .await
-            .map_err(|e| self.fail(FailureReason::RecordingFailed, e.to_string()))
+        crate::run::record_or_fail(self.ctx.events.as_ref(), event, || self.snapshot()).await
     }
 
     /// Await `fut` while ticking the heartbeat; stop on cancellation or the wall clock.

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, info, info_span};
 
 use crate::driver::StepStatus;
 use crate::events::{AgentEvent, NudgeReason, OutputStream};
@@ -226,7 +226,7 @@ impl AgentRunner for CommandAgent {
     }
 }
 
-type Flow<T> = Result<T, RunOutcome>;
+use crate::run::Flow;
 
 /// How one invocation ended.
 enum Exit {
@@ -246,27 +246,15 @@ struct CmdRun<'a> {
 
 impl CmdRun<'_> {
     fn snapshot(&self) -> RunStats {
-        let mut s = self.stats.clone();
-        s.duration_ms = self.started.elapsed().as_millis() as u64;
-        s
+        crate::run::stats_now(&self.stats, self.started)
     }
 
     fn fail(&self, reason: FailureReason, detail: impl Into<String>) -> RunOutcome {
-        let detail = detail.into();
-        warn!(reason = reason.as_str(), %detail, "external agent run failed");
-        RunOutcome::Failed {
-            reason,
-            detail,
-            stats: self.snapshot(),
-        }
+        crate::run::failed(reason, detail.into(), self.snapshot())
     }
 
     async fn record(&self, event: AgentEvent) -> Flow<()> {
-        self.ctx
-            .events
-            .record(event)
-            .await
-            .map_err(|e| self.fail(FailureReason::RecordingFailed, e.to_string()))
+        crate::run::record_or_fail(self.ctx.events.as_ref(), event, || self.snapshot()).await
     }
 
     async fn current(&self) -> Flow<StepStatus> {

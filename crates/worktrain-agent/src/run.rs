@@ -333,3 +333,34 @@ pub trait AgentRunner: Send + Sync {
     /// Run until an outcome.
     async fn run(&self, ctx: RunContext) -> RunOutcome;
 }
+
+/// Early exit of a runner's loop: the outcome that ends the run.
+pub(crate) type Flow<T> = Result<T, RunOutcome>;
+
+/// The counters of a run so far, with its duration.
+pub(crate) fn stats_now(stats: &RunStats, started: std::time::Instant) -> RunStats {
+    let mut s = stats.clone();
+    s.duration_ms = started.elapsed().as_millis() as u64;
+    s
+}
+
+/// A failed outcome, logged once where it is decided.
+pub(crate) fn failed(reason: FailureReason, detail: String, stats: RunStats) -> RunOutcome {
+    tracing::warn!(reason = reason.as_str(), %detail, "agent run failed");
+    RunOutcome::Failed {
+        reason,
+        detail,
+        stats,
+    }
+}
+
+/// Record an event; a sink failure ends the run with `recording_failed`.
+pub(crate) async fn record_or_fail(
+    sink: &dyn crate::events::EventSink,
+    event: crate::events::AgentEvent,
+    stats: impl FnOnce() -> RunStats,
+) -> Flow<()> {
+    sink.record(event)
+        .await
+        .map_err(|e| failed(FailureReason::RecordingFailed, e.to_string(), stats()))
+}

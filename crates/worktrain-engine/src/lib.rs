@@ -642,39 +642,34 @@ impl Engine {
         target: &SessionRef,
         note: Option<String>,
     ) -> Result<Reply, ApiError> {
-        let id = self.session_id(target)?;
-        for _ in 0..MAX_REJUDGE {
-            let summary = self.summary(id).await?;
-            let pinned = self.pinned(summary.workflow_hash).await?;
-            let parked = self.parked_event(&summary).await?;
-            let plan = self
-                .machine(&pinned)
-                .approve(&summary, &parked, note.clone())?;
-            match self.persist(summary.last_seq, id, &plan).await? {
-                Persisted::Written => {
-                    info!(session_id = %id, "gate approved");
-                    return Ok(Reply {
-                        response: plan.response,
-                        bytes: plan.response_bytes,
-                        replayed: false,
-                    });
-                }
-                Persisted::Duplicate | Persisted::LostRace => continue,
-            }
-        }
-        Err(contention(id))
+        self.decide_gate(target, GateDecision::Approve(note)).await
     }
 
     /// Reject a parked step with a note; the agent must submit a new attempt.
     pub async fn reject(&self, target: &SessionRef, note: String) -> Result<Reply, ApiError> {
+        self.decide_gate(target, GateDecision::Reject(note)).await
+    }
+
+    async fn decide_gate(
+        &self,
+        target: &SessionRef,
+        decision: GateDecision,
+    ) -> Result<Reply, ApiError> {
         let id = self.session_id(target)?;
         for _ in 0..MAX_REJUDGE {
             let summary = self.summary(id).await?;
             let pinned = self.pinned(summary.workflow_hash).await?;
-            let plan = self.machine(&pinned).reject(&summary, note.clone())?;
+            let machine = self.machine(&pinned);
+            let plan = match &decision {
+                GateDecision::Approve(note) => {
+                    let parked = self.parked_event(&summary).await?;
+                    machine.approve(&summary, &parked, note.clone())?
+                }
+                GateDecision::Reject(note) => machine.reject(&summary, note.clone())?,
+            };
             match self.persist(summary.last_seq, id, &plan).await? {
                 Persisted::Written => {
-                    info!(session_id = %id, "gate rejected");
+                    info!(session_id = %id, decision = decision.as_str(), "gate decided");
                     return Ok(Reply {
                         response: plan.response,
                         bytes: plan.response_bytes,
@@ -739,6 +734,21 @@ impl Engine {
                 })
             }
             SessionRef::Token(t) => Ok(self.keyring.verify(t)?.session),
+        }
+    }
+}
+
+/// An operator's decision on a parked gate.
+enum GateDecision {
+    Approve(Option<String>),
+    Reject(String),
+}
+
+impl GateDecision {
+    fn as_str(&self) -> &'static str {
+        match self {
+            GateDecision::Approve(_) => "approved",
+            GateDecision::Reject(_) => "rejected",
         }
     }
 }
