@@ -180,7 +180,7 @@ fn validate(
 // graph, lint, simulate (docs/cli.md, "Tooling: graph, lint, simulate")
 
 fn graph(ctx: &Ctx, args: &crate::cli::GraphArgs) -> Result<Exit, ApiError> {
-    use worktrain_core::graph::{GraphFormat, render};
+    use worktrain_workflow_tools::graph::{GraphFormat, render};
     let format: GraphFormat = args
         .format
         .parse()
@@ -273,10 +273,13 @@ fn lint_target(
 fn lint_one(
     catalog: &worktrain_engine::Catalog,
     spec: &str,
-) -> (Option<String>, Vec<worktrain_core::lint::LintFinding>) {
+) -> (
+    Option<String>,
+    Vec<worktrain_workflow_tools::lint::LintFinding>,
+) {
     use worktrain_core::compile::compile_with;
-    use worktrain_core::lint::{LintFinding, Severity, codes, invalid, lint};
     use worktrain_core::load::parse_workflow;
+    use worktrain_workflow_tools::lint::{LintFinding, Severity, codes, invalid, lint};
     let (location, text) = match lint_target(catalog, spec) {
         Ok(t) => t,
         Err(e) => {
@@ -336,7 +339,7 @@ fn lint_one(
 }
 
 fn lint(ctx: &Ctx, args: &crate::cli::LintArgs) -> Result<Exit, ApiError> {
-    use worktrain_core::lint::counts;
+    use worktrain_workflow_tools::lint::counts;
     let catalog = ctx.catalog(args.workspace.as_deref());
     let mut results = Vec::new();
     let (mut errors, mut warnings) = (0, 0);
@@ -391,7 +394,7 @@ fn lint(ctx: &Ctx, args: &crate::cli::LintArgs) -> Result<Exit, ApiError> {
 fn simulate(ctx: &Ctx, args: &crate::cli::SimulateArgs) -> Result<Exit, ApiError> {
     use worktrain_core::context::parse_assignment;
     use worktrain_core::cursor::LoopDecision;
-    use worktrain_core::simulate::{Script, SimError, TraceItem, simulate};
+    use worktrain_workflow_tools::simulate::{Script, SimError, TraceItem, simulate};
     let resolved = ctx
         .catalog(args.workspace.as_deref())
         .resolve(&args.workflow)?;

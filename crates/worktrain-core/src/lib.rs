@@ -10,16 +10,13 @@ pub mod contract;
 pub mod cursor;
 pub mod error;
 pub mod event;
-pub mod graph;
 pub mod ids;
-pub mod lint;
 pub mod load;
 pub mod machine;
 pub mod projection;
 pub mod prompt;
 pub mod response;
 pub mod run;
-pub mod simulate;
 pub mod token;
 pub mod workflow;
 

@@ -20,9 +20,9 @@ use worktrain_core::condition::{CompareOp, Condition};
 use worktrain_core::contract::ContractName;
 use worktrain_core::cursor::LoopDecision;
 use worktrain_core::load::{parse_routine, parse_workflow};
-use worktrain_core::simulate::{Script, Trace, simulate};
 use worktrain_core::workflow::StepEntry;
 use worktrain_engine::catalog::{BUNDLED, BUNDLED_ROUTINES, Catalog};
+use worktrain_workflow_tools::simulate::{Script, Trace, simulate};
 
 /// Stand-in for "unset" when a step must set the key (contextOutputs): a value no
 /// condition compares against.

@@ -14,16 +14,16 @@ use std::fmt;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
-use crate::compile::{
+use crate::simulate::{Script, SimError, TraceItem, simulate};
+use worktrain_core::compile::{
     CompiledWorkflow, Instr, LoopIndex, LoopKind, Pc, Pinned, RoutineResolver, StepIndex,
     compile_with,
 };
-use crate::condition::{CompareOp, Condition, ContextPath};
-use crate::contract::ContractName;
-use crate::cursor::LoopDecision;
-use crate::load::{Rule, WorkflowError, parse_workflow};
-use crate::simulate::{Script, SimError, TraceItem, simulate};
-use crate::workflow::GateKind;
+use worktrain_core::condition::{CompareOp, Condition, ContextPath};
+use worktrain_core::contract::ContractName;
+use worktrain_core::cursor::LoopDecision;
+use worktrain_core::load::{Rule, WorkflowError, parse_workflow};
+use worktrain_core::workflow::GateKind;
 
 /// The codes of lint findings.
 pub mod codes {
@@ -471,7 +471,11 @@ fn static_checks(wf: &CompiledWorkflow, facts: &Facts, out: &mut Vec<LintFinding
 }
 
 /// The innermost guarded block that starts after `after` and contains `pc`, if any.
-fn guarded_within(wf: &CompiledWorkflow, after: Pc, pc: Pc) -> Option<&crate::ids::StepId> {
+fn guarded_within(
+    wf: &CompiledWorkflow,
+    after: Pc,
+    pc: Pc,
+) -> Option<&worktrain_core::ids::StepId> {
     wf.program
         .iter()
         .enumerate()
@@ -529,7 +533,7 @@ fn template_reads(
     reads: &mut Vec<Read>,
 ) {
     let who = who_of(step.as_deref(), false);
-    let from_context: Vec<String> = crate::prompt::referenced_context_paths(template);
+    let from_context: Vec<String> = worktrain_core::prompt::referenced_context_paths(template);
     for expr in template_exprs(template) {
         if matches!(expr.as_str(), "goal" | "workspace" | "session.id") {
             continue;
@@ -1517,7 +1521,7 @@ fn explore(wf: &CompiledWorkflow, facts: &Facts, out: &mut Vec<LintFinding>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::compile::{NoRoutines, compile};
+    use worktrain_core::compile::{NoRoutines, compile};
 
     const HEAD: &str = "schemaVersion: 2\nid: t\nname: T\ndescription: d\nversion: '1'\n";
 
@@ -1616,8 +1620,12 @@ mod tests {
     fn a_decision_step_in_a_guarded_include_is_conditional() {
         struct One;
         impl RoutineResolver for One {
-            fn resolve(&self, _: &str, _: &str) -> Result<crate::compile::RoutineSource, String> {
-                Ok(crate::compile::RoutineSource {
+            fn resolve(
+                &self,
+                _: &str,
+                _: &str,
+            ) -> Result<worktrain_core::compile::RoutineSource, String> {
+                Ok(worktrain_core::compile::RoutineSource {
                     location: "mem:decide".into(),
                     text: "schemaVersion: 2\nroutine: decide\ndescription: d\nsteps:\n  - id: decide\n    title: Decide\n    prompt: d\n    outputContract: {contract: loop_control}\n".into(),
                 })

@@ -4,7 +4,7 @@
 //!
 //! The expected graphs live in `tests/golden/graph/<id>.{txt,dot,svg}`. After an
 //! intended change, regenerate them with
-//! `UPDATE_GOLDEN=1 cargo test -p worktrain-core --test golden` and review the diff.
+//! `UPDATE_GOLDEN=1 cargo test -p worktrain-workflow-tools --test golden` and review the diff.
 
 // Helpers outside `#[test]` functions fail loudly on purpose: this is test code.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -13,9 +13,9 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use worktrain_core::compile::{Pinned, RoutineResolver, RoutineSource, compile_with};
-use worktrain_core::graph::{GraphFormat, render};
-use worktrain_core::lint::lint;
 use worktrain_core::load::parse_workflow;
+use worktrain_workflow_tools::graph::{GraphFormat, render};
+use worktrain_workflow_tools::lint::lint;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -147,7 +147,7 @@ fn graphs_of_bundled_workflows_match_the_golden_files() {
     }
     assert!(
         problems.is_empty(),
-        "workflow graph golden files are out of date:\n  {}\nIf the change is intended, regenerate them with\n  UPDATE_GOLDEN=1 cargo test -p worktrain-core --test golden\nand review the diff of crates/worktrain-core/tests/golden/graph/.",
+        "workflow graph golden files are out of date:\n  {}\nIf the change is intended, regenerate them with\n  UPDATE_GOLDEN=1 cargo test -p worktrain-workflow-tools --test golden\nand review the diff of crates/worktrain-workflow-tools/tests/golden/graph/.",
         problems.join("\n  ")
     );
 }

@@ -7,16 +7,16 @@ use std::collections::{BTreeMap, VecDeque};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
-use crate::compile::Pinned;
-use crate::context::Limits;
-use crate::contract::ContractName;
-use crate::cursor::LoopDecision;
-use crate::error::ApiError;
-use crate::event::{EventBody, LoopExitReason, NewEvent, SessionMode, StoredEvent};
-use crate::ids::{Seq, SessionId, Sha256Hash};
-use crate::machine::{AdvanceDecision, Machine, Plan, StartParams, Submission};
-use crate::projection::{SessionSummary, apply};
-use crate::token::{Keyring, TokenClaims};
+use worktrain_core::compile::Pinned;
+use worktrain_core::context::Limits;
+use worktrain_core::contract::ContractName;
+use worktrain_core::cursor::LoopDecision;
+use worktrain_core::error::ApiError;
+use worktrain_core::event::{EventBody, LoopExitReason, NewEvent, SessionMode, StoredEvent};
+use worktrain_core::ids::{Seq, SessionId, Sha256Hash};
+use worktrain_core::machine::{AdvanceDecision, Machine, Plan, StartParams, Submission};
+use worktrain_core::projection::{SessionSummary, apply};
+use worktrain_core::token::{Keyring, TokenClaims};
 
 /// Scripted agent behaviour.
 #[derive(Debug, Clone, Default)]
@@ -353,7 +353,7 @@ pub fn simulate(pinned: &Pinned, script: &Script) -> Result<Trace, SimError> {
             context: script.at.get(step.id.as_str()).cloned().unwrap_or_default(),
         };
         let claims = TokenClaims {
-            kind: crate::token::TokenKind::Advance,
+            kind: worktrain_core::token::TokenKind::Advance,
             session,
             node: cur.node,
             attempt: cur.attempt,

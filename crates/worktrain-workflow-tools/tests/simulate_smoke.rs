@@ -5,7 +5,7 @@ use worktrain_core::compile::compile;
 use worktrain_core::cursor::LoopDecision;
 use worktrain_core::event::LoopExitReason;
 use worktrain_core::load::parse_workflow;
-use worktrain_core::simulate::{Script, TraceItem, simulate};
+use worktrain_workflow_tools::simulate::{Script, TraceItem, simulate};
 
 const WF: &str = r#"
 schemaVersion: 2

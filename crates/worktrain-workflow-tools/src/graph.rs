@@ -18,10 +18,10 @@
 use std::fmt::Write as _;
 use std::str::FromStr;
 
-use crate::compile::{
+use worktrain_core::compile::{
     CompiledLoop, CompiledStep, CompiledWorkflow, Instr, LoopIndex, LoopKind, Pc, StepIndex,
 };
-use crate::workflow::Join;
+use worktrain_core::workflow::Join;
 
 /// An output format of [`render`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -291,7 +291,11 @@ pub fn to_text(wf: &CompiledWorkflow) -> String {
 
 /// The loop a guard at `pc` guards (a guarded loop's head follows its guard and has its
 /// id), or `None` when it guards a routine include.
-fn guarded_loop(wf: &CompiledWorkflow, pc: Pc, id: &crate::ids::StepId) -> Option<LoopIndex> {
+fn guarded_loop(
+    wf: &CompiledWorkflow,
+    pc: Pc,
+    id: &worktrain_core::ids::StepId,
+) -> Option<LoopIndex> {
     match wf.instr(pc.next()) {
         Some(Instr::LoopHead { loop_, .. }) if wf.loop_at(*loop_).is_some_and(|l| &l.id == id) => {
             Some(*loop_)
@@ -1537,8 +1541,8 @@ fn svg_node(wf: &CompiledWorkflow, node: &Node, b: Boxed, out: &mut String) {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::compile::compile;
-    use crate::load::parse_workflow;
+    use worktrain_core::compile::compile;
+    use worktrain_core::load::parse_workflow;
 
     const ALL_CONSTRUCTS: &str = r#"
 schemaVersion: 2
