@@ -1,0 +1,90 @@
+//! Probes and metrics: `/healthz`, `/readyz`, `/metrics`.
+
+use axum::extract::State;
+use axum::http::Method;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Serialize;
+use serde_json::json;
+use worktrain_core::ids::SessionId;
+use worktrain_core::run::RunState;
+use worktrain_engine::store_error;
+
+use crate::errors::ApiResult;
+use crate::metrics;
+
+use super::{AppState, Route, route};
+
+/// The probe and metrics routes.
+pub(super) fn routes() -> Vec<Route> {
+    vec![
+        Route {
+            auth: false,
+            ..route(Method::GET, "/healthz", get(healthz))
+        },
+        route(Method::GET, "/readyz", get(readyz)),
+        route(Method::GET, "/metrics", get(metrics_text)),
+    ]
+}
+
+async fn healthz() -> Response {
+    axum::Json(json!({"ok": true, "version": env!("CARGO_PKG_VERSION")})).into_response()
+}
+
+/// `/readyz` body.
+#[derive(Debug, Serialize)]
+pub struct Readiness {
+    /// Accepting work.
+    pub ready: bool,
+    /// This daemon's worker id.
+    pub worker: String,
+    /// Runs waiting in the queue.
+    pub queue_depth: usize,
+    /// Runs interrupted, waiting for recovery.
+    pub interrupted: usize,
+    /// Sessions running in this daemon.
+    pub running: usize,
+    /// Their ids.
+    pub running_sessions: Vec<SessionId>,
+}
+
+async fn readyz(State(st): State<AppState>) -> ApiResult<Response> {
+    let queue = st.sup.engine().store().queue().await.map_err(store_error)?;
+    let running = st.sup.running();
+    let ready = !st.sup.stopping().is_cancelled();
+    let body = Readiness {
+        ready,
+        worker: st.sup.worker().to_owned(),
+        queue_depth: queue.iter().filter(|r| r.state == RunState::Queued).count(),
+        interrupted: queue
+            .iter()
+            .filter(|r| r.state == RunState::Interrupted)
+            .count(),
+        running: running.len(),
+        running_sessions: running.iter().map(|l| l.session_id).collect(),
+    };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    Ok((status, axum::Json(body)).into_response())
+}
+
+async fn metrics_text(State(st): State<AppState>) -> ApiResult<Response> {
+    let stats = st.stats.get(&st.sup).await?;
+    let queue = st.sup.engine().store().queue().await.map_err(store_error)?;
+    let depth = queue.iter().filter(|r| r.state == RunState::Queued).count();
+    let interrupted = queue
+        .iter()
+        .filter(|r| r.state == RunState::Interrupted)
+        .count();
+    let text = metrics::render(&st.sup, &stats, depth, interrupted);
+    let mut resp = text.into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    Ok(resp)
+}

@@ -1,0 +1,485 @@
+//! Sessions as a resource: dispatch, listing, detail and the event log.
+
+use axum::http::Method;
+use axum::routing::{get, post};
+use std::path::{Path, PathBuf};
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use worktrain_core::error::ApiError;
+use worktrain_core::ids::WorkflowId;
+use worktrain_core::projection::{SessionStatus, SessionSummary};
+use worktrain_core::run::{RunLimits, RunState, Trigger, TriggerKind};
+use worktrain_engine::{Catalog, DispatchRequest, StartRequest, store_error};
+use worktrain_store::SessionFilter;
+
+use crate::errors::{ApiResult, HttpError};
+use crate::extract::{JsonBody, QueryArgs, SessionPath, parse_session_id};
+use crate::views::{self, SessionRecord};
+
+use super::{AppState, DEFAULT_PAGE, MAX_PAGE, RUN_STATE_SCAN_BUDGET, Route, route};
+
+/// Dispatch, listing and detail of sessions.
+pub(super) fn routes() -> Vec<Route> {
+    vec![
+        route(Method::POST, "/api/v1/sessions", post(dispatch)),
+        route(Method::GET, "/api/v1/sessions", get(list_sessions)),
+        route(Method::GET, "/api/v1/sessions/{id}", get(session_detail)),
+    ]
+}
+
+/// `POST /api/v1/sessions` body.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DispatchBody {
+    /// Workflow id, or an absolute path to a workflow file.
+    pub workflow: String,
+    /// What the session should achieve.
+    pub goal: String,
+    /// Absolute path of the workspace (a git repository gets a worktree per session).
+    #[serde(default)]
+    pub workspace: Option<String>,
+    /// Initial context.
+    #[serde(default)]
+    pub context: Map<String, Value>,
+    /// The session that spawned this one.
+    #[serde(default)]
+    pub parent: Option<String>,
+    /// Agent profile (default: `daemon.default_agent`).
+    #[serde(default)]
+    pub agent: Option<String>,
+    /// A label for what started it (per-trigger caps apply to it).
+    #[serde(default)]
+    pub trigger: Option<String>,
+    /// Budgets.
+    #[serde(default)]
+    pub limits: RunLimits,
+    /// Queue priority (higher first).
+    #[serde(default)]
+    pub priority: i32,
+    /// Review-style run: a detached worktree.
+    #[serde(default)]
+    pub readonly: bool,
+    /// Base ref of the worktree (default: `daemon.worktrees.base_branch`).
+    #[serde(default)]
+    pub base: Option<String>,
+    /// Idempotency key: the same key returns the existing session.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+}
+
+/// A dispatch answer: the record plus whether it was created now.
+#[derive(Debug, Serialize)]
+pub struct DispatchAnswer {
+    /// False when the idempotency key matched an existing session.
+    pub created: bool,
+    /// The session.
+    #[serde(flatten)]
+    pub record: SessionRecord,
+}
+
+fn check_workspace(ws: &str) -> Result<String, HttpError> {
+    let p = Path::new(ws);
+    if !p.is_absolute() {
+        return Err(HttpError::invalid(
+            format!("workspace `{ws}` is not an absolute path"),
+            "send the absolute path of the workspace directory",
+        ));
+    }
+    let canon = std::fs::canonicalize(p).map_err(|e| {
+        HttpError::invalid(
+            format!("workspace `{ws}`: {e}"),
+            "the workspace must be an existing directory on the daemon's machine",
+        )
+    })?;
+    if !canon.is_dir() {
+        return Err(HttpError::invalid(
+            format!("workspace `{ws}` is not a directory"),
+            "the workspace must be an existing directory on the daemon's machine",
+        ));
+    }
+    Ok(canon.display().to_string())
+}
+
+async fn dispatch(
+    State(st): State<AppState>,
+    JsonBody(body): JsonBody<DispatchBody>,
+) -> ApiResult<Response> {
+    if st.sup.stopping().is_cancelled() {
+        return Err(HttpError::shutting_down());
+    }
+    if let Some(key) = &body.idempotency_key {
+        if key.trim().is_empty() || key.len() > 256 {
+            return Err(HttpError::invalid(
+                "idempotency_key must be 1 to 256 characters",
+                "derive it from what identifies the work (e.g. `review-pr-42`)",
+            ));
+        }
+        if let Some(existing) = st
+            .sup
+            .engine()
+            .store()
+            .session_by_dispatch_key(key)
+            .await
+            .map_err(store_error)?
+        {
+            let record = views::load_record(&st.sup, existing).await?;
+            return Ok((
+                StatusCode::OK,
+                axum::Json(DispatchAnswer {
+                    created: false,
+                    record,
+                }),
+            )
+                .into_response());
+        }
+    }
+    if body.goal.trim().is_empty() {
+        return Err(HttpError::invalid(
+            "goal is empty",
+            "say what the session should achieve",
+        ));
+    }
+    let workspace = body.workspace.as_deref().map(check_workspace).transpose()?;
+    if worktrain_engine::catalog::is_workflow_path(&body.workflow)
+        && !Path::new(&body.workflow).is_absolute()
+    {
+        return Err(HttpError::invalid(
+            format!("workflow path `{}` is relative", body.workflow),
+            "send a workflow id, or an absolute path on the daemon's machine (`worktrain spawn` resolves relative paths for you)",
+        ));
+    }
+    let agent = body
+        .agent
+        .clone()
+        .unwrap_or_else(|| st.sup.settings().default_agent.clone());
+    let known = st.sup.agent_names();
+    if !known.contains(&agent) {
+        return Err(HttpError::invalid(
+            format!("no agent profile `{agent}` (known: {})", known.join(", ")),
+            "name a profile from `agents:` in the daemon's config.yaml",
+        ));
+    }
+    let parent = match &body.parent {
+        Some(p) => {
+            let id = parse_session_id(p)?;
+            st.sup.engine().session(id).await?;
+            Some(id)
+        }
+        None => None,
+    };
+    let user_dir = st.sup.home().join(worktrain_engine::home::WORKFLOWS_DIR);
+    let spec = body.workflow.clone();
+    let ws_for_catalog = workspace.clone().map(PathBuf::from);
+    let workflow = tokio::task::spawn_blocking(move || {
+        Catalog::new(Some(user_dir), ws_for_catalog.as_deref()).resolve(&spec)
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("workflow resolution task failed: {e}")))??;
+    let trigger = Trigger {
+        kind: if parent.is_some() {
+            TriggerKind::Parent
+        } else {
+            TriggerKind::Api
+        },
+        id: body.trigger.clone(),
+    };
+    let d = st
+        .sup
+        .dispatch(DispatchRequest {
+            start: StartRequest {
+                workflow,
+                goal: body.goal,
+                workspace,
+                context: body.context,
+                mode: worktrain_core::event::SessionMode::Autonomous,
+                parent,
+            },
+            agent,
+            trigger,
+            limits: body.limits,
+            priority: body.priority,
+            readonly: body.readonly,
+            base: body.base,
+            idempotency_key: body.idempotency_key,
+        })
+        .await?;
+    let record = views::load_record(&st.sup, d.session_id).await?;
+    let status = if d.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        axum::Json(DispatchAnswer {
+            created: d.created,
+            record,
+        }),
+    )
+        .into_response())
+}
+
+/// `GET /api/v1/sessions` query.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Workflow status.
+    pub status: Option<String>,
+    /// Run state, or `none` for sessions without a run.
+    pub run_state: Option<String>,
+    /// Workflow id.
+    pub workflow: Option<String>,
+    /// Workspace directory (it and everything inside it).
+    pub workspace: Option<String>,
+    /// Text in the goal, workflow id or branch.
+    pub q: Option<String>,
+    /// Page size (default 50, at most 1000).
+    pub limit: Option<u32>,
+    /// Rows to skip.
+    pub offset: Option<u32>,
+    /// Opaque cursor from `next_cursor`.
+    pub cursor: Option<String>,
+}
+
+/// A page of sessions.
+#[derive(Debug, Serialize)]
+pub struct SessionPage {
+    /// The sessions, most recently updated first (queued/running/interrupted filters:
+    /// queue order).
+    pub sessions: Vec<SessionRecord>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+enum RunFilter {
+    State(RunState),
+    NoRun,
+}
+
+fn parse_cursor(c: &str) -> Result<u32, HttpError> {
+    c.strip_prefix('o')
+        .and_then(|n| n.parse::<u32>().ok())
+        .ok_or_else(|| {
+            HttpError::invalid(
+                format!("invalid cursor `{c}`"),
+                "pass `next_cursor` from the previous page unchanged",
+            )
+        })
+}
+
+fn matches_filter(s: &SessionSummary, f: &SessionFilter) -> bool {
+    if f.status.is_some_and(|st| st != s.status) {
+        return false;
+    }
+    if f.workflow.as_ref().is_some_and(|w| *w != s.workflow_id) {
+        return false;
+    }
+    if let Some(ws) = &f.workspace {
+        let ws = ws.trim_end_matches('/');
+        let ok = s
+            .workspace
+            .as_deref()
+            .is_some_and(|w| w == ws || w.starts_with(&format!("{ws}/")));
+        if !ok {
+            return false;
+        }
+    }
+    if let Some(t) = &f.text {
+        let t = t.to_lowercase();
+        let hit = s.goal.to_lowercase().contains(&t)
+            || s.workflow_id.as_str().to_lowercase().contains(&t)
+            || s.branch
+                .as_deref()
+                .is_some_and(|b| b.to_lowercase().contains(&t));
+        if !hit {
+            return false;
+        }
+    }
+    true
+}
+
+async fn list_sessions(
+    State(st): State<AppState>,
+    QueryArgs(q): QueryArgs<ListQuery>,
+) -> ApiResult<axum::Json<SessionPage>> {
+    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(HttpError::invalid(
+            format!("limit must be 1..={MAX_PAGE}"),
+            "ask for a smaller page",
+        ));
+    }
+    let start = match (&q.cursor, q.offset) {
+        (Some(_), Some(_)) => {
+            return Err(HttpError::invalid(
+                "pass either cursor or offset, not both",
+                "use next_cursor to page",
+            ));
+        }
+        (Some(c), None) => parse_cursor(c)?,
+        (None, o) => o.unwrap_or(0),
+    };
+    let status = q
+        .status
+        .as_deref()
+        .map(|s| {
+            SessionStatus::parse(s).ok_or_else(|| {
+                HttpError::invalid(
+                    format!("unknown status `{s}`"),
+                    "use in_progress, blocked, parked or complete",
+                )
+            })
+        })
+        .transpose()?;
+    let run_filter = q
+        .run_state
+        .as_deref()
+        .map(|s| match (s, RunState::parse(s)) {
+            ("none", _) => Ok(RunFilter::NoRun),
+            (_, Some(r)) => Ok(RunFilter::State(r)),
+            _ => Err(HttpError::invalid(
+                format!("unknown run_state `{s}`"),
+                "use queued, running, parked, interrupted, completed, failed, cancelled or none",
+            )),
+        })
+        .transpose()?;
+    let workflow = q
+        .workflow
+        .as_deref()
+        .map(|w| {
+            WorkflowId::new(w).map_err(|e| HttpError::invalid(e.to_string(), "pass a workflow id"))
+        })
+        .transpose()?;
+    let filter = SessionFilter {
+        status,
+        workflow,
+        workspace: q.workspace.clone(),
+        text: q.q.clone().filter(|t| !t.is_empty()),
+        limit: None,
+        offset: None,
+    };
+    let store = st.sup.engine().store();
+    let queue = store.queue().await.map_err(store_error)?;
+    let positions = views::queue_positions(&queue);
+    let (summaries, next) = match run_filter {
+        // Active runs are all in the (small) queue table: exact, in claim order.
+        Some(RunFilter::State(
+            rs @ (RunState::Queued | RunState::Running | RunState::Interrupted),
+        )) => {
+            let mut all = Vec::new();
+            for row in queue.iter().filter(|r| r.state == rs) {
+                if let Some(s) = store.session(row.session_id).await.map_err(store_error)?
+                    && matches_filter(&s, &filter)
+                {
+                    all.push(s);
+                }
+            }
+            let from = usize::try_from(start).unwrap_or(usize::MAX).min(all.len());
+            let to = from.saturating_add(limit as usize).min(all.len());
+            let next = (to < all.len()).then(|| format!("o{to}"));
+            (all[from..to].to_vec(), next)
+        }
+        // Other run states: scan the projection in pages and filter.
+        Some(
+            rf @ (RunFilter::NoRun
+            | RunFilter::State(
+                RunState::Parked | RunState::Completed | RunState::Failed | RunState::Cancelled,
+            )),
+        ) => {
+            let want = |s: &SessionSummary| match (&rf, &s.run) {
+                (RunFilter::NoRun, None) => true,
+                (RunFilter::State(x), Some(r)) => r.state == *x,
+                _ => false,
+            };
+            let mut out = Vec::new();
+            let mut offset = start;
+            let mut scanned = 0u32;
+            let mut exhausted = false;
+            while out.len() < limit as usize && scanned < RUN_STATE_SCAN_BUDGET {
+                let page = store
+                    .sessions(&SessionFilter {
+                        limit: Some(500),
+                        offset: Some(offset),
+                        ..filter.clone()
+                    })
+                    .await
+                    .map_err(store_error)?;
+                let n = u32::try_from(page.len()).unwrap_or(u32::MAX);
+                for s in page {
+                    offset += 1;
+                    scanned += 1;
+                    if want(&s) {
+                        out.push(s);
+                        if out.len() == limit as usize {
+                            break;
+                        }
+                    }
+                }
+                if n < 500 && out.len() < limit as usize {
+                    exhausted = true;
+                    break;
+                }
+            }
+            let next = (!exhausted).then(|| format!("o{offset}"));
+            (out, next)
+        }
+        None => {
+            let mut page = store
+                .sessions(&SessionFilter {
+                    limit: Some(limit + 1),
+                    offset: Some(start),
+                    ..filter.clone()
+                })
+                .await
+                .map_err(store_error)?;
+            let more = page.len() > limit as usize;
+            page.truncate(limit as usize);
+            let next = more.then(|| format!("o{}", start + limit));
+            (page, next)
+        }
+    };
+    let sessions = summaries
+        .into_iter()
+        .map(|s| views::record(&st.sup, s, &positions))
+        .collect();
+    Ok(axum::Json(SessionPage {
+        sessions,
+        next_cursor: next,
+    }))
+}
+
+/// `GET /api/v1/sessions/{id}` body.
+#[derive(Debug, Serialize)]
+pub struct SessionDetail {
+    /// The session.
+    #[serde(flatten)]
+    pub record: SessionRecord,
+    /// Its step graph.
+    pub nodes: Vec<worktrain_core::projection::NodeRecord>,
+    /// The worker's lease on it, when running.
+    pub lease: Option<worktrain_store::Lease>,
+}
+
+async fn session_detail(
+    State(st): State<AppState>,
+    SessionPath(id): SessionPath,
+) -> ApiResult<axum::Json<SessionDetail>> {
+    let record = views::load_record(&st.sup, id).await?;
+    let store = st.sup.engine().store();
+    let nodes = store.nodes(id).await.map_err(store_error)?;
+    let lease = store
+        .leases()
+        .await
+        .map_err(store_error)?
+        .into_iter()
+        .find(|l| l.session_id == id);
+    Ok(axum::Json(SessionDetail {
+        record,
+        nodes,
+        lease,
+    }))
+}
