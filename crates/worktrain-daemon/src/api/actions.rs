@@ -9,12 +9,11 @@ use worktrain_core::error::{ApiError, ErrorCode, Retry};
 use worktrain_core::projection::SessionSummary;
 use worktrain_engine::store_error;
 
+use super::{AppState, Route, route};
 use crate::errors::{ApiResult, HttpError};
 use crate::extract::{JsonBody, SessionPath};
 use crate::metrics;
 use crate::views::{self, SessionRecord};
-
-use super::{AppState, Route, route};
 
 /// The operator actions.
 pub(super) fn routes() -> Vec<Route> {

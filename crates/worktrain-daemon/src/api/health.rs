@@ -11,10 +11,9 @@ use worktrain_core::ids::SessionId;
 use worktrain_core::run::RunState;
 use worktrain_engine::store_error;
 
+use super::{AppState, Route, route};
 use crate::errors::ApiResult;
 use crate::metrics;
-
-use super::{AppState, Route, route};
 
 /// The probe and metrics routes.
 pub(super) fn routes() -> Vec<Route> {

@@ -1,12 +1,12 @@
 //! Sessions as a resource: dispatch, listing, detail and the event log.
 
-use axum::http::Method;
-use axum::routing::{get, post};
 use std::path::{Path, PathBuf};
 
 use axum::extract::State;
+use axum::http::Method;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use worktrain_core::error::ApiError;
@@ -16,11 +16,10 @@ use worktrain_core::run::{RunLimits, RunState, Trigger, TriggerKind};
 use worktrain_engine::{Catalog, DispatchRequest, StartRequest, store_error};
 use worktrain_store::SessionFilter;
 
+use super::{AppState, DEFAULT_PAGE, MAX_PAGE, RUN_STATE_SCAN_BUDGET, Route, route};
 use crate::errors::{ApiResult, HttpError};
 use crate::extract::{JsonBody, QueryArgs, SessionPath, parse_session_id};
 use crate::views::{self, SessionRecord};
-
-use super::{AppState, DEFAULT_PAGE, MAX_PAGE, RUN_STATE_SCAN_BUDGET, Route, route};
 
 /// Dispatch, listing and detail of sessions.
 pub(super) fn routes() -> Vec<Route> {

@@ -1,23 +1,22 @@
 //! Live views: the session and global SSE streams, and the `await` long-poll.
 
-use axum::http::Method;
-use axum::routing::{get, post};
 use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::HeaderMap;
+use axum::http::Method;
 use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use worktrain_core::ids::Seq;
 use worktrain_engine::store_error;
 
+use super::{AWAIT_POLL, AppState, MAX_AWAIT_SECS, MAX_PAGE, Route, route};
 use crate::errors::{ApiResult, HttpError};
 use crate::extract::{JsonBody, QueryArgs, SessionPath, parse_session_id};
 use crate::views::{self, AwaitResult};
-
-use super::{AWAIT_POLL, AppState, MAX_AWAIT_SECS, MAX_PAGE, Route, route};
 
 /// The event log, the SSE streams and the await long-poll.
 pub(super) fn routes() -> Vec<Route> {
