@@ -286,7 +286,8 @@ impl Home {
         if config.exists() {
             report.unchanged.push(config);
         } else {
-            write_new(&config, DEFAULT_CONFIG.as_bytes(), 0o644)?;
+            // 0600: agent profiles may hold inline API keys.
+            write_new(&config, DEFAULT_CONFIG.as_bytes(), 0o600)?;
             report.created.push(config);
         }
         let keyring = self.path(KEYRING_FILE);
@@ -476,7 +477,7 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            for f in [KEYRING_FILE, API_TOKEN_FILE] {
+            for f in [KEYRING_FILE, API_TOKEN_FILE, CONFIG_FILE] {
                 let mode = fs::metadata(home.path(f)).unwrap().permissions().mode() & 0o777;
                 assert_eq!(mode, 0o600, "{f}");
             }
