@@ -53,10 +53,13 @@ fn to_rmcp(def: &ToolDef) -> Tool {
     )
 }
 
-fn tools() -> Vec<Tool> {
-    static TOOLS: OnceLock<Vec<Tool>> = OnceLock::new();
-    TOOLS
-        .get_or_init(|| crate::tools::definitions().iter().map(to_rmcp).collect())
+/// The wire form of the tools this server's mode serves — never more, never fewer:
+/// clients build their tool set from `tools/list` alone. Both sets are built once.
+fn tools(core: &ToolServer) -> Vec<Tool> {
+    static ALL: OnceLock<Vec<Tool>> = OnceLock::new();
+    static BOUND: OnceLock<Vec<Tool>> = OnceLock::new();
+    let cell = if core.is_bound() { &BOUND } else { &ALL };
+    cell.get_or_init(|| core.list_tools().iter().map(to_rmcp).collect())
         .clone()
 }
 
@@ -78,7 +81,7 @@ impl ServerHandler for Adapter {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        Ok(ListToolsResult::with_all_items(tools()))
+        Ok(ListToolsResult::with_all_items(tools(&self.core)))
     }
 
     async fn call_tool(

@@ -133,7 +133,13 @@ impl ToolServer {
         }
     }
 
-    /// The tools, in a stable order.
+    /// Whether this server is bound to one session (serving `current_step` and
+    /// `complete_step` only).
+    pub fn is_bound(&self) -> bool {
+        self.options.bound_session.is_some()
+    }
+
+    /// The tools this server serves, in `tools/list` order.
     pub fn list_tools(&self) -> &'static [ToolDef] {
         match self.options.bound_session {
             Some(_) => crate::tools::bound_definitions(),

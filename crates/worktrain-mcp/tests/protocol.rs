@@ -646,3 +646,58 @@ async fn every_handshake_version_gets_the_same_result_shape() {
         assert_eq!(err["structuredContent"]["code"], "token_malformed");
     }
 }
+
+/// Real clients (Claude Code, Codex) build their tool set from `tools/list` alone: in
+/// session-bound mode the wire must list exactly the tools that mode serves, and every
+/// listed tool must answer.
+#[tokio::test]
+async fn bound_mode_lists_on_the_wire_exactly_the_tools_it_serves() {
+    let home_dir = tempfile::tempdir().unwrap();
+    let engine = open_engine(home_dir.path()).await;
+    let started = engine
+        .start(worktrain_engine::StartRequest {
+            workflow: worktrain_engine::Catalog::default()
+                .resolve("quick-task")
+                .unwrap(),
+            goal: "bound over the wire".into(),
+            workspace: None,
+            context: serde_json::Map::new(),
+            mode: worktrain_core::event::SessionMode::Autonomous,
+            parent: None,
+        })
+        .await
+        .unwrap();
+    let server = ToolServer::new(
+        engine,
+        ServerOptions {
+            bound_session: Some(started.response.session_id),
+            ..options(home_dir.path())
+        },
+    );
+    let mut c = Client::over(server, home_dir);
+    c.initialize().await;
+    let list = c.request("tools/list", json!({})).await;
+    let names: Vec<&str> = list["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["current_step", "complete_step"], "{list}");
+    for name in names.clone() {
+        let m = c
+            .request("tools/call", json!({"name": name, "arguments": {}}))
+            .await;
+        assert!(
+            m.get("error").is_none(),
+            "listed tool `{name}` must be served: {m}"
+        );
+    }
+    let unlisted = c
+        .request(
+            "tools/call",
+            json!({"name": "continue_workflow", "arguments": {}}),
+        )
+        .await;
+    assert!(unlisted.get("error").is_some(), "{unlisted}");
+}
