@@ -11,8 +11,8 @@ use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use worktrain_config::API_TOKEN_FILE;
 use worktrain_core::error::{ApiError, ErrorCode, Retry};
-use worktrain_engine::home::API_TOKEN_FILE;
 
 use crate::Ctx;
 

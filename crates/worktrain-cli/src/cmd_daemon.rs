@@ -9,12 +9,12 @@
 use std::sync::Arc;
 
 use tracing::{error, info};
+use worktrain_config::API_TOKEN_FILE;
 use worktrain_core::error::{ApiError, ErrorCode, Retry};
 use worktrain_daemon::auth::ApiToken;
 use worktrain_daemon::pidfile::PidLock;
 use worktrain_daemon::server::Server;
 use worktrain_daemon::supervisor::Supervisor;
-use worktrain_engine::home::API_TOKEN_FILE;
 
 use crate::Ctx;
 use crate::cli::DaemonArgs;

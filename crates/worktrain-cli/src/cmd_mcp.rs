@@ -53,7 +53,7 @@ pub async fn run(ctx: &Ctx, args: McpArgs) -> Result<Exit, ApiError> {
     let server = ToolServer::lazy(
         open,
         ServerOptions {
-            user_workflows: Some(ctx.home.path(worktrain_engine::home::WORKFLOWS_DIR)),
+            user_workflows: Some(ctx.home.path(worktrain_config::WORKFLOWS_DIR)),
             default_workspace,
             bound_session,
         },

@@ -25,9 +25,9 @@ use std::sync::Arc;
 
 use clap::Parser;
 use serde_json::{Map, Value};
+use worktrain_config::{Config, Home, HomeError};
 use worktrain_core::context::parse_assignment;
 use worktrain_core::error::{ApiError, ErrorCode, Retry};
-use worktrain_engine::home::{Config, Home, HomeError};
 use worktrain_engine::{Catalog, Engine, store_error};
 use worktrain_store::SqliteStore;
 use worktrain_store::sqlite::SqliteOptions;
@@ -209,7 +209,7 @@ impl Ctx {
             .map(Path::to_path_buf)
             .or_else(|| std::env::current_dir().ok().map(|d| project_root(&d)));
         Catalog::new(
-            Some(self.home.path(worktrain_engine::home::WORKFLOWS_DIR)),
+            Some(self.home.path(worktrain_config::WORKFLOWS_DIR)),
             project.as_deref(),
         )
     }

@@ -21,7 +21,7 @@ pub fn service(state: &AppState) -> Option<MethodRouter<AppState>> {
     let tools = ToolServer::new(
         sup.engine().clone(),
         ServerOptions {
-            user_workflows: Some(sup.home().join(worktrain_engine::home::WORKFLOWS_DIR)),
+            user_workflows: Some(sup.home().join(worktrain_config::WORKFLOWS_DIR)),
             ..ServerOptions::default()
         },
     );

@@ -20,6 +20,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use worktrain_agent::{AgentRunner, RunContext, RunOutcome, SteeringInbox};
+use worktrain_config::DaemonSettings;
 use worktrain_core::error::{ApiError, ErrorCode, Retry};
 use worktrain_core::event::EventBody;
 use worktrain_core::ids::SessionId;
@@ -27,7 +28,6 @@ use worktrain_core::projection::SessionSummary;
 use worktrain_core::run::{
     FailureReason, InterruptReason, RequeueReason, RunEnd, RunLimits, RunState,
 };
-use worktrain_engine::home::DaemonSettings;
 use worktrain_engine::{DispatchRequest, Dispatched, Engine, Reply, SessionRef, store_error};
 
 use crate::adapters::{EngineDriver, EngineSink, LastBeat};

@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use worktrain_config::WorktreeSettings;
 use worktrain_core::ids::{NodeId, SessionId};
-use worktrain_engine::home::WorktreeSettings;
 use worktrain_git::{
     CleanupPolicy, Disposition, ListOptions, LockState, SessionOutcome, Worktrees, WorktreesConfig,
     snapshot_ref,

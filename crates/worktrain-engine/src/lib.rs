@@ -27,7 +27,6 @@ use worktrain_core::token::Keyring;
 use worktrain_store::{AppendRequest, EventStore, StoreError};
 
 pub mod catalog;
-pub mod home;
 
 pub use catalog::{Catalog, Resolved};
 

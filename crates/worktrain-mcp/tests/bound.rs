@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use serde_json::json;
+use worktrain_config::Home;
 use worktrain_core::context::Limits;
-use worktrain_engine::home::Home;
 use worktrain_engine::{Catalog, Engine, StartRequest};
 use worktrain_mcp::{ServerOptions, ToolServer};
 use worktrain_store::SqliteStore;

@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream, ReadHalf, WriteHalf};
+use worktrain_config::Home;
 use worktrain_core::context::Limits;
 use worktrain_core::error::{ApiError, ErrorCode, Retry};
 use worktrain_engine::Engine;
-use worktrain_engine::home::Home;
 use worktrain_mcp::{EngineOpener, ServerOptions, ToolServer};
 use worktrain_store::SqliteStore;
 use worktrain_store::sqlite::SqliteOptions;

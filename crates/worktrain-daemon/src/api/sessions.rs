@@ -170,7 +170,7 @@ async fn dispatch(
         }
         None => None,
     };
-    let user_dir = st.sup.home().join(worktrain_engine::home::WORKFLOWS_DIR);
+    let user_dir = st.sup.home().join(worktrain_config::WORKFLOWS_DIR);
     let spec = body.workflow.clone();
     let ws_for_catalog = workspace.clone().map(PathBuf::from);
     let workflow = tokio::task::spawn_blocking(move || {

@@ -12,11 +12,11 @@ use tokio_util::sync::CancellationToken;
 use worktrain_agent::{
     AgentRunner, ApiKeySource, LlmAgent, LlmAgentConfig, LlmConfig, Provider, RetryPolicy, Secret,
 };
+use worktrain_config::{API_TOKEN_FILE, DaemonSettings, Home};
 use worktrain_daemon::auth::ApiToken;
 use worktrain_daemon::server::Server;
 use worktrain_daemon::supervisor::Supervisor;
 use worktrain_engine::Engine;
-use worktrain_engine::home::{API_TOKEN_FILE, DaemonSettings, Home};
 use worktrain_store::SqliteStore;
 use worktrain_store::sqlite::SqliteOptions;
 use worktrain_testkit::{FakeLlm, FakeLlmHandle, Route, Script, ToolCall, Turn};
