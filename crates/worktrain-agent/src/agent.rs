@@ -17,8 +17,8 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::driver::{DriverError, RecapItem, StepBrief, StepOutput, StepResult, StepStatus};
 use crate::events::{
-    AgentEvent, LlmTurnRecord, NudgeReason, ToolCallRecord, ToolErrorKind, ToolErrorRecord,
-    with_heartbeat,
+    AgentEvent, LlmTurnRecord, NudgeReason, RunnerKind, SubmitResult, ToolCallRecord,
+    ToolErrorKind, ToolErrorRecord, with_heartbeat,
 };
 use crate::guard::{PathGuard, WorktreeGuard};
 use crate::llm::{
@@ -372,7 +372,7 @@ impl<'a> Run<'a> {
     /// The whole run. Only ever returns through `Err(outcome)`.
     async fn drive(&mut self) -> Flow<std::convert::Infallible> {
         self.record(AgentEvent::RunStarted {
-            runner: "llm".into(),
+            runner: RunnerKind::Llm,
             detail: self.agent.client.model().to_owned(),
         })
         .await?;
@@ -650,7 +650,7 @@ impl<'a> Run<'a> {
                 });
                 info!(step = %step.step_id, next = %next.step_id, "step accepted");
                 (
-                    "advanced",
+                    SubmitResult::Advanced,
                     (
                         ToolOutput::ok("Accepted. The next step follows."),
                         StepMove::Advanced(next),
@@ -661,7 +661,7 @@ impl<'a> Run<'a> {
             Ok(StepResult::Blocked(blockers)) => {
                 info!(step = %step.step_id, blockers = blockers.len(), "step blocked");
                 (
-                    "blocked",
+                    SubmitResult::Blocked,
                     (
                         ToolOutput::ok(format!(
                             "BLOCKED: the submission was not accepted. Fix the following, then call complete_step again:\n{}",
@@ -682,7 +682,7 @@ impl<'a> Run<'a> {
                     Err(o) => o,
                 };
                 (
-                    "complete",
+                    SubmitResult::Complete,
                     (
                         ToolOutput::ok("Accepted. The workflow is complete."),
                         StepMove::Stay,
@@ -694,7 +694,7 @@ impl<'a> Run<'a> {
                 self.stats.steps_completed += 1;
                 info!(step = %step.step_id, "session parked at a gate");
                 (
-                    "parked",
+                    SubmitResult::Parked,
                     (
                         ToolOutput::ok(
                             "Accepted; the session now waits for an operator's approval.",
@@ -707,7 +707,7 @@ impl<'a> Run<'a> {
                 )
             }
             Err(e @ DriverError::Refused { .. }) => (
-                "refused",
+                SubmitResult::Refused,
                 (
                     ToolOutput::err(
                         ToolErrorKind::Refused,
@@ -723,7 +723,7 @@ impl<'a> Run<'a> {
         };
         self.record(AgentEvent::StepSubmitted {
             step: step.key.clone(),
-            result: label.to_owned(),
+            result: label,
         })
         .await?;
         Ok(reply)

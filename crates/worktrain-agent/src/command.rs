@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tracing::{Instrument, info, info_span};
 
 use crate::driver::StepStatus;
-use crate::events::{AgentEvent, NudgeReason, OutputStream};
+use crate::events::{AgentEvent, NudgeReason, OutputStream, RunnerKind};
 use crate::prompt;
 use crate::redact::Redactor;
 use crate::run::{AgentRunner, FailureReason, RunContext, RunOutcome, RunStats};
@@ -268,7 +268,7 @@ impl CmdRun<'_> {
     async fn drive(&mut self) -> Flow<std::convert::Infallible> {
         let cfg = &self.agent.config;
         self.record(AgentEvent::RunStarted {
-            runner: "command".into(),
+            runner: RunnerKind::Command,
             detail: cfg.program.clone(),
         })
         .await?;

@@ -33,7 +33,8 @@ pub use driver::{
 };
 pub use events::{
     AgentEvent, CountingHeartbeat, EventSink, Heartbeat, LlmTurnRecord, MemorySink, NudgeReason,
-    NullSink, OutputStream, SinkError, ToolCallRecord, ToolErrorKind, ToolErrorRecord,
+    NullSink, OutputStream, RunnerKind, SinkError, SubmitResult, ToolCallRecord, ToolErrorKind,
+    ToolErrorRecord,
 };
 pub use guard::{DenyReason, PathDenied, PathGuard, WorktreeGuard};
 pub use llm::{

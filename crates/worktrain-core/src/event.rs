@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::activity::AgentActivity;
 use crate::compile::{LoopIndex, Pc, StepIndex};
 use crate::cursor::{Cursor, LoopDecision};
 use crate::ids::{Attempt, NodeId, Seq, SessionId, Sha256Hash, StepId, WorkflowId};
@@ -356,10 +357,10 @@ pub enum EventBody {
         message: String,
     },
     /// Something the agent did: an LLM turn, a tool call, a nudge, output of an external
-    /// agent (the agent runner's event, as JSON tagged by `type`).
+    /// agent (tagged by `type`; see [`AgentActivity`]).
     AgentActivity {
         /// The activity.
-        activity: Value,
+        activity: AgentActivity,
     },
     /// The worktree state when a step completed, as a commit on a hidden ref.
     StepSnapshotted {

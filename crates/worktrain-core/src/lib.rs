@@ -3,6 +3,7 @@
 //!
 //! Nothing here performs I/O or reads a clock; the store and engine crates do that.
 
+pub mod activity;
 pub mod compile;
 pub mod condition;
 pub mod context;

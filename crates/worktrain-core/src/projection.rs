@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::activity::AgentActivity;
 use crate::compile::{Pc, StepIndex};
 use crate::context::merge;
 use crate::cursor::Cursor;
@@ -79,12 +80,15 @@ pub struct RunInfo {
 pub struct Telemetry {
     /// LLM turns.
     pub turns: u64,
-    /// Input tokens.
+    /// Uncached input tokens, summed over LLM turns (`usage.input_tokens`).
     pub input_tokens: u64,
-    /// Output tokens.
+    /// Output tokens, summed over LLM turns (`usage.output_tokens`).
     pub output_tokens: u64,
-    /// Cache read + creation tokens.
+    /// Prompt-cache tokens of both directions, summed over LLM turns
+    /// (`usage.cache_read_input_tokens + usage.cache_creation_input_tokens`).
     pub cache_tokens: u64,
+    /// Cost in USD, summed over the LLM turns whose model has a price (0 when none has).
+    pub cost_usd: f64,
     /// Tool calls.
     pub tool_calls: u64,
     /// Tool calls that failed or were denied.
@@ -790,30 +794,33 @@ pub fn apply(
                 r.pending_steers.push(message.clone());
             }
         }
-        EventBody::AgentActivity { activity } => {
-            let num = |k: &str| activity.get(k).and_then(Value::as_u64).unwrap_or(0);
-            match activity.get("type").and_then(Value::as_str) {
-                Some("llm_turn") => {
-                    s.telemetry.turns += 1;
-                    s.telemetry.input_tokens += num("input_tokens");
-                    s.telemetry.output_tokens += num("output_tokens");
-                    s.telemetry.cache_tokens +=
-                        num("cache_read_tokens") + num("cache_creation_tokens");
-                }
-                Some("tool_call") => {
-                    s.telemetry.tool_calls += 1;
-                    if activity.get("error").is_some_and(|e| !e.is_null()) {
-                        s.telemetry.tool_errors += 1;
-                    }
-                }
-                Some("steering_delivered") => {
-                    if let Some(r) = s.run.as_mut() {
-                        r.pending_steers.clear();
-                    }
-                }
-                _ => {}
+        EventBody::AgentActivity { activity } => match activity {
+            AgentActivity::LlmTurn(t) => {
+                s.telemetry.turns += 1;
+                s.telemetry.input_tokens += t.usage.input_tokens;
+                s.telemetry.output_tokens += t.usage.output_tokens;
+                s.telemetry.cache_tokens += t.usage.cache();
+                s.telemetry.cost_usd += t.cost_usd.unwrap_or(0.0);
             }
-        }
+            AgentActivity::ToolCall(c) => {
+                s.telemetry.tool_calls += 1;
+                if c.error.is_some() {
+                    s.telemetry.tool_errors += 1;
+                }
+            }
+            AgentActivity::SteeringDelivered { .. } => {
+                if let Some(r) = s.run.as_mut() {
+                    r.pending_steers.clear();
+                }
+            }
+            AgentActivity::RunStarted { .. }
+            | AgentActivity::Nudged { .. }
+            | AgentActivity::IssueReported { .. }
+            | AgentActivity::StepSubmitted { .. }
+            | AgentActivity::ProcessStarted { .. }
+            | AgentActivity::Output { .. }
+            | AgentActivity::ProcessExited { .. } => {}
+        },
         EventBody::StepSnapshotted { .. } | EventBody::WorktreeRestored { .. } => {}
     }
     if let Some(ProjectionChange::UpsertAttempt(a)) = changes

@@ -209,7 +209,15 @@ pub struct RunLimits {
     /// LLM turns.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_turns: Option<u32>,
-    /// Input + output tokens.
+    /// Token budget of one run attempt: the sum of **all four** kinds of tokens its LLM
+    /// calls reported — uncached input + output + cache writes + cache reads
+    /// ([`crate::activity::Usage::total`]), added up over every call of the run. Cache reads
+    /// count at full weight although providers bill them at a discount, so a long,
+    /// well-cached conversation reaches this budget sooner than its cost suggests; use
+    /// `max_cost_usd` to bound spend. The count starts at zero for each run attempt (a
+    /// resume or retry gets a fresh budget) and is checked before each LLM call, so the
+    /// last call may overshoot by its own usage. Enforced by the built-in LLM loop only:
+    /// an external command agent reports no token usage.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_tokens: Option<u64>,
     /// Cost in US dollars.

@@ -187,11 +187,10 @@ impl EngineSink {
 #[async_trait]
 impl EventSink for EngineSink {
     async fn record(&self, event: AgentEvent) -> Result<(), SinkError> {
-        let activity = serde_json::to_value(&event).map_err(|e| SinkError(e.to_string()))?;
         self.engine
             .transition(self.session, |_| {
                 Ok(vec![EventBody::AgentActivity {
-                    activity: activity.clone(),
+                    activity: event.clone(),
                 }])
             })
             .await

@@ -314,36 +314,8 @@ impl StopReason {
     }
 }
 
-/// Token counts of one call.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, Deserialize)]
-pub struct Usage {
-    /// Input tokens not read from or written to the cache.
-    pub input_tokens: u64,
-    /// Output tokens.
-    pub output_tokens: u64,
-    /// Input tokens written to the prompt cache.
-    pub cache_creation_input_tokens: u64,
-    /// Input tokens read from the prompt cache.
-    pub cache_read_input_tokens: u64,
-}
-
-impl Usage {
-    /// All tokens processed (input of every kind plus output).
-    pub fn total(&self) -> u64 {
-        self.input_tokens
-            + self.output_tokens
-            + self.cache_creation_input_tokens
-            + self.cache_read_input_tokens
-    }
-
-    /// Add another call's usage.
-    pub fn add(&mut self, o: &Usage) {
-        self.input_tokens += o.input_tokens;
-        self.output_tokens += o.output_tokens;
-        self.cache_creation_input_tokens += o.cache_creation_input_tokens;
-        self.cache_read_input_tokens += o.cache_read_input_tokens;
-    }
-}
+/// Token counts of one call (shared with the recorded events).
+pub use worktrain_core::activity::Usage;
 
 /// One call's output.
 #[derive(Debug, Clone, PartialEq)]

@@ -450,6 +450,39 @@ async fn token_limit_fires() {
     assert_eq!(fake.requests().len(), 3);
 }
 
+/// `max_tokens` counts all four kinds: a run whose input + output alone stay far below
+/// the budget is stopped by its cache writes and reads.
+#[tokio::test]
+async fn token_limit_counts_cache_writes_and_reads() {
+    let dir = worktree();
+    let u = Usage {
+        input_tokens: 10,
+        output_tokens: 10,
+        cache_creation_input_tokens: 100,
+        cache_read_input_tokens: 100,
+    };
+    let (base, fake) = FakeLlm::start(vec![
+        Turn::tool("list_files", json!({})).with_usage(u),
+        Turn::tool("list_files", json!({})).with_usage(u),
+        Turn::tool("list_files", json!({})).with_usage(u),
+    ])
+    .await
+    .unwrap();
+    let limits = RunLimits {
+        max_tokens: Some(300),
+        ..RunLimits::default()
+    };
+    let sink = Arc::new(MemorySink::new());
+    let outcome = agent(&base, Provider::Anthropic, false)
+        .run(ctx(&dir, FakeDriver::new(two_steps()), sink.clone()).with_limits(limits))
+        .await;
+    assert_eq!(failed(&outcome), FailureReason::TokenLimitExceeded);
+    assert_eq!(fake.requests().len(), 2);
+    let recorded: u64 = sink.turns().iter().map(|t| t.usage.total()).sum();
+    assert_eq!(outcome.stats().usage.total(), 440);
+    assert_eq!(recorded, 440);
+}
+
 #[tokio::test]
 async fn cost_limit_fires_and_needs_a_price() {
     let dir = worktree();

@@ -253,6 +253,84 @@ async fn dispatch_runs_to_completion_and_idempotency_key_returns_the_same_sessio
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telemetry_and_metrics_equal_the_sum_over_llm_turn_events() {
+    let usage = |i, o, cw, cr| worktrain_testkit::Usage {
+        input_tokens: i,
+        output_tokens: o,
+        cache_creation_input_tokens: cw,
+        cache_read_input_tokens: cr,
+    };
+    let d = Daemon::start(script(vec![
+        route(
+            "tokens-a",
+            vec![
+                Turn::tool("shell", json!({"command": "true"}))
+                    .with_usage(usage(1200, 80, 3000, 0)),
+                complete("done").with_usage(usage(310, 45, 0, 3000)),
+            ],
+        ),
+        route(
+            "tokens-b",
+            vec![complete("done").with_usage(usage(7, 3, 5, 11))],
+        ),
+    ]))
+    .await;
+    let ids = [
+        d.spawn("one", "tokens-a").await,
+        d.spawn("one", "tokens-b").await,
+    ];
+    let mut totals = [0u64; 4];
+    for id in &ids {
+        let done = d.wait_state(id, "completed").await;
+        // The expected values come from the raw events, not from the projection.
+        let events = d.events(id).await;
+        let turns: Vec<&Value> = events
+            .iter()
+            .filter(|e| e["body"]["type"] == "agent_activity")
+            .map(|e| &e["body"]["activity"])
+            .filter(|a| a["type"] == "llm_turn")
+            .collect();
+        let sum = |k: &str| -> u64 { turns.iter().map(|a| a["usage"][k].as_u64().unwrap()).sum() };
+        let (input, output) = (sum("input_tokens"), sum("output_tokens"));
+        let cache = sum("cache_read_input_tokens") + sum("cache_creation_input_tokens");
+        let t = &done["telemetry"];
+        assert_eq!(t["turns"], turns.len() as u64, "{t}");
+        assert_eq!(t["input_tokens"], input, "{t}");
+        assert_eq!(t["output_tokens"], output, "{t}");
+        assert_eq!(t["cache_tokens"], cache, "{t}");
+        totals[0] += input;
+        totals[1] += output;
+        totals[2] += cache;
+        totals[3] += turns.len() as u64;
+    }
+    assert_eq!(totals, [1517, 128, 6016, 3], "the script's usage");
+    let text = d
+        .http
+        .get(d.url("/metrics"))
+        .bearer_auth(&d.token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        format!("worktrain_llm_tokens_total{{kind=\"input\"}} {}", totals[0]),
+        format!(
+            "worktrain_llm_tokens_total{{kind=\"output\"}} {}",
+            totals[1]
+        ),
+        format!("worktrain_llm_tokens_total{{kind=\"cache\"}} {}", totals[2]),
+        format!("worktrain_llm_turns_total {}", totals[3]),
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "{line} missing from\n{text}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_filters_pages_and_shows_queue_positions() {
     let mut opts = Options::default();
     opts.settings.max_concurrent_sessions = 1;
