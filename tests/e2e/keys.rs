@@ -48,14 +48,14 @@ fn rotation_keeps_old_tokens_until_the_previous_key_is_dropped() {
         "x",
     ]);
     r.code(exit::TOKEN);
-    assert_eq!(r.error_code(), "token_unknown_key", "{r:?}");
+    assert_eq!(r.error_code(), "token_retired_key", "{r:?}");
     let r = env.run_json(&[
         "session",
         "rehydrate",
         b["tokens"]["resume"].as_str().unwrap(),
     ]);
     r.code(exit::TOKEN);
-    assert_eq!(r.error_code(), "token_unknown_key", "{r:?}");
+    assert_eq!(r.error_code(), "token_retired_key", "{r:?}");
 
     // Tokens minted after the rotation keep working, and the id still rehydrates.
     let done = env.advance(&advance_token(&next), "done");
@@ -81,7 +81,7 @@ fn a_second_rotation_retires_the_oldest_key() {
         "x",
     ]);
     r.code(exit::TOKEN);
-    assert_eq!(r.error_code(), "token_unknown_key", "{r:?}");
+    assert_eq!(r.error_code(), "token_retired_key", "{r:?}");
     // The token from one rotation ago still verifies.
     let next = env.advance(&advance_token(&b), "still fine");
     assert_eq!(next["step"]["id"], "verify");

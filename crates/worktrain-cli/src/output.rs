@@ -36,6 +36,8 @@ pub fn exit_for(code: ErrorCode) -> Exit {
         ErrorCode::TokenMalformed
         | ErrorCode::TokenBadSignature
         | ErrorCode::TokenUnknownKey
+        | ErrorCode::TokenRetiredKey
+        | ErrorCode::TokenNeverIssued
         | ErrorCode::TokenWrongKind
         | ErrorCode::TokenStale
         | ErrorCode::TokenConflict

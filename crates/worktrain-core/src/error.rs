@@ -12,12 +12,16 @@ pub enum ErrorCode {
     TokenMalformed,
     /// The token's signature does not match: it was altered or forged.
     TokenBadSignature,
-    /// The token was signed with a key this keyring no longer (or never) had.
+    /// The token names a signing key this worktrain never issued (altered or foreign).
     TokenUnknownKey,
+    /// The token was signed with a key that has been rotated out.
+    TokenRetiredKey,
     /// The token is of another kind than the operation needs (e.g. a resume token given to advance).
     TokenWrongKind,
     /// The token names a step node that is no longer the session's current one.
     TokenStale,
+    /// The token names a node or attempt this session never issued a token for.
+    TokenNeverIssued,
     /// The token was already used with a different output.
     TokenConflict,
     /// No session with this id exists in the store.
@@ -63,8 +67,10 @@ impl ErrorCode {
             ErrorCode::TokenMalformed => "token_malformed",
             ErrorCode::TokenBadSignature => "token_bad_signature",
             ErrorCode::TokenUnknownKey => "token_unknown_key",
+            ErrorCode::TokenRetiredKey => "token_retired_key",
             ErrorCode::TokenWrongKind => "token_wrong_kind",
             ErrorCode::TokenStale => "token_stale",
+            ErrorCode::TokenNeverIssued => "token_never_issued",
             ErrorCode::TokenConflict => "token_conflict",
             ErrorCode::SessionNotFound => "session_not_found",
             ErrorCode::SessionComplete => "session_complete",

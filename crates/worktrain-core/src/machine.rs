@@ -194,6 +194,9 @@ impl Machine<'_> {
             }
             return Err(conflict(summary, claims));
         }
+        if never_issued(summary, claims) {
+            return Err(never_issued_error(summary, claims));
+        }
         let cur = current(summary)?;
         if cur.node != claims.node || cur.attempt != claims.attempt {
             return Err(stale(summary, claims));
@@ -412,6 +415,9 @@ impl Machine<'_> {
     ) -> Result<Plan, ApiError> {
         if claims.kind != TokenKind::Checkpoint {
             return Err(wrong_kind(claims.kind, "checkpoint"));
+        }
+        if never_issued(summary, claims) {
+            return Err(never_issued_error(summary, claims));
         }
         let cur = current(summary)?;
         if cur.node != claims.node {
@@ -1377,6 +1383,38 @@ fn conflict(summary: &SessionSummary, claims: TokenClaims) -> ApiError {
         Retry::AfterRehydrate,
         format!(
             "a token is single-use: resubmitting the identical output returns the recorded response; to continue, rehydrate (`worktrain session rehydrate {}`) and use the current token",
+            summary.session_id
+        ),
+    )
+}
+
+/// Whether no token for `claims`' node and attempt can ever have been minted for this
+/// session: nodes are numbered from 1 as they are entered, so a node above the count (or
+/// 0) was never entered, and the current node has had no attempt above its current one.
+/// Such a token was altered or forged with the key — it is not merely out of date.
+fn never_issued(summary: &SessionSummary, claims: TokenClaims) -> bool {
+    claims.node.0 == 0
+        || claims.node.0 > summary.nodes
+        || summary
+            .current
+            .as_ref()
+            .is_some_and(|c| c.node == claims.node && claims.attempt > c.attempt)
+}
+
+fn never_issued_error(summary: &SessionSummary, claims: TokenClaims) -> ApiError {
+    ApiError::new(
+        ErrorCode::TokenNeverIssued,
+        format!(
+            "this token names node {} attempt {}, which session {} never reached (it has entered {} node(s); current: {}): the token was not issued by this session",
+            claims.node,
+            claims.attempt,
+            summary.session_id,
+            summary.nodes,
+            describe_current(summary)
+        ),
+        Retry::Never,
+        format!(
+            "use a token worktrain returned for this session; `worktrain session rehydrate {}` gives the current one",
             summary.session_id
         ),
     )

@@ -184,7 +184,12 @@ impl Keyring {
     /// Verify a token and return its claims. Checks format, key and signature (in
     /// constant time); says nothing yet about whether the node is current.
     pub fn verify(&self, token: &str) -> Result<TokenClaims, TokenError> {
-        let token = token.trim();
+        // A token has exactly one spelling: padding is refused, never trimmed away.
+        if token.trim() != token {
+            return Err(TokenError::Malformed(
+                "it has surrounding whitespace (spaces, tabs or line breaks); pass it exactly as returned",
+            ));
+        }
         if token.len() != TOKEN_LEN || !token.starts_with(TOKEN_PREFIX) {
             return Err(TokenError::Malformed(
                 "expected `wt1.` followed by two base64url parts (61 characters)",
@@ -209,7 +214,7 @@ impl Keyring {
             .into_iter()
             .flatten()
             .find(|k| k.id == key_id)
-            .ok_or(TokenError::UnknownKey(key_id))?;
+            .ok_or_else(|| self.missing_key(key_id))?;
         let signed = &token[..TOKEN_PREFIX.len() + payload_text.len()];
         let mut mac = HmacSha256::new_from_slice(&key.secret)
             .map_err(|_| TokenError::Malformed("invalid key length"))?;
@@ -234,6 +239,21 @@ impl Keyring {
     }
 }
 
+impl Keyring {
+    /// Why `id` is not held: key ids grow by one per rotation (from 1), so an id above
+    /// the current one (or 0) was never issued here, while a lower one was rotated out.
+    fn missing_key(&self, id: KeyId) -> TokenError {
+        if id.0 == 0 || id.0 > self.current.id.0 {
+            TokenError::UnknownKey {
+                key: id,
+                newest: self.current.id,
+            }
+        } else {
+            TokenError::RetiredKey(id)
+        }
+    }
+}
+
 fn sign(secret: &[u8; 32], msg: &[u8]) -> [u8; 32] {
     // HMAC accepts keys of any length; a 32-byte key cannot fail.
     let mut mac = match HmacSha256::new_from_slice(secret) {
@@ -250,9 +270,17 @@ pub enum TokenError {
     /// Not a well-formed token.
     #[error("malformed token: {0}")]
     Malformed(&'static str),
-    /// Signed by a key this keyring does not hold.
-    #[error("token signed with unknown key {0}")]
-    UnknownKey(KeyId),
+    /// Signed by a key id this keyring never issued (forged, or from another worktrain).
+    #[error("token signed with key {key}, which was never issued here (newest: {newest})")]
+    UnknownKey {
+        /// The key id the token names.
+        key: KeyId,
+        /// The newest key id of this keyring.
+        newest: KeyId,
+    },
+    /// Signed by a key that was rotated out.
+    #[error("token signed with retired key {0}")]
+    RetiredKey(KeyId),
     /// Signature mismatch.
     #[error("token signature does not match")]
     BadSignature,
@@ -267,11 +295,19 @@ impl From<TokenError> for ApiError {
                 Retry::AfterFix,
                 "pass the token exactly as worktrain returned it (61 characters starting with `wt1.`); if it was lost, rehydrate the session by id",
             ),
-            TokenError::UnknownKey(k) => ApiError::new(
+            TokenError::UnknownKey { key, newest } => ApiError::new(
                 ErrorCode::TokenUnknownKey,
-                format!("the token was signed with key {k}, which this worktrain no longer holds"),
+                format!(
+                    "the token names signing key {key}, which this worktrain never issued (its newest key is {newest}): it was altered, or minted by another worktrain"
+                ),
+                Retry::Never,
+                "use a token this worktrain returned; if you have none, rehydrate the session by id (`worktrain session rehydrate <session-id>`)",
+            ),
+            TokenError::RetiredKey(k) => ApiError::new(
+                ErrorCode::TokenRetiredKey,
+                format!("the token was signed with key {k}, which was rotated out and is no longer accepted"),
                 Retry::AfterRehydrate,
-                "the signing key was rotated out; rehydrate the session by id (`worktrain session rehydrate <session-id>`) to get fresh tokens",
+                "rehydrate the session by id (`worktrain session rehydrate <session-id>`) to get fresh tokens",
             ),
             TokenError::BadSignature => ApiError::new(
                 ErrorCode::TokenBadSignature,
@@ -363,13 +399,57 @@ mod tests {
         let t2 = k.mint(claims());
         assert_ne!(t, t2);
         k.rotate([10; 32], "even later".into());
-        assert!(matches!(
-            k.verify(&t),
-            Err(TokenError::UnknownKey(KeyId(1)))
-        ));
+        assert_eq!(k.verify(&t), Err(TokenError::RetiredKey(KeyId(1))));
         assert!(k.verify(&t2).is_ok());
         k.drop_previous();
-        assert!(matches!(k.verify(&t2), Err(TokenError::UnknownKey(_))));
+        assert_eq!(k.verify(&t2), Err(TokenError::RetiredKey(KeyId(2))));
+    }
+
+    #[test]
+    fn never_issued_key_ids_are_unknown_not_retired() {
+        let k = ring(1);
+        let mut rotated = ring(1);
+        rotated.rotate([2; 32], "later".into());
+        rotated.rotate([3; 32], "later still".into());
+        // A keyring whose current id is far ahead mints a token naming key 3.
+        let ahead = rotated.mint(claims());
+        assert_eq!(
+            k.verify(&ahead),
+            Err(TokenError::UnknownKey {
+                key: KeyId(3),
+                newest: KeyId(1)
+            })
+        );
+        let e = ApiError::from(k.verify(&ahead).unwrap_err());
+        assert_eq!(e.code, ErrorCode::TokenUnknownKey);
+        assert_eq!(e.retry, Retry::Never);
+        assert!(e.message.contains("never issued"), "{}", e.message);
+        let e = ApiError::from(TokenError::RetiredKey(KeyId(1)));
+        assert_eq!(e.code, ErrorCode::TokenRetiredKey);
+        assert_eq!(e.retry, Retry::AfterRehydrate);
+    }
+
+    #[test]
+    fn surrounding_whitespace_is_refused_not_trimmed() {
+        let k = ring(1);
+        let t = k.mint(claims());
+        for padded in [
+            format!(" {t}"),
+            format!("{t} "),
+            format!("\t{t}"),
+            format!("{t}\n"),
+            format!("{t}\r\n"),
+            format!("{t}\u{2028}"),
+            format!("\u{feff}{t}"),
+        ] {
+            let e = k.verify(&padded).unwrap_err();
+            let TokenError::Malformed(why) = e else {
+                panic!("{padded:?}: {e:?}")
+            };
+            if padded.trim() != padded {
+                assert!(why.contains("whitespace"), "{padded:?}: {why}");
+            }
+        }
     }
 
     #[test]

@@ -140,7 +140,7 @@ impl StepDriver for EngineDriver {
             Err(e) => match e.code {
                 // Someone else moved the session (an operator rewind, a racing writer):
                 // pick up the current state and let the agent carry on from there.
-                ErrorCode::TokenStale | ErrorCode::TokenConflict => {
+                ErrorCode::TokenStale | ErrorCode::TokenConflict | ErrorCode::TokenRetiredKey => {
                     debug!(session_id = %self.session, "token superseded; rehydrating");
                     self.refresh().await?;
                     Err(refused(&e))
@@ -155,6 +155,7 @@ impl StepDriver for EngineDriver {
                 ErrorCode::TokenMalformed
                 | ErrorCode::TokenBadSignature
                 | ErrorCode::TokenUnknownKey
+                | ErrorCode::TokenNeverIssued
                 | ErrorCode::TokenWrongKind
                 | ErrorCode::SessionNotFound
                 | ErrorCode::NotParked

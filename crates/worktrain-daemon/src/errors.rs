@@ -173,6 +173,8 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         ErrorCode::TokenMalformed
         | ErrorCode::TokenBadSignature
         | ErrorCode::TokenUnknownKey
+        | ErrorCode::TokenRetiredKey
+        | ErrorCode::TokenNeverIssued
         | ErrorCode::TokenWrongKind
         | ErrorCode::WorkflowInvalid
         | ErrorCode::NotesTooLarge

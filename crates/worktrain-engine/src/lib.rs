@@ -58,11 +58,12 @@ pub enum SessionRef {
 }
 
 impl SessionRef {
-    /// Parse user input: a session id if it looks like one, otherwise a token.
+    /// Parse user input: a session id if it looks like one, otherwise a token. Nothing
+    /// is trimmed: a padded token is refused with an error that says so.
     pub fn parse(s: &str) -> Self {
-        match s.trim().parse::<SessionId>() {
+        match s.parse::<SessionId>() {
             Ok(id) => SessionRef::Id(id),
-            Err(_) => SessionRef::Token(s.trim().to_owned()),
+            Err(_) => SessionRef::Token(s.to_owned()),
         }
     }
 }

@@ -567,7 +567,7 @@ async fn token_verification_errors_are_distinct() {
         ErrorCode::TokenBadSignature,
     );
 
-    // Rotated once: still accepted. Rotated twice: unknown key.
+    // Rotated once: still accepted. Rotated twice: retired key.
     let mut once = keyring();
     once.rotate([3; 32], "2026-02-01T00:00:00Z".into());
     let rotated_once = env.second_engine(once.clone()).await;
@@ -581,7 +581,7 @@ async fn token_verification_errors_are_distinct() {
     let rotated_twice = env.second_engine(twice).await;
     let e = expect_err(
         rotated_twice.advance(&token, notes("x")).await,
-        ErrorCode::TokenUnknownKey,
+        ErrorCode::TokenRetiredKey,
     );
     assert!(e.hint.contains("rehydrate"), "{}", e.hint);
 
@@ -649,6 +649,80 @@ async fn token_verification_errors_are_distinct() {
         .await
         .expect("advance");
     assert_eq!(ok.response.outcome, Outcome::Advanced);
+}
+
+#[tokio::test]
+async fn impossible_tokens_and_keys_are_told_apart_from_stale_and_retired_ones() {
+    use worktrain_core::token::{TokenClaims, TokenKind};
+    let env = Env::new().await;
+    let started = env.start(&quick_task(), json!({})).await;
+    let id = started.response.session_id;
+    let token = advance_token(&started);
+    let mark = env.mark(id).await;
+    let claims = keyring().verify(&token).expect("genuine");
+
+    // Signed with the real key, but naming a node the session never entered, or an
+    // attempt the current node never had: not issued, not "no longer current".
+    for (node, attempt) in [(99, claims.attempt.0), (0, 1), (claims.node.0, 9)] {
+        let forged = keyring().mint(TokenClaims {
+            kind: TokenKind::Advance,
+            session: id,
+            node: NodeId(node),
+            attempt: Attempt(attempt),
+        });
+        let e = expect_err(
+            env.engine.advance(&forged, notes("x")).await,
+            ErrorCode::TokenNeverIssued,
+        );
+        assert_eq!(e.retry, Retry::Never, "{e:?}");
+        assert!(e.message.contains("never reached"), "{}", e.message);
+        assert!(!e.message.contains("no longer current"), "{}", e.message);
+    }
+    let forged_checkpoint = keyring().mint(TokenClaims {
+        kind: TokenKind::Checkpoint,
+        session: id,
+        node: NodeId(42),
+        attempt: Attempt(0),
+    });
+    expect_err(
+        env.engine
+            .checkpoint(&forged_checkpoint, "n", Map::new())
+            .await,
+        ErrorCode::TokenNeverIssued,
+    );
+
+    // A key id above this keyring's newest was never issued here.
+    let mut ahead = keyring();
+    ahead.rotate([7; 32], "2026-02-01T00:00:00Z".into());
+    ahead.rotate([8; 32], "2026-03-01T00:00:00Z".into());
+    let from_the_future = ahead.mint(claims);
+    let e = expect_err(
+        env.engine.advance(&from_the_future, notes("x")).await,
+        ErrorCode::TokenUnknownKey,
+    );
+    assert!(e.message.contains("never issued"), "{}", e.message);
+    assert!(!e.message.contains("no longer holds"), "{}", e.message);
+    assert_eq!(e.retry, Retry::Never);
+
+    // Surrounding whitespace is refused, never trimmed, and the error says so.
+    for padded in [
+        format!(" {token}"),
+        format!("{token}\t"),
+        format!("{token}\n"),
+        format!("{token}\r\n"),
+        format!("{token}\u{2028}"),
+    ] {
+        let e = expect_err(
+            env.engine.advance(&padded, notes("x")).await,
+            ErrorCode::TokenMalformed,
+        );
+        assert!(e.message.contains("surrounding whitespace"), "{}", e.message);
+        expect_err(
+            env.engine.rehydrate(&SessionRef::parse(&padded)).await,
+            ErrorCode::TokenMalformed,
+        );
+    }
+    assert_eq!(env.mark(id).await, mark, "no rejected token wrote anything");
 }
 
 // ---------------------------------------------------------------------------------------

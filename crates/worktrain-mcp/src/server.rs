@@ -354,7 +354,7 @@ impl ToolServer {
     async fn continue_workflow(&self, args: Value) -> Result<ToolResult, ApiError> {
         let args: ContinueWorkflowArgs = parse_args("continue_workflow", args)?;
         let engine = self.engine().await?;
-        let token = args.token.trim();
+        let token = args.token.as_str();
         let reply = match args.intent {
             Intent::Advance => {
                 let submission = Submission {
@@ -387,7 +387,7 @@ impl ToolServer {
         let engine = self.engine().await?;
         let reply = engine
             .checkpoint(
-                args.token.trim(),
+                &args.token,
                 &args.notes,
                 args.context.unwrap_or_default(),
             )
