@@ -305,7 +305,9 @@ impl From<TokenError> for ApiError {
             ),
             TokenError::RetiredKey(k) => ApiError::new(
                 ErrorCode::TokenRetiredKey,
-                format!("the token was signed with key {k}, which was rotated out and is no longer accepted"),
+                format!(
+                    "the token was signed with key {k}, which was rotated out and is no longer accepted"
+                ),
                 Retry::AfterRehydrate,
                 "rehydrate the session by id (`worktrain session rehydrate <session-id>`) to get fresh tokens",
             ),

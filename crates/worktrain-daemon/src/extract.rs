@@ -18,13 +18,31 @@ use crate::errors::{HttpCode, HttpError};
 #[derive(Debug, Clone)]
 pub struct JsonBody<T>(pub T);
 
-/// Parse JSON bytes into `T`, naming the field and position of the first problem.
+/// Parse JSON bytes into `T`, naming the field and position of the first problem. Every
+/// request body of the API is a JSON object: serde would read a struct from an array
+/// too (`[]` as "all fields absent"), so anything but an object is refused first.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, HttpError> {
     let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
         b"{}"
     } else {
         bytes
     };
+    if let Some(first) = bytes.iter().find(|b| !b.is_ascii_whitespace())
+        && *first != b'{'
+    {
+        let what = match first {
+            b'[' => "an array",
+            b'"' => "a string",
+            b't' | b'f' => "a boolean",
+            b'n' => "null",
+            b'-' | b'0'..=b'9' => "a number",
+            _ => "not JSON",
+        };
+        return Err(HttpError::invalid(
+            format!("invalid request body: expected a JSON object (`{{…}}`), got {what}"),
+            "send a JSON object (or no body where every field is optional); see docs/api.md",
+        ));
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize::<_, T>(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -170,6 +188,14 @@ mod tests {
         assert!(e.body.message.starts_with("invalid JSON"), "{e:?}");
         let e = parse_json::<Body>(b"{} {}").unwrap_err();
         assert!(e.body.message.contains("trailing"), "{e:?}");
+        for not_object in [&b"[]"[..], b" [1]", b"\"x\"", b"null", b"1", b"true"] {
+            let e = parse_json::<Body>(not_object).unwrap_err();
+            assert!(
+                e.body.message.contains("expected a JSON object"),
+                "{}: {e:?}",
+                String::from_utf8_lossy(not_object)
+            );
+        }
         let e = parse_json::<Body>(b"{\"m\": 1}").unwrap_err();
         assert!(e.body.message.contains("unknown field `m`"), "{e:?}");
     }

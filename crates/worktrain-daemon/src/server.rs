@@ -1,11 +1,21 @@
-//! Binding and serving: loopback unless `daemon.allow_remote: true`, graceful shutdown.
+//! Binding and serving: loopback unless `daemon.allow_remote: true`, graceful shutdown,
+//! and protection against slow or greedy clients: a request head must arrive within
+//! [`ServerLimits::header_read_timeout`], and one client address may hold at most
+//! [`ServerLimits::max_connections_per_client`] connections (more are answered `503` and
+//! closed), so a few sockets dripping bytes cannot hold the server.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use tokio::net::TcpListener;
-use tracing::info;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::service::TowerToHyperService;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tracing::{debug, info, warn};
 
 use crate::api::{AppState, router};
 use crate::auth::ApiToken;
@@ -68,10 +78,77 @@ pub fn check_bind(addr: SocketAddr, allow_remote: bool) -> Result<(), ServeError
     }
 }
 
+/// Limits on clients of the HTTP server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// A request head (request line and headers) must be complete this long after the
+    /// client starts sending it; otherwise the connection is closed.
+    pub header_read_timeout: Duration,
+    /// Connections one client address may hold at once (every local client shares
+    /// 127.0.0.1, so this is generous; it stops one client from taking every socket).
+    pub max_connections_per_client: usize,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            max_connections_per_client: 256,
+        }
+    }
+}
+
+/// Open connections per client address.
+#[derive(Debug, Default)]
+struct ConnectionCounts(Mutex<HashMap<IpAddr, usize>>);
+
+impl ConnectionCounts {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        // The map is consistent after every single update; a panic elsewhere cannot
+        // leave it half-written.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Count a new connection from `ip`, unless it already holds `max`.
+    fn try_add(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<ConnectionSlot> {
+        let mut map = self.lock();
+        let n = map.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(ConnectionSlot {
+            ip,
+            counts: self.clone(),
+        })
+    }
+}
+
+/// One counted connection; uncounted when dropped.
+struct ConnectionSlot {
+    ip: IpAddr,
+    counts: Arc<ConnectionCounts>,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let mut map = self.counts.lock();
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
 /// A bound, not yet serving, HTTP server.
 pub struct Server {
     listener: TcpListener,
     state: AppState,
+    limits: ServerLimits,
 }
 
 impl Server {
@@ -92,7 +169,14 @@ impl Server {
         Ok(Self {
             listener,
             state: AppState::new(sup, token),
+            limits: ServerLimits::default(),
         })
+    }
+
+    /// Use other client limits.
+    pub fn with_limits(mut self, limits: ServerLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// The address actually bound (useful with port 0).
@@ -107,10 +191,66 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
         let addr = self.local_addr()?;
-        info!(%addr, "serving the API");
-        axum::serve(self.listener, router(self.state))
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(ServeError::Serve)
+        info!(%addr, header_read_timeout = ?self.limits.header_read_timeout,
+              max_connections_per_client = self.limits.max_connections_per_client, "serving the API");
+        let app = router(self.state);
+        let counts = Arc::new(ConnectionCounts::default());
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let mut builder = Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.limits.header_read_timeout);
+        builder.http2().timer(TokioTimer::new());
+        tokio::pin!(shutdown);
+        loop {
+            let (stream, peer) = tokio::select! {
+                () = &mut shutdown => break,
+                accepted = self.listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of descriptors and the like: wait instead of spinning.
+                        warn!(error = %e, "accepting a connection failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let Some(slot) = counts.try_add(peer.ip(), self.limits.max_connections_per_client)
+            else {
+                warn!(client = %peer.ip(), limit = self.limits.max_connections_per_client,
+                      "refusing a connection: too many from this client");
+                tokio::spawn(refuse(stream));
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let service = TowerToHyperService::new(app.clone());
+            let conn = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .into_owned();
+            let conn = graceful.watch(conn);
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    debug!(client = %peer, error = %e, "connection ended with an error");
+                }
+                drop(slot);
+            });
+        }
+        graceful.shutdown().await;
+        Ok(())
     }
+}
+
+/// Answer a connection over the per-client cap with a short `503` and close it.
+async fn refuse(mut stream: TcpStream) {
+    let body = r#"{"code":"too_many_connections","message":"this client holds too many open connections to the daemon","retry":"same","hint":"close idle connections, or reuse one (keep-alive)"}"#;
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        let _ = stream.write_all(response.as_bytes()).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
 }

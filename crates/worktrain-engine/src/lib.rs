@@ -27,6 +27,7 @@ use worktrain_core::token::Keyring;
 use worktrain_store::{AppendRequest, EventStore, StoreError};
 
 pub mod catalog;
+pub mod workspace;
 
 pub use catalog::{Catalog, Resolved};
 
@@ -508,7 +509,10 @@ impl Engine {
 
     /// Create a session and queue its run, in one transaction. With an idempotency key
     /// that was seen before, returns the existing session instead.
-    pub async fn dispatch(&self, req: DispatchRequest) -> Result<Dispatched, ApiError> {
+    pub async fn dispatch(&self, mut req: DispatchRequest) -> Result<Dispatched, ApiError> {
+        if let Some(ws) = &req.start.workspace {
+            req.start.workspace = Some(workspace::check_workspace(ws, None)?.display().to_string());
+        }
         if let Some(key) = &req.idempotency_key
             && let Some(existing) = self
                 .store

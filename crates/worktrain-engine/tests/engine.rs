@@ -716,7 +716,11 @@ async fn impossible_tokens_and_keys_are_told_apart_from_stale_and_retired_ones()
             env.engine.advance(&padded, notes("x")).await,
             ErrorCode::TokenMalformed,
         );
-        assert!(e.message.contains("surrounding whitespace"), "{}", e.message);
+        assert!(
+            e.message.contains("surrounding whitespace"),
+            "{}",
+            e.message
+        );
         expect_err(
             env.engine.rehydrate(&SessionRef::parse(&padded)).await,
             ErrorCode::TokenMalformed,

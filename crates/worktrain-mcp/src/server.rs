@@ -386,11 +386,7 @@ impl ToolServer {
         let args: CheckpointWorkflowArgs = parse_args("checkpoint_workflow", args)?;
         let engine = self.engine().await?;
         let reply = engine
-            .checkpoint(
-                &args.token,
-                &args.notes,
-                args.context.unwrap_or_default(),
-            )
+            .checkpoint(&args.token, &args.notes, args.context.unwrap_or_default())
             .await?;
         Ok(step_result(&reply))
     }

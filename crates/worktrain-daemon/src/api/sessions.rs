@@ -80,27 +80,10 @@ pub struct DispatchAnswer {
     pub record: SessionRecord,
 }
 
-fn check_workspace(ws: &str) -> Result<String, HttpError> {
-    let p = Path::new(ws);
-    if !p.is_absolute() {
-        return Err(HttpError::invalid(
-            format!("workspace `{ws}` is not an absolute path"),
-            "send the absolute path of the workspace directory",
-        ));
-    }
-    let canon = std::fs::canonicalize(p).map_err(|e| {
-        HttpError::invalid(
-            format!("workspace `{ws}`: {e}"),
-            "the workspace must be an existing directory on the daemon's machine",
-        )
-    })?;
-    if !canon.is_dir() {
-        return Err(HttpError::invalid(
-            format!("workspace `{ws}` is not a directory"),
-            "the workspace must be an existing directory on the daemon's machine",
-        ));
-    }
-    Ok(canon.display().to_string())
+fn check_workspace(ws: &str, home: &Path) -> Result<String, HttpError> {
+    worktrain_engine::workspace::check_workspace(ws, Some(home))
+        .map(|p| p.display().to_string())
+        .map_err(HttpError::from)
 }
 
 async fn dispatch(
@@ -142,7 +125,11 @@ async fn dispatch(
             "say what the session should achieve",
         ));
     }
-    let workspace = body.workspace.as_deref().map(check_workspace).transpose()?;
+    let workspace = body
+        .workspace
+        .as_deref()
+        .map(|ws| check_workspace(ws, st.sup.home()))
+        .transpose()?;
     if worktrain_engine::catalog::is_workflow_path(&body.workflow)
         && !Path::new(&body.workflow).is_absolute()
     {

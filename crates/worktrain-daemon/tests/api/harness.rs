@@ -14,7 +14,7 @@ use worktrain_agent::{
 };
 use worktrain_config::{API_TOKEN_FILE, DaemonSettings, Home};
 use worktrain_daemon::auth::ApiToken;
-use worktrain_daemon::server::Server;
+use worktrain_daemon::server::{Server, ServerLimits};
 use worktrain_daemon::supervisor::Supervisor;
 use worktrain_engine::Engine;
 use worktrain_store::SqliteStore;
@@ -64,6 +64,18 @@ steps:
     prompt: 'Build {{goal}}'
 ";
 
+/// A fresh git working tree (`git init`) to dispatch into.
+pub fn git_workspace() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let st = std::process::Command::new("git")
+        .args(["init", "-q"])
+        .current_dir(dir.path())
+        .status()
+        .expect("git init");
+    assert!(st.success());
+    dir
+}
+
 /// A turn completing the current step.
 pub fn complete(notes: &str) -> Turn {
     Turn::tool("complete_step", json!({"notes": notes}))
@@ -111,6 +123,8 @@ pub struct Daemon {
 
 pub struct Options {
     pub settings: DaemonSettings,
+    /// Client limits of the HTTP server.
+    pub server_limits: ServerLimits,
     /// Start the supervisor loop (false: only the server; nothing is scheduled).
     pub run_supervisor: bool,
 }
@@ -122,6 +136,7 @@ impl Default for Options {
         settings.lease_secs = 3;
         Self {
             settings,
+            server_limits: ServerLimits::default(),
             run_supervisor: true,
         }
     }
@@ -203,7 +218,8 @@ impl Daemon {
             "127.0.0.1:0",
         )
         .await
-        .expect("bind");
+        .expect("bind")
+        .with_limits(opts.server_limits);
         let addr = server.local_addr().expect("addr");
         let stop = CancellationToken::new();
         let s2 = stop.clone();

@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod abuse;
 mod harness;
 mod openapi;
 
@@ -1031,9 +1032,9 @@ async fn mcp_tools_over_streamable_http() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_workspace_and_per_trigger_caps_hold() {
-    let ws_a = tempfile::tempdir().unwrap();
-    let ws_b = tempfile::tempdir().unwrap();
-    let ws_c = tempfile::tempdir().unwrap();
+    let ws_a = git_workspace();
+    let ws_b = git_workspace();
+    let ws_c = git_workspace();
     let goals = ["cap-a1", "cap-a2", "cap-a3", "cap-n1", "cap-n2"];
     let routes = goals
         .iter()
