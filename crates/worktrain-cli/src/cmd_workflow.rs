@@ -257,14 +257,8 @@ fn lint_target(
             .find(|(n, _)| *n == name)
             .map(|(_, t)| (*t).to_owned())
             .ok_or_else(|| ApiError::internal(format!("bundled workflow {name} missing")))?,
-        None => std::fs::read_to_string(&entry.location).map_err(|e| {
-            ApiError::new(
-                ErrorCode::WorkflowNotFound,
-                format!("cannot read {}: {e}", entry.location),
-                Retry::AfterFix,
-                "check the file's permissions",
-            )
-        })?,
+        None => worktrain_engine::catalog::read_source(std::path::Path::new(&entry.location))
+            .map_err(worktrain_engine::catalog::invalid)?,
     };
     Ok((entry.location.clone(), text))
 }
@@ -526,6 +520,12 @@ fn simulate(ctx: &Ctx, args: &crate::cli::SimulateArgs) -> Result<Exit, ApiError
                 format!("the simulation stopped after {n} step entries without completing"),
                 worktrain_core::Retry::AfterFix,
                 "raise --max-nodes, or script the loops to end (--decide LOOP=stop, --context/--at values); without --max-nodes the limit is the compiler's bound, so reaching it is a bug worth reporting",
+            ));
+        }
+        Err(e @ (SimError::Capped { .. } | SimError::TimeBudget { .. })) => {
+            return Err(ApiError::invalid_input(
+                format!("the simulation was cut short: {e}"),
+                "script the loops to end (--decide LOOP=stop, --context/--at values), or pass --max-nodes N to simulate further",
             ));
         }
         Err(SimError::Engine(e)) => return Err(e),

@@ -56,6 +56,92 @@ pub enum Rule {
     NonEmpty,
     /// A reference (context key, step) is not allowed.
     Reference,
+    /// The file is not something to read a workflow from (a FIFO, a device, a directory).
+    File,
+    /// The bytes are not UTF-8 text.
+    Encoding,
+    /// The file is too large or nested too deeply.
+    Limit,
+}
+
+/// Largest workflow or routine file, in bytes (read no further than this).
+pub const MAX_WORKFLOW_BYTES: usize = 1024 * 1024;
+/// Deepest nesting of `[`/`{` brackets, checked before parsing: a deeply nested flow
+/// collection makes the YAML parser slow long before its own recursion limit.
+pub const MAX_NESTING: usize = 64;
+
+/// Decode a workflow file's bytes: UTF-8, with a leading byte order mark dropped. Invalid
+/// UTF-8 is reported with its byte offset, line and column.
+pub fn decode_text(bytes: &[u8]) -> Result<&str, WorkflowError> {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    std::str::from_utf8(bytes).map_err(|e| {
+        let at = e.valid_up_to();
+        let before = &bytes[..at];
+        let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+        let line_start = before.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        // Columns count characters, like the parsers' positions.
+        let column = String::from_utf8_lossy(&before[line_start..]).chars().count() + 1;
+        WorkflowError {
+            file: None,
+            line: Some(line),
+            column: Some(column),
+            path: None,
+            rule: Rule::Encoding,
+            message: format!(
+                "invalid UTF-8 at byte offset {at} (byte 0x{:02x}); workflow files must be UTF-8 text",
+                bytes.get(at).copied().unwrap_or(0)
+            ),
+        }
+    })
+}
+
+/// Refuse text larger than [`MAX_WORKFLOW_BYTES`] or nested deeper than [`MAX_NESTING`],
+/// in one linear pass, before any parser sees it. Brackets are counted wherever they
+/// are (also inside strings), which can only over-count: a real workflow never comes
+/// close to the limit.
+fn check_limits(text: &str) -> Result<(), WorkflowError> {
+    if text.len() > MAX_WORKFLOW_BYTES {
+        return Err(WorkflowError {
+            file: None,
+            line: None,
+            column: None,
+            path: None,
+            rule: Rule::Limit,
+            message: format!(
+                "the file is {} bytes, over the limit of {MAX_WORKFLOW_BYTES} bytes for a workflow file",
+                text.len()
+            ),
+        });
+    }
+    let mut depth = 0usize;
+    let (mut line, mut column) = (1usize, 0usize);
+    for c in text.chars() {
+        column += 1;
+        match c {
+            '\n' => {
+                line += 1;
+                column = 0;
+            }
+            '[' | '{' => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Err(WorkflowError {
+                        file: None,
+                        line: Some(line),
+                        column: Some(column),
+                        path: None,
+                        rule: Rule::Limit,
+                        message: format!(
+                            "brackets nest deeper than {MAX_NESTING} levels; a workflow never needs that"
+                        ),
+                    });
+                }
+            }
+            ']' | '}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// A workflow that failed to load or compile.
@@ -143,8 +229,12 @@ fn parse_document<T: serde::de::DeserializeOwned>(
     text: &str,
     shape: &str,
 ) -> Result<T, WorkflowError> {
-    let format = SourceFormat::detect(file_name, text);
     let with_file = |e: WorkflowError| e.in_file(file_name);
+    // A byte order mark is allowed at the start (some editors write one); the parsers
+    // would read it as content.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    check_limits(text).map_err(with_file)?;
+    let format = SourceFormat::detect(file_name, text);
     let raw: Value = match format {
         SourceFormat::Json => serde_json::from_str(text).map_err(|e| WorkflowError {
             file: None,

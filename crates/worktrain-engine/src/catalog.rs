@@ -9,7 +9,7 @@ use serde::Serialize;
 use worktrain_core::compile::{Pinned, RoutineResolver, RoutineSource, compile_with};
 use worktrain_core::error::{ApiError, ErrorCode, Retry};
 use worktrain_core::ids::WorkflowId;
-use worktrain_core::load::{WorkflowError, parse_workflow};
+use worktrain_core::load::{MAX_WORKFLOW_BYTES, Rule, WorkflowError, decode_text, parse_workflow};
 use worktrain_core::workflow::WorkflowDefinition;
 
 /// Workflows shipped inside the binary: (file name, contents).
@@ -160,7 +160,7 @@ impl Catalog {
                     .and_then(|n| n.to_str())
                     .unwrap_or_default()
                     .to_owned();
-                match std::fs::read_to_string(&path) {
+                match read_source(&path) {
                     Ok(text) => entries.push(self.entry(kind, location, &name, &text)),
                     Err(e) => entries.push(CatalogEntry {
                         source: kind,
@@ -171,7 +171,7 @@ impl Catalog {
                         version: None,
                         description: None,
                         tags: Vec::new(),
-                        error: Some(format!("cannot read: {e}")),
+                        error: Some(e.to_string()),
                         shadowed_by: None,
                     }),
                 }
@@ -322,8 +322,10 @@ fn workflow_files(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = read
         .filter_map(Result::ok)
         .map(|e| e.path())
+        // Anything but a directory: a FIFO or device named `x.yaml` is listed with the
+        // reason it cannot be read, rather than vanishing from the list.
         .filter(|p| {
-            p.is_file()
+            !p.is_dir()
                 && p.extension()
                     .and_then(|e| e.to_str())
                     .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"))
@@ -374,8 +376,7 @@ impl RoutineResolver for Catalog {
             }
             let base = Path::new(from).parent().unwrap_or(Path::new("."));
             let path = base.join(reference);
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| format!("cannot read routine {}: {e}", path.display()))?;
+            let text = read_source(&path).map_err(|e| format!("cannot read routine: {e}"))?;
             let location = std::fs::canonicalize(&path)
                 .unwrap_or(path)
                 .display()
@@ -385,11 +386,15 @@ impl RoutineResolver for Catalog {
         for dir in [&self.project_dir, &self.user_dir].into_iter().flatten() {
             for ext in ["yaml", "yml", "json"] {
                 let path = dir.join(ROUTINES_DIR).join(format!("{reference}.{ext}"));
-                if let Ok(text) = std::fs::read_to_string(&path) {
-                    return Ok(RoutineSource {
-                        location: path.display().to_string(),
-                        text,
-                    });
+                match read_source(&path) {
+                    Ok(text) => {
+                        return Ok(RoutineSource {
+                            location: path.display().to_string(),
+                            text,
+                        });
+                    }
+                    Err(e) if e.rule == Rule::File && !path.exists() => {}
+                    Err(e) => return Err(format!("cannot read routine: {e}")),
                 }
             }
         }
@@ -448,22 +453,101 @@ pub fn is_workflow_path(spec: &str) -> bool {
 }
 
 /// Read a workflow file named on a command line or in a request: its canonical location
-/// and text.
+/// and text (see [`read_source`] for what is refused).
 pub fn read_workflow_file(spec: &str) -> Result<(String, String), ApiError> {
     let path = Path::new(spec);
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        ApiError::new(
-            ErrorCode::WorkflowNotFound,
-            format!("cannot read workflow file {spec}: {e}"),
-            Retry::AfterFix,
-            "check the path, or pass a workflow id from `worktrain workflow list`",
-        )
+    let text = read_source(path).map_err(|e| {
+        if e.rule == Rule::File && !path.exists() {
+            ApiError::new(
+                ErrorCode::WorkflowNotFound,
+                e.to_string(),
+                Retry::AfterFix,
+                "check the path, or pass a workflow id from `worktrain workflow list`",
+            )
+        } else {
+            invalid(e)
+        }
     })?;
     let location = std::fs::canonicalize(path)
         .unwrap_or_else(|_| path.to_path_buf())
         .display()
         .to_string();
     Ok((location, text))
+}
+
+/// Read a workflow or routine file without ever blocking or reading without bound: it is
+/// opened non-blocking (a FIFO cannot hold the thread), must be a regular file by
+/// `fstat` of the opened descriptor (no race with a swap), is read up to
+/// [`MAX_WORKFLOW_BYTES`] (a file that grows meanwhile is still cut off), and must be
+/// UTF-8 (a leading byte order mark is dropped). Errors name the file.
+pub fn read_source(path: &Path) -> Result<String, WorkflowError> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let shown = path.display().to_string();
+    let fail = |rule: Rule, message: String| WorkflowError {
+        file: Some(shown.clone()),
+        line: None,
+        column: None,
+        path: None,
+        rule,
+        message,
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| fail(Rule::File, format!("cannot open: {e}")))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| fail(Rule::File, format!("cannot inspect: {e}")))?;
+    if !meta.is_file() {
+        let kind = file_kind(&meta);
+        return Err(fail(
+            Rule::File,
+            format!("is {kind}, not a regular file; workflows are read from regular files only"),
+        ));
+    }
+    let cap = MAX_WORKFLOW_BYTES as u64;
+    if meta.len() > cap {
+        return Err(fail(
+            Rule::Limit,
+            format!(
+                "the file is {} bytes, over the limit of {MAX_WORKFLOW_BYTES} bytes for a workflow file",
+                meta.len()
+            ),
+        ));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.take(cap + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| fail(Rule::File, format!("cannot read: {e}")))?;
+    if bytes.len() as u64 > cap {
+        return Err(fail(
+            Rule::Limit,
+            format!("the file grew past the limit of {MAX_WORKFLOW_BYTES} bytes while it was read"),
+        ));
+    }
+    decode_text(&bytes)
+        .map(str::to_owned)
+        .map_err(|e| e.in_file(&shown))
+}
+
+fn file_kind(meta: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
+    }
 }
 
 /// The project a directory belongs to: the nearest ancestor holding `.worktrain` or

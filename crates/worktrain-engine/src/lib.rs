@@ -296,6 +296,20 @@ impl Engine {
             Ok(o) if !o.duplicate => Ok(Persisted::Written),
             Ok(_) => Ok(Persisted::Duplicate),
             Err(StoreError::SeqConflict { .. }) => Ok(Persisted::LostRace),
+            // The first event of a session stores the compiled workflow as a blob; when
+            // that is what is too large, say so instead of blaming "artifacts".
+            Err(StoreError::BlobTooLarge { size, limit })
+                if expected == Seq(0) && plan.blobs.first().is_some_and(|b| b.len() == size) =>
+            {
+                Err(ApiError::new(
+                    ErrorCode::WorkflowInvalid,
+                    format!(
+                        "the compiled workflow is {size} bytes, over the blob limit of {limit} bytes"
+                    ),
+                    Retry::AfterFix,
+                    "split the workflow (routines, shorter prompts), or raise limits.blob_bytes in config.yaml",
+                ))
+            }
             Err(e) => Err(store_error(e)),
         }
     }

@@ -1446,6 +1446,10 @@ fn explore(wf: &CompiledWorkflow, facts: &Facts, out: &mut Vec<LintFinding>) {
                 truncated += 1;
                 spent = spent.saturating_add(usize::try_from(n).unwrap_or(usize::MAX));
             }
+            Err(SimError::Capped { cap: n, .. } | SimError::TimeBudget { entered: n, .. }) => {
+                truncated += 1;
+                spent = spent.saturating_add(usize::try_from(n).unwrap_or(usize::MAX));
+            }
             Err(e) => failed.push((space.describe(wf, combo), e.to_string())),
         }
     }

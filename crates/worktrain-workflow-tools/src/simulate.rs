@@ -30,9 +30,18 @@ pub struct Script {
     /// Loop decisions, by loop id, consumed in order; the last one repeats. Loops
     /// without an entry decide `stop` after their first pass.
     pub decisions: BTreeMap<String, Vec<LoopDecision>>,
-    /// Stop after this many step entries (default: the compiler's bound).
+    /// Stop after this many step entries (default: the compiler's bound, capped at
+    /// [`DEFAULT_MAX_NODES`]).
     pub max_nodes: Option<u64>,
+    /// Stop after this much wall-clock time (default [`DEFAULT_TIME_BUDGET`]).
+    pub time_budget: Option<std::time::Duration>,
 }
+
+/// Step entries simulated when no `max_nodes` is given: nested loops can have a bound of
+/// billions of entries, which no one wants to wait for.
+pub const DEFAULT_MAX_NODES: u64 = 10_000;
+/// Wall-clock time a simulation may take when no budget is given.
+pub const DEFAULT_TIME_BUDGET: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// One thing that happened on the path.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -133,6 +142,26 @@ pub enum SimError {
     /// The node bound was reached (the compiler's bound is wrong, or the script loops).
     #[error("stopped after {0} step entries without completing")]
     Limit(u64),
+    /// The default cap was reached before the compiler's (larger) bound.
+    #[error(
+        "stopped at the simulation cap of {cap} step entries; the workflow may enter up to {bound} (pass a larger max_nodes to go further, or script the loops to end sooner)"
+    )]
+    Capped {
+        /// The cap.
+        cap: u64,
+        /// The compiler's bound.
+        bound: u64,
+    },
+    /// The time budget ran out.
+    #[error(
+        "stopped after {entered} step entries: the simulation's time budget of {secs} s ran out"
+    )]
+    TimeBudget {
+        /// Step entries simulated.
+        entered: u64,
+        /// The budget, in seconds.
+        secs: u64,
+    },
 }
 
 struct Sim<'a> {
@@ -295,11 +324,18 @@ pub fn simulate(pinned: &Pinned, script: &Script) -> Result<Trace, SimError> {
         .iter()
         .map(|(k, v)| (k.clone(), v.iter().copied().collect()))
         .collect();
-    let limit = script
-        .max_nodes
-        .unwrap_or(pinned.workflow.node_bound.max(1));
+    let bound = pinned.workflow.node_bound.max(1);
+    let limit = script.max_nodes.unwrap_or(bound.min(DEFAULT_MAX_NODES));
+    let budget = script.time_budget.unwrap_or(DEFAULT_TIME_BUDGET);
+    let started = std::time::Instant::now();
     let mut entered: u64 = 1;
     loop {
+        if entered % 256 == 0 && started.elapsed() > budget {
+            return Err(SimError::TimeBudget {
+                entered,
+                secs: budget.as_secs(),
+            });
+        }
         let Some(summary) = sim.summary.clone() else {
             return Err(SimError::Engine(ApiError::internal("no session")));
         };
@@ -380,6 +416,9 @@ pub fn simulate(pinned: &Pinned, script: &Script) -> Result<Trace, SimError> {
         if plan.response.step.is_some() {
             entered += 1;
             if entered > limit {
+                if script.max_nodes.is_none() && limit < bound {
+                    return Err(SimError::Capped { cap: limit, bound });
+                }
                 return Err(SimError::Limit(limit));
             }
         }
