@@ -39,7 +39,9 @@ fn mkfifo(path: &Path) {
 }
 
 fn including(target: &str) -> String {
-    format!("{HEAD}steps:\n  - id: a\n    title: A\n    prompt: a\n  - id: inc\n    include: {target}\n")
+    format!(
+        "{HEAD}steps:\n  - id: a\n    title: A\n    prompt: a\n  - id: inc\n    include: {target}\n"
+    )
 }
 
 #[test]
@@ -165,7 +167,11 @@ fn encodings_are_reported_precisely() {
     assert!(e.message.contains("0xe9"), "{e}");
     assert_eq!(e.line, Some(9), "{e}");
     assert_eq!(e.column, Some(13), "{e}");
-    assert!(e.to_string().starts_with(&format!("{}:9:13:", bad.display())), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with(&format!("{}:9:13:", bad.display())),
+        "{e}"
+    );
     // UTF-16 with its byte order mark.
     let utf16: Vec<u8> = [0xFF, 0xFE]
         .into_iter()
@@ -259,4 +265,3 @@ fn simulating_a_billion_node_workflow_is_cut_short_and_says_so() {
     assert!(matches!(e, SimError::TimeBudget { .. }), "{e:?}");
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
 }
-

@@ -324,3 +324,68 @@ async fn a_burst_of_concurrent_requests_is_served() {
     }
     assert_eq!(ok, 100);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dispatches_of_a_workflow_including_a_fifo_never_hold_a_thread() {
+    let d = Daemon::start_with(
+        Script::default(),
+        Options {
+            run_supervisor: false,
+            ..Options::default()
+        },
+    )
+    .await;
+    let workflows = d.home.path("workflows");
+    std::fs::create_dir_all(workflows.join("routines")).unwrap();
+    let fifo = workflows.join("routines/pipe.yaml");
+    let st = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::fs::write(
+        workflows.join("fifo.yaml"),
+        "schemaVersion: 2\nid: fifo\nname: F\ndescription: d\nversion: '1'\nsteps:\n  - id: a\n    title: A\n    prompt: a\n  - id: inc\n    include: ./routines/pipe.yaml\n",
+    )
+    .unwrap();
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..100 {
+        let http = d.http.clone();
+        let url = d.url("/api/v1/sessions");
+        let token = d.token.clone();
+        tasks.spawn(async move {
+            let r = http
+                .post(url)
+                .bearer_auth(token)
+                .json(&json!({"workflow": "fifo", "goal": format!("g{i}")}))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status();
+            (status, r.json::<Value>().await.unwrap())
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        let (status, v) = r.unwrap();
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+        assert_eq!(v["code"], "workflow_invalid", "{v}");
+        assert!(v["message"].as_str().unwrap().contains("FIFO"), "{v}");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    // Nothing is stuck: an ordinary dispatch still works at once.
+    let (s, v) = tokio::time::timeout(
+        Duration::from_secs(5),
+        d.post(
+            "/api/v1/sessions",
+            json!({"workflow": "one", "goal": "after"}),
+        ),
+    )
+    .await
+    .expect("dispatch answered");
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+}
