@@ -330,7 +330,7 @@ pub fn simulate(pinned: &Pinned, script: &Script) -> Result<Trace, SimError> {
     let started = std::time::Instant::now();
     let mut entered: u64 = 1;
     loop {
-        if entered % 256 == 0 && started.elapsed() > budget {
+        if entered.is_multiple_of(256) && started.elapsed() > budget {
             return Err(SimError::TimeBudget {
                 entered,
                 secs: budget.as_secs(),

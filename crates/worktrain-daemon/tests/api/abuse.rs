@@ -38,10 +38,12 @@ async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> (String, 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_dripping_its_request_head_is_cut_off() {
-    let mut opts = Options::default();
-    opts.server_limits = ServerLimits {
-        header_read_timeout: Duration::from_secs(1),
-        ..ServerLimits::default()
+    let opts = Options {
+        server_limits: ServerLimits {
+            header_read_timeout: Duration::from_secs(1),
+            ..ServerLimits::default()
+        },
+        ..Options::default()
     };
     let d = Daemon::start_with(Script::default(), opts).await;
     let mut slow = TcpStream::connect(addr(&d)).await.unwrap();
@@ -85,10 +87,12 @@ async fn a_client_dripping_its_request_head_is_cut_off() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_client_cannot_hold_every_connection() {
-    let mut opts = Options::default();
-    opts.server_limits = ServerLimits {
-        max_connections_per_client: 4,
-        ..ServerLimits::default()
+    let opts = Options {
+        server_limits: ServerLimits {
+            max_connections_per_client: 4,
+            ..ServerLimits::default()
+        },
+        ..Options::default()
     };
     let d = Daemon::start_with(Script::default(), opts).await;
     let mut held = Vec::new();
