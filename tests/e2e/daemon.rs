@@ -85,6 +85,10 @@ pub fn route(goal: &str, turns: Vec<Turn>) -> Route {
 /// Write config.yaml (agent → the fake LLM, no worktrees) and the test workflows.
 pub fn configure(env: &Env, llm: &Llm) {
     configure_with(env, llm, "{enabled: false}");
+    // `spawn` sends the current directory as the workspace: it must be a git working tree.
+    if !env.dir().join(".git").exists() {
+        git(env.dir(), &["init", "-q"]);
+    }
 }
 
 /// [`configure`] with a `daemon.worktrees` setting.
