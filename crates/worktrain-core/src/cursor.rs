@@ -130,6 +130,8 @@ impl Cursor {
             | EventBody::AgentActivity { .. }
             | EventBody::StepSnapshotted { .. }
             | EventBody::WorktreeRestored { .. }
+            | EventBody::HookRan { .. }
+            | EventBody::SourceIneligible { .. }
             | EventBody::SessionCompleted { .. } => {}
         }
         Ok(())

@@ -7,7 +7,10 @@ use crate::activity::AgentActivity;
 use crate::compile::{LoopIndex, Pc, StepIndex};
 use crate::cursor::{Cursor, LoopDecision};
 use crate::ids::{Attempt, NodeId, Seq, SessionId, Sha256Hash, StepId, WorkflowId};
-use crate::run::{FailureReason, InterruptReason, RequeueReason, RunEnd, RunLimits, Trigger};
+use crate::run::{
+    FailureReason, HookPoint, InterruptReason, ReconcileAction, RequeueReason, RunEnd, RunLimits,
+    SourceRef, Trigger,
+};
 use crate::workflow::GateKind;
 
 /// How a session is driven.
@@ -381,6 +384,36 @@ pub enum EventBody {
         /// A snapshot of the state just before the restore (undo).
         backup: String,
     },
+    /// A workspace hook ran in the session's worktree.
+    HookRan {
+        /// Which hook.
+        hook: HookPoint,
+        /// The command.
+        command: String,
+        /// Exit code, when it exited.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exit_code: Option<i32>,
+        /// Killed at its time limit.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        timed_out: bool,
+        /// Wall time in milliseconds.
+        duration_ms: u64,
+        /// Combined output (capped; the middle is cut when long).
+        output: String,
+    },
+    /// The session's source item stopped qualifying (closed, merged, label or assignee
+    /// removed), as seen by a webhook or a poll; the trigger's policy decided what
+    /// happens. The same decision is in the trigger's log.
+    SourceIneligible {
+        /// The source item.
+        source: SourceRef,
+        /// The trigger that saw it.
+        trigger: String,
+        /// Why it no longer qualifies.
+        reason: String,
+        /// What was done.
+        action: ReconcileAction,
+    },
     /// The workflow reached its end.
     SessionCompleted {
         /// The last node completed, if any step ran.
@@ -506,6 +539,10 @@ pub enum EventKind {
     WorktreeRestored,
     /// See [`EventBody::SessionRewound`].
     SessionRewound,
+    /// See [`EventBody::HookRan`].
+    HookRan,
+    /// See [`EventBody::SourceIneligible`].
+    SourceIneligible,
     /// See [`EventBody::SessionCompleted`].
     SessionCompleted,
 }
@@ -540,6 +577,8 @@ impl EventKind {
             EventKind::StepSnapshotted => "step_snapshotted",
             EventKind::WorktreeRestored => "worktree_restored",
             EventKind::SessionRewound => "session_rewound",
+            EventKind::HookRan => "hook_ran",
+            EventKind::SourceIneligible => "source_ineligible",
             EventKind::SessionCompleted => "session_completed",
         }
     }
@@ -575,6 +614,8 @@ impl EventBody {
             EventBody::StepSnapshotted { .. } => EventKind::StepSnapshotted,
             EventBody::WorktreeRestored { .. } => EventKind::WorktreeRestored,
             EventBody::SessionRewound { .. } => EventKind::SessionRewound,
+            EventBody::HookRan { .. } => EventKind::HookRan,
+            EventBody::SourceIneligible { .. } => EventKind::SourceIneligible,
             EventBody::SessionCompleted { .. } => EventKind::SessionCompleted,
         }
     }

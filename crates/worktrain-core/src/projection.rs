@@ -821,7 +821,10 @@ pub fn apply(
             | AgentActivity::Output { .. }
             | AgentActivity::ProcessExited { .. } => {}
         },
-        EventBody::StepSnapshotted { .. } | EventBody::WorktreeRestored { .. } => {}
+        EventBody::StepSnapshotted { .. }
+        | EventBody::WorktreeRestored { .. }
+        | EventBody::HookRan { .. }
+        | EventBody::SourceIneligible { .. } => {}
     }
     if let Some(ProjectionChange::UpsertAttempt(a)) = changes
         .iter()

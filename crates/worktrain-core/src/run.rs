@@ -98,6 +98,8 @@ pub enum FailureReason {
     ConfigInvalid,
     /// The worktree could not be created or prepared.
     WorktreeFailed,
+    /// A `setup` or `before_run` workspace hook failed or timed out.
+    HookFailed,
     /// The run was interrupted more often than the recovery policy allows.
     TooManyInterruptions,
     /// The operator's kill switch stopped it.
@@ -122,6 +124,7 @@ impl FailureReason {
             FailureReason::RecordingFailed => "recording_failed",
             FailureReason::ConfigInvalid => "config_invalid",
             FailureReason::WorktreeFailed => "worktree_failed",
+            FailureReason::HookFailed => "hook_failed",
             FailureReason::TooManyInterruptions => "too_many_interruptions",
             FailureReason::Killed => "killed",
         }
@@ -170,7 +173,9 @@ pub enum RequeueReason {
     GateDecided,
 }
 
-/// What started a run.
+/// What started a run: the kind of source, the trigger's id, and — for runs started by a
+/// configured trigger — the snapshot of that trigger's settings the run keeps even when
+/// `triggers.yml` changes later (the source item, delivery settings, workspace hooks).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub struct Trigger {
@@ -179,6 +184,361 @@ pub struct Trigger {
     /// The trigger's configured id or the caller's label.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+    /// The outside item the run works on (`github:owner/repo#123`), used for dedupe,
+    /// reconciliation and reporting back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceRef>,
+    /// What to do with the finished work.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<DeliverySettings>,
+    /// Commands run around the agent in the session's worktree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hooks: Option<WorkspaceHooks>,
+}
+
+impl Trigger {
+    /// A trigger of `kind` with an optional id and nothing else.
+    pub fn new(kind: TriggerKind, id: Option<String>) -> Self {
+        Self {
+            kind,
+            id,
+            source: None,
+            delivery: None,
+            hooks: None,
+        }
+    }
+}
+
+/// Identity of an outside item a session works on, as text:
+///
+/// * `github:owner/repo#123` — a GitHub issue or pull request (one number space);
+/// * `gitlab:group/project#12` — a GitLab issue; `gitlab:group/project!7` — a merge request;
+/// * `github:owner/repo@<ref>:<sha>` / `gitlab:…@<ref>:<sha>` — a push;
+/// * `webhook:<trigger>:<id>` — an item of a generic webhook;
+/// * `schedule:<trigger>@<time>` — one scheduled firing.
+///
+/// Two events about the same item carry the same `SourceRef`, whichever trigger or
+/// provider (webhook or poll) saw them: that is what dedupe keys on.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct SourceRef(String);
+
+/// A forge that hosts issues and pull/merge requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ForgeKind {
+    /// GitHub (github.com or Enterprise Server).
+    Github,
+    /// GitLab (gitlab.com or self-managed).
+    Gitlab,
+}
+
+impl ForgeKind {
+    /// Wire name (`github`, `gitlab`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ForgeKind::Github => "github",
+            ForgeKind::Gitlab => "gitlab",
+        }
+    }
+}
+
+/// What kind of forge item a [`SourceRef`] names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ItemKind {
+    /// A GitHub issue or pull request (GitHub numbers both in one space).
+    IssueOrPull,
+    /// A GitLab issue.
+    Issue,
+    /// A GitLab merge request.
+    MergeRequest,
+}
+
+/// The parts of a [`SourceRef`] naming an issue, pull request or merge request.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ForgeItem {
+    /// The forge.
+    pub forge: ForgeKind,
+    /// `owner/repo` (GitHub) or the project's full path (GitLab).
+    pub repo: String,
+    /// Issue, PR or MR.
+    pub kind: ItemKind,
+    /// The number (GitHub) or iid (GitLab).
+    pub number: u64,
+}
+
+impl SourceRef {
+    /// Parse and check the text form (non-empty, `scheme:rest`, no whitespace).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let Some((scheme, rest)) = text.split_once(':') else {
+            return Err(format!(
+                "source `{text}` has no scheme (expected e.g. `github:owner/repo#123`)"
+            ));
+        };
+        if scheme.is_empty() || rest.is_empty() || text.chars().any(char::is_whitespace) {
+            return Err(format!(
+                "source `{text}` is malformed (expected e.g. `github:owner/repo#123`, no spaces)"
+            ));
+        }
+        Ok(Self(text.to_owned()))
+    }
+
+    /// `github:owner/repo#123`, `gitlab:group/project#12` or `gitlab:group/project!7`.
+    pub fn item(forge: ForgeKind, repo: &str, kind: ItemKind, number: u64) -> Self {
+        let sep = match kind {
+            ItemKind::IssueOrPull | ItemKind::Issue => '#',
+            ItemKind::MergeRequest => '!',
+        };
+        Self(format!("{}:{repo}{sep}{number}", forge.as_str()))
+    }
+
+    /// A source built from a scheme and free text (spaces are replaced by `_`).
+    pub fn other(scheme: &str, rest: &str) -> Self {
+        let rest: String = rest
+            .chars()
+            .map(|c| if c.is_whitespace() { '_' } else { c })
+            .collect();
+        Self(format!("{scheme}:{rest}"))
+    }
+
+    /// The text form.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The forge item this names, when it names an issue, pull request or merge request.
+    pub fn forge_item(&self) -> Option<ForgeItem> {
+        let (scheme, rest) = self.0.split_once(':')?;
+        let forge = match scheme {
+            "github" => ForgeKind::Github,
+            "gitlab" => ForgeKind::Gitlab,
+            _ => return None,
+        };
+        let (at, sep) = rest.rfind(['#', '!']).map(|i| (i, &rest[i..=i]))?;
+        let (repo, number) = (&rest[..at], rest[at + 1..].parse::<u64>().ok()?);
+        if repo.is_empty() || repo.contains('@') {
+            return None;
+        }
+        let kind = match (forge, sep) {
+            (ForgeKind::Github, "#") => ItemKind::IssueOrPull,
+            (ForgeKind::Gitlab, "#") => ItemKind::Issue,
+            (ForgeKind::Gitlab, "!") => ItemKind::MergeRequest,
+            _ => return None,
+        };
+        Some(ForgeItem {
+            forge,
+            repo: repo.to_owned(),
+            kind,
+            number,
+        })
+    }
+}
+
+impl std::fmt::Display for SourceRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl TryFrom<String> for SourceRef {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Self::parse(&s)
+    }
+}
+
+impl From<SourceRef> for String {
+    fn from(s: SourceRef) -> String {
+        s.0
+    }
+}
+
+impl schemars::JsonSchema for SourceRef {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "SourceRef".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": "^[a-z_]+:\\S+$",
+            "description": "An outside item, e.g. `github:owner/repo#123` or `gitlab:group/project!7`."
+        })
+    }
+}
+
+/// Where finished work goes. The delivery pipeline reads this from the run's trigger.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryTarget {
+    /// Commit, push and open a pull/merge request.
+    PullRequest,
+    /// Commit (and push when a remote is configured); no pull request.
+    #[default]
+    CommitOnly,
+    /// Post the session's review verdict as a review on the pull/merge request that
+    /// triggered it.
+    ReviewComment,
+    /// POST the result as JSON to a URL, HMAC-signed.
+    Webhook,
+    /// Nothing is delivered.
+    None,
+}
+
+/// How a secret scan finding is treated during delivery.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum SecretScanPolicy {
+    /// A finding stops the delivery.
+    #[default]
+    Block,
+    /// A finding is recorded; delivery continues.
+    Warn,
+}
+
+/// A URL the result is POSTed to (target `webhook`). The signing secret is named by its
+/// environment variable, never stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryWebhook {
+    /// Where to POST.
+    pub url: String,
+    /// Environment variable holding the HMAC-SHA256 signing secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_env: Option<String>,
+}
+
+/// Delivery settings of a trigger (or a spawn), carried into every session it dispatches.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeliverySettings {
+    /// What happens to the finished work.
+    #[serde(default)]
+    pub target: DeliveryTarget,
+    /// Open the pull/merge request as a draft.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub draft: bool,
+    /// Labels for the pull/merge request.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
+    /// Reviewers to request.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reviewers: Vec<String>,
+    /// Assignees.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub assignees: Vec<String>,
+    /// The git remote pushed to (default: the workspace's `origin`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<String>,
+    /// The forge identity (from `identities:` in triggers.yml) used to open the
+    /// pull request and comment; by name, never the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+    /// Comment on the source issue/PR/MR with the result.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub report_back: bool,
+    /// Set a commit status linking to the session on the pull request's head commit.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub commit_status: bool,
+    /// Secret scan policy.
+    #[serde(default)]
+    pub secret_scan: SecretScanPolicy,
+    /// Target `webhook`: where to POST.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<DeliveryWebhook>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+/// The points around a run where a workspace hook runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HookPoint {
+    /// After the worktree is created (first run only), e.g. to install dependencies. A
+    /// failure fails the session.
+    Setup,
+    /// Before every run attempt of the agent. A failure fails the session.
+    BeforeRun,
+    /// After every run attempt of the agent (whatever its outcome). A failure is recorded.
+    AfterRun,
+    /// Before the worktree is removed. A failure is recorded.
+    BeforeRemove,
+}
+
+impl HookPoint {
+    /// Wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HookPoint::Setup => "setup",
+            HookPoint::BeforeRun => "before_run",
+            HookPoint::AfterRun => "after_run",
+            HookPoint::BeforeRemove => "before_remove",
+        }
+    }
+}
+
+/// Shell commands run in the session's worktree around the agent, with the agent's
+/// command runner (same shell, process-group kill, environment scrubbing), time-limited.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspaceHooks {
+    /// After the worktree is created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub setup: Option<String>,
+    /// Before each run of the agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before_run: Option<String>,
+    /// After each run of the agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_run: Option<String>,
+    /// Before the worktree is removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before_remove: Option<String>,
+    /// Time limit of each hook, in seconds (default 600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<u64>,
+}
+
+impl WorkspaceHooks {
+    /// Default time limit of a hook.
+    pub const DEFAULT_TIMEOUT_SECS: u64 = 600;
+
+    /// The command for `point`, if any.
+    pub fn command(&self, point: HookPoint) -> Option<&str> {
+        match point {
+            HookPoint::Setup => self.setup.as_deref(),
+            HookPoint::BeforeRun => self.before_run.as_deref(),
+            HookPoint::AfterRun => self.after_run.as_deref(),
+            HookPoint::BeforeRemove => self.before_remove.as_deref(),
+        }
+        .filter(|c| !c.trim().is_empty())
+    }
+
+    /// The time limit of each hook.
+    pub fn timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.timeout_secs.unwrap_or(Self::DEFAULT_TIMEOUT_SECS))
+    }
+
+    /// `self`'s hooks, each falling back to `base`'s.
+    pub fn or(self, base: &WorkspaceHooks) -> WorkspaceHooks {
+        WorkspaceHooks {
+            setup: self.setup.or_else(|| base.setup.clone()),
+            before_run: self.before_run.or_else(|| base.before_run.clone()),
+            after_run: self.after_run.or_else(|| base.after_run.clone()),
+            before_remove: self.before_remove.or_else(|| base.before_remove.clone()),
+            timeout_secs: self.timeout_secs.or(base.timeout_secs),
+        }
+    }
 }
 
 /// Kinds of run sources.
@@ -200,7 +560,7 @@ pub enum TriggerKind {
 }
 
 /// Budgets for one run (absent = the daemon's defaults).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub struct RunLimits {
     /// Wall-clock budget in seconds.
@@ -226,4 +586,18 @@ pub struct RunLimits {
     /// Per tool call, in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_timeout_secs: Option<u64>,
+}
+
+/// What happens to a running session whose source item no longer qualifies (closed,
+/// merged, label or assignee removed).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum ReconcileAction {
+    /// Cancel the session.
+    #[default]
+    Cancel,
+    /// Leave it running (the decision is still recorded).
+    Keep,
 }

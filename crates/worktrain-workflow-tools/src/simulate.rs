@@ -291,7 +291,9 @@ impl Sim<'_> {
             | EventBody::Steered { .. }
             | EventBody::AgentActivity { .. }
             | EventBody::StepSnapshotted { .. }
-            | EventBody::WorktreeRestored { .. } => return,
+            | EventBody::WorktreeRestored { .. }
+            | EventBody::HookRan { .. }
+            | EventBody::SourceIneligible { .. } => return,
         };
         self.trace.push(item);
     }

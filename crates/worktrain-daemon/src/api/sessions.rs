@@ -165,14 +165,14 @@ async fn dispatch(
     })
     .await
     .map_err(|e| ApiError::internal(format!("workflow resolution task failed: {e}")))??;
-    let trigger = Trigger {
-        kind: if parent.is_some() {
+    let trigger = Trigger::new(
+        if parent.is_some() {
             TriggerKind::Parent
         } else {
             TriggerKind::Api
         },
-        id: body.trigger.clone(),
-    };
+        body.trigger.clone(),
+    );
     let d = st
         .sup
         .dispatch(DispatchRequest {
