@@ -14,5 +14,7 @@
 pub mod config;
 pub mod env;
 pub mod expr;
+pub mod inbound;
 pub mod rules;
 pub mod schedule;
+pub mod verify;
