@@ -15,8 +15,10 @@ use worktrain_core::projection::{
 };
 
 pub mod sqlite;
+pub mod triggers;
 
 pub use sqlite::SqliteStore;
+pub use triggers::TriggerStore;
 
 /// A batch of events to append to one session, atomically.
 #[derive(Debug, Clone)]

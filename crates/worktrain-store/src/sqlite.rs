@@ -47,10 +47,15 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "runs",
         include_str!("../migrations/sqlite/0003_runs.sql"),
     ),
+    (
+        4,
+        "triggers",
+        include_str!("../migrations/sqlite/0004_triggers.sql"),
+    ),
 ];
 
 /// The schema version this build creates and understands.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Rows per multi-row INSERT (9 parameters each, well under SQLite's limit).
 const INSERT_CHUNK: usize = 500;
@@ -115,14 +120,14 @@ impl std::fmt::Debug for SqliteStore {
     }
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
 }
 
-fn corrupt(what: impl std::fmt::Display) -> StoreError {
+pub(crate) fn corrupt(what: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(what.to_string())
 }
 
@@ -1058,4 +1063,416 @@ impl EventStore for SqliteStore {
 
 fn short(hex: &str) -> &str {
     hex.get(..12).unwrap_or(hex)
+}
+
+mod trigger_impl {
+    //! [`crate::triggers::TriggerStore`] for SQLite.
+
+    use async_trait::async_trait;
+    use sqlx::Row;
+    use sqlx::sqlite::SqliteRow;
+
+    use super::{SqliteStore, corrupt, now_ms};
+    use crate::StoreError;
+    use crate::triggers::{
+        Decision, DecisionFilter, Delivery, DeliveryInsert, NewDecision, NewDelivery, PollCursor,
+        ScheduleState, SourceItem, SourceState, TriggerStore,
+    };
+
+    async fn insert_decision(
+        conn: &mut sqlx::SqliteConnection,
+        d: &NewDecision,
+        at: i64,
+    ) -> Result<i64, StoreError> {
+        let detail = serde_json::to_string(&d.detail).map_err(corrupt)?;
+        let r = sqlx::query(
+            "INSERT INTO trigger_decisions (trigger_id, created_at_ms, decision, reason, event,
+                 delivery_id, source, session_id, detail)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&d.trigger_id)
+        .bind(at)
+        .bind(&d.decision)
+        .bind(&d.reason)
+        .bind(d.event.as_deref())
+        .bind(d.delivery_id)
+        .bind(d.source.as_deref())
+        .bind(d.session_id.as_deref())
+        .bind(detail)
+        .execute(&mut *conn)
+        .await?;
+        Ok(r.last_insert_rowid())
+    }
+
+    fn delivery_row(r: &SqliteRow) -> Result<Delivery, StoreError> {
+        let headers: String = r.try_get("headers")?;
+        Ok(Delivery {
+            id: r.try_get("id")?,
+            trigger_id: r.try_get("trigger_id")?,
+            delivery_key: r.try_get("delivery_key")?,
+            received_at_ms: r.try_get("received_at_ms")?,
+            headers: serde_json::from_str(&headers).map_err(corrupt)?,
+            body: r.try_get("body")?,
+            status: r.try_get("status")?,
+            decided_at_ms: r.try_get("decided_at_ms")?,
+        })
+    }
+
+    fn decision_row(r: &SqliteRow) -> Result<Decision, StoreError> {
+        let detail: String = r.try_get("detail")?;
+        Ok(Decision {
+            id: r.try_get("id")?,
+            created_at_ms: r.try_get("created_at_ms")?,
+            body: NewDecision {
+                trigger_id: r.try_get("trigger_id")?,
+                decision: r.try_get("decision")?,
+                reason: r.try_get("reason")?,
+                event: r.try_get("event")?,
+                delivery_id: r.try_get("delivery_id")?,
+                source: r.try_get("source")?,
+                session_id: r.try_get("session_id")?,
+                detail: serde_json::from_str(&detail).map_err(corrupt)?,
+            },
+        })
+    }
+
+    fn source_row(r: &SqliteRow) -> Result<SourceItem, StoreError> {
+        let state: String = r.try_get("state")?;
+        let request: String = r.try_get("request")?;
+        let attempts: i64 = r.try_get("attempts")?;
+        Ok(SourceItem {
+            source: r.try_get("source")?,
+            trigger_id: r.try_get("trigger_id")?,
+            session_id: r.try_get("session_id")?,
+            state: SourceState::parse(&state)
+                .ok_or_else(|| corrupt(format!("unknown source state `{state}`")))?,
+            attempts: u32::try_from(attempts).unwrap_or(0),
+            next_attempt_at_ms: r.try_get("next_attempt_at_ms")?,
+            request: serde_json::from_str(&request).map_err(corrupt)?,
+            updated_at_ms: r.try_get("updated_at_ms")?,
+        })
+    }
+
+    #[async_trait]
+    impl TriggerStore for SqliteStore {
+        async fn insert_deliveries(
+            &self,
+            batch: Vec<NewDelivery>,
+        ) -> Result<Vec<DeliveryInsert>, StoreError> {
+            if batch.is_empty() {
+                return Ok(Vec::new());
+            }
+            let mut conn = self.pool.acquire().await?;
+            sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+            let result: Result<Vec<DeliveryInsert>, StoreError> = async {
+                let now = now_ms();
+                let mut out = Vec::with_capacity(batch.len());
+                for d in &batch {
+                    let headers = serde_json::to_string(&d.headers).map_err(corrupt)?;
+                    let inserted = sqlx::query(
+                        "INSERT INTO webhook_deliveries (trigger_id, delivery_key, received_at_ms,
+                             headers, body, status)
+                         VALUES (?, ?, ?, ?, ?, 'pending')
+                         ON CONFLICT (trigger_id, delivery_key) DO NOTHING",
+                    )
+                    .bind(&d.trigger_id)
+                    .bind(&d.delivery_key)
+                    .bind(now)
+                    .bind(headers)
+                    .bind(&d.body)
+                    .execute(&mut *conn)
+                    .await?;
+                    if inserted.rows_affected() == 1 {
+                        let id = inserted.last_insert_rowid();
+                        let mut dec = d.decision.clone();
+                        dec.delivery_id = Some(id);
+                        insert_decision(&mut conn, &dec, now).await?;
+                        out.push(DeliveryInsert::Stored { id });
+                    } else {
+                        let (id,): (i64,) = sqlx::query_as(
+                            "SELECT id FROM webhook_deliveries WHERE trigger_id = ? AND delivery_key = ?",
+                        )
+                        .bind(&d.trigger_id)
+                        .bind(&d.delivery_key)
+                        .fetch_one(&mut *conn)
+                        .await?;
+                        let mut dec = d.decision.clone();
+                        dec.decision = "duplicate".into();
+                        dec.reason = format!(
+                            "delivery `{}` was received before (delivery {id}); a redelivery changes nothing",
+                            d.delivery_key
+                        );
+                        dec.delivery_id = Some(id);
+                        insert_decision(&mut conn, &dec, now).await?;
+                        out.push(DeliveryInsert::Duplicate { id });
+                    }
+                }
+                Ok(out)
+            }
+            .await;
+            match result {
+                Ok(out) => {
+                    sqlx::query("COMMIT").execute(&mut *conn).await?;
+                    Ok(out)
+                }
+                Err(e) => {
+                    let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                    Err(e)
+                }
+            }
+        }
+
+        async fn pending_deliveries(&self, limit: u32) -> Result<Vec<Delivery>, StoreError> {
+            let rows = sqlx::query(
+                "SELECT * FROM webhook_deliveries WHERE status = 'pending' ORDER BY id LIMIT ?",
+            )
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+            rows.iter().map(delivery_row).collect()
+        }
+
+        async fn delivery(&self, id: i64) -> Result<Option<Delivery>, StoreError> {
+            let row = sqlx::query("SELECT * FROM webhook_deliveries WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+            row.as_ref().map(delivery_row).transpose()
+        }
+
+        async fn finish_delivery(
+            &self,
+            id: i64,
+            decisions: Vec<NewDecision>,
+        ) -> Result<(), StoreError> {
+            let mut tx = self.pool.begin().await?;
+            let now = now_ms();
+            sqlx::query(
+                "UPDATE webhook_deliveries SET status = 'done', decided_at_ms = ? WHERE id = ?",
+            )
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            for d in &decisions {
+                insert_decision(&mut tx, d, now).await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        }
+
+        async fn record_decision(&self, decision: NewDecision) -> Result<i64, StoreError> {
+            let mut conn = self.pool.acquire().await?;
+            insert_decision(&mut conn, &decision, now_ms()).await
+        }
+
+        async fn decisions(&self, f: &DecisionFilter) -> Result<Vec<Decision>, StoreError> {
+            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "SELECT * FROM trigger_decisions WHERE 1 = 1",
+            );
+            if let Some(t) = &f.trigger_id {
+                q.push(" AND trigger_id = ").push_bind(t.clone());
+            }
+            if let Some(s) = &f.source {
+                q.push(" AND source = ").push_bind(s.clone());
+            }
+            if let Some(d) = &f.decision {
+                q.push(" AND decision = ").push_bind(d.clone());
+            }
+            if let Some(b) = f.before {
+                q.push(" AND id < ").push_bind(b);
+            }
+            let limit = f.limit.unwrap_or(50).clamp(1, 1000);
+            q.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(limit));
+            let rows = q.build().fetch_all(&self.pool).await?;
+            rows.iter().map(decision_row).collect()
+        }
+
+        async fn decision_counts(
+            &self,
+            trigger_id: &str,
+        ) -> Result<Vec<(String, u64)>, StoreError> {
+            let rows: Vec<(String, i64)> = sqlx::query_as(
+                "SELECT decision, COUNT(*) FROM trigger_decisions WHERE trigger_id = ?
+                 GROUP BY decision ORDER BY decision",
+            )
+            .bind(trigger_id)
+            .fetch_all(&self.pool)
+            .await?;
+            Ok(rows
+                .into_iter()
+                .map(|(k, n)| (k, u64::try_from(n).unwrap_or(0)))
+                .collect())
+        }
+
+        async fn source_item(&self, source: &str) -> Result<Option<SourceItem>, StoreError> {
+            let row = sqlx::query("SELECT * FROM trigger_sources WHERE source = ?")
+                .bind(source)
+                .fetch_optional(&self.pool)
+                .await?;
+            row.as_ref().map(source_row).transpose()
+        }
+
+        async fn put_source_item(&self, item: &SourceItem) -> Result<(), StoreError> {
+            let request = serde_json::to_string(&item.request).map_err(corrupt)?;
+            sqlx::query(
+                "INSERT INTO trigger_sources (source, trigger_id, session_id, state, attempts,
+                     next_attempt_at_ms, request, updated_at_ms)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                 ON CONFLICT (source) DO UPDATE SET trigger_id = excluded.trigger_id,
+                     session_id = excluded.session_id, state = excluded.state,
+                     attempts = excluded.attempts, next_attempt_at_ms = excluded.next_attempt_at_ms,
+                     request = excluded.request, updated_at_ms = excluded.updated_at_ms",
+            )
+            .bind(&item.source)
+            .bind(&item.trigger_id)
+            .bind(item.session_id.as_deref())
+            .bind(item.state.as_str())
+            .bind(i64::from(item.attempts))
+            .bind(item.next_attempt_at_ms)
+            .bind(request)
+            .bind(item.updated_at_ms)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        }
+
+        async fn source_items(&self, state: SourceState) -> Result<Vec<SourceItem>, StoreError> {
+            let rows = sqlx::query(
+                "SELECT * FROM trigger_sources WHERE state = ? ORDER BY updated_at_ms, source",
+            )
+            .bind(state.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+            rows.iter().map(source_row).collect()
+        }
+
+        async fn poll_cursor(&self, trigger_id: &str) -> Result<Option<PollCursor>, StoreError> {
+            let row = sqlx::query("SELECT * FROM poll_cursors WHERE trigger_id = ?")
+                .bind(trigger_id)
+                .fetch_optional(&self.pool)
+                .await?;
+            row.map(|r| {
+                let baseline: i64 = r.try_get("baseline_done")?;
+                Ok(PollCursor {
+                    trigger_id: r.try_get("trigger_id")?,
+                    etag: r.try_get("etag")?,
+                    baseline_done: baseline != 0,
+                    last_polled_at_ms: r.try_get("last_polled_at_ms")?,
+                    next_poll_at_ms: r.try_get("next_poll_at_ms")?,
+                    last_error: r.try_get("last_error")?,
+                })
+            })
+            .transpose()
+        }
+
+        async fn put_poll_cursor(&self, c: &PollCursor) -> Result<(), StoreError> {
+            sqlx::query(
+                "INSERT INTO poll_cursors (trigger_id, etag, baseline_done, last_polled_at_ms,
+                     next_poll_at_ms, last_error)
+                 VALUES (?, ?, ?, ?, ?, ?)
+                 ON CONFLICT (trigger_id) DO UPDATE SET etag = excluded.etag,
+                     baseline_done = excluded.baseline_done,
+                     last_polled_at_ms = excluded.last_polled_at_ms,
+                     next_poll_at_ms = excluded.next_poll_at_ms, last_error = excluded.last_error",
+            )
+            .bind(&c.trigger_id)
+            .bind(c.etag.as_deref())
+            .bind(i64::from(c.baseline_done))
+            .bind(c.last_polled_at_ms)
+            .bind(c.next_poll_at_ms)
+            .bind(c.last_error.as_deref())
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        }
+
+        async fn poll_seen(
+            &self,
+            trigger_id: &str,
+            keys: &[String],
+        ) -> Result<Vec<(String, String)>, StoreError> {
+            let mut out = Vec::new();
+            for chunk in keys.chunks(400) {
+                let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                    "SELECT item_key, updated_at FROM poll_items WHERE trigger_id = ",
+                );
+                q.push_bind(trigger_id.to_owned()).push(" AND item_key IN (");
+                let mut sep = q.separated(", ");
+                for k in chunk {
+                    sep.push_bind(k.clone());
+                }
+                q.push(")");
+                let rows: Vec<(String, String)> =
+                    q.build_query_as().fetch_all(&self.pool).await?;
+                out.extend(rows);
+            }
+            Ok(out)
+        }
+
+        async fn mark_poll_seen(
+            &self,
+            trigger_id: &str,
+            items: &[(String, String)],
+        ) -> Result<(), StoreError> {
+            let mut tx = self.pool.begin().await?;
+            let now = now_ms();
+            for (k, updated) in items {
+                sqlx::query(
+                    "INSERT INTO poll_items (trigger_id, item_key, updated_at, seen_at_ms)
+                     VALUES (?, ?, ?, ?)
+                     ON CONFLICT (trigger_id, item_key) DO UPDATE SET
+                         updated_at = excluded.updated_at, seen_at_ms = excluded.seen_at_ms",
+                )
+                .bind(trigger_id)
+                .bind(k)
+                .bind(updated)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        }
+
+        async fn schedule_state(
+            &self,
+            trigger_id: &str,
+        ) -> Result<Option<ScheduleState>, StoreError> {
+            let row = sqlx::query("SELECT * FROM schedule_state WHERE trigger_id = ?")
+                .bind(trigger_id)
+                .fetch_optional(&self.pool)
+                .await?;
+            row.map(|r| {
+                Ok(ScheduleState {
+                    trigger_id: r.try_get("trigger_id")?,
+                    cron: r.try_get("cron")?,
+                    last_scheduled_at_ms: r.try_get("last_scheduled_at_ms")?,
+                    last_fired_at_ms: r.try_get("last_fired_at_ms")?,
+                    last_session_id: r.try_get("last_session_id")?,
+                })
+            })
+            .transpose()
+        }
+
+        async fn put_schedule_state(&self, s: &ScheduleState) -> Result<(), StoreError> {
+            sqlx::query(
+                "INSERT INTO schedule_state (trigger_id, cron, last_scheduled_at_ms,
+                     last_fired_at_ms, last_session_id)
+                 VALUES (?, ?, ?, ?, ?)
+                 ON CONFLICT (trigger_id) DO UPDATE SET cron = excluded.cron,
+                     last_scheduled_at_ms = excluded.last_scheduled_at_ms,
+                     last_fired_at_ms = excluded.last_fired_at_ms,
+                     last_session_id = excluded.last_session_id",
+            )
+            .bind(&s.trigger_id)
+            .bind(&s.cron)
+            .bind(s.last_scheduled_at_ms)
+            .bind(s.last_fired_at_ms)
+            .bind(s.last_session_id.as_deref())
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        }
+    }
 }

@@ -12,6 +12,7 @@
 //! - [`poll`]: pollers over `worktrain-forge` (pagination, ETags, rate limits, cursors).
 
 pub mod config;
+pub mod decide;
 pub mod env;
 pub mod expr;
 pub mod inbound;
