@@ -190,10 +190,10 @@ pub struct Trigger {
     pub source: Option<SourceRef>,
     /// What to do with the finished work.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub delivery: Option<DeliverySettings>,
+    pub delivery: Option<Box<DeliverySettings>>,
     /// Commands run around the agent in the session's worktree.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hooks: Option<WorkspaceHooks>,
+    pub hooks: Option<Box<WorkspaceHooks>>,
 }
 
 impl Trigger {

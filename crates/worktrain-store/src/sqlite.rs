@@ -1283,7 +1283,8 @@ mod trigger_impl {
                 q.push(" AND id < ").push_bind(b);
             }
             let limit = f.limit.unwrap_or(50).clamp(1, 1000);
-            q.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(limit));
+            q.push(" ORDER BY id DESC LIMIT ")
+                .push_bind(i64::from(limit));
             let rows = q.build().fetch_all(&self.pool).await?;
             rows.iter().map(decision_row).collect()
         }
@@ -1397,14 +1398,14 @@ mod trigger_impl {
                 let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
                     "SELECT item_key, updated_at FROM poll_items WHERE trigger_id = ",
                 );
-                q.push_bind(trigger_id.to_owned()).push(" AND item_key IN (");
+                q.push_bind(trigger_id.to_owned())
+                    .push(" AND item_key IN (");
                 let mut sep = q.separated(", ");
                 for k in chunk {
                     sep.push_bind(k.clone());
                 }
                 q.push(")");
-                let rows: Vec<(String, String)> =
-                    q.build_query_as().fetch_all(&self.pool).await?;
+                let rows: Vec<(String, String)> = q.build_query_as().fetch_all(&self.pool).await?;
                 out.extend(rows);
             }
             Ok(out)

@@ -219,11 +219,8 @@ pub trait TriggerStore: Send + Sync + 'static {
     async fn delivery(&self, id: i64) -> Result<Option<Delivery>, StoreError>;
 
     /// Mark a delivery decided and record the decisions, in one transaction.
-    async fn finish_delivery(
-        &self,
-        id: i64,
-        decisions: Vec<NewDecision>,
-    ) -> Result<(), StoreError>;
+    async fn finish_delivery(&self, id: i64, decisions: Vec<NewDecision>)
+    -> Result<(), StoreError>;
 
     /// Record a decision; returns its id.
     async fn record_decision(&self, decision: NewDecision) -> Result<i64, StoreError>;
@@ -232,10 +229,7 @@ pub trait TriggerStore: Send + Sync + 'static {
     async fn decisions(&self, filter: &DecisionFilter) -> Result<Vec<Decision>, StoreError>;
 
     /// Number of decisions of `trigger_id` by kind.
-    async fn decision_counts(
-        &self,
-        trigger_id: &str,
-    ) -> Result<Vec<(String, u64)>, StoreError>;
+    async fn decision_counts(&self, trigger_id: &str) -> Result<Vec<(String, u64)>, StoreError>;
 
     /// A source item.
     async fn source_item(&self, source: &str) -> Result<Option<SourceItem>, StoreError>;
@@ -267,8 +261,7 @@ pub trait TriggerStore: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
 
     /// A schedule's state.
-    async fn schedule_state(&self, trigger_id: &str)
-    -> Result<Option<ScheduleState>, StoreError>;
+    async fn schedule_state(&self, trigger_id: &str) -> Result<Option<ScheduleState>, StoreError>;
 
     /// Save a schedule's state.
     async fn put_schedule_state(&self, state: &ScheduleState) -> Result<(), StoreError>;

@@ -154,7 +154,9 @@ pub struct WorkspaceDef {
 }
 
 /// How many sessions of a trigger run and wait at once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(deny_unknown_fields)]
 pub struct Concurrency {
     /// `parallel` (default) or `serial` (one session of this trigger at a time).
@@ -189,7 +191,9 @@ impl Concurrency {
 }
 
 /// Serial or parallel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ConcurrencyMode {
     /// Up to `max_running` at once.
@@ -325,7 +329,9 @@ pub enum PollKind {
 }
 
 /// Overlap policy of a schedule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Overlap {
     /// Skip a firing while the previous session of this trigger is unfinished (recorded).
@@ -338,7 +344,9 @@ pub enum Overlap {
 }
 
 /// Misfire policy of a schedule (firings missed while the daemon was down).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Misfire {
     /// Record them as missed; fire at the next time.
@@ -807,8 +815,9 @@ impl ConfigError {
 /// Parse and validate `text` (the contents of `file`) with variables from `env`.
 pub fn load(file: &str, text: &str, env: &EnvSource) -> Result<TriggerIndex, ConfigError> {
     let de = serde_norway::Deserializer::from_str(text);
-    let parsed: Result<TriggersFile, _> =
-        with_env(env, || serde_path_to_error::deserialize::<_, TriggersFile>(de));
+    let parsed: Result<TriggersFile, _> = with_env(env, || {
+        serde_path_to_error::deserialize::<_, TriggersFile>(de)
+    });
     let parsed = parsed.map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
@@ -997,7 +1006,10 @@ fn resolve(
                 return Err(err(
                     format!("{at}.identity"),
                     line,
-                    format!("a {} trigger needs an `identity` to call the API", t.source.provider()),
+                    format!(
+                        "a {} trigger needs an `identity` to call the API",
+                        t.source.provider()
+                    ),
                 ));
             };
             let kind = match f.identities.get(name) {
@@ -1008,14 +1020,22 @@ fn resolve(
                 return Err(err(
                     format!("{at}.identity"),
                     line_of(text, &format!("identity: {name}"), 0),
-                    format!("identity `{name}` is a {kind} identity; {} needs a {forge} one", t.source.provider()),
+                    format!(
+                        "identity `{name}` is a {kind} identity; {} needs a {forge} one",
+                        t.source.provider()
+                    ),
                 ));
             }
         }
         match &t.source {
             Source::Schedule(s) => {
-                crate::schedule::CronSchedule::parse(&s.cron, &s.timezone)
-                    .map_err(|m| err(format!("{at}.source.schedule"), line_of(text, &s.cron, 0), m))?;
+                crate::schedule::CronSchedule::parse(&s.cron, &s.timezone).map_err(|m| {
+                    err(
+                        format!("{at}.source.schedule"),
+                        line_of(text, &s.cron, 0),
+                        m,
+                    )
+                })?;
             }
             Source::GitlabWebhook(g) if g.token.is_none() && g.signing_token.is_none() => {
                 return Err(err(
@@ -1034,8 +1054,13 @@ fn resolve(
                 }
                 let ok = matches!(
                     (&t.source, p.kind),
-                    (Source::GithubPoll(_), PollKind::Issues | PollKind::PullRequests)
-                        | (Source::GitlabPoll(_), PollKind::Issues | PollKind::MergeRequests)
+                    (
+                        Source::GithubPoll(_),
+                        PollKind::Issues | PollKind::PullRequests
+                    ) | (
+                        Source::GitlabPoll(_),
+                        PollKind::Issues | PollKind::MergeRequests
+                    )
                 );
                 if !ok {
                     return Err(err(
@@ -1168,23 +1193,34 @@ triggers:
         let t = idx.get("labeled").unwrap();
         assert_eq!(t.workflow, "coding-task");
         assert_eq!(t.workspace, Some(Workspace::Path("/srv/app".into())));
-        let Source::GithubWebhook(gh) = &t.source else { panic!() };
+        let Source::GithubWebhook(gh) = &t.source else {
+            panic!()
+        };
         assert_eq!(gh.secret.value(), "s3cret");
         let p = idx.get("poll").unwrap();
         assert_eq!(p.workflow, "bug-investigation");
         assert_eq!(p.reconcile.labels, vec!["worktrain".to_string()]);
-        assert!(!format!("{idx:?}").contains("s3cret"), "secrets never in Debug");
+        assert!(
+            !format!("{idx:?}").contains("s3cret"),
+            "secrets never in Debug"
+        );
     }
 
     #[test]
     fn unknown_keys_have_position_and_suggestion() {
-        let text = BASE.replace("        events: [issues.labeled]", "        event: [issues.labeled]");
+        let text = BASE.replace(
+            "        events: [issues.labeled]",
+            "        event: [issues.labeled]",
+        );
         let e = load("triggers.yml", &text, &env()).unwrap_err();
         assert_eq!(e.line, Some(13), "{e}");
         assert!(e.column.is_some());
         assert!(e.message.contains("unknown field `event`"), "{e}");
         assert!(e.message.contains("did you mean `events`?"), "{e}");
-        assert_eq!(e.path.as_deref(), Some("triggers[0].source.github_webhook.event"));
+        assert_eq!(
+            e.path.as_deref(),
+            Some("triggers[0].source.github_webhook.event")
+        );
         assert!(e.to_string().starts_with("triggers.yml:13:"), "{e}");
         let text = BASE.replace("github_webhook:", "github_webhok:");
         let e = load("triggers.yml", &text, &env()).unwrap_err();
@@ -1208,16 +1244,36 @@ triggers:
         let e = load("t.yml", &no_identity, &env()).unwrap_err();
         assert!(e.message.contains("needs an `identity`"), "{e}");
         let bad_ident = BASE.replace("identity: bot", "identity: nobody");
-        assert!(load("t.yml", &bad_ident, &env()).unwrap_err().message.contains("not defined"));
+        assert!(
+            load("t.yml", &bad_ident, &env())
+                .unwrap_err()
+                .message
+                .contains("not defined")
+        );
         let no_goal = BASE.replace("    goal: '{{ $.issue.title }}'\n", "");
-        assert!(load("t.yml", &no_goal, &env()).unwrap_err().message.contains("no `goal`"));
+        assert!(
+            load("t.yml", &no_goal, &env())
+                .unwrap_err()
+                .message
+                .contains("no `goal`")
+        );
         let bad_path = BASE.replace("$.label.name", "label.name");
         let e = load("t.yml", &bad_path, &env()).unwrap_err();
         assert!(e.message.contains("invalid JSONPath"), "{e}");
         assert!(e.line.is_some());
         let v2 = BASE.replace("version: 1", "version: 2");
-        assert!(load("t.yml", &v2, &env()).unwrap_err().message.contains("unsupported version"));
+        assert!(
+            load("t.yml", &v2, &env())
+                .unwrap_err()
+                .message
+                .contains("unsupported version")
+        );
         let bad_id = BASE.replace("id: poll", "id: 'a b'");
-        assert!(load("t.yml", &bad_id, &env()).unwrap_err().message.contains("letters, digits"));
+        assert!(
+            load("t.yml", &bad_id, &env())
+                .unwrap_err()
+                .message
+                .contains("letters, digits")
+        );
     }
 }

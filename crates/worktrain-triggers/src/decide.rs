@@ -221,11 +221,20 @@ pub fn evaluate(trigger: &Trigger, ev: &Inbound, gitlab_access: Option<u32>) -> 
         return Verdict::Ping;
     }
     let (events, repos, commands) = match &trigger.source {
-        Source::GithubWebhook(g) => (g.events.as_slice(), g.repositories.as_slice(), g.commands.as_ref()),
-        Source::GitlabWebhook(g) => (g.events.as_slice(), g.projects.as_slice(), g.commands.as_ref()),
-        Source::Webhook(_) | Source::GithubPoll(_) | Source::GitlabPoll(_) | Source::Schedule(_) => {
-            (&[][..], &[][..], None)
-        }
+        Source::GithubWebhook(g) => (
+            g.events.as_slice(),
+            g.repositories.as_slice(),
+            g.commands.as_ref(),
+        ),
+        Source::GitlabWebhook(g) => (
+            g.events.as_slice(),
+            g.projects.as_slice(),
+            g.commands.as_ref(),
+        ),
+        Source::Webhook(_)
+        | Source::GithubPoll(_)
+        | Source::GitlabPoll(_)
+        | Source::Schedule(_) => (&[][..], &[][..], None),
     };
     if !repos.is_empty() {
         let repo = ev.repository.as_deref().unwrap_or("");
@@ -251,7 +260,11 @@ pub fn evaluate(trigger: &Trigger, ev: &Inbound, gitlab_access: Option<u32>) -> 
             match cmd {
                 Command::Retry => {
                     let Some(source) = ev.source.clone() else {
-                        return stop(DecisionKind::Filtered, "`retry` on an event without a source item", json!({}));
+                        return stop(
+                            DecisionKind::Filtered,
+                            "`retry` on an event without a source item",
+                            json!({}),
+                        );
                     };
                     return Verdict::Retry {
                         source,
@@ -259,10 +272,12 @@ pub fn evaluate(trigger: &Trigger, ev: &Inbound, gitlab_access: Option<u32>) -> 
                     };
                 }
                 Command::Run(wf) => {
-                    if wf != trigger.workflow && !cmds.workflows.iter().any(|w| *w == wf) {
+                    if wf != trigger.workflow && !cmds.workflows.contains(&wf) {
                         return stop(
                             DecisionKind::Filtered,
-                            format!("`run {wf}`: workflow `{wf}` is not allowed for commands on this trigger"),
+                            format!(
+                                "`run {wf}`: workflow `{wf}` is not allowed for commands on this trigger"
+                            ),
                             json!({"command": "run", "workflow": wf, "allowed": cmds.workflows}),
                         );
                     }
@@ -279,10 +294,13 @@ pub fn evaluate(trigger: &Trigger, ev: &Inbound, gitlab_access: Option<u32>) -> 
         }
         None => {
             let subscribed = match &trigger.source {
-                Source::Webhook(_) | Source::GithubPoll(_) | Source::GitlabPoll(_) | Source::Schedule(_) => true,
-                Source::GithubWebhook(_) | Source::GitlabWebhook(_) => {
-                    events.iter().any(|p| p.matches(&ev.event, ev.action.as_deref()))
-                }
+                Source::Webhook(_)
+                | Source::GithubPoll(_)
+                | Source::GitlabPoll(_)
+                | Source::Schedule(_) => true,
+                Source::GithubWebhook(_) | Source::GitlabWebhook(_) => events
+                    .iter()
+                    .any(|p| p.matches(&ev.event, ev.action.as_deref())),
             };
             if !subscribed {
                 let listed: Vec<String> = events.iter().map(ToString::to_string).collect();
@@ -290,7 +308,11 @@ pub fn evaluate(trigger: &Trigger, ev: &Inbound, gitlab_access: Option<u32>) -> 
                     DecisionKind::Filtered,
                     format!(
                         "event `{key}` is not among the trigger's events ({})",
-                        if listed.is_empty() { "none".to_owned() } else { listed.join(", ") }
+                        if listed.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            listed.join(", ")
+                        }
                     ),
                     json!({"filter": "event", "seen": key, "events": listed}),
                 );
@@ -353,10 +375,16 @@ mod tests {
     #[test]
     fn commands_parse() {
         let p = vec!["/worktrain".to_string(), "@bot".to_string()];
-        assert_eq!(parse_command("hi\n/worktrain run coding-task\n", &p), Some(Command::Run("coding-task".into())));
+        assert_eq!(
+            parse_command("hi\n/worktrain run coding-task\n", &p),
+            Some(Command::Run("coding-task".into()))
+        );
         assert_eq!(parse_command("@Bot retry", &p), Some(Command::Retry));
         assert_eq!(parse_command("/worktrainer run x", &p), None);
         assert_eq!(parse_command("please /worktrain run x", &p), None);
-        assert_eq!(parse_command("/worktrain dance", &p), Some(Command::Unknown("dance".into())));
+        assert_eq!(
+            parse_command("/worktrain dance", &p),
+            Some(Command::Unknown("dance".into()))
+        );
     }
 }

@@ -69,7 +69,9 @@ pub fn expand(raw: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Stri
         }
         let (name, tail) = if let Some(inner) = after.strip_prefix('{') {
             let Some(end) = inner.find('}') else {
-                return Err(format!("unterminated `${{` in `{raw}` (write `$$` for a literal `$`)"));
+                return Err(format!(
+                    "unterminated `${{` in `{raw}` (write `$$` for a literal `$`)"
+                ));
             };
             (&inner[..end], &inner[end + 1..])
         } else {
@@ -201,7 +203,11 @@ mod tests {
         let e = expand("pre $MISSING_1 post", &env).unwrap_err();
         assert!(e.contains("`MISSING_1`"), "{e}");
         assert!(expand("${A", &env).unwrap_err().contains("unterminated"));
-        assert!(expand("$ alone", &env).unwrap_err().contains("not a variable"));
+        assert!(
+            expand("$ alone", &env)
+                .unwrap_err()
+                .contains("not a variable")
+        );
         assert!(expand("$1x", &env).unwrap_err().contains("not a variable"));
     }
 

@@ -40,8 +40,9 @@ pub struct JsonPathExpr {
 impl JsonPathExpr {
     /// Parse a query (`$.issue.labels[*].name`).
     pub fn parse(text: &str) -> Result<Self, String> {
-        let path = JsonPath::parse(text)
-            .map_err(|e| format!("invalid JSONPath `{text}`: {e} (RFC 9535; e.g. `$.issue.title`)"))?;
+        let path = JsonPath::parse(text).map_err(|e| {
+            format!("invalid JSONPath `{text}`: {e} (RFC 9535; e.g. `$.issue.title`)")
+        })?;
         let singular = is_singular(text);
         Ok(Self {
             text: text.to_owned(),
@@ -358,7 +359,8 @@ impl EventPattern {
     /// Whether an event with this name and action matches.
     pub fn matches(&self, event: &str, action: Option<&str>) -> bool {
         self.event == event
-            && (self.actions.is_empty() || action.is_some_and(|a| self.actions.iter().any(|x| x == a)))
+            && (self.actions.is_empty()
+                || action.is_some_and(|a| self.actions.iter().any(|x| x == a)))
     }
 
     /// The event name.
@@ -466,7 +468,10 @@ mod tests {
             }
         );
         assert_eq!(
-            Template::parse("[{{ $.issue.body }}]").unwrap().render(&doc).unwrap(),
+            Template::parse("[{{ $.issue.body }}]")
+                .unwrap()
+                .render(&doc)
+                .unwrap(),
             "[]"
         );
         assert!(Template::parse("{{ issue.title }}").is_err());

@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 use serde_json::{Value, json};
-use worktrain_core::run::{ForgeKind, ItemKind, SourceRef};
+use worktrain_core::run::{ForgeItem, ForgeKind, ItemKind, SourceRef};
 
 use crate::verify::Headers;
 
@@ -194,27 +194,41 @@ pub fn github_event(event: &str, delivery_id: String, payload: Value) -> Inbound
     let repo = str_at(&payload, &["repository", "full_name"]).map(str::to_owned);
     let action = str_at(&payload, &["action"]).map(str::to_owned);
     let item_obj = match event {
-        "pull_request" | "pull_request_review" | "pull_request_review_comment"
+        "pull_request"
+        | "pull_request_review"
+        | "pull_request_review_comment"
         | "pull_request_review_thread" => payload.get("pull_request"),
         _ => payload.get("issue"),
     };
-    let number = item_obj.and_then(|o| o.get("number")).and_then(Value::as_u64);
+    let number = item_obj
+        .and_then(|o| o.get("number"))
+        .and_then(Value::as_u64);
     let source = match (&repo, number, event) {
-        (Some(r), Some(n), _) => Some(SourceRef::item(ForgeKind::Github, r, ItemKind::IssueOrPull, n)),
+        (Some(r), Some(n), _) => Some(SourceRef::item(
+            ForgeKind::Github,
+            r,
+            ItemKind::IssueOrPull,
+            n,
+        )),
         (Some(r), None, "push") => {
             let git_ref = str_at(&payload, &["ref"]).unwrap_or("?");
             let after = str_at(&payload, &["after"]).unwrap_or("?");
-            Some(SourceRef::other("github", &format!("{r}@{git_ref}:{after}")))
+            Some(SourceRef::other(
+                "github",
+                &format!("{r}@{git_ref}:{after}"),
+            ))
         }
         _ => None,
     };
     let comment = match event {
-        "issue_comment" | "pull_request_review_comment" => payload.get("comment").map(|c| Comment {
-            body: str_at(c, &["body"]).unwrap_or_default().to_owned(),
-            author: str_at(c, &["user", "login"]).unwrap_or_default().to_owned(),
-            association: str_at(c, &["author_association"]).map(str::to_owned),
-            author_id: u64_at(c, &["user", "id"]),
-        }),
+        "issue_comment" | "pull_request_review_comment" => {
+            payload.get("comment").map(|c| Comment {
+                body: str_at(c, &["body"]).unwrap_or_default().to_owned(),
+                author: str_at(c, &["user", "login"]).unwrap_or_default().to_owned(),
+                association: str_at(c, &["author_association"]).map(str::to_owned),
+                author_id: u64_at(c, &["user", "id"]),
+            })
+        }
         _ => None,
     };
     Inbound {
@@ -283,7 +297,10 @@ fn gitlab_item(attrs: &Value, payload: &Value) -> ItemState {
 /// Normalise a GitLab event whose name and delivery id are known.
 pub fn gitlab_event(event: &str, delivery_id: String, payload: Value) -> Inbound {
     let project = str_at(&payload, &["project", "path_with_namespace"]).map(str::to_owned);
-    let attrs = payload.get("object_attributes").cloned().unwrap_or(Value::Null);
+    let attrs = payload
+        .get("object_attributes")
+        .cloned()
+        .unwrap_or(Value::Null);
     let action = str_at(&attrs, &["action"]).map(str::to_owned);
     let (kind, iid, item) = match event {
         "merge_request" => (
@@ -316,13 +333,18 @@ pub fn gitlab_event(event: &str, delivery_id: String, payload: Value) -> Inbound
         (Some(p), _, _) if event == "push" || event == "tag_push" => {
             let git_ref = str_at(&payload, &["ref"]).unwrap_or("?");
             let after = str_at(&payload, &["after"]).unwrap_or("?");
-            Some(SourceRef::other("gitlab", &format!("{p}@{git_ref}:{after}")))
+            Some(SourceRef::other(
+                "gitlab",
+                &format!("{p}@{git_ref}:{after}"),
+            ))
         }
         _ => None,
     };
     let comment = (event == "note").then(|| Comment {
         body: str_at(&attrs, &["note"]).unwrap_or_default().to_owned(),
-        author: str_at(&payload, &["user", "username"]).unwrap_or_default().to_owned(),
+        author: str_at(&payload, &["user", "username"])
+            .unwrap_or_default()
+            .to_owned(),
         association: None,
         author_id: u64_at(&attrs, &["author_id"]).or_else(|| u64_at(&payload, &["user", "id"])),
     });
@@ -345,15 +367,13 @@ impl Inbound {
     /// (`$.issue` / `$.pull_request` on GitHub, `$.object_attributes` on GitLab), so one
     /// goal template serves a webhook trigger and the poll backing it up.
     pub fn polled(
-        forge: ForgeKind,
-        repo: &str,
-        kind: ItemKind,
+        at: &ForgeItem,
         pull: bool,
         item: Value,
         state: ItemState,
-        number: u64,
         updated_at: &str,
     ) -> Inbound {
+        let (forge, repo, kind, number) = (at.forge, at.repo.as_str(), at.kind, at.number);
         let (event, payload) = match forge {
             ForgeKind::Github => {
                 let key = if pull { "pull_request" } else { "issue" };
@@ -378,7 +398,10 @@ impl Inbound {
             provider: Provider::Poll,
             event,
             action: Some("polled".into()),
-            delivery_id: format!("poll:{}:{updated_at}", SourceRef::item(forge, repo, kind, number)),
+            delivery_id: format!(
+                "poll:{}:{updated_at}",
+                SourceRef::item(forge, repo, kind, number)
+            ),
             payload,
             source: Some(SourceRef::item(forge, repo, kind, number)),
             item: Some(state),
@@ -410,6 +433,9 @@ mod tests {
         assert_eq!(gitlab_event_name("Merge Request Hook"), "merge_request");
         assert_eq!(gitlab_event_name("Confidential Note Hook"), "note");
         assert_eq!(gitlab_event_name("Tag Push Hook"), "tag_push");
-        assert_eq!(gitlab_event_name("Resource Access Token Hook"), "resource_access_token");
+        assert_eq!(
+            gitlab_event_name("Resource Access Token Hook"),
+            "resource_access_token"
+        );
     }
 }

@@ -57,7 +57,11 @@ pub struct Failed {
 impl fmt::Display for Failed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.missing {
-            write!(f, "{} failed: the path is absent from the payload", self.condition)
+            write!(
+                f,
+                "{} failed: the path is absent from the payload",
+                self.condition
+            )
         } else {
             write!(f, "{} failed: saw {}", self.condition, self.seen)
         }
@@ -171,7 +175,9 @@ fn seen_of(c: &Condition, payload: &Value) -> Value {
     }
 }
 
-const KEYS: &[&str] = &["all", "any", "not", "path", "equals", "in", "matches", "exists"];
+const KEYS: &[&str] = &[
+    "all", "any", "not", "path", "equals", "in", "matches", "exists",
+];
 
 impl<'de> Deserialize<'de> for Condition {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -291,23 +297,51 @@ mod tests {
     fn all_any_not_and_types() {
         let payload = json!({"action": "labeled", "label": {"name": "worktrain"},
             "issue": {"number": 5, "labels": [{"name": "bug"}, {"name": "worktrain"}], "title": "WIP: x"}});
-        assert!(cond("{path: $.label.name, equals: worktrain}").eval(&payload).is_ok());
+        assert!(
+            cond("{path: $.label.name, equals: worktrain}")
+                .eval(&payload)
+                .is_ok()
+        );
         // Compared by type: 5 is not "5".
-        let f = cond("{path: $.issue.number, equals: '5'}").eval(&payload).unwrap_err();
+        let f = cond("{path: $.issue.number, equals: '5'}")
+            .eval(&payload)
+            .unwrap_err();
         assert_eq!(f.seen, json!(5));
-        assert!(cond("{path: $.issue.number, in: [4, 5]}").eval(&payload).is_ok());
-        assert!(cond("{path: '$.issue.labels[*].name', equals: bug}").eval(&payload).is_ok());
-        let f = cond("{not: {path: $.issue.title, matches: '^WIP'}}").eval(&payload).unwrap_err();
+        assert!(
+            cond("{path: $.issue.number, in: [4, 5]}")
+                .eval(&payload)
+                .is_ok()
+        );
+        assert!(
+            cond("{path: '$.issue.labels[*].name', equals: bug}")
+                .eval(&payload)
+                .is_ok()
+        );
+        let f = cond("{not: {path: $.issue.title, matches: '^WIP'}}")
+            .eval(&payload)
+            .unwrap_err();
         assert!(f.condition.starts_with("not("), "{f}");
-        assert!(cond("{path: $.issue.assignee, exists: false}").eval(&payload).is_ok());
-        let f = cond("{path: $.issue.assignee, exists: true}").eval(&payload).unwrap_err();
+        assert!(
+            cond("{path: $.issue.assignee, exists: false}")
+                .eval(&payload)
+                .is_ok()
+        );
+        let f = cond("{path: $.issue.assignee, exists: true}")
+            .eval(&payload)
+            .unwrap_err();
         assert!(f.missing);
-        let c = cond("all: [{path: $.action, equals: labeled}, {any: [{path: $.label.name, equals: a}, {path: $.label.name, equals: b}]}]");
+        let c = cond(
+            "all: [{path: $.action, equals: labeled}, {any: [{path: $.label.name, equals: a}, {path: $.label.name, equals: b}]}]",
+        );
         let f = c.eval(&payload).unwrap_err();
         assert!(f.condition.starts_with("any("), "{f}");
         assert!(f.to_string().contains("worktrain"), "{f}");
         // matches needs a string.
-        assert!(cond("{path: $.issue.number, matches: '5'}").eval(&payload).is_err());
+        assert!(
+            cond("{path: $.issue.number, matches: '5'}")
+                .eval(&payload)
+                .is_err()
+        );
     }
 
     #[test]

@@ -38,7 +38,9 @@ fn translate_dow(field: &str) -> Result<String, String> {
         if s.chars().all(|c| c.is_ascii_digit()) && !s.is_empty() {
             let n: u32 = s.parse().map_err(|_| format!("bad day of week `{s}`"))?;
             if n > 7 {
-                return Err(format!("day of week `{n}` is out of range (0–7, 0 and 7 are Sunday)"));
+                return Err(format!(
+                    "day of week `{n}` is out of range (0–7, 0 and 7 are Sunday)"
+                ));
             }
             Ok(Some(n))
         } else {
@@ -79,7 +81,9 @@ impl CronSchedule {
     /// Parse a 5- or 6-field expression and an IANA zone.
     pub fn parse(expr: &str, timezone: &str) -> Result<Self, String> {
         let tz = chrono_tz::Tz::from_str(timezone).map_err(|_| {
-            format!("unknown time zone `{timezone}` (an IANA name such as `Europe/Berlin` or `UTC`)")
+            format!(
+                "unknown time zone `{timezone}` (an IANA name such as `Europe/Berlin` or `UTC`)"
+            )
         })?;
         let mut fields: Vec<String> = expr.split_whitespace().map(str::to_owned).collect();
         match fields.len() {
@@ -223,27 +227,63 @@ mod tests {
         // 1-5 is Monday to Friday, as in every crontab.
         let c = CronSchedule::parse("0 9 * * 1-5", "UTC").unwrap();
         // 2024-03-01 is a Friday; next after it: Monday 2024-03-04 09:00.
-        assert_eq!(c.next_after(t("2024-03-01T10:00:00Z")), Some(t("2024-03-04T09:00:00Z")));
+        assert_eq!(
+            c.next_after(t("2024-03-01T10:00:00Z")),
+            Some(t("2024-03-04T09:00:00Z"))
+        );
         let sun = CronSchedule::parse("0 9 * * 0", "UTC").unwrap();
-        assert_eq!(sun.next_after(t("2024-03-01T10:00:00Z")), Some(t("2024-03-03T09:00:00Z")));
+        assert_eq!(
+            sun.next_after(t("2024-03-01T10:00:00Z")),
+            Some(t("2024-03-03T09:00:00Z"))
+        );
         let sun7 = CronSchedule::parse("0 9 * * 7", "UTC").unwrap();
-        assert_eq!(sun7.next_after(t("2024-03-01T10:00:00Z")), Some(t("2024-03-03T09:00:00Z")));
+        assert_eq!(
+            sun7.next_after(t("2024-03-01T10:00:00Z")),
+            Some(t("2024-03-03T09:00:00Z"))
+        );
         let weekend = CronSchedule::parse("0 9 * * 6-7", "UTC").unwrap();
-        assert_eq!(weekend.next_after(t("2024-03-01T10:00:00Z")), Some(t("2024-03-02T09:00:00Z")));
-        assert_eq!(weekend.next_after(t("2024-03-02T10:00:00Z")), Some(t("2024-03-03T09:00:00Z")));
-        assert_eq!(weekend.next_after(t("2024-03-03T10:00:00Z")), Some(t("2024-03-09T09:00:00Z")));
+        assert_eq!(
+            weekend.next_after(t("2024-03-01T10:00:00Z")),
+            Some(t("2024-03-02T09:00:00Z"))
+        );
+        assert_eq!(
+            weekend.next_after(t("2024-03-02T10:00:00Z")),
+            Some(t("2024-03-03T09:00:00Z"))
+        );
+        assert_eq!(
+            weekend.next_after(t("2024-03-03T10:00:00Z")),
+            Some(t("2024-03-09T09:00:00Z"))
+        );
         let named = CronSchedule::parse("0 9 * * MON", "UTC").unwrap();
-        assert_eq!(named.next_after(t("2024-03-01T10:00:00Z")), Some(t("2024-03-04T09:00:00Z")));
+        assert_eq!(
+            named.next_after(t("2024-03-01T10:00:00Z")),
+            Some(t("2024-03-04T09:00:00Z"))
+        );
         let secs = CronSchedule::parse("30 0 9 * * 1", "UTC").unwrap();
-        assert_eq!(secs.next_after(t("2024-03-01T10:00:00Z")), Some(t("2024-03-04T09:00:30Z")));
+        assert_eq!(
+            secs.next_after(t("2024-03-01T10:00:00Z")),
+            Some(t("2024-03-04T09:00:30Z"))
+        );
     }
 
     #[test]
     fn bad_expressions_are_explained() {
-        assert!(CronSchedule::parse("* * *", "UTC").unwrap_err().contains("3 fields"));
-        assert!(CronSchedule::parse("0 9 * * 8", "UTC").unwrap_err().contains("out of range"));
+        assert!(
+            CronSchedule::parse("* * *", "UTC")
+                .unwrap_err()
+                .contains("3 fields")
+        );
+        assert!(
+            CronSchedule::parse("0 9 * * 8", "UTC")
+                .unwrap_err()
+                .contains("out of range")
+        );
         assert!(CronSchedule::parse("61 9 * * *", "UTC").is_err());
-        assert!(CronSchedule::parse("0 9 * * *", "Mars/Olympus").unwrap_err().contains("time zone"));
+        assert!(
+            CronSchedule::parse("0 9 * * *", "Mars/Olympus")
+                .unwrap_err()
+                .contains("time zone")
+        );
     }
 
     #[test]
@@ -251,7 +291,10 @@ mod tests {
         // Europe/Berlin: 2024-03-31 02:00 → 03:00. 02:30 does not exist that day.
         let c = CronSchedule::parse("30 2 * * *", "Europe/Berlin").unwrap();
         let times: Vec<_> = c.after(t("2024-03-30T00:00:00Z")).take(2).collect();
-        assert_eq!(times, vec![t("2024-03-30T01:30:00Z"), t("2024-04-01T00:30:00Z")]);
+        assert_eq!(
+            times,
+            vec![t("2024-03-30T01:30:00Z"), t("2024-04-01T00:30:00Z")]
+        );
     }
 
     #[test]
@@ -259,12 +302,19 @@ mod tests {
         // Europe/Berlin: 2024-10-27 03:00 CEST → 02:00 CET; 02:30 happens twice.
         let c = CronSchedule::parse("30 2 * * *", "Europe/Berlin").unwrap();
         let times: Vec<_> = c.after(t("2024-10-26T12:00:00Z")).take(2).collect();
-        assert_eq!(times, vec![t("2024-10-27T00:30:00Z"), t("2024-10-28T01:30:00Z")]);
+        assert_eq!(
+            times,
+            vec![t("2024-10-27T00:30:00Z"), t("2024-10-28T01:30:00Z")]
+        );
         let every = CronSchedule::parse("30 * * * *", "Europe/Berlin").unwrap();
         let times: Vec<_> = every.after(t("2024-10-26T23:45:00Z")).take(3).collect();
         assert_eq!(
             times,
-            vec![t("2024-10-27T00:30:00Z"), t("2024-10-27T01:30:00Z"), t("2024-10-27T02:30:00Z")]
+            vec![
+                t("2024-10-27T00:30:00Z"),
+                t("2024-10-27T01:30:00Z"),
+                t("2024-10-27T02:30:00Z")
+            ]
         );
     }
 
@@ -281,32 +331,61 @@ mod tests {
     fn on_time_firings_fire_and_late_ones_are_missed() {
         let c = CronSchedule::parse("0 * * * *", "UTC").unwrap();
         // Down from 09:10 to 12:00:20: 10:00 and 11:00 are late, 12:00 is on time.
-        let (f, last) = due(&c, &policy(Misfire::Skip, 1), Some(t("2024-01-01T09:10:00Z")), t("2024-01-01T12:00:20Z"));
+        let (f, last) = due(
+            &c,
+            &policy(Misfire::Skip, 1),
+            Some(t("2024-01-01T09:10:00Z")),
+            t("2024-01-01T12:00:20Z"),
+        );
         assert_eq!(
             f,
             vec![
-                Firing::Missed { scheduled_at: t("2024-01-01T10:00:00Z") },
-                Firing::Missed { scheduled_at: t("2024-01-01T11:00:00Z") },
-                Firing::Fire { scheduled_at: t("2024-01-01T12:00:00Z") },
+                Firing::Missed {
+                    scheduled_at: t("2024-01-01T10:00:00Z")
+                },
+                Firing::Missed {
+                    scheduled_at: t("2024-01-01T11:00:00Z")
+                },
+                Firing::Fire {
+                    scheduled_at: t("2024-01-01T12:00:00Z")
+                },
             ]
         );
         assert_eq!(last, t("2024-01-01T12:00:00Z"));
         // Nothing is due twice.
-        let (again, _) = due(&c, &policy(Misfire::Skip, 1), Some(last), t("2024-01-01T12:00:50Z"));
+        let (again, _) = due(
+            &c,
+            &policy(Misfire::Skip, 1),
+            Some(last),
+            t("2024-01-01T12:00:50Z"),
+        );
         assert!(again.is_empty());
     }
 
     #[test]
     fn catch_up_runs_the_latest_missed_ones() {
         let c = CronSchedule::parse("0 * * * *", "UTC").unwrap();
-        let (f, _) = due(&c, &policy(Misfire::CatchUp, 2), Some(t("2024-01-01T06:30:00Z")), t("2024-01-01T10:30:00Z"));
+        let (f, _) = due(
+            &c,
+            &policy(Misfire::CatchUp, 2),
+            Some(t("2024-01-01T06:30:00Z")),
+            t("2024-01-01T10:30:00Z"),
+        );
         assert_eq!(
             f,
             vec![
-                Firing::Missed { scheduled_at: t("2024-01-01T07:00:00Z") },
-                Firing::Missed { scheduled_at: t("2024-01-01T08:00:00Z") },
-                Firing::Fire { scheduled_at: t("2024-01-01T09:00:00Z") },
-                Firing::Fire { scheduled_at: t("2024-01-01T10:00:00Z") },
+                Firing::Missed {
+                    scheduled_at: t("2024-01-01T07:00:00Z")
+                },
+                Firing::Missed {
+                    scheduled_at: t("2024-01-01T08:00:00Z")
+                },
+                Firing::Fire {
+                    scheduled_at: t("2024-01-01T09:00:00Z")
+                },
+                Firing::Fire {
+                    scheduled_at: t("2024-01-01T10:00:00Z")
+                },
             ]
         );
     }

@@ -85,8 +85,7 @@ pub enum Rejection {
 
 fn hmac(key: &[u8], parts: &[&[u8]]) -> HmacSha256 {
     // HMAC takes keys of any length; this cannot fail.
-    let mut mac = <HmacSha256 as Mac>::new_from_slice(key)
-        .unwrap_or_else(|_| unreachable_hmac());
+    let mut mac = <HmacSha256 as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable_hmac());
     for p in parts {
         mac.update(p);
     }
@@ -188,9 +187,12 @@ pub fn standard_webhooks(
             })?,
         None => secret.as_bytes().to_vec(),
     };
-    let expected = hmac(&key, &[id.as_bytes(), b".", ts_text.trim().as_bytes(), b".", body])
-        .finalize()
-        .into_bytes();
+    let expected = hmac(
+        &key,
+        &[id.as_bytes(), b".", ts_text.trim().as_bytes(), b".", body],
+    )
+    .finalize()
+    .into_bytes();
     let mut any = false;
     for sig in sigs.split_whitespace() {
         let Some(b64) = sig.strip_prefix("v1,") else {
@@ -278,7 +280,10 @@ mod tests {
             "X-Hub-Signature-256",
             "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17",
         )]);
-        assert_eq!(github("It's a Secret to Everybody", &h, b"Hello, World!"), Ok(()));
+        assert_eq!(
+            github("It's a Secret to Everybody", &h, b"Hello, World!"),
+            Ok(())
+        );
         assert_eq!(
             github("It's a Secret to Everybody!", &h, b"Hello, World!"),
             Err(Rejection::Mismatch("X-Hub-Signature-256".into()))
@@ -299,7 +304,10 @@ mod tests {
             ),
         ]);
         let window = Duration::from_secs(300);
-        assert_eq!(standard_webhooks(secret, &h, body, 1614265330, window), Ok(()));
+        assert_eq!(
+            standard_webhooks(secret, &h, body, 1614265330, window),
+            Ok(())
+        );
         assert!(matches!(
             standard_webhooks(secret, &h, body, 1614265330 + 301, window),
             Err(Rejection::Stale { .. })

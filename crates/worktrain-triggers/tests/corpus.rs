@@ -15,7 +15,10 @@ use worktrain_triggers::inbound::{self, InboundError, ItemStatus, parse_body};
 use worktrain_triggers::verify::{self, Headers, Rejection, sign_hex};
 
 fn corpora() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/corpora"))
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/corpora"
+    ))
 }
 
 fn manifest(dir: &Path, columns: usize) -> Vec<Vec<String>> {
@@ -70,14 +73,24 @@ fn every_github_payload_is_routed_signed_and_verified() {
             Err(Rejection::Mismatch("X-Hub-Signature-256".into())),
             "{file}"
         );
-        assert!(verify::github("another secret", &headers, &bytes).is_err(), "{file}");
-        let payload = parse_body(Some("application/json"), &bytes).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert!(
+            verify::github("another secret", &headers, &bytes).is_err(),
+            "{file}"
+        );
+        let payload =
+            parse_body(Some("application/json"), &bytes).unwrap_or_else(|e| panic!("{file}: {e}"));
         let ev = inbound::github(&headers, payload).unwrap();
         assert_eq!(ev.event, *event, "{file}");
-        assert_eq!(ev.action.as_deref().unwrap_or(""), action.as_str(), "{file}");
+        assert_eq!(
+            ev.action.as_deref().unwrap_or(""),
+            action.as_str(),
+            "{file}"
+        );
         assert_eq!(ev.delivery_id, delivery);
         assert_eq!(ev.ping, event == "ping", "{file}");
-        let repo = ev.payload["repository"]["full_name"].as_str().map(str::to_owned);
+        let repo = ev.payload["repository"]["full_name"]
+            .as_str()
+            .map(str::to_owned);
         match event.as_str() {
             "issues" | "issue_comment" => {
                 let n = ev.payload["issue"]["number"].as_u64().unwrap();
@@ -98,7 +111,10 @@ fn every_github_payload_is_routed_signed_and_verified() {
             }
             "push" => {
                 let s = ev.source.as_ref().unwrap().as_str().to_owned();
-                assert!(s.starts_with(&format!("github:{}@refs/", repo.unwrap())), "{file}: {s}");
+                assert!(
+                    s.starts_with(&format!("github:{}@refs/", repo.unwrap())),
+                    "{file}: {s}"
+                );
                 assert!(ev.item.is_none());
             }
             "ping" => assert!(ev.source.is_none()),
@@ -106,7 +122,10 @@ fn every_github_payload_is_routed_signed_and_verified() {
         }
         if event == "issue_comment" {
             let c = ev.comment.as_ref().unwrap();
-            assert_eq!(Some(c.author.as_str()), ev.payload["comment"]["user"]["login"].as_str());
+            assert_eq!(
+                Some(c.author.as_str()),
+                ev.payload["comment"]["user"]["login"].as_str()
+            );
             assert!(c.association.is_some(), "{file}");
         }
     }
@@ -115,7 +134,8 @@ fn every_github_payload_is_routed_signed_and_verified() {
 #[test]
 fn github_signature_vectors_pass_and_fail_as_labelled() {
     let path = corpora().join("github-webhooks/_deliveries/signature-vectors.json");
-    let vectors: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let vectors: Vec<Value> =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     assert_eq!(vectors.len(), 4);
     for v in vectors {
         let name = v["name"].as_str().unwrap();
@@ -128,7 +148,11 @@ fn github_signature_vectors_pass_and_fail_as_labelled() {
         );
         let body = v["body"].as_str().unwrap().as_bytes();
         let result = verify::github(v["secret"].as_str().unwrap(), &headers, body);
-        assert_eq!(result.is_ok(), v["expect_valid"].as_bool().unwrap(), "{name}: {result:?}");
+        assert_eq!(
+            result.is_ok(),
+            v["expect_valid"].as_bool().unwrap(),
+            "{name}: {result:?}"
+        );
         if name == "snare-form-urlencoded" {
             // The JSON inside the form is read after verifying the raw form bytes.
             let payload = parse_body(headers.get("Content-Type"), body);
@@ -148,7 +172,10 @@ fn truncated_and_malformed_signature_headers() {
         (&good[..good.len() - 1], "expected 64 hex digits"),
         ("sha256=", "expected 64 hex digits"),
         ("sha1=7d38cdd689735b008b3c702edd92eea23791c5f6", "sha256="),
-        (&good.replace("sha256=", "sha256=zz")[..71], "not hexadecimal"),
+        (
+            &good.replace("sha256=", "sha256=zz")[..71],
+            "not hexadecimal",
+        ),
     ] {
         let h = Headers::new([("X-Hub-Signature-256", value)]);
         let e = verify::github("k", &h, body).unwrap_err();
@@ -163,15 +190,25 @@ fn truncated_and_malformed_signature_headers() {
 
 #[test]
 fn the_docs_example_delivery_is_routed_by_its_headers() {
-    let text = std::fs::read_to_string(corpora().join("github-webhooks/_deliveries/docs-example-delivery.issues.http")).unwrap();
+    let text = std::fs::read_to_string(
+        corpora().join("github-webhooks/_deliveries/docs-example-delivery.issues.http"),
+    )
+    .unwrap();
     let (head, body) = text.split_once("\n\n").unwrap();
     let headers = Headers::new(head.lines().skip(1).filter_map(|l| {
-        l.split_once(':').map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        l.split_once(':')
+            .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
     }));
     assert_eq!(headers.get("x-github-event"), Some("issues"));
-    assert_eq!(headers.get("X-GITHUB-DELIVERY"), Some("72d3162e-cc78-11e3-81ab-4c9367dc0958"));
+    assert_eq!(
+        headers.get("X-GITHUB-DELIVERY"),
+        Some("72d3162e-cc78-11e3-81ab-4c9367dc0958")
+    );
     // The published body is abridged with `...`: not JSON, and not what was signed.
-    assert!(matches!(parse_body(headers.get("content-type"), body.as_bytes()), Err(InboundError::NotJson(_))));
+    assert!(matches!(
+        parse_body(headers.get("content-type"), body.as_bytes()),
+        Err(InboundError::NotJson(_))
+    ));
     assert!(verify::github("It's a Secret to Everybody", &headers, body.as_bytes()).is_err());
 }
 
@@ -195,7 +232,8 @@ fn every_gitlab_payload_is_routed_and_authenticated() {
     let signing = format!("whsec_{key}");
     let now = 1_700_000_000i64;
     for (i, row) in rows.iter().enumerate() {
-        let (file, header, object_kind, action, noteable) = (&row[0], &row[1], &row[2], &row[4], &row[5]);
+        let (file, header, object_kind, action, noteable) =
+            (&row[0], &row[1], &row[2], &row[4], &row[5]);
         let raw = std::fs::read(dir.join(file)).unwrap();
         // The docs delivery wraps the request: its own headers and the body.
         let (bytes, uuid) = if file.contains("delivery-with-headers") {
@@ -203,7 +241,10 @@ fn every_gitlab_payload_is_routed_and_authenticated() {
             assert_eq!(v["request_headers"]["X-Gitlab-Event"], header.as_str());
             (
                 serde_json::to_vec(&v["request_data"]).unwrap(),
-                v["request_headers"]["X-Gitlab-Event-UUID"].as_str().unwrap().to_owned(),
+                v["request_headers"]["X-Gitlab-Event-UUID"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
             )
         } else {
             (raw, format!("uuid-{i}"))
@@ -221,38 +262,69 @@ fn every_gitlab_payload_is_routed_and_authenticated() {
         );
         // Signing token (Standard Webhooks) over the exact bytes.
         let ts = now.to_string();
-        let mut mac = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(b"0123456789abcdef0123456789abcdef").unwrap();
+        let mut mac = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(
+            b"0123456789abcdef0123456789abcdef",
+        )
+        .unwrap();
         hmac::Mac::update(&mut mac, format!("{uuid}.{ts}.").as_bytes());
         hmac::Mac::update(&mut mac, &bytes);
-        let sig = base64::engine::general_purpose::STANDARD.encode(hmac::Mac::finalize(mac).into_bytes());
+        let sig =
+            base64::engine::general_purpose::STANDARD.encode(hmac::Mac::finalize(mac).into_bytes());
         let signed = Headers::new([
             ("X-Gitlab-Event", header.to_string()),
             ("webhook-id", uuid.clone()),
             ("webhook-timestamp", ts.clone()),
             ("webhook-signature", format!("v1,{sig}")),
         ]);
-        verify::gitlab(&gitlab_cfg(None, Some(&signing)), &signed, &bytes, now).unwrap_or_else(|e| panic!("{file}: {e}"));
-        verify::gitlab(&gitlab_cfg(Some("tok"), Some(&signing)), &signed, &bytes, now).unwrap();
-        assert!(verify::gitlab(&gitlab_cfg(None, Some(&signing)), &signed, &bytes[1..], now).is_err());
+        verify::gitlab(&gitlab_cfg(None, Some(&signing)), &signed, &bytes, now)
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
+        verify::gitlab(
+            &gitlab_cfg(Some("tok"), Some(&signing)),
+            &signed,
+            &bytes,
+            now,
+        )
+        .unwrap();
+        assert!(
+            verify::gitlab(&gitlab_cfg(None, Some(&signing)), &signed, &bytes[1..], now).is_err()
+        );
         assert!(matches!(
-            verify::gitlab(&gitlab_cfg(None, Some(&signing)), &signed, &bytes, now + 3600),
+            verify::gitlab(
+                &gitlab_cfg(None, Some(&signing)),
+                &signed,
+                &bytes,
+                now + 3600
+            ),
             Err(Rejection::Stale { .. })
         ));
         // Routed by the header.
         let payload = parse_body(Some("application/json"), &bytes).unwrap();
         let ev = inbound::gitlab(&h, payload).unwrap();
         assert_eq!(ev.delivery_id, uuid);
-        let kind = ev.payload["object_kind"].as_str().or(ev.payload["event_name"].as_str());
+        let kind = ev.payload["object_kind"]
+            .as_str()
+            .or(ev.payload["event_name"].as_str());
         assert_eq!(kind, Some(object_kind.as_str()), "{file}");
-        assert_eq!(ev.action.as_deref().unwrap_or(""), action.as_str(), "{file}");
+        assert_eq!(
+            ev.action.as_deref().unwrap_or(""),
+            action.as_str(),
+            "{file}"
+        );
         let project = ev.payload["project"]["path_with_namespace"].as_str();
         match ev.event.as_str() {
             "merge_request" => match ev.payload["object_attributes"]["iid"].as_u64() {
                 Some(iid) => {
-                    assert_eq!(ev.source.as_ref().unwrap().as_str(), format!("gitlab:{}!{iid}", project.unwrap()));
+                    assert_eq!(
+                        ev.source.as_ref().unwrap().as_str(),
+                        format!("gitlab:{}!{iid}", project.unwrap())
+                    );
                     let item = ev.item.as_ref().unwrap();
                     let state = ev.payload["object_attributes"]["state"].as_str().unwrap();
-                    assert_eq!(item.status == ItemStatus::Merged, state == "merged", "{file}");
+                    assert_eq!(
+                        item.status == ItemStatus::Merged,
+                        state == "merged",
+                        "{file}"
+                    );
                 }
                 // The group hook sample has keys with trailing spaces (`"iid "`): no
                 // identity can be derived, and none is invented.
@@ -260,7 +332,10 @@ fn every_gitlab_payload_is_routed_and_authenticated() {
             },
             "issue" => {
                 let iid = ev.payload["object_attributes"]["iid"].as_u64().unwrap();
-                assert_eq!(ev.source.as_ref().unwrap().as_str(), format!("gitlab:{}#{iid}", project.unwrap()));
+                assert_eq!(
+                    ev.source.as_ref().unwrap().as_str(),
+                    format!("gitlab:{}#{iid}", project.unwrap())
+                );
             }
             "note" => {
                 assert!(ev.comment.is_some());
@@ -274,7 +349,10 @@ fn every_gitlab_payload_is_routed_and_authenticated() {
                 }
             }
             "push" | "tag_push" => {
-                assert!(ev.source.as_ref().unwrap().as_str().starts_with("gitlab:"), "{file}");
+                assert!(
+                    ev.source.as_ref().unwrap().as_str().starts_with("gitlab:"),
+                    "{file}"
+                );
             }
             _ => {}
         }
