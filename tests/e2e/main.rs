@@ -20,5 +20,6 @@ mod keys;
 mod malformed;
 mod run;
 mod session;
+mod store;
 mod workflow;
 mod workflow_tools;

@@ -147,6 +147,7 @@ impl Env {
             .env_remove("WORKTRAIN_HOME")
             .env_remove("WORKTRAIN_LOG")
             .env_remove("WORKTRAIN_LOG_FORMAT")
+            .env_remove("WORKTRAIN_DATABASE_URL")
             .env_remove("EDITOR")
             .env_remove("VISUAL")
             .env("HOME", self.tmp.path())
@@ -269,6 +270,16 @@ fn finish(args: &[&str], status: ExitStatus, raw: Vec<u8>, stderr: Vec<u8>) -> R
 pub fn collect(args: &[&str], child: Child) -> Run {
     let out = child.wait_with_output().expect("wait worktrain");
     finish(args, out.status, out.stdout, out.stderr)
+}
+
+/// A fresh database on the test PostgreSQL server (`None`: PostgreSQL tests are skipped
+/// with `WORKTRAIN_TEST_POSTGRES=skip`; without a server they fail).
+pub fn postgres_database() -> Option<worktrain_testkit::postgres::TestDatabase> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(worktrain_testkit::postgres::fresh_database())
 }
 
 /// The advance token of a step response.

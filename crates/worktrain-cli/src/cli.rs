@@ -29,6 +29,17 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "URL", env = "WORKTRAIN_DAEMON")]
     pub daemon: Option<String>,
 
+    /// The event store: `sqlite://PATH` or `postgres://USER@HOST/DATABASE` (default:
+    /// `store.url` from config.yaml, else the SQLite file in the home directory).
+    #[arg(
+        long,
+        global = true,
+        value_name = "URL",
+        env = "WORKTRAIN_DATABASE_URL",
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
+
     /// The command.
     #[command(subcommand)]
     pub command: Command,
@@ -535,4 +546,16 @@ pub enum KeysCommand {
 pub enum AdminCommand {
     /// Rebuild every projection from the events, in one transaction.
     RebuildProjections,
+    /// Copy every session and blob of this store (the configured one, or `--database-url`)
+    /// into another store, e.g. an embedded store into PostgreSQL; every copied session's
+    /// hash chain is verified in the target. Sessions already in the target are skipped.
+    MigrateStore(MigrateStoreArgs),
+}
+
+/// `worktrain admin migrate-store`.
+#[derive(Debug, Args)]
+pub struct MigrateStoreArgs {
+    /// The target store: `postgres://USER@HOST/DATABASE` or `sqlite://PATH`.
+    #[arg(long, value_name = "URL")]
+    pub to: String,
 }

@@ -51,7 +51,12 @@ async fn signalled() {
 pub async fn run(ctx: &Ctx, args: DaemonArgs) -> Result<Exit, ApiError> {
     let config = ctx.config()?;
     let engine = Arc::new(ctx.engine().await?);
-    let agents = worktrain_daemon::profiles::build(&config.agents, ctx.home.root()).map_err(|e| {
+    let agents = worktrain_daemon::profiles::build(
+        &config.agents,
+        ctx.home.root(),
+        ctx.database_url.as_deref(),
+    )
+    .map_err(|e| {
         invalid(
             e.to_string(),
             "fix the agent profile in config.yaml (docs/agents.md describes `kind: llm` and `kind: command`)",

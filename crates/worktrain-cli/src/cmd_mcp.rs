@@ -20,11 +20,13 @@ pub async fn run(ctx: &Ctx, args: McpArgs) -> Result<Exit, ApiError> {
     let default_workspace = dir.map(|d| std::fs::canonicalize(&d).unwrap_or(d));
     let home = ctx.home.clone();
     let out = ctx.out;
+    let database_url = ctx.database_url.clone();
     let open: EngineOpener = Arc::new(move || {
         let ctx = Ctx {
             home: home.clone(),
             out,
             daemon: None,
+            database_url: database_url.clone(),
         };
         Box::pin(async move {
             if !ctx.home.is_initialised() {

@@ -601,6 +601,7 @@ pub async fn list(ctx: &Ctx, a: SessionsArgs) -> Result<Exit, ApiError> {
                 .as_deref()
                 .and_then(|w| workspace_string(Some(w))),
             text: a.search,
+            run: None,
             limit: Some(a.limit),
             offset: Some(a.offset),
         })

@@ -10,6 +10,7 @@ macro_rules! say {
 
 mod cli;
 mod client;
+mod cmd_admin;
 mod cmd_coord;
 mod cmd_daemon;
 mod cmd_mcp;
@@ -29,8 +30,6 @@ use worktrain_config::{Config, Home, HomeError};
 use worktrain_core::context::parse_assignment;
 use worktrain_core::error::{ApiError, ErrorCode, Retry};
 use worktrain_engine::{Catalog, Engine, store_error};
-use worktrain_store::SqliteStore;
-use worktrain_store::sqlite::SqliteOptions;
 
 use crate::cli::{AdminCommand, Cli, Command, KeysCommand};
 use crate::output::{Exit, Out};
@@ -80,7 +79,7 @@ fn is_await_invocation() -> bool {
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
-            "--home" | "--daemon" => {
+            "--home" | "--daemon" | "--database-url" => {
                 args.next();
             }
             s if s.starts_with('-') => {}
@@ -102,6 +101,7 @@ async fn run_await(cli: Cli, out: Out) -> u8 {
         home,
         out,
         daemon: cli.daemon,
+        database_url: cli.database_url,
     };
     match cli.command {
         Command::Await(a) => cmd_coord::await_sessions(&ctx, a).await,
@@ -135,6 +135,7 @@ async fn dispatch(cli: Cli, out: Out) -> Result<Exit, ApiError> {
         home,
         out,
         daemon: cli.daemon,
+        database_url: cli.database_url,
     };
     match cli.command {
         Command::Init => ctx.init().await,
@@ -144,6 +145,9 @@ async fn dispatch(cli: Cli, out: Out) -> Result<Exit, ApiError> {
         Command::Sessions(args) => cmd_session::list(&ctx, args).await,
         Command::Keys(cmd) => ctx.keys(cmd),
         Command::Admin(AdminCommand::RebuildProjections) => ctx.rebuild().await,
+        Command::Admin(AdminCommand::MigrateStore(args)) => {
+            cmd_admin::migrate_store(&ctx, args).await
+        }
         Command::Mcp(args) => cmd_mcp::run(&ctx, args).await,
         Command::Daemon(args) => cmd_daemon::run(&ctx, args).await,
         Command::Spawn(args) => cmd_coord::spawn(&ctx, args).await,
@@ -162,6 +166,8 @@ pub struct Ctx {
     pub out: Out,
     /// `--daemon` / `WORKTRAIN_DAEMON`.
     pub daemon: Option<String>,
+    /// `--database-url` / `WORKTRAIN_DATABASE_URL`.
+    pub database_url: Option<String>,
 }
 
 impl Ctx {
@@ -183,24 +189,33 @@ impl Ctx {
         let config = self.config()?;
         let keyring = self.home.keyring().map_err(home_error)?;
         let store = self.open_store(&config).await?;
-        Ok(Engine::new(Arc::new(store), keyring, config.limits))
+        Ok(Engine::new(store, keyring, config.limits))
     }
 
-    async fn open_store(&self, config: &Config) -> Result<SqliteStore, ApiError> {
-        let path = self.home.database_path(config);
-        SqliteStore::open(
-            &path,
-            SqliteOptions {
-                blob_limit: config.limits.blob_bytes,
-                ..SqliteOptions::default()
-            },
-        )
-        .await
-        .map_err(|e| {
-            let mut err = store_error(e);
-            err.message = format!("{}: {}", path.display(), err.message);
-            err
-        })
+    /// Open the configured store (see [`Home::store_url`]).
+    pub async fn open_store(
+        &self,
+        config: &Config,
+    ) -> Result<Arc<dyn worktrain_store::Store>, ApiError> {
+        let url = self
+            .home
+            .store_url(config, self.database_url.as_deref())
+            .map_err(store_error)?;
+        worktrain_store::open(&url, &self.home.store_options(config))
+            .await
+            .map_err(|e| {
+                // Say which store failed, unless the error already does.
+                let named = matches!(
+                    e,
+                    worktrain_store::StoreError::Unreachable { .. }
+                        | worktrain_store::StoreError::InvalidUrl { .. }
+                );
+                let mut err = store_error(e);
+                if !named {
+                    err.message = format!("{url}: {}", err.message);
+                }
+                err
+            })
     }
 
     /// The workflow catalog for a workspace (default: the current repository).
@@ -217,19 +232,25 @@ impl Ctx {
     async fn init(&self) -> Result<Exit, ApiError> {
         let report = self.home.init().map_err(home_error)?;
         let config = self.config()?;
-        let db = self.home.database_path(&config);
-        let db_existed = db.exists();
-        let store = self.open_store(&config).await?;
-        let schema = worktrain_store::EventStore::schema_version(&store)
-            .await
+        let url = self
+            .home
+            .store_url(&config, self.database_url.as_deref())
             .map_err(store_error)?;
+        let db_existed = match &url {
+            worktrain_store::StoreUrl::Sqlite(path) => path.exists(),
+            worktrain_store::StoreUrl::Postgres(_) => true,
+        };
+        let store = self.open_store(&config).await?;
+        let schema = store.schema_version().await.map_err(store_error)?;
         store.close().await;
         let mut created = report.created.clone();
         let mut unchanged = report.unchanged.clone();
-        if db_existed {
-            unchanged.push(db.clone());
-        } else {
-            created.push(db.clone());
+        if let worktrain_store::StoreUrl::Sqlite(db) = &url {
+            if db_existed {
+                unchanged.push(db.clone());
+            } else {
+                created.push(db.clone());
+            }
         }
         if self.out.json {
             self.out.json(&serde_json::json!({

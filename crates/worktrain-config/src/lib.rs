@@ -10,6 +10,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 use worktrain_core::context::Limits;
 use worktrain_core::token::Keyring;
+use worktrain_store::{Store, StoreError, StoreOptions, StoreUrl, TlsMode, TlsOptions};
 
 /// Environment variable naming the home directory.
 pub const HOME_ENV: &str = "WORKTRAIN_HOME";
@@ -115,22 +116,55 @@ impl Default for WorktreeSettings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
-    /// SQLite database file, relative to the home directory unless absolute.
+    /// Where the store lives: `sqlite://PATH` (relative to the home directory unless
+    /// absolute) or `postgres://USER@HOST:PORT/DATABASE`. When absent, `sqlite_path`.
+    /// `--database-url` and `WORKTRAIN_DATABASE_URL` override it.
+    pub url: Option<String>,
+    /// SQLite database file when no URL is set, relative to the home directory unless
+    /// absolute.
     pub sqlite_path: PathBuf,
+    /// Connection pool size (default: 4 for SQLite, 10 for PostgreSQL).
+    pub max_connections: Option<u32>,
+    /// How long to wait for the database server, in seconds.
+    pub connect_timeout_secs: u64,
+    /// TLS to a PostgreSQL server.
+    pub tls: StoreTlsConfig,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
+            url: None,
             sqlite_path: PathBuf::from(DATABASE_FILE),
+            max_connections: None,
+            connect_timeout_secs: 10,
+            tls: StoreTlsConfig::default(),
         }
     }
+}
+
+/// TLS to a PostgreSQL server (`store.tls`). Paths are relative to the home directory
+/// unless absolute.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreTlsConfig {
+    /// `disable`, `prefer`, `require`, `verify-ca` or `verify-full` (default: the URL's
+    /// `sslmode`, else `prefer`).
+    pub mode: Option<TlsMode>,
+    /// CA certificate(s) to trust (PEM).
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM).
+    pub client_cert: Option<PathBuf>,
+    /// The client certificate's key (PEM).
+    pub client_key: Option<PathBuf>,
 }
 
 const DEFAULT_CONFIG: &str = "\
 # worktrain configuration. Every key is optional; the values shown are the defaults.
 store:
-  # SQLite database, relative to this directory unless absolute.
+  # SQLite database, relative to this directory unless absolute. To share one store
+  # between several daemons, use PostgreSQL instead (docs/storage.md):
+  #   url: postgres://worktrain@db.internal/worktrain
   sqlite_path: worktrain.db
 limits:
   notes_bytes: 65536            # largest notes per submission
@@ -325,13 +359,63 @@ impl Home {
         parse_config(&path, &text)
     }
 
-    /// The SQLite database path from the configuration.
+    /// The SQLite database path from the configuration (`store.sqlite_path`).
     pub fn database_path(&self, config: &Config) -> PathBuf {
-        if config.store.sqlite_path.is_absolute() {
-            config.store.sqlite_path.clone()
+        self.resolve(&config.store.sqlite_path)
+    }
+
+    fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
         } else {
-            self.root.join(&config.store.sqlite_path)
+            self.root.join(p)
         }
+    }
+
+    /// Where the store lives: `url_override` (`--database-url` /
+    /// `WORKTRAIN_DATABASE_URL`), else `store.url`, else `store.sqlite_path`.
+    pub fn store_url(
+        &self,
+        config: &Config,
+        url_override: Option<&str>,
+    ) -> Result<StoreUrl, StoreError> {
+        let url = match url_override
+            .filter(|u| !u.trim().is_empty())
+            .or(config.store.url.as_deref())
+        {
+            Some(u) => StoreUrl::parse(u)?,
+            None => StoreUrl::Sqlite(config.store.sqlite_path.clone()),
+        };
+        Ok(url.relative_to(&self.root))
+    }
+
+    /// How to open the store, from the configuration.
+    pub fn store_options(&self, config: &Config) -> StoreOptions {
+        let tls = &config.store.tls;
+        StoreOptions {
+            blob_limit: config.limits.blob_bytes,
+            max_connections: config.store.max_connections,
+            connect_timeout: std::time::Duration::from_secs(
+                config.store.connect_timeout_secs.max(1),
+            ),
+            tls: TlsOptions {
+                mode: tls.mode,
+                ca_file: tls.ca_file.as_deref().map(|p| self.resolve(p)),
+                client_cert: tls.client_cert.as_deref().map(|p| self.resolve(p)),
+                client_key: tls.client_key.as_deref().map(|p| self.resolve(p)),
+            },
+        }
+    }
+
+    /// Open the configured store (see [`Home::store_url`]), creating and migrating it as
+    /// needed.
+    pub async fn open_store(
+        &self,
+        config: &Config,
+        url_override: Option<&str>,
+    ) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+        let url = self.store_url(config, url_override)?;
+        worktrain_store::open(&url, &self.store_options(config)).await
     }
 
     /// Read the keyring.

@@ -39,11 +39,24 @@ pub struct ProfileError {
 
 /// Build the runners for every configured profile. External agents' MCP servers get
 /// `WORKTRAIN_HOME=home`, so they advance the daemon's own store (in session-bound mode,
-/// through `WORKTRAIN_SESSION_ID`, holding the tokens).
+/// through `WORKTRAIN_SESSION_ID`, holding the tokens), and `WORKTRAIN_DATABASE_URL` when
+/// the daemon's store was chosen on its command line or environment rather than in the
+/// home's config.yaml — unless that URL carries a password, which is not handed to agent
+/// processes (give PostgreSQL's password through `PGPASSWORD` or `~/.pgpass` instead).
 pub fn build(
     raw: &BTreeMap<String, serde_json::Value>,
     home: &std::path::Path,
+    database_url: Option<&str>,
 ) -> Result<BTreeMap<String, Arc<dyn AgentRunner>>, ProfileError> {
+    let database_url = database_url.filter(|u| {
+        let safe = worktrain_store::StoreUrl::parse(u).is_ok_and(|p| !p.has_password());
+        if !safe {
+            tracing::warn!(
+                "the store URL carries a password: external agents' MCP servers do not get it; they use store.url from config.yaml"
+            );
+        }
+        safe
+    });
     let mut out: BTreeMap<String, Arc<dyn AgentRunner>> = BTreeMap::new();
     for (name, value) in raw {
         let err = |message: String| ProfileError {
@@ -62,6 +75,12 @@ pub fn build(
                     .mcp_env
                     .entry("WORKTRAIN_HOME".into())
                     .or_insert_with(|| home.display().to_string());
+                if let Some(url) = database_url {
+                    command
+                        .mcp_env
+                        .entry("WORKTRAIN_DATABASE_URL".into())
+                        .or_insert_with(|| url.to_owned());
+                }
                 Arc::new(CommandAgent::new(command))
             }
         };

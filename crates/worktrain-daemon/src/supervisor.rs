@@ -29,6 +29,7 @@ use worktrain_core::run::{
     FailureReason, InterruptReason, RequeueReason, RunEnd, RunLimits, RunState,
 };
 use worktrain_engine::{DispatchRequest, Dispatched, Engine, Reply, SessionRef, store_error};
+use worktrain_store::LeaseRenewal;
 
 use crate::adapters::{EngineDriver, EngineSink, LastBeat};
 use crate::now_ms;
@@ -58,6 +59,8 @@ struct Running {
     interrupt: Arc<AtomicBool>,
     /// Set before cancelling for the kill switch.
     killed: Arc<AtomicBool>,
+    /// Set before cancelling when another worker took the lease over.
+    lost: Arc<AtomicBool>,
     beat: Arc<LastBeat>,
     workspace: Option<String>,
     trigger: Option<String>,
@@ -281,18 +284,31 @@ impl Supervisor {
         }
     }
 
+    fn lease_ttl(&self) -> Duration {
+        Duration::from_secs(self.settings.lease_secs.max(1))
+    }
+
+    /// Renew the lease of every run of this daemon. A run whose lease another worker took
+    /// over (this daemon was presumed dead) is stopped without recording anything: its
+    /// new owner records what happens next.
     async fn renew_leases(&self) {
         let ids: Vec<SessionId> = lock(&self.runs).keys().copied().collect();
-        let until = now_ms()
-            + i64::try_from(self.settings.lease_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
         for id in ids {
-            if let Err(e) = self
+            match self
                 .engine
                 .store()
-                .renew_lease(id, &self.worker, until)
+                .renew_lease(id, &self.worker, self.lease_ttl())
                 .await
             {
-                warn!(session_id = %id, error = %e, "lease renewal failed");
+                Ok(LeaseRenewal::Held { .. }) => {}
+                Ok(LeaseRenewal::Lost { holder, .. }) => {
+                    warn!(session_id = %id, holder = %holder, "lease lost to another worker; stopping the run here");
+                    if let Some(r) = lock(&self.runs).get(&id) {
+                        r.lost.store(true, Ordering::SeqCst);
+                        r.cancel.cancel();
+                    }
+                }
+                Err(e) => warn!(session_id = %id, error = %e, "lease renewal failed"),
             }
         }
     }
@@ -382,7 +398,7 @@ impl Supervisor {
                     Ok(events)
                 })
                 .await?;
-            let _ = self.engine.store().release_lease(id).await;
+            let _ = self.engine.store().break_lease(id).await;
             self.release_worktree(&summary).await;
             info!(
                 session_id = %id,
@@ -487,19 +503,27 @@ impl Supervisor {
         if run.state != RunState::Running || run.worker.as_deref() != Some(self.worker.as_str()) {
             return Ok(());
         }
-        let until = now_ms()
-            + i64::try_from(self.settings.lease_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
-        self.engine
+        if let LeaseRenewal::Lost { holder, .. } = self
+            .engine
             .store()
-            .renew_lease(id, &self.worker, until)
+            .renew_lease(id, &self.worker, self.lease_ttl())
             .await
-            .map_err(store_error)?;
+            .map_err(store_error)?
+        {
+            return Err(ApiError::new(
+                ErrorCode::Contention,
+                format!("session {id} is leased by {holder}"),
+                Retry::Same,
+                "the run's previous worker still holds its lease; it is recovered when the lease expires",
+            ));
+        }
         self.metrics.runs_started.fetch_add(1, Ordering::Relaxed);
         let running = Running {
             cancel: CancellationToken::new(),
             steering: SteeringInbox::new(),
             interrupt: Arc::new(AtomicBool::new(false)),
             killed: Arc::new(AtomicBool::new(false)),
+            lost: Arc::new(AtomicBool::new(false)),
             beat: Arc::new(LastBeat::default()),
             workspace: summary.workspace.clone(),
             trigger: run.trigger.id.clone(),
@@ -513,6 +537,7 @@ impl Supervisor {
             running.interrupt.clone(),
             running.killed.clone(),
             running.beat.clone(),
+            running.lost.clone(),
         );
         lock(&self.runs).insert(id, running);
         if self.kill_epoch.load(Ordering::SeqCst) != epoch {
@@ -540,9 +565,10 @@ impl Supervisor {
             Arc<AtomicBool>,
             Arc<AtomicBool>,
             Arc<LastBeat>,
+            Arc<AtomicBool>,
         ),
     ) {
-        let (cancel, steering, interrupt, killed, beat) = parts;
+        let (cancel, steering, interrupt, killed, beat, lost) = parts;
         let run = summary.run.clone();
         let run_no = run.as_ref().map(|r| r.run).unwrap_or(1);
         let (end, reason, detail, handle) = match self.prepare(id, &summary).await {
@@ -573,13 +599,19 @@ impl Supervisor {
             }
         };
         let interrupted = interrupt.load(Ordering::SeqCst);
+        let worker = self.worker.clone();
         let recorded = self
             .engine
             .transition(id, |s| {
                 let Some(r) = &s.run else {
                     return Ok(Vec::new());
                 };
-                if r.state != RunState::Running {
+                // Only this run's own worker records its end (another may have taken over).
+                if r.state != RunState::Running
+                    || r.run != run_no
+                    || r.worker.as_deref() != Some(worker.as_str())
+                    || lost.load(Ordering::SeqCst)
+                {
                     return Ok(Vec::new());
                 }
                 if interrupted {
@@ -596,9 +628,13 @@ impl Supervisor {
                 }])
             })
             .await;
-        if let Err(e) = recorded {
-            warn!(session_id = %id, error = %e, "recording the end of a run failed; the lease will expire and recovery decides");
-        }
+        let recorded = match recorded {
+            Ok(_) => true,
+            Err(e) => {
+                warn!(session_id = %id, error = %e, "recording the end of a run failed; the lease will expire and recovery decides");
+                false
+            }
+        };
         let counter = if interrupted {
             &self.metrics.runs_interrupted
         } else {
@@ -612,7 +648,8 @@ impl Supervisor {
         counter.fetch_add(1, Ordering::Relaxed);
         if let Some(h) = handle {
             // Interrupted and parked runs keep their worktree to continue in it.
-            let finish = match (interrupted, end) {
+            // A run whose lease was taken over leaves its worktree alone too.
+            let finish = match (interrupted || lost.load(Ordering::SeqCst), end) {
                 (true, _) | (false, RunEnd::Parked) => None,
                 (false, RunEnd::Completed) => Some(true),
                 (false, RunEnd::Failed | RunEnd::Cancelled) => Some(false),
@@ -623,8 +660,10 @@ impl Supervisor {
                 warn!(session_id = %id, error = %e, "worktree cleanup failed; the reaper will retry");
             }
         }
-        if !interrupted {
-            let _ = self.engine.store().release_lease(id).await;
+        // Once the end (or the interruption) is recorded nobody holds the run; a lease
+        // left behind would only delay whoever resumes it.
+        if recorded {
+            let _ = self.engine.store().release_lease(id, &self.worker).await;
         }
         lock(&self.runs).remove(&id);
         info!(session_id = %id, end = ?end, reason = reason.map(|r| r.as_str()), interrupted, "run ended");

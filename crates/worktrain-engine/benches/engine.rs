@@ -19,8 +19,7 @@ use worktrain_core::ids::{NodeId, Seq, Sha256Hash, StepId};
 use worktrain_core::machine::Submission;
 use worktrain_core::token::Keyring;
 use worktrain_engine::{Catalog, Engine, StartRequest, new_session_id};
-use worktrain_store::sqlite::SqliteOptions;
-use worktrain_store::{AppendRequest, EventStore, SqliteStore};
+use worktrain_store::{AppendRequest, EventStore, StoreOptions, StoreUrl};
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -50,12 +49,10 @@ fn long_workflow(steps: usize) -> String {
     s
 }
 
-async fn open(dir: &std::path::Path, name: &str) -> Arc<SqliteStore> {
-    Arc::new(
-        SqliteStore::open(&dir.join(name), SqliteOptions::default())
-            .await
-            .unwrap(),
-    )
+async fn open(dir: &std::path::Path, name: &str) -> Arc<dyn EventStore> {
+    worktrain_store::open(&StoreUrl::Sqlite(dir.join(name)), &StoreOptions::default())
+        .await
+        .unwrap()
 }
 
 async fn advance_latency(dir: &std::path::Path) {

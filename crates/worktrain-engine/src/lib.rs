@@ -179,11 +179,39 @@ pub fn store_error(e: StoreError) -> ApiError {
             Retry::Same,
             "another writer is advancing this session; retry",
         ),
-        other => ApiError::new(
+        StoreError::DispatchKeyTaken { .. } => ApiError::new(
+            ErrorCode::Contention,
+            e.to_string(),
+            Retry::Never,
+            "the dispatch already happened; use the session it names",
+        ),
+        StoreError::SchemaTooNew { .. } => ApiError::new(
             ErrorCode::StoreFailure,
-            other.to_string(),
+            e.to_string(),
+            Retry::AfterFix,
+            "run a worktrain at least as new as the one that last migrated this store",
+        ),
+        StoreError::InvalidUrl { .. } => ApiError::new(
+            ErrorCode::InvalidInput,
+            e.to_string(),
+            Retry::AfterFix,
+            "fix store.url in config.yaml, --database-url or WORKTRAIN_DATABASE_URL (sqlite://PATH or postgres://USER@HOST/DB)",
+        ),
+        StoreError::Unreachable { .. } => ApiError::new(
+            ErrorCode::StoreFailure,
+            e.to_string(),
             Retry::Same,
-            "check the database file and disk; `worktrain session verify <id>` checks a session's integrity",
+            "start the database server or fix the store URL; see docs/storage.md",
+        ),
+        StoreError::EmptyAppend
+        | StoreError::Projection(_)
+        | StoreError::Corrupt(_)
+        | StoreError::Migration(_)
+        | StoreError::Database(_) => ApiError::new(
+            ErrorCode::StoreFailure,
+            e.to_string(),
+            Retry::Same,
+            "check the database and its disk; `worktrain session verify <id>` checks a session's integrity",
         ),
     }
 }
@@ -570,30 +598,31 @@ impl Engine {
             },
             idempotency_key: Some(format!("{id}:run-queued")),
         });
-        match self.persist(Seq(0), id, &plan).await {
-            Ok(Persisted::Written) => {}
-            Ok(Persisted::Duplicate | Persisted::LostRace) => {
+        let outcome = self
+            .store
+            .append(AppendRequest {
+                session_id: id,
+                expected_seq: Seq(0),
+                events: plan.events.clone(),
+                blobs: plan.blobs.clone(),
+            })
+            .await;
+        match outcome {
+            Ok(o) if !o.duplicate => {}
+            Ok(_) | Err(StoreError::SeqConflict { .. }) => {
                 return Err(ApiError::internal(
                     "a fresh session id collided with an existing session",
                 ));
             }
-            Err(e) => {
-                // A concurrent dispatch with the same key won the unique index.
-                if let Some(key) = &req.idempotency_key
-                    && let Some(existing) = self
-                        .store
-                        .session_by_dispatch_key(key)
-                        .await
-                        .map_err(store_error)?
-                {
-                    return Ok(Dispatched {
-                        session_id: existing,
-                        created: false,
-                        reply: None,
-                    });
-                }
-                return Err(e);
+            // A concurrent dispatch with the same key won: that session is the answer.
+            Err(StoreError::DispatchKeyTaken { session, .. }) => {
+                return Ok(Dispatched {
+                    session_id: session,
+                    created: false,
+                    reply: None,
+                });
             }
+            Err(e) => return Err(store_error(e)),
         }
         self.remember(pinned);
         info!(session_id = %id, workflow = %pinned.workflow.id, "session dispatched");

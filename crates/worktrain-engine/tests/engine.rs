@@ -19,8 +19,7 @@ use worktrain_core::projection::{AttemptOutcome, NodeStatus, SessionStatus, Sess
 use worktrain_core::response::Outcome;
 use worktrain_core::token::Keyring;
 use worktrain_engine::{Catalog, Engine, Reply, Resolved, RewindTarget, SessionRef, StartRequest};
-use worktrain_store::sqlite::SqliteOptions;
-use worktrain_store::{EventStore, SqliteStore};
+use worktrain_store::{EventStore, StoreOptions, StoreUrl};
 
 // ---------------------------------------------------------------------------------------
 // Fixtures
@@ -45,11 +44,10 @@ impl Env {
     async fn with(keyring: Keyring, limits: Limits) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = dir.path().join("worktrain.db");
-        let store: Arc<dyn EventStore> = Arc::new(
-            SqliteStore::open(&db, SqliteOptions::default())
+        let store: Arc<dyn EventStore> =
+            worktrain_store::open(&StoreUrl::Sqlite(db.clone()), &StoreOptions::default())
                 .await
-                .expect("open store"),
-        );
+                .expect("open store");
         let engine = Engine::new(store.clone(), keyring, limits);
         Self {
             dir,
@@ -62,11 +60,10 @@ impl Env {
     /// Another engine over the same database, through its own connection pool (as a
     /// second process would).
     async fn second_engine(&self, keyring: Keyring) -> Engine {
-        let store: Arc<dyn EventStore> = Arc::new(
-            SqliteStore::open(&self.db, SqliteOptions::default())
+        let store: Arc<dyn EventStore> =
+            worktrain_store::open(&StoreUrl::Sqlite(self.db.clone()), &StoreOptions::default())
                 .await
-                .expect("open second pool"),
-        );
+                .expect("open second pool");
         Engine::new(store, keyring, Limits::default())
     }
 

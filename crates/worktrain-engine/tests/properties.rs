@@ -20,8 +20,7 @@ use worktrain_core::token::Keyring;
 use worktrain_engine::{
     Catalog, Engine, Reply, RewindTarget, SessionRef, StartRequest, current_path,
 };
-use worktrain_store::sqlite::SqliteOptions;
-use worktrain_store::{EventStore, SqliteStore};
+use worktrain_store::{EventStore, StoreOptions, StoreUrl};
 
 const WORKFLOW: &str = r#"
 schemaVersion: 1
@@ -110,11 +109,10 @@ async fn mark(store: &dyn EventStore, id: SessionId) -> (Seq, usize) {
 async fn run(initial_flags: [bool; SESSIONS], ops: Vec<Op>) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("worktrain.db");
-    let store: Arc<dyn EventStore> = Arc::new(
-        SqliteStore::open(&path, SqliteOptions::default())
+    let store: Arc<dyn EventStore> =
+        worktrain_store::open(&StoreUrl::Sqlite(path), &StoreOptions::default())
             .await
-            .expect("open"),
-    );
+            .expect("open");
     let engine = Engine::new(
         store.clone(),
         Keyring::new([5; 32], "2026-01-01T00:00:00Z".into()),

@@ -10,8 +10,6 @@ use worktrain_config::Home;
 use worktrain_core::context::Limits;
 use worktrain_engine::{Catalog, Engine, StartRequest};
 use worktrain_mcp::{ServerOptions, ToolServer};
-use worktrain_store::SqliteStore;
-use worktrain_store::sqlite::SqliteOptions;
 
 #[tokio::test]
 async fn bound_server_drives_one_session_without_exposing_tokens() {
@@ -19,11 +17,9 @@ async fn bound_server_drives_one_session_without_exposing_tokens() {
     let home = Home::locate(Some(dir.path().join("home"))).unwrap();
     home.init().unwrap();
     let config = home.config().unwrap();
-    let store = SqliteStore::open(&home.database_path(&config), SqliteOptions::default())
-        .await
-        .unwrap();
+    let store = home.open_store(&config, None).await.unwrap();
     let engine = Arc::new(Engine::new(
-        Arc::new(store),
+        store,
         home.keyring().unwrap(),
         Limits::default(),
     ));

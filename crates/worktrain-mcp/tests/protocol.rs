@@ -16,8 +16,6 @@ use worktrain_core::context::Limits;
 use worktrain_core::error::{ApiError, ErrorCode, Retry};
 use worktrain_engine::Engine;
 use worktrain_mcp::{EngineOpener, ServerOptions, ToolServer};
-use worktrain_store::SqliteStore;
-use worktrain_store::sqlite::SqliteOptions;
 
 /// The tools, in the order `tools/list` must return them.
 const EXPECTED_TOOLS: [&str; 7] = [
@@ -34,11 +32,9 @@ async fn open_engine(dir: &Path) -> Arc<Engine> {
     let home = Home::locate(Some(dir.join("home"))).unwrap();
     home.init().unwrap();
     let config = home.config().unwrap();
-    let store = SqliteStore::open(&home.database_path(&config), SqliteOptions::default())
-        .await
-        .unwrap();
+    let store = home.open_store(&config, None).await.unwrap();
     Arc::new(Engine::new(
-        Arc::new(store),
+        store,
         home.keyring().unwrap(),
         Limits::default(),
     ))

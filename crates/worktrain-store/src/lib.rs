@@ -2,9 +2,16 @@
 //! concurrency, idempotency keys, a per-session hash chain, content-addressed blobs and
 //! projections maintained in the same transaction as the events they derive from.
 //!
-//! [`EventStore`] is the contract; [`sqlite::SqliteStore`] is the embedded default.
-//! Backends are interchangeable: every backend must pass the conformance tests in
+//! [`EventStore`] is the contract (with [`TriggerStore`] for trigger state; [`Store`] is
+//! both). Two backends implement it: [`sqlite::SqliteStore`], the
+//! embedded default, and [`postgres::PgStore`], the scale-out backend shared by several
+//! daemons. [`open`] picks one from a [`StoreUrl`] (`sqlite://…` or `postgres://…`); code
+//! above the store never names a backend. Every backend passes the conformance tests in
 //! `tests/conformance.rs`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -13,12 +20,18 @@ use worktrain_core::ids::{Attempt, NodeId, Seq, SessionId, Sha256Hash, WorkflowI
 use worktrain_core::projection::{
     AttemptRecord, NodeRecord, ProjectionError, QueueRow, SessionStatus, SessionSummary,
 };
+use worktrain_core::run::RunState;
 
+mod common;
+pub mod postgres;
 pub mod sqlite;
 pub mod triggers;
+mod url;
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use triggers::TriggerStore;
+pub use url::StoreUrl;
 
 /// A batch of events to append to one session, atomically.
 #[derive(Debug, Clone)]
@@ -49,17 +62,33 @@ pub struct AppendOutcome {
     pub summary: SessionSummary,
 }
 
-/// Filter for listing sessions.
+/// Which daemon runs a session listing keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunFilter {
+    /// Sessions never dispatched to a daemon (interactive sessions).
+    NoRun,
+    /// Sessions whose run is in this state.
+    State(RunState),
+}
+
+/// Filter for listing sessions. All filtering happens in the store (one definition of
+/// what matches, whatever the backend).
 #[derive(Debug, Clone, Default)]
 pub struct SessionFilter {
     /// Only sessions in this status.
     pub status: Option<SessionStatus>,
     /// Only sessions of this workflow.
     pub workflow: Option<WorkflowId>,
-    /// Only sessions whose workspace is this directory or inside it.
+    /// Only sessions whose workspace is this directory or inside it (a trailing `/` is
+    /// ignored; `/srv/app` matches `/srv/app/sub` but not `/srv/application`).
     pub workspace: Option<String>,
-    /// Only sessions whose goal, workflow id or branch contains this text (case-insensitive).
+    /// Only sessions whose goal, workflow id or branch contains this text, ignoring case
+    /// (Unicode lowercase). The text is matched literally: `%` and `_` are not wildcards.
     pub text: Option<String>,
+    /// Only sessions whose daemon run is in this state (or that have none). Queued,
+    /// running and interrupted runs are listed in claim order (priority, then queue
+    /// order); everything else most recently updated first.
+    pub run: Option<RunFilter>,
     /// Page size (default 50, at most 1000).
     pub limit: Option<u32>,
     /// Rows to skip.
@@ -108,7 +137,7 @@ pub struct RebuildReport {
 }
 
 /// A deterministic dump of every projection table, for comparing an incrementally
-/// maintained store with a rebuilt one.
+/// maintained store with a rebuilt one (or one backend with another).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProjectionDump {
     /// Session summaries, by id.
@@ -120,6 +149,9 @@ pub struct ProjectionDump {
     /// Run queue rows, in queue order.
     #[serde(default)]
     pub queue: Vec<serde_json::Value>,
+    /// Dispatch keys and their sessions, by key.
+    #[serde(default)]
+    pub dispatch_keys: Vec<serde_json::Value>,
 }
 
 /// A worker's lease on a running session (operational state, renewed by heartbeats).
@@ -129,8 +161,57 @@ pub struct Lease {
     pub session_id: SessionId,
     /// Worker holding it.
     pub worker: String,
-    /// Expiry (ms since the Unix epoch).
+    /// Expiry (ms since the Unix epoch, on the store's clock).
     pub expires_at_ms: i64,
+}
+
+/// The result of [`EventStore::renew_lease`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseRenewal {
+    /// The worker holds the lease until `expires_at_ms`.
+    Held {
+        /// New expiry (ms since the Unix epoch, on the store's clock).
+        expires_at_ms: i64,
+    },
+    /// Another worker holds a live lease: the caller must stop working on the session.
+    Lost {
+        /// The worker holding it.
+        holder: String,
+        /// Its expiry.
+        expires_at_ms: i64,
+    },
+}
+
+/// One append that a backend wrote, as seen by listeners (see [`EventStore::subscribe`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// Session appended to.
+    pub session_id: SessionId,
+    /// Its last sequence number after the append.
+    pub last_seq: Seq,
+}
+
+/// An event exactly as stored: the payload is the canonical JSON text the hash covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawEvent {
+    /// Global position in the store it was read from.
+    pub position: u64,
+    /// Session.
+    pub session_id: SessionId,
+    /// Sequence number within the session.
+    pub seq: Seq,
+    /// Event kind (the payload's `type`).
+    pub kind: String,
+    /// Canonical JSON payload.
+    pub payload: String,
+    /// Timestamp (ms since the Unix epoch).
+    pub created_at_ms: i64,
+    /// Idempotency key.
+    pub idempotency_key: Option<String>,
+    /// Hash of the previous event of the session.
+    pub prev_hash: Sha256Hash,
+    /// This event's hash.
+    pub hash: Sha256Hash,
 }
 
 /// Store failures.
@@ -145,6 +226,14 @@ pub enum StoreError {
         expected: Seq,
         /// What the log holds.
         actual: Seq,
+    },
+    /// A dispatch key is already taken by another session; nothing was written.
+    #[error("dispatch key `{key}` already belongs to session {session}")]
+    DispatchKeyTaken {
+        /// The key.
+        key: String,
+        /// The session dispatched with it.
+        session: SessionId,
     },
     /// A blob is over the size limit.
     #[error("blob of {size} bytes exceeds the limit of {limit} bytes")]
@@ -176,23 +265,123 @@ pub enum StoreError {
     /// Applying migrations failed.
     #[error("migrating the database failed: {0}")]
     Migration(String),
+    /// The store URL or options cannot work.
+    #[error("invalid store location `{url}`: {reason}")]
+    InvalidUrl {
+        /// The URL (password removed).
+        url: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The database server could not be reached (or refused the connection).
+    #[error("cannot connect to {url}: {reason}")]
+    Unreachable {
+        /// The URL (password removed).
+        url: String,
+        /// Why.
+        reason: String,
+    },
     /// The database failed.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
 }
 
+/// TLS for connections to a database server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TlsMode {
+    /// Never use TLS.
+    Disable,
+    /// Use TLS when the server offers it (PostgreSQL's default).
+    Prefer,
+    /// Always use TLS; do not check the certificate.
+    Require,
+    /// Always use TLS; the certificate must be signed by a trusted CA.
+    VerifyCa,
+    /// Always use TLS; the certificate must be trusted and name the host.
+    VerifyFull,
+}
+
+/// TLS settings (PostgreSQL only; an `sslmode` in the URL is overridden by `mode`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsOptions {
+    /// Mode (none: what the URL says, else `prefer`).
+    pub mode: Option<TlsMode>,
+    /// CA certificate(s) (PEM) to trust instead of the bundled web roots.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM), for servers that authenticate clients by certificate.
+    pub client_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    pub client_key: Option<PathBuf>,
+}
+
+/// How to open a store, whatever the backend.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Largest blob accepted, in bytes.
+    pub blob_limit: usize,
+    /// Connection pool size (none: the backend's default, 4 for SQLite, 10 for PostgreSQL).
+    pub max_connections: Option<u32>,
+    /// How long to wait for a connection (PostgreSQL: for the server to answer).
+    pub connect_timeout: Duration,
+    /// TLS (PostgreSQL).
+    pub tls: TlsOptions,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            blob_limit: 8 * 1024 * 1024,
+            max_connections: None,
+            connect_timeout: Duration::from_secs(10),
+            tls: TlsOptions::default(),
+        }
+    }
+}
+
+/// Everything one backend provides: the event store and the trigger state. Code above the
+/// store holds an `Arc<dyn Store>` and hands it on as `Arc<dyn EventStore>` or
+/// `Arc<dyn TriggerStore>` (trait upcasting); a new store module adds its trait here.
+pub trait Store: EventStore + TriggerStore {}
+
+impl<T: EventStore + TriggerStore> Store for T {}
+
+/// Open the store at `url` with `options`, creating and migrating its schema as needed.
+/// The one place that turns a location into a backend.
+pub async fn open(url: &StoreUrl, options: &StoreOptions) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(match url {
+        StoreUrl::Sqlite(path) => {
+            Arc::new(SqliteStore::open(path, sqlite::SqliteOptions::from(options)).await?)
+        }
+        StoreUrl::Postgres(_) => Arc::new(PgStore::open(url, options).await?),
+    })
+}
+
+/// Open the store at `url` given as text (see [`StoreUrl::parse`]); a relative SQLite
+/// path is taken relative to `base`.
+pub async fn open_url(
+    url: &str,
+    base: &Path,
+    options: &StoreOptions,
+) -> Result<Arc<dyn Store>, StoreError> {
+    open(&StoreUrl::parse(url)?.relative_to(base), options).await
+}
+
 /// The event store contract. Every backend implements it; the engine depends only on it.
 #[async_trait]
 pub trait EventStore: Send + Sync + 'static {
+    /// Which backend this is (`sqlite` or `postgres`), for diagnostics.
+    fn backend(&self) -> &'static str;
+
     /// Append a batch atomically: check the expected sequence number, honour idempotency
-    /// keys, extend the hash chain, store blobs and update projections — all in one
-    /// transaction.
+    /// keys and dispatch keys, extend the hash chain, store blobs and update projections —
+    /// all in one transaction.
     async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError>;
 
     /// The session summary (one row; never a log scan).
     async fn session(&self, id: SessionId) -> Result<Option<SessionSummary>, StoreError>;
 
-    /// List session summaries, most recently updated first.
+    /// List session summaries matching `filter` (see [`SessionFilter`] for the order).
     async fn sessions(&self, filter: &SessionFilter) -> Result<Vec<SessionSummary>, StoreError>;
 
     /// One node of the step graph.
@@ -217,7 +406,9 @@ pub trait EventStore: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<StoredEvent>, StoreError>;
 
-    /// Events of all sessions with `position > after`, at most `limit` (for tailing).
+    /// Events of all sessions with `position > after`, at most `limit`, in position order
+    /// (for tailing). A position, once returned, is never followed by a smaller one that
+    /// commits later: a tailing reader never misses an event.
     async fn events_since(&self, after: u64, limit: u32) -> Result<Vec<StoredEvent>, StoreError>;
 
     /// Store a blob (idempotent); returns its hash.
@@ -238,24 +429,70 @@ pub trait EventStore: Send + Sync + 'static {
     /// The schema version recorded in the database.
     async fn schema_version(&self) -> Result<i64, StoreError>;
 
-    /// The run queue (queued and running runs), in claim order: priority, then age
-    /// (first queued first, also within one millisecond).
+    /// The run queue (queued, running and interrupted runs), in claim order: priority,
+    /// then age (first queued first, also within one millisecond).
     async fn queue(&self) -> Result<Vec<QueueRow>, StoreError>;
 
-    /// Create or extend a worker's lease on a running session.
+    /// Take or extend `worker`'s lease on a running session for `ttl` (on the store's
+    /// clock). Compare-and-set: it succeeds when there is no lease, when `worker` holds
+    /// it, or when the holder's lease has expired; otherwise the live holder is reported
+    /// and nothing changes.
     async fn renew_lease(
         &self,
         id: SessionId,
         worker: &str,
-        expires_at_ms: i64,
-    ) -> Result<(), StoreError>;
+        ttl: Duration,
+    ) -> Result<LeaseRenewal, StoreError>;
 
-    /// Drop a lease (the run ended or was handed back).
-    async fn release_lease(&self, id: SessionId) -> Result<(), StoreError>;
+    /// Drop `worker`'s lease (the run ended or was handed back). A lease that another
+    /// worker has taken over is left alone; returns whether a lease was dropped.
+    async fn release_lease(&self, id: SessionId, worker: &str) -> Result<bool, StoreError>;
+
+    /// Drop a lease whoever holds it: recovery, once its holder is known to be gone.
+    async fn break_lease(&self, id: SessionId) -> Result<(), StoreError>;
 
     /// Every lease.
     async fn leases(&self) -> Result<Vec<Lease>, StoreError>;
 
     /// The session dispatched with this idempotency key, if any.
     async fn session_by_dispatch_key(&self, key: &str) -> Result<Option<SessionId>, StoreError>;
+
+    /// Every session id in the store, in id order, after `after`, at most `limit`
+    /// (for copying a store).
+    async fn session_ids(
+        &self,
+        after: Option<SessionId>,
+        limit: u32,
+    ) -> Result<Vec<SessionId>, StoreError>;
+
+    /// Events of one session exactly as stored (payload bytes untouched), `seq > after`,
+    /// at most `limit` (for copying a store).
+    async fn raw_events(
+        &self,
+        id: SessionId,
+        after: Seq,
+        limit: u32,
+    ) -> Result<Vec<RawEvent>, StoreError>;
+
+    /// Copy one session's events exactly as stored (sequence numbers, timestamps,
+    /// payload bytes, hashes, idempotency keys) into this store and fold its projections,
+    /// in one transaction; for migrating between stores. Global positions are this
+    /// store's own. Fails if the session already has events here. Blobs are copied
+    /// separately ([`EventStore::blob_hashes`], [`EventStore::put_blob`]).
+    async fn import_session(&self, events: Vec<RawEvent>) -> Result<(), StoreError>;
+
+    /// Every blob hash, in order, after `after`, at most `limit` (for copying a store).
+    async fn blob_hashes(
+        &self,
+        after: Option<Sha256Hash>,
+        limit: u32,
+    ) -> Result<Vec<Sha256Hash>, StoreError>;
+
+    /// Listen for appends (by any process sharing this store, where the backend can tell:
+    /// PostgreSQL through `LISTEN/NOTIFY`, SQLite for appends made through this handle).
+    /// A lagging receiver may miss notifications; it should re-read the store then.
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Appended>;
+
+    /// Close the connections (SQLite checkpoints its WAL).
+    async fn close(&self);
 }

@@ -1,12 +1,16 @@
 //! The embedded SQLite backend: WAL, `synchronous=FULL`, migrations embedded and applied
-//! on open, `BEGIN IMMEDIATE` for every write so that two processes never deadlock on a
-//! read-to-write upgrade.
+//! on open.
+//!
+//! Correctness rests on the schema's unique constraints (`(session_id, seq)`, idempotency
+//! keys, dispatch keys), exactly as on PostgreSQL; an append that trips one is re-judged
+//! against the committed state. Writers additionally take SQLite's write lock up front
+//! (`BEGIN IMMEDIATE`) only so that two processes never deadlock on a read-to-write
+//! upgrade.
 
 use std::borrow::Cow;
 use std::path::Path;
 use std::pin::Pin;
-use std::str::FromStr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::json;
@@ -16,7 +20,8 @@ use sqlx::sqlite::{
     SqliteRow, SqliteSynchronous,
 };
 use sqlx::{QueryBuilder, Row, Sqlite};
-use worktrain_core::event::{StoredEvent, chain_hash};
+use tokio::sync::broadcast;
+use worktrain_core::event::StoredEvent;
 use worktrain_core::ids::{Attempt, NodeId, Seq, SessionId, Sha256Hash};
 use worktrain_core::projection::{
     AttemptOutcome, AttemptRecord, NodeRecord, NodeStatus, ProjectionChange, QueueRow,
@@ -24,9 +29,14 @@ use worktrain_core::projection::{
 };
 use worktrain_core::run::RunState;
 
+use crate::common::{
+    ChainCheck, PreparedAppend, RawColumns, SessionRow, corrupt, enum_from, enum_str, now_ms,
+    parse, prepare_append, prepare_import, raw_to_stored, search_needle, to_i64, to_u64,
+    workspace_prefix,
+};
 use crate::{
-    AppendOutcome, AppendRequest, BrokenLink, ChainReport, EventStore, Lease, ProjectionDump,
-    RebuildReport, SessionFilter, StoreError,
+    AppendOutcome, AppendRequest, Appended, ChainReport, EventStore, Lease, LeaseRenewal,
+    ProjectionDump, RawEvent, RebuildReport, RunFilter, SessionFilter, StoreError, StoreOptions,
 };
 
 /// Migrations of the SQLite schema, embedded in the binary. Append only: never edit one
@@ -52,16 +62,23 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "triggers",
         include_str!("../migrations/sqlite/0004_triggers.sql"),
     ),
+    (
+        5,
+        "portable columns",
+        include_str!("../migrations/sqlite/0005_portable_columns.sql"),
+    ),
 ];
 
 /// The schema version this build creates and understands.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// Rows per multi-row INSERT (9 parameters each, well under SQLite's limit).
 const INSERT_CHUNK: usize = 500;
 
 #[derive(Debug)]
-struct EmbeddedMigrations;
+struct EmbeddedMigrations {
+    up_to: i64,
+}
 
 impl MigrationSource<'static> for EmbeddedMigrations {
     fn resolve(
@@ -69,9 +86,10 @@ impl MigrationSource<'static> for EmbeddedMigrations {
     ) -> Pin<
         Box<dyn Future<Output = Result<Vec<Migration>, sqlx::error::BoxDynError>> + Send + 'static>,
     > {
-        Box::pin(async {
+        Box::pin(async move {
             Ok(MIGRATIONS
                 .iter()
+                .filter(|(version, _, _)| *version <= self.up_to)
                 .map(|(version, description, sql)| {
                     Migration::new(
                         *version,
@@ -107,11 +125,23 @@ impl Default for SqliteOptions {
     }
 }
 
+impl From<&StoreOptions> for SqliteOptions {
+    fn from(o: &StoreOptions) -> Self {
+        let d = Self::default();
+        Self {
+            blob_limit: o.blob_limit,
+            max_connections: o.max_connections.unwrap_or(d.max_connections),
+            busy_timeout: d.busy_timeout,
+        }
+    }
+}
+
 /// The SQLite event store.
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
     blob_limit: usize,
+    appended: broadcast::Sender<Appended>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -120,28 +150,28 @@ impl std::fmt::Debug for SqliteStore {
     }
 }
 
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
-pub(crate) fn corrupt(what: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(what.to_string())
-}
-
-fn to_i64(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-fn to_u64(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
-}
-
 impl SqliteStore {
     /// Open (creating if needed) the database at `path` and apply pending migrations.
     pub async fn open(path: &Path, options: SqliteOptions) -> Result<Self, StoreError> {
+        let store = Self::connect(path, options).await?;
+        store.migrate(SCHEMA_VERSION).await?;
+        Ok(store)
+    }
+
+    /// Open the database at `path` migrating it only up to `version` (tests build
+    /// databases of older versions with it, to test the migrations that follow).
+    #[doc(hidden)]
+    pub async fn open_at_version(
+        path: &Path,
+        options: SqliteOptions,
+        version: i64,
+    ) -> Result<Self, StoreError> {
+        let store = Self::connect(path, options).await?;
+        store.migrate(version).await?;
+        Ok(store)
+    }
+
+    async fn connect(path: &Path, options: SqliteOptions) -> Result<Self, StoreError> {
         let connect = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -153,16 +183,19 @@ impl SqliteStore {
             .max_connections(options.max_connections.max(1))
             .min_connections(1)
             .connect_with(connect)
-            .await?;
-        let store = Self {
+            .await
+            .map_err(|e| StoreError::Unreachable {
+                url: format!("sqlite://{}", path.display()),
+                reason: e.to_string(),
+            })?;
+        Ok(Self {
             pool,
             blob_limit: options.blob_limit,
-        };
-        store.migrate().await?;
-        Ok(store)
+            appended: broadcast::channel(1024).0,
+        })
     }
 
-    async fn migrate(&self) -> Result<(), StoreError> {
+    async fn migrate(&self, up_to: i64) -> Result<(), StoreError> {
         let found = self.applied_version().await?;
         if found > SCHEMA_VERSION {
             return Err(StoreError::SchemaTooNew {
@@ -170,7 +203,7 @@ impl SqliteStore {
                 supported: SCHEMA_VERSION,
             });
         }
-        let migrator = Migrator::new(EmbeddedMigrations)
+        let migrator = Migrator::new(EmbeddedMigrations { up_to })
             .await
             .map_err(|e| StoreError::Migration(e.to_string()))?;
         // Two processes opening a fresh database at once can both try to apply the same
@@ -179,14 +212,47 @@ impl SqliteStore {
         let mut attempt = 0;
         loop {
             match migrator.run(&self.pool).await {
-                Ok(()) => return Ok(()),
+                Ok(()) => break,
                 Err(e) if attempt < 5 => {
                     attempt += 1;
                     tracing::debug!(error = %e, attempt, "migration raced another process; retrying");
-                    tokio::time::sleep(std::time::Duration::from_millis(50 * attempt)).await;
+                    tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
                 }
                 Err(e) => return Err(StoreError::Migration(e.to_string())),
             }
+        }
+        if up_to >= 5 {
+            self.backfill_session_columns().await?;
+        }
+        Ok(())
+    }
+
+    /// Fill the derived session columns that a migration added empty (v5).
+    async fn backfill_session_columns(&self) -> Result<(), StoreError> {
+        loop {
+            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+            let rows: Vec<(String,)> =
+                sqlx::query_as("SELECT summary FROM sessions WHERE search_text IS NULL LIMIT 500")
+                    .fetch_all(&mut *tx)
+                    .await?;
+            if rows.is_empty() {
+                tx.rollback().await?;
+                return Ok(());
+            }
+            for (json,) in rows {
+                let s: SessionSummary = serde_json::from_str(&json).map_err(corrupt)?;
+                let row = SessionRow::of(&s)?;
+                sqlx::query(
+                    "UPDATE sessions SET branch = ?, run_state = ?, search_text = ? WHERE session_id = ?",
+                )
+                .bind(&row.branch)
+                .bind(row.run_state)
+                .bind(&row.search_text)
+                .bind(&row.session_id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
         }
     }
 
@@ -211,10 +277,97 @@ impl SqliteStore {
         &self.pool
     }
 
-    /// Close the pool, checkpointing the WAL.
-    pub async fn close(&self) {
-        self.pool.close().await;
+    /// Write a prepared batch: events, dispatch keys, summary and projection rows.
+    async fn write_prepared(
+        conn: &mut SqliteConnection,
+        session_id: SessionId,
+        prepared: &PreparedAppend,
+    ) -> Result<(), StoreError> {
+        let sid = session_id.to_string();
+        let mut positions = Vec::with_capacity(prepared.rows.len());
+        for chunk in prepared.rows.chunks(INSERT_CHUNK) {
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO events (session_id, seq, kind, payload, created_at_ms, idempotency_key, prev_hash, hash) ",
+            );
+            qb.push_values(chunk, |mut b, r| {
+                b.push_bind(&sid)
+                    .push_bind(r.seq)
+                    .push_bind(&r.kind)
+                    .push_bind(&r.payload)
+                    .push_bind(r.created_at_ms)
+                    .push_bind(r.idempotency_key.as_deref())
+                    .push_bind(&r.prev_hash)
+                    .push_bind(&r.hash);
+            });
+            qb.push(" RETURNING seq, position");
+            let returned: Vec<(i64, i64)> = qb.build_query_as().fetch_all(&mut *conn).await?;
+            positions.extend(returned);
+        }
+        // RETURNING rows come in no promised order: map them back by seq.
+        positions.sort_unstable();
+        for key in &prepared.dispatch_keys {
+            sqlx::query("INSERT INTO dispatch_keys (dispatch_key, session_id) VALUES (?, ?)")
+                .bind(key)
+                .bind(&sid)
+                .execute(&mut *conn)
+                .await?;
+        }
+        upsert_summary(conn, &prepared.summary).await?;
+        let position_of = |i: usize| -> Result<i64, StoreError> {
+            let seq = prepared.rows[i].seq;
+            positions
+                .binary_search_by_key(&seq, |(s, _)| *s)
+                .map(|k| positions[k].1)
+                .map_err(|_| corrupt(format!("no position returned for seq {seq}")))
+        };
+        for (i, change) in &prepared.changes {
+            let order = prepared.rows[*i].sets_queue_order;
+            write_change(conn, &sid, change, position_of(*i)?, order).await?;
+        }
+        Ok(())
     }
+
+    /// After a unique constraint failed: what the committed state says the append was.
+    async fn rejudge(
+        &self,
+        session_id: SessionId,
+        expected_seq: Seq,
+        first_key: Option<&str>,
+        batch_len: usize,
+        dispatch_keys: &[String],
+        cause: sqlx::Error,
+    ) -> Result<AppendOutcome, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        if let Some(key) = first_key
+            && let Some(dup) = duplicate_of(&mut conn, key, batch_len).await?
+        {
+            return Ok(dup);
+        }
+        for key in dispatch_keys {
+            if let Some(session) = dispatch_owner(&mut conn, key).await? {
+                return Err(StoreError::DispatchKeyTaken {
+                    key: key.clone(),
+                    session,
+                });
+            }
+        }
+        let actual = load_summary(&mut conn, session_id)
+            .await?
+            .map(|s| s.last_seq)
+            .unwrap_or(Seq(0));
+        if actual != expected_seq {
+            return Err(StoreError::SeqConflict {
+                session: session_id,
+                expected: expected_seq,
+                actual,
+            });
+        }
+        Err(StoreError::Database(cause))
+    }
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
 
 async fn load_summary(
@@ -230,188 +383,222 @@ async fn load_summary(
         .transpose()
 }
 
+/// The outcome of a batch whose first idempotency key is already stored.
+async fn duplicate_of(
+    conn: &mut SqliteConnection,
+    key: &str,
+    batch_len: usize,
+) -> Result<Option<AppendOutcome>, StoreError> {
+    let original: Option<(i64, String)> =
+        sqlx::query_as("SELECT seq, session_id FROM events WHERE idempotency_key = ?")
+            .bind(key)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let Some((first, owner)) = original else {
+        return Ok(None);
+    };
+    let owner: SessionId = parse(&owner, "session id")?;
+    let summary = load_summary(conn, owner)
+        .await?
+        .ok_or_else(|| corrupt("idempotent event without a session projection"))?;
+    let first = to_u64(first);
+    Ok(Some(AppendOutcome {
+        first_seq: Seq(first),
+        last_seq: Seq(first + batch_len as u64 - 1),
+        duplicate: true,
+        summary,
+    }))
+}
+
+async fn dispatch_owner(
+    conn: &mut SqliteConnection,
+    key: &str,
+) -> Result<Option<SessionId>, StoreError> {
+    let row: Option<(String,)> =
+        sqlx::query_as("SELECT session_id FROM dispatch_keys WHERE dispatch_key = ?")
+            .bind(key)
+            .fetch_optional(&mut *conn)
+            .await?;
+    row.map(|(s,)| parse(&s, "session id")).transpose()
+}
+
 async fn upsert_summary(conn: &mut SqliteConnection, s: &SessionSummary) -> Result<(), StoreError> {
-    let json = serde_json::to_string(s).map_err(corrupt)?;
+    let r = SessionRow::of(s)?;
     sqlx::query(
         "INSERT INTO sessions (session_id, workflow_id, workflow_hash, status, goal, workspace,
-             current_node, current_step, last_seq, created_at_ms, updated_at_ms, summary)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+             branch, run_state, search_text, current_node, current_step, last_seq,
+             created_at_ms, updated_at_ms, summary)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT (session_id) DO UPDATE SET
-             status = excluded.status, current_node = excluded.current_node,
-             current_step = excluded.current_step, last_seq = excluded.last_seq,
-             updated_at_ms = excluded.updated_at_ms, summary = excluded.summary",
+             status = excluded.status, run_state = excluded.run_state,
+             current_node = excluded.current_node, current_step = excluded.current_step,
+             last_seq = excluded.last_seq, updated_at_ms = excluded.updated_at_ms,
+             summary = excluded.summary",
     )
-    .bind(s.session_id.to_string())
-    .bind(s.workflow_id.as_str())
-    .bind(s.workflow_hash.to_hex())
-    .bind(s.status.as_str())
-    .bind(&s.goal)
-    .bind(s.workspace.as_deref())
-    .bind(s.current.as_ref().map(|c| i64::from(c.node.0)))
-    .bind(s.current.as_ref().map(|c| c.step_id.as_str().to_owned()))
-    .bind(to_i64(s.last_seq.0))
-    .bind(s.created_at_ms)
-    .bind(s.updated_at_ms)
-    .bind(json)
+    .bind(&r.session_id)
+    .bind(&r.workflow_id)
+    .bind(&r.workflow_hash)
+    .bind(r.status)
+    .bind(&r.goal)
+    .bind(&r.workspace)
+    .bind(&r.branch)
+    .bind(r.run_state)
+    .bind(&r.search_text)
+    .bind(r.current_node)
+    .bind(&r.current_step)
+    .bind(r.last_seq)
+    .bind(r.created_at_ms)
+    .bind(r.updated_at_ms)
+    .bind(&r.summary)
     .execute(&mut *conn)
     .await?;
     Ok(())
 }
 
-async fn write_changes(
+/// Apply one projection change. `position` is the global position of the event it
+/// derives from; `sets_order` says whether that event (re)queued the run.
+async fn write_change(
     conn: &mut SqliteConnection,
-    session: SessionId,
-    changes: &[ProjectionChange],
+    sid: &str,
+    change: &ProjectionChange,
+    position: i64,
+    sets_order: bool,
 ) -> Result<(), StoreError> {
-    let sid = session.to_string();
-    for change in changes {
-        match change {
-            ProjectionChange::InsertNode(n) => {
-                sqlx::query(
-                    "INSERT INTO session_nodes (session_id, node, step_id, step_index, pc, parent,
-                         cause, status, attempts, notes, entered_seq, closed_seq, cursor)
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                )
-                .bind(&sid)
-                .bind(i64::from(n.node.0))
-                .bind(n.step_id.as_str())
-                .bind(i64::from(n.step.0))
-                .bind(i64::from(n.pc.0))
-                .bind(n.parent.map(|p| i64::from(p.0)))
-                .bind(enum_str(&n.cause)?)
-                .bind(n.status.as_str())
-                .bind(i64::from(n.attempts))
-                .bind(n.notes.as_deref())
-                .bind(to_i64(n.entered_seq.0))
-                .bind(n.closed_seq.map(|s| to_i64(s.0)))
-                .bind(serde_json::to_string(&n.cursor).map_err(corrupt)?)
-                .execute(&mut *conn)
-                .await?;
-            }
-            ProjectionChange::CloseNode {
-                node,
-                status,
-                notes,
-                closed_seq,
-            } => {
-                sqlx::query(
-                    "UPDATE session_nodes SET status = ?, notes = COALESCE(?, notes), closed_seq = ?
-                     WHERE session_id = ? AND node = ?",
-                )
-                .bind(status.as_str())
-                .bind(notes.as_deref())
-                .bind(to_i64(closed_seq.0))
-                .bind(&sid)
-                .bind(i64::from(node.0))
-                .execute(&mut *conn)
-                .await?;
-            }
-            ProjectionChange::SetNodeAttempts { node, attempts } => {
-                sqlx::query(
-                    "UPDATE session_nodes SET attempts = ? WHERE session_id = ? AND node = ?",
-                )
+    match change {
+        ProjectionChange::InsertNode(n) => {
+            sqlx::query(
+                "INSERT INTO session_nodes (session_id, node, step_id, step_index, pc, parent,
+                     cause, status, attempts, notes, entered_seq, closed_seq, cursor)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(sid)
+            .bind(i64::from(n.node.0))
+            .bind(n.step_id.as_str())
+            .bind(i64::from(n.step.0))
+            .bind(i64::from(n.pc.0))
+            .bind(n.parent.map(|p| i64::from(p.0)))
+            .bind(enum_str(&n.cause)?)
+            .bind(n.status.as_str())
+            .bind(i64::from(n.attempts))
+            .bind(n.notes.as_deref())
+            .bind(to_i64(n.entered_seq.0))
+            .bind(n.closed_seq.map(|s| to_i64(s.0)))
+            .bind(serde_json::to_string(&n.cursor).map_err(corrupt)?)
+            .execute(&mut *conn)
+            .await?;
+        }
+        ProjectionChange::CloseNode {
+            node,
+            status,
+            notes,
+            closed_seq,
+        } => {
+            sqlx::query(
+                "UPDATE session_nodes SET status = ?, notes = COALESCE(?, notes), closed_seq = ?
+                 WHERE session_id = ? AND node = ?",
+            )
+            .bind(status.as_str())
+            .bind(notes.as_deref())
+            .bind(to_i64(closed_seq.0))
+            .bind(sid)
+            .bind(i64::from(node.0))
+            .execute(&mut *conn)
+            .await?;
+        }
+        ProjectionChange::SetNodeAttempts { node, attempts } => {
+            sqlx::query("UPDATE session_nodes SET attempts = ? WHERE session_id = ? AND node = ?")
                 .bind(i64::from(*attempts))
-                .bind(&sid)
+                .bind(sid)
                 .bind(i64::from(node.0))
                 .execute(&mut *conn)
                 .await?;
-            }
-            ProjectionChange::UpsertQueue(q) => {
-                sqlx::query(
-                    "INSERT INTO run_queue (session_id, state, priority, workspace, trigger_id, agent, queued_at_ms, worker)
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-                     ON CONFLICT (session_id) DO UPDATE SET state = excluded.state,
-                         priority = excluded.priority, workspace = excluded.workspace,
-                         trigger_id = excluded.trigger_id, agent = excluded.agent,
-                         queued_at_ms = excluded.queued_at_ms, worker = excluded.worker",
-                )
-                .bind(&sid)
-                .bind(q.state.as_str())
-                .bind(i64::from(q.priority))
-                .bind(q.workspace.as_deref())
-                .bind(q.trigger.as_deref())
-                .bind(&q.agent)
-                .bind(q.queued_at_ms)
-                .bind(q.worker.as_deref())
+        }
+        ProjectionChange::UpsertQueue(q) => {
+            sqlx::query(
+                "INSERT INTO run_queue (session_id, state, priority, workspace, trigger_id, agent,
+                     queued_at_ms, worker, queue_position)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                 ON CONFLICT (session_id) DO UPDATE SET state = excluded.state,
+                     priority = excluded.priority, workspace = excluded.workspace,
+                     trigger_id = excluded.trigger_id, agent = excluded.agent,
+                     queued_at_ms = excluded.queued_at_ms, worker = excluded.worker,
+                     queue_position = CASE WHEN ? THEN excluded.queue_position
+                                           ELSE run_queue.queue_position END",
+            )
+            .bind(sid)
+            .bind(q.state.as_str())
+            .bind(i64::from(q.priority))
+            .bind(q.workspace.as_deref())
+            .bind(q.trigger.as_deref())
+            .bind(&q.agent)
+            .bind(q.queued_at_ms)
+            .bind(q.worker.as_deref())
+            .bind(position)
+            .bind(sets_order)
+            .execute(&mut *conn)
+            .await?;
+        }
+        ProjectionChange::RemoveQueue => {
+            sqlx::query("DELETE FROM run_queue WHERE session_id = ?")
+                .bind(sid)
                 .execute(&mut *conn)
                 .await?;
-            }
-            ProjectionChange::RemoveQueue => {
-                sqlx::query("DELETE FROM run_queue WHERE session_id = ?")
-                    .bind(&sid)
-                    .execute(&mut *conn)
-                    .await?;
-            }
-            ProjectionChange::RejectAttempt {
-                node,
-                attempt,
-                response,
-            } => {
-                sqlx::query(
-                    "UPDATE session_attempts SET outcome = 'rejected', response = ?
-                     WHERE session_id = ? AND node = ? AND attempt = ?",
-                )
-                .bind(response.to_hex())
-                .bind(&sid)
-                .bind(i64::from(node.0))
-                .bind(i64::from(attempt.0))
-                .execute(&mut *conn)
-                .await?;
-            }
-            ProjectionChange::UpsertAttempt(a) => {
-                sqlx::query(
-                    "INSERT INTO session_attempts (session_id, node, attempt, outcome, output_hash, response, seq)
-                     VALUES (?, ?, ?, ?, ?, ?, ?)
-                     ON CONFLICT (session_id, node, attempt) DO UPDATE SET
-                         outcome = excluded.outcome, output_hash = excluded.output_hash,
-                         response = excluded.response, seq = excluded.seq",
-                )
-                .bind(&sid)
-                .bind(i64::from(a.node.0))
-                .bind(i64::from(a.attempt.0))
-                .bind(a.outcome.as_str())
-                .bind(a.output_hash.to_hex())
-                .bind(a.response.to_hex())
-                .bind(to_i64(a.seq.0))
-                .execute(&mut *conn)
-                .await?;
-            }
+        }
+        ProjectionChange::RejectAttempt {
+            node,
+            attempt,
+            response,
+        } => {
+            sqlx::query(
+                "UPDATE session_attempts SET outcome = 'rejected', response = ?
+                 WHERE session_id = ? AND node = ? AND attempt = ?",
+            )
+            .bind(response.to_hex())
+            .bind(sid)
+            .bind(i64::from(node.0))
+            .bind(i64::from(attempt.0))
+            .execute(&mut *conn)
+            .await?;
+        }
+        ProjectionChange::UpsertAttempt(a) => {
+            sqlx::query(
+                "INSERT INTO session_attempts (session_id, node, attempt, outcome, output_hash, response, seq)
+                 VALUES (?, ?, ?, ?, ?, ?, ?)
+                 ON CONFLICT (session_id, node, attempt) DO UPDATE SET
+                     outcome = excluded.outcome, output_hash = excluded.output_hash,
+                     response = excluded.response, seq = excluded.seq",
+            )
+            .bind(sid)
+            .bind(i64::from(a.node.0))
+            .bind(i64::from(a.attempt.0))
+            .bind(a.outcome.as_str())
+            .bind(a.output_hash.to_hex())
+            .bind(a.response.to_hex())
+            .bind(to_i64(a.seq.0))
+            .execute(&mut *conn)
+            .await?;
         }
     }
     Ok(())
 }
 
-/// The snake_case wire name of a serde enum value.
-fn enum_str<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
-    match serde_json::to_value(v).map_err(corrupt)? {
-        serde_json::Value::String(s) => Ok(s),
-        other => Err(corrupt(format!("expected a string enum, got {other}"))),
+fn row_to_raw(row: &SqliteRow) -> Result<RawEvent, StoreError> {
+    RawColumns {
+        position: row.try_get("position")?,
+        session_id: row.try_get("session_id")?,
+        seq: row.try_get("seq")?,
+        kind: row.try_get("kind")?,
+        payload: row.try_get("payload")?,
+        created_at_ms: row.try_get("created_at_ms")?,
+        idempotency_key: row.try_get("idempotency_key")?,
+        prev_hash: row.try_get("prev_hash")?,
+        hash: row.try_get("hash")?,
     }
-}
-
-fn enum_from<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, StoreError> {
-    serde_json::from_value(serde_json::Value::String(s.to_owned())).map_err(corrupt)
-}
-
-fn parse<T: FromStr>(s: &str, what: &str) -> Result<T, StoreError>
-where
-    T::Err: std::fmt::Display,
-{
-    s.parse().map_err(|e| corrupt(format!("{what}: {e}")))
+    .into_raw()
 }
 
 fn row_to_event(row: &SqliteRow) -> Result<StoredEvent, StoreError> {
-    let payload: String = row.try_get("payload")?;
-    Ok(StoredEvent {
-        position: to_u64(row.try_get("position")?),
-        session_id: parse(&row.try_get::<String, _>("session_id")?, "session id")?,
-        seq: Seq(to_u64(row.try_get("seq")?)),
-        created_at_ms: row.try_get("created_at_ms")?,
-        idempotency_key: row.try_get("idempotency_key")?,
-        prev_hash: parse(&row.try_get::<String, _>("prev_hash")?, "prev hash")?,
-        hash: parse(&row.try_get::<String, _>("hash")?, "hash")?,
-        body: serde_json::from_str(&payload).map_err(|e| corrupt(format!("event payload: {e}")))?,
-    })
+    raw_to_stored(&row_to_raw(row)?)
 }
 
 fn row_to_node(row: &SqliteRow) -> Result<NodeRecord, StoreError> {
@@ -451,21 +638,32 @@ fn row_to_attempt(row: &SqliteRow) -> Result<AttemptRecord, StoreError> {
     })
 }
 
+fn row_to_queue(r: &SqliteRow) -> Result<QueueRow, StoreError> {
+    Ok(QueueRow {
+        session_id: parse(&r.try_get::<String, _>("session_id")?, "session id")?,
+        state: RunState::parse(&r.try_get::<String, _>("state")?)
+            .ok_or_else(|| corrupt("unknown run state in run_queue"))?,
+        priority: i32::try_from(r.try_get::<i64, _>("priority")?).map_err(corrupt)?,
+        workspace: r.try_get("workspace")?,
+        trigger: r.try_get("trigger_id")?,
+        agent: r.try_get("agent")?,
+        queued_at_ms: r.try_get("queued_at_ms")?,
+        worker: r.try_get("worker")?,
+    })
+}
+
 const EVENT_COLUMNS: &str =
     "position, session_id, seq, kind, payload, created_at_ms, idempotency_key, prev_hash, hash";
 
-/// A fully prepared event row.
-struct EventRow {
-    seq: i64,
-    kind: &'static str,
-    payload: String,
-    idempotency_key: Option<String>,
-    prev_hash: String,
-    hash: String,
-}
+/// Claim order of the run queue.
+const QUEUE_ORDER: &str = "priority DESC, queued_at_ms, queue_position, session_id";
 
 #[async_trait]
 impl EventStore for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
     async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
         let AppendRequest {
             session_id,
@@ -482,32 +680,18 @@ impl EventStore for SqliteStore {
                 limit: self.blob_limit,
             });
         }
-        let sid = session_id.to_string();
+        let first_key = events[0].idempotency_key.clone();
+        let batch_len = events.len();
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
 
-        if let Some(key) = events[0].idempotency_key.as_deref() {
-            let original: Option<(i64, String)> =
-                sqlx::query_as("SELECT seq, session_id FROM events WHERE idempotency_key = ?")
-                    .bind(key)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            if let Some((first, owner)) = original {
-                let owner: SessionId = parse(&owner, "session id")?;
-                let summary = load_summary(&mut tx, owner)
-                    .await?
-                    .ok_or_else(|| corrupt("idempotent event without a session projection"))?;
-                tx.rollback().await?;
-                let first = to_u64(first);
-                return Ok(AppendOutcome {
-                    first_seq: Seq(first),
-                    last_seq: Seq(first + events.len() as u64 - 1),
-                    duplicate: true,
-                    summary,
-                });
-            }
+        if let Some(key) = first_key.as_deref()
+            && let Some(dup) = duplicate_of(&mut tx, key, batch_len).await?
+        {
+            tx.rollback().await?;
+            return Ok(dup);
         }
 
-        let mut summary = load_summary(&mut tx, session_id).await?;
+        let summary = load_summary(&mut tx, session_id).await?;
         let actual = summary.as_ref().map(|s| s.last_seq).unwrap_or(Seq(0));
         if actual != expected_seq {
             tx.rollback().await?;
@@ -517,80 +701,56 @@ impl EventStore for SqliteStore {
                 actual,
             });
         }
-
+        let prepared = prepare_append(session_id, summary, events, now_ms())?;
+        for key in &prepared.dispatch_keys {
+            if let Some(owner) = dispatch_owner(&mut tx, key).await? {
+                tx.rollback().await?;
+                return Err(StoreError::DispatchKeyTaken {
+                    key: key.clone(),
+                    session: owner,
+                });
+            }
+        }
         let now = now_ms();
         for blob in &blobs {
-            let hash = Sha256Hash::of(blob);
             sqlx::query(
                 "INSERT INTO blobs (hash, size, content, created_at_ms) VALUES (?, ?, ?, ?)
                  ON CONFLICT (hash) DO NOTHING",
             )
-            .bind(hash.to_hex())
+            .bind(Sha256Hash::of(blob).to_hex())
             .bind(to_i64(blob.len() as u64))
             .bind(blob.as_slice())
             .bind(now)
             .execute(&mut *tx)
             .await?;
         }
-
-        let mut prev = summary
-            .as_ref()
-            .map(|s| s.last_hash)
-            .unwrap_or(Sha256Hash::ZERO);
-        let mut rows = Vec::with_capacity(events.len());
-        let mut all_changes = Vec::new();
-        for (i, event) in events.into_iter().enumerate() {
-            let seq = Seq(actual.0 + i as u64 + 1);
-            let kind = event.body.kind().as_str();
-            let payload = event.body.canonical_bytes().map_err(corrupt)?;
-            let hash = chain_hash(&prev, session_id, seq, kind, now, &payload);
-            let payload = String::from_utf8(payload).map_err(corrupt)?;
-            let stored = StoredEvent {
-                position: 0,
-                session_id,
-                seq,
-                created_at_ms: now,
-                idempotency_key: event.idempotency_key,
-                prev_hash: prev,
-                hash,
-                body: event.body,
-            };
-            let (next, changes) = apply(summary.take(), &stored)?;
-            summary = Some(next);
-            all_changes.extend(changes);
-            rows.push(EventRow {
-                seq: to_i64(seq.0),
-                kind,
-                payload,
-                idempotency_key: stored.idempotency_key,
-                prev_hash: prev.to_hex(),
-                hash: hash.to_hex(),
-            });
-            prev = hash;
+        let written = match Self::write_prepared(&mut tx, session_id, &prepared).await {
+            Ok(()) => tx.commit().await.map_err(StoreError::from),
+            Err(e) => Err(e),
+        };
+        match written {
+            Ok(()) => {}
+            Err(StoreError::Database(e)) if is_unique_violation(&e) => {
+                return self
+                    .rejudge(
+                        session_id,
+                        expected_seq,
+                        first_key.as_deref(),
+                        batch_len,
+                        &prepared.dispatch_keys,
+                        e,
+                    )
+                    .await;
+            }
+            Err(e) => return Err(e),
         }
-        for chunk in rows.chunks(INSERT_CHUNK) {
-            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT INTO events (session_id, seq, kind, payload, created_at_ms, idempotency_key, prev_hash, hash) ",
-            );
-            qb.push_values(chunk, |mut b, r| {
-                b.push_bind(&sid)
-                    .push_bind(r.seq)
-                    .push_bind(r.kind)
-                    .push_bind(&r.payload)
-                    .push_bind(now)
-                    .push_bind(r.idempotency_key.as_deref())
-                    .push_bind(&r.prev_hash)
-                    .push_bind(&r.hash);
-            });
-            qb.build().execute(&mut *tx).await?;
-        }
-        let summary = summary.ok_or_else(|| corrupt("append produced no summary"))?;
-        upsert_summary(&mut tx, &summary).await?;
-        write_changes(&mut tx, session_id, &all_changes).await?;
-        tx.commit().await?;
-        let first_seq = Seq(actual.0 + 1);
+        let summary = prepared.summary;
+        let _ = self.appended.send(Appended {
+            session_id,
+            last_seq: summary.last_seq,
+        });
         Ok(AppendOutcome {
-            first_seq,
+            first_seq: Seq(actual.0 + 1),
             last_seq: summary.last_seq,
             duplicate: false,
             summary,
@@ -603,37 +763,66 @@ impl EventStore for SqliteStore {
     }
 
     async fn sessions(&self, filter: &SessionFilter) -> Result<Vec<SessionSummary>, StoreError> {
-        let mut qb: QueryBuilder<Sqlite> =
-            QueryBuilder::new("SELECT summary FROM sessions WHERE 1 = 1");
+        let queue_order = matches!(
+            filter.run,
+            Some(RunFilter::State(
+                RunState::Queued | RunState::Running | RunState::Interrupted
+            ))
+        );
+        let mut qb: QueryBuilder<Sqlite> = if queue_order {
+            QueryBuilder::new(
+                "SELECT s.summary FROM sessions s JOIN run_queue q ON q.session_id = s.session_id WHERE 1 = 1",
+            )
+        } else {
+            QueryBuilder::new("SELECT s.summary FROM sessions s WHERE 1 = 1")
+        };
         if let Some(status) = filter.status {
-            qb.push(" AND status = ").push_bind(status.as_str());
+            qb.push(" AND s.status = ").push_bind(status.as_str());
         }
         if let Some(wf) = &filter.workflow {
-            qb.push(" AND workflow_id = ")
+            qb.push(" AND s.workflow_id = ")
                 .push_bind(wf.as_str().to_owned());
         }
         if let Some(ws) = &filter.workspace {
-            let ws = ws.trim_end_matches('/').to_owned();
-            qb.push(" AND (workspace = ")
-                .push_bind(ws.clone())
-                .push(" OR substr(workspace, 1, length(")
-                .push_bind(ws.clone())
-                .push(") + 1) = ")
-                .push_bind(format!("{ws}/"))
+            let (exact, prefix) = workspace_prefix(ws);
+            qb.push(" AND (s.workspace = ")
+                .push_bind(exact)
+                .push(" OR substr(s.workspace, 1, length(")
+                .push_bind(prefix.clone())
+                .push(")) = ")
+                .push_bind(prefix)
                 .push(")");
         }
         if let Some(text) = &filter.text {
-            let pattern = format!("%{}%", text.to_lowercase());
-            qb.push(" AND (lower(goal) LIKE ")
-                .push_bind(pattern.clone())
-                .push(" OR lower(workflow_id) LIKE ")
-                .push_bind(pattern.clone())
-                .push(" OR lower(coalesce(json_extract(summary, '$.branch'), '')) LIKE ")
-                .push_bind(pattern)
-                .push(")");
+            match search_needle(text) {
+                Some(needle) => {
+                    qb.push(" AND instr(s.search_text, ")
+                        .push_bind(needle)
+                        .push(") > 0");
+                }
+                None => return Ok(Vec::new()),
+            }
         }
-        qb.push(" ORDER BY updated_at_ms DESC, session_id DESC LIMIT ")
-            .push_bind(i64::from(filter.limit.unwrap_or(50).clamp(1, 1000)))
+        match filter.run {
+            None => {}
+            Some(RunFilter::NoRun) => {
+                qb.push(" AND s.run_state IS NULL");
+            }
+            Some(RunFilter::State(state)) if queue_order => {
+                qb.push(" AND q.state = ").push_bind(state.as_str());
+            }
+            Some(RunFilter::State(state)) => {
+                qb.push(" AND s.run_state = ").push_bind(state.as_str());
+            }
+        }
+        if queue_order {
+            qb.push(
+                " ORDER BY q.priority DESC, q.queued_at_ms, q.queue_position, q.session_id LIMIT ",
+            );
+        } else {
+            qb.push(" ORDER BY s.updated_at_ms DESC, s.session_id DESC LIMIT ");
+        }
+        qb.push_bind(i64::from(filter.limit.unwrap_or(50).clamp(1, 1000)))
             .push(" OFFSET ")
             .push_bind(i64::from(filter.offset.unwrap_or(0)));
         let rows = qb.build().fetch_all(&self.pool).await?;
@@ -706,6 +895,8 @@ impl EventStore for SqliteStore {
     }
 
     async fn events_since(&self, after: u64, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
+        // One writer at a time (the database lock), and positions grow with each insert:
+        // commit order is position order.
         let sql = format!(
             "SELECT {EVENT_COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?"
         );
@@ -754,9 +945,7 @@ impl EventStore for SqliteStore {
 
     async fn verify(&self, id: SessionId) -> Result<Option<ChainReport>, StoreError> {
         let mut conn = self.pool.acquire().await?;
-        let mut prev = Sha256Hash::ZERO;
-        let mut expected_seq = 1u64;
-        let mut checked = 0u64;
+        let mut check = ChainCheck::new(id);
         let mut after = 0i64;
         loop {
             let rows = sqlx::query(
@@ -773,102 +962,32 @@ impl EventStore for SqliteStore {
             for row in &rows {
                 let seq: i64 = row.try_get("seq")?;
                 after = seq;
-                let position = to_u64(row.try_get("position")?);
-                let broken = |reason: String| ChainReport {
-                    session_id: id,
-                    events: checked,
-                    head: prev,
-                    first_broken: Some(BrokenLink {
-                        seq: Seq(to_u64(seq)),
-                        position,
-                        reason,
-                    }),
-                };
-                if to_u64(seq) != expected_seq {
-                    return Ok(Some(broken(format!(
-                        "sequence gap: expected seq {expected_seq}, found {seq}"
-                    ))));
+                if let Some(report) = check.check_columns(
+                    to_u64(row.try_get("position")?),
+                    to_u64(seq),
+                    &row.try_get::<String, _>("kind")?,
+                    &row.try_get::<String, _>("payload")?,
+                    row.try_get("created_at_ms")?,
+                    &row.try_get::<String, _>("prev_hash")?,
+                    &row.try_get::<String, _>("hash")?,
+                ) {
+                    return Ok(Some(report));
                 }
-                let kind: String = row.try_get("kind")?;
-                let payload: String = row.try_get("payload")?;
-                let created: i64 = row.try_get("created_at_ms")?;
-                let stored_prev: String = row.try_get("prev_hash")?;
-                let stored_hash: String = row.try_get("hash")?;
-                if stored_prev != prev.to_hex() {
-                    return Ok(Some(broken(format!(
-                        "prev_hash {} does not match the previous event's hash {}",
-                        short(&stored_prev),
-                        prev.short()
-                    ))));
-                }
-                let recomputed = chain_hash(
-                    &prev,
-                    id,
-                    Seq(to_u64(seq)),
-                    &kind,
-                    created,
-                    payload.as_bytes(),
-                );
-                if stored_hash != recomputed.to_hex() {
-                    return Ok(Some(broken(format!(
-                        "content does not match its hash (stored {}, recomputed {})",
-                        short(&stored_hash),
-                        recomputed.short()
-                    ))));
-                }
-                match serde_json::from_str::<worktrain_core::event::EventBody>(&payload) {
-                    Ok(body) if body.kind().as_str() == kind => {}
-                    Ok(body) => {
-                        return Ok(Some(broken(format!(
-                            "kind column `{kind}` does not match payload type `{}`",
-                            body.kind().as_str()
-                        ))));
-                    }
-                    Err(e) => {
-                        return Ok(Some(broken(format!("payload is not a valid event: {e}"))));
-                    }
-                }
-                prev = recomputed;
-                expected_seq += 1;
-                checked += 1;
             }
-        }
-        if checked == 0 {
-            return Ok(None);
         }
         let summary = load_summary(&mut conn, id).await?;
-        if let Some(s) = summary
-            && (s.last_hash != prev || s.last_seq.0 != checked)
-        {
-            {
-                return Ok(Some(ChainReport {
-                    session_id: id,
-                    events: checked,
-                    head: prev,
-                    first_broken: Some(BrokenLink {
-                        seq: s.last_seq,
-                        position: 0,
-                        reason: format!(
-                            "the session projection points at seq {} / {}, but the log ends at seq {checked} / {}; run `worktrain admin rebuild-projections`",
-                            s.last_seq,
-                            s.last_hash.short(),
-                            prev.short()
-                        ),
-                    }),
-                }));
-            }
-        }
-        Ok(Some(ChainReport {
-            session_id: id,
-            events: checked,
-            head: prev,
-            first_broken: None,
-        }))
+        Ok(check.finish(summary))
     }
 
     async fn rebuild_projections(&self) -> Result<RebuildReport, StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        for table in ["session_attempts", "session_nodes", "sessions", "run_queue"] {
+        for table in [
+            "session_attempts",
+            "session_nodes",
+            "sessions",
+            "run_queue",
+            "dispatch_keys",
+        ] {
             sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table}")))
                 .execute(&mut *tx)
                 .await?;
@@ -882,7 +1001,6 @@ impl EventStore for SqliteStore {
             events: 0,
         };
         for (sid,) in ids {
-            let id: SessionId = parse(&sid, "session id")?;
             let mut summary: Option<SessionSummary> = None;
             let mut after = 0i64;
             loop {
@@ -902,7 +1020,27 @@ impl EventStore for SqliteStore {
                     after = to_i64(event.seq.0);
                     let (next, changes) = apply(summary.take(), &event)?;
                     summary = Some(next);
-                    write_changes(&mut tx, id, &changes).await?;
+                    if let worktrain_core::event::EventBody::RunQueued {
+                        dispatch_key: Some(key),
+                        ..
+                    } = &event.body
+                    {
+                        sqlx::query(
+                            "INSERT INTO dispatch_keys (dispatch_key, session_id) VALUES (?, ?)",
+                        )
+                        .bind(key)
+                        .bind(&sid)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    let order = matches!(
+                        event.body,
+                        worktrain_core::event::EventBody::RunQueued { .. }
+                            | worktrain_core::event::EventBody::RunRequeued { .. }
+                    );
+                    for change in &changes {
+                        write_change(&mut tx, &sid, change, to_i64(event.position), order).await?;
+                    }
                     report.events += 1;
                 }
             }
@@ -917,8 +1055,9 @@ impl EventStore for SqliteStore {
 
     async fn dump_projections(&self) -> Result<ProjectionDump, StoreError> {
         let sessions = sqlx::query(
-            "SELECT session_id, workflow_id, workflow_hash, status, goal, workspace, current_node,
-                    current_step, last_seq, created_at_ms, updated_at_ms, summary
+            "SELECT session_id, workflow_id, workflow_hash, status, goal, workspace, branch,
+                    run_state, search_text, current_node, current_step, last_seq,
+                    created_at_ms, updated_at_ms, summary
              FROM sessions ORDER BY session_id",
         )
         .fetch_all(&self.pool)
@@ -933,6 +1072,9 @@ impl EventStore for SqliteStore {
                 "status": r.try_get::<String, _>("status")?,
                 "goal": r.try_get::<String, _>("goal")?,
                 "workspace": r.try_get::<Option<String>, _>("workspace")?,
+                "branch": r.try_get::<Option<String>, _>("branch")?,
+                "run_state": r.try_get::<Option<String>, _>("run_state")?,
+                "search_text": r.try_get::<Option<String>, _>("search_text")?,
                 "current_node": r.try_get::<Option<i64>, _>("current_node")?,
                 "current_step": r.try_get::<Option<String>, _>("current_step")?,
                 "last_seq": r.try_get::<i64, _>("last_seq")?,
@@ -970,11 +1112,20 @@ impl EventStore for SqliteStore {
             .iter()
             .map(|q| serde_json::to_value(q).map_err(corrupt))
             .collect::<Result<Vec<_>, StoreError>>()?;
+        let dispatch_keys: Vec<(String, String)> = sqlx::query_as(
+            "SELECT dispatch_key, session_id FROM dispatch_keys ORDER BY dispatch_key",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         Ok(ProjectionDump {
             sessions,
             nodes,
             attempts,
             queue,
+            dispatch_keys: dispatch_keys
+                .into_iter()
+                .map(|(k, s)| json!({"dispatch_key": k, "session_id": s}))
+                .collect(),
         })
     }
 
@@ -983,29 +1134,14 @@ impl EventStore for SqliteStore {
     }
 
     async fn queue(&self) -> Result<Vec<QueueRow>, StoreError> {
-        // Ties within a millisecond go to the row inserted first (rowid grows with each
-        // insert, and inserts happen in commit order): FIFO, not the random part of the
-        // session id.
-        sqlx::query(
+        sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT session_id, state, priority, workspace, trigger_id, agent, queued_at_ms, worker
-             FROM run_queue ORDER BY priority DESC, queued_at_ms, rowid",
-        )
+             FROM run_queue ORDER BY {QUEUE_ORDER}"
+        )))
         .fetch_all(&self.pool)
         .await?
         .iter()
-        .map(|r| {
-            Ok(QueueRow {
-                session_id: parse(&r.try_get::<String, _>("session_id")?, "session id")?,
-                state: RunState::parse(&r.try_get::<String, _>("state")?)
-                    .ok_or_else(|| corrupt("unknown run state in run_queue"))?,
-                priority: i32::try_from(r.try_get::<i64, _>("priority")?).map_err(corrupt)?,
-                workspace: r.try_get("workspace")?,
-                trigger: r.try_get("trigger_id")?,
-                agent: r.try_get("agent")?,
-                queued_at_ms: r.try_get("queued_at_ms")?,
-                worker: r.try_get("worker")?,
-            })
-        })
+        .map(row_to_queue)
         .collect()
     }
 
@@ -1013,21 +1149,54 @@ impl EventStore for SqliteStore {
         &self,
         id: SessionId,
         worker: &str,
-        expires_at_ms: i64,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
+        ttl: Duration,
+    ) -> Result<LeaseRenewal, StoreError> {
+        let now = now_ms();
+        let until = now.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let taken = sqlx::query(
             "INSERT INTO run_leases (session_id, worker, expires_at_ms) VALUES (?, ?, ?)
-             ON CONFLICT (session_id) DO UPDATE SET worker = excluded.worker, expires_at_ms = excluded.expires_at_ms",
+             ON CONFLICT (session_id) DO UPDATE SET worker = excluded.worker,
+                 expires_at_ms = excluded.expires_at_ms
+             WHERE run_leases.worker = excluded.worker OR run_leases.expires_at_ms <= ?",
         )
         .bind(id.to_string())
         .bind(worker)
-        .bind(expires_at_ms)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        .bind(until)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let outcome = if taken == 1 {
+            LeaseRenewal::Held {
+                expires_at_ms: until,
+            }
+        } else {
+            let (holder, expires_at_ms): (String, i64) =
+                sqlx::query_as("SELECT worker, expires_at_ms FROM run_leases WHERE session_id = ?")
+                    .bind(id.to_string())
+                    .fetch_one(&mut *tx)
+                    .await?;
+            LeaseRenewal::Lost {
+                holder,
+                expires_at_ms,
+            }
+        };
+        tx.commit().await?;
+        Ok(outcome)
     }
 
-    async fn release_lease(&self, id: SessionId) -> Result<(), StoreError> {
+    async fn release_lease(&self, id: SessionId, worker: &str) -> Result<bool, StoreError> {
+        let n = sqlx::query("DELETE FROM run_leases WHERE session_id = ? AND worker = ?")
+            .bind(id.to_string())
+            .bind(worker)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(n > 0)
+    }
+
+    async fn break_lease(&self, id: SessionId) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM run_leases WHERE session_id = ?")
             .bind(id.to_string())
             .execute(&self.pool)
@@ -1051,18 +1220,83 @@ impl EventStore for SqliteStore {
     }
 
     async fn session_by_dispatch_key(&self, key: &str) -> Result<Option<SessionId>, StoreError> {
-        let row: Option<(String,)> = sqlx::query_as(
-            "SELECT session_id FROM events WHERE kind = 'run_queued' AND json_extract(payload, '$.dispatch_key') = ?",
-        )
-        .bind(key)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|(s,)| parse(&s, "session id")).transpose()
+        let mut conn = self.pool.acquire().await?;
+        dispatch_owner(&mut conn, key).await
     }
-}
 
-fn short(hex: &str) -> &str {
-    hex.get(..12).unwrap_or(hex)
+    async fn session_ids(
+        &self,
+        after: Option<SessionId>,
+        limit: u32,
+    ) -> Result<Vec<SessionId>, StoreError> {
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT DISTINCT session_id FROM events WHERE session_id > ? ORDER BY session_id LIMIT ?",
+        )
+        .bind(after.map(|a| a.to_string()).unwrap_or_default())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|(s,)| parse(s, "session id")).collect()
+    }
+
+    async fn raw_events(
+        &self,
+        id: SessionId,
+        after: Seq,
+        limit: u32,
+    ) -> Result<Vec<RawEvent>, StoreError> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ?"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id.to_string())
+            .bind(to_i64(after.0))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(row_to_raw)
+            .collect()
+    }
+
+    async fn import_session(&self, events: Vec<RawEvent>) -> Result<(), StoreError> {
+        let prepared = prepare_import(events)?;
+        let session_id = prepared.summary.session_id;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        if let Some(existing) = load_summary(&mut tx, session_id).await? {
+            tx.rollback().await?;
+            return Err(StoreError::SeqConflict {
+                session: session_id,
+                expected: Seq(0),
+                actual: existing.last_seq,
+            });
+        }
+        Self::write_prepared(&mut tx, session_id, &prepared).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn blob_hashes(
+        &self,
+        after: Option<Sha256Hash>,
+        limit: u32,
+    ) -> Result<Vec<Sha256Hash>, StoreError> {
+        let rows: Vec<(String,)> =
+            sqlx::query_as("SELECT hash FROM blobs WHERE hash > ? ORDER BY hash LIMIT ?")
+                .bind(after.map(|h| h.to_hex()).unwrap_or_default())
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(|(h,)| parse(h, "blob hash")).collect()
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Appended> {
+        self.appended.subscribe()
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
 }
 
 mod trigger_impl {
@@ -1088,7 +1322,7 @@ mod trigger_impl {
         let r = sqlx::query(
             "INSERT INTO trigger_decisions (trigger_id, created_at_ms, decision, reason, event,
                  delivery_id, source, session_id, detail)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         )
         .bind(&d.trigger_id)
         .bind(at)
@@ -1099,9 +1333,9 @@ mod trigger_impl {
         .bind(d.source.as_deref())
         .bind(d.session_id.as_deref())
         .bind(detail)
-        .execute(&mut *conn)
+        .fetch_one(&mut *conn)
         .await?;
-        Ok(r.last_insert_rowid())
+        Ok(r.try_get::<i64, _>("id")?)
     }
 
     fn delivery_row(r: &SqliteRow) -> Result<Delivery, StoreError> {
@@ -1173,17 +1407,17 @@ mod trigger_impl {
                         "INSERT INTO webhook_deliveries (trigger_id, delivery_key, received_at_ms,
                              headers, body, status)
                          VALUES (?, ?, ?, ?, ?, 'pending')
-                         ON CONFLICT (trigger_id, delivery_key) DO NOTHING",
+                         ON CONFLICT (trigger_id, delivery_key) DO NOTHING RETURNING id",
                     )
                     .bind(&d.trigger_id)
                     .bind(&d.delivery_key)
                     .bind(now)
                     .bind(headers)
                     .bind(&d.body)
-                    .execute(&mut *conn)
+                    .fetch_optional(&mut *conn)
                     .await?;
-                    if inserted.rows_affected() == 1 {
-                        let id = inserted.last_insert_rowid();
+                    if let Some(row) = inserted {
+                        let id: i64 = row.try_get("id")?;
                         let mut dec = d.decision.clone();
                         dec.delivery_id = Some(id);
                         insert_decision(&mut conn, &dec, now).await?;

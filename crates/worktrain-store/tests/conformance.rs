@@ -4,7 +4,10 @@
 //! store only through [`EventStore`], plus a handful of raw hooks ([`TestDb`]) for what the
 //! trait deliberately cannot do (attempting forbidden SQL, tampering, faking a newer
 //! schema). A backend joins the suite by implementing [`TestDb`] and invoking
-//! [`conformance_suite!`] with a constructor — see `conformance_suite!(sqlite, …)` below.
+//! `all_checks!` with a constructor — see `all_checks!(sqlite, …)` and
+//! `all_checks!(postgres, …)` below. PostgreSQL checks run on the server named by
+//! `WORKTRAIN_TEST_POSTGRES_URL` (see `worktrain_testkit::postgres`), one fresh database
+//! per check.
 //!
 //! Realistic event sequences are produced by the pure engine state machine from
 //! `worktrain-core` (the same code the engine runs), so blocked attempts, checkpoints,
@@ -26,9 +29,15 @@ use worktrain_core::ids::{NodeId, Seq, SessionId, Sha256Hash, StepId};
 use worktrain_core::load::parse_workflow;
 use worktrain_core::machine::{AdvanceDecision, Machine, Plan, StartParams, Submission};
 use worktrain_core::projection::{NodeRecord, NodeStatus, SessionStatus, SessionSummary};
+use worktrain_core::run::{
+    InterruptReason, RequeueReason, RunEnd, RunLimits, RunState, Trigger, TriggerKind,
+};
 use worktrain_core::token::{Keyring, TokenClaims, TokenKind};
 use worktrain_store::sqlite::{SCHEMA_VERSION, SqliteOptions};
-use worktrain_store::{AppendOutcome, AppendRequest, EventStore, SqliteStore, StoreError};
+use worktrain_store::{
+    AppendOutcome, AppendRequest, EventStore, LeaseRenewal, RunFilter, SessionFilter, SqliteStore,
+    StoreError, StoreOptions, StoreUrl,
+};
 
 // ---------------------------------------------------------------------------------------
 // What a backend provides
@@ -55,21 +64,54 @@ pub trait TestDb: Send + Sync {
 
     /// The schema version this build of the backend creates.
     fn supported_schema_version(&self) -> i64;
+
+    /// A second, empty database of the same backend (for copies between stores).
+    async fn sibling(&self) -> Box<dyn TestDb>;
 }
 
 /// Instantiate every conformance check as a `#[tokio::test]` in module `$module`, with
-/// `$make` an async expression producing a fresh [`TestDb`].
+/// `$make` an async expression producing a fresh [`TestDb`] (`None`: the backend is
+/// unavailable and explicitly skipped, see `worktrain_testkit::postgres`).
 macro_rules! conformance_suite {
     ($module:ident, $make:expr; $($check:ident),* $(,)?) => {
         mod $module {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $check() {
-                    let db = $make.await;
+                    let Some(db) = $make.await else { return };
                     super::$check(&db).await;
                 }
             )*
         }
+    };
+}
+
+/// Every check, for every backend.
+macro_rules! all_checks {
+    ($module:ident, $make:expr) => {
+        conformance_suite!($module, $make;
+            append_rejects_stale_writer,
+            append_batch_is_atomic,
+            idempotency_key_makes_duplicate_a_noop,
+            append_only_is_enforced_by_the_database,
+            hash_chain_detects_tampering,
+            rebuilt_projections_equal_incremental_ones,
+            blobs_are_content_addressed_and_limited,
+            schema_version_recorded_and_reopen_works,
+            newer_schema_is_refused,
+            events_and_events_since_page,
+            sessions_are_listed_filtered_and_paged,
+            session_filters_are_literal_and_unicode,
+            queue_is_priority_then_fifo,
+            claims_race_exactly_one_winner,
+            leases_are_compare_and_set_and_expire,
+            dispatch_keys_are_unique,
+            concurrent_appends_keep_one_chain,
+            concurrent_replays_write_once,
+            tailing_never_skips_a_committed_event,
+            appends_are_announced,
+            sessions_copy_between_stores,
+        );
     };
 }
 
@@ -87,14 +129,14 @@ pub struct SqliteDb {
 
 impl SqliteDb {
     /// A fresh (not yet created) database file.
-    pub async fn new() -> Self {
+    pub async fn new() -> Option<Self> {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("worktrain.db");
-        Self {
+        Some(Self {
             _dir: dir,
             path,
             raw: Mutex::new(None),
-        }
+        })
     }
 
     async fn pool(&self) -> sqlx::SqlitePool {
@@ -115,7 +157,7 @@ impl SqliteDb {
 
 /// The `make_store()` of the SQLite backend: a store on a fresh tempfile database.
 pub async fn make_store() -> (SqliteDb, Arc<dyn EventStore>) {
-    let db = SqliteDb::new().await;
+    let db = SqliteDb::new().await.expect("sqlite");
     let store = db.open(None).await.expect("open store");
     (db, store)
 }
@@ -174,21 +216,13 @@ impl TestDb for SqliteDb {
     fn supported_schema_version(&self) -> i64 {
         SCHEMA_VERSION
     }
+
+    async fn sibling(&self) -> Box<dyn TestDb> {
+        Box::new(SqliteDb::new().await.expect("sqlite"))
+    }
 }
 
-conformance_suite!(sqlite, super::SqliteDb::new();
-    append_rejects_stale_writer,
-    append_batch_is_atomic,
-    idempotency_key_makes_duplicate_a_noop,
-    append_only_is_enforced_by_the_database,
-    hash_chain_detects_tampering,
-    rebuilt_projections_equal_incremental_ones,
-    blobs_are_content_addressed_and_limited,
-    schema_version_recorded_and_reopen_works,
-    newer_schema_is_refused,
-    events_and_events_since_page,
-    sessions_are_listed_filtered_and_paged,
-);
+all_checks!(sqlite, super::SqliteDb::new());
 
 /// SQLite-only: the store runs in WAL mode with `synchronous=FULL`, as the design requires.
 #[tokio::test]
@@ -210,6 +244,95 @@ async fn sqlite_uses_wal_and_full_sync() {
         SCHEMA_VERSION
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// PostgreSQL backend
+// ---------------------------------------------------------------------------------------
+
+/// A fresh database on the test PostgreSQL server.
+pub struct PgDb {
+    db: worktrain_testkit::postgres::TestDatabase,
+    raw: tokio::sync::OnceCell<sqlx::PgPool>,
+}
+
+impl PgDb {
+    /// A fresh database (`None` when PostgreSQL tests are explicitly skipped).
+    pub async fn new() -> Option<Self> {
+        let db = worktrain_testkit::postgres::fresh_database().await?;
+        Some(Self {
+            db,
+            raw: tokio::sync::OnceCell::new(),
+        })
+    }
+
+    fn url(&self) -> StoreUrl {
+        StoreUrl::Postgres(self.db.url.clone())
+    }
+
+    async fn pool(&self) -> &sqlx::PgPool {
+        self.raw
+            .get_or_init(|| async {
+                sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(2)
+                    .connect(&self.db.url)
+                    .await
+                    .expect("raw pool")
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl TestDb for PgDb {
+    async fn open(&self, blob_limit: Option<usize>) -> Result<Arc<dyn EventStore>, StoreError> {
+        let mut options = StoreOptions::default();
+        if let Some(limit) = blob_limit {
+            options.blob_limit = limit;
+        }
+        Ok(worktrain_store::open(&self.url(), &options).await?)
+    }
+
+    async fn execute(&self, sql: &str) -> Result<u64, String> {
+        sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+            .execute(self.pool().await)
+            .await
+            .map(|r| r.rows_affected())
+            .map_err(|e| e.to_string())
+    }
+
+    async fn scalar(&self, sql: &str) -> i64 {
+        let (v,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(sql.to_owned()))
+            .fetch_one(self.pool().await)
+            .await
+            .expect("scalar query");
+        v
+    }
+
+    async fn disable_append_only(&self) {
+        self.execute("DROP TRIGGER events_append_only ON events")
+            .await
+            .expect("drop append-only trigger");
+    }
+
+    async fn fake_schema_version(&self, version: i64) {
+        self.execute(&format!(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+             VALUES ({version}, 'from the future', TRUE, '\\x00'::bytea, 0)"
+        ))
+        .await
+        .expect("insert fake migration row");
+    }
+
+    fn supported_schema_version(&self) -> i64 {
+        worktrain_store::postgres::SCHEMA_VERSION
+    }
+
+    async fn sibling(&self) -> Box<dyn TestDb> {
+        Box::new(PgDb::new().await.expect("postgres"))
+    }
+}
+
+all_checks!(postgres, super::PgDb::new());
 
 // ---------------------------------------------------------------------------------------
 // Producing realistic events with the pure state machine
@@ -1275,7 +1398,6 @@ async fn events_and_events_since_page(db: &dyn TestDb) {
 }
 
 async fn sessions_are_listed_filtered_and_paged(db: &dyn TestDb) {
-    use worktrain_store::SessionFilter;
     let store = db.open(None).await.expect("open");
     let s = store.as_ref();
     let d = Driver::new();
@@ -1344,4 +1466,985 @@ async fn sessions_are_listed_filtered_and_paged(db: &dyn TestDb) {
         );
     }
     assert_eq!(paged, newest_first);
+}
+
+// ---------------------------------------------------------------------------------------
+// 9. Runs: queue order, claims, leases, dispatch keys
+// ---------------------------------------------------------------------------------------
+
+fn run_queued(priority: i32, dispatch_key: Option<&str>) -> NewEvent {
+    NewEvent {
+        body: EventBody::RunQueued {
+            agent: "default".into(),
+            trigger: Trigger::new(TriggerKind::Api, Some("t".into())),
+            limits: RunLimits::default(),
+            priority,
+            readonly: false,
+            base: None,
+            dispatch_key: dispatch_key.map(str::to_owned),
+        },
+        idempotency_key: None,
+    }
+}
+
+fn body(b: EventBody) -> NewEvent {
+    NewEvent {
+        body: b,
+        idempotency_key: None,
+    }
+}
+
+/// Append events decided from the current summary (retrying lost races).
+async fn transition(
+    store: &dyn EventStore,
+    id: SessionId,
+    decide: impl Fn(&SessionSummary) -> Vec<NewEvent>,
+) -> SessionSummary {
+    for _ in 0..50 {
+        let s = store.session(id).await.expect("session").expect("exists");
+        match store
+            .append(AppendRequest {
+                session_id: id,
+                expected_seq: s.last_seq,
+                events: decide(&s),
+                blobs: Vec::new(),
+            })
+            .await
+        {
+            Ok(o) => return o.summary,
+            Err(StoreError::SeqConflict { .. }) => continue,
+            Err(e) => panic!("transition: {e}"),
+        }
+    }
+    panic!("transition kept losing races");
+}
+
+/// Start a session and queue its run.
+async fn dispatch(
+    d: &Driver,
+    store: &dyn EventStore,
+    priority: i32,
+    key: Option<&str>,
+) -> Result<SessionId, StoreError> {
+    let id = d.start(store, json!({})).await;
+    let s = store.session(id).await.expect("session").expect("exists");
+    store
+        .append(AppendRequest {
+            session_id: id,
+            expected_seq: s.last_seq,
+            events: vec![run_queued(priority, key)],
+            blobs: Vec::new(),
+        })
+        .await
+        .map(|_| id)
+}
+
+fn queue_ids(q: &[worktrain_core::projection::QueueRow]) -> Vec<SessionId> {
+    q.iter().map(|r| r.session_id).collect()
+}
+
+/// Claim order: higher priority first, then first queued first — also for runs queued in
+/// the same millisecond, also after a rebuild; a requeued run goes to the back.
+async fn queue_is_priority_then_fifo(db: &dyn TestDb) {
+    let store = db.open(None).await.expect("open");
+    let s = store.as_ref();
+    let d = Driver::new();
+    let mut normal = Vec::new();
+    for _ in 0..12 {
+        normal.push(dispatch(&d, s, 0, None).await.expect("dispatch"));
+    }
+    let urgent = dispatch(&d, s, 5, None).await.expect("dispatch");
+    let low = dispatch(&d, s, -1, None).await.expect("dispatch");
+    let mut expected = vec![urgent];
+    expected.extend(&normal);
+    expected.push(low);
+    assert_eq!(queue_ids(&s.queue().await.expect("queue")), expected);
+
+    // Starting a run keeps its place; interrupting and requeueing sends it to the back
+    // of its priority.
+    let first = normal[0];
+    transition(s, first, |x| {
+        vec![body(EventBody::RunStarted {
+            run: x.run.as_ref().expect("run").run + 1,
+            worker: "w1".into(),
+            worktree: None,
+            branch: None,
+        })]
+    })
+    .await;
+    assert_eq!(queue_ids(&s.queue().await.expect("queue")), expected);
+    let row = s.queue().await.expect("queue")[1].clone();
+    assert_eq!(
+        (row.state, row.worker.as_deref()),
+        (RunState::Running, Some("w1"))
+    );
+    transition(s, first, |x| {
+        vec![
+            body(EventBody::RunInterrupted {
+                run: x.run.as_ref().expect("run").run,
+                reason: InterruptReason::LeaseExpired,
+            }),
+            body(EventBody::RunRequeued {
+                reason: RequeueReason::Resume,
+            }),
+        ]
+    })
+    .await;
+    let mut requeued = vec![urgent];
+    requeued.extend(&normal[1..]);
+    requeued.push(first);
+    requeued.push(low);
+    assert_eq!(queue_ids(&s.queue().await.expect("queue")), requeued);
+
+    // Listing queued sessions uses the same order.
+    let listed: Vec<SessionId> = s
+        .sessions(&SessionFilter {
+            run: Some(RunFilter::State(RunState::Queued)),
+            limit: Some(100),
+            ..SessionFilter::default()
+        })
+        .await
+        .expect("list")
+        .iter()
+        .map(|x| x.session_id)
+        .collect();
+    assert_eq!(listed, requeued);
+
+    // A finished run leaves the queue.
+    transition(s, low, |x| {
+        vec![body(EventBody::RunFinished {
+            run: x.run.as_ref().expect("run").run,
+            end: RunEnd::Cancelled,
+            reason: None,
+            detail: None,
+        })]
+    })
+    .await;
+    requeued.pop();
+    assert_eq!(queue_ids(&s.queue().await.expect("queue")), requeued);
+
+    // The order is a projection: a rebuild reproduces it exactly.
+    let before = s.dump_projections().await.expect("dump");
+    s.rebuild_projections().await.expect("rebuild");
+    assert_eq!(s.dump_projections().await.expect("dump"), before);
+    assert_eq!(queue_ids(&s.queue().await.expect("queue")), requeued);
+}
+
+/// Many workers claim the same queued run at once: exactly one `run_started` is written;
+/// every other claim sees a conflict and, re-reading, finds the run taken.
+async fn claims_race_exactly_one_winner(db: &dyn TestDb) {
+    let store = db.open(None).await.expect("open");
+    let d = Driver::new();
+    for _round in 0..3 {
+        let id = dispatch(&d, store.as_ref(), 0, None)
+            .await
+            .expect("dispatch");
+        let seen = store.session(id).await.expect("s").expect("e").last_seq;
+        let mut tasks = tokio::task::JoinSet::new();
+        for w in 0..8 {
+            let store = store.clone();
+            tasks.spawn(async move {
+                store
+                    .append(AppendRequest {
+                        session_id: id,
+                        expected_seq: seen,
+                        events: vec![body(EventBody::RunStarted {
+                            run: 1,
+                            worker: format!("w{w}"),
+                            worktree: None,
+                            branch: None,
+                        })],
+                        blobs: Vec::new(),
+                    })
+                    .await
+            });
+        }
+        let mut won = 0;
+        let mut lost = 0;
+        while let Some(r) = tasks.join_next().await {
+            match r.expect("task") {
+                Ok(o) => {
+                    assert!(!o.duplicate);
+                    won += 1;
+                }
+                Err(StoreError::SeqConflict { actual, .. }) => {
+                    assert_eq!(actual, Seq(seen.0 + 1));
+                    lost += 1;
+                }
+                Err(e) => panic!("unexpected: {e}"),
+            }
+        }
+        assert_eq!((won, lost), (1, 7));
+        let started = all_events(store.as_ref(), id)
+            .await
+            .iter()
+            .filter(|e| matches!(e.body, EventBody::RunStarted { .. }))
+            .count();
+        assert_eq!(started, 1, "exactly one claim in the log");
+        assert!(store.verify(id).await.expect("v").expect("e").is_valid());
+    }
+}
+
+/// Leases: compare-and-set renewal, takeover only after expiry, release only by the
+/// holder.
+async fn leases_are_compare_and_set_and_expire(db: &dyn TestDb) {
+    use std::time::Duration;
+    let store = db.open(None).await.expect("open");
+    let s = store.as_ref();
+    let id = SessionId::from_parts(1_700_000_000_000, 77);
+    let long = Duration::from_secs(60);
+    let a1 = match s.renew_lease(id, "a", long).await.expect("renew") {
+        LeaseRenewal::Held { expires_at_ms } => expires_at_ms,
+        other => panic!("{other:?}"),
+    };
+    // Another worker cannot take a live lease, and learns who holds it.
+    match s.renew_lease(id, "b", long).await.expect("renew") {
+        LeaseRenewal::Lost {
+            holder,
+            expires_at_ms,
+        } => {
+            assert_eq!(holder, "a");
+            assert_eq!(expires_at_ms, a1);
+        }
+        other => panic!("b must not take a's live lease: {other:?}"),
+    }
+    assert!(
+        !s.release_lease(id, "b").await.expect("release"),
+        "not b's lease"
+    );
+    assert_eq!(s.leases().await.expect("leases")[0].worker, "a");
+    // The holder renews (its expiry moves forward).
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    match s.renew_lease(id, "a", long).await.expect("renew") {
+        LeaseRenewal::Held { expires_at_ms } => assert!(expires_at_ms > a1),
+        other => panic!("{other:?}"),
+    }
+    // Expiry: a short lease lapses and another worker takes over; the old holder has lost it.
+    match s
+        .renew_lease(id, "a", Duration::from_millis(150))
+        .await
+        .expect("renew")
+    {
+        LeaseRenewal::Held { .. } => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        s.renew_lease(id, "b", long).await.expect("renew"),
+        LeaseRenewal::Lost { .. }
+    ));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(matches!(
+        s.renew_lease(id, "b", long).await.expect("renew"),
+        LeaseRenewal::Held { .. }
+    ));
+    match s.renew_lease(id, "a", long).await.expect("renew") {
+        LeaseRenewal::Lost { holder, .. } => assert_eq!(holder, "b"),
+        other => panic!("a's lease was taken over: {other:?}"),
+    }
+    assert!(!s.release_lease(id, "a").await.expect("release"));
+    assert!(s.release_lease(id, "b").await.expect("release"));
+    assert!(s.leases().await.expect("leases").is_empty());
+    // Break drops whatever is there.
+    s.renew_lease(id, "c", long).await.expect("renew");
+    s.break_lease(id).await.expect("break");
+    assert!(s.leases().await.expect("leases").is_empty());
+    // Many workers racing for a free lease: exactly one holds it.
+    let other = SessionId::from_parts(1_700_000_000_000, 78);
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..8 {
+        let store = store.clone();
+        tasks.spawn(async move { store.renew_lease(other, &format!("w{w}"), long).await });
+    }
+    let mut held = 0;
+    while let Some(r) = tasks.join_next().await {
+        if let LeaseRenewal::Held { .. } = r.expect("task").expect("renew") {
+            held += 1;
+        }
+    }
+    assert_eq!(held, 1);
+}
+
+/// A dispatch key belongs to one session: a second dispatch with it writes nothing and
+/// names the first; concurrent dispatches with one key create one session.
+async fn dispatch_keys_are_unique(db: &dyn TestDb) {
+    let store = db.open(None).await.expect("open");
+    let s = store.as_ref();
+    let d = Driver::new();
+    let first = dispatch(&d, s, 0, Some("gh:delivery:42"))
+        .await
+        .expect("dispatch");
+    assert_eq!(
+        s.session_by_dispatch_key("gh:delivery:42")
+            .await
+            .expect("lookup"),
+        Some(first)
+    );
+    assert_eq!(
+        s.session_by_dispatch_key("gh:delivery:43")
+            .await
+            .expect("lookup"),
+        None
+    );
+    let second = d.start(s, json!({})).await;
+    let before = all_events(s, second).await;
+    let r = s
+        .append(AppendRequest {
+            session_id: second,
+            expected_seq: Seq(before.len() as u64),
+            events: vec![run_queued(0, Some("gh:delivery:42"))],
+            blobs: vec![b"not stored".to_vec()],
+        })
+        .await;
+    match r {
+        Err(StoreError::DispatchKeyTaken { key, session }) => {
+            assert_eq!(key, "gh:delivery:42");
+            assert_eq!(session, first);
+        }
+        other => panic!("expected DispatchKeyTaken, got {other:?}"),
+    }
+    assert_eq!(all_events(s, second).await, before, "nothing written");
+    assert!(
+        s.session(second)
+            .await
+            .expect("s")
+            .expect("e")
+            .run
+            .is_none()
+    );
+    assert_eq!(
+        s.blob(Sha256Hash::of(b"not stored")).await.expect("blob"),
+        None
+    );
+
+    // Concurrent first dispatches with one key: one session gets it.
+    let mut candidates = Vec::new();
+    for _ in 0..6 {
+        candidates.push(d.start(s, json!({})).await);
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for id in candidates.clone() {
+        let store = store.clone();
+        tasks.spawn(async move {
+            let last = store.session(id).await.expect("s").expect("e").last_seq;
+            store
+                .append(AppendRequest {
+                    session_id: id,
+                    expected_seq: last,
+                    events: vec![run_queued(0, Some("cron:nightly:2026-03-01"))],
+                    blobs: Vec::new(),
+                })
+                .await
+                .map(|_| id)
+        });
+    }
+    let mut winners = Vec::new();
+    let mut named = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        match r.expect("task") {
+            Ok(id) => winners.push(id),
+            Err(StoreError::DispatchKeyTaken { session, .. }) => named.push(session),
+            Err(e) => panic!("unexpected: {e}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "{winners:?}");
+    assert!(
+        named.iter().all(|n| *n == winners[0]),
+        "losers name the winner"
+    );
+    let queue = queue_ids(&s.queue().await.expect("queue"));
+    assert_eq!(
+        candidates.iter().filter(|id| queue.contains(id)).count(),
+        1,
+        "one run queued"
+    );
+    assert_eq!(
+        s.session_by_dispatch_key("cron:nightly:2026-03-01")
+            .await
+            .expect("lookup"),
+        Some(winners[0])
+    );
+    // Keys are rebuilt from the events.
+    let dump = s.dump_projections().await.expect("dump");
+    assert_eq!(dump.dispatch_keys.len(), 2);
+    s.rebuild_projections().await.expect("rebuild");
+    assert_eq!(s.dump_projections().await.expect("dump"), dump);
+}
+
+// ---------------------------------------------------------------------------------------
+// 10. Concurrency: appends, replays, tailing, notifications
+// ---------------------------------------------------------------------------------------
+
+/// Writers racing on one session (each re-reading after a conflict) and on many sessions
+/// leave contiguous, verifiable chains; racing creators of one new session: one wins.
+async fn concurrent_appends_keep_one_chain(db: &dyn TestDb) {
+    let store = db.open(None).await.expect("open");
+    let id = SessionId::from_parts(1_700_000_000_000, 500);
+    store
+        .append(AppendRequest {
+            session_id: id,
+            expected_seq: Seq(0),
+            events: vec![started(Sha256Hash::ZERO), entered(1, None, None)],
+            blobs: Vec::new(),
+        })
+        .await
+        .expect("start");
+    let writers = 6u32;
+    let each = 10u32;
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..writers {
+        let store = store.clone();
+        tasks.spawn(async move {
+            let mut conflicts = 0u32;
+            for i in 0..each {
+                loop {
+                    let last = store.session(id).await.expect("s").expect("e").last_seq;
+                    match store
+                        .append(AppendRequest {
+                            session_id: id,
+                            expected_seq: last,
+                            events: vec![checkpoint_event(1, w * 1000 + i, None)],
+                            blobs: Vec::new(),
+                        })
+                        .await
+                    {
+                        Ok(_) => break,
+                        Err(StoreError::SeqConflict { .. }) => conflicts += 1,
+                        Err(e) => panic!("writer {w}: {e}"),
+                    }
+                }
+            }
+            conflicts
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.expect("writer");
+    }
+    let events = all_events(store.as_ref(), id).await;
+    assert_eq!(events.len() as u32, 2 + writers * each);
+    let summary = store.session(id).await.expect("s").expect("e");
+    assert_eq!(summary.checkpoints, writers * each);
+    assert!(store.verify(id).await.expect("v").expect("e").is_valid());
+
+    // Many sessions at once: positions stay unique and per-session chains intact.
+    let mut tasks = tokio::task::JoinSet::new();
+    for k in 0..8u128 {
+        let store = store.clone();
+        tasks.spawn(async move {
+            let sid = SessionId::from_parts(1_700_000_000_001, 600 + k);
+            store
+                .append(AppendRequest {
+                    session_id: sid,
+                    expected_seq: Seq(0),
+                    events: vec![started(Sha256Hash::ZERO), entered(1, None, None)],
+                    blobs: vec![b"shared blob".to_vec()],
+                })
+                .await
+                .expect("start");
+            for i in 0..5 {
+                store
+                    .append(AppendRequest {
+                        session_id: sid,
+                        expected_seq: Seq(2 + i),
+                        events: vec![checkpoint_event(1, i as u32, None)],
+                        blobs: vec![b"shared blob".to_vec()],
+                    })
+                    .await
+                    .expect("append");
+            }
+            sid
+        });
+    }
+    let mut sids = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        sids.push(r.expect("task"));
+    }
+    for sid in &sids {
+        assert!(store.verify(*sid).await.expect("v").expect("e").is_valid());
+    }
+    let all = store.events_since(0, 100_000).await.expect("all");
+    assert!(all.windows(2).all(|w| w[0].position < w[1].position));
+    assert_eq!(all.len() as u32, 2 + writers * each + 8 * 7);
+
+    // Racing creators of one new session.
+    let fresh = SessionId::from_parts(1_700_000_000_002, 700);
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..6 {
+        let store = store.clone();
+        tasks.spawn(async move {
+            store
+                .append(AppendRequest {
+                    session_id: fresh,
+                    expected_seq: Seq(0),
+                    events: vec![started(Sha256Hash::ZERO)],
+                    blobs: Vec::new(),
+                })
+                .await
+        });
+    }
+    let mut created = 0;
+    while let Some(r) = tasks.join_next().await {
+        match r.expect("task") {
+            Ok(_) => created += 1,
+            Err(StoreError::SeqConflict { actual, .. }) => assert_eq!(actual, Seq(1)),
+            Err(e) => panic!("unexpected: {e}"),
+        }
+    }
+    assert_eq!(created, 1);
+    assert_eq!(all_events(store.as_ref(), fresh).await.len(), 1);
+}
+
+/// The same batch (same first idempotency key) sent by many retrying writers at once is
+/// written exactly once; every writer gets the same answer.
+async fn concurrent_replays_write_once(db: &dyn TestDb) {
+    let store = db.open(None).await.expect("open");
+    let d = Driver::new();
+    let id = d.start(store.as_ref(), json!({})).await;
+    let last = store.session(id).await.expect("s").expect("e").last_seq;
+    let n_before = count_events(db).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let store = store.clone();
+        tasks.spawn(async move {
+            store
+                .append(AppendRequest {
+                    session_id: id,
+                    expected_seq: last,
+                    events: vec![
+                        checkpoint_event(1, 1, Some(format!("{id}:cp:replay"))),
+                        checkpoint_event(1, 2, None),
+                    ],
+                    blobs: vec![b"replayed blob".to_vec()],
+                })
+                .await
+        });
+    }
+    let mut written = 0;
+    let mut firsts = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        match r.expect("task") {
+            Ok(o) => {
+                if !o.duplicate {
+                    written += 1;
+                }
+                firsts.push(o.first_seq);
+            }
+            // A writer that read the seq before the winner committed and never saw the
+            // key: a conflict it would retry as a duplicate.
+            Err(StoreError::SeqConflict { .. }) => {}
+            Err(e) => panic!("unexpected: {e}"),
+        }
+    }
+    assert_eq!(written, 1);
+    assert!(firsts.iter().all(|f| *f == Seq(last.0 + 1)), "{firsts:?}");
+    assert_eq!(count_events(db).await, n_before + 2);
+    // A retry now is a duplicate, whatever seq it states.
+    let again = store
+        .append(AppendRequest {
+            session_id: id,
+            expected_seq: last,
+            events: vec![checkpoint_event(1, 1, Some(format!("{id}:cp:replay")))],
+            blobs: Vec::new(),
+        })
+        .await
+        .expect("replay");
+    assert!(again.duplicate);
+    assert_eq!(count_events(db).await, n_before + 2);
+}
+
+/// A reader tailing by global position while writers append concurrently sees every event
+/// exactly once, in position order: no event ever commits behind a position already read.
+async fn tailing_never_skips_a_committed_event(db: &dyn TestDb) {
+    let store = db.open(None).await.expect("open");
+    let writers = 4u128;
+    let per = 25u64;
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let store = store.clone();
+        let done = done.clone();
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            let mut after = 0u64;
+            loop {
+                let finished = done.load(std::sync::atomic::Ordering::SeqCst);
+                let page = store.events_since(after, 7).await.expect("tail");
+                if let Some(last) = page.last() {
+                    after = last.position;
+                }
+                let empty = page.is_empty();
+                seen.extend(page);
+                if finished && empty {
+                    return seen;
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..writers {
+        let store = store.clone();
+        tasks.spawn(async move {
+            let sid = SessionId::from_parts(1_700_000_000_003, 800 + w);
+            store
+                .append(AppendRequest {
+                    session_id: sid,
+                    expected_seq: Seq(0),
+                    events: vec![started(Sha256Hash::ZERO), entered(1, None, None)],
+                    blobs: Vec::new(),
+                })
+                .await
+                .expect("start");
+            for i in 0..per {
+                store
+                    .append(AppendRequest {
+                        session_id: sid,
+                        expected_seq: Seq(2 + i),
+                        events: vec![checkpoint_event(1, i as u32, None)],
+                        blobs: Vec::new(),
+                    })
+                    .await
+                    .expect("append");
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.expect("writer");
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let seen = reader.await.expect("reader");
+    let all = store.events_since(0, 100_000).await.expect("all");
+    assert_eq!(all.len() as u64, writers as u64 * (per + 2));
+    assert_eq!(
+        seen.iter().map(|e| e.position).collect::<Vec<_>>(),
+        all.iter().map(|e| e.position).collect::<Vec<_>>(),
+        "the tailing reader missed or repeated events"
+    );
+}
+
+/// Appends are announced to subscribers of the store, with the session's new last seq.
+async fn appends_are_announced(db: &dyn TestDb) {
+    let store = db.open(None).await.expect("open");
+    let mut rx = store.subscribe();
+    // PostgreSQL's listener connects in the background: give it a moment.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let d = Driver::new();
+    let id = d.start(store.as_ref(), json!({})).await;
+    let last = store.session(id).await.expect("s").expect("e").last_seq;
+    let got = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        loop {
+            let a = rx.recv().await.expect("notification");
+            if a.session_id == id {
+                return a;
+            }
+        }
+    })
+    .await
+    .expect("an append is announced within 5 s");
+    assert_eq!(got.last_seq, last);
+}
+
+/// A session copied event for event into another store (of either backend) verifies
+/// there and folds to the same projections.
+async fn sessions_copy_between_stores(db: &dyn TestDb) {
+    let source = db.open(None).await.expect("open");
+    let s = source.as_ref();
+    let d = Driver::new();
+    let a = d.start(s, json!({"size": "large"})).await;
+    d.submit(s, a, "planned", json!({"x": 1})).await;
+    d.checkpoint(s, a, "halfway").await;
+    d.submit(s, a, "", json!({})).await;
+    let b = dispatch(&d, s, 3, Some("copy:key"))
+        .await
+        .expect("dispatch");
+    // Both backends as targets: the sibling (same backend) and, for PostgreSQL, SQLite
+    // (and the other way round when PostgreSQL is available).
+    let mut targets: Vec<Box<dyn TestDb>> = vec![db.sibling().await];
+    targets.push(Box::new(SqliteDb::new().await.expect("sqlite")));
+    if let Some(pg) = PgDb::new().await {
+        targets.push(Box::new(pg));
+    }
+    for target in targets {
+        let t = target.open(None).await.expect("open target");
+        for h in s.blob_hashes(None, 1000).await.expect("blobs") {
+            t.put_blob(&s.blob(h).await.expect("blob").expect("exists"))
+                .await
+                .expect("put");
+        }
+        let mut ids = s.session_ids(None, 1).await.expect("ids");
+        ids.extend(s.session_ids(ids.last().copied(), 100).await.expect("ids"));
+        assert_eq!(ids.len(), 2);
+        for id in ids {
+            let raw = s.raw_events(id, Seq(0), 10_000).await.expect("raw");
+            t.import_session(raw.clone()).await.expect("import");
+            assert!(t.verify(id).await.expect("v").expect("e").is_valid());
+            let copied = t.raw_events(id, Seq(0), 10_000).await.expect("raw");
+            let strip = |v: &[worktrain_store::RawEvent]| {
+                v.iter()
+                    .map(|e| (e.seq, e.payload.clone(), e.hash, e.created_at_ms))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(strip(&copied), strip(&raw), "payload bytes and hashes kept");
+            // A second import of the same session is refused.
+            assert!(t.import_session(raw).await.is_err());
+        }
+        assert_eq!(
+            t.dump_projections().await.expect("dump"),
+            s.dump_projections().await.expect("dump"),
+            "the same events fold to the same projections"
+        );
+        assert_eq!(
+            t.session_by_dispatch_key("copy:key").await.expect("k"),
+            Some(b)
+        );
+    }
+}
+
+/// Text filters are literal (no LIKE wildcards) and ignore case the Unicode way;
+/// workspace filters take the directory and what is inside it, nothing else.
+async fn session_filters_are_literal_and_unicode(db: &dyn TestDb) {
+    let store = db.open(None).await.expect("open");
+    let s = store.as_ref();
+    let mk = |id: u128, goal: &str, ws: Option<&str>, branch: Option<&str>| NewEvent {
+        body: EventBody::SessionStarted {
+            workflow_id: "conformance".parse().expect("workflow id"),
+            workflow_hash: Sha256Hash::ZERO,
+            workflow_version: "1".into(),
+            workflow_source: "test".into(),
+            goal: goal.into(),
+            workspace: ws.map(str::to_owned),
+            branch: branch.map(str::to_owned),
+            context: Map::new(),
+            mode: SessionMode::Interactive,
+            parent: None,
+        },
+        idempotency_key: Some(format!("filter:{id}")),
+    };
+    let rows = [
+        (1, "Raise coverage to 100% now", Some("/srv/app"), None),
+        (
+            2,
+            "Raise coverage to 100 percent",
+            Some("/srv/app/sub"),
+            None,
+        ),
+        (
+            3,
+            "rename snake_case helpers",
+            Some("/srv/application"),
+            None,
+        ),
+        (4, "rename snakeXcase helpers", None, Some("feature/ÜBER")),
+        (5, "ÉTÉ release notes", Some("/srv/app/"), None),
+    ];
+    let mut ids = HashMap::new();
+    for (n, goal, ws, branch) in rows {
+        let id = SessionId::from_parts(1_700_000_000_100, n);
+        s.append(AppendRequest {
+            session_id: id,
+            expected_seq: Seq(0),
+            events: vec![mk(n, goal, ws, branch)],
+            blobs: Vec::new(),
+        })
+        .await
+        .expect("append");
+        ids.insert(n, id);
+    }
+    let find = |f: SessionFilter| async move {
+        let mut v: Vec<SessionId> = s
+            .sessions(&f)
+            .await
+            .expect("list")
+            .iter()
+            .map(|x| x.session_id)
+            .collect();
+        v.sort();
+        v
+    };
+    let text = |t: &str| SessionFilter {
+        text: Some(t.into()),
+        ..SessionFilter::default()
+    };
+    let of = |ns: &[u128]| {
+        let mut v: Vec<SessionId> = ns.iter().map(|n| ids[n]).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(find(text("100%")).await, of(&[1]), "% is literal");
+    assert_eq!(find(text("snake_case")).await, of(&[3]), "_ is literal");
+    assert_eq!(find(text("RAISE COVERAGE")).await, of(&[1, 2]));
+    assert_eq!(find(text("été")).await, of(&[5]), "Unicode case folding");
+    assert_eq!(find(text("über")).await, of(&[4]), "branch is searched");
+    assert_eq!(
+        find(text("CONFORMANCE")).await,
+        of(&[1, 2, 3, 4, 5]),
+        "workflow id"
+    );
+    assert_eq!(find(text("\u{1f}")).await, of(&[]));
+    let ws = |w: &str| SessionFilter {
+        workspace: Some(w.into()),
+        ..SessionFilter::default()
+    };
+    assert_eq!(find(ws("/srv/app")).await, of(&[1, 2, 5]));
+    assert_eq!(find(ws("/srv/app/")).await, of(&[1, 2, 5]));
+    assert_eq!(find(ws("/srv/app/sub")).await, of(&[2]));
+    assert_eq!(find(ws("/srv")).await, of(&[1, 2, 3, 5]));
+    // Run filters.
+    let no_run = SessionFilter {
+        run: Some(RunFilter::NoRun),
+        ..SessionFilter::default()
+    };
+    assert_eq!(find(no_run.clone()).await, of(&[1, 2, 3, 4, 5]));
+    transition(s, ids[&2], |_| vec![run_queued(0, None)]).await;
+    transition(s, ids[&3], |_| vec![run_queued(0, None)]).await;
+    transition(s, ids[&3], |_| {
+        vec![body(EventBody::RunFinished {
+            run: 0,
+            end: RunEnd::Failed,
+            reason: Some(worktrain_core::run::FailureReason::Killed),
+            detail: None,
+        })]
+    })
+    .await;
+    assert_eq!(find(no_run).await, of(&[1, 4, 5]));
+    let state = |st: RunState| SessionFilter {
+        run: Some(RunFilter::State(st)),
+        ..SessionFilter::default()
+    };
+    assert_eq!(find(state(RunState::Queued)).await, of(&[2]));
+    assert_eq!(find(state(RunState::Failed)).await, of(&[3]));
+    assert_eq!(find(state(RunState::Running)).await, of(&[]));
+    assert_eq!(
+        find(SessionFilter {
+            run: Some(RunFilter::State(RunState::Queued)),
+            workspace: Some("/srv/app".into()),
+            text: Some("PERCENT".into()),
+            ..SessionFilter::default()
+        })
+        .await,
+        of(&[2]),
+        "filters combine"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// 11. Migrations on an old database
+// ---------------------------------------------------------------------------------------
+
+/// A database written by worktrain at SQLite schema v3 (`sqlite3 .dump` of a real store:
+/// an interactive session advanced twice, four dispatched runs — queued with dispatch
+/// keys, one running with a lease, one with a higher priority, one failed) opens with
+/// this build: migrated, nothing lost, and it reads the same as a store built today.
+#[tokio::test]
+async fn sqlite_v3_database_migrates() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("old.db");
+    {
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(
+                sqlx::sqlite::SqliteConnectOptions::new()
+                    .filename(&path)
+                    .create_if_missing(true),
+            )
+            .await
+            .expect("create");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(
+            include_str!("fixtures/sqlite-v3.sql").to_owned(),
+        ))
+        .execute(&pool)
+        .await
+        .expect("load the v3 dump");
+        pool.close().await;
+    }
+    let store = SqliteStore::open(&path, SqliteOptions::default())
+        .await
+        .expect("open migrates");
+    assert_eq!(store.schema_version().await.expect("v"), SCHEMA_VERSION);
+    let id = |s: &str| -> SessionId { s.parse().expect("id") };
+    let interactive = id("ses_01m96ke00czbjexbwx939a24v7");
+    let queued_key1 = id("ses_01m96ke00vt7ywvs67tdevcm96");
+    let running = id("ses_01m96ke011ank5etv40zjgs5a0");
+    let urgent = id("ses_01m96ke013jrkj8fbr6p41kts4");
+    let failed = id("ses_01m96ke015qp6zh74za5kw7frx");
+    // Queue order as v3 had it (priority, then age).
+    assert_eq!(
+        queue_ids(&store.queue().await.expect("queue")),
+        vec![urgent, queued_key1, running]
+    );
+    // Dispatch keys moved to their own table, finished runs' keys included.
+    assert_eq!(
+        store
+            .session_by_dispatch_key("gh:delivery:1")
+            .await
+            .expect("k"),
+        Some(queued_key1)
+    );
+    assert_eq!(
+        store
+            .session_by_dispatch_key("cron:nightly:2026-01-01")
+            .await
+            .expect("k"),
+        Some(failed)
+    );
+    // Derived columns were backfilled (Unicode lowercase search, run states).
+    let found: Vec<SessionId> = store
+        .sessions(&SessionFilter {
+            text: Some("ünicode config".into()),
+            ..SessionFilter::default()
+        })
+        .await
+        .expect("search")
+        .iter()
+        .map(|s| s.session_id)
+        .collect();
+    assert_eq!(found, vec![interactive]);
+    let failed_runs: Vec<SessionId> = store
+        .sessions(&SessionFilter {
+            run: Some(RunFilter::State(RunState::Failed)),
+            ..SessionFilter::default()
+        })
+        .await
+        .expect("list")
+        .iter()
+        .map(|s| s.session_id)
+        .collect();
+    assert_eq!(failed_runs, vec![failed]);
+    assert_eq!(store.leases().await.expect("leases").len(), 1);
+    for s in [interactive, queued_key1, running, urgent, failed] {
+        assert!(
+            store.verify(s).await.expect("v").expect("e").is_valid(),
+            "{s}"
+        );
+    }
+    // What the migration built equals what a fold of the events builds.
+    let migrated = store.dump_projections().await.expect("dump");
+    store.rebuild_projections().await.expect("rebuild");
+    assert_eq!(store.dump_projections().await.expect("dump"), migrated);
+    // And the old database keeps working: a dispatch with a taken key is refused.
+    let d = Driver::new();
+    let r = dispatch(&d, &store, 0, Some("gh:delivery:2")).await;
+    assert!(
+        matches!(r, Err(StoreError::DispatchKeyTaken { session, .. }) if session == running),
+        "{r:?}"
+    );
+    let now = store.dump_projections().await.expect("dump");
+    store.close().await;
+    // Reopening does nothing more.
+    let again = SqliteStore::open(&path, SqliteOptions::default())
+        .await
+        .expect("reopen");
+    assert!(again.dump_projections().await.expect("dump") == now);
+}
+
+/// Queries are portable: no JSON lookups or rowid order in either backend's queries
+/// (migrations may use them once, to move old data into real columns).
+#[test]
+fn backends_use_no_sqlite_isms_in_queries() {
+    for (name, src) in [
+        ("sqlite.rs", include_str!("../src/sqlite.rs")),
+        ("postgres.rs", include_str!("../src/postgres.rs")),
+    ] {
+        for ism in ["json_extract", "rowid", "->>"] {
+            assert!(!src.contains(ism), "{name} uses `{ism}` in a query");
+        }
+    }
 }

@@ -1,23 +1,107 @@
-//! Conformance of [`TriggerStore`]: deliveries persisted with their decision in one
-//! transaction, redeliveries recorded as duplicates, decisions append-only and queryable
-//! per trigger and source, source items, poll cursors, schedule state.
+//! Conformance of [`TriggerStore`], on both backends: deliveries persisted with their
+//! decision in one transaction, redeliveries recorded as duplicates (also when they race,
+//! as when two daemons receive them), decisions append-only and queryable per trigger and
+//! source, source items, poll cursors, schedule state.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::sync::Arc;
+
 use serde_json::json;
-use worktrain_store::SqliteStore;
-use worktrain_store::sqlite::SqliteOptions;
 use worktrain_store::triggers::{
     DecisionFilter, DeliveryInsert, NewDecision, NewDelivery, PollCursor, ScheduleState,
-    SourceItem, SourceState, TriggerStore,
+    SourceItem, SourceState,
 };
+use worktrain_store::{Store, StoreOptions, StoreUrl};
 
-async fn open() -> (tempfile::TempDir, SqliteStore) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("t.db"), SqliteOptions::default())
-        .await
-        .unwrap();
-    (dir, store)
+/// A fresh store of one backend, and a way to run raw SQL on it.
+struct Db {
+    _dir: Option<tempfile::TempDir>,
+    url: StoreUrl,
+    store: Arc<dyn Store>,
 }
+
+impl Db {
+    async fn sqlite() -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let url = StoreUrl::Sqlite(dir.path().join("t.db"));
+        let store = worktrain_store::open(&url, &StoreOptions::default())
+            .await
+            .unwrap();
+        Some(Self {
+            _dir: Some(dir),
+            url,
+            store,
+        })
+    }
+
+    async fn postgres() -> Option<Self> {
+        let db = worktrain_testkit::postgres::fresh_database().await?;
+        let url = StoreUrl::Postgres(db.url);
+        let store = worktrain_store::open(&url, &StoreOptions::default())
+            .await
+            .unwrap();
+        Some(Self {
+            _dir: None,
+            url,
+            store,
+        })
+    }
+
+    /// Run one raw statement; whether it succeeded.
+    async fn raw_ok(&self, sql: &str) -> bool {
+        match &self.url {
+            StoreUrl::Sqlite(path) => {
+                let pool = sqlx::SqlitePool::connect_with(
+                    sqlx::sqlite::SqliteConnectOptions::new().filename(path),
+                )
+                .await
+                .unwrap();
+                sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+                    .execute(&pool)
+                    .await
+                    .is_ok()
+            }
+            StoreUrl::Postgres(url) => {
+                let pool = sqlx::PgPool::connect(url).await.unwrap();
+                sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+                    .execute(&pool)
+                    .await
+                    .is_ok()
+            }
+        }
+    }
+}
+
+/// Every check, on both backends.
+macro_rules! on_both_backends {
+    ($($check:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    let Some(db) = super::Db::sqlite().await else { return };
+                    super::$check(&db).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    let Some(db) = super::Db::postgres().await else { return };
+                    super::$check(&db).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    deliveries_dedupe_by_key_per_trigger_and_finish_with_decisions,
+    decisions_are_append_only,
+    source_items_polls_and_schedules_round_trip,
+    racing_redeliveries_are_stored_once,
+);
 
 fn decision(trigger: &str, kind: &str) -> NewDecision {
     NewDecision {
@@ -42,9 +126,8 @@ fn delivery(trigger: &str, key: &str) -> NewDelivery {
     }
 }
 
-#[tokio::test]
-async fn deliveries_dedupe_by_key_per_trigger_and_finish_with_decisions() {
-    let (_d, s) = open().await;
+async fn deliveries_dedupe_by_key_per_trigger_and_finish_with_decisions(db: &Db) {
+    let s = db.store.as_ref();
     let out = s
         .insert_deliveries(vec![
             delivery("a", "k1"),
@@ -106,22 +189,11 @@ async fn deliveries_dedupe_by_key_per_trigger_and_finish_with_decisions() {
     assert_eq!(by_kind.len(), 1);
 }
 
-#[tokio::test]
-async fn decisions_are_append_only() {
-    let (_d, s) = open().await;
+async fn decisions_are_append_only(db: &Db) {
+    let s = db.store.as_ref();
     s.record_decision(decision("a", "filtered")).await.unwrap();
-    assert!(
-        sqlx::query("UPDATE trigger_decisions SET reason = 'x'")
-            .execute(s.pool())
-            .await
-            .is_err()
-    );
-    assert!(
-        sqlx::query("DELETE FROM trigger_decisions")
-            .execute(s.pool())
-            .await
-            .is_err()
-    );
+    assert!(!db.raw_ok("UPDATE trigger_decisions SET reason = 'x'").await);
+    assert!(!db.raw_ok("DELETE FROM trigger_decisions").await);
     let by_source = s
         .decisions(&DecisionFilter {
             source: Some("github:o/r#1".into()),
@@ -132,9 +204,8 @@ async fn decisions_are_append_only() {
     assert_eq!(by_source.len(), 1);
 }
 
-#[tokio::test]
-async fn source_items_polls_and_schedules_round_trip() {
-    let (_d, s) = open().await;
+async fn source_items_polls_and_schedules_round_trip(db: &Db) {
+    let s = db.store.as_ref();
     let mut item = SourceItem {
         source: "github:o/r#1".into(),
         trigger_id: "a".into(),
@@ -200,4 +271,32 @@ async fn source_items_polls_and_schedules_round_trip() {
     };
     s.put_schedule_state(&st).await.unwrap();
     assert_eq!(s.schedule_state("n").await.unwrap(), Some(st));
+}
+
+/// The same delivery arriving at several daemons at once is stored once; every other copy
+/// is recorded as a duplicate of it.
+async fn racing_redeliveries_are_stored_once(db: &Db) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..6 {
+        let store = db.store.clone();
+        tasks.spawn(async move {
+            store
+                .insert_deliveries(vec![delivery("race", "same-key")])
+                .await
+                .unwrap()[0]
+        });
+    }
+    let mut stored = Vec::new();
+    let mut dups = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        match r.unwrap() {
+            DeliveryInsert::Stored { id } => stored.push(id),
+            DeliveryInsert::Duplicate { id } => dups.push(id),
+        }
+    }
+    assert_eq!(stored.len(), 1, "{stored:?} {dups:?}");
+    assert!(dups.iter().all(|d| *d == stored[0]));
+    let counts = db.store.decision_counts("race").await.unwrap();
+    assert!(counts.contains(&("received".to_string(), 1)), "{counts:?}");
+    assert!(counts.contains(&("duplicate".to_string(), 5)), "{counts:?}");
 }

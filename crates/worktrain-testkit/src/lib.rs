@@ -22,7 +22,11 @@
 //!
 //! Other processes (daemon end-to-end tests) use the `fake-llm` binary: it takes a JSON
 //! script file, prints its base URL on stdout and serves `GET /_fake/requests`.
+//!
+//! [`postgres::fresh_database`] gives each test its own database on the test PostgreSQL
+//! server (`WORKTRAIN_TEST_POSTGRES_URL`).
 
+pub mod postgres;
 mod script;
 mod server;
 mod wire;

@@ -11,12 +11,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use worktrain_core::error::ApiError;
 use worktrain_core::ids::WorkflowId;
-use worktrain_core::projection::{SessionStatus, SessionSummary};
+use worktrain_core::projection::SessionStatus;
 use worktrain_core::run::{RunLimits, RunState, Trigger, TriggerKind};
 use worktrain_engine::{Catalog, DispatchRequest, StartRequest, store_error};
-use worktrain_store::SessionFilter;
+use worktrain_store::{RunFilter, SessionFilter};
 
-use super::{AppState, DEFAULT_PAGE, MAX_PAGE, RUN_STATE_SCAN_BUDGET, Route, route};
+use super::{AppState, DEFAULT_PAGE, MAX_PAGE, Route, route};
 use crate::errors::{ApiResult, HttpError};
 use crate::extract::{JsonBody, QueryArgs, SessionPath, parse_session_id};
 use crate::views::{self, SessionRecord};
@@ -241,11 +241,6 @@ pub struct SessionPage {
     pub next_cursor: Option<String>,
 }
 
-enum RunFilter {
-    State(RunState),
-    NoRun,
-}
-
 fn parse_cursor(c: &str) -> Result<u32, HttpError> {
     c.strip_prefix('o')
         .and_then(|n| n.parse::<u32>().ok())
@@ -255,37 +250,6 @@ fn parse_cursor(c: &str) -> Result<u32, HttpError> {
                 "pass `next_cursor` from the previous page unchanged",
             )
         })
-}
-
-fn matches_filter(s: &SessionSummary, f: &SessionFilter) -> bool {
-    if f.status.is_some_and(|st| st != s.status) {
-        return false;
-    }
-    if f.workflow.as_ref().is_some_and(|w| *w != s.workflow_id) {
-        return false;
-    }
-    if let Some(ws) = &f.workspace {
-        let ws = ws.trim_end_matches('/');
-        let ok = s
-            .workspace
-            .as_deref()
-            .is_some_and(|w| w == ws || w.starts_with(&format!("{ws}/")));
-        if !ok {
-            return false;
-        }
-    }
-    if let Some(t) = &f.text {
-        let t = t.to_lowercase();
-        let hit = s.goal.to_lowercase().contains(&t)
-            || s.workflow_id.as_str().to_lowercase().contains(&t)
-            || s.branch
-                .as_deref()
-                .is_some_and(|b| b.to_lowercase().contains(&t));
-        if !hit {
-            return false;
-        }
-    }
-    true
 }
 
 async fn list_sessions(
@@ -340,94 +304,26 @@ async fn list_sessions(
             WorkflowId::new(w).map_err(|e| HttpError::invalid(e.to_string(), "pass a workflow id"))
         })
         .transpose()?;
-    let filter = SessionFilter {
-        status,
-        workflow,
-        workspace: q.workspace.clone(),
-        text: q.q.clone().filter(|t| !t.is_empty()),
-        limit: None,
-        offset: None,
-    };
+    // All filtering happens in the store: one definition of what matches.
     let store = st.sup.engine().store();
+    let mut page = store
+        .sessions(&SessionFilter {
+            status,
+            workflow,
+            workspace: q.workspace.clone(),
+            text: q.q.clone().filter(|t| !t.is_empty()),
+            run: run_filter,
+            limit: Some(limit + 1),
+            offset: Some(start),
+        })
+        .await
+        .map_err(store_error)?;
+    let more = page.len() > limit as usize;
+    page.truncate(limit as usize);
+    let next = more.then(|| format!("o{}", start + limit));
     let queue = store.queue().await.map_err(store_error)?;
     let positions = views::queue_positions(&queue);
-    let (summaries, next) = match run_filter {
-        // Active runs are all in the (small) queue table: exact, in claim order.
-        Some(RunFilter::State(
-            rs @ (RunState::Queued | RunState::Running | RunState::Interrupted),
-        )) => {
-            let mut all = Vec::new();
-            for row in queue.iter().filter(|r| r.state == rs) {
-                if let Some(s) = store.session(row.session_id).await.map_err(store_error)?
-                    && matches_filter(&s, &filter)
-                {
-                    all.push(s);
-                }
-            }
-            let from = usize::try_from(start).unwrap_or(usize::MAX).min(all.len());
-            let to = from.saturating_add(limit as usize).min(all.len());
-            let next = (to < all.len()).then(|| format!("o{to}"));
-            (all[from..to].to_vec(), next)
-        }
-        // Other run states: scan the projection in pages and filter.
-        Some(
-            rf @ (RunFilter::NoRun
-            | RunFilter::State(
-                RunState::Parked | RunState::Completed | RunState::Failed | RunState::Cancelled,
-            )),
-        ) => {
-            let want = |s: &SessionSummary| match (&rf, &s.run) {
-                (RunFilter::NoRun, None) => true,
-                (RunFilter::State(x), Some(r)) => r.state == *x,
-                _ => false,
-            };
-            let mut out = Vec::new();
-            let mut offset = start;
-            let mut scanned = 0u32;
-            let mut exhausted = false;
-            while out.len() < limit as usize && scanned < RUN_STATE_SCAN_BUDGET {
-                let page = store
-                    .sessions(&SessionFilter {
-                        limit: Some(500),
-                        offset: Some(offset),
-                        ..filter.clone()
-                    })
-                    .await
-                    .map_err(store_error)?;
-                let n = u32::try_from(page.len()).unwrap_or(u32::MAX);
-                for s in page {
-                    offset += 1;
-                    scanned += 1;
-                    if want(&s) {
-                        out.push(s);
-                        if out.len() == limit as usize {
-                            break;
-                        }
-                    }
-                }
-                if n < 500 && out.len() < limit as usize {
-                    exhausted = true;
-                    break;
-                }
-            }
-            let next = (!exhausted).then(|| format!("o{offset}"));
-            (out, next)
-        }
-        None => {
-            let mut page = store
-                .sessions(&SessionFilter {
-                    limit: Some(limit + 1),
-                    offset: Some(start),
-                    ..filter.clone()
-                })
-                .await
-                .map_err(store_error)?;
-            let more = page.len() > limit as usize;
-            page.truncate(limit as usize);
-            let next = more.then(|| format!("o{}", start + limit));
-            (page, next)
-        }
-    };
+    let summaries = page;
     let sessions = summaries
         .into_iter()
         .map(|s| views::record(&st.sup, s, &positions))

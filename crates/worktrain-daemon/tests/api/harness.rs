@@ -17,8 +17,6 @@ use worktrain_daemon::auth::ApiToken;
 use worktrain_daemon::server::{Server, ServerLimits};
 use worktrain_daemon::supervisor::Supervisor;
 use worktrain_engine::Engine;
-use worktrain_store::SqliteStore;
-use worktrain_store::sqlite::SqliteOptions;
 use worktrain_testkit::{FakeLlm, FakeLlmHandle, Route, Script, ToolCall, Turn};
 
 pub const ONE_STEP: &str = "\
@@ -197,11 +195,9 @@ impl Daemon {
         opts: Options,
     ) -> Self {
         let config = home.config().expect("config");
-        let store = SqliteStore::open(&home.database_path(&config), SqliteOptions::default())
-            .await
-            .expect("store");
+        let store = home.open_store(&config, None).await.expect("store");
         let engine = Arc::new(Engine::new(
-            Arc::new(store),
+            store,
             home.keyring().expect("keyring"),
             config.limits,
         ));
