@@ -610,4 +610,62 @@ mod tests {
         let err = parse_config(Path::new("c.yaml"), "limits:\n  notes_bytes: lots\n").unwrap_err();
         assert!(err.to_string().contains("invalid type"), "{err}");
     }
+
+    /// Every `yaml` block of docs/storage.md is a `config.yaml` this build accepts, and
+    /// the store settings in it mean what the page says.
+    #[test]
+    fn storage_doc_examples_load() {
+        let doc = include_str!("../../../docs/storage.md");
+        let blocks: Vec<&str> = doc
+            .split("```yaml\n")
+            .skip(1)
+            .map(|b| b.split("```").next().unwrap())
+            .collect();
+        assert!(!blocks.is_empty(), "docs/storage.md has config examples");
+        for block in blocks {
+            let config = parse_config(Path::new("docs/storage.md"), block)
+                .unwrap_or_else(|e| panic!("docs/storage.md example rejected: {e}\n{block}"));
+            let home = Home::locate(Some(PathBuf::from("/h"))).unwrap();
+            let url = home.store_url(&config, None).unwrap();
+            assert_eq!(url.backend(), "postgres");
+            let options = home.store_options(&config);
+            assert_eq!(options.max_connections, Some(10));
+            assert_eq!(options.tls.mode, Some(TlsMode::VerifyFull));
+            assert_eq!(
+                options.tls.ca_file.as_deref(),
+                Some(Path::new("/h/db-ca.pem"))
+            );
+        }
+    }
+
+    #[test]
+    fn store_url_precedence_and_relative_paths() {
+        let home = Home::locate(Some(PathBuf::from("/h"))).unwrap();
+        let mut config = Config::default();
+        assert_eq!(
+            home.store_url(&config, None).unwrap(),
+            StoreUrl::Sqlite(PathBuf::from("/h/worktrain.db"))
+        );
+        config.store.url = Some("sqlite://data/wt.db".into());
+        assert_eq!(
+            home.store_url(&config, None).unwrap(),
+            StoreUrl::Sqlite(PathBuf::from("/h/data/wt.db"))
+        );
+        assert_eq!(
+            home.store_url(&config, Some("postgres://u@db/wt")).unwrap(),
+            StoreUrl::Postgres("postgres://u@db/wt".into()),
+            "an override wins over store.url"
+        );
+        assert_eq!(
+            home.store_url(&config, Some("  ")).unwrap(),
+            StoreUrl::Sqlite(PathBuf::from("/h/data/wt.db")),
+            "an empty override is no override"
+        );
+        config.store.url = Some("oracle://x".into());
+        assert!(home.store_url(&config, None).is_err());
+        let err = parse_config(Path::new("c.yaml"), "store:\n  tls:\n    mode: sometimes\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("store.tls.mode"), "{err}");
+    }
 }
