@@ -1,6 +1,6 @@
 //! The PostgreSQL backend: one store shared by several daemons.
 //!
-//! Concurrency (see docs/decisions for the reasoning):
+//! Concurrency (decision 0011 in docs/decisions explains why):
 //!
 //! * **One writer per session.** An append takes a transaction-scoped advisory lock on
 //!   its session (also for a session that does not exist yet), then reads the summary and
