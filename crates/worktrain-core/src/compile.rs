@@ -689,41 +689,37 @@ fn prefixed(prefix: &str, id: &StepId, at: &str) -> Result<StepId, WorkflowError
 }
 
 /// Replace `{{args.name}}` with the include's argument; unknown names are errors.
+/// Other expressions and escaped braces (`\{{`) are kept as written.
 fn substitute(text: &str, r: &Rewrite<'_>, at: &str) -> Result<String, WorkflowError> {
+    use crate::prompt::{Piece, pieces};
     let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(start) = rest.find("{{") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let Some(end) = after.find("}}") else {
-            out.push_str(&rest[start..]);
-            return Ok(out);
-        };
-        let expr = after[..end].trim();
-        match expr.strip_prefix("args.") {
-            Some(name) => match r.args.get(name) {
-                Some(Value::String(s)) => out.push_str(s),
-                Some(other) => out.push_str(&other.to_string()),
+    for piece in pieces(text) {
+        match piece {
+            Piece::Text(t) => out.push_str(t),
+            Piece::EscapedOpen => out.push_str("\\{{"),
+            Piece::Expr(raw) => match raw.trim().strip_prefix("args.") {
+                Some(name) => match r.args.get(name) {
+                    Some(Value::String(s)) => out.push_str(s),
+                    Some(other) => out.push_str(&other.to_string()),
+                    None => {
+                        return Err(WorkflowError::at_path(
+                            at,
+                            Rule::Reference,
+                            format!(
+                                "`{{{{args.{name}}}}}` is not a parameter of the routine in {}",
+                                r.location
+                            ),
+                        ));
+                    }
+                },
                 None => {
-                    return Err(WorkflowError::at_path(
-                        at,
-                        Rule::Reference,
-                        format!(
-                            "`{{{{args.{name}}}}}` is not a parameter of the routine in {}",
-                            r.location
-                        ),
-                    ));
+                    out.push_str("{{");
+                    out.push_str(raw);
+                    out.push_str("}}");
                 }
             },
-            None => {
-                out.push_str("{{");
-                out.push_str(&after[..end]);
-                out.push_str("}}");
-            }
         }
-        rest = &after[end + 2..];
     }
-    out.push_str(rest);
     Ok(out)
 }
 
@@ -978,6 +974,23 @@ impl Builder {
                             at(&format!("outputContract.dimensions.{name}.levels")),
                             Rule::NonEmpty,
                             "declare at least one level",
+                        ));
+                    }
+                    if d.block_guidance.is_some() && d.block_on.is_empty() {
+                        return Err(WorkflowError::at_path(
+                            at(&format!("outputContract.dimensions.{name}.blockGuidance")),
+                            Rule::Reference,
+                            "`blockGuidance` is shown when a `blockOn` level blocks the step; declare `blockOn` or remove it",
+                        ));
+                    }
+                    if d.block_guidance
+                        .as_deref()
+                        .is_some_and(|g| g.trim().is_empty())
+                    {
+                        return Err(WorkflowError::at_path(
+                            at(&format!("outputContract.dimensions.{name}.blockGuidance")),
+                            Rule::NonEmpty,
+                            "`blockGuidance` must not be empty",
                         ));
                     }
                     if let Some(bad) = d.block_on.iter().find(|l| !d.levels.contains(l)) {

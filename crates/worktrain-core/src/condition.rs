@@ -3,7 +3,8 @@
 //!
 //! Shapes:
 //! - comparison: `{var: "a.b", equals: X}` with exactly one of `equals`, `not_equals`, `gt`,
-//!   `gte`, `lt`, `lte`, `in`, `contains`, `exists`;
+//!   `gte`, `lt`, `lte`, `in`, `contains`, `exists`; `equals`, `not_equals`, `in` and
+//!   `contains` take `lenient: true` for tolerant matching (see [`lenient_equals`]);
 //! - `{and: [c, …]}`, `{or: [c, …]}`, `{not: c}`.
 
 use std::borrow::Cow;
@@ -152,6 +153,10 @@ pub enum Condition {
         var: ContextPath,
         /// The operator and operand.
         op: CompareOp,
+        /// Tolerant matching for `equals`, `not_equals`, `in` and `contains`: strings
+        /// compare trimmed and case-insensitively, numeric and boolean strings match their
+        /// values (see [`lenient_equals`]). Always false for the other operators.
+        lenient: bool,
     },
     /// All must hold (non-empty).
     And(Vec<Condition>),
@@ -169,7 +174,37 @@ impl Condition {
             Condition::And(all) => all.iter().all(|c| c.evaluate(context)),
             Condition::Or(any) => any.iter().any(|c| c.evaluate(context)),
             Condition::Not(inner) => !inner.evaluate(context),
-            Condition::Compare { var, op } => {
+            Condition::Compare {
+                var,
+                op,
+                lenient: true,
+            } => {
+                let value = var.lookup(context).filter(|v| !v.is_null());
+                match op {
+                    CompareOp::Equals(x) => lenient_equals(value, x),
+                    CompareOp::NotEquals(x) => !lenient_equals(value, x),
+                    CompareOp::In(xs) => xs.iter().any(|x| lenient_equals(value, x)),
+                    CompareOp::Contains(x) => loose_text(value)
+                        .to_lowercase()
+                        .contains(&loose_text(Some(x)).to_lowercase()),
+                    // Rejected when the condition loads; evaluate them exactly anyway.
+                    CompareOp::Gt(_)
+                    | CompareOp::Gte(_)
+                    | CompareOp::Lt(_)
+                    | CompareOp::Lte(_)
+                    | CompareOp::Exists(_) => Condition::Compare {
+                        var: var.clone(),
+                        op: op.clone(),
+                        lenient: false,
+                    }
+                    .evaluate(context),
+                }
+            }
+            Condition::Compare {
+                var,
+                op,
+                lenient: false,
+            } => {
                 let value = var.lookup(context).filter(|v| !v.is_null());
                 match op {
                     CompareOp::Exists(want) => value.is_some() == *want,
@@ -227,7 +262,7 @@ impl Condition {
 impl fmt::Display for Condition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Condition::Compare { var, op } => {
+            Condition::Compare { var, op, lenient } => {
                 let operand = match op {
                     CompareOp::Equals(v) | CompareOp::NotEquals(v) | CompareOp::Contains(v) => {
                         v.to_string()
@@ -238,7 +273,11 @@ impl fmt::Display for Condition {
                     CompareOp::In(vs) => Value::Array(vs.clone()).to_string(),
                     CompareOp::Exists(b) => b.to_string(),
                 };
-                write!(f, "{var} {} {operand}", op.keyword())
+                write!(f, "{var} {} {operand}", op.keyword())?;
+                if *lenient {
+                    f.write_str(" (lenient)")?;
+                }
+                Ok(())
             }
             Condition::And(cs) => join(f, cs, " and "),
             Condition::Or(cs) => join(f, cs, " or "),
@@ -276,6 +315,79 @@ pub fn values_equal(a: &Value, b: &Value) -> bool {
         }
         _ => a == b,
     }
+}
+
+/// Tolerant equality, as used by `lenient: true` comparisons (the semantics of WorkRail's
+/// conditions, so imported workflows route the same way):
+///
+/// - unset and `null` equal each other and nothing else;
+/// - two strings are equal when they are equal after trimming and lower-casing;
+/// - a string and a number are equal when the string is a number of the same value
+///   (an empty string counts as 0);
+/// - a string and a boolean are equal when the string is `true`/`1`/`yes` (for `true`) or
+///   `false`/`0`/`no` (for `false`), in any case;
+/// - otherwise: numbers by value, booleans exactly, and arrays or objects never.
+pub fn lenient_equals(value: Option<&Value>, operand: &Value) -> bool {
+    let value = value.filter(|v| !v.is_null());
+    let operand = Some(operand).filter(|v| !v.is_null());
+    let (a, b) = match (value, operand) {
+        (None, None) => return true,
+        (None, Some(_)) | (Some(_), None) => return false,
+        (Some(a), Some(b)) => (a, b),
+    };
+    match (a, b) {
+        (Value::String(x), Value::String(y)) => x.trim().to_lowercase() == y.trim().to_lowercase(),
+        (Value::String(s), Value::Number(n)) | (Value::Number(n), Value::String(s)) => {
+            match (string_number(s), n.as_f64()) {
+                (Some(x), Some(y)) => x == y,
+                _ => false,
+            }
+        }
+        (Value::String(s), Value::Bool(b)) | (Value::Bool(b), Value::String(s)) => {
+            let s = s.trim().to_lowercase();
+            if *b {
+                matches!(s.as_str(), "true" | "1" | "yes")
+            } else {
+                matches!(s.as_str(), "false" | "0" | "no")
+            }
+        }
+        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        (Value::Bool(x), Value::Bool(y)) => x == y,
+        _ => false,
+    }
+}
+
+/// A string read as a number the way JavaScript's `Number()` does for plain decimals:
+/// surrounding whitespace is ignored and an empty string is 0.
+fn string_number(s: &str) -> Option<f64> {
+    let t = s.trim();
+    if t.is_empty() {
+        return Some(0.0);
+    }
+    // `f64::from_str` also accepts "inf" and "nan"; JavaScript does not.
+    if t.bytes()
+        .any(|b| b.is_ascii_alphabetic() && b != b'e' && b != b'E')
+    {
+        return None;
+    }
+    t.parse::<f64>().ok().filter(|n| n.is_finite())
+}
+
+/// The text a lenient `contains` searches: strings as they are, numbers and booleans as
+/// written, arrays as their elements' texts joined by commas, unset/`null` as empty, all
+/// trimmed.
+fn loose_text(v: Option<&Value>) -> String {
+    fn text(v: &Value) -> String {
+        match v {
+            Value::Null => String::new(),
+            Value::String(s) => s.clone(),
+            Value::Bool(b) => b.to_string(),
+            Value::Number(n) => n.to_string(),
+            Value::Array(items) => items.iter().map(text).collect::<Vec<_>>().join(","),
+            Value::Object(_) => "[object Object]".to_owned(),
+        }
+    }
+    v.map(text).unwrap_or_default().trim().to_owned()
 }
 
 /// Deserialize an optional field so that an explicit `null` becomes `Some(Value::Null)`
@@ -338,6 +450,8 @@ struct RawCondition {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     exists: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    lenient: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     and: Option<Vec<Condition>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     or: Option<Vec<Condition>>,
@@ -364,6 +478,7 @@ impl TryFrom<RawCondition> for Condition {
             in_,
             contains,
             exists,
+            lenient,
             and,
             or,
             not,
@@ -424,6 +539,12 @@ impl TryFrom<RawCondition> for Condition {
                 ));
             }
         }
+        let lenient = lenient.unwrap_or(false);
+        if lenient && ops.is_empty() {
+            return Err(
+                "`lenient` belongs to a comparison (equals, not_equals, in, contains), not to and/or/not".into(),
+            );
+        }
         if let Some(cs) = and {
             return nonempty("and", cs, &var).map(Condition::And);
         }
@@ -437,6 +558,20 @@ impl TryFrom<RawCondition> for Condition {
             return Ok(Condition::Not(c));
         }
         let op = ops.pop().ok_or("a condition needs an operator")?;
+        if lenient
+            && !matches!(
+                op,
+                CompareOp::Equals(_)
+                    | CompareOp::NotEquals(_)
+                    | CompareOp::In(_)
+                    | CompareOp::Contains(_)
+            )
+        {
+            return Err(format!(
+                "`lenient` applies to equals, not_equals, in and contains, not to `{}`",
+                op.keyword()
+            ));
+        }
         let var = var.ok_or_else(|| {
             format!(
                 "condition operator `{}` needs `var` (the context path to test)",
@@ -444,7 +579,7 @@ impl TryFrom<RawCondition> for Condition {
             )
         })?;
         let var = ContextPath::parse(&var).map_err(|e| e.to_string())?;
-        Ok(Condition::Compare { var, op })
+        Ok(Condition::Compare { var, op, lenient })
     }
 }
 
@@ -476,8 +611,9 @@ impl From<Condition> for RawCondition {
             Condition::And(cs) => raw.and = Some(cs),
             Condition::Or(cs) => raw.or = Some(cs),
             Condition::Not(c) => raw.not = Some(c),
-            Condition::Compare { var, op } => {
+            Condition::Compare { var, op, lenient } => {
                 raw.var = Some(var.to_string());
+                raw.lenient = lenient.then_some(true);
                 match op {
                     CompareOp::Equals(v) => raw.equals = Some(v),
                     CompareOp::NotEquals(v) => raw.not_equals = Some(v),
@@ -515,18 +651,30 @@ impl schemars::JsonSchema for Condition {
                 "additionalProperties": false
             })
         };
+        let lenient = serde_json::json!({
+            "type": "boolean",
+            "description": "Tolerant matching: strings compare trimmed and case-insensitively; numeric and boolean strings match their values."
+        });
+        let tolerant = |op: &str, operand: serde_json::Value| {
+            serde_json::json!({
+                "type": "object",
+                "properties": { "var": path, op: operand, "lenient": lenient },
+                "required": ["var", op],
+                "additionalProperties": false
+            })
+        };
         let number = serde_json::json!({"type": "number"});
         schemars::json_schema!({
             "description": "A condition over the session context: a comparison `{var, <operator>}` or a combination `{and|or: [...]}` / `{not: ...}`.",
             "oneOf": [
-                compare("equals", serde_json::json!({})),
-                compare("not_equals", serde_json::json!({})),
+                tolerant("equals", serde_json::json!({})),
+                tolerant("not_equals", serde_json::json!({})),
                 compare("gt", number.clone()),
                 compare("gte", number.clone()),
                 compare("lt", number.clone()),
                 compare("lte", number),
-                compare("in", serde_json::json!({"type": "array"})),
-                compare("contains", serde_json::json!({})),
+                tolerant("in", serde_json::json!({"type": "array"})),
+                tolerant("contains", serde_json::json!({})),
                 compare("exists", serde_json::json!({"type": "boolean"})),
                 {"type": "object", "properties": {"and": {"type": "array", "items": me, "minItems": 1}}, "required": ["and"], "additionalProperties": false},
                 {"type": "object", "properties": {"or": {"type": "array", "items": me, "minItems": 1}}, "required": ["or"], "additionalProperties": false},
@@ -603,10 +751,69 @@ mod tests {
     }
 
     #[test]
+    fn lenient_comparisons_match_tolerantly() {
+        let ctx = json!({"size": " Large ", "n": 10, "flag": "yes", "off": "No", "count": "10",
+                         "tags": ["Security", "perf"], "empty": "", "obj": {"a": 1}});
+        let t = |v: Value| cond(v).unwrap().evaluate(&ctx);
+        assert!(t(
+            json!({"var": "size", "equals": "large", "lenient": true})
+        ));
+        assert!(!t(json!({"var": "size", "equals": "large"})));
+        assert!(t(json!({"var": "count", "equals": 10, "lenient": true})));
+        assert!(t(json!({"var": "n", "equals": "10.0", "lenient": true})));
+        assert!(t(json!({"var": "flag", "equals": true, "lenient": true})));
+        assert!(t(json!({"var": "off", "equals": false, "lenient": true})));
+        assert!(!t(json!({"var": "flag", "equals": false, "lenient": true})));
+        assert!(t(json!({"var": "empty", "equals": 0, "lenient": true})));
+        assert!(t(
+            json!({"var": "missing", "equals": null, "lenient": true})
+        ));
+        assert!(!t(json!({"var": "missing", "equals": "", "lenient": true})));
+        assert!(t(
+            json!({"var": "missing", "not_equals": "x", "lenient": true})
+        ));
+        assert!(!t(
+            json!({"var": "size", "not_equals": "LARGE", "lenient": true})
+        ));
+        assert!(t(
+            json!({"var": "size", "in": ["small", "LARGE"], "lenient": true})
+        ));
+        assert!(t(
+            json!({"var": "tags", "contains": "security", "lenient": true})
+        ));
+        assert!(t(
+            json!({"var": "tags", "contains": "ity,pe", "lenient": true})
+        ));
+        assert!(!t(json!({"var": "tags", "contains": "security"})));
+        assert!(!t(
+            json!({"var": "obj", "equals": {"a": 1}, "lenient": true})
+        ));
+        assert!(t(
+            json!({"var": "missing", "contains": "", "lenient": true})
+        ));
+        let c = cond(json!({"var": "size", "equals": "large", "lenient": true})).unwrap();
+        assert_eq!(c.to_string(), "size equals \"large\" (lenient)");
+    }
+
+    #[test]
+    fn lenient_only_on_tolerant_comparisons() {
+        let e = cond(json!({"var": "n", "gt": 1, "lenient": true})).unwrap_err();
+        assert!(e.contains("not to `gt`"), "{e}");
+        let e = cond(json!({"and": [{"var": "n", "exists": true}], "lenient": true})).unwrap_err();
+        assert!(e.contains("belongs to a comparison"), "{e}");
+        let c = cond(json!({"var": "n", "equals": 1, "lenient": false})).unwrap();
+        assert_eq!(
+            serde_json::to_value(&c).unwrap(),
+            json!({"var": "n", "equals": 1})
+        );
+    }
+
+    #[test]
     fn round_trips_through_serde() {
         for v in [
             json!({"var": "a.b", "equals": null}),
             json!({"var": "a", "in": [1, "x"]}),
+            json!({"var": "a", "contains": "x", "lenient": true}),
             json!({"not": {"or": [{"var": "a", "exists": true}, {"var": "b", "lte": 2.5}]}}),
         ] {
             let c = cond(v.clone()).unwrap();

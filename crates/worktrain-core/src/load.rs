@@ -346,9 +346,14 @@ fn check_schema_version(raw: &Value, shape: &str) -> Result<u32, WorkflowError> 
         None => Err(WorkflowError::at_path(
             "schemaVersion",
             Rule::Required,
-            format!(
-                "missing `schemaVersion`; add `schemaVersion: {CURRENT_SCHEMA_VERSION}` at the top of the file"
-            ),
+            match workrail_marker(raw) {
+                Some(marker) => format!(
+                    "missing `schemaVersion`: this is a WorkRail workflow (it has {marker}); convert it with `worktrain workflow import <file>` (docs/workflows.md, \"Coming from WorkRail\")"
+                ),
+                None => format!(
+                    "missing `schemaVersion`; add `schemaVersion: {CURRENT_SCHEMA_VERSION}` at the top of the file (a WorkRail workflow is converted with `worktrain workflow import <file>` instead)"
+                ),
+            },
         )),
         Some(v) => match v.as_u64().and_then(|n| u32::try_from(n).ok()) {
             Some(n) if (1..=CURRENT_SCHEMA_VERSION).contains(&n) => Ok(n),
@@ -368,6 +373,66 @@ fn check_schema_version(raw: &Value, shape: &str) -> Result<u32, WorkflowError> 
             )),
         },
     }
+}
+
+/// Top-level fields only WorkRail workflows have.
+const WORKRAIL_FIELDS: &[&str] = &[
+    "metaGuidance",
+    "preconditions",
+    "clarificationPrompts",
+    "features",
+    "assessments",
+    "metricsProfile",
+    "about",
+    "examples",
+    "recommendedPreferences",
+    "references",
+    "extensionPoints",
+    "functionDefinitions",
+    "modelTier",
+    "validatedAgainstSpecVersion",
+];
+
+/// Step fields only WorkRail steps have.
+const WORKRAIL_STEP_FIELDS: &[&str] = &[
+    "promptBlocks",
+    "agentRole",
+    "guidance",
+    "body",
+    "type",
+    "templateCall",
+    "validationCriteria",
+    "askForFiles",
+    "hasValidation",
+    "assessmentRefs",
+    "assessmentConsequences",
+    "parallelDelegations",
+    "functionReferences",
+];
+
+/// Why a document is recognisably a WorkRail workflow (no `schemaVersion`, and a field
+/// only WorkRail has), e.g. ``"`metaGuidance`"`` or ``"`promptBlocks` in step `plan`"``;
+/// `None` when it is not. Used for the hint on the missing-`schemaVersion` error, and by
+/// the importer to recognise its input.
+pub fn workrail_marker(doc: &Value) -> Option<String> {
+    let obj = doc.as_object()?;
+    if obj.contains_key("schemaVersion") || !obj.get("steps").is_some_and(Value::is_array) {
+        return None;
+    }
+    if let Some(f) = WORKRAIL_FIELDS.iter().find(|f| obj.contains_key(**f)) {
+        return Some(format!("`{f}`"));
+    }
+    let steps = obj.get("steps").and_then(Value::as_array)?;
+    for step in steps {
+        let Some(step) = step.as_object() else {
+            continue;
+        };
+        if let Some(f) = WORKRAIL_STEP_FIELDS.iter().find(|f| step.contains_key(**f)) {
+            let id = step.get("id").and_then(Value::as_str).unwrap_or("?");
+            return Some(format!("`{f}` in step `{id}`"));
+        }
+    }
+    None
 }
 
 fn schema_error(path: String, pos: Option<(usize, usize)>, message: &str) -> WorkflowError {
@@ -448,6 +513,28 @@ mod tests {
             parse_workflow("demo.yaml", &text).unwrap_err().rule,
             Rule::Required
         );
+    }
+
+    #[test]
+    fn workrail_files_get_a_hint_to_import() {
+        let wr = r#"{"id": "wr.x", "name": "X", "description": "d", "version": "1.0.0",
+            "metaGuidance": ["be careful"], "steps": [{"id": "a", "title": "A", "prompt": "p"}]}"#;
+        let e = parse_workflow("x.json", wr).unwrap_err();
+        assert_eq!(e.rule, Rule::Required);
+        assert!(
+            e.message
+                .contains("this is a WorkRail workflow (it has `metaGuidance`)"),
+            "{e}"
+        );
+        assert!(e.message.contains("worktrain workflow import"), "{e}");
+        let step = r#"{"id": "x", "name": "X", "description": "d", "version": "1.0.0",
+            "steps": [{"id": "a", "title": "A", "promptBlocks": {"goal": "g"}}]}"#;
+        let e = parse_workflow("x.json", step).unwrap_err();
+        assert!(e.message.contains("`promptBlocks` in step `a`"), "{e}");
+        let plain = GOOD.replace("schemaVersion: 2\n", "");
+        let e = parse_workflow("demo.yaml", &plain).unwrap_err();
+        assert!(e.message.starts_with("missing `schemaVersion`; add"), "{e}");
+        assert!(e.message.contains("workflow import"), "{e}");
     }
 
     #[test]

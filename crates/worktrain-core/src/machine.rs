@@ -844,10 +844,13 @@ impl Machine<'_> {
                                 .and_then(Value::as_str)
                                 .unwrap_or("");
                             if spec.block_on.iter().any(|b| b == level) {
+                                let advice = spec.block_guidance.as_deref().unwrap_or(
+                                    "do the work that changes it (investigate, reduce risk, gather evidence), then resubmit the assessment",
+                                );
                                 blockers.push(Blocker {
                                     code: BlockerCode::AssessmentBlocks,
                                     message: format!(
-                                        "assessment `{dim}` is `{level}`, which blocks this step: do the work that changes it (investigate, reduce risk, gather evidence), then resubmit the assessment"
+                                        "assessment `{dim}` is `{level}`, which blocks this step: {advice}"
                                     ),
                                     path: Some(format!("dimensions.{dim}")),
                                     example: None,

@@ -1,7 +1,7 @@
 //! Prompt rendering: `{{goal}}`, `{{workspace}}`, `{{session.id}}`,
 //! `{{context.some.path}}` and loop variables (`{{slice.title}}`, `{{index}}`) are substituted; an unset value is rendered visibly as
 //! `⟨unset: context.some.path⟩` so neither the agent nor the author mistakes it for
-//! content.
+//! content. `\{{` shows a literal `{{` (nothing inside is substituted).
 
 use serde_json::{Map, Value};
 
@@ -19,22 +19,53 @@ pub struct PromptVars<'a> {
     pub context: &'a Map<String, Value>,
 }
 
+/// One piece of a template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Piece<'a> {
+    /// Literal text.
+    Text(&'a str),
+    /// `\{{`: a literal `{{` in the rendered text.
+    EscapedOpen,
+    /// The expression between `{{` and `}}`, untrimmed.
+    Expr(&'a str),
+}
+
+/// Split a template into literal text, escaped `{{` and `{{…}}` expressions. Every
+/// consumer of templates (rendering, linting, routine arguments) uses this one scanner,
+/// so they agree on what is a variable.
+pub fn pieces(template: &str) -> Vec<Piece<'_>> {
+    let mut out = Vec::new();
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        if rest[..start].ends_with('\\') {
+            out.push(Piece::Text(&rest[..start - 1]));
+            out.push(Piece::EscapedOpen);
+            rest = &rest[start + 2..];
+            continue;
+        }
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else {
+            break;
+        };
+        out.push(Piece::Text(&rest[..start]));
+        out.push(Piece::Expr(&after[..end]));
+        rest = &after[end + 2..];
+    }
+    out.push(Piece::Text(rest));
+    out.retain(|p| *p != Piece::Text(""));
+    out
+}
+
 /// Render a template.
 pub fn render(template: &str, vars: &PromptVars<'_>) -> String {
     let mut out = String::with_capacity(template.len());
-    let mut rest = template;
-    while let Some(start) = rest.find("{{") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let Some(end) = after.find("}}") else {
-            out.push_str(&rest[start..]);
-            return out;
-        };
-        let expr = after[..end].trim();
-        out.push_str(&resolve(expr, vars));
-        rest = &after[end + 2..];
+    for piece in pieces(template) {
+        match piece {
+            Piece::Text(t) => out.push_str(t),
+            Piece::EscapedOpen => out.push_str("{{"),
+            Piece::Expr(e) => out.push_str(&resolve(e.trim(), vars)),
+        }
     }
-    out.push_str(rest);
     out
 }
 
@@ -63,17 +94,13 @@ fn resolve(expr: &str, vars: &PromptVars<'_>) -> String {
 
 /// The context paths a template reads (`{{context.x.y}}` → `x.y`), for linting.
 pub fn referenced_context_paths(template: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut rest = template;
-    while let Some(start) = rest.find("{{") {
-        let after = &rest[start + 2..];
-        let Some(end) = after.find("}}") else { break };
-        if let Some(p) = after[..end].trim().strip_prefix("context.") {
-            out.push(p.to_owned());
-        }
-        rest = &after[end + 2..];
-    }
-    out
+    pieces(template)
+        .into_iter()
+        .filter_map(|p| match p {
+            Piece::Expr(e) => e.trim().strip_prefix("context.").map(str::to_owned),
+            Piece::Text(_) | Piece::EscapedOpen => None,
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -101,6 +128,34 @@ mod tests {
         assert_eq!(
             referenced_context_paths("{{context.a}} {{goal}} {{context.b.c}}"),
             vec!["a", "b.c"]
+        );
+    }
+
+    #[test]
+    fn escaped_braces_render_literally() {
+        let ctx = json!({"n": 2});
+        let vars = PromptVars {
+            goal: "g",
+            workspace: None,
+            session_id: "s",
+            context: ctx.as_object().unwrap(),
+        };
+        assert_eq!(
+            render(
+                r"Item \{{index + 1}} of {{n}}; \{{context.n}}; \{{ alone",
+                &vars
+            ),
+            "Item {{index + 1}} of 2; {{context.n}}; {{ alone"
+        );
+        assert!(referenced_context_paths(r"\{{context.n}}").is_empty());
+        assert_eq!(
+            pieces(r"a\{{b}}{{c}}"),
+            vec![
+                Piece::Text("a"),
+                Piece::EscapedOpen,
+                Piece::Text("b}}"),
+                Piece::Expr("c")
+            ]
         );
     }
 }

@@ -502,6 +502,11 @@ pub struct DimensionSpec {
     /// Levels that block the step (the agent must do more work and resubmit).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub block_on: Vec<String>,
+    /// What the agent must do when a `blockOn` level blocks the step; shown in the blocker
+    /// instead of the generic advice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub block_guidance: Option<String>,
 }
 
 fn default_true() -> bool {

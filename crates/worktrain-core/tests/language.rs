@@ -3336,3 +3336,111 @@ fn guard_conditions_are_checked_like_other_conditions() {
         "{e}"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Lenient comparisons, escaped braces, assessment block guidance
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn lenient_conditions_route_on_tolerant_matches() {
+    let p = pin(json!([
+        s("classify", json!({})),
+        s(
+            "large-only",
+            json!({"runCondition": {"var": "size", "equals": "Large", "lenient": true}})
+        ),
+        s(
+            "exact-only",
+            json!({"runCondition": {"var": "size", "equals": "Large"}})
+        ),
+        s(
+            "gated",
+            json!({"requireConfirmation": {"var": "fixed", "equals": true, "lenient": true}})
+        ),
+    ]));
+    let (mut run, _) = Run::interactive(&p, json!({}));
+    run.submit(ctx(json!({"size": " large ", "fixed": "yes"})));
+    assert_eq!(run.current().as_deref(), Some("large-only"));
+    let r = run.submit(notes());
+    // `exact-only` is skipped: " large " is not "Large" without `lenient`.
+    assert_eq!(r.step.as_ref().map(|s| s.id.as_str()), Some("gated"));
+    assert!(
+        r.step.unwrap().requires_confirmation,
+        "\"yes\" matches true leniently"
+    );
+    assert_eq!(run.entered(), ["classify", "large-only", "gated"]);
+}
+
+#[test]
+fn lenient_is_rejected_where_it_means_nothing() {
+    let e = rejected(json!([s(
+        "a",
+        json!({"runCondition": {"var": "n", "gte": 2, "lenient": true}})
+    )]));
+    assert_err(
+        &e,
+        Rule::Value,
+        "steps[0].runCondition",
+        "`lenient` applies to equals, not_equals, in and contains",
+    );
+}
+
+#[test]
+fn escaped_braces_reach_the_agent_literally_also_through_routines() {
+    let r = routine(
+        "show",
+        &["what"],
+        json!([s(
+            "say",
+            json!({"prompt": "Show {{args.what}} and \\{{args.what}} and \\{{x + 1}}."})
+        )]),
+    );
+    let p = with_routines(
+        &[("show", r)],
+        json!([
+            s("a", json!({"prompt": "Item \\{{index + 1}} of {{n}}."})),
+            {"id": "inc", "include": "show", "with": {"what": "{{n}}"}},
+        ]),
+    )
+    .unwrap();
+    let (mut run, r) = Run::interactive(&p, json!({"n": 3}));
+    assert_eq!(r.step.unwrap().prompt, "Item {{index + 1}} of 3.");
+    let r = run.submit(notes());
+    assert_eq!(
+        r.step.unwrap().prompt,
+        "Show 3 and {{args.what}} and {{x + 1}}."
+    );
+}
+
+#[test]
+fn assessment_block_guidance_is_what_the_blocker_says() {
+    let p = pin(json!([s(
+        "gate",
+        json!({"outputContract": {"contract": "assessment", "dimensions": {
+            "soundness": {"levels": ["low", "high"], "blockOn": ["low"],
+                          "blockGuidance": "Commit to one approach and record why."},
+            "gaps": {"levels": ["low", "high"], "blockOn": ["low"]}
+        }}})
+    )]));
+    let (mut run, _) = Run::interactive(&p, json!({}));
+    let r = run.submit(assess(json!({"soundness": "low", "gaps": "low"})));
+    let messages: Vec<&str> = r.blockers.iter().map(|b| b.message.as_str()).collect();
+    assert_eq!(
+        messages,
+        [
+            "assessment `gaps` is `low`, which blocks this step: do the work that changes it (investigate, reduce risk, gather evidence), then resubmit the assessment",
+            "assessment `soundness` is `low`, which blocks this step: Commit to one approach and record why.",
+        ]
+    );
+    let e = rejected(json!([s(
+        "a",
+        json!({"outputContract": {"contract": "assessment", "dimensions": {
+            "x": {"levels": ["a", "b"], "blockGuidance": "never shown"}}}})
+    )]));
+    assert_err(
+        &e,
+        Rule::Reference,
+        "steps[0].outputContract.dimensions.x.blockGuidance",
+        "declare `blockOn`",
+    );
+}

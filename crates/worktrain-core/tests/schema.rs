@@ -163,9 +163,13 @@ fn committed_routine_schema() -> Value {
 #[test]
 fn committed_routine_schema_matches_the_types() {
     let generated = worktrain_core::workflow::routine_json_schema();
+    if std::env::var_os("UPDATE_SCHEMA").is_some() {
+        let text = serde_json::to_string_pretty(&generated).unwrap() + "\n";
+        std::fs::write(repo().join("spec/routine.schema.json"), text).unwrap();
+    }
     assert!(
         generated == committed_routine_schema(),
-        "spec/routine.schema.json is stale: regenerate it from worktrain_core::workflow::routine_json_schema()"
+        "spec/routine.schema.json is stale: regenerate it with `UPDATE_SCHEMA=1 cargo test -p worktrain-core --test schema`"
     );
 }
 

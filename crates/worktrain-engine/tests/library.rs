@@ -61,7 +61,7 @@ fn literals(c: &Condition, out: &mut BTreeMap<String, Vec<Option<Value>>>) {
     match c {
         Condition::And(cs) | Condition::Or(cs) => cs.iter().for_each(|c| literals(c, out)),
         Condition::Not(c) => literals(c, out),
-        Condition::Compare { var, op } => {
+        Condition::Compare { var, op, .. } => {
             let list = out.entry(var.to_string()).or_default();
             let num = |n: f64| {
                 if n.fract() == 0.0 {

@@ -514,15 +514,14 @@ struct Read {
 
 /// The `{{…}}` expressions of a template.
 fn template_exprs(template: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut rest = template;
-    while let Some(start) = rest.find("{{") {
-        let after = &rest[start + 2..];
-        let Some(end) = after.find("}}") else { break };
-        out.push(after[..end].trim().to_owned());
-        rest = &after[end + 2..];
-    }
-    out
+    use worktrain_core::prompt::{Piece, pieces};
+    pieces(template)
+        .into_iter()
+        .filter_map(|p| match p {
+            Piece::Expr(e) => Some(e.trim().to_owned()),
+            Piece::Text(_) | Piece::EscapedOpen => None,
+        })
+        .collect()
 }
 
 fn template_reads(
@@ -604,7 +603,7 @@ fn condition_reads_by(
 ) {
     fn walk(c: &Condition, f: &mut dyn FnMut(&ContextPath, &CompareOp)) {
         match c {
-            Condition::Compare { var, op } => f(var, op),
+            Condition::Compare { var, op, .. } => f(var, op),
             Condition::And(cs) | Condition::Or(cs) => cs.iter().for_each(|x| walk(x, f)),
             Condition::Not(x) => walk(x, f),
         }
@@ -1046,7 +1045,7 @@ fn space(wf: &CompiledWorkflow, facts: &Facts) -> Space {
     for (c, scope) in sites {
         fn walk(c: &Condition, f: &mut dyn FnMut(&ContextPath, &CompareOp)) {
             match c {
-                Condition::Compare { var, op } => f(var, op),
+                Condition::Compare { var, op, .. } => f(var, op),
                 Condition::And(cs) | Condition::Or(cs) => cs.iter().for_each(|x| walk(x, f)),
                 Condition::Not(x) => walk(x, f),
             }
