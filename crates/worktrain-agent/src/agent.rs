@@ -79,6 +79,8 @@ pub struct LlmAgentConfig {
     pub heartbeat_interval: Duration,
     /// Tool limits.
     pub tools: ToolConfig,
+    /// Where the shell tool's commands run (default: sandboxed, no network).
+    pub sandbox: crate::sandbox::SandboxPolicy,
 }
 
 impl Default for LlmAgentConfig {
@@ -95,6 +97,7 @@ impl Default for LlmAgentConfig {
             policy: AgentPolicy::default(),
             heartbeat_interval: Duration::from_secs(15),
             tools: ToolConfig::default(),
+            sandbox: crate::sandbox::SandboxPolicy::default(),
         }
     }
 }
@@ -119,7 +122,7 @@ impl std::fmt::Debug for LlmAgent {
 impl LlmAgent {
     /// An agent over `client`.
     pub fn new(client: Arc<dyn LlmClient>, config: LlmAgentConfig) -> Self {
-        let toolbox = Toolbox::new(config.tools.clone(), None);
+        let toolbox = Toolbox::new(config.tools.clone());
         Self {
             client,
             config,
@@ -128,11 +131,11 @@ impl LlmAgent {
         }
     }
 
-    /// An agent for a provider config: builds the client, scrubs the key's environment
-    /// variable from the shell tool and redacts the key everywhere.
+    /// An agent for a provider config: builds the client and redacts the key everywhere
+    /// (the shell never sees it: its environment is the sandbox's allowlist).
     pub fn from_llm_config(llm: &LlmConfig, config: LlmAgentConfig) -> Result<Self, LlmError> {
         let client = llm.build()?;
-        let toolbox = Toolbox::new(config.tools.clone(), llm.api_key.env_var());
+        let toolbox = Toolbox::new(config.tools.clone());
         let mut redactor = Redactor::new();
         if let Some(key) = llm.api_key.resolve()? {
             redactor = redactor.with_literal(key.expose());
@@ -159,6 +162,10 @@ impl LlmAgent {
 
 #[async_trait]
 impl AgentRunner for LlmAgent {
+    fn sandbox_mode(&self) -> crate::sandbox::SandboxMode {
+        self.config.sandbox.mode
+    }
+
     async fn run(&self, ctx: RunContext) -> RunOutcome {
         let span = info_span!("agent_run", session_id = %ctx.session_id, runner = "llm", model = %self.client.model());
         async move {
@@ -218,6 +225,8 @@ struct Run<'a> {
     agent: &'a LlmAgent,
     ctx: &'a RunContext,
     guard: Arc<dyn PathGuard>,
+    scope: Arc<crate::sandbox::SandboxScope>,
+    redactor: Redactor,
     rules: Vec<(String, String)>,
     started: Instant,
     deadline: Option<tokio::time::Instant>,
@@ -257,6 +266,10 @@ impl<'a> Run<'a> {
                 }
             },
         };
+        let scope = match ctx.sandbox_scope(&agent.config.sandbox) {
+            Ok(s) => Arc::new(s),
+            Err(e) => return Err(early(FailureReason::ConfigInvalid, e.to_string())),
+        };
         let price = agent.config.prices.price(agent.client.model()).copied();
         if ctx.limits.max_cost_usd.is_some() && price.is_none() {
             return Err(early(
@@ -276,6 +289,8 @@ impl<'a> Run<'a> {
             agent,
             ctx,
             guard,
+            scope,
+            redactor: ctx.redactor(&agent.redactor),
             rules,
             started,
             deadline: ctx
@@ -360,7 +375,7 @@ impl<'a> Run<'a> {
     }
 
     fn for_model(&self, text: &str) -> String {
-        self.agent.redactor.redact_for_model(text).into_owned()
+        self.redactor.redact_for_model(text).into_owned()
     }
 
     fn reset_step(&mut self) {
@@ -584,8 +599,8 @@ impl<'a> Run<'a> {
             n if Toolbox::handles(n) => {
                 let env = ToolEnv {
                     guard: self.guard.clone(),
+                    scope: self.scope.clone(),
                     timeout: self.ctx.limits.tool_timeout,
-                    session_id: Some(self.ctx.session_id.clone()),
                 };
                 self.guarded(self.agent.toolbox.execute(n, input, &env))
                     .await?
@@ -608,13 +623,13 @@ impl<'a> Run<'a> {
         self.record(AgentEvent::ToolCall(ToolCallRecord {
             turn: self.stats.turns,
             name: name.to_owned(),
-            args: self.agent.redactor.summarize_args(name, input, 300),
+            args: self.redactor.summarize_args(name, input, 300),
             duration_ms: t0.elapsed().as_millis() as u64,
             result_bytes: out.text.len() as u64,
             exit_code: out.exit_code,
             error: out.error.map(|kind| ToolErrorRecord {
                 kind,
-                message: crate::redact::truncate_chars(&self.agent.redactor.redact(&out.text), 500),
+                message: crate::redact::truncate_chars(&self.redactor.redact(&out.text), 500),
             }),
         }))
         .await?;
@@ -734,7 +749,7 @@ impl<'a> Run<'a> {
             Ok(a) => a,
             Err(out) => return Ok(out),
         };
-        let details = self.agent.redactor.redact(&a.details).into_owned();
+        let details = self.redactor.redact(&a.details).into_owned();
         warn!(title = %a.title, blocking = a.blocking, "agent reported an issue");
         self.record(AgentEvent::IssueReported {
             title: a.title.clone(),
@@ -791,7 +806,7 @@ impl<'a> Run<'a> {
                 FailureReason::RepeatedToolFailure,
                 format!(
                     "{name} failed the same way {count} times with the same arguments ({}), also after a nudge",
-                    self.agent.redactor.summarize_args(name, input, 200)
+                    self.redactor.summarize_args(name, input, 200)
                 ),
             ));
         }

@@ -21,6 +21,7 @@ use crate::events::{AgentEvent, NudgeReason, OutputStream, RunnerKind};
 use crate::prompt;
 use crate::redact::Redactor;
 use crate::run::{AgentRunner, FailureReason, RunContext, RunOutcome, RunStats};
+use crate::sandbox::{Input, SandboxScope};
 use crate::tools::shell::GroupKill;
 
 /// How the step prompt reaches the command.
@@ -60,12 +61,14 @@ pub struct CommandAgentConfig {
     /// Environment variable that receives the MCP config file's path (`None`: not set).
     #[serde(default = "default_mcp_env_var")]
     pub mcp_config_env: Option<String>,
-    /// Extra environment of the command.
+    /// Extra environment of the command (values). Variables of worktrain's own
+    /// environment reach it only when named in `sandbox.env`.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
-    /// Environment variables removed from the command's environment.
-    #[serde(default)]
-    pub scrub_env: Vec<String>,
+    /// Where the command runs (default: sandboxed, with the network on so the agent can
+    /// reach its model provider).
+    #[serde(default = "crate::sandbox::SandboxPolicy::networked")]
+    pub sandbox: crate::sandbox::SandboxPolicy,
     /// Preamble of the prompt.
     #[serde(default = "default_preamble")]
     pub preamble: String,
@@ -139,7 +142,7 @@ impl CommandAgentConfig {
             mcp_env: BTreeMap::new(),
             mcp_config_env: default_mcp_env_var(),
             env: BTreeMap::new(),
-            scrub_env: Vec::new(),
+            sandbox: crate::sandbox::SandboxPolicy::networked(),
             preamble: default_preamble(),
             rules_files: Vec::new(),
             max_nudges: default_nudges(),
@@ -161,12 +164,23 @@ pub struct CommandAgent {
 }
 
 impl CommandAgent {
-    /// An agent for `config`.
+    /// An agent for `config`. Values it hands the command that are secrets — `env`
+    /// entries and `sandbox.env` variables whose names look secret (`*TOKEN*`, `*KEY*`,
+    /// …) — are redacted from everything recorded.
     pub fn new(config: CommandAgentConfig) -> Self {
-        Self {
-            config,
-            redactor: Redactor::new(),
-        }
+        let passed = config
+            .sandbox
+            .env
+            .iter()
+            .filter_map(|k| std::env::var(k).ok().map(|v| (k.clone(), v)));
+        let redactor = config
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .chain(passed)
+            .filter(|(k, _)| crate::redact::secret_name(k))
+            .fold(Redactor::new(), |r, (_, v)| r.with_literal(v));
+        Self { config, redactor }
     }
 
     /// Also redact this literal secret from recorded output.
@@ -175,14 +189,14 @@ impl CommandAgent {
         self
     }
 
-    /// The MCP config JSON for a session.
-    pub fn mcp_config(&self, session_id: &str) -> serde_json::Value {
-        let mut env: BTreeMap<String, String> = self.config.mcp_env.clone();
-        env.insert("WORKTRAIN_SESSION_ID".into(), session_id.to_owned());
+    /// The MCP config JSON for a session whose relay socket is at `socket` (as the
+    /// command sees it): the server is `worktrain mcp --relay <socket>`, which only copies
+    /// bytes to worktrain's own MCP server outside the sandbox (see [`serve_relay`]).
+    pub fn mcp_config(&self, session_id: &str, socket: &std::path::Path) -> serde_json::Value {
         json!({"mcpServers": {"worktrain": {
             "command": self.worktrain_bin().display().to_string(),
-            "args": self.config.mcp_args,
-            "env": env,
+            "args": ["mcp", "--relay", socket.display().to_string()],
+            "env": {"WORKTRAIN_SESSION_ID": session_id},
         }}})
     }
 
@@ -197,12 +211,17 @@ impl CommandAgent {
 
 #[async_trait]
 impl AgentRunner for CommandAgent {
+    fn sandbox_mode(&self) -> crate::sandbox::SandboxMode {
+        self.config.sandbox.mode
+    }
+
     async fn run(&self, ctx: RunContext) -> RunOutcome {
         let span = info_span!("agent_run", session_id = %ctx.session_id, runner = "command", program = %self.config.program);
         async move {
             let mut run = CmdRun {
                 agent: self,
                 ctx: &ctx,
+                redactor: ctx.redactor(&self.redactor),
                 started: Instant::now(),
                 deadline: ctx
                     .limits
@@ -239,6 +258,7 @@ enum Exit {
 struct CmdRun<'a> {
     agent: &'a CommandAgent,
     ctx: &'a RunContext,
+    redactor: Redactor,
     started: Instant,
     deadline: Option<tokio::time::Instant>,
     stats: RunStats,
@@ -285,7 +305,12 @@ impl CmdRun<'_> {
                 });
             }
         };
-        let mcp_file = self.write_mcp_config()?;
+        let scope = match self.ctx.sandbox_scope(&cfg.sandbox) {
+            Ok(s) => s,
+            Err(e) => return Err(self.fail(FailureReason::ConfigInvalid, e.to_string())),
+        };
+        let _relay = self.start_relay(&scope)?;
+        let mcp_file = self.write_mcp_config(&scope)?;
         let rules = prompt::rules_files(&self.ctx.worktree, &cfg.rules_files, 32 * 1024);
         let mut nudges = 0u32;
         let mut nudge: Option<String> = self
@@ -322,8 +347,8 @@ impl CmdRun<'_> {
             }
             let text =
                 prompt::external_prompt(&cfg.preamble, &self.ctx.worktree, &rules, &step, &extra);
-            let text = self.agent.redactor.redact_for_model(&text).into_owned();
-            let exit = self.invoke(&text, mcp_file.path()).await?;
+            let text = self.redactor.redact_for_model(&text).into_owned();
+            let exit = self.invoke(&scope, &text, &mcp_file).await?;
             let failed_exit = match exit {
                 Exit::Cancelled => {
                     return Err(RunOutcome::Cancelled {
@@ -389,29 +414,51 @@ impl CmdRun<'_> {
         }
     }
 
-    fn write_mcp_config(&self) -> Flow<tempfile::NamedTempFile> {
-        let body = self.agent.mcp_config(&self.ctx.session_id);
-        let mut file = tempfile::Builder::new()
-            .prefix("worktrain-mcp-")
-            .suffix(".json")
-            .tempfile()
-            .map_err(|e| {
-                self.fail(
-                    FailureReason::ConfigInvalid,
-                    format!("cannot create the MCP config file: {e}"),
-                )
-            })?;
-        use std::io::Write;
+    /// Write the MCP config into the run's private temp dir (0600, removed with it);
+    /// returns its path as the command sees it.
+    fn write_mcp_config(&self, scope: &SandboxScope) -> Flow<PathBuf> {
+        let socket = scope.tmp_inside().join(RELAY_SOCKET);
+        let body = self.agent.mcp_config(&self.ctx.session_id, &socket);
+        let host = scope.tmp_host().join(MCP_CONFIG_FILE);
         let bytes = serde_json::to_vec_pretty(&body).unwrap_or_default();
-        file.write_all(&bytes)
-            .and_then(|_| file.flush())
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&host)
+            .and_then(|mut f| f.write_all(&bytes))
             .map_err(|e| {
                 self.fail(
                     FailureReason::ConfigInvalid,
                     format!("cannot write the MCP config file: {e}"),
                 )
             })?;
-        Ok(file)
+        Ok(scope.tmp_inside().join(MCP_CONFIG_FILE))
+    }
+
+    /// Listen on the relay socket in the run's temp dir; every connection is served by
+    /// `worktrain mcp` (session-bound) outside the sandbox. Stops when dropped.
+    fn start_relay(&self, scope: &SandboxScope) -> Flow<AbortOnDrop> {
+        let path = scope.tmp_host().join(RELAY_SOCKET);
+        let listener = tokio::net::UnixListener::bind(&path).map_err(|e| {
+            self.fail(
+                FailureReason::ConfigInvalid,
+                format!(
+                    "cannot listen on the MCP relay socket {}: {e}",
+                    path.display()
+                ),
+            )
+        })?;
+        let cfg = &self.agent.config;
+        let server = RelayServer {
+            program: self.agent.worktrain_bin(),
+            args: cfg.mcp_args.clone(),
+            env: cfg.mcp_env.clone(),
+            session: self.ctx.session_id.clone(),
+        };
+        Ok(AbortOnDrop(tokio::spawn(serve_relay(listener, server))))
     }
 
     fn expand(&self, arg: &str, prompt: &str, mcp: &std::path::Path) -> String {
@@ -425,8 +472,14 @@ impl CmdRun<'_> {
             .replace("{prompt}", prompt)
     }
 
-    /// One invocation: spawn, stream output to the sink, tick the heartbeat, wait.
-    async fn invoke(&mut self, prompt_text: &str, mcp: &std::path::Path) -> Flow<Exit> {
+    /// One invocation: spawn (in the sandbox), stream output to the sink, tick the
+    /// heartbeat, wait.
+    async fn invoke(
+        &mut self,
+        scope: &SandboxScope,
+        prompt_text: &str,
+        mcp: &std::path::Path,
+    ) -> Flow<Exit> {
         let cfg = &self.agent.config;
         self.stats.turns += 1;
         let invocation = self.stats.turns;
@@ -445,26 +498,12 @@ impl CmdRun<'_> {
                     self.expand(a, &format!("<prompt: {} bytes>", prompt_text.len()), mcp)
                 }))
                 .collect();
-        let mut cmd = tokio::process::Command::new(&cfg.program);
-        cmd.args(&args)
-            .current_dir(&self.ctx.worktree)
-            .stdin(if by_arg {
-                Stdio::null()
-            } else {
-                Stdio::piped()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true)
-            .env("WORKTRAIN_SESSION_ID", &self.ctx.session_id)
-            .envs(&cfg.env);
+        let mut env = cfg.env.clone();
         if let Some(var) = &cfg.mcp_config_env {
-            cmd.env(var, mcp);
+            env.insert(var.clone(), mcp.display().to_string());
         }
-        for k in &cfg.scrub_env {
-            cmd.env_remove(k);
-        }
+        let input = if by_arg { Input::Null } else { Input::Piped };
+        let mut cmd = scope.command(&cfg.program, &args, &env, &input);
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => {
@@ -476,7 +515,7 @@ impl CmdRun<'_> {
         };
         let group = GroupKill::new(child.id());
         self.record(AgentEvent::ProcessStarted {
-            command: self.agent.redactor.redact(&shown.join(" ")).into_owned(),
+            command: self.redactor.redact(&shown.join(" ")).into_owned(),
             pid: child.id(),
             invocation,
         })
@@ -596,7 +635,7 @@ impl CmdRun<'_> {
     }
 
     async fn emit(&self, (stream, text): (OutputStream, String)) -> Flow<()> {
-        let text = self.agent.redactor.redact(&text).into_owned();
+        let text = self.redactor.redact(&text).into_owned();
         self.record(AgentEvent::Output { stream, text }).await
     }
 }
@@ -702,4 +741,76 @@ impl OutputBuffer {
         }
         out
     }
+}
+
+/// File name of the MCP config in the run's temp dir.
+const MCP_CONFIG_FILE: &str = "worktrain-mcp.json";
+/// File name of the relay socket in the run's temp dir.
+const RELAY_SOCKET: &str = "worktrain-mcp.sock";
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// How a relay connection is served: worktrain's own MCP server, outside the sandbox.
+#[derive(Debug, Clone)]
+struct RelayServer {
+    program: PathBuf,
+    args: Vec<String>,
+    env: BTreeMap<String, String>,
+    session: String,
+}
+
+/// Accept relay connections until aborted; each one gets its own MCP server process,
+/// killed when the connection or the relay ends.
+async fn serve_relay(listener: tokio::net::UnixListener, server: RelayServer) {
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            break;
+        };
+        let server = server.clone();
+        connections.spawn(async move {
+            if let Err(e) = relay_one(stream, &server).await {
+                tracing::warn!(session_id = %server.session, error = %e, "MCP relay connection failed");
+            }
+        });
+        while connections.try_join_next().is_some() {}
+    }
+}
+
+async fn relay_one(stream: tokio::net::UnixStream, server: &RelayServer) -> std::io::Result<()> {
+    let mut child = tokio::process::Command::new(&server.program)
+        .args(&server.args)
+        .envs(&server.env)
+        .env(crate::sandbox::SESSION_ENV, &server.session)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()?;
+    let (Some(mut to_server), Some(mut from_server)) = (child.stdin.take(), child.stdout.take())
+    else {
+        return Err(std::io::Error::other("the MCP server has no stdio"));
+    };
+    let (mut from_agent, mut to_agent) = stream.into_split();
+    let upstream = async {
+        let r = tokio::io::copy(&mut from_agent, &mut to_server).await;
+        let _ = to_server.shutdown().await;
+        r
+    };
+    let downstream = async {
+        let r = tokio::io::copy(&mut from_server, &mut to_agent).await;
+        let _ = to_agent.shutdown().await;
+        r
+    };
+    // The agent closing its side ends the server's input; the server's answers still
+    // flow until it closes its output. It is killed on drop after that.
+    let (up, down) = tokio::join!(upstream, downstream);
+    up.and(down).map(|_| ())
 }

@@ -22,6 +22,7 @@ pub mod llm;
 pub mod prompt;
 pub mod redact;
 pub mod run;
+pub mod sandbox;
 mod secret;
 pub mod tools;
 
@@ -44,6 +45,10 @@ pub use llm::{
 pub use run::{
     AgentRunner, FailureReason, ModelPrice, PriceTable, RunContext, RunLimits, RunOutcome,
     RunStats, SteeringInbox,
+};
+pub use sandbox::{
+    Input, NetworkPolicy, Sandbox, SandboxError, SandboxMode, SandboxPolicy, SandboxScope,
+    SandboxSupport,
 };
 pub use secret::Secret;
 pub use tokio_util::sync::CancellationToken;

@@ -39,6 +39,25 @@ static PATTERNS: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
     .collect()
 });
 
+/// Whether an environment variable's name says it holds a secret.
+pub fn secret_name(name: &str) -> bool {
+    let n = name.to_ascii_uppercase();
+    [
+        "TOKEN",
+        "SECRET",
+        "PASSWORD",
+        "PASSWD",
+        "API_KEY",
+        "APIKEY",
+        "PRIVATE_KEY",
+        "ACCESS_KEY",
+        "CREDENTIAL",
+        "_KEY",
+    ]
+    .iter()
+    .any(|s| n.contains(s))
+}
+
 /// JSON keys whose values are always redacted in summaries.
 fn secret_key(k: &str) -> bool {
     let k = k.to_ascii_lowercase();

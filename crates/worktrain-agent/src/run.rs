@@ -161,6 +161,12 @@ pub struct RunContext {
     pub guard: Option<Arc<dyn PathGuard>>,
     /// Told to the agent first, e.g. that the session was interrupted and resumed.
     pub resume_note: Option<String>,
+    /// Paths hidden from every command the agent runs (the daemon passes
+    /// `$WORKTRAIN_HOME`), on top of the profile's own sandbox policy.
+    pub hidden: Vec<PathBuf>,
+    /// Secret values (API token, signing keys, provider keys) redacted from everything
+    /// the run sends to the model or records.
+    pub secrets: Vec<String>,
 }
 
 impl std::fmt::Debug for RunContext {
@@ -191,6 +197,8 @@ impl RunContext {
             limits: RunLimits::default(),
             guard: None,
             resume_note: None,
+            hidden: Vec::new(),
+            secrets: Vec::new(),
         }
     }
 
@@ -234,6 +242,35 @@ impl RunContext {
     pub fn with_resume_note(mut self, note: impl Into<String>) -> Self {
         self.resume_note = Some(note.into());
         self
+    }
+
+    /// Hide these paths from every command the agent runs.
+    pub fn with_hidden(mut self, paths: impl IntoIterator<Item = PathBuf>) -> Self {
+        self.hidden.extend(paths);
+        self
+    }
+
+    /// Redact these values from everything sent to the model or recorded.
+    pub fn with_secrets(mut self, secrets: impl IntoIterator<Item = String>) -> Self {
+        self.secrets.extend(secrets);
+        self
+    }
+
+    /// The run's redactor: `base` plus this context's secrets.
+    pub(crate) fn redactor(&self, base: &crate::redact::Redactor) -> crate::redact::Redactor {
+        self.secrets
+            .iter()
+            .fold(base.clone(), |r, s| r.with_literal(s.clone()))
+    }
+
+    /// The run's sandbox scope for `policy`: this context's hidden paths on top.
+    pub(crate) fn sandbox_scope(
+        &self,
+        policy: &crate::sandbox::SandboxPolicy,
+    ) -> Result<crate::sandbox::SandboxScope, crate::sandbox::SandboxError> {
+        crate::sandbox::Sandbox::new(policy.clone())
+            .hiding(self.hidden.iter().cloned())
+            .scope(&self.worktree, Some(&self.session_id))
     }
 }
 
@@ -332,6 +369,12 @@ impl RunOutcome {
 pub trait AgentRunner: Send + Sync {
     /// Run until an outcome.
     async fn run(&self, ctx: RunContext) -> RunOutcome;
+
+    /// Whether this runner's commands must run sandboxed (the daemon reports runners
+    /// that cannot run because the sandbox is unavailable).
+    fn sandbox_mode(&self) -> crate::sandbox::SandboxMode {
+        crate::sandbox::SandboxMode::Required
+    }
 }
 
 /// Early exit of a runner's loop: the outcome that ends the run.

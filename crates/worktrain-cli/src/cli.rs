@@ -528,6 +528,10 @@ pub struct McpArgs {
     /// (default: the current directory).
     #[arg(long, value_name = "DIR")]
     pub workspace: Option<PathBuf>,
+    /// Do not serve: relay stdin/stdout to the MCP server listening on this Unix socket
+    /// (what a sandboxed external agent runs; the daemon serves the socket).
+    #[arg(long, value_name = "SOCKET", conflicts_with = "workspace")]
+    pub relay: Option<PathBuf>,
 }
 
 /// `worktrain keys …`.

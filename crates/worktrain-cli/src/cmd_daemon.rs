@@ -89,6 +89,15 @@ pub async fn run(ctx: &Ctx, args: DaemonArgs) -> Result<Exit, ApiError> {
         ctx.home.root().to_path_buf(),
         agents,
     );
+    supervisor.add_secrets(worktrain_daemon::profiles::secrets(&config.agents));
+    let sandbox = worktrain_daemon::sandbox_probe();
+    if sandbox.available {
+        info!(detail = %sandbox.detail, "agent sandbox available");
+    } else if supervisor.sandbox_blocks_runs() {
+        tracing::error!(detail = %sandbox.detail, "agent sandbox UNAVAILABLE: runs of profiles that require it will fail (see /readyz)");
+    } else {
+        tracing::warn!(detail = %sandbox.detail, "agent sandbox unavailable; every profile opted out (sandbox: {{mode: off}})");
+    }
     let server = Server::bind(supervisor.clone(), token, &bind)
         .await
         .map_err(|e| {

@@ -13,6 +13,9 @@ use crate::output::Exit;
 use crate::{Ctx, home_error};
 
 pub async fn run(ctx: &Ctx, args: McpArgs) -> Result<Exit, ApiError> {
+    if let Some(socket) = &args.relay {
+        return relay(socket).await;
+    }
     let dir = match args.workspace {
         Some(w) => Some(w),
         None => std::env::current_dir().ok(),
@@ -67,4 +70,34 @@ pub async fn run(ctx: &Ctx, args: McpArgs) -> Result<Exit, ApiError> {
             Ok(Exit::Failure)
         }
     }
+}
+
+/// Copy stdin to the socket and the socket to stdout until either side closes. This is
+/// all a sandboxed agent's MCP server does: it touches no home, store or key.
+async fn relay(socket: &std::path::Path) -> Result<Exit, ApiError> {
+    use tokio::io::AsyncWriteExt;
+    let stream = tokio::net::UnixStream::connect(socket).await.map_err(|e| {
+        ApiError::invalid_input(
+            format!("cannot connect to the MCP relay socket {}: {e}", socket.display()),
+            "`worktrain mcp --relay` is started by worktrain's MCP config for external agents; run `worktrain mcp` to serve directly",
+        )
+    })?;
+    let (mut from_server, mut to_server) = stream.into_split();
+    let upstream = async {
+        let r = tokio::io::copy(&mut tokio::io::stdin(), &mut to_server).await;
+        let _ = to_server.shutdown().await;
+        r
+    };
+    let downstream = async {
+        let mut out = tokio::io::stdout();
+        let r = tokio::io::copy(&mut from_server, &mut out).await;
+        let _ = out.flush().await;
+        r
+    };
+    // The server closing its side ends the relay even while stdin stays open.
+    tokio::select! {
+        r = downstream => r.map(|_| Exit::Ok),
+        r = async { let up = upstream.await; std::future::pending::<()>().await; up } => r.map(|_| Exit::Ok),
+    }
+    .map_err(|e| ApiError::internal(format!("MCP relay: {e}")))
 }

@@ -29,6 +29,9 @@ pub mod supervisor;
 pub mod views;
 pub mod worktrees;
 
+/// Whether agent commands can run sandboxed here (probed once); see `worktrain_agent::sandbox`.
+pub use worktrain_agent::sandbox::probe as sandbox_probe;
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()

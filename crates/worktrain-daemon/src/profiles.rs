@@ -88,3 +88,39 @@ pub fn build(
     }
     Ok(out)
 }
+
+/// Secret values named by the profiles: `api_key: {value: …}` and `api_key: {env: NAME}`
+/// (resolved now), and `env` entries of command profiles whose names look secret.
+pub fn secrets(raw: &BTreeMap<String, serde_json::Value>) -> Vec<String> {
+    fn walk(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    let secretish = k == "api_key" || worktrain_agent::redact::secret_name(k);
+                    match v {
+                        serde_json::Value::String(s) if secretish => out.push(s.clone()),
+                        serde_json::Value::Object(inner) if secretish => {
+                            if let Some(s) = inner.get("value").and_then(|x| x.as_str()) {
+                                out.push(s.to_owned());
+                            }
+                            if let Some(name) = inner.get("env").and_then(|x| x.as_str())
+                                && let Ok(s) = std::env::var(name)
+                            {
+                                out.push(s);
+                            }
+                        }
+                        other => walk(other, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    for v in raw.values() {
+        walk(v, &mut out);
+    }
+    out.retain(|s| s.len() >= 8 && s != "none");
+    out
+}

@@ -92,6 +92,9 @@ pub struct Supervisor {
     kill_epoch: AtomicU64,
     /// Counters.
     pub metrics: Metrics,
+    /// Secret values redacted from everything agents see or record: the API token, the
+    /// signing keys and the configured provider keys.
+    secrets: Mutex<Vec<String>>,
 }
 
 fn lock<'a, T>(m: &'a Mutex<T>) -> std::sync::MutexGuard<'a, T> {
@@ -118,6 +121,7 @@ impl Supervisor {
         agents: BTreeMap<String, Arc<dyn AgentRunner>>,
     ) -> Arc<Self> {
         let worker = format!("worker-{}-{}", std::process::id(), now_ms());
+        let home_for_secrets = home.clone();
         Arc::new(Self {
             engine,
             settings,
@@ -131,7 +135,23 @@ impl Supervisor {
             killing: AtomicBool::new(false),
             kill_epoch: AtomicU64::new(0),
             metrics: Metrics::default(),
+            secrets: Mutex::new(home_secrets(&home_for_secrets)),
         })
+    }
+
+    /// Also redact these values (e.g. the provider keys of the agent profiles).
+    pub fn add_secrets(&self, secrets: impl IntoIterator<Item = String>) {
+        lock(&self.secrets).extend(secrets);
+    }
+
+    /// Whether some agent profile needs the sandbox while it is unavailable: such runs
+    /// fail at once (see `/readyz`).
+    pub fn sandbox_blocks_runs(&self) -> bool {
+        !worktrain_agent::sandbox::probe().available
+            && self
+                .agents
+                .values()
+                .any(|a| a.sandbox_mode() == worktrain_agent::SandboxMode::Required)
     }
 
     /// The engine.
@@ -766,7 +786,10 @@ impl Supervisor {
             .with_heartbeat(beat)
             .with_cancel(cancel)
             .with_steering(steering)
-            .with_limits(limits);
+            .with_limits(limits)
+            // Keys, tokens, the database and other sessions' worktrees live here.
+            .with_hidden([self.home.clone()])
+            .with_secrets(lock(&self.secrets).clone());
         // Only a resumed run was interrupted; after a gate decision the step brief says
         // what happened (next step, or the rejection as blockers).
         match run.as_ref().and_then(|r| r.requeue_reason) {
@@ -1007,6 +1030,26 @@ impl Supervisor {
         }
         Ok(ended)
     }
+}
+
+/// The secrets in `$WORKTRAIN_HOME`: the API token and every signing key as written in
+/// the keyring (unreadable files contribute nothing).
+fn home_secrets(home: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(t) = std::fs::read_to_string(home.join(worktrain_config::API_TOKEN_FILE)) {
+        out.push(t.trim().to_owned());
+    }
+    if let Ok(text) = std::fs::read_to_string(home.join(worktrain_config::KEYRING_FILE))
+        && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+    {
+        for key in ["current", "previous"] {
+            if let Some(s) = v[key]["secret"].as_str() {
+                out.push(s.to_owned());
+            }
+        }
+    }
+    out.retain(|s| !s.is_empty());
+    out
 }
 
 /// Whether `dir` is a git checkout (has `.git`).

@@ -42,6 +42,22 @@ fn denied(e: crate::guard::PathDenied) -> ToolOutput {
     ToolOutput::err(ToolErrorKind::Denied, e.to_string())
 }
 
+/// Refuse a regular file with more than one link: a hard link made to a file outside the
+/// worktree would let a write (or a read) reach that file, and the path check cannot tell.
+fn refuse_hard_link(real: &Path, rel: &str) -> Result<(), ToolOutput> {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::symlink_metadata(real) {
+        Ok(m) if m.is_file() && m.nlink() > 1 => Err(ToolOutput::err(
+            ToolErrorKind::Denied,
+            format!(
+                "access denied: {rel} is a hard link ({} links); file tools do not follow hard links, which may lead outside the worktree",
+                m.nlink()
+            ),
+        )),
+        Ok(_) | Err(_) => Ok(()),
+    }
+}
+
 fn io_err(what: &str, rel: &str, e: std::io::Error) -> ToolOutput {
     let kind = match e.kind() {
         std::io::ErrorKind::NotFound => ToolErrorKind::NotFound,
@@ -75,6 +91,7 @@ fn read(input: &Value, guard: &dyn PathGuard, cfg: &ToolConfig) -> Result<ToolOu
             format!("{rel} is a directory; use list_files"),
         ));
     }
+    refuse_hard_link(&real, &rel)?;
     let bytes = std::fs::read(&real).map_err(|e| io_err("cannot read", &rel, e))?;
     if is_binary(&bytes) {
         return Err(ToolOutput::err(
@@ -132,6 +149,7 @@ fn write(input: &Value, guard: &dyn PathGuard) -> Result<ToolOutput, ToolOutput>
             format!("{rel} is a directory"),
         ));
     }
+    refuse_hard_link(&real, &rel)?;
     if let Some(parent) = real.parent() {
         std::fs::create_dir_all(parent)
             .map_err(|e| io_err("cannot create directory for", &rel, e))?;
@@ -161,6 +179,7 @@ fn edit(input: &Value, guard: &dyn PathGuard) -> Result<ToolOutput, ToolOutput> 
     }
     let real = guard.resolve_write(Path::new(&a.path)).map_err(denied)?;
     let rel = rel_display(guard.root(), &real);
+    refuse_hard_link(&real, &rel)?;
     let text = std::fs::read_to_string(&real).map_err(|e| io_err("cannot read", &rel, e))?;
     let n = text.matches(a.old_string.as_str()).count();
     match n {

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use crate::events::ToolErrorKind;
 use crate::guard::PathGuard;
 use crate::llm::ToolSpec;
+use crate::sandbox::SandboxScope;
 
 /// Name of the tool that submits a step.
 pub const COMPLETE_STEP: &str = "complete_step";
@@ -40,14 +41,9 @@ pub struct ToolConfig {
     pub search_max_file_bytes: u64,
     /// The shell and its flags; the command is appended as the last argument
     /// (default `["bash", "-lc"]`: a login shell, so profile PATH setup applies; use
-    /// `["bash", "-c"]` where profiles are slow).
+    /// `["bash", "-c"]` where profiles are slow). Its environment is the sandbox's
+    /// allowlist (see [`crate::sandbox`]).
     pub shell: Vec<String>,
-    /// Environment variables removed from the shell's environment (in addition to the
-    /// LLM API key variable, always removed).
-    pub scrub_env: Vec<String>,
-    /// Also remove every variable whose name looks secret (`*TOKEN*`, `*SECRET*`,
-    /// `*PASSWORD*`, `*API_KEY*`, …).
-    pub scrub_secret_env: bool,
 }
 
 impl Default for ToolConfig {
@@ -59,8 +55,6 @@ impl Default for ToolConfig {
             search_max_results: 200,
             search_max_file_bytes: 2 * 1024 * 1024,
             shell: vec!["bash".to_owned(), "-lc".to_owned()],
-            scrub_env: Vec::new(),
-            scrub_secret_env: true,
         }
     }
 }
@@ -127,37 +121,22 @@ pub(crate) fn parse_args<T: serde::de::DeserializeOwned>(
 #[derive(Debug, Clone, Default)]
 pub struct Toolbox {
     config: ToolConfig,
-    /// Variables removed from the shell environment.
-    scrub: Vec<String>,
 }
 
 /// Where and under which limits one call runs.
 pub struct ToolEnv {
-    /// Confinement.
+    /// Confinement of the file tools.
     pub guard: Arc<dyn PathGuard>,
+    /// The run's sandbox, for the shell tool.
+    pub scope: Arc<SandboxScope>,
     /// Timeout of the call.
     pub timeout: Duration,
-    /// The session, exported to commands as `WORKTRAIN_SESSION_ID`.
-    pub session_id: Option<String>,
 }
 
 impl Toolbox {
-    /// A toolbox; `api_key_env` (the LLM key's variable) is scrubbed from the shell.
-    pub fn new(config: ToolConfig, api_key_env: Option<&str>) -> Self {
-        let mut scrub = config.scrub_env.clone();
-        if let Some(v) = api_key_env {
-            scrub.push(v.to_owned());
-        }
-        if config.scrub_secret_env {
-            scrub.extend(
-                std::env::vars_os()
-                    .filter_map(|(k, _)| k.into_string().ok())
-                    .filter(|k| looks_secret(k)),
-            );
-        }
-        scrub.sort();
-        scrub.dedup();
-        Self { config, scrub }
+    /// A toolbox with `config`.
+    pub fn new(config: ToolConfig) -> Self {
+        Self { config }
     }
 
     /// The config.
@@ -176,17 +155,7 @@ impl Toolbox {
     /// Run one worktree tool. Never panics on bad input; every failure is a result.
     pub async fn execute(&self, name: &str, input: &Value, env: &ToolEnv) -> ToolOutput {
         match name {
-            "shell" => {
-                shell::tool(
-                    input,
-                    env.guard.root(),
-                    env.timeout,
-                    &self.config,
-                    &self.scrub,
-                    env.session_id.as_deref(),
-                )
-                .await
-            }
+            "shell" => shell::tool(input, &env.scope, env.timeout, &self.config).await,
             "read_file" | "write_file" | "edit_file" | "list_files" | "search_files" => {
                 self.fs_tool(name, input, env).await
             }
@@ -218,24 +187,6 @@ impl Toolbox {
             ),
         }
     }
-}
-
-/// Names that look like they hold secrets.
-pub(crate) fn looks_secret(name: &str) -> bool {
-    let n = name.to_ascii_uppercase();
-    [
-        "TOKEN",
-        "SECRET",
-        "PASSWORD",
-        "PASSWD",
-        "API_KEY",
-        "APIKEY",
-        "PRIVATE_KEY",
-        "ACCESS_KEY",
-        "CREDENTIAL",
-    ]
-    .iter()
-    .any(|s| n.contains(s))
 }
 
 /// The JSON schemas of every tool, in the order offered to the model.

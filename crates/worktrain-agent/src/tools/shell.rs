@@ -1,13 +1,11 @@
-//! The `shell` tool and the process-group plumbing shared with external agents.
+//! The `shell` tool and the process plumbing shared by every command (see [`crate::sandbox`]).
 //!
 //! Every command runs in its own process group. When the command ends, times out or the
 //! call is dropped (cancellation), the whole group is killed: background processes never
 //! outlive the call and a timed-out test run cannot leave stragglers.
 
-use std::collections::VecDeque;
-use std::path::Path;
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -16,6 +14,7 @@ use tracing::debug;
 
 use super::{ToolConfig, ToolOutput, parse_args};
 use crate::events::ToolErrorKind;
+use crate::sandbox::{Input, SandboxScope};
 
 /// Kills a process group when dropped (SIGKILL). Errors (group already gone) are ignored.
 #[derive(Debug)]
@@ -113,7 +112,8 @@ impl CappedBuf {
     }
 }
 
-async fn drain<R: AsyncRead + Unpin>(mut r: R, cap: usize) -> CappedBuf {
+/// Read a stream to its end, keeping at most `cap` bytes (head and tail).
+pub(crate) async fn drain<R: AsyncRead + Unpin>(mut r: R, cap: usize) -> CappedBuf {
     let mut buf = CappedBuf::new(cap);
     let mut chunk = vec![0u8; 8192];
     loop {
@@ -142,81 +142,6 @@ pub struct ShellRun {
     pub duration: Duration,
 }
 
-/// Run `<shell…> <command>` (e.g. `bash -lc <command>`) in `cwd` in a new process
-/// group, with stdin closed, `scrub` variables removed, output capped at `cap` bytes per
-/// stream. The group is killed when the command ends, at `timeout`, or when this future
-/// is dropped.
-pub async fn run(
-    shell: &[String],
-    command: &str,
-    cwd: &Path,
-    timeout: Duration,
-    cap: usize,
-    scrub: &[String],
-    session: Option<&str>,
-) -> std::io::Result<ShellRun> {
-    let started = Instant::now();
-    let Some((program, flags)) = shell.split_first() else {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "no shell configured",
-        ));
-    };
-    let mut cmd = tokio::process::Command::new(program);
-    cmd.args(flags)
-        .arg(command)
-        .current_dir(cwd)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
-    for k in scrub {
-        cmd.env_remove(k);
-    }
-    // Tags the command and everything it starts, so the daemon can find processes a
-    // crashed run left behind (see worktrain-daemon's orphan reaper).
-    if let Some(id) = session {
-        cmd.env(SESSION_ENV, id);
-    }
-    let mut child = cmd.spawn()?;
-    let group = GroupKill::new(child.id());
-    let out = child.stdout.take().map(|s| tokio::spawn(drain(s, cap)));
-    let err = child.stderr.take().map(|s| tokio::spawn(drain(s, cap)));
-    let status = tokio::select! {
-        s = child.wait() => Some(s?),
-        _ = tokio::time::sleep(timeout) => None,
-    };
-    // Whatever the command left running in its group goes too (it would hold the pipes).
-    group.kill();
-    let timed_out = status.is_none();
-    let status = match status {
-        Some(s) => s,
-        None => child.wait().await?,
-    };
-    let collect = |h: Option<tokio::task::JoinHandle<CappedBuf>>| async move {
-        match h {
-            Some(h) => match tokio::time::timeout(Duration::from_secs(2), h).await {
-                Ok(Ok(b)) => b.render(),
-                Ok(Err(_)) | Err(_) => String::new(),
-            },
-            None => String::new(),
-        }
-    };
-    let stdout = collect(out).await;
-    let stderr = collect(err).await;
-    use std::os::unix::process::ExitStatusExt;
-    debug!(command_len = command.len(), code = ?status.code(), timed_out, "shell command finished");
-    Ok(ShellRun {
-        exit_code: if timed_out { None } else { status.code() },
-        signal: if timed_out { None } else { status.signal() },
-        timed_out,
-        stdout,
-        stderr,
-        duration: started.elapsed(),
-    })
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ShellArgs {
@@ -225,17 +150,15 @@ struct ShellArgs {
     timeout_secs: Option<u64>,
 }
 
-/// The `shell` tool.
 /// Environment variable naming the session in every command an agent runs.
-pub const SESSION_ENV: &str = "WORKTRAIN_SESSION_ID";
+pub use crate::sandbox::SESSION_ENV;
 
+/// The `shell` tool: the command runs through the run's [`SandboxScope`].
 pub(super) async fn tool(
     input: &Value,
-    root: &Path,
+    scope: &SandboxScope,
     max_timeout: Duration,
     cfg: &ToolConfig,
-    scrub: &[String],
-    session: Option<&str>,
 ) -> ToolOutput {
     let a: ShellArgs = match parse_args("shell", input) {
         Ok(a) => a,
@@ -248,16 +171,21 @@ pub(super) async fn tool(
         .timeout_secs
         .map(Duration::from_secs)
         .map_or(max_timeout, |t| t.min(max_timeout));
-    let r = match run(
-        &cfg.shell,
-        &a.command,
-        root,
-        timeout,
-        cfg.shell_output_cap,
-        scrub,
-        session,
-    )
-    .await
+    let Some((program, flags)) = cfg.shell.split_first() else {
+        return ToolOutput::err(ToolErrorKind::Io, "shell: no shell configured");
+    };
+    let mut args: Vec<String> = flags.to_vec();
+    args.push(a.command.clone());
+    let r = match scope
+        .run(
+            program,
+            &args,
+            &BTreeMap::new(),
+            Input::Null,
+            timeout,
+            cfg.shell_output_cap,
+        )
+        .await
     {
         Ok(r) => r,
         Err(e) => {
@@ -267,6 +195,7 @@ pub(super) async fn tool(
             );
         }
     };
+    debug!(command_len = a.command.len(), code = ?r.exit_code, timed_out = r.timed_out, "shell command finished");
     let mut text = String::new();
     let secs = r.duration.as_secs_f64();
     if r.timed_out {

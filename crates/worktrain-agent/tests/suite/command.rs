@@ -27,6 +27,8 @@ fn config(program: &Path, stub: &Path) -> CommandAgentConfig {
     c.mcp_env
         .insert("WORKTRAIN_HOME".into(), "/tmp/wt-home".into());
     c.env.insert("STUB_DIR".into(), stub.display().to_string());
+    // The stand-in agent keeps its state beside its script.
+    c.sandbox.read_write.push(stub.to_path_buf());
     c.heartbeat_interval = Duration::from_millis(100);
     c.output_flush = Duration::from_millis(50);
     c.kill_grace = Duration::from_millis(500);
@@ -115,9 +117,13 @@ echo advanced >> "$STUB_DIR/advances""#,
             .unwrap();
     let server = &mcp["mcpServers"]["worktrain"];
     assert_eq!(server["command"], "/opt/worktrain/bin/worktrain");
-    assert_eq!(server["args"], serde_json::json!(["mcp"]));
+    // Through the relay: the agent's side knows neither the home nor the database.
+    assert_eq!(
+        server["args"],
+        serde_json::json!(["mcp", "--relay", "/tmp/worktrain-mcp.sock"])
+    );
     assert_eq!(server["env"]["WORKTRAIN_SESSION_ID"], "ses_cmd1");
-    assert_eq!(server["env"]["WORKTRAIN_HOME"], "/tmp/wt-home");
+    assert!(server["env"].get("WORKTRAIN_HOME").is_none(), "{server}");
     // Each invocation got its step.
     let p0 = std::fs::read_to_string(stub.path().join("prompt-0.txt")).unwrap();
     let p1 = std::fs::read_to_string(stub.path().join("prompt-1.txt")).unwrap();
@@ -219,7 +225,7 @@ async fn prompt_as_argument_and_placeholders() {
     let prog = script(
         stub.path(),
         "argy.sh",
-        r#"printf '%s\n' "$@" > "$STUB_DIR/args.txt"; echo advanced >> "$STUB_DIR/advances""#,
+        r#"printf '%s\n' "$@" > "$STUB_DIR/args.txt"; test -r "$2" && echo readable > "$STUB_DIR/mcp-ok"; echo advanced >> "$STUB_DIR/advances""#,
     );
     let mut cfg = config(&prog, stub.path());
     cfg.prompt = PromptDelivery::Arg;
@@ -245,10 +251,11 @@ async fn prompt_as_argument_and_placeholders() {
     let args = std::fs::read_to_string(stub.path().join("args.txt")).unwrap();
     let lines: Vec<&str> = args.lines().collect();
     assert_eq!(lines[0], "--mcp-config");
+    // In the run's private temp dir, which the sandbox shows as /tmp.
+    assert_eq!(lines[1], "/tmp/worktrain-mcp.json");
     assert!(
-        lines[1].ends_with(".json") && lines[1].contains("worktrain-mcp-"),
-        "{}",
-        lines[1]
+        stub.path().join("mcp-ok").exists(),
+        "the agent can read its MCP config"
     );
     assert_eq!(lines[2], "--session=ses_cmd6");
     assert_eq!(lines[3], "-p");
@@ -266,8 +273,6 @@ async fn prompt_as_argument_and_placeholders() {
         started.contains("<prompt: ") && !started.contains("Do part 1"),
         "{started}"
     );
-    // The MCP config file is gone after the run.
-    assert!(!Path::new(lines[1]).exists());
 }
 
 #[tokio::test]
@@ -277,7 +282,7 @@ async fn long_command_keeps_the_heartbeat_and_cancel_kills_it() {
     let prog = script(
         stub.path(),
         "slow.sh",
-        r#"cat > /dev/null; sleep 30 & echo $! > "$STUB_DIR/bg.pid"; wait"#,
+        r#"cat > /dev/null; sleep 30.33 & echo $! > "$STUB_DIR/bg.pid"; wait"#,
     );
     let driver = Arc::new(FileDriver {
         dir: stub.path().to_path_buf(),
@@ -301,9 +306,9 @@ async fn long_command_keeps_the_heartbeat_and_cancel_kills_it() {
         "{outcome:?}"
     );
     assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
-    let pid = std::fs::read_to_string(stub.path().join("bg.pid")).unwrap();
+    assert!(stub.path().join("bg.pid").exists());
     assert!(
-        !crate::common::alive(&pid),
-        "the agent's process group survived cancellation"
+        !crate::common::alive("30.33"),
+        "the agent's process tree survived cancellation"
     );
 }

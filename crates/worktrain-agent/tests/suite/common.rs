@@ -242,17 +242,30 @@ pub fn write(root: &Path, rel: &str, text: &str) {
     std::fs::write(p, text).unwrap();
 }
 
-/// Whether a process is still alive (not gone, not a zombie) after a grace second:
-/// a killed orphan is reaped by init asynchronously.
-pub fn alive(pid: &str) -> bool {
-    let pid = pid.trim();
-    let running = || match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the parenthesised command name.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .map(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X']))
-            .unwrap_or(false),
-        Err(_) => false,
+/// Whether a process whose command line holds `marker` as one argument (e.g. the
+/// `30.11` of `sleep 30.11`) is still alive (not gone, not a zombie) after a grace second:
+/// a killed orphan is reaped asynchronously. Sandboxed commands live in their own PID
+/// namespace, so a `$!` they print means nothing out here; their arguments do.
+pub fn alive(marker: &str) -> bool {
+    let marker = marker.trim();
+    let running = || {
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return false;
+        };
+        dir.flatten().any(|e| {
+            let p = e.path();
+            let Ok(cmdline) = std::fs::read(p.join("cmdline")) else {
+                return false;
+            };
+            if !cmdline.split(|b| *b == 0).any(|a| a == marker.as_bytes()) {
+                return false;
+            }
+            std::fs::read_to_string(p.join("stat")).is_ok_and(|stat| {
+                // The state follows the parenthesised command name.
+                stat.rsplit_once(')')
+                    .is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X']))
+            })
+        })
     };
     for _ in 0..50 {
         if !running() {

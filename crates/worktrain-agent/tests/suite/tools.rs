@@ -5,27 +5,32 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use worktrain_agent::tools::{ToolEnv, Toolbox, shell};
+use worktrain_agent::tools::{ToolEnv, Toolbox};
 use worktrain_agent::{
-    DenyReason, PathGuard, ToolConfig, ToolErrorKind, ToolOutput, WorktreeGuard,
+    DenyReason, Input, PathGuard, Sandbox, SandboxPolicy, SandboxScope, ToolConfig, ToolErrorKind,
+    ToolOutput, WorktreeGuard,
 };
 
-use crate::common::{alive, worktree, write};
+use crate::common::{worktree, write};
 
-fn bash() -> Vec<String> {
-    vec!["bash".into(), "-c".into()]
+pub fn scope(root: &Path) -> Arc<SandboxScope> {
+    Arc::new(
+        Sandbox::new(SandboxPolicy::default())
+            .scope(root, Some("ses_tools"))
+            .expect("the sandbox is available (bubblewrap installed)"),
+    )
 }
 
 fn env(root: &Path) -> ToolEnv {
     ToolEnv {
         guard: Arc::new(WorktreeGuard::new(root).unwrap()),
+        scope: scope(root),
         timeout: Duration::from_secs(10),
-        session_id: None,
     }
 }
 
 async fn call(root: &Path, name: &str, args: Value) -> ToolOutput {
-    Toolbox::new(ToolConfig::default(), None)
+    Toolbox::new(ToolConfig::default())
         .execute(name, &args, &env(root))
         .await
 }
@@ -286,9 +291,11 @@ async fn shell_captures_and_caps_output() {
     let dir = worktree();
     let cfg = ToolConfig {
         shell_output_cap: 1000,
+        // Not a login shell: the machine's profile may print to stderr.
+        shell: vec!["bash".into(), "-c".into()],
         ..ToolConfig::default()
     };
-    let tb = Toolbox::new(cfg, None);
+    let tb = Toolbox::new(cfg);
     let out = tb
         .execute(
             "shell",
@@ -305,18 +312,11 @@ async fn shell_captures_and_caps_output() {
     assert!(out.text.contains("stderr:\noops"));
     assert!(out.text.len() < 1400, "{}", out.text.len());
 
-    // The shell runs in the worktree, with scrubbed variables gone.
-    let tb = Toolbox::new(
-        ToolConfig {
-            scrub_env: vec!["HOME".into()],
-            ..ToolConfig::default()
-        },
-        Some("PATH_NOT_REALLY"),
-    );
-    let out = tb
+    // The shell runs in the worktree, with an allowlisted environment.
+    let out = Toolbox::new(ToolConfig::default())
         .execute(
             "shell",
-            &json!({"command": "pwd; echo home=${HOME:-unset}"}),
+            &json!({"command": "pwd; echo home=${HOME:-unset} tmp=$TMPDIR session=$WORKTRAIN_SESSION_ID"}),
             &env(dir.path()),
         )
         .await;
@@ -326,42 +326,50 @@ async fn shell_captures_and_caps_output() {
         "{}",
         out.text
     );
-    assert!(out.text.contains("home=unset"), "{}", out.text);
+    assert!(
+        out.text.contains("tmp=/tmp session=ses_tools"),
+        "{}",
+        out.text
+    );
 }
 
 #[tokio::test]
-async fn shell_timeout_kills_the_whole_process_group() {
+async fn shell_timeout_kills_the_whole_process_tree() {
     let dir = worktree();
+    let sc = scope(dir.path());
     let t0 = Instant::now();
-    let run = shell::run(
-        &bash(),
-        "sleep 30 & echo $! > bg.pid; (sleep 30; echo never) ; echo never",
-        dir.path(),
-        Duration::from_millis(1500),
-        1000,
-        &[],
-        None,
-    )
-    .await
-    .unwrap();
+    let run = sc
+        .run(
+            "bash",
+            &[
+                "-c".into(),
+                "(sleep 2; echo leaked > leaked.txt) & (sleep 30; echo never) ; echo never".into(),
+            ],
+            &Default::default(),
+            Input::Null,
+            Duration::from_millis(1000),
+            1000,
+        )
+        .await
+        .unwrap();
     assert!(run.timed_out);
     assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
     assert!(!run.stdout.contains("never"));
-    let pid = std::fs::read_to_string(dir.path().join("bg.pid")).unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     assert!(
-        !alive(&pid),
-        "background sleeper {pid} outlived the timeout"
+        !dir.path().join("leaked.txt").exists(),
+        "a background process outlived the timeout"
     );
 
     // The model's own timeout is capped by the session's.
-    let out = Toolbox::new(ToolConfig::default(), None)
+    let out = Toolbox::new(ToolConfig::default())
         .execute(
             "shell",
             &json!({"command": "sleep 5", "timeout_secs": 3600}),
             &ToolEnv {
                 guard: Arc::new(WorktreeGuard::new(dir.path()).unwrap()),
+                scope: sc.clone(),
                 timeout: Duration::from_millis(300),
-                session_id: None,
             },
         )
         .await;
@@ -372,24 +380,72 @@ async fn shell_timeout_kills_the_whole_process_group() {
 #[tokio::test]
 async fn background_processes_do_not_outlive_a_normal_command() {
     let dir = worktree();
+    let sc = scope(dir.path());
     let t0 = Instant::now();
-    let run = shell::run(
-        &bash(),
-        "sleep 30 & echo $! > bg.pid; echo done",
-        dir.path(),
-        Duration::from_secs(10),
-        1000,
-        &[],
-        None,
-    )
-    .await
-    .unwrap();
+    let run = sc
+        .run(
+            "bash",
+            &[
+                "-c".into(),
+                "(sleep 2; echo leaked > leaked.txt) & setsid nohup bash -c 'sleep 2; echo leaked > detached.txt' >/dev/null 2>&1 & echo done".into(),
+            ],
+            &Default::default(),
+            Input::Null,
+            Duration::from_secs(10),
+            1000,
+        )
+        .await
+        .unwrap();
     assert_eq!(run.exit_code, Some(0));
     assert!(run.stdout.contains("done"));
     assert!(
-        t0.elapsed() < Duration::from_secs(4),
+        t0.elapsed() < Duration::from_secs(2),
         "the pipe-holding sleeper blocked the call"
     );
-    let pid = std::fs::read_to_string(dir.path().join("bg.pid")).unwrap();
-    assert!(!alive(&pid));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(!dir.path().join("leaked.txt").exists());
+    assert!(
+        !dir.path().join("detached.txt").exists(),
+        "a setsid nohup process outlived the command"
+    );
+}
+
+#[tokio::test]
+async fn file_tools_refuse_hard_links_to_outside_files() {
+    let dir = worktree();
+    // Same file system as the worktree, so the link can be made from outside the sandbox.
+    let outside = tempfile::tempdir_in(dir.path().parent().unwrap()).unwrap();
+    let victim = outside.path().join("victim.txt");
+    std::fs::write(&victim, "original").unwrap();
+    std::fs::hard_link(&victim, dir.path().join("link.txt")).unwrap();
+    for (tool, args) in [
+        (
+            "write_file",
+            json!({"path": "link.txt", "content": "changed"}),
+        ),
+        (
+            "edit_file",
+            json!({"path": "link.txt", "old_string": "original", "new_string": "changed"}),
+        ),
+        ("read_file", json!({"path": "link.txt"})),
+    ] {
+        let out = call(dir.path(), tool, args).await;
+        assert_eq!(
+            out.error,
+            Some(ToolErrorKind::Denied),
+            "{tool}: {}",
+            out.text
+        );
+        assert!(out.text.contains("hard link"), "{}", out.text);
+    }
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "original");
+    // The agent's own shell cannot make one: the worktree is its own mount in the sandbox.
+    let out = call(
+        dir.path(),
+        "shell",
+        json!({"command": format!("ln {} mine.txt; echo rc=$?", victim.display())}),
+    )
+    .await;
+    assert!(out.text.contains("rc=1"), "{}", out.text);
+    assert!(!dir.path().join("mine.txt").exists());
 }

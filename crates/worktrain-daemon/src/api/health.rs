@@ -46,12 +46,15 @@ pub struct Readiness {
     pub running: usize,
     /// Their ids.
     pub running_sessions: Vec<SessionId>,
+    /// Whether agent commands can run sandboxed, and why not. Not ready while a profile
+    /// requires the sandbox and it is unavailable (those runs would fail at once).
+    pub sandbox: worktrain_agent::SandboxSupport,
 }
 
 async fn readyz(State(st): State<AppState>) -> ApiResult<Response> {
     let queue = st.sup.engine().store().queue().await.map_err(store_error)?;
     let running = st.sup.running();
-    let ready = !st.sup.stopping().is_cancelled();
+    let ready = !st.sup.stopping().is_cancelled() && !st.sup.sandbox_blocks_runs();
     let body = Readiness {
         ready,
         worker: st.sup.worker().to_owned(),
@@ -62,6 +65,7 @@ async fn readyz(State(st): State<AppState>) -> ApiResult<Response> {
             .count(),
         running: running.len(),
         running_sessions: running.iter().map(|l| l.session_id).collect(),
+        sandbox: worktrain_agent::sandbox::probe().clone(),
     };
     let status = if ready {
         StatusCode::OK

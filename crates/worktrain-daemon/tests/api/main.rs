@@ -6,6 +6,7 @@
 mod abuse;
 mod harness;
 mod openapi;
+mod sandbox;
 
 use std::time::Duration;
 
