@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use worktrain_testkit::Turn;
 
 use crate::daemon_rig::{
-    Rig, RigSpec, activities, alive, clk_tck, complete, git, have_git, kinds, of_kind, result_of,
+    Rig, RigSpec, activities, alive_marked, clk_tck, complete, git, have_git, kinds, of_kind, result_of,
     route, rss_and_cpu, shell, wait_for, write_file,
 };
 use crate::support::exit;
@@ -23,9 +23,18 @@ use crate::support::exit;
 /// A shell command that records its own pid and its background child's pid in the
 /// worktree (atomically, via rename), then waits for the child: the whole process group
 /// must die when the run is stopped.
+/// A unique `sleep` argument, so the test can find the sleeper from outside the
+/// sandbox's PID namespace.
+fn marker(secs: u32) -> String {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    format!("{secs}.{:05}{n:03}", std::process::id() % 100_000)
+}
+
 fn sleeper(secs: u32) -> Turn {
+    let m = marker(secs);
     shell(&format!(
-        "echo $$ > tool.tmp && mv tool.tmp tool.pid; sleep {secs} & echo $! > sleep.tmp && mv sleep.tmp sleep.pid; wait"
+        "echo {m} > tool.tmp && mv tool.tmp tool.pid; sleep {m} & echo {m} > sleep.tmp && mv sleep.tmp sleep.pid; wait"
     ))
 }
 
@@ -36,18 +45,16 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Assert that the process group the fake agent's shell started is gone.
+/// Assert that the processes the fake agent's shell started are gone.
 #[track_caller]
 fn assert_tool_processes_dead(rig: &Rig, id: &str) {
-    for f in ["tool.pid", "sleep.pid"] {
-        let pid = rig.pid_file(id, f);
-        wait_for(
-            &format!("{id}: the tool process {pid} ({f}) to be killed"),
-            Duration::from_secs(5),
-            || (!alive(pid)).then_some(()),
-            || rig.log_tail(),
-        );
-    }
+    let m = rig.marker_file(id, "sleep.pid");
+    wait_for(
+        &format!("{id}: the tool's `sleep {m}` to be killed"),
+        Duration::from_secs(5),
+        || (!alive_marked(&m)).then_some(()),
+        || rig.log_tail(),
+    );
 }
 
 /// Success (with tool errors along the way), blocked step and retry, early stop, a stall
@@ -646,9 +653,10 @@ fn sigkill_mid_tool_call_then_restart_resumes() {
                 LONG,
                 vec![
                     // Still sleeping when the daemon dies: the restart must kill it.
-                    shell(
-                        "touch started && echo $$ > tool.tmp && mv tool.tmp tool.pid; sleep 60 & echo $! > sleep.tmp && mv sleep.tmp sleep.pid; wait",
-                    ),
+                    shell(&format!(
+                        "touch started && echo {m} > tool.tmp && mv tool.tmp tool.pid; sleep {m} & echo {m} > sleep.tmp && mv sleep.tmp sleep.pid; wait",
+                        m = marker(60)
+                    )),
                     // After the restart: the worktree still holds the first run's file.
                     shell("test -f started && echo still-here"),
                     complete("resumed and finished"),
@@ -664,18 +672,14 @@ fn sigkill_mid_tool_call_then_restart_resumes() {
     rig.wait_file(&long, "sleep.pid", Duration::from_secs(30));
     rig.sigkill_daemon();
 
-    // Nothing ran the bookkeeping: the store still says running, and the dead run's
-    // tool command is still alive.
+    // Nothing ran the bookkeeping: the store still says running. The dead run's tool
+    // command died with the daemon all the same: its sandbox (a PID namespace whose
+    // bwrap dies with its parent) leaves no orphan, even before any restart.
     assert_eq!(rig.show(&long)["run"]["state"], "running");
     assert_eq!(rig.show(&queued)["run"]["state"], "queued");
-    assert!(
-        alive(rig.pid_file(&long, "sleep.pid")),
-        "the orphan is alive before the restart"
-    );
+    assert_tool_processes_dead(&rig, &long);
 
     rig.start_daemon();
-    // Recovery kills what the dead run left running before the session resumes.
-    assert_tool_processes_dead(&rig, &long);
     let (code, results) = rig.await_all(&[&long, &queued], "60s");
     assert_eq!(code, 0, "{results:#?}\n{}", rig.log_tail());
     assert_eq!(result_of(&results, &long)["notes"], "resumed and finished");

@@ -155,6 +155,24 @@ pub fn have_git() -> bool {
 }
 
 /// Whether a process is still alive (a zombie counts as dead).
+/// Whether a process with `marker` as one of its arguments is alive (not gone, not a
+/// zombie). Agent commands run in their own PID namespace: a `$!` they write down is not
+/// a pid out here, so the tests mark their sleepers (`sleep 30.123`) instead.
+pub fn alive_marked(marker: &str) -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    dir.flatten().any(|e| {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            return false;
+        };
+        std::fs::read(e.path().join("cmdline"))
+            .is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == marker.as_bytes()))
+            && alive(pid)
+    })
+}
+
+/// Whether a process is alive (not gone, not a zombie).
 pub fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => false,
@@ -717,13 +735,13 @@ agents:
 
     /// Read a pid the fake agent wrote into its worktree.
     #[track_caller]
-    pub fn pid_file(&self, id: &str, name: &str) -> u32 {
+    /// The text of a file the agent wrote in its worktree (trimmed).
+    pub fn marker_file(&self, id: &str, name: &str) -> String {
         let path = self.worktree_of(id).join(name);
-        let text =
-            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        text.trim()
-            .parse()
-            .unwrap_or_else(|e| panic!("{}: {text:?}: {e}", path.display()))
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .trim()
+            .to_owned()
     }
 }
 

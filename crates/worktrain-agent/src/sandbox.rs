@@ -453,10 +453,16 @@ impl SandboxScope {
                 push(&["--ro-bind".as_ref(), "/dev/null".as_ref(), real.as_os_str()]);
             }
         }
-        // git in the worktree needs its administrative directories (they may lie under a
-        // hidden path or the host's /tmp): read-only.
-        for dir in git_dirs(&self.worktree) {
+        // git in the worktree needs the repository (it may lie under a hidden path or the
+        // host's /tmp): read-only, except what a commit on the worktree's own branch
+        // writes. Hooks, config and other branches stay read-only, so nothing the agent
+        // does there runs later outside the sandbox.
+        let git = git_dirs(&self.worktree);
+        for dir in &git.read_only {
             push(&["--ro-bind".as_ref(), dir.as_os_str(), dir.as_os_str()]);
+        }
+        for dir in &git.writable {
+            push(&["--bind".as_ref(), dir.as_os_str(), dir.as_os_str()]);
         }
         for p in &self.policy.read_write {
             if let Ok(real) = std::fs::canonicalize(p) {
@@ -530,28 +536,61 @@ impl SandboxScope {
     }
 }
 
-/// The git directory of a worktree (from its `.git` file) and the repository's common
-/// directory, when they lie outside the worktree.
-fn git_dirs(worktree: &Path) -> Vec<PathBuf> {
-    let dot_git = worktree.join(".git");
-    let Ok(text) = std::fs::read_to_string(&dot_git) else {
-        return Vec::new();
+/// What of a linked worktree's repository the sandbox shows.
+#[derive(Debug, Default)]
+struct GitDirs {
+    /// The repository's common directory and the worktree's administrative directory.
+    read_only: Vec<PathBuf>,
+    /// The worktree's administrative directory (HEAD, index, logs), the object store,
+    /// and the directories holding the checked-out branch's ref and reflog.
+    writable: Vec<PathBuf>,
+}
+
+/// The git directories of a linked worktree (from its `.git` file), when they lie
+/// outside the worktree.
+fn git_dirs(worktree: &Path) -> GitDirs {
+    let mut out = GitDirs::default();
+    let Ok(text) = std::fs::read_to_string(worktree.join(".git")) else {
+        return out;
     };
     let Some(gitdir) = text.lines().find_map(|l| l.strip_prefix("gitdir:")) else {
-        return Vec::new();
+        return out;
     };
-    let gitdir = worktree.join(gitdir.trim());
-    let Ok(gitdir) = std::fs::canonicalize(gitdir) else {
-        return Vec::new();
+    let Ok(gitdir) = std::fs::canonicalize(worktree.join(gitdir.trim())) else {
+        return out;
     };
-    let mut out = vec![gitdir.clone()];
-    if let Ok(common) = std::fs::read_to_string(gitdir.join("commondir"))
-        && let Ok(common) = std::fs::canonicalize(gitdir.join(common.trim()))
-    {
-        out.push(common);
+    let common = std::fs::read_to_string(gitdir.join("commondir"))
+        .ok()
+        .and_then(|c| std::fs::canonicalize(gitdir.join(c.trim())).ok());
+    if let Some(common) = &common {
+        out.read_only.push(common.clone());
     }
-    out.retain(|d| !d.starts_with(worktree));
-    // The common directory contains the worktree's git dir; bind the outer one first.
-    out.sort_by_key(|d| d.components().count());
+    out.read_only.push(gitdir.clone());
+    out.writable.push(gitdir.clone());
+    if let Some(common) = &common {
+        out.writable.push(common.join("objects"));
+        let branch = std::fs::read_to_string(gitdir.join("HEAD"))
+            .ok()
+            .and_then(|h| h.trim().strip_prefix("ref: ").map(str::to_owned));
+        if let Some(branch) = branch
+            && let Some(parent) = Path::new(&branch).parent()
+            && branch.starts_with("refs/heads/")
+        {
+            out.writable.push(common.join(parent));
+            // git appends to the branch's reflog on commit; the directory must exist to
+            // be mounted writable (an empty directory in the repository, nothing more).
+            let logs = common.join("logs").join(parent);
+            if common.join(parent).is_dir() {
+                let _ = std::fs::create_dir_all(&logs);
+            }
+            out.writable.push(logs);
+        }
+    }
+    let keep = |d: &PathBuf| !d.starts_with(worktree) && d.is_dir();
+    out.read_only.retain(keep);
+    out.writable.retain(keep);
+    out.writable
+        .iter_mut()
+        .for_each(|d| *d = std::fs::canonicalize(&*d).unwrap_or_else(|_| d.clone()));
     out
 }

@@ -1,7 +1,9 @@
-//! Processes a crashed run left behind. Every command an agent runs (the built-in loop's
-//! shell tool, an external agent CLI and its children) carries `WORKTRAIN_SESSION_ID` in
-//! its environment; before a session is resumed after a crash, its leftovers are killed so
-//! the resumed agent never races its own orphaned `cargo test`.
+//! Processes a crashed run left behind — only possible for profiles that opted out of
+//! the sandbox (`sandbox: {mode: off}`): sandboxed commands live in a PID namespace whose
+//! bwrap dies with worktrain, taking every process with it. Every command an agent runs
+//! carries `WORKTRAIN_SESSION_ID` in its environment; before a session is resumed after a
+//! crash, unsandboxed leftovers are found by that tag and killed, so the resumed agent
+//! never races its own orphaned `cargo test`.
 
 /// Kill every process (other than this one) whose environment names `session`. Returns
 /// how many were signalled. Processes of other users are invisible and left alone.
