@@ -15,8 +15,8 @@ use serde_json::{Value, json};
 use worktrain_testkit::Turn;
 
 use crate::daemon_rig::{
-    Rig, RigSpec, activities, alive_marked, clk_tck, complete, git, have_git, kinds, of_kind, result_of,
-    route, rss_and_cpu, shell, wait_for, write_file,
+    Rig, RigSpec, activities, alive_marked, clk_tck, complete, git, have_git, kinds, of_kind,
+    result_of, route, rss_and_cpu, shell, wait_for, write_file,
 };
 use crate::support::exit;
 
