@@ -14,6 +14,7 @@
 
 pub mod agent;
 pub mod command;
+pub mod confine;
 pub mod driver;
 pub mod duration_serde;
 pub mod events;

@@ -10,8 +10,7 @@
 //! - list them ([`Worktrees::list`]),
 //! - record, restore and diff step snapshots ([`Worktrees::snapshot`],
 //!   [`Worktrees::restore`], [`Worktrees::diff`]),
-//! - commit and push for delivery ([`Worktrees::commit_all`], [`Worktrees::push`]),
-//! - confine agent file tools to a worktree ([`Confined`]).
+//! - commit and push for delivery ([`Worktrees::commit_all`], [`Worktrees::push`]).
 //!
 //! Repositories are always opened by explicit path (never by searching upwards or from
 //! `$GIT_DIR`), and a worktree is only used after checking it belongs to this repository
@@ -19,7 +18,6 @@
 //! [`lockfile`]'s policy. All calls are blocking. `docs/worktrees.md` describes the
 //! layout and rules; `docs/decisions/0007-worktrees.md` the choices behind them.
 
-pub mod confine;
 mod deliver;
 mod error;
 pub mod lockfile;
@@ -27,7 +25,6 @@ mod names;
 mod snapshot;
 mod worktrees;
 
-pub use confine::{Confined, Escape};
 pub use deliver::{Pushed, compose_message};
 pub use error::{Error, Result};
 pub use git2::Oid;

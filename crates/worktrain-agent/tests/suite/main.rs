@@ -3,6 +3,7 @@
 
 mod command;
 mod common;
+mod confinement;
 mod providers;
 mod runs;
 mod tools;

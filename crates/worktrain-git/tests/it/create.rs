@@ -115,7 +115,6 @@ fn worktrees_and_errors_can_cross_threads() {
     fn error<T: Send + Sync + std::error::Error + 'static>() {}
     shareable::<Worktrees>();
     error::<Error>();
-    error::<worktrain_git::Escape>();
 }
 
 #[test]

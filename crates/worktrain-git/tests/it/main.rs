@@ -5,7 +5,6 @@
 
 mod cleanup;
 mod common;
-mod confinement;
 mod create;
 mod delivery;
 mod inventory;

@@ -1,11 +1,23 @@
-//! Capability 5: agent file paths cannot escape the worktree or touch `.git`.
+//! Agent file paths cannot escape the worktree or touch `.git` (`confine::Confined`).
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use worktrain_git::{Confined, Escape};
+use worktrain_agent::confine::{Confined, Escape};
 
-use crate::common::{Fixture, session, write};
+fn write(path: &Path, text: &str) {
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(path, text).unwrap();
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let out = std::process::Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {out:?}");
+}
 
 /// A worktree root plus an "outside" directory next to it.
 struct Jail {
@@ -270,17 +282,26 @@ fn a_root_reached_through_a_symlink_still_confines() {
 
 #[test]
 fn confines_a_real_session_worktree() {
-    let fx = Fixture::new();
-    let s = session();
-    let wt = fx.wts.create(s, "main").unwrap();
-    let c = Confined::new(&wt.path).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    fs::create_dir_all(&repo).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    write(&repo.join("README.md"), "hi\n");
+    git(&repo, &["add", "."]);
+    git(
+        &repo,
+        &["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "init"],
+    );
+    let wt = tmp.path().join("wt");
+    git(&repo, &["worktree", "add", "-q", "-b", "worktrain/s", wt.to_str().unwrap()]);
+    let c = Confined::new(&wt).unwrap();
     assert!(c.resolve("README.md").unwrap().exists());
     // The worktree's `.git` is a file pointing into the main repository.
-    assert!(wt.path.join(".git").is_file());
+    assert!(wt.join(".git").is_file());
     assert!(matches!(c.resolve(".git"), Err(Escape::GitDir { .. })));
     assert!(matches!(c.resolve("../"), Err(Escape::DotDot { .. })));
     assert!(matches!(
-        c.resolve(fx.repo.join("README.md")),
+        c.resolve(repo.join("README.md")),
         Err(Escape::Outside { .. })
     ));
 }
