@@ -15,11 +15,11 @@
 //!   sessions' data; reads are refused as well (the config may hold credentials).
 //!
 //! The returned path has no `..` and no symlinks in its existing part, so the caller
-//! should operate on exactly that path. The check is not atomic with the operation that
-//! follows: a process racing the agent (its own shell) could swap a directory for a
-//! symlink in between. Agent tools run sequentially, and the shell tool is not confined
-//! by this anyway; a kernel-enforced variant (`openat2` with `RESOLVE_BENEATH`) can
-//! replace this later without changing callers.
+//! should operate on exactly that path — and open it with [`Confined::open_read`] /
+//! [`Confined::open_write`], which have the kernel resolve it again beneath the root
+//! (`openat2` with `RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS`): a process racing the agent
+//! (its own shell) that swaps a directory for a symlink between the check and the open
+//! gets the open refused instead of redirected.
 
 use std::ffi::OsStr;
 use std::fs;
@@ -89,6 +89,8 @@ pub struct Confined {
     root: PathBuf,
     /// The root as given (made absolute), so absolute paths written that way match too.
     given_root: PathBuf,
+    /// The root, opened once: files are opened relative to it with `RESOLVE_BENEATH`.
+    dir: std::sync::Arc<std::os::fd::OwnedFd>,
 }
 
 impl Confined {
@@ -102,7 +104,20 @@ impl Confined {
         let given_root = std::path::absolute(given)
             .map(|p| normalize_absolute(&p))
             .unwrap_or_else(|_| root.clone());
-        Ok(Self { root, given_root })
+        let dir = rustix::fs::open(
+            &root,
+            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(|e| Escape::Io {
+            path: root.clone(),
+            source: e.into(),
+        })?;
+        Ok(Self {
+            root,
+            given_root,
+            dir: std::sync::Arc::new(dir),
+        })
     }
 
     /// The canonical worktree root.
@@ -254,6 +269,82 @@ fn is_git_component(component: &OsStr) -> bool {
     match lower.strip_prefix(".git") {
         Some(tail) => tail.chars().all(|c| c == '.' || c == ' '),
         None => false,
+    }
+}
+
+/// `openat2` resolution: never above the directory, never through `/proc` magic links.
+fn beneath_flags() -> rustix::fs::ResolveFlags {
+    rustix::fs::ResolveFlags::BENEATH | rustix::fs::ResolveFlags::NO_MAGICLINKS
+}
+
+impl Confined {
+    /// The path of `resolved` relative to the root (`.` for the root itself).
+    fn relative<'a>(&self, resolved: &'a Path) -> io::Result<&'a Path> {
+        let rel = resolved.strip_prefix(&self.root).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("{} is outside the worktree", resolved.display()),
+            )
+        })?;
+        Ok(if rel.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            rel
+        })
+    }
+
+    fn open_beneath(
+        &self,
+        resolved: &Path,
+        flags: rustix::fs::OFlags,
+        mode: rustix::fs::Mode,
+    ) -> io::Result<fs::File> {
+        let rel = self.relative(resolved)?;
+        let flags = flags | rustix::fs::OFlags::CLOEXEC | rustix::fs::OFlags::NOCTTY;
+        match rustix::fs::openat2(&*self.dir, rel, flags, mode, beneath_flags()) {
+            Ok(fd) => Ok(fs::File::from(fd)),
+            // Kernels before 5.6 have no openat2: the path check above is all there is.
+            Err(rustix::io::Errno::NOSYS) => {
+                let mut o = fs::OpenOptions::new();
+                use std::os::unix::fs::OpenOptionsExt;
+                o.custom_flags(
+                    (flags & !(rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::WRONLY)).bits()
+                        as i32,
+                );
+                o.mode(mode.bits())
+                    .read(!flags.contains(rustix::fs::OFlags::WRONLY))
+                    .write(flags.contains(rustix::fs::OFlags::WRONLY));
+                o.open(resolved)
+            }
+            Err(rustix::io::Errno::XDEV) => Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "{} resolves outside the worktree (it changed since it was checked)",
+                    resolved.display()
+                ),
+            )),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Open a path returned by [`Confined::resolve`] for reading; the kernel resolves it
+    /// beneath the root again, so a symlink swapped in since the check cannot lead out.
+    pub fn open_read(&self, resolved: &Path) -> io::Result<fs::File> {
+        self.open_beneath(
+            resolved,
+            rustix::fs::OFlags::RDONLY,
+            rustix::fs::Mode::empty(),
+        )
+    }
+
+    /// Open (create or truncate) a path returned by [`Confined::resolve`] for writing,
+    /// beneath the root like [`Confined::open_read`].
+    pub fn open_write(&self, resolved: &Path) -> io::Result<fs::File> {
+        self.open_beneath(
+            resolved,
+            rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CREATE | rustix::fs::OFlags::TRUNC,
+            rustix::fs::Mode::from_bits_truncate(0o644),
+        )
     }
 }
 

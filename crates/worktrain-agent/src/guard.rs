@@ -1,23 +1,29 @@
 //! File-tool confinement: every path the model names goes through a [`PathGuard`].
 //!
-//! [`WorktreeGuard`] is the default. The daemon may swap in another implementation (e.g.
-//! `worktrain-git`'s confinement) through `RunContext::with_guard`.
+//! [`WorktreeGuard`] is the one implementation worktrain uses: the rules of
+//! [`crate::confine::Confined`] (lexical `..` never above the root, absolute paths only
+//! inside it, symlinks resolved and never leading out or dangling, nothing in `.git` — not
+//! even reads), and files opened by the kernel *beneath* the worktree (`openat2` with
+//! `RESOLVE_BENEATH`), so a symlink swapped in between the check and the open still cannot
+//! lead outside.
 
-use std::ffi::OsString;
-use std::path::{Component, Path, PathBuf};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use crate::confine::{Confined, Escape};
 
 /// Why a path was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DenyReason {
-    /// The path contains `..`.
+    /// `..` leads above the worktree root.
     ParentComponent,
     /// An absolute path outside the worktree.
     OutsideWorktree,
     /// A symlink resolves outside the worktree (or dangles).
     SymlinkEscape,
-    /// A write inside `.git`.
+    /// The path is, or is inside, `.git`.
     GitDir,
-    /// Not a usable path (empty for a write, the worktree itself, unreadable root).
+    /// Not a usable path (empty for a write, the worktree itself, a NUL byte, unreadable).
     Invalid,
 }
 
@@ -25,12 +31,12 @@ impl DenyReason {
     /// What to tell the model.
     pub fn explain(self) -> &'static str {
         match self {
-            DenyReason::ParentComponent => "paths may not contain `..`",
+            DenyReason::ParentComponent => "the path leads above the worktree through `..`",
             DenyReason::OutsideWorktree => "the path is outside the worktree",
             DenyReason::SymlinkEscape => {
-                "the path resolves through a symlink to outside the worktree"
+                "the path resolves through a symlink to outside the worktree (or a dangling one)"
             }
-            DenyReason::GitDir => "writing inside .git is not allowed",
+            DenyReason::GitDir => "paths inside .git are not available to file tools",
             DenyReason::Invalid => "not a usable path",
         }
     }
@@ -55,7 +61,20 @@ impl PathDenied {
     }
 }
 
-/// Resolves paths named by the agent to real paths inside the worktree, or refuses them.
+impl From<&Escape> for DenyReason {
+    fn from(e: &Escape) -> Self {
+        match e {
+            Escape::DotDot { .. } => DenyReason::ParentComponent,
+            Escape::Outside { .. } => DenyReason::OutsideWorktree,
+            Escape::Symlink { .. } | Escape::DanglingSymlink { .. } => DenyReason::SymlinkEscape,
+            Escape::GitDir { .. } => DenyReason::GitDir,
+            Escape::Invalid { .. } | Escape::Io { .. } => DenyReason::Invalid,
+        }
+    }
+}
+
+/// Resolves paths named by the agent to real paths inside the worktree, or refuses them,
+/// and opens them.
 pub trait PathGuard: Send + Sync {
     /// The worktree root (canonical).
     fn root(&self) -> &Path;
@@ -63,108 +82,54 @@ pub trait PathGuard: Send + Sync {
     fn resolve_read(&self, p: &Path) -> Result<PathBuf, PathDenied>;
     /// A path that may be written (created, replaced, edited).
     fn resolve_write(&self, p: &Path) -> Result<PathBuf, PathDenied>;
+    /// Open a resolved path for reading.
+    fn open_read(&self, resolved: &Path) -> std::io::Result<File> {
+        File::open(resolved)
+    }
+    /// Open (create or truncate) a resolved path for writing.
+    fn open_write(&self, resolved: &Path) -> std::io::Result<File> {
+        File::create(resolved)
+    }
 }
 
-/// The default guard: relative paths (or absolute ones inside the root), no `..`,
-/// symlinks resolved (the longest existing prefix is canonicalised, dangling symlinks
-/// refused), no writes inside `.git`.
-///
-/// A symlink swapped in between the check and the use is not caught (a time-of-check
-/// race); the agent's shell tool is not confined by this guard at all — the worktree is
-/// a workspace, not a sandbox.
+/// The guard: [`Confined`]'s rules, and opens resolved by the kernel beneath the root.
 #[derive(Debug, Clone)]
 pub struct WorktreeGuard {
-    root: PathBuf,
-    given: PathBuf,
+    confined: Confined,
 }
 
 impl WorktreeGuard {
     /// A guard for `root`, which must exist.
-    pub fn new(root: impl Into<PathBuf>) -> std::io::Result<Self> {
-        let given = root.into();
-        let root = std::fs::canonicalize(&given)?;
-        Ok(Self { root, given })
-    }
-
-    fn resolve(&self, p: &Path) -> Result<PathBuf, PathDenied> {
-        if p.components().any(|c| matches!(c, Component::ParentDir)) {
-            return Err(PathDenied::new(p, DenyReason::ParentComponent));
-        }
-        let rel: PathBuf = if p.is_absolute() {
-            match p
-                .strip_prefix(&self.root)
-                .or_else(|_| p.strip_prefix(&self.given))
-            {
-                Ok(r) => r.to_path_buf(),
-                Err(_) => return Err(PathDenied::new(p, DenyReason::OutsideWorktree)),
-            }
-        } else {
-            p.to_path_buf()
-        };
-        let rel: PathBuf = rel
-            .components()
-            .filter(|c| matches!(c, Component::Normal(_)))
-            .collect();
-        let real = canonicalize_existing_prefix(&self.root.join(&rel))
-            .map_err(|reason| PathDenied::new(p, reason))?;
-        if !real.starts_with(&self.root) {
-            return Err(PathDenied::new(p, DenyReason::SymlinkEscape));
-        }
-        Ok(real)
-    }
-}
-
-/// Canonicalise the longest existing prefix of `path` and append the rest. A prefix
-/// that exists as an entry but cannot be canonicalised (a dangling symlink) is refused.
-fn canonicalize_existing_prefix(path: &Path) -> Result<PathBuf, DenyReason> {
-    let mut existing = path.to_path_buf();
-    let mut rest: Vec<OsString> = Vec::new();
-    loop {
-        match std::fs::canonicalize(&existing) {
-            Ok(mut real) => {
-                for part in rest.iter().rev() {
-                    real.push(part);
-                }
-                return Ok(real);
-            }
-            Err(_) => {
-                if std::fs::symlink_metadata(&existing).is_ok() {
-                    return Err(DenyReason::SymlinkEscape);
-                }
-                let Some(name) = existing.file_name().map(|n| n.to_os_string()) else {
-                    return Err(DenyReason::Invalid);
-                };
-                rest.push(name);
-                if !existing.pop() {
-                    return Err(DenyReason::Invalid);
-                }
-            }
-        }
+    pub fn new(root: impl AsRef<Path>) -> std::io::Result<Self> {
+        let confined = Confined::new(root).map_err(std::io::Error::other)?;
+        Ok(Self { confined })
     }
 }
 
 impl PathGuard for WorktreeGuard {
     fn root(&self) -> &Path {
-        &self.root
+        self.confined.root()
     }
 
     fn resolve_read(&self, p: &Path) -> Result<PathBuf, PathDenied> {
-        self.resolve(p)
+        self.confined
+            .resolve(p)
+            .map_err(|e| PathDenied::new(p, DenyReason::from(&e)))
     }
 
     fn resolve_write(&self, p: &Path) -> Result<PathBuf, PathDenied> {
-        let real = self.resolve(p)?;
-        let rel = real
-            .strip_prefix(&self.root)
-            .map_err(|_| PathDenied::new(p, DenyReason::OutsideWorktree))?;
-        match rel.components().next() {
-            None => Err(PathDenied::new(p, DenyReason::Invalid)),
-            Some(Component::Normal(first))
-                if first.to_string_lossy().eq_ignore_ascii_case(".git") =>
-            {
-                Err(PathDenied::new(p, DenyReason::GitDir))
-            }
-            Some(_) => Ok(real),
+        let real = self.resolve_read(p)?;
+        if real == self.confined.root() {
+            return Err(PathDenied::new(p, DenyReason::Invalid));
         }
+        Ok(real)
+    }
+
+    fn open_read(&self, resolved: &Path) -> std::io::Result<File> {
+        self.confined.open_read(resolved)
+    }
+
+    fn open_write(&self, resolved: &Path) -> std::io::Result<File> {
+        self.confined.open_write(resolved)
     }
 }

@@ -67,6 +67,21 @@ fn io_err(what: &str, rel: &str, e: std::io::Error) -> ToolOutput {
     ToolOutput::err(kind, format!("{what} {rel}: {e}"))
 }
 
+/// Read a resolved file through the guard (opened beneath the worktree).
+fn read_all(guard: &dyn PathGuard, real: &Path) -> std::io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    guard.open_read(real)?.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// Replace a resolved file's content through the guard (opened beneath the worktree).
+fn write_all(guard: &dyn PathGuard, real: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = guard.open_write(real)?;
+    f.write_all(bytes)?;
+    f.flush()
+}
+
 fn is_binary(bytes: &[u8]) -> bool {
     bytes.iter().take(8192).any(|b| *b == 0)
 }
@@ -92,7 +107,7 @@ fn read(input: &Value, guard: &dyn PathGuard, cfg: &ToolConfig) -> Result<ToolOu
         ));
     }
     refuse_hard_link(&real, &rel)?;
-    let bytes = std::fs::read(&real).map_err(|e| io_err("cannot read", &rel, e))?;
+    let bytes = read_all(guard, &real).map_err(|e| io_err("cannot read", &rel, e))?;
     if is_binary(&bytes) {
         return Err(ToolOutput::err(
             ToolErrorKind::InvalidArguments,
@@ -154,7 +169,7 @@ fn write(input: &Value, guard: &dyn PathGuard) -> Result<ToolOutput, ToolOutput>
         std::fs::create_dir_all(parent)
             .map_err(|e| io_err("cannot create directory for", &rel, e))?;
     }
-    std::fs::write(&real, a.content.as_bytes()).map_err(|e| io_err("cannot write", &rel, e))?;
+    write_all(guard, &real, a.content.as_bytes()).map_err(|e| io_err("cannot write", &rel, e))?;
     Ok(ToolOutput::ok(format!(
         "wrote {} bytes to {rel}",
         a.content.len()
@@ -180,7 +195,13 @@ fn edit(input: &Value, guard: &dyn PathGuard) -> Result<ToolOutput, ToolOutput> 
     let real = guard.resolve_write(Path::new(&a.path)).map_err(denied)?;
     let rel = rel_display(guard.root(), &real);
     refuse_hard_link(&real, &rel)?;
-    let text = std::fs::read_to_string(&real).map_err(|e| io_err("cannot read", &rel, e))?;
+    let bytes = read_all(guard, &real).map_err(|e| io_err("cannot read", &rel, e))?;
+    let text = String::from_utf8(bytes).map_err(|_| {
+        ToolOutput::err(
+            ToolErrorKind::InvalidArguments,
+            format!("edit_file: {rel} is not UTF-8 text"),
+        )
+    })?;
     let n = text.matches(a.old_string.as_str()).count();
     match n {
         0 => Err(ToolOutput::err(
@@ -191,7 +212,7 @@ fn edit(input: &Value, guard: &dyn PathGuard) -> Result<ToolOutput, ToolOutput> 
         )),
         1 => {
             let new = text.replacen(a.old_string.as_str(), &a.new_string, 1);
-            std::fs::write(&real, new.as_bytes()).map_err(|e| io_err("cannot write", &rel, e))?;
+            write_all(guard, &real, new.as_bytes()).map_err(|e| io_err("cannot write", &rel, e))?;
             Ok(ToolOutput::ok(format!(
                 "edited {rel}: replaced 1 occurrence"
             )))

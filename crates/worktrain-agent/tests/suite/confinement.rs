@@ -290,10 +290,29 @@ fn confines_a_real_session_worktree() {
     git(&repo, &["add", "."]);
     git(
         &repo,
-        &["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "init"],
+        &[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-q",
+            "-m",
+            "init",
+        ],
     );
     let wt = tmp.path().join("wt");
-    git(&repo, &["worktree", "add", "-q", "-b", "worktrain/s", wt.to_str().unwrap()]);
+    git(
+        &repo,
+        &[
+            "worktree",
+            "add",
+            "-q",
+            "-b",
+            "worktrain/s",
+            wt.to_str().unwrap(),
+        ],
+    );
     let c = Confined::new(&wt).unwrap();
     assert!(c.resolve("README.md").unwrap().exists());
     // The worktree's `.git` is a file pointing into the main repository.

@@ -102,11 +102,18 @@ fn confinement_rejects_escapes() {
     );
     assert_eq!(deny(g.resolve_write(Path::new(""))), DenyReason::Invalid);
 
-    // Allowed: reads of .git, paths inside, absolute paths inside, symlinks inside, new files.
+    // Reads inside .git are refused too (its config may hold credentials).
+    assert_eq!(
+        deny(g.resolve_read(Path::new(".git/config"))),
+        DenyReason::GitDir
+    );
+
+    // Allowed: paths inside (also through a `..` that stays inside), absolute paths
+    // inside, symlinks inside, new files.
     let root = std::fs::canonicalize(dir.path()).unwrap();
     assert_eq!(
-        g.resolve_read(Path::new(".git/config")).unwrap(),
-        root.join(".git/config")
+        g.resolve_read(Path::new("src/../src/a.txt")).unwrap(),
+        root.join("src/a.txt")
     );
     assert_eq!(
         g.resolve_read(&dir.path().join("src/a.txt")).unwrap(),
@@ -448,4 +455,108 @@ async fn file_tools_refuse_hard_links_to_outside_files() {
     .await;
     assert!(out.text.contains("rc=1"), "{}", out.text);
     assert!(!dir.path().join("mine.txt").exists());
+}
+
+/// The agent's own shell makes symlinks (to a file and to a directory outside, and to
+/// `.git`); the file tools refuse every way out: `..`, absolute paths, those symlinks,
+/// and `.git` for reading and writing.
+#[tokio::test]
+async fn real_tools_refuse_escapes_the_agents_own_shell_prepares() {
+    let dir = worktree();
+    std::fs::create_dir_all(dir.path().join(".git")).unwrap();
+    std::fs::write(dir.path().join(".git/config"), "[credential]\n").unwrap();
+    let out = call(
+        dir.path(),
+        "shell",
+        json!({"command": "ln -s /etc/hostname file-out && ln -s /etc dir-out && ln -s .git g && ln -s /nowhere dangling && echo made"}),
+    )
+    .await;
+    assert!(out.text.contains("made"), "{}", out.text);
+    let denied = [
+        ("read_file", json!({"path": "file-out"})),
+        ("read_file", json!({"path": "dir-out/hostname"})),
+        (
+            "write_file",
+            json!({"path": "dir-out/planted", "content": "x"}),
+        ),
+        ("write_file", json!({"path": "file-out", "content": "x"})),
+        ("write_file", json!({"path": "dangling", "content": "x"})),
+        (
+            "edit_file",
+            json!({"path": "file-out", "old_string": "a", "new_string": "b"}),
+        ),
+        ("read_file", json!({"path": "../outside.txt"})),
+        (
+            "write_file",
+            json!({"path": "src/../../outside.txt", "content": "x"}),
+        ),
+        ("read_file", json!({"path": "/etc/hostname"})),
+        (
+            "write_file",
+            json!({"path": "/tmp/planted.txt", "content": "x"}),
+        ),
+        ("read_file", json!({"path": ".git/config"})),
+        (
+            "write_file",
+            json!({"path": ".git/hooks/post-checkout", "content": "#!/bin/sh"}),
+        ),
+        ("read_file", json!({"path": "g/config"})),
+        ("write_file", json!({"path": "g/config", "content": "x"})),
+        ("list_files", json!({"path": "dir-out"})),
+        (
+            "search_files",
+            json!({"pattern": "root", "path": "dir-out"}),
+        ),
+    ];
+    for (tool, args) in &denied {
+        let out = call(dir.path(), tool, args.clone()).await;
+        assert_eq!(
+            out.error,
+            Some(ToolErrorKind::Denied),
+            "{tool} {args}: {}",
+            out.text
+        );
+    }
+    assert!(!Path::new("/etc/planted").exists());
+    assert!(!Path::new("/tmp/planted.txt").exists());
+    // Inside is fine, also by its absolute path.
+    let root = std::fs::canonicalize(dir.path()).unwrap();
+    let out = call(
+        dir.path(),
+        "write_file",
+        json!({"path": root.join("ok.txt").display().to_string(), "content": "fine"}),
+    )
+    .await;
+    assert_eq!(out.error, None, "{}", out.text);
+    assert_eq!(
+        std::fs::read_to_string(root.join("ok.txt")).unwrap(),
+        "fine"
+    );
+}
+
+/// A directory swapped for a symlink to outside between the check and the open (a race
+/// the agent's shell could run) is caught by the kernel: the open resolves beneath the
+/// worktree.
+#[test]
+fn a_symlink_swapped_in_after_the_check_cannot_redirect_the_open() {
+    let dir = worktree();
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret.txt"), "s3cret").unwrap();
+    std::fs::create_dir_all(dir.path().join("sub")).unwrap();
+    std::fs::write(dir.path().join("sub/secret.txt"), "mine").unwrap();
+    let g = WorktreeGuard::new(dir.path()).unwrap();
+    let read_path = g.resolve_read(Path::new("sub/secret.txt")).unwrap();
+    let write_path = g.resolve_write(Path::new("sub/new.txt")).unwrap();
+    // The swap.
+    std::fs::remove_dir_all(dir.path().join("sub")).unwrap();
+    std::os::unix::fs::symlink(outside.path(), dir.path().join("sub")).unwrap();
+    let e = g.open_read(&read_path).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied, "{e}");
+    let e = g.open_write(&write_path).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied, "{e}");
+    assert!(!outside.path().join("new.txt").exists());
+    assert_eq!(
+        std::fs::read_to_string(outside.path().join("secret.txt")).unwrap(),
+        "s3cret"
+    );
 }
