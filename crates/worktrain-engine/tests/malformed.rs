@@ -265,3 +265,46 @@ fn simulating_a_billion_node_workflow_is_cut_short_and_says_so() {
     assert!(matches!(e, SimError::TimeBudget { .. }), "{e:?}");
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
 }
+
+#[tokio::test]
+async fn a_compiled_workflow_over_the_blob_limit_is_a_workflow_error_not_an_artifact_error() {
+    use std::sync::Arc;
+    use worktrain_core::context::Limits;
+    use worktrain_core::token::Keyring;
+    use worktrain_engine::{Engine, StartRequest};
+    use worktrain_store::sqlite::SqliteOptions;
+    use worktrain_store::{EventStore, SqliteStore};
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn EventStore> = Arc::new(
+        SqliteStore::open(
+            &dir.path().join("w.db"),
+            SqliteOptions {
+                blob_limit: 1024,
+                ..SqliteOptions::default()
+            },
+        )
+        .await
+        .unwrap(),
+    );
+    let engine = Engine::new(
+        store,
+        Keyring::new([1; 32], "2026-01-01T00:00:00Z".into()),
+        Limits::default(),
+    );
+    let workflow = Catalog::default().resolve("coding-task").unwrap();
+    assert!(workflow.pinned.canonical.len() > 1024);
+    let e = engine
+        .start(StartRequest {
+            workflow,
+            goal: "g".into(),
+            workspace: None,
+            context: Default::default(),
+            mode: worktrain_core::event::SessionMode::Interactive,
+            parent: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::WorkflowInvalid, "{e:?}");
+    assert!(e.message.contains("compiled workflow"), "{}", e.message);
+    assert!(!e.hint.contains("artifacts"), "{}", e.hint);
+}
