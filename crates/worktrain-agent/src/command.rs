@@ -305,7 +305,10 @@ impl CmdRun<'_> {
                 });
             }
         };
-        let scope = match self.ctx.sandbox_scope(&cfg.sandbox) {
+        // The relay is this very binary: it must be visible wherever it is installed.
+        let mut policy = cfg.sandbox.clone();
+        policy.read_only.push(self.agent.worktrain_bin());
+        let scope = match self.ctx.sandbox_scope(&policy) {
             Ok(s) => s,
             Err(e) => return Err(self.fail(FailureReason::ConfigInvalid, e.to_string())),
         };
@@ -747,6 +750,9 @@ impl OutputBuffer {
 const MCP_CONFIG_FILE: &str = "worktrain-mcp.json";
 /// File name of the relay socket in the run's temp dir.
 const RELAY_SOCKET: &str = "worktrain-mcp.sock";
+/// How long a relay connection waits for the server's last answers after the agent
+/// closed its side.
+const RELAY_LINGER: Duration = Duration::from_secs(3);
 
 /// Aborts a task when dropped.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -809,8 +815,14 @@ async fn relay_one(stream: tokio::net::UnixStream, server: &RelayServer) -> std:
         let _ = to_agent.shutdown().await;
         r
     };
-    // The agent closing its side ends the server's input; the server's answers still
-    // flow until it closes its output. It is killed on drop after that.
-    let (up, down) = tokio::join!(upstream, downstream);
-    up.and(down).map(|_| ())
+    // The server closing its output ends the connection. The agent closing its side
+    // ends the server's input; the server's last answers may still be on their way, so
+    // they get a moment, then the server is killed (on drop).
+    tokio::pin!(upstream, downstream);
+    tokio::select! {
+        r = &mut downstream => return r.map(drop),
+        r = &mut upstream => { r?; }
+    }
+    let _ = tokio::time::timeout(RELAY_LINGER, &mut downstream).await;
+    Ok(())
 }

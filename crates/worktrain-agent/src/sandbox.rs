@@ -99,6 +99,10 @@ pub struct SandboxPolicy {
     /// Further paths the command may write (besides the worktree and its temp dir).
     #[serde(default)]
     pub read_write: Vec<PathBuf>,
+    /// Paths shown read-only even where they would be hidden (e.g. a program under the
+    /// host's `/tmp`, which the sandbox replaces).
+    #[serde(default)]
+    pub read_only: Vec<PathBuf>,
     /// Further paths hidden from the command (replaced by empty directories).
     #[serde(default)]
     pub hide: Vec<PathBuf>,
@@ -115,6 +119,7 @@ impl Default for SandboxPolicy {
             network: NetworkPolicy::Off,
             env: Vec::new(),
             read_write: Vec::new(),
+            read_only: Vec::new(),
             hide: Vec::new(),
         }
     }
@@ -463,6 +468,11 @@ impl SandboxScope {
         }
         for dir in &git.writable {
             push(&["--bind".as_ref(), dir.as_os_str(), dir.as_os_str()]);
+        }
+        for p in &self.policy.read_only {
+            if let Ok(real) = std::fs::canonicalize(p) {
+                push(&["--ro-bind".as_ref(), real.as_os_str(), real.as_os_str()]);
+            }
         }
         for p in &self.policy.read_write {
             if let Ok(real) = std::fs::canonicalize(p) {

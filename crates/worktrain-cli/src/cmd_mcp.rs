@@ -94,10 +94,20 @@ async fn relay(socket: &std::path::Path) -> Result<Exit, ApiError> {
         let _ = out.flush().await;
         r
     };
-    // The server closing its side ends the relay even while stdin stays open.
-    tokio::select! {
-        r = downstream => r.map(|_| Exit::Ok),
-        r = async { let up = upstream.await; std::future::pending::<()>().await; up } => r.map(|_| Exit::Ok),
-    }
-    .map_err(|e| ApiError::internal(format!("MCP relay: {e}")))
+    // The server closing its side ends the relay even while stdin stays open. After
+    // stdin ends, the server's last answers get a moment to arrive.
+    tokio::pin!(downstream);
+    let result = tokio::select! {
+        r = &mut downstream => r.map(drop),
+        r = upstream => match r {
+            Ok(_) => {
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(3), &mut downstream).await;
+                Ok(())
+            }
+            Err(e) => Err(e),
+        },
+    };
+    result
+        .map(|()| Exit::Ok)
+        .map_err(|e| ApiError::internal(format!("MCP relay: {e}")))
 }

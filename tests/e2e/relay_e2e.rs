@@ -1,0 +1,86 @@
+//! An external (`kind: command`) agent run by the real daemon, in the sandbox, advancing
+//! through the MCP relay: the script speaks MCP over `worktrain mcp --relay` exactly as
+//! its MCP config says, completes the step, and never sees worktrain's home.
+
+use serde_json::Value;
+
+use crate::daemon_rig::{Rig, RigSpec, of_kind};
+
+const AGENT: &str = r#"#!/usr/bin/env bash
+set -eu
+cat > /dev/null
+bin=$(jq -r '.mcpServers.worktrain.command' "$WORKTRAIN_MCP_CONFIG")
+sock=$(jq -r '.mcpServers.worktrain.args[2]' "$WORKTRAIN_MCP_CONFIG")
+echo "edited by a sandboxed external agent" > from-agent.txt
+ls -A "$HOME_UNDER_TEST" > "$OUT_DIR/home-view.txt" 2>&1 || true
+{
+  printf '%s\n' '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-03-26","capabilities":{},"clientInfo":{"name":"relay-e2e","version":"1"}}}'
+  sleep 0.5
+  printf '%s\n' '{"jsonrpc":"2.0","method":"notifications/initialized"}'
+  printf '%s\n' '{"jsonrpc":"2.0","id":2,"method":"tools/list"}'
+  sleep 0.5
+  printf '%s\n' '{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"complete_step","arguments":{"notes":"done through the relay"}}}'
+  sleep 3
+} | "$bin" mcp --relay "$sock" > "$OUT_DIR/mcp-out.jsonl"
+"#;
+
+#[test]
+fn an_external_agent_advances_through_the_relay_inside_the_sandbox() {
+    let rig = Rig::new(RigSpec::default());
+    let agent_dir = rig.env.dir().join("agentbin");
+    std::fs::create_dir_all(&agent_dir).unwrap();
+    let script = agent_dir.join("agent.sh");
+    std::fs::write(&script, AGENT).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let home = rig.env.home().display().to_string();
+    let config_path = rig.env.home().join("config.yaml");
+    let mut config = std::fs::read_to_string(&config_path).unwrap();
+    config.push_str(&format!(
+        "  relay:
+    kind: command
+    command:
+      program: {script}
+      prompt: stdin
+      env: {{HOME_UNDER_TEST: {home}, OUT_DIR: {out}}}
+      sandbox: {{network: off, read_write: [{out}]}}
+",
+        script = script.display(),
+        out = agent_dir.display(),
+    ));
+    std::fs::write(&config_path, config).unwrap();
+    let mut rig = rig;
+    rig.start_daemon();
+    let id = rig.spawn_in_repo("e2e-one", "relay goal", &["--agent", "relay"]);
+    let (code, results) = rig.await_all(&[&id], "60s");
+    let out = std::fs::read_to_string(agent_dir.join("mcp-out.jsonl")).unwrap_or_default();
+    assert_eq!(code, 0, "{results:#?}\nMCP: {out}\n{}", rig.log_tail());
+    // The MCP conversation went through the relay to the session-bound server.
+    let answers: Vec<Value> = out
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let listed = answers
+        .iter()
+        .find(|a| a["id"] == 2)
+        .unwrap_or_else(|| panic!("no tools/list answer: {out}"));
+    let names: Vec<&str> = listed["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert!(names.contains(&"complete_step"), "{names:?}");
+    let called = answers.iter().find(|a| a["id"] == 3).unwrap();
+    assert_ne!(called["result"]["isError"], true, "{called}");
+    // The engine recorded the step as completed by this run; the home was an empty
+    // directory to the agent.
+    let ev = rig.events(&id);
+    assert_eq!(of_kind(&ev, "step_completed").len(), 1, "{ev:#?}");
+    let home_view = std::fs::read_to_string(agent_dir.join("home-view.txt")).unwrap();
+    // Only the path down to its own worktree (mounted back) is there.
+    assert!(
+        home_view.lines().all(|l| l == "worktrees"),
+        "the agent saw worktrain's home: {home_view}"
+    );
+}
