@@ -404,6 +404,11 @@ agents:
 
     /// Start the daemon (`--bind 127.0.0.1:0`) and wait until it serves `/readyz`.
     pub fn start_daemon(&mut self) -> &Daemon {
+        self.start_daemon_with(&[])
+    }
+
+    /// [`Rig::start_daemon`] with extra environment variables.
+    pub fn start_daemon_with(&mut self, env: &[(&str, &str)]) -> &Daemon {
         assert!(self.daemon.is_none(), "a daemon is already running");
         let _ = std::fs::remove_file(self.env.home().join("daemon.pid"));
         let n = std::fs::read_dir(self.env.dir())
@@ -411,6 +416,7 @@ agents:
             .unwrap_or(0);
         let log = self.env.dir().join(format!("daemon-{n}.log"));
         let mut c = self.env.cmd(&["daemon", "--bind", "127.0.0.1:0"]);
+        c.envs(env.iter().copied());
         c.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(std::fs::File::create(&log).expect("log")));

@@ -18,7 +18,7 @@ mod daemon_rig;
 mod init;
 mod keys;
 mod malformed;
-mod relay_e2e;
+mod sandbox_e2e;
 mod run;
 mod session;
 mod store;

@@ -160,8 +160,16 @@ fn find_on_path(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// Environment variable naming the bwrap binary to use instead of the one on `PATH`
+/// (operators with bwrap elsewhere; tests simulate a machine without it).
+pub const BWRAP_ENV: &str = "WORKTRAIN_BWRAP";
+
 fn probe_now() -> SandboxSupport {
-    let Some(bwrap) = find_on_path("bwrap") else {
+    let found = match std::env::var_os(BWRAP_ENV) {
+        Some(p) => Some(PathBuf::from(p)).filter(|p| p.is_file()),
+        None => find_on_path("bwrap"),
+    };
+    let Some(bwrap) = found else {
         return SandboxSupport {
             available: false,
             bwrap: None,
