@@ -404,11 +404,16 @@ agents:
 
     /// Start the daemon (`--bind 127.0.0.1:0`) and wait until it serves `/readyz`.
     pub fn start_daemon(&mut self) -> &Daemon {
-        self.start_daemon_with(&[])
+        self.start(&[], true)
     }
 
-    /// [`Rig::start_daemon`] with extra environment variables.
+    /// [`Rig::start_daemon`] with extra environment variables; waits until `/readyz`
+    /// answers (ready or not) instead of until it is ready.
     pub fn start_daemon_with(&mut self, env: &[(&str, &str)]) -> &Daemon {
+        self.start(env, false)
+    }
+
+    fn start(&mut self, env: &[(&str, &str)], wait_ready: bool) -> &Daemon {
         assert!(self.daemon.is_none(), "a daemon is already running");
         let _ = std::fs::remove_file(self.env.home().join("daemon.pid"));
         let n = std::fs::read_dir(self.env.dir())
@@ -447,7 +452,11 @@ agents:
         wait_for(
             "/readyz",
             Duration::from_secs(20),
-            || self.try_get("/readyz").ok().filter(|v| v["ready"] == true),
+            || {
+                self.get_any("/readyz")
+                    .ok()
+                    .filter(|(_, v)| !wait_ready || v["ready"] == true)
+            },
             || self.log_tail(),
         );
         self.daemon.as_ref().expect("daemon")
@@ -471,6 +480,24 @@ agents:
             "{}{path}",
             self.daemon.as_ref().expect("daemon not started").url
         )
+    }
+
+    /// GET an API path: status and JSON body, whatever the status.
+    pub fn get_any(&self, path: &str) -> Result<(u16, Value), String> {
+        let url = self.url(path);
+        self.rt.block_on(async {
+            let r = self
+                .http
+                .get(&url)
+                .bearer_auth(&self.token)
+                .timeout(Duration::from_secs(30))
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            let status = r.status().as_u16();
+            let body: Value = r.json().await.map_err(|e| e.to_string())?;
+            Ok((status, body))
+        })
     }
 
     fn try_get(&self, path: &str) -> Result<Value, String> {

@@ -1,6 +1,8 @@
-//! An external (`kind: command`) agent run by the real daemon, in the sandbox, advancing
-//! through the MCP relay: the script speaks MCP over `worktrain mcp --relay` exactly as
-//! its MCP config says, completes the step, and never sees worktrain's home.
+//! The agent sandbox with the real daemon: an external (`kind: command`) agent advancing
+//! through the MCP relay (it speaks MCP over `worktrain mcp --relay` exactly as its MCP
+//! config says, completes the step, and never sees worktrain's home); and a machine
+//! without a usable sandbox, where the daemon says so and refuses to run agents
+//! unconfined unless a profile opts out.
 
 use serde_json::Value;
 
@@ -83,4 +85,60 @@ fn an_external_agent_advances_through_the_relay_inside_the_sandbox() {
         home_view.lines().all(|l| l == "worktrees"),
         "the agent saw worktrain's home: {home_view}"
     );
+}
+
+#[test]
+fn without_a_sandbox_the_daemon_says_so_and_runs_nothing_unconfined() {
+    let mut rig = Rig::new(RigSpec {
+        routes: vec![crate::daemon_rig::route(
+            "opted-out goal",
+            vec![crate::daemon_rig::complete("done unconfined")],
+        )],
+        ..RigSpec::default()
+    });
+    // A second profile that explicitly opts out.
+    let config_path = rig.env.home().join("config.yaml");
+    let config = std::fs::read_to_string(&config_path).unwrap();
+    let opted_out = config
+        .split("agents:\n")
+        .nth(1)
+        .unwrap()
+        .replacen("  default:", "  unconfined:", 1)
+        .replace(
+            "    settings:\n",
+            "    settings:\n      sandbox: {mode: off}\n",
+        );
+    std::fs::write(&config_path, format!("{config}{opted_out}")).unwrap();
+    rig.start_daemon_with(&[("WORKTRAIN_BWRAP", "/nonexistent/bwrap")]);
+
+    let (status, ready) = rig.get_any("/readyz").unwrap();
+    assert_eq!(status, 503, "{ready}");
+    assert_eq!(ready["ready"], false, "{ready}");
+    assert_eq!(ready["sandbox"]["available"], false, "{ready}");
+    assert!(
+        ready["sandbox"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("bubblewrap"),
+        "{ready}"
+    );
+    assert!(rig.log_tail().contains("UNAVAILABLE"), "{}", rig.log_tail());
+
+    // The default profile requires the sandbox: its run fails at once, saying why.
+    let id = rig.spawn_in_repo("e2e-one", "confined goal", &[]);
+    let (_, results) = rig.await_all(&[&id], "30s");
+    let r = &results[0];
+    assert_eq!(r["outcome"], "failed", "{r:#}");
+    assert_eq!(r["failure"], "config_invalid", "{r:#}");
+    assert!(
+        r["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("sandbox is unavailable"),
+        "{r:#}"
+    );
+    // The explicit opt-out runs.
+    let id = rig.spawn_in_repo("e2e-one", "opted-out goal", &["--agent", "unconfined"]);
+    let (code, results) = rig.await_all(&[&id], "30s");
+    assert_eq!(code, 0, "{results:#?}\n{}", rig.log_tail());
 }
