@@ -23,4 +23,5 @@ mod sandbox_e2e;
 mod session;
 mod store;
 mod workflow;
+mod workflow_import;
 mod workflow_tools;

@@ -219,6 +219,9 @@ pub enum WorkflowCommand {
     /// Walk a workflow without an agent, with scripted context, decisions and artifacts,
     /// and print the path it takes (exit 6 when a step blocks, 1 on the node limit).
     Simulate(SimulateArgs),
+    /// Convert WorkRail workflows into worktrain workflows, with a report per file:
+    /// converted, converted with notes, failed (exit 6) or skipped.
+    Import(ImportArgs),
 }
 
 /// A `--workspace` option.
@@ -305,6 +308,27 @@ pub struct SimulateArgs {
     /// Project directory whose .worktrain/workflows is searched.
     #[arg(long, value_name = "DIR")]
     pub workspace: Option<PathBuf>,
+}
+
+/// `workflow import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// WorkRail workflow files, or directories searched recursively for .json files.
+    #[arg(required = true, value_name = "FILE|DIR")]
+    pub paths: Vec<PathBuf>,
+    /// The format the files are written in.
+    #[arg(long, default_value = "workrail", value_parser = ["workrail"])]
+    pub from: String,
+    /// Where to write the converted workflows (default: .worktrain/workflows of the
+    /// current repository, where the catalog finds them).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// A directory of WorkRail routines that template calls may expand (repeatable).
+    #[arg(long = "routines", value_name = "DIR")]
+    pub routines: Vec<PathBuf>,
+    /// Convert and check everything, but write nothing.
+    #[arg(long)]
+    pub check: bool,
 }
 
 /// `worktrain session …`.

@@ -1,4 +1,4 @@
-//! `worktrain workflow list|show|validate|schema|graph|lint|simulate`.
+//! `worktrain workflow list|show|validate|schema|graph|lint|simulate|import`.
 
 use serde_json::json;
 use worktrain_core::compile::ConfirmationRule;
@@ -26,6 +26,7 @@ pub fn run(ctx: &Ctx, cmd: WorkflowCommand) -> Result<Exit, ApiError> {
         WorkflowCommand::Graph(args) => graph(ctx, &args),
         WorkflowCommand::Lint(args) => lint(ctx, &args),
         WorkflowCommand::Simulate(args) => simulate(ctx, &args),
+        WorkflowCommand::Import(args) => import(ctx, &args),
     }
 }
 
@@ -607,5 +608,150 @@ fn simulate(ctx: &Ctx, args: &crate::cli::SimulateArgs) -> Result<Exit, ApiError
         Exit::Ok
     } else {
         Exit::Failure
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// import (docs/workflows.md, "Coming from WorkRail")
+
+fn import(ctx: &Ctx, args: &crate::cli::ImportArgs) -> Result<Exit, ApiError> {
+    use worktrain_workrail::{Status, Written, read_inputs, write};
+    let read = |p: &std::path::Path| {
+        read_inputs(p).map_err(|e| {
+            ApiError::new(
+                worktrain_core::ErrorCode::WorkflowNotFound,
+                e.to_string(),
+                worktrain_core::Retry::AfterFix,
+                "pass WorkRail workflow files (.json) or directories holding them",
+            )
+        })
+    };
+    let mut inputs = Vec::new();
+    for p in &args.paths {
+        inputs.extend(read(p)?);
+    }
+    let mut routines = Vec::new();
+    for p in &args.routines {
+        routines.extend(read(p)?);
+    }
+    // A single workflow file finds the routines beside it, as WorkRail's own layout keeps them.
+    for p in &args.paths {
+        if p.is_file()
+            && let Some(dir) = p
+                .parent()
+                .map(|d| d.join("routines"))
+                .filter(|d| d.is_dir())
+            && let Ok(found) = read_inputs(&dir)
+        {
+            routines.extend(found);
+        }
+    }
+    let out_dir = match &args.out {
+        Some(d) => d.clone(),
+        None => {
+            let cwd = std::env::current_dir().map_err(|e| {
+                ApiError::internal(format!("cannot read the current directory: {e}"))
+            })?;
+            worktrain_engine::catalog::project_root(&cwd)
+                .join(".worktrain")
+                .join("workflows")
+        }
+    };
+    let mut outcomes = worktrain_workrail::import(&inputs, &routines);
+    let mut write_failed = false;
+    for o in &mut outcomes {
+        let Some(output) = &o.output else { continue };
+        let target = out_dir.join(&output.file_name);
+        o.report.output = Some(target.display().to_string());
+        if args.check {
+            continue;
+        }
+        match write(&out_dir, output) {
+            Ok(Written::Wrote(_)) => {}
+            Ok(Written::Refused(path)) => {
+                write_failed = true;
+                o.report.status = Status::Failed;
+                o.report.reason = Some(format!(
+                    "{} exists and was not written by `worktrain workflow import`; move it away or pass another --out",
+                    path.display()
+                ));
+                o.report.output = None;
+            }
+            Err(e) => {
+                write_failed = true;
+                o.report.status = Status::Failed;
+                o.report.reason = Some(format!("cannot write {}: {e}", target.display()));
+                o.report.output = None;
+            }
+        }
+    }
+    let count = |s: Status| outcomes.iter().filter(|o| o.report.status == s).count();
+    let failed = count(Status::Failed);
+    if ctx.out.json {
+        let reports: Vec<&worktrain_workrail::FileReport> =
+            outcomes.iter().map(|o| &o.report).collect();
+        ctx.out.json(&json!({
+            "from": args.from,
+            "check": args.check,
+            "out": out_dir,
+            "files": reports,
+            "converted": count(Status::Converted),
+            "converted_with_notes": count(Status::ConvertedWithNotes),
+            "failed": failed,
+            "skipped": count(Status::Skipped),
+        }));
+    } else {
+        for o in &outcomes {
+            let r = &o.report;
+            let id = r
+                .workflow
+                .as_deref()
+                .map(|w| format!(" ({w})"))
+                .unwrap_or_default();
+            say!("{:<21} {}{id}", r.status.as_str(), r.source);
+            if let Some(reason) = &r.reason {
+                say!("    reason: {reason}");
+            }
+            if let Some(out) = &r.output {
+                say!(
+                    "    {} {out}",
+                    if args.check { "would write" } else { "wrote" }
+                );
+            }
+            if let Some(c) = &r.checks
+                && c.valid
+            {
+                say!(
+                    "    checks: valid; lint {} error(s), {} warning(s); simulation {} ({} steps)",
+                    c.lint_errors.len(),
+                    c.lint_warnings.len(),
+                    if c.simulated {
+                        "completes"
+                    } else {
+                        "does not complete"
+                    },
+                    c.simulated_steps
+                );
+            }
+            for n in &r.notes {
+                say!("    - {n}");
+            }
+        }
+        say!(
+            "{} converted, {} converted with notes, {failed} failed, {} skipped{}",
+            count(Status::Converted),
+            count(Status::ConvertedWithNotes),
+            count(Status::Skipped),
+            if args.check {
+                " (--check: nothing written)"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(if failed > 0 || write_failed {
+        Exit::Invalid
+    } else {
+        Exit::Ok
     })
 }
