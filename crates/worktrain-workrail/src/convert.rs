@@ -835,10 +835,15 @@ fn standard_step(
                     });
                     notes.add(NoteKind::Mapped, format!("{at}.outputContract"), "`wr.contracts.loop_control` became the loop's decision step (`loop_control` artifact: {\"kind\": \"loop_control\", \"decision\": \"continue\"|\"stop\"}; WorkRail's kind is `wr.loop_control`)");
                 }
-                Some(_) => notes.add(
+                Some(InLoop { decision: Some(_), .. }) => notes.add(
                     NoteKind::Differs,
                     format!("{at}.outputContract"),
                     "a second `wr.loop_control` step in the same loop: worktrain loops have one decision step (the last one); this step's artifact is not checked and does not end the loop",
+                ),
+                Some(InLoop { decision: None, .. }) => notes.add(
+                    NoteKind::Inconsistent,
+                    format!("{at}.outputContract"),
+                    "the loop is driven by its condition or count, so WorkRail ignores this `wr.loop_control` artifact; the converted step does not check it either",
                 ),
                 None => notes.add(
                     NoteKind::Differs,

@@ -25,13 +25,18 @@ fn rel(location: &str) -> String {
     p.strip_prefix(&root).unwrap().display().to_string()
 }
 
-/// Import the whole corpus directory, as `worktrain workflow import <corpus>` does.
+/// Import the whole corpus directory, as `worktrain workflow import <corpus>` does (once
+/// per test run: every conversion is also linted, which explores every routing).
 pub fn import_corpus() -> Vec<(String, Outcome)> {
-    let inputs = read_inputs(Path::new(CORPUS)).unwrap();
-    import(&inputs, &[])
-        .into_iter()
-        .map(|o| (rel(&o.report.source), o))
-        .collect()
+    static ONCE: std::sync::OnceLock<Vec<(String, Outcome)>> = std::sync::OnceLock::new();
+    ONCE.get_or_init(|| {
+        let inputs = read_inputs(Path::new(CORPUS)).unwrap();
+        import(&inputs, &[])
+            .into_iter()
+            .map(|o| (rel(&o.report.source), o))
+            .collect()
+    })
+    .clone()
 }
 
 /// The expected outcome of every file of the corpus.

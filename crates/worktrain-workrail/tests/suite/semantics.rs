@@ -199,6 +199,24 @@ fn loop_control_mismatches_are_reported() {
         "no step of its body produces one: WorkRail runs all 2 passes",
     );
     assert!(yaml(&o).contains("for: 2"));
+    // A loop_control step in a loop driven by its count: WorkRail ignores the artifact.
+    let d = doc(
+        json!([{"id": "n", "type": "loop", "title": "N", "loop": {"type": "for", "count": 2, "maxIterations": 2},
+        "body": [{"id": "d", "title": "D", "prompt": "D.", "outputContract": {"contractRef": "wr.contracts.loop_control"}}]}]),
+    );
+    let o = imp(&d);
+    has_note(
+        &o,
+        NoteKind::Inconsistent,
+        "steps[0].body[0].outputContract",
+        "WorkRail ignores this `wr.loop_control` artifact",
+    );
+    assert!(!yaml(&o).contains("loop_control"));
+    let s = script(vec![("d", vec![decide("stop")])]);
+    assert_eq!(
+        compare_text("t.json", &d.to_string(), json!({}), &s),
+        ["d", "d"]
+    );
 }
 
 #[test]
