@@ -82,6 +82,62 @@ pub enum Command {
     /// Session worktrees (read-only inventory and cleanup; works without the daemon).
     #[command(subcommand)]
     Worktree(WorktreeCommand),
+    /// Triggers (triggers.yml): webhooks, polls and schedules that start sessions.
+    #[command(subcommand)]
+    Trigger(TriggerCommand),
+}
+
+/// `worktrain trigger …`.
+#[derive(Debug, Subcommand)]
+pub enum TriggerCommand {
+    /// The active triggers, their decision counts and the last load error (from the
+    /// running daemon; without one, from the file).
+    List,
+    /// Check triggers.yml exactly as the daemon loads it (variables from the environment).
+    Validate {
+        /// The file (default: `daemon.triggers_file`, i.e. $WORKTRAIN_HOME/triggers.yml).
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
+    /// Print the decision a trigger would make for a payload; nothing is dispatched or
+    /// recorded (works without the daemon).
+    Test {
+        /// Trigger id.
+        id: String,
+        /// The event's JSON payload.
+        #[arg(long, value_name = "FILE")]
+        payload: PathBuf,
+        /// The event name (GitHub `X-GitHub-Event`, e.g. `issues`; GitLab `X-Gitlab-Event`).
+        #[arg(long, value_name = "EVENT")]
+        event: Option<String>,
+        /// The triggers file (default as for `validate`).
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
+    /// Run a trigger now through the daemon: a schedule fires; other triggers process
+    /// `--payload` as if it had been delivered (authenticated by the API token).
+    Fire {
+        /// Trigger id.
+        id: String,
+        /// The event's JSON payload (not needed for schedules).
+        #[arg(long, value_name = "FILE")]
+        payload: Option<PathBuf>,
+        /// The event name.
+        #[arg(long, value_name = "EVENT")]
+        event: Option<String>,
+    },
+    /// The decisions of a trigger, oldest of the page first (dispatched, filtered with the
+    /// failed condition, duplicate, signature rejected, …).
+    Log {
+        /// Trigger id.
+        id: String,
+        /// How many (newest).
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Only this kind (`filtered`, `dispatched`, …).
+        #[arg(long, value_name = "KIND")]
+        decision: Option<String>,
+    },
 }
 
 /// `worktrain daemon`.

@@ -15,6 +15,9 @@ use worktrain_daemon::auth::ApiToken;
 use worktrain_daemon::pidfile::PidLock;
 use worktrain_daemon::server::Server;
 use worktrain_daemon::supervisor::Supervisor;
+use worktrain_daemon::triggers::SupervisorHost;
+use worktrain_triggers::env::EnvSource;
+use worktrain_triggers::runtime::{Runtime, SystemClock};
 
 use crate::Ctx;
 use crate::cli::DaemonArgs;
@@ -50,7 +53,8 @@ async fn signalled() {
 
 pub async fn run(ctx: &Ctx, args: DaemonArgs) -> Result<Exit, ApiError> {
     let config = ctx.config()?;
-    let engine = Arc::new(ctx.engine().await?);
+    let (engine, store) = ctx.engine_with_store().await?;
+    let engine = Arc::new(engine);
     let agents = worktrain_daemon::profiles::build(
         &config.agents,
         ctx.home.root(),
@@ -98,6 +102,22 @@ pub async fn run(ctx: &Ctx, args: DaemonArgs) -> Result<Exit, ApiError> {
     } else {
         tracing::warn!(detail = %sandbox.detail, "agent sandbox unavailable; every profile opted out (sandbox: {{mode: off}})");
     }
+    // Triggers: an invalid file at start-up is fatal (there is no previous index to keep);
+    // later edits are hot-reloaded, and an invalid edit keeps the running triggers.
+    let triggers_file = crate::cmd_trigger::triggers_path(ctx, &config);
+    let triggers = Runtime::new(
+        store,
+        SupervisorHost::new(supervisor.clone()),
+        Arc::new(SystemClock),
+        Some(triggers_file),
+        EnvSource::Process,
+    );
+    if let Some(e) = triggers.status().error {
+        return Err(invalid(
+            e.to_string(),
+            "fix triggers.yml (`worktrain trigger validate` checks it), or move it away",
+        ));
+    }
     let server = Server::bind(supervisor.clone(), token, &bind)
         .await
         .map_err(|e| {
@@ -105,7 +125,8 @@ pub async fn run(ctx: &Ctx, args: DaemonArgs) -> Result<Exit, ApiError> {
                 e.to_string(),
                 "choose another --bind address (or daemon.bind in config.yaml)",
             )
-        })?;
+        })?
+        .with_triggers(triggers.clone());
     let addr = server
         .local_addr()
         .map_err(|e| ApiError::internal(e.to_string()))?;
@@ -127,6 +148,7 @@ pub async fn run(ctx: &Ctx, args: DaemonArgs) -> Result<Exit, ApiError> {
     }
 
     let sup_task = tokio::spawn(supervisor.clone().run());
+    let triggers_task = tokio::spawn(triggers.clone().run(supervisor.stopping()));
     let stopping = supervisor.stopping();
     let sup_for_signal = supervisor.clone();
     let shutdown = async move {
@@ -140,6 +162,9 @@ pub async fn run(ctx: &Ctx, args: DaemonArgs) -> Result<Exit, ApiError> {
     supervisor.shutdown();
     if let Err(e) = sup_task.await {
         error!(error = %e, "the supervisor task failed");
+    }
+    if let Err(e) = triggers_task.await {
+        error!(error = %e, "the triggers task failed");
     }
     drop(lock);
     match served {

@@ -16,6 +16,7 @@ mod cmd_daemon;
 mod cmd_mcp;
 mod cmd_run;
 mod cmd_session;
+mod cmd_trigger;
 mod cmd_workflow;
 mod cmd_worktree;
 mod output;
@@ -155,6 +156,7 @@ async fn dispatch(cli: Cli, out: Out) -> Result<Exit, ApiError> {
         Command::Status => cmd_coord::status(&ctx).await,
         Command::KillAll => cmd_coord::kill_all(&ctx).await,
         Command::Worktree(cmd) => cmd_worktree::run(&ctx, cmd).await,
+        Command::Trigger(cmd) => cmd_trigger::run(&ctx, cmd).await,
     }
 }
 
@@ -178,6 +180,14 @@ impl Ctx {
 
     /// Open the store and engine; the home must be initialised.
     pub async fn engine(&self) -> Result<Engine, ApiError> {
+        let (engine, _) = self.engine_with_store().await?;
+        Ok(engine)
+    }
+
+    /// The engine and its store (the daemon also keeps trigger state in it).
+    pub async fn engine_with_store(
+        &self,
+    ) -> Result<(Engine, Arc<dyn worktrain_store::Store>), ApiError> {
         if !self.home.is_initialised() {
             return Err(ApiError::new(
                 ErrorCode::InvalidInput,
@@ -189,7 +199,7 @@ impl Ctx {
         let config = self.config()?;
         let keyring = self.home.keyring().map_err(home_error)?;
         let store = self.open_store(&config).await?;
-        Ok(Engine::new(store, keyring, config.limits))
+        Ok((Engine::new(store.clone(), keyring, config.limits), store))
     }
 
     /// Open the configured store (see [`Home::store_url`]).

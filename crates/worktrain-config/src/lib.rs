@@ -23,6 +23,8 @@ pub const DATABASE_FILE: &str = "worktrain.db";
 pub const KEYRING_FILE: &str = "keyring.json";
 /// Bearer token for the HTTP API (0600).
 pub const API_TOKEN_FILE: &str = "api-token";
+/// Triggers (webhooks, polls, schedules), hot-reloaded by the daemon.
+pub const TRIGGERS_FILE: &str = "triggers.yml";
 /// User workflows directory.
 pub const WORKFLOWS_DIR: &str = "workflows";
 
@@ -67,6 +69,10 @@ pub struct DaemonSettings {
     pub request_timeout_secs: u64,
     /// Worktree policy.
     pub worktrees: WorktreeSettings,
+    /// The triggers file, relative to the home directory unless absolute (hot-reloaded).
+    pub triggers_file: std::path::PathBuf,
+    /// Largest webhook body, in bytes (GitHub sends up to 25 MB).
+    pub webhook_body_limit_bytes: usize,
 }
 
 impl Default for DaemonSettings {
@@ -83,6 +89,8 @@ impl Default for DaemonSettings {
             body_limit_bytes: 1024 * 1024,
             request_timeout_secs: 30,
             worktrees: WorktreeSettings::default(),
+            triggers_file: std::path::PathBuf::from(TRIGGERS_FILE),
+            webhook_body_limit_bytes: 25 * 1024 * 1024,
         }
     }
 }

@@ -26,6 +26,12 @@ pub enum HttpCode {
     RequestTimeout,
     /// The daemon is shutting down.
     ShuttingDown,
+    /// `POST /webhooks/<id>` for an id that is not a webhook trigger.
+    TriggerNotFound,
+    /// A webhook's signature or token is missing, malformed, wrong or stale.
+    SignatureRejected,
+    /// An authenticated webhook whose body is not a usable event.
+    InvalidPayload,
 }
 
 impl HttpCode {
@@ -39,6 +45,9 @@ impl HttpCode {
             HttpCode::UnsupportedMediaType => "unsupported_media_type",
             HttpCode::RequestTimeout => "request_timeout",
             HttpCode::ShuttingDown => "shutting_down",
+            HttpCode::TriggerNotFound => "trigger_not_found",
+            HttpCode::SignatureRejected => "signature_rejected",
+            HttpCode::InvalidPayload => "invalid_payload",
         }
     }
 }

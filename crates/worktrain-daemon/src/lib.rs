@@ -18,6 +18,7 @@ pub mod api;
 pub mod auth;
 pub mod errors;
 pub mod extract;
+pub mod hooks;
 pub mod mcp;
 pub mod metrics;
 pub mod orphans;
@@ -26,6 +27,7 @@ pub mod profiles;
 pub mod server;
 pub mod sse;
 pub mod supervisor;
+pub mod triggers;
 pub mod views;
 pub mod worktrees;
 

@@ -179,6 +179,12 @@ impl Server {
         self
     }
 
+    /// Serve the trigger runtime's routes too.
+    pub fn with_triggers(mut self, rt: Arc<worktrain_triggers::runtime::Runtime>) -> Self {
+        self.state = self.state.with_triggers(rt);
+        self
+    }
+
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> Result<SocketAddr, ServeError> {
         self.listener.local_addr().map_err(ServeError::Serve)

@@ -26,7 +26,7 @@ use worktrain_core::event::EventBody;
 use worktrain_core::ids::SessionId;
 use worktrain_core::projection::SessionSummary;
 use worktrain_core::run::{
-    FailureReason, InterruptReason, RequeueReason, RunEnd, RunLimits, RunState,
+    FailureReason, HookPoint, InterruptReason, RequeueReason, RunEnd, RunLimits, RunState,
 };
 use worktrain_engine::{DispatchRequest, Dispatched, Engine, Reply, SessionRef, store_error};
 use worktrain_store::LeaseRenewal;
@@ -90,6 +90,9 @@ pub struct Supervisor {
     killing: AtomicBool,
     /// Bumped by each kill switch; a claim that raced one stops its own run.
     kill_epoch: AtomicU64,
+    /// Running caps of configured triggers (from triggers.yml; `max_per_trigger` in
+    /// config.yaml wins).
+    trigger_caps: std::sync::RwLock<BTreeMap<String, usize>>,
     /// Counters.
     pub metrics: Metrics,
     /// Secret values redacted from everything agents see or record: the API token, the
@@ -134,6 +137,7 @@ impl Supervisor {
             stopping: CancellationToken::new(),
             killing: AtomicBool::new(false),
             kill_epoch: AtomicU64::new(0),
+            trigger_caps: std::sync::RwLock::new(BTreeMap::new()),
             metrics: Metrics::default(),
             secrets: Mutex::new(home_secrets(&home_for_secrets)),
         })
@@ -188,6 +192,38 @@ impl Supervisor {
                 last_heartbeat_ms: r.beat.get(),
             })
             .collect()
+    }
+
+    /// Set the running caps of configured triggers (on every triggers.yml reload).
+    pub fn set_trigger_caps(&self, caps: BTreeMap<String, usize>) {
+        *self
+            .trigger_caps
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = caps;
+        self.wake();
+    }
+
+    fn trigger_cap(&self, trigger: &str) -> Option<usize> {
+        self.settings
+            .max_per_trigger
+            .get(trigger)
+            .copied()
+            .or_else(|| {
+                self.trigger_caps
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .get(trigger)
+                    .copied()
+            })
+    }
+
+    /// Runs of `trigger` waiting in the queue.
+    pub async fn queued_for_trigger(&self, trigger: &str) -> Result<usize, ApiError> {
+        let queue = self.engine.store().queue().await.map_err(store_error)?;
+        Ok(queue
+            .iter()
+            .filter(|r| r.state == RunState::Queued && r.trigger.as_deref() == Some(trigger))
+            .count())
     }
 
     /// Ask the scheduler to look at the queue now.
@@ -454,11 +490,8 @@ impl Supervisor {
             if self.settings.max_per_workspace > 0 && same_ws >= self.settings.max_per_workspace {
                 continue;
             }
-            if let Some(cap) = row
-                .trigger
-                .as_ref()
-                .and_then(|t| self.settings.max_per_trigger.get(t))
-                && same_trigger >= *cap
+            if let Some(cap) = row.trigger.as_ref().and_then(|t| self.trigger_cap(t))
+                && same_trigger >= cap
             {
                 continue;
             }
@@ -599,9 +632,47 @@ impl Supervisor {
                 None,
             ),
             Ok((dir, handle)) => {
-                let outcome = self
-                    .execute(id, &summary, dir, handle.clone(), cancel, steering, beat)
-                    .await;
+                let hooks = run.as_ref().and_then(|r| r.trigger.hooks.clone());
+                let before = match &hooks {
+                    Some(h) => {
+                        self.before_hooks(id, h, run_no, &dir, self.sandbox_mode(&summary))
+                            .await
+                    }
+                    None => Ok(()),
+                };
+                let outcome = match before {
+                    Err(detail) => RunOutcome::Failed {
+                        reason: FailureReason::HookFailed,
+                        detail,
+                        stats: Default::default(),
+                    },
+                    Ok(()) => {
+                        let outcome = self
+                            .execute(
+                                id,
+                                &summary,
+                                dir.clone(),
+                                handle.clone(),
+                                cancel,
+                                steering,
+                                beat,
+                            )
+                            .await;
+                        if let Some(h) = &hooks {
+                            // Recorded; its failure does not change the outcome.
+                            let _ = crate::hooks::run(
+                                &self.engine,
+                                id,
+                                h,
+                                HookPoint::AfterRun,
+                                &dir,
+                                (self.sandbox_mode(&summary), &self.home),
+                            )
+                            .await;
+                        }
+                        outcome
+                    }
+                };
                 let (end, reason, detail) = match outcome {
                     RunOutcome::Completed { .. } => (RunEnd::Completed, None, None),
                     RunOutcome::Parked { .. } => (RunEnd::Parked, None, None),
@@ -674,6 +745,19 @@ impl Supervisor {
                 (false, RunEnd::Completed) => Some(true),
                 (false, RunEnd::Failed | RunEnd::Cancelled) => Some(false),
             };
+            if finish == Some(true)
+                && let Some(hooks) = run.as_ref().and_then(|r| r.trigger.hooks.as_ref())
+            {
+                let _ = crate::hooks::run(
+                    &self.engine,
+                    id,
+                    hooks,
+                    HookPoint::BeforeRemove,
+                    &h.path,
+                    (self.sandbox_mode(&summary), &self.home),
+                )
+                .await;
+            }
             if let Some(succeeded) = finish
                 && let Err(e) = h.finish(succeeded).await
             {
@@ -688,6 +772,35 @@ impl Supervisor {
         lock(&self.runs).remove(&id);
         info!(session_id = %id, end = ?end, reason = reason.map(|r| r.as_str()), interrupted, "run ended");
         self.wake();
+    }
+
+    /// `setup` (first run only) and `before_run`; the first failure fails the run.
+    async fn before_hooks(
+        &self,
+        id: SessionId,
+        hooks: &worktrain_core::run::WorkspaceHooks,
+        run_no: u32,
+        dir: &Path,
+        mode: worktrain_agent::sandbox::SandboxMode,
+    ) -> Result<(), String> {
+        let sb = (mode, self.home.as_path());
+        if run_no <= 1 {
+            crate::hooks::run(&self.engine, id, hooks, HookPoint::Setup, dir, sb).await?;
+        }
+        crate::hooks::run(&self.engine, id, hooks, HookPoint::BeforeRun, dir, sb).await
+    }
+
+    /// The sandbox mode of the run's agent profile (hooks run like the agent's commands).
+    fn sandbox_mode(&self, summary: &SessionSummary) -> worktrain_agent::sandbox::SandboxMode {
+        let name = summary
+            .run
+            .as_ref()
+            .map(|r| r.agent.clone())
+            .unwrap_or_else(|| self.settings.default_agent.clone());
+        self.agents
+            .get(&name)
+            .map(|a| a.sandbox_mode())
+            .unwrap_or_default()
     }
 
     async fn prepare(

@@ -18,6 +18,7 @@
 //! [`lockfile`]'s policy. All calls are blocking. `docs/worktrees.md` describes the
 //! layout and rules; `docs/decisions/0007-worktrees.md` the choices behind them.
 
+mod clone;
 mod deliver;
 mod error;
 pub mod lockfile;
@@ -25,6 +26,7 @@ mod names;
 mod snapshot;
 mod worktrees;
 
+pub use clone::{clone_dir_name, ensure_clone};
 pub use deliver::{Pushed, compose_message};
 pub use error::{Error, Result};
 pub use git2::Oid;

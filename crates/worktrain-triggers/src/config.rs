@@ -706,7 +706,7 @@ pub struct TriggerDef {
 }
 
 /// Where sessions work, resolved.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Workspace {
     /// A local directory.

@@ -17,5 +17,6 @@ pub mod env;
 pub mod expr;
 pub mod inbound;
 pub mod rules;
+pub mod runtime;
 pub mod schedule;
 pub mod verify;

@@ -49,6 +49,10 @@ pub struct Readiness {
     /// Whether agent commands can run sandboxed, and why not. Not ready while a profile
     /// requires the sandbox and it is unavailable (those runs would fail at once).
     pub sandbox: worktrain_agent::SandboxSupport,
+    /// The triggers file: how many triggers are active, and the last load error (an
+    /// invalid file keeps the previous triggers active).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub triggers: Option<serde_json::Value>,
 }
 
 async fn readyz(State(st): State<AppState>) -> ApiResult<Response> {
@@ -66,6 +70,14 @@ async fn readyz(State(st): State<AppState>) -> ApiResult<Response> {
         running: running.len(),
         running_sessions: running.iter().map(|l| l.session_id).collect(),
         sandbox: worktrain_agent::sandbox::probe().clone(),
+        triggers: st.triggers.as_ref().map(|rt| {
+            let status = rt.status();
+            json!({
+                "file": status.file,
+                "active": rt.index().triggers.len(),
+                "error": status.error.map(|e| e.to_string()),
+            })
+        }),
     };
     let status = if ready {
         StatusCode::OK

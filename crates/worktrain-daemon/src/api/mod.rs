@@ -30,6 +30,8 @@ mod actions;
 mod health;
 mod sessions;
 mod streams;
+pub mod triggers;
+mod webhooks;
 
 /// Largest page of sessions or events.
 pub const MAX_PAGE: u32 = 1000;
@@ -51,6 +53,8 @@ pub struct AppState {
     pub body_limit: usize,
     /// Request timeout for ordinary routes.
     pub timeout: Duration,
+    /// The trigger runtime (absent in daemons built without triggers, e.g. some tests).
+    pub triggers: Option<Arc<worktrain_triggers::runtime::Runtime>>,
     stats: Arc<StatsCache>,
 }
 
@@ -64,8 +68,15 @@ impl AppState {
             token: Arc::new(token),
             body_limit,
             timeout,
+            triggers: None,
             stats: Arc::new(StatsCache::default()),
         }
+    }
+
+    /// With the trigger runtime (webhooks, `/api/v1/triggers`, trigger status in `/readyz`).
+    pub fn with_triggers(mut self, rt: Arc<worktrain_triggers::runtime::Runtime>) -> Self {
+        self.triggers = Some(rt);
+        self
     }
 }
 
@@ -102,6 +113,8 @@ pub fn routes() -> Vec<Route> {
     r.extend(sessions::routes());
     r.extend(streams::routes());
     r.extend(actions::routes());
+    r.extend(triggers::routes());
+    r.extend(webhooks::routes());
     r.sort_by(|a, b| a.path.cmp(b.path));
     r
 }
