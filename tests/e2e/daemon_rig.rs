@@ -306,6 +306,8 @@ pub struct Rig {
     pub repo: PathBuf,
     /// Home and scratch directory (dropped last: the daemon must stop first).
     pub env: Env,
+    /// Extra environment variables of the daemon process.
+    pub daemon_env: Vec<(String, String)>,
     rt: tokio::runtime::Runtime,
 }
 
@@ -398,6 +400,7 @@ agents:
             token,
             repo,
             env,
+            daemon_env: Vec::new(),
             rt,
         }
     }
@@ -422,6 +425,9 @@ agents:
         let log = self.env.dir().join(format!("daemon-{n}.log"));
         let mut c = self.env.cmd(&["daemon", "--bind", "127.0.0.1:0"]);
         c.envs(env.iter().copied());
+        for (k, v) in &self.daemon_env {
+            c.env(k, v);
+        }
         c.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(std::fs::File::create(&log).expect("log")));
@@ -519,6 +525,48 @@ agents:
                 Err(format!("GET {path}: {status}: {body}"))
             }
         })
+    }
+
+    /// POST raw bytes with these headers (no bearer token): (status, JSON body or null).
+    pub fn post_raw(&self, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, Value) {
+        let url = self.url(path);
+        let mut req = self.http.post(&url).timeout(Duration::from_secs(30));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let body = body.to_vec();
+        self.rt.block_on(async move {
+            let r = req.body(body).send().await.expect("POST");
+            let status = r.status().as_u16();
+            let v = r.json::<Value>().await.unwrap_or(Value::Null);
+            (status, v)
+        })
+    }
+
+    /// POST JSON to an API path with the bearer token; panics unless 2xx.
+    #[track_caller]
+    pub fn post(&self, path: &str, body: Value) -> Value {
+        let url = self.url(path);
+        let token = self.token.clone();
+        let r = self.rt.block_on(async {
+            let r = self
+                .http
+                .post(&url)
+                .bearer_auth(&token)
+                .json(&body)
+                .timeout(Duration::from_secs(30))
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            let status = r.status();
+            let v: Value = r.json().await.map_err(|e| e.to_string())?;
+            if status.is_success() {
+                Ok(v)
+            } else {
+                Err(format!("POST {path}: {status}: {v}"))
+            }
+        });
+        r.unwrap_or_else(|e| panic!("{e}\n{}", self.log_tail()))
     }
 
     /// GET an API path; panics unless 2xx.

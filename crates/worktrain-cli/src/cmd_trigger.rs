@@ -329,7 +329,7 @@ async fn log(ctx: &Ctx, id: &str, limit: u32, decision: Option<String>) -> Resul
     for d in decisions.iter().rev() {
         let at = d["created_at_ms"]
             .as_i64()
-            .and_then(|ms| chrono_like(ms))
+            .and_then(chrono_like)
             .unwrap_or_default();
         let mut line = format!(
             "{at}  #{:<6} {:<22} {}",

@@ -181,7 +181,12 @@ pub struct Runtime {
     work: Notify,
     dispatch_lock: tokio::sync::Mutex<()>,
     rejections: Mutex<BTreeMap<String, (i64, u32)>>,
+    hold: bool,
 }
+
+/// Fault injection for crash tests: while set in the daemon's environment, persisted
+/// deliveries are not processed (as if the daemon died right after answering `202`).
+pub const HOLD_ENV: &str = "WORKTRAIN_TEST_HOLD_WEBHOOKS";
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -262,6 +267,7 @@ impl Runtime {
             work: Notify::new(),
             dispatch_lock: tokio::sync::Mutex::new(()),
             rejections: Mutex::new(BTreeMap::new()),
+            hold: std::env::var_os(HOLD_ENV).is_some_and(|v| v == "1"),
         });
         rt.reload();
         rt
@@ -455,7 +461,7 @@ impl Runtime {
             .as_deref()
             .is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
         let form_ok = matches!(trigger.source, Source::GithubWebhook(_));
-        if !json && !(form && form_ok) {
+        if !(json || (form && form_ok)) {
             return IngestOutcome::UnsupportedMediaType(ct.unwrap_or_default());
         }
         let now_secs = self.clock.now().timestamp();
@@ -602,6 +608,9 @@ impl Runtime {
 
     /// Decide every pending delivery (oldest first).
     pub async fn process_pending(&self) {
+        if self.hold {
+            return;
+        }
         loop {
             let pending = match self.store.pending_deliveries(100).await {
                 Ok(p) => p,
