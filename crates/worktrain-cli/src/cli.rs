@@ -93,6 +93,8 @@ pub enum TriggerCommand {
     /// The active triggers, their decision counts and the last load error (from the
     /// running daemon; without one, from the file).
     List,
+    /// Print the JSON Schema of triggers.yml (as committed to spec/triggers.schema.json).
+    Schema,
     /// Check triggers.yml exactly as the daemon loads it (variables from the environment).
     Validate {
         /// The file (default: `daemon.triggers_file`, i.e. $WORKTRAIN_HOME/triggers.yml).

@@ -100,6 +100,14 @@ pub async fn run(ctx: &Ctx, cmd: TriggerCommand) -> Result<Exit, ApiError> {
             Ok(Exit::Ok)
         }
         TriggerCommand::List => list(ctx).await,
+        TriggerCommand::Schema => {
+            let schema = worktrain_triggers::schema::json_schema();
+            say!(
+                "{}",
+                serde_json::to_string_pretty(&schema).map_err(|e| ApiError::internal(e.to_string()))?
+            );
+            Ok(Exit::Ok)
+        }
         TriggerCommand::Test {
             id,
             payload,

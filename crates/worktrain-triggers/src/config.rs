@@ -1110,6 +1110,16 @@ fn resolve(
                 reconcile.assignee = p.assignee.clone();
             }
         }
+        let delivery = t.delivery.or(d.delivery.clone());
+        if let Some(name) = delivery.as_ref().and_then(|d| d.identity.as_ref())
+            && !f.identities.contains_key(name)
+        {
+            return Err(err(
+                format!("{at}.delivery.identity"),
+                line_of(text, &format!("identity: {name}"), 0),
+                format!("delivery identity `{name}` is not defined under `identities:`"),
+            ));
+        }
         let retry = t.retry.or(d.retry.clone()).unwrap_or_default();
         if retry.max_dispatch_attempts == 0 {
             return Err(err(
@@ -1134,7 +1144,7 @@ fn resolve(
             priority: t.priority.or(d.priority).unwrap_or(0),
             readonly: t.readonly,
             concurrency: t.concurrency.or(d.concurrency).unwrap_or_default(),
-            delivery: t.delivery.or(d.delivery.clone()),
+            delivery,
             hooks,
             identity,
             retry,

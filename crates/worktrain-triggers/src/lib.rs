@@ -19,4 +19,5 @@ pub mod inbound;
 pub mod rules;
 pub mod runtime;
 pub mod schedule;
+pub mod schema;
 pub mod verify;
