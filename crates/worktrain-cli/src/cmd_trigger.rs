@@ -104,7 +104,8 @@ pub async fn run(ctx: &Ctx, cmd: TriggerCommand) -> Result<Exit, ApiError> {
             let schema = worktrain_triggers::schema::json_schema();
             say!(
                 "{}",
-                serde_json::to_string_pretty(&schema).map_err(|e| ApiError::internal(e.to_string()))?
+                serde_json::to_string_pretty(&schema)
+                    .map_err(|e| ApiError::internal(e.to_string()))?
             );
             Ok(Exit::Ok)
         }

@@ -24,10 +24,16 @@ pub fn example_env() -> EnvSource {
         [
             ("GITHUB_WEBHOOK_SECRET", "gh-secret"),
             ("GITLAB_WEBHOOK_TOKEN", "gl-token"),
-            ("GITLAB_SIGNING_TOKEN", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+            (
+                "GITLAB_SIGNING_TOKEN",
+                "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            ),
             ("DEPLOY_HOOK_SECRET", "hook-secret"),
             ("GITHUB_TOKEN", "ghp_example"),
-            ("GITHUB_APP_PRIVATE_KEY", "-----BEGIN RSA PRIVATE KEY-----\n…\n-----END RSA PRIVATE KEY-----"),
+            (
+                "GITHUB_APP_PRIVATE_KEY",
+                "-----BEGIN RSA PRIVATE KEY-----\n…\n-----END RSA PRIVATE KEY-----",
+            ),
             ("GITLAB_TOKEN", "glpat-example"),
             ("HOME", "/home/me"),
         ]
@@ -49,15 +55,32 @@ fn committed_schema_matches_the_types() {
 fn the_example_loads_validates_and_shows_every_provider() {
     let path = repo().join("triggers.example.yml");
     let text = std::fs::read_to_string(&path).unwrap();
-    let index = load("triggers.example.yml", &text, &example_env()).unwrap_or_else(|e| panic!("{e}"));
-    let mut providers: Vec<&str> = index.triggers.values().map(|t| t.source.provider()).collect();
+    let index =
+        load("triggers.example.yml", &text, &example_env()).unwrap_or_else(|e| panic!("{e}"));
+    let mut providers: Vec<&str> = index
+        .triggers
+        .values()
+        .map(|t| t.source.provider())
+        .collect();
     providers.sort();
     providers.dedup();
     assert_eq!(
         providers,
-        ["github_poll", "github_webhook", "gitlab_poll", "gitlab_webhook", "schedule", "webhook"]
+        [
+            "github_poll",
+            "github_webhook",
+            "gitlab_poll",
+            "gitlab_webhook",
+            "schedule",
+            "webhook"
+        ]
     );
-    assert!(index.triggers.values().any(|t| matches!(t.source, Source::Schedule(_))));
+    assert!(
+        index
+            .triggers
+            .values()
+            .any(|t| matches!(t.source, Source::Schedule(_)))
+    );
     let doc: Value = serde_norway::from_str(&text).unwrap();
     let validator = jsonschema::validator_for(&committed()).unwrap();
     let errors: Vec<String> = validator
@@ -82,7 +105,10 @@ fn schema_and_loader_agree_on_broken_files() {
     ] {
         let doc: Value = serde_norway::from_str(&bad).unwrap();
         assert!(!validator.is_valid(&doc), "schema accepted: {bad}");
-        assert!(load("t.yml", &bad, &EnvSource::Map(Default::default())).is_err(), "loader accepted: {bad}");
+        assert!(
+            load("t.yml", &bad, &EnvSource::Map(Default::default())).is_err(),
+            "loader accepted: {bad}"
+        );
     }
 }
 
