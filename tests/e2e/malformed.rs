@@ -361,3 +361,28 @@ fn closed_stdout_pipe_does_not_panic() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_ne!(out.status.code(), Some(101), "{stderr}");
 }
+
+#[test]
+fn validating_special_files_answers_at_once() {
+    let env = Env::initialised();
+    let fifo = env.dir().join("pipe.yaml");
+    let st = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    for path in ["/dev/zero", "/dev/urandom", fifo.to_str().unwrap()] {
+        let t = std::time::Instant::now();
+        let r = env.run_json(&["workflow", "validate", path]);
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(10),
+            "{path} took {:?}",
+            t.elapsed()
+        );
+        assert_ne!(r.code, 0, "{path}: {r:?}");
+        assert!(
+            r.stdout.contains("not a regular file") || r.stderr.contains("not a regular file"),
+            "{path}: {r:?}"
+        );
+    }
+}
