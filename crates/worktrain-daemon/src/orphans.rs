@@ -65,7 +65,16 @@ mod tests {
             )
             .spawn()
             .unwrap();
-        assert_eq!(kill_orphans(&session), 1);
+        // A process being started may not show its environment for a moment.
+        let mut killed = 0;
+        for _ in 0..50 {
+            killed += kill_orphans(&session);
+            if killed > 0 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert_eq!(killed, 1);
         let status = tagged.wait().unwrap();
         assert!(!status.success(), "the tagged process was killed");
         assert!(
