@@ -124,3 +124,33 @@ pub fn secrets(raw: &BTreeMap<String, serde_json::Value>) -> Vec<String> {
     out.retain(|s| s.len() >= 8 && s != "none");
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn profile_secrets_are_found_for_redaction() {
+        let raw: BTreeMap<String, serde_json::Value> = serde_json::from_value(serde_json::json!({
+            "default": {"kind": "llm", "llm": {"provider": "anthropic", "model": "m",
+                         "api_key": {"value": "sk-inline-secret-1234"}}},
+            "local": {"kind": "llm", "llm": {"provider": "openai", "model": "m", "api_key": "none"}},
+            "claude": {"kind": "command", "command": {"program": "claude",
+                        "env": {"ANTHROPIC_API_KEY": "sk-ant-from-config-5678", "MODE": "fast-and-loose"}}}
+        }))
+        .unwrap();
+        let found = secrets(&raw);
+        assert!(
+            found.contains(&"sk-inline-secret-1234".to_owned()),
+            "{found:?}"
+        );
+        assert!(
+            found.contains(&"sk-ant-from-config-5678".to_owned()),
+            "{found:?}"
+        );
+        assert!(
+            !found.iter().any(|s| s == "none" || s == "fast-and-loose"),
+            "{found:?}"
+        );
+    }
+}

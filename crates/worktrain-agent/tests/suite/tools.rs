@@ -560,3 +560,39 @@ fn a_symlink_swapped_in_after_the_check_cannot_redirect_the_open() {
         "s3cret"
     );
 }
+
+/// `network: off` leaves the command only its own loopback; `on` shares the host's.
+#[tokio::test]
+async fn network_policy_off_and_on() {
+    use worktrain_agent::NetworkPolicy;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let dir = worktree();
+    let probe = format!(
+        "(echo hi > /dev/tcp/127.0.0.1/{port}) 2>/dev/null && echo reached || echo unreachable"
+    );
+    for (network, expect) in [
+        (NetworkPolicy::Off, "unreachable"),
+        (NetworkPolicy::On, "reached"),
+    ] {
+        let scope = Sandbox::new(SandboxPolicy {
+            network,
+            ..SandboxPolicy::default()
+        })
+        .scope(dir.path(), None)
+        .unwrap();
+        let run = scope
+            .run(
+                "bash",
+                &["-c".into(), probe.clone()],
+                &Default::default(),
+                Input::Null,
+                Duration::from_secs(10),
+                1000,
+            )
+            .await
+            .unwrap();
+        assert_eq!(run.stdout.trim(), expect, "{network:?}: {run:?}");
+    }
+    drop(listener);
+}
