@@ -5,7 +5,8 @@
 //! - appends per second, one event per transaction and batched.
 //!
 //! Environment knobs: `BENCH_SESSIONS` (default 20), `BENCH_APPENDS` (default 2000),
-//! `BENCH_BATCH_EVENTS` (default 200000), `BENCH_DIR` (default: a temp dir).
+//! `BENCH_BATCH_EVENTS` (default 200000), `BENCH_DIR` (default: a temp dir),
+//! `BENCH_DATABASE_URL` (a `postgres://…` store instead of SQLite).
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
@@ -37,6 +38,33 @@ fn fmt(d: Duration) -> String {
     format!("{:.3} ms", d.as_secs_f64() * 1000.0)
 }
 
+/// Bytes this process has passed to `write(2)` and friends so far (`wchar` in
+/// `/proc/self/io`): around one advance, what SQLite wrote — WAL frames, nothing else in
+/// this process writes.
+fn written_bytes() -> Option<u64> {
+    let io = std::fs::read_to_string("/proc/self/io").ok()?;
+    io.lines()
+        .find_map(|l| l.strip_prefix("wchar:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// CPU time this process has used (all threads, user + system), from `/proc/self/stat`
+/// (clock ticks of 10 ms: only meaningful over many operations).
+fn cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may contain spaces) start after ") ".
+    let rest = stat.rsplit_once(") ")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(Duration::from_millis((utime + stime) * 10))
+}
+
+fn percentile_u64(sorted: &[u64], p: f64) -> u64 {
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
 fn long_workflow(steps: usize) -> String {
     let mut s = String::from(
         "schemaVersion: 1\nid: bench\nname: Bench\ndescription: benchmark workflow\nversion: '1'\nsteps:\n",
@@ -49,8 +77,15 @@ fn long_workflow(steps: usize) -> String {
     s
 }
 
+/// The store under test: `BENCH_DATABASE_URL` (e.g. a PostgreSQL database), else a
+/// SQLite file `name` in `dir`.
 async fn open(dir: &std::path::Path, name: &str) -> Arc<dyn EventStore> {
-    worktrain_store::open(&StoreUrl::Sqlite(dir.join(name)), &StoreOptions::default())
+    let url = match std::env::var("BENCH_DATABASE_URL") {
+        Ok(u) if !u.is_empty() => StoreUrl::parse(&u).unwrap(),
+        _ => StoreUrl::Sqlite(dir.join(name)),
+    };
+    println!("store: {}", url.redacted());
+    worktrain_store::open(&url, &StoreOptions::default())
         .await
         .unwrap()
 }
@@ -71,8 +106,11 @@ async fn advance_latency(dir: &std::path::Path) {
         .unwrap();
     let mut near_10 = Vec::new();
     let mut near_1000 = Vec::new();
+    let mut bytes_10 = Vec::new();
+    let mut bytes_1000 = Vec::new();
     let mut all = Vec::new();
     let started = Instant::now();
+    let cpu0 = cpu_time();
     for s in 0..sessions {
         let reply = engine
             .start(StartRequest {
@@ -87,6 +125,7 @@ async fn advance_latency(dir: &std::path::Path) {
             .unwrap();
         let mut token = reply.response.tokens.advance.unwrap();
         for i in 0..steps {
+            let w0 = written_bytes();
             let t0 = Instant::now();
             let reply = engine
                 .advance(
@@ -101,12 +140,15 @@ async fn advance_latency(dir: &std::path::Path) {
                 .await
                 .unwrap();
             let dt = t0.elapsed();
+            let written = written_bytes().zip(w0).map(|(b, a)| b.saturating_sub(a));
             // Session length = steps completed before this advance.
             if (5..15).contains(&i) {
                 near_10.push(dt);
+                bytes_10.extend(written);
             }
             if (995..1005).contains(&i) {
                 near_1000.push(dt);
+                bytes_1000.extend(written);
             }
             all.push(dt);
             match reply.response.tokens.advance {
@@ -116,11 +158,12 @@ async fn advance_latency(dir: &std::path::Path) {
         }
     }
     let total = started.elapsed();
+    let cpu = cpu_time().zip(cpu0).map(|(b, a)| b.saturating_sub(a));
     near_10.sort();
     near_1000.sort();
     let p50_10 = percentile(&near_10, 0.5);
     let p50_1000 = percentile(&near_1000, 0.5);
-    println!("advance latency (engine + SQLite WAL, synchronous=FULL, durable commit per advance)");
+    println!("advance latency (engine + store, durable commit per advance)");
     println!(
         "  session length ~10:    p50 {}  p99 {}  ({} samples)",
         fmt(p50_10),
@@ -137,6 +180,25 @@ async fn advance_latency(dir: &std::path::Path) {
         "  ratio p50(1000)/p50(10): {:.2}",
         p50_1000.as_secs_f64() / p50_10.as_secs_f64()
     );
+    bytes_10.sort_unstable();
+    bytes_1000.sort_unstable();
+    // What this process writes is the WAL only for the embedded store.
+    let embedded = std::env::var("BENCH_DATABASE_URL").map_or(true, |u| u.is_empty());
+    if embedded && !bytes_10.is_empty() && !bytes_1000.is_empty() {
+        println!(
+            "  bytes written per advance (WAL): ~10: p50 {} max {}   ~1000: p50 {} max {}",
+            percentile_u64(&bytes_10, 0.5),
+            bytes_10[bytes_10.len() - 1],
+            percentile_u64(&bytes_1000, 0.5),
+            bytes_1000[bytes_1000.len() - 1]
+        );
+    }
+    if let Some(cpu) = cpu {
+        println!(
+            "  CPU per advance (all threads, average over the run): {}",
+            fmt(cpu / u32::try_from(all.len().max(1)).unwrap_or(u32::MAX))
+        );
+    }
     all.sort();
     println!(
         "  all {} advances: p50 {}  p99 {}  ({:.0} advances/s)",

@@ -67,10 +67,15 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "portable columns",
         include_str!("../migrations/sqlite/0005_portable_columns.sql"),
     ),
+    (
+        6,
+        "compact writes",
+        include_str!("../migrations/sqlite/0006_compact_writes.sql"),
+    ),
 ];
 
 /// The schema version this build creates and understands.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// Rows per multi-row INSERT (9 parameters each, well under SQLite's limit).
 const INSERT_CHUNK: usize = 500;
@@ -178,7 +183,12 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
-            .busy_timeout(options.busy_timeout);
+            .busy_timeout(options.busy_timeout)
+            // Small pages: an advance touches ~10 b-trees; each touched page is a WAL
+            // frame, so the page size sets the bytes written per advance (512: ~12 KB;
+            // 4096: ~50 KB; docs/benchmarks.md). Only new databases take it; an existing
+            // one keeps its page size until `VACUUM`ed with another.
+            .page_size(512);
         let pool = SqlitePoolOptions::new()
             .max_connections(options.max_connections.max(1))
             .min_connections(1)
@@ -277,54 +287,34 @@ impl SqliteStore {
         &self.pool
     }
 
-    /// Write a prepared batch: events, dispatch keys, summary and projection rows.
+    /// Write a prepared append — blobs, events, dispatch keys, summary and projection
+    /// rows — in one round trip.
     async fn write_prepared(
         conn: &mut SqliteConnection,
-        session_id: SessionId,
+        sid: &str,
         prepared: &PreparedAppend,
+        blobs: &[Vec<u8>],
     ) -> Result<(), StoreError> {
-        let sid = session_id.to_string();
-        let mut positions = Vec::with_capacity(prepared.rows.len());
-        for chunk in prepared.rows.chunks(INSERT_CHUNK) {
-            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT INTO events (session_id, seq, kind, payload, created_at_ms, idempotency_key, prev_hash, hash) ",
-            );
-            qb.push_values(chunk, |mut b, r| {
-                b.push_bind(&sid)
-                    .push_bind(r.seq)
-                    .push_bind(&r.kind)
-                    .push_bind(&r.payload)
-                    .push_bind(r.created_at_ms)
-                    .push_bind(r.idempotency_key.as_deref())
-                    .push_bind(&r.prev_hash)
-                    .push_bind(&r.hash);
-            });
-            qb.push(" RETURNING seq, position");
-            let returned: Vec<(i64, i64)> = qb.build_query_as().fetch_all(&mut *conn).await?;
-            positions.extend(returned);
+        let now = now_ms();
+        let mut batch = Batch::new();
+        for blob in blobs {
+            batch.blob(blob, now);
         }
-        // RETURNING rows come in no promised order: map them back by seq.
-        positions.sort_unstable();
+        batch.events(sid, &prepared.rows);
         for key in &prepared.dispatch_keys {
-            sqlx::query("INSERT INTO dispatch_keys (dispatch_key, session_id) VALUES (?, ?)")
-                .bind(key)
-                .bind(&sid)
-                .execute(&mut *conn)
-                .await?;
+            batch.dispatch_key(key, sid);
         }
-        upsert_summary(conn, &prepared.summary).await?;
-        let position_of = |i: usize| -> Result<i64, StoreError> {
-            let seq = prepared.rows[i].seq;
-            positions
-                .binary_search_by_key(&seq, |(s, _)| *s)
-                .map(|k| positions[k].1)
-                .map_err(|_| corrupt(format!("no position returned for seq {seq}")))
-        };
+        batch.summary(&prepared.summary)?;
         for (i, change) in &prepared.changes {
-            let order = prepared.rows[*i].sets_queue_order;
-            write_change(conn, &sid, change, position_of(*i)?, order).await?;
+            let row = &prepared.rows[*i];
+            batch.change(
+                sid,
+                change,
+                QueueOrder::OfSeq(row.seq),
+                row.sets_queue_order,
+            )?;
         }
-        Ok(())
+        batch.run(conn).await
     }
 
     /// After a unique constraint failed: what the committed state says the append was.
@@ -422,164 +412,252 @@ async fn dispatch_owner(
     row.map(|(s,)| parse(&s, "session id")).transpose()
 }
 
-async fn upsert_summary(conn: &mut SqliteConnection, s: &SessionSummary) -> Result<(), StoreError> {
-    let r = SessionRow::of(s)?;
-    sqlx::query(
-        "INSERT INTO sessions (session_id, workflow_id, workflow_hash, status, goal, workspace,
-             branch, run_state, search_text, current_node, current_step, last_seq,
-             created_at_ms, updated_at_ms, summary)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-         ON CONFLICT (session_id) DO UPDATE SET
-             status = excluded.status, run_state = excluded.run_state,
-             current_node = excluded.current_node, current_step = excluded.current_step,
-             last_seq = excluded.last_seq, updated_at_ms = excluded.updated_at_ms,
-             summary = excluded.summary",
-    )
-    .bind(&r.session_id)
-    .bind(&r.workflow_id)
-    .bind(&r.workflow_hash)
-    .bind(r.status)
-    .bind(&r.goal)
-    .bind(&r.workspace)
-    .bind(&r.branch)
-    .bind(r.run_state)
-    .bind(&r.search_text)
-    .bind(r.current_node)
-    .bind(&r.current_step)
-    .bind(r.last_seq)
-    .bind(r.created_at_ms)
-    .bind(r.updated_at_ms)
-    .bind(&r.summary)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+/// Statements of one write, sent to SQLite in one round trip: every statement of a
+/// batch runs on the connection's worker thread without a hop back to the caller, which
+/// is most of what an append costs (see docs/benchmarks.md).
+struct Batch {
+    qb: QueryBuilder<Sqlite>,
+    empty: bool,
 }
 
-/// Apply one projection change. `position` is the global position of the event it
-/// derives from; `sets_order` says whether that event (re)queued the run.
-async fn write_change(
-    conn: &mut SqliteConnection,
-    sid: &str,
-    change: &ProjectionChange,
-    position: i64,
-    sets_order: bool,
-) -> Result<(), StoreError> {
-    match change {
-        ProjectionChange::InsertNode(n) => {
-            sqlx::query(
-                "INSERT INTO session_nodes (session_id, node, step_id, step_index, pc, parent,
-                     cause, status, attempts, notes, entered_seq, closed_seq, cursor)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(sid)
-            .bind(i64::from(n.node.0))
-            .bind(n.step_id.as_str())
-            .bind(i64::from(n.step.0))
-            .bind(i64::from(n.pc.0))
-            .bind(n.parent.map(|p| i64::from(p.0)))
-            .bind(enum_str(&n.cause)?)
-            .bind(n.status.as_str())
-            .bind(i64::from(n.attempts))
-            .bind(n.notes.as_deref())
-            .bind(to_i64(n.entered_seq.0))
-            .bind(n.closed_seq.map(|s| to_i64(s.0)))
-            .bind(serde_json::to_string(&n.cursor).map_err(corrupt)?)
-            .execute(&mut *conn)
-            .await?;
-        }
-        ProjectionChange::CloseNode {
-            node,
-            status,
-            notes,
-            closed_seq,
-        } => {
-            sqlx::query(
-                "UPDATE session_nodes SET status = ?, notes = COALESCE(?, notes), closed_seq = ?
-                 WHERE session_id = ? AND node = ?",
-            )
-            .bind(status.as_str())
-            .bind(notes.as_deref())
-            .bind(to_i64(closed_seq.0))
-            .bind(sid)
-            .bind(i64::from(node.0))
-            .execute(&mut *conn)
-            .await?;
-        }
-        ProjectionChange::SetNodeAttempts { node, attempts } => {
-            sqlx::query("UPDATE session_nodes SET attempts = ? WHERE session_id = ? AND node = ?")
-                .bind(i64::from(*attempts))
-                .bind(sid)
-                .bind(i64::from(node.0))
-                .execute(&mut *conn)
-                .await?;
-        }
-        ProjectionChange::UpsertQueue(q) => {
-            sqlx::query(
-                "INSERT INTO run_queue (session_id, state, priority, workspace, trigger_id, agent,
-                     queued_at_ms, worker, queue_position)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-                 ON CONFLICT (session_id) DO UPDATE SET state = excluded.state,
-                     priority = excluded.priority, workspace = excluded.workspace,
-                     trigger_id = excluded.trigger_id, agent = excluded.agent,
-                     queued_at_ms = excluded.queued_at_ms, worker = excluded.worker,
-                     queue_position = CASE WHEN ? THEN excluded.queue_position
-                                           ELSE run_queue.queue_position END",
-            )
-            .bind(sid)
-            .bind(q.state.as_str())
-            .bind(i64::from(q.priority))
-            .bind(q.workspace.as_deref())
-            .bind(q.trigger.as_deref())
-            .bind(&q.agent)
-            .bind(q.queued_at_ms)
-            .bind(q.worker.as_deref())
-            .bind(position)
-            .bind(sets_order)
-            .execute(&mut *conn)
-            .await?;
-        }
-        ProjectionChange::RemoveQueue => {
-            sqlx::query("DELETE FROM run_queue WHERE session_id = ?")
-                .bind(sid)
-                .execute(&mut *conn)
-                .await?;
-        }
-        ProjectionChange::RejectAttempt {
-            node,
-            attempt,
-            response,
-        } => {
-            sqlx::query(
-                "UPDATE session_attempts SET outcome = 'rejected', response = ?
-                 WHERE session_id = ? AND node = ? AND attempt = ?",
-            )
-            .bind(response.to_hex())
-            .bind(sid)
-            .bind(i64::from(node.0))
-            .bind(i64::from(attempt.0))
-            .execute(&mut *conn)
-            .await?;
-        }
-        ProjectionChange::UpsertAttempt(a) => {
-            sqlx::query(
-                "INSERT INTO session_attempts (session_id, node, attempt, outcome, output_hash, response, seq)
-                 VALUES (?, ?, ?, ?, ?, ?, ?)
-                 ON CONFLICT (session_id, node, attempt) DO UPDATE SET
-                     outcome = excluded.outcome, output_hash = excluded.output_hash,
-                     response = excluded.response, seq = excluded.seq",
-            )
-            .bind(sid)
-            .bind(i64::from(a.node.0))
-            .bind(i64::from(a.attempt.0))
-            .bind(a.outcome.as_str())
-            .bind(a.output_hash.to_hex())
-            .bind(a.response.to_hex())
-            .bind(to_i64(a.seq.0))
-            .execute(&mut *conn)
-            .await?;
+/// Where a queue row's order comes from.
+#[derive(Clone, Copy)]
+enum QueueOrder {
+    /// The position of the event with this seq of the same session (inserted earlier in
+    /// the same batch).
+    OfSeq(i64),
+    /// A known position (rebuilds read it from the event).
+    At(i64),
+}
+
+impl Batch {
+    fn new() -> Self {
+        Self {
+            qb: QueryBuilder::new(""),
+            empty: true,
         }
     }
-    Ok(())
+
+    /// Start the next statement.
+    fn next(&mut self, sql: &str) -> &mut QueryBuilder<Sqlite> {
+        if !self.empty {
+            self.qb.push(";\n");
+        }
+        self.empty = false;
+        self.qb.push(sql);
+        &mut self.qb
+    }
+
+    async fn run(mut self, conn: &mut SqliteConnection) -> Result<(), StoreError> {
+        if !self.empty {
+            self.qb.build().execute(&mut *conn).await?;
+        }
+        Ok(())
+    }
+
+    fn blob(&mut self, blob: &[u8], now: i64) {
+        self.next("INSERT INTO blobs (hash, size, content, created_at_ms) VALUES (")
+            .push_bind(Sha256Hash::of(blob).to_hex())
+            .push(", ")
+            .push_bind(to_i64(blob.len() as u64))
+            .push(", ")
+            .push_bind(blob)
+            .push(", ")
+            .push_bind(now)
+            .push(") ON CONFLICT (hash) DO NOTHING");
+    }
+
+    fn events(&mut self, sid: &str, rows: &[crate::common::EventRow]) {
+        for chunk in rows.chunks(INSERT_CHUNK) {
+            let qb = self.next(
+                "INSERT INTO events (session_id, seq, kind, payload, created_at_ms, idempotency_key, prev_hash, hash) ",
+            );
+            qb.push_values(chunk, |mut b, r| {
+                b.push_bind(sid)
+                    .push_bind(r.seq)
+                    .push_bind(r.kind.as_str())
+                    .push_bind(r.payload.as_str())
+                    .push_bind(r.created_at_ms)
+                    .push_bind(r.idempotency_key.as_deref())
+                    .push_bind(r.prev_hash.as_str())
+                    .push_bind(r.hash.as_str());
+            });
+        }
+    }
+
+    fn dispatch_key(&mut self, key: &str, sid: &str) {
+        self.next("INSERT INTO dispatch_keys (dispatch_key, session_id) VALUES (")
+            .push_bind(key)
+            .push(", ")
+            .push_bind(sid)
+            .push(")");
+    }
+
+    fn summary(&mut self, s: &SessionSummary) -> Result<(), StoreError> {
+        let r = SessionRow::of(s)?;
+        let qb = self.next(
+            "INSERT INTO sessions (session_id, workflow_id, workflow_hash, status, goal, workspace,
+                 branch, run_state, search_text, current_node, current_step, last_seq,
+                 created_at_ms, updated_at_ms, summary) ",
+        );
+        qb.push("VALUES (");
+        let mut sep = qb.separated(", ");
+        sep.push_bind(r.session_id)
+            .push_bind(r.workflow_id)
+            .push_bind(r.workflow_hash)
+            .push_bind(r.status)
+            .push_bind(r.goal)
+            .push_bind(r.workspace)
+            .push_bind(r.branch)
+            .push_bind(r.run_state)
+            .push_bind(r.search_text)
+            .push_bind(r.current_node)
+            .push_bind(r.current_step)
+            .push_bind(r.last_seq)
+            .push_bind(r.created_at_ms)
+            .push_bind(r.updated_at_ms)
+            .push_bind(r.summary);
+        qb.push(
+            ") ON CONFLICT (session_id) DO UPDATE SET
+                 status = excluded.status, run_state = excluded.run_state,
+                 current_node = excluded.current_node, current_step = excluded.current_step,
+                 last_seq = excluded.last_seq, updated_at_ms = excluded.updated_at_ms,
+                 summary = excluded.summary",
+        );
+        Ok(())
+    }
+
+    /// Apply one projection change. `order` gives the queue order of a queue row;
+    /// `sets_order` says whether the event (re)queued the run.
+    fn change(
+        &mut self,
+        sid: &str,
+        change: &ProjectionChange,
+        order: QueueOrder,
+        sets_order: bool,
+    ) -> Result<(), StoreError> {
+        match change {
+            ProjectionChange::InsertNode(n) => {
+                let qb = self.next(
+                    "INSERT INTO session_nodes (session_id, node, step_id, step_index, pc, parent,
+                         cause, status, attempts, notes, entered_seq, closed_seq, cursor) VALUES (",
+                );
+                let mut sep = qb.separated(", ");
+                sep.push_bind(sid)
+                    .push_bind(i64::from(n.node.0))
+                    .push_bind(n.step_id.as_str().to_owned())
+                    .push_bind(i64::from(n.step.0))
+                    .push_bind(i64::from(n.pc.0))
+                    .push_bind(n.parent.map(|p| i64::from(p.0)))
+                    .push_bind(enum_str(&n.cause)?)
+                    .push_bind(n.status.as_str())
+                    .push_bind(i64::from(n.attempts))
+                    .push_bind(n.notes.clone())
+                    .push_bind(to_i64(n.entered_seq.0))
+                    .push_bind(n.closed_seq.map(|s| to_i64(s.0)))
+                    .push_bind(serde_json::to_string(&n.cursor).map_err(corrupt)?);
+                qb.push(")");
+            }
+            ProjectionChange::CloseNode {
+                node,
+                status,
+                notes,
+                closed_seq,
+            } => {
+                self.next("UPDATE session_nodes SET status = ")
+                    .push_bind(status.as_str())
+                    .push(", notes = COALESCE(")
+                    .push_bind(notes.clone())
+                    .push(", notes), closed_seq = ")
+                    .push_bind(to_i64(closed_seq.0))
+                    .push(" WHERE session_id = ")
+                    .push_bind(sid)
+                    .push(" AND node = ")
+                    .push_bind(i64::from(node.0));
+            }
+            ProjectionChange::SetNodeAttempts { node, attempts } => {
+                self.next("UPDATE session_nodes SET attempts = ")
+                    .push_bind(i64::from(*attempts))
+                    .push(" WHERE session_id = ")
+                    .push_bind(sid)
+                    .push(" AND node = ")
+                    .push_bind(i64::from(node.0));
+            }
+            ProjectionChange::UpsertQueue(q) => {
+                let qb = self.next(
+                    "INSERT INTO run_queue (session_id, state, priority, workspace, trigger_id, agent,
+                         queued_at_ms, worker, queue_position) VALUES (",
+                );
+                let mut sep = qb.separated(", ");
+                sep.push_bind(sid)
+                    .push_bind(q.state.as_str())
+                    .push_bind(i64::from(q.priority))
+                    .push_bind(q.workspace.clone())
+                    .push_bind(q.trigger.clone())
+                    .push_bind(q.agent.clone())
+                    .push_bind(q.queued_at_ms)
+                    .push_bind(q.worker.clone());
+                match order {
+                    QueueOrder::At(p) => {
+                        qb.push(", ").push_bind(p);
+                    }
+                    QueueOrder::OfSeq(seq) => {
+                        qb.push(", (SELECT position FROM events WHERE session_id = ")
+                            .push_bind(sid)
+                            .push(" AND seq = ")
+                            .push_bind(seq)
+                            .push(")");
+                    }
+                }
+                qb.push(
+                    ") ON CONFLICT (session_id) DO UPDATE SET state = excluded.state,
+                         priority = excluded.priority, workspace = excluded.workspace,
+                         trigger_id = excluded.trigger_id, agent = excluded.agent,
+                         queued_at_ms = excluded.queued_at_ms, worker = excluded.worker,
+                         queue_position = CASE WHEN ",
+                )
+                .push_bind(sets_order)
+                .push(" THEN excluded.queue_position ELSE run_queue.queue_position END");
+            }
+            ProjectionChange::RemoveQueue => {
+                self.next("DELETE FROM run_queue WHERE session_id = ")
+                    .push_bind(sid);
+            }
+            ProjectionChange::RejectAttempt {
+                node,
+                attempt,
+                response,
+            } => {
+                self.next("UPDATE session_attempts SET outcome = 'rejected', response = ")
+                    .push_bind(response.to_hex())
+                    .push(" WHERE session_id = ")
+                    .push_bind(sid)
+                    .push(" AND node = ")
+                    .push_bind(i64::from(node.0))
+                    .push(" AND attempt = ")
+                    .push_bind(i64::from(attempt.0));
+            }
+            ProjectionChange::UpsertAttempt(a) => {
+                let qb = self.next(
+                    "INSERT INTO session_attempts (session_id, node, attempt, outcome, output_hash, response, seq) VALUES (",
+                );
+                let mut sep = qb.separated(", ");
+                sep.push_bind(sid)
+                    .push_bind(i64::from(a.node.0))
+                    .push_bind(i64::from(a.attempt.0))
+                    .push_bind(a.outcome.as_str())
+                    .push_bind(a.output_hash.to_hex())
+                    .push_bind(a.response.to_hex())
+                    .push_bind(to_i64(a.seq.0));
+                qb.push(
+                    ") ON CONFLICT (session_id, node, attempt) DO UPDATE SET
+                         outcome = excluded.outcome, output_hash = excluded.output_hash,
+                         response = excluded.response, seq = excluded.seq",
+                );
+            }
+        }
+        Ok(())
+    }
 }
 
 fn row_to_raw(row: &SqliteRow) -> Result<RawEvent, StoreError> {
@@ -682,24 +760,27 @@ impl EventStore for SqliteStore {
         }
         let first_key = events[0].idempotency_key.clone();
         let batch_len = events.len();
+        let sid = session_id.to_string();
+        // Round trips: begin, read the summary, one batch of writes, commit. A duplicate
+        // batch is found by its idempotency key's unique index (or, when the writer's seq
+        // is stale, by looking the key up before reporting a conflict).
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-
-        if let Some(key) = first_key.as_deref()
-            && let Some(dup) = duplicate_of(&mut tx, key, batch_len).await?
-        {
-            tx.rollback().await?;
-            return Ok(dup);
-        }
-
         let summary = load_summary(&mut tx, session_id).await?;
         let actual = summary.as_ref().map(|s| s.last_seq).unwrap_or(Seq(0));
         if actual != expected_seq {
+            let dup = match first_key.as_deref() {
+                Some(key) => duplicate_of(&mut tx, key, batch_len).await?,
+                None => None,
+            };
             tx.rollback().await?;
-            return Err(StoreError::SeqConflict {
-                session: session_id,
-                expected: expected_seq,
-                actual,
-            });
+            return match dup {
+                Some(dup) => Ok(dup),
+                None => Err(StoreError::SeqConflict {
+                    session: session_id,
+                    expected: expected_seq,
+                    actual,
+                }),
+            };
         }
         let prepared = prepare_append(session_id, summary, events, now_ms())?;
         for key in &prepared.dispatch_keys {
@@ -711,20 +792,7 @@ impl EventStore for SqliteStore {
                 });
             }
         }
-        let now = now_ms();
-        for blob in &blobs {
-            sqlx::query(
-                "INSERT INTO blobs (hash, size, content, created_at_ms) VALUES (?, ?, ?, ?)
-                 ON CONFLICT (hash) DO NOTHING",
-            )
-            .bind(Sha256Hash::of(blob).to_hex())
-            .bind(to_i64(blob.len() as u64))
-            .bind(blob.as_slice())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        }
-        let written = match Self::write_prepared(&mut tx, session_id, &prepared).await {
+        let written = match Self::write_prepared(&mut tx, &sid, &prepared, &blobs).await {
             Ok(()) => tx.commit().await.map_err(StoreError::from),
             Err(e) => Err(e),
         };
@@ -1020,18 +1088,13 @@ impl EventStore for SqliteStore {
                     after = to_i64(event.seq.0);
                     let (next, changes) = apply(summary.take(), &event)?;
                     summary = Some(next);
+                    let mut batch = Batch::new();
                     if let worktrain_core::event::EventBody::RunQueued {
                         dispatch_key: Some(key),
                         ..
                     } = &event.body
                     {
-                        sqlx::query(
-                            "INSERT INTO dispatch_keys (dispatch_key, session_id) VALUES (?, ?)",
-                        )
-                        .bind(key)
-                        .bind(&sid)
-                        .execute(&mut *tx)
-                        .await?;
+                        batch.dispatch_key(key, &sid);
                     }
                     let order = matches!(
                         event.body,
@@ -1039,13 +1102,21 @@ impl EventStore for SqliteStore {
                             | worktrain_core::event::EventBody::RunRequeued { .. }
                     );
                     for change in &changes {
-                        write_change(&mut tx, &sid, change, to_i64(event.position), order).await?;
+                        batch.change(
+                            &sid,
+                            change,
+                            QueueOrder::At(to_i64(event.position)),
+                            order,
+                        )?;
                     }
+                    batch.run(&mut tx).await?;
                     report.events += 1;
                 }
             }
             if let Some(s) = summary {
-                upsert_summary(&mut tx, &s).await?;
+                let mut batch = Batch::new();
+                batch.summary(&s)?;
+                batch.run(&mut tx).await?;
                 report.sessions += 1;
             }
         }
@@ -1271,7 +1342,7 @@ impl EventStore for SqliteStore {
                 actual: existing.last_seq,
             });
         }
-        Self::write_prepared(&mut tx, session_id, &prepared).await?;
+        Self::write_prepared(&mut tx, &session_id.to_string(), &prepared, &[]).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -239,6 +239,14 @@ async fn sqlite_uses_wal_and_full_sync() {
         .await
         .expect("pragma");
     assert_eq!(sync, 2, "synchronous=FULL");
+    let (page,): (i64,) = sqlx::query_as("PRAGMA page_size")
+        .fetch_one(&pool)
+        .await
+        .expect("pragma");
+    assert_eq!(
+        page, 512,
+        "a new store uses small pages (bytes written per advance)"
+    );
     assert_eq!(
         store.schema_version().await.expect("version"),
         SCHEMA_VERSION
@@ -2359,6 +2367,11 @@ async fn sqlite_v3_database_migrates() {
         .await
         .expect("open migrates");
     assert_eq!(store.schema_version().await.expect("v"), SCHEMA_VERSION);
+    let (page,): (i64,) = sqlx::query_as("PRAGMA page_size")
+        .fetch_one(store.pool())
+        .await
+        .expect("pragma");
+    assert_eq!(page, 4096, "an existing store keeps its page size");
     let id = |s: &str| -> SessionId { s.parse().expect("id") };
     let interactive = id("ses_01m96ke00czbjexbwx939a24v7");
     let queued_key1 = id("ses_01m96ke00vt7ywvs67tdevcm96");
