@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tracing::{Instrument, debug, info, info_span, warn};
+use worktrain_core::activity::{ChangeDigest, digest, text_digest};
 
 use crate::driver::{DriverError, RecapItem, StepBrief, StepOutput, StepResult, StepStatus};
 use crate::events::{
@@ -337,6 +338,27 @@ impl<'a> Run<'a> {
         }
     }
 
+    /// Digests of what a file-changing tool replaced (redacted first, so a digest never
+    /// stands for a secret).
+    fn change_digest(&self, name: &str, input: &Value) -> Option<ChangeDigest> {
+        let s = |k: &str| input.get(k).and_then(Value::as_str);
+        let r = |t: &str| text_digest(&self.agent.redactor.redact(t));
+        let path = s("path")?.to_owned();
+        match name {
+            "write_file" => Some(ChangeDigest {
+                path,
+                before: None,
+                after: r(s("content")?),
+            }),
+            "edit_file" => Some(ChangeDigest {
+                path,
+                before: s("old_string").map(r),
+                after: r(s("new_string")?),
+            }),
+            _ => None,
+        }
+    }
+
     fn check_budget(&self) -> Flow<()> {
         let l = &self.ctx.limits;
         if self.ctx.cancel.is_cancelled() {
@@ -631,6 +653,15 @@ impl<'a> Run<'a> {
                 kind,
                 message: crate::redact::truncate_chars(&self.redactor.redact(&out.text), 500),
             }),
+            args_digest: Some(digest(
+                self.agent
+                    .redactor
+                    .redact_json(input)
+                    .to_string()
+                    .as_bytes(),
+            )),
+            result_digest: Some(text_digest(&self.agent.redactor.redact(&out.text))),
+            change: self.change_digest(name, input),
         }))
         .await?;
         if let Some(t) = terminal {

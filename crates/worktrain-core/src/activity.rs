@@ -137,6 +137,52 @@ pub struct ToolCallRecord {
     /// Error, if the call failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ToolErrorRecord>,
+    /// [`digest`] of the call's complete arguments (secrets redacted, canonical JSON):
+    /// identical calls compare equal even when `args` is cut. Absent in events recorded
+    /// before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args_digest: Option<String>,
+    /// [`text_digest`] of the result returned to the model (redacted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_digest: Option<String>,
+    /// For calls that change a file: digests of the text replaced and the new text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change: Option<ChangeDigest>,
+}
+
+/// What a file-changing call replaced, as digests (the text itself is never recorded).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeDigest {
+    /// The file, relative to the worktree.
+    pub path: String,
+    /// [`text_digest`] of the text replaced (absent for whole-file writes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<String>,
+    /// [`text_digest`] of the new text.
+    pub after: String,
+}
+
+/// A short stable digest: the first 64 bits of SHA-256, as hex. Shared by the agent
+/// runners that record calls and the trace analysis that compares them.
+pub fn digest(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(&Sha256::digest(bytes)[..8])
+}
+
+/// [`digest`] of text with runs of whitespace collapsed to one space (reflowed output
+/// compares equal).
+pub fn text_digest(s: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    let mut first = true;
+    for w in s.split_whitespace() {
+        if !first {
+            h.update(b" ");
+        }
+        h.update(w.as_bytes());
+        first = false;
+    }
+    hex::encode(&h.finalize()[..8])
 }
 
 /// Why worktrain nudged the agent.
@@ -316,6 +362,9 @@ mod tests {
                 result_bytes: 1,
                 exit_code: Some(0),
                 error: None,
+                args_digest: None,
+                result_digest: None,
+                change: None,
             }),
             AgentActivity::Nudged {
                 reason: NudgeReason::StoppedEarly,

@@ -23,12 +23,15 @@ use worktrain_core::projection::{
 use worktrain_core::run::RunState;
 
 mod common;
+pub mod insights;
 pub mod postgres;
 pub mod sqlite;
+mod sqlite_insights;
 pub mod triggers;
 mod url;
 
 pub use postgres::PgStore;
+pub use insights::InsightsStore;
 pub use sqlite::SqliteStore;
 pub use triggers::TriggerStore;
 pub use url::StoreUrl;
@@ -495,4 +498,8 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Close the connections (SQLite checkpoints its WAL).
     async fn close(&self);
+    /// The trace-analysis storage of this backend, when it has one (same database).
+    fn insights(&self) -> Option<&dyn InsightsStore> {
+        None
+    }
 }

@@ -72,10 +72,15 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "compact writes",
         include_str!("../migrations/sqlite/0006_compact_writes.sql"),
     ),
+    (
+        7,
+        "insights",
+        include_str!("../migrations/sqlite/0007_insights.sql"),
+    ),
 ];
 
 /// The schema version this build creates and understands.
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 /// Rows per multi-row INSERT (9 parameters each, well under SQLite's limit).
 const INSERT_CHUNK: usize = 500;
@@ -144,7 +149,7 @@ impl From<&StoreOptions> for SqliteOptions {
 /// The SQLite event store.
 #[derive(Clone)]
 pub struct SqliteStore {
-    pool: SqlitePool,
+    pub(crate) pool: SqlitePool,
     blob_limit: usize,
     appended: broadcast::Sender<Appended>,
 }
@@ -1288,6 +1293,10 @@ impl EventStore for SqliteStore {
                 })
             })
             .collect()
+    }
+
+    fn insights(&self) -> Option<&dyn crate::InsightsStore> {
+        Some(self)
     }
 
     async fn session_by_dispatch_key(&self, key: &str) -> Result<Option<SessionId>, StoreError> {

@@ -1,0 +1,318 @@
+//! Storage for trace analysis: imported traces, their findings, improvement proposals
+//! (with an append-only status history) and notes such as post-mortems.
+//!
+//! This is derived data, not the event log: a trace is replaced when its source changed
+//! (worktrain sessions are re-read from their events; files are re-imported), and its
+//! findings are replaced with it in the same transaction. The rows carry the insights
+//! crate's model as JSON (`trace`, `body`) plus the columns queries filter and group on.
+//!
+//! Backends implement [`InsightsStore`] with plain, portable SQL (no JSON functions in
+//! queries, no implicit row order) and must pass `tests/insights.rs`.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::StoreError;
+
+/// One trace with its findings and the steps it visited.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TraceRow {
+    /// `<source>:<native id>`.
+    pub trace_id: String,
+    /// Source (`worktrain`, `claude_code`, …).
+    pub source: String,
+    /// The source's own id.
+    pub native_id: String,
+    /// Workflow, when known.
+    pub workflow_id: Option<String>,
+    /// What started it, when known.
+    pub trigger: Option<String>,
+    /// `SUCCESS`, `PARTIAL`, `BLOCKED`, `FAILED` or `UNKNOWN`.
+    pub outcome: String,
+    /// First timestamp (ms).
+    pub started_at_ms: Option<i64>,
+    /// Last timestamp (ms).
+    pub ended_at_ms: Option<i64>,
+    /// The source's version of it (worktrain: the session's last event seq; files: 0),
+    /// so an unchanged session can be skipped without reading its events.
+    pub version: i64,
+    /// Digest of the normalised trace: an import with the same digest changes nothing.
+    pub digest: String,
+    /// Small JSON summary for reports (counts, tokens, cost).
+    pub summary: String,
+    /// The normalised trace, JSON.
+    pub trace: String,
+    /// Steps visited (distinct).
+    pub steps: Vec<String>,
+    /// Findings, in order.
+    pub findings: Vec<FindingRow>,
+    /// When it was (last) imported.
+    pub imported_at_ms: i64,
+}
+
+/// A trace's columns without its bodies (listing, reports).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TraceHead {
+    /// Id.
+    pub trace_id: String,
+    /// Source.
+    pub source: String,
+    /// Native id.
+    pub native_id: String,
+    /// Workflow.
+    pub workflow_id: Option<String>,
+    /// Trigger.
+    pub trigger: Option<String>,
+    /// Outcome.
+    pub outcome: String,
+    /// Start.
+    pub started_at_ms: Option<i64>,
+    /// End.
+    pub ended_at_ms: Option<i64>,
+    /// Version.
+    pub version: i64,
+    /// Summary JSON.
+    pub summary: String,
+    /// Findings stored for it.
+    pub findings: u64,
+}
+
+/// One finding of one trace.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FindingRow {
+    /// Trace.
+    pub trace_id: String,
+    /// Position among the trace's findings.
+    pub ordinal: u32,
+    /// Detector.
+    pub detector: String,
+    /// Severity.
+    pub severity: String,
+    /// Fingerprint.
+    pub fingerprint: String,
+    /// Workflow (copied from the trace, for grouping).
+    pub workflow_id: Option<String>,
+    /// Step where it happened.
+    pub step_id: Option<String>,
+    /// The trace's outcome (copied, for grouping).
+    pub outcome: String,
+    /// The finding, JSON.
+    pub body: String,
+}
+
+/// What storing a trace did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PutOutcome {
+    /// It was new.
+    Inserted,
+    /// It replaced an older version.
+    Updated,
+    /// The same digest was stored already: nothing was written.
+    Unchanged,
+}
+
+/// Which traces to list.
+#[derive(Debug, Clone, Default)]
+pub struct TraceFilter {
+    /// Only this source.
+    pub source: Option<String>,
+    /// Only this workflow.
+    pub workflow_id: Option<String>,
+    /// Only traces that started at or after this time (ms); traces without a start time
+    /// are excluded when set.
+    pub since_ms: Option<i64>,
+    /// Page size (default 100, at most 10,000).
+    pub limit: Option<u32>,
+    /// Rows to skip.
+    pub offset: Option<u32>,
+}
+
+/// Which findings to list.
+#[derive(Debug, Clone, Default)]
+pub struct FindingFilter {
+    /// Only this trace.
+    pub trace_id: Option<String>,
+    /// Only this workflow.
+    pub workflow_id: Option<String>,
+    /// Only this step.
+    pub step_id: Option<String>,
+    /// Only this detector.
+    pub detector: Option<String>,
+    /// Only this fingerprint.
+    pub fingerprint: Option<String>,
+    /// Page size (default 100, at most 10,000).
+    pub limit: Option<u32>,
+    /// Rows to skip.
+    pub offset: Option<u32>,
+}
+
+/// A fingerprint's recurrence at one workflow step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FindingGroup {
+    /// Workflow.
+    pub workflow_id: String,
+    /// Step.
+    pub step_id: String,
+    /// Fingerprint.
+    pub fingerprint: String,
+    /// Detector.
+    pub detector: String,
+    /// Distinct traces with it.
+    pub sessions: u64,
+    /// Of which with a failing outcome (`PARTIAL`, `BLOCKED`, `FAILED`).
+    pub failing: u64,
+    /// Of which with a known outcome (not `UNKNOWN`).
+    pub known: u64,
+}
+
+/// Outcomes of the traces that visited one workflow step.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepOutcomes {
+    /// Traces that visited it.
+    pub sessions: u64,
+    /// Of which failing.
+    pub failing: u64,
+    /// Of which with a known outcome.
+    pub known: u64,
+}
+
+/// An improvement proposal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProposalRow {
+    /// Deterministic id (from workflow, step and fingerprint).
+    pub proposal_id: String,
+    /// Workflow.
+    pub workflow_id: String,
+    /// Step.
+    pub step_id: String,
+    /// Fingerprint.
+    pub fingerprint: String,
+    /// Detector.
+    pub detector: String,
+    /// `open`, `applied` or `dismissed`.
+    pub status: String,
+    /// Confidence, 0 to 1.
+    pub confidence: f64,
+    /// Evidence sessions.
+    pub sessions: u64,
+    /// The proposal, JSON.
+    pub body: String,
+    /// First proposed.
+    pub created_at_ms: i64,
+    /// Last changed.
+    pub updated_at_ms: i64,
+}
+
+/// Which proposals to list.
+#[derive(Debug, Clone, Default)]
+pub struct ProposalFilter {
+    /// Only this status.
+    pub status: Option<String>,
+    /// Only this workflow.
+    pub workflow_id: Option<String>,
+    /// Only this step.
+    pub step_id: Option<String>,
+    /// Page size (default 100, at most 10,000).
+    pub limit: Option<u32>,
+}
+
+/// One change of a proposal's status (append-only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProposalChange {
+    /// Proposal.
+    pub proposal_id: String,
+    /// Position in its history.
+    pub ordinal: u32,
+    /// New status.
+    pub status: String,
+    /// Why (dismiss reason, where it was applied).
+    pub note: Option<String>,
+    /// When.
+    pub at_ms: i64,
+}
+
+/// A note on a trace (a post-mortem), append-only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NoteRow {
+    /// Trace.
+    pub trace_id: String,
+    /// Position among the trace's notes (assigned by the store).
+    pub ordinal: u32,
+    /// Kind (`explanation`).
+    pub kind: String,
+    /// When.
+    pub created_at_ms: i64,
+    /// Content, JSON.
+    pub body: String,
+}
+
+/// The insights storage contract.
+#[async_trait]
+pub trait InsightsStore: Send + Sync {
+    /// Store a trace with its findings and steps, replacing an older version, in one
+    /// transaction. Returns [`PutOutcome::Unchanged`] (writing nothing) when the stored
+    /// digest is equal.
+    async fn put_trace(&self, row: &TraceRow) -> Result<PutOutcome, StoreError>;
+
+    /// The stored version of a trace (see [`TraceRow::version`]) and its digest.
+    async fn trace_version(&self, trace_id: &str) -> Result<Option<(i64, String)>, StoreError>;
+
+    /// One trace with its findings.
+    async fn trace(&self, trace_id: &str) -> Result<Option<TraceRow>, StoreError>;
+
+    /// Traces without bodies, oldest start first (ties by id).
+    async fn traces(&self, filter: &TraceFilter) -> Result<Vec<TraceHead>, StoreError>;
+
+    /// Full traces (with findings), in the same order as [`InsightsStore::traces`].
+    async fn trace_rows(&self, filter: &TraceFilter) -> Result<Vec<TraceRow>, StoreError>;
+
+    /// Findings, by trace then position.
+    async fn findings(&self, filter: &FindingFilter) -> Result<Vec<FindingRow>, StoreError>;
+
+    /// Fingerprints found in at least `min_sessions` distinct traces of one workflow step,
+    /// most widespread first.
+    async fn finding_groups(&self, min_sessions: u64) -> Result<Vec<FindingGroup>, StoreError>;
+
+    /// Outcomes of the traces that visited a workflow step.
+    async fn step_outcomes(
+        &self,
+        workflow_id: &str,
+        step_id: &str,
+    ) -> Result<StepOutcomes, StoreError>;
+
+    /// Insert a proposal, or update its evidence (confidence, sessions, body) keeping its
+    /// status and creation time. Returns whether it was new.
+    async fn upsert_proposal(&self, row: &ProposalRow) -> Result<bool, StoreError>;
+
+    /// One proposal.
+    async fn proposal(&self, proposal_id: &str) -> Result<Option<ProposalRow>, StoreError>;
+
+    /// Proposals, highest confidence first (ties by id).
+    async fn proposals(&self, filter: &ProposalFilter) -> Result<Vec<ProposalRow>, StoreError>;
+
+    /// Change a proposal's status and append the change to its history, atomically.
+    /// `None` when there is no such proposal.
+    async fn set_proposal_status(
+        &self,
+        proposal_id: &str,
+        status: &str,
+        note: Option<&str>,
+        at_ms: i64,
+    ) -> Result<Option<ProposalChange>, StoreError>;
+
+    /// A proposal's status history, oldest first.
+    async fn proposal_history(&self, proposal_id: &str) -> Result<Vec<ProposalChange>, StoreError>;
+
+    /// Append a note to a trace; returns it with its ordinal.
+    async fn add_note(
+        &self,
+        trace_id: &str,
+        kind: &str,
+        body: &str,
+        at_ms: i64,
+    ) -> Result<NoteRow, StoreError>;
+
+    /// A trace's notes, oldest first.
+    async fn notes(&self, trace_id: &str) -> Result<Vec<NoteRow>, StoreError>;
+}

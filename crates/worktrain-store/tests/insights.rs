@@ -1,0 +1,340 @@
+//! Conformance of [`InsightsStore`] backends. Every check talks to the store only through
+//! the trait (`suite`); a backend joins by opening an empty store and calling each check
+//! (see the `sqlite` module at the end).
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use worktrain_store::insights::{
+    FindingFilter, FindingRow, InsightsStore, ProposalFilter, ProposalRow, PutOutcome, TraceFilter,
+    TraceRow,
+};
+
+fn finding(trace: &str, ordinal: u32, fp: &str, step: &str) -> FindingRow {
+    FindingRow {
+        trace_id: trace.to_owned(),
+        ordinal,
+        detector: "repeated_error".to_owned(),
+        severity: "warning".to_owned(),
+        fingerprint: fp.to_owned(),
+        workflow_id: None,
+        step_id: Some(step.to_owned()),
+        outcome: String::new(),
+        body: format!("{{\"n\":{ordinal}}}"),
+    }
+}
+
+fn trace(
+    id: &str,
+    started: i64,
+    outcome: &str,
+    digest: &str,
+    findings: Vec<FindingRow>,
+) -> TraceRow {
+    TraceRow {
+        trace_id: id.to_owned(),
+        source: "worktrain".to_owned(),
+        native_id: id.trim_start_matches("worktrain:").to_owned(),
+        workflow_id: Some("fix".to_owned()),
+        trigger: Some("api".to_owned()),
+        outcome: outcome.to_owned(),
+        started_at_ms: Some(started),
+        ended_at_ms: Some(started + 10),
+        version: 7,
+        digest: digest.to_owned(),
+        summary: "{}".to_owned(),
+        trace: format!("{{\"id\":\"{id}\"}}"),
+        steps: vec!["plan".to_owned(), "build".to_owned(), "plan".to_owned()],
+        findings,
+        imported_at_ms: 1,
+    }
+}
+
+pub async fn put_is_idempotent_and_replaces_findings(s: &dyn InsightsStore) {
+    let t1 = trace(
+        "worktrain:a",
+        100,
+        "FAILED",
+        "d1",
+        vec![
+            finding("worktrain:a", 0, "fpA", "build"),
+            finding("worktrain:a", 1, "fpB", "plan"),
+        ],
+    );
+    assert_eq!(s.put_trace(&t1).await.unwrap(), PutOutcome::Inserted);
+    assert_eq!(s.put_trace(&t1).await.unwrap(), PutOutcome::Unchanged);
+    let back = s.trace("worktrain:a").await.unwrap().unwrap();
+    assert_eq!(back.findings.len(), 2);
+    assert_eq!(
+        back.findings[0].outcome, "FAILED",
+        "outcome copied for grouping"
+    );
+    assert_eq!(back.findings[0].workflow_id.as_deref(), Some("fix"));
+    assert_eq!(back.steps, vec!["build", "plan"]);
+    assert_eq!(back.trace, t1.trace);
+    assert_eq!(
+        s.trace_version("worktrain:a").await.unwrap(),
+        Some((7, "d1".to_owned()))
+    );
+    // A new version replaces the findings: the old ones are gone.
+    let mut t2 = trace(
+        "worktrain:a",
+        100,
+        "SUCCESS",
+        "d2",
+        vec![finding("worktrain:a", 0, "fpC", "build")],
+    );
+    t2.version = 9;
+    assert_eq!(s.put_trace(&t2).await.unwrap(), PutOutcome::Updated);
+    let back = s.trace("worktrain:a").await.unwrap().unwrap();
+    assert_eq!(back.findings.len(), 1);
+    assert_eq!(back.findings[0].fingerprint, "fpC");
+    assert_eq!(back.outcome, "SUCCESS");
+    assert_eq!(
+        s.trace_version("worktrain:a").await.unwrap(),
+        Some((9, "d2".to_owned()))
+    );
+    assert!(s.trace("worktrain:none").await.unwrap().is_none());
+}
+
+pub async fn lists_are_ordered_filtered_and_paged(s: &dyn InsightsStore) {
+    for (id, start) in [
+        ("worktrain:c", 300),
+        ("worktrain:a", 100),
+        ("worktrain:b", 100),
+    ] {
+        s.put_trace(&trace(
+            id,
+            start,
+            "UNKNOWN",
+            id,
+            vec![finding(id, 0, "fp", "plan")],
+        ))
+        .await
+        .unwrap();
+    }
+    let mut other = trace("claude_code:x", 200, "UNKNOWN", "x", vec![]);
+    other.source = "claude_code".to_owned();
+    other.workflow_id = None;
+    s.put_trace(&other).await.unwrap();
+    let all = s.traces(&TraceFilter::default()).await.unwrap();
+    let ids: Vec<&str> = all.iter().map(|t| t.trace_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["worktrain:a", "worktrain:b", "claude_code:x", "worktrain:c"]
+    );
+    assert_eq!(all[0].findings, 1);
+    let rows = s.trace_rows(&TraceFilter::default()).await.unwrap();
+    assert_eq!(
+        rows.iter().map(|t| t.trace_id.as_str()).collect::<Vec<_>>(),
+        ids
+    );
+    let since = s
+        .traces(&TraceFilter {
+            since_ms: Some(200),
+            ..TraceFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(since.len(), 2);
+    let src = s
+        .traces(&TraceFilter {
+            source: Some("claude_code".into()),
+            ..TraceFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(src.len(), 1);
+    let page = s
+        .traces(&TraceFilter {
+            limit: Some(2),
+            offset: Some(1),
+            ..TraceFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        page.iter().map(|t| t.trace_id.as_str()).collect::<Vec<_>>(),
+        ["worktrain:b", "claude_code:x"]
+    );
+    let f = s
+        .findings(&FindingFilter {
+            workflow_id: Some("fix".into()),
+            step_id: Some("plan".into()),
+            ..FindingFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        f.iter().map(|f| f.trace_id.as_str()).collect::<Vec<_>>(),
+        ["worktrain:a", "worktrain:b", "worktrain:c"]
+    );
+}
+
+pub async fn groups_count_distinct_sessions_and_failures(s: &dyn InsightsStore) {
+    let rows = [
+        ("worktrain:1", "FAILED"),
+        ("worktrain:2", "PARTIAL"),
+        ("worktrain:3", "SUCCESS"),
+        ("worktrain:4", "UNKNOWN"),
+    ];
+    for (id, outcome) in rows {
+        // Two findings with the same fingerprint in one trace count once.
+        let f = vec![
+            finding(id, 0, "fpX", "build"),
+            finding(id, 1, "fpX", "build"),
+            finding(id, 2, "fpY", "plan"),
+        ];
+        s.put_trace(&trace(id, 1, outcome, id, f)).await.unwrap();
+    }
+    s.put_trace(&trace("worktrain:5", 1, "BLOCKED", "5", vec![]))
+        .await
+        .unwrap();
+    let groups = s.finding_groups(3).await.unwrap();
+    assert_eq!(groups.len(), 2);
+    let x = groups.iter().find(|g| g.fingerprint == "fpX").unwrap();
+    assert_eq!(
+        (x.workflow_id.as_str(), x.step_id.as_str()),
+        ("fix", "build")
+    );
+    assert_eq!((x.sessions, x.failing, x.known), (4, 2, 3));
+    assert_eq!(x.detector, "repeated_error");
+    assert!(s.finding_groups(5).await.unwrap().is_empty());
+    let o = s.step_outcomes("fix", "build").await.unwrap();
+    assert_eq!((o.sessions, o.failing, o.known), (5, 3, 4));
+    let none = s.step_outcomes("fix", "nope").await.unwrap();
+    assert_eq!(none.sessions, 0);
+}
+
+fn proposal(id: &str, confidence: f64) -> ProposalRow {
+    ProposalRow {
+        proposal_id: id.to_owned(),
+        workflow_id: "fix".to_owned(),
+        step_id: "build".to_owned(),
+        fingerprint: "fpX".to_owned(),
+        detector: "repeated_error".to_owned(),
+        status: "open".to_owned(),
+        confidence,
+        sessions: 3,
+        body: "{}".to_owned(),
+        created_at_ms: 10,
+        updated_at_ms: 10,
+    }
+}
+
+pub async fn proposals_keep_status_and_history(s: &dyn InsightsStore) {
+    assert!(s.upsert_proposal(&proposal("prop_b", 0.4)).await.unwrap());
+    assert!(s.upsert_proposal(&proposal("prop_a", 0.9)).await.unwrap());
+    let list = s.proposals(&ProposalFilter::default()).await.unwrap();
+    assert_eq!(
+        list.iter()
+            .map(|p| p.proposal_id.as_str())
+            .collect::<Vec<_>>(),
+        ["prop_a", "prop_b"]
+    );
+    let change = s
+        .set_proposal_status("prop_a", "dismissed", Some("not our problem"), 20)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(change.ordinal, 2);
+    // New evidence updates the proposal but keeps its status and creation time.
+    let mut again = proposal("prop_a", 0.95);
+    again.sessions = 5;
+    again.created_at_ms = 99;
+    again.updated_at_ms = 30;
+    assert!(!s.upsert_proposal(&again).await.unwrap());
+    let p = s.proposal("prop_a").await.unwrap().unwrap();
+    assert_eq!(
+        (p.status.as_str(), p.sessions, p.created_at_ms),
+        ("dismissed", 5, 10)
+    );
+    assert!((p.confidence - 0.95).abs() < 1e-9);
+    let h = s.proposal_history("prop_a").await.unwrap();
+    assert_eq!(
+        h.iter().map(|c| c.status.as_str()).collect::<Vec<_>>(),
+        ["open", "dismissed"]
+    );
+    assert_eq!(h[1].note.as_deref(), Some("not our problem"));
+    assert!(
+        s.set_proposal_status("prop_none", "applied", None, 1)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let open = s
+        .proposals(&ProposalFilter {
+            status: Some("open".into()),
+            ..ProposalFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(open.len(), 1);
+}
+
+pub async fn notes_are_appended_in_order(s: &dyn InsightsStore) {
+    let a = s
+        .add_note("worktrain:a", "explanation", "{\"text\":\"one\"}", 5)
+        .await
+        .unwrap();
+    let b = s
+        .add_note("worktrain:a", "explanation", "{\"text\":\"two\"}", 6)
+        .await
+        .unwrap();
+    assert_eq!((a.ordinal, b.ordinal), (1, 2));
+    let notes = s.notes("worktrain:a").await.unwrap();
+    assert_eq!(notes, vec![a, b]);
+    assert!(s.notes("worktrain:b").await.unwrap().is_empty());
+}
+
+mod sqlite {
+    use worktrain_store::sqlite::SqliteOptions;
+    use worktrain_store::{EventStore, SqliteStore};
+
+    async fn open() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("db.sqlite"), SqliteOptions::default())
+            .await
+            .unwrap();
+        (dir, s)
+    }
+
+    macro_rules! check {
+        ($name:ident) => {
+            #[tokio::test]
+            async fn $name() {
+                let (_d, s) = open().await;
+                let insights = s.insights().expect("sqlite has insights storage");
+                super::$name(insights).await;
+            }
+        };
+    }
+
+    check!(put_is_idempotent_and_replaces_findings);
+    check!(lists_are_ordered_filtered_and_paged);
+    check!(groups_count_distinct_sessions_and_failures);
+    check!(proposals_keep_status_and_history);
+    check!(notes_are_appended_in_order);
+
+    #[tokio::test]
+    async fn history_and_notes_are_append_only_in_the_database() {
+        let (_d, s) = open().await;
+        let i = s.insights().unwrap();
+        i.upsert_proposal(&super::proposal("prop_a", 0.5))
+            .await
+            .unwrap();
+        i.add_note("t", "explanation", "{}", 1).await.unwrap();
+        for sql in [
+            "UPDATE insight_proposal_history SET status = 'x'",
+            "DELETE FROM insight_proposal_history",
+            "UPDATE insight_notes SET body = 'x'",
+            "DELETE FROM insight_notes",
+        ] {
+            let e = sqlx::query(sql)
+                .execute(s.pool())
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("append-only"), "{sql}: {e}");
+        }
+    }
+}
