@@ -132,6 +132,7 @@ impl Cursor {
             | EventBody::WorktreeRestored { .. }
             | EventBody::HookRan { .. }
             | EventBody::SourceIneligible { .. }
+            | EventBody::PostMortemRecorded { .. }
             | EventBody::SessionCompleted { .. } => {}
         }
         Ok(())

@@ -414,6 +414,16 @@ pub enum EventBody {
         /// What was done.
         action: ReconcileAction,
     },
+    /// An LLM post-mortem of the session, from its trace (`worktrain insights explain`).
+    /// Advisory: neither the engine nor the trace detectors depend on it.
+    PostMortemRecorded {
+        /// The model that wrote it.
+        model: String,
+        /// The analysis (bounded).
+        text: String,
+        /// Detector findings the model was shown.
+        findings: u32,
+    },
     /// The workflow reached its end.
     SessionCompleted {
         /// The last node completed, if any step ran.
@@ -545,6 +555,8 @@ pub enum EventKind {
     SourceIneligible,
     /// See [`EventBody::SessionCompleted`].
     SessionCompleted,
+    /// See [`EventBody::PostMortemRecorded`].
+    PostMortemRecorded,
 }
 
 impl EventKind {
@@ -580,6 +592,7 @@ impl EventKind {
             EventKind::HookRan => "hook_ran",
             EventKind::SourceIneligible => "source_ineligible",
             EventKind::SessionCompleted => "session_completed",
+            EventKind::PostMortemRecorded => "post_mortem_recorded",
         }
     }
 }
@@ -617,6 +630,7 @@ impl EventBody {
             EventBody::HookRan { .. } => EventKind::HookRan,
             EventBody::SourceIneligible { .. } => EventKind::SourceIneligible,
             EventBody::SessionCompleted { .. } => EventKind::SessionCompleted,
+            EventBody::PostMortemRecorded { .. } => EventKind::PostMortemRecorded,
         }
     }
 

@@ -824,7 +824,8 @@ pub fn apply(
         EventBody::StepSnapshotted { .. }
         | EventBody::WorktreeRestored { .. }
         | EventBody::HookRan { .. }
-        | EventBody::SourceIneligible { .. } => {}
+        | EventBody::SourceIneligible { .. }
+        | EventBody::PostMortemRecorded { .. } => {}
     }
     if let Some(ProjectionChange::UpsertAttempt(a)) = changes
         .iter()

@@ -6,9 +6,15 @@
 //!
 //! Trace content is untrusted: it is analysed and quoted as data, never followed.
 
+pub mod check;
 pub mod detect;
 pub mod eval;
+pub mod explain;
 pub mod import;
 pub mod model;
 pub mod normalize;
 pub mod outcome;
+pub mod patch;
+pub mod proposals;
+pub mod report;
+pub mod service;

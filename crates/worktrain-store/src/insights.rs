@@ -147,6 +147,19 @@ pub struct FindingFilter {
     pub offset: Option<u32>,
 }
 
+/// Which recurring fingerprints to list.
+#[derive(Debug, Clone, Default)]
+pub struct GroupFilter {
+    /// Distinct traces a fingerprint must appear in.
+    pub min_sessions: u64,
+    /// Only this workflow.
+    pub workflow_id: Option<String>,
+    /// Only this step.
+    pub step_id: Option<String>,
+    /// At most this many groups (default 1,000).
+    pub limit: Option<u32>,
+}
+
 /// A fingerprint's recurrence at one workflow step.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FindingGroup {
@@ -253,7 +266,15 @@ pub trait InsightsStore: Send + Sync {
     /// Store a trace with its findings and steps, replacing an older version, in one
     /// transaction. Returns [`PutOutcome::Unchanged`] (writing nothing) when the stored
     /// digest is equal.
-    async fn put_trace(&self, row: &TraceRow) -> Result<PutOutcome, StoreError>;
+    async fn put_trace(&self, row: &TraceRow) -> Result<PutOutcome, StoreError> {
+        let mut out = self.put_traces(std::slice::from_ref(row)).await?;
+        out.pop()
+            .ok_or_else(|| StoreError::Corrupt("put_traces returned nothing".into()))
+    }
+
+    /// [`InsightsStore::put_trace`] for many traces in one transaction (one commit for a
+    /// whole batch: imports and re-analysis write thousands of traces).
+    async fn put_traces(&self, rows: &[TraceRow]) -> Result<Vec<PutOutcome>, StoreError>;
 
     /// The stored version of a trace (see [`TraceRow::version`]) and its digest.
     async fn trace_version(&self, trace_id: &str) -> Result<Option<(i64, String)>, StoreError>;
@@ -270,9 +291,9 @@ pub trait InsightsStore: Send + Sync {
     /// Findings, by trace then position.
     async fn findings(&self, filter: &FindingFilter) -> Result<Vec<FindingRow>, StoreError>;
 
-    /// Fingerprints found in at least `min_sessions` distinct traces of one workflow step,
-    /// most widespread first.
-    async fn finding_groups(&self, min_sessions: u64) -> Result<Vec<FindingGroup>, StoreError>;
+    /// Fingerprints found in at least `min_sessions` distinct traces of one workflow step
+    /// (optionally of one workflow and step), most widespread first.
+    async fn finding_groups(&self, filter: &GroupFilter) -> Result<Vec<FindingGroup>, StoreError>;
 
     /// Outcomes of the traces that visited a workflow step.
     async fn step_outcomes(

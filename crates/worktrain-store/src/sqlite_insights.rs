@@ -7,7 +7,7 @@ use sqlx::{QueryBuilder, Row, Sqlite};
 
 use crate::StoreError;
 use crate::insights::{
-    FindingFilter, FindingGroup, FindingRow, InsightsStore, NoteRow, ProposalChange,
+    FindingFilter, FindingGroup, FindingRow, GroupFilter, InsightsStore, NoteRow, ProposalChange,
     ProposalFilter, ProposalRow, PutOutcome, StepOutcomes, TraceFilter, TraceHead, TraceRow,
 };
 use crate::sqlite::SqliteStore;
@@ -118,100 +118,111 @@ impl SqliteStore {
     }
 }
 
+async fn put_one(
+tx: &mut sqlx::Transaction<'_, Sqlite>,
+row: &TraceRow,
+) -> Result<PutOutcome, StoreError> {
+    let existing: Option<(String,)> =
+        sqlx::query_as("SELECT digest FROM insight_traces WHERE trace_id = ?")
+            .bind(&row.trace_id)
+            .fetch_optional(&mut **tx)
+            .await?;
+    let outcome = match &existing {
+        Some((d,)) if *d == row.digest => {
+            // Same content; only the source version may have moved (events that do
+            // not change the trace, such as a heartbeat-only run).
+            sqlx::query("UPDATE insight_traces SET version = ? WHERE trace_id = ?")
+                .bind(row.version)
+                .bind(&row.trace_id)
+                .execute(&mut **tx)
+                .await?;
+            return Ok(PutOutcome::Unchanged);
+        }
+        Some(_) => PutOutcome::Updated,
+        None => PutOutcome::Inserted,
+    };
+    sqlx::query(
+        "INSERT INTO insight_traces (trace_id, source, native_id, workflow_id, trigger_label,
+             outcome, started_at_ms, ended_at_ms, version, digest, summary, trace, imported_at_ms)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (trace_id) DO UPDATE SET
+             source = excluded.source, native_id = excluded.native_id,
+             workflow_id = excluded.workflow_id, trigger_label = excluded.trigger_label,
+             outcome = excluded.outcome, started_at_ms = excluded.started_at_ms,
+             ended_at_ms = excluded.ended_at_ms, version = excluded.version,
+             digest = excluded.digest, summary = excluded.summary, trace = excluded.trace,
+             imported_at_ms = excluded.imported_at_ms",
+    )
+    .bind(&row.trace_id)
+    .bind(&row.source)
+    .bind(&row.native_id)
+    .bind(row.workflow_id.as_deref())
+    .bind(row.trigger.as_deref())
+    .bind(&row.outcome)
+    .bind(row.started_at_ms)
+    .bind(row.ended_at_ms)
+    .bind(row.version)
+    .bind(&row.digest)
+    .bind(&row.summary)
+    .bind(&row.trace)
+    .bind(row.imported_at_ms)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query("DELETE FROM insight_findings WHERE trace_id = ?")
+        .bind(&row.trace_id)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("DELETE FROM insight_trace_steps WHERE trace_id = ?")
+        .bind(&row.trace_id)
+        .execute(&mut **tx)
+        .await?;
+    for chunk in row.findings.chunks(200) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO insight_findings (trace_id, ordinal, detector, severity, fingerprint,
+                 workflow_id, step_id, outcome, body) ",
+        );
+        q.push_values(chunk, |mut b, f| {
+            b.push_bind(&row.trace_id)
+                .push_bind(i64::from(f.ordinal))
+                .push_bind(&f.detector)
+                .push_bind(&f.severity)
+                .push_bind(&f.fingerprint)
+                .push_bind(row.workflow_id.as_deref())
+                .push_bind(f.step_id.as_deref())
+                .push_bind(&row.outcome)
+                .push_bind(&f.body);
+        });
+        q.build().execute(&mut **tx).await?;
+    }
+    let mut steps: Vec<&String> = row.steps.iter().collect();
+    steps.sort();
+    steps.dedup();
+    for chunk in steps.chunks(200) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO insight_trace_steps (trace_id, step_id, outcome, workflow_id) ",
+        );
+        q.push_values(chunk, |mut b, s| {
+            b.push_bind(&row.trace_id)
+                .push_bind(s.as_str())
+                .push_bind(&row.outcome)
+                .push_bind(row.workflow_id.as_deref());
+        });
+        q.build().execute(&mut **tx).await?;
+    }
+    Ok(outcome)
+}
+
+
 #[async_trait]
 impl InsightsStore for SqliteStore {
-    async fn put_trace(&self, row: &TraceRow) -> Result<PutOutcome, StoreError> {
+    async fn put_traces(&self, rows: &[TraceRow]) -> Result<Vec<PutOutcome>, StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let existing: Option<(String,)> =
-            sqlx::query_as("SELECT digest FROM insight_traces WHERE trace_id = ?")
-                .bind(&row.trace_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let outcome = match &existing {
-            Some((d,)) if *d == row.digest => {
-                // Same content; only the source version may have moved (events that do
-                // not change the trace, such as a heartbeat-only run).
-                sqlx::query("UPDATE insight_traces SET version = ? WHERE trace_id = ?")
-                    .bind(row.version)
-                    .bind(&row.trace_id)
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                return Ok(PutOutcome::Unchanged);
-            }
-            Some(_) => PutOutcome::Updated,
-            None => PutOutcome::Inserted,
-        };
-        sqlx::query(
-            "INSERT INTO insight_traces (trace_id, source, native_id, workflow_id, trigger_label,
-                 outcome, started_at_ms, ended_at_ms, version, digest, summary, trace, imported_at_ms)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-             ON CONFLICT (trace_id) DO UPDATE SET
-                 source = excluded.source, native_id = excluded.native_id,
-                 workflow_id = excluded.workflow_id, trigger_label = excluded.trigger_label,
-                 outcome = excluded.outcome, started_at_ms = excluded.started_at_ms,
-                 ended_at_ms = excluded.ended_at_ms, version = excluded.version,
-                 digest = excluded.digest, summary = excluded.summary, trace = excluded.trace,
-                 imported_at_ms = excluded.imported_at_ms",
-        )
-        .bind(&row.trace_id)
-        .bind(&row.source)
-        .bind(&row.native_id)
-        .bind(row.workflow_id.as_deref())
-        .bind(row.trigger.as_deref())
-        .bind(&row.outcome)
-        .bind(row.started_at_ms)
-        .bind(row.ended_at_ms)
-        .bind(row.version)
-        .bind(&row.digest)
-        .bind(&row.summary)
-        .bind(&row.trace)
-        .bind(row.imported_at_ms)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("DELETE FROM insight_findings WHERE trace_id = ?")
-            .bind(&row.trace_id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM insight_trace_steps WHERE trace_id = ?")
-            .bind(&row.trace_id)
-            .execute(&mut *tx)
-            .await?;
-        for chunk in row.findings.chunks(200) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO insight_findings (trace_id, ordinal, detector, severity, fingerprint,
-                     workflow_id, step_id, outcome, body) ",
-            );
-            q.push_values(chunk, |mut b, f| {
-                b.push_bind(&row.trace_id)
-                    .push_bind(i64::from(f.ordinal))
-                    .push_bind(&f.detector)
-                    .push_bind(&f.severity)
-                    .push_bind(&f.fingerprint)
-                    .push_bind(row.workflow_id.as_deref())
-                    .push_bind(f.step_id.as_deref())
-                    .push_bind(&row.outcome)
-                    .push_bind(&f.body);
-            });
-            q.build().execute(&mut *tx).await?;
-        }
-        let mut steps: Vec<&String> = row.steps.iter().collect();
-        steps.sort();
-        steps.dedup();
-        for chunk in steps.chunks(200) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO insight_trace_steps (trace_id, step_id, outcome, workflow_id) ",
-            );
-            q.push_values(chunk, |mut b, s| {
-                b.push_bind(&row.trace_id)
-                    .push_bind(s.as_str())
-                    .push_bind(&row.outcome)
-                    .push_bind(row.workflow_id.as_deref());
-            });
-            q.build().execute(&mut *tx).await?;
+        let mut outcomes = Vec::with_capacity(rows.len());
+        for row in rows {
+            outcomes.push(put_one(&mut tx, row).await?);
         }
         tx.commit().await?;
-        Ok(outcome)
+        Ok(outcomes)
     }
 
     async fn trace_version(&self, trace_id: &str) -> Result<Option<(i64, String)>, StoreError> {
@@ -302,20 +313,26 @@ impl InsightsStore for SqliteStore {
         rows.iter().map(row_to_finding).collect()
     }
 
-    async fn finding_groups(&self, min_sessions: u64) -> Result<Vec<FindingGroup>, StoreError> {
-        let sql = "SELECT workflow_id, step_id, fingerprint, MIN(detector) AS detector,
+    async fn finding_groups(&self, f: &GroupFilter) -> Result<Vec<FindingGroup>, StoreError> {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "SELECT workflow_id, step_id, fingerprint, MIN(detector) AS detector,
                  COUNT(DISTINCT trace_id) AS sessions,
                  COUNT(DISTINCT CASE WHEN outcome IN ('PARTIAL', 'BLOCKED', 'FAILED') THEN trace_id END) AS failing,
                  COUNT(DISTINCT CASE WHEN outcome <> 'UNKNOWN' THEN trace_id END) AS known
              FROM insight_findings
-             WHERE workflow_id IS NOT NULL AND step_id IS NOT NULL
-             GROUP BY workflow_id, step_id, fingerprint
-             HAVING COUNT(DISTINCT trace_id) >= ?
-             ORDER BY sessions DESC, workflow_id, step_id, fingerprint";
-        let rows = sqlx::query(sql)
-            .bind(i64::try_from(min_sessions).unwrap_or(i64::MAX))
-            .fetch_all(&self.pool)
-            .await?;
+             WHERE workflow_id IS NOT NULL AND step_id IS NOT NULL",
+        );
+        if let Some(w) = &f.workflow_id {
+            q.push(" AND workflow_id = ").push_bind(w.clone());
+        }
+        if let Some(st) = &f.step_id {
+            q.push(" AND step_id = ").push_bind(st.clone());
+        }
+        q.push(" GROUP BY workflow_id, step_id, fingerprint HAVING COUNT(DISTINCT trace_id) >= ")
+            .push_bind(i64::try_from(f.min_sessions.max(1)).unwrap_or(i64::MAX))
+            .push(" ORDER BY sessions DESC, workflow_id, step_id, fingerprint LIMIT ")
+            .push_bind(i64::from(f.limit.unwrap_or(1000).clamp(1, 100_000)));
+        let rows = q.build().fetch_all(&self.pool).await?;
         rows.iter()
             .map(|r| {
                 Ok(FindingGroup {

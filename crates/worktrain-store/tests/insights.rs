@@ -5,7 +5,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use worktrain_store::insights::{
-    FindingFilter, FindingRow, InsightsStore, ProposalFilter, ProposalRow, PutOutcome, TraceFilter,
+    FindingFilter, FindingRow, GroupFilter, InsightsStore, ProposalFilter, ProposalRow, PutOutcome, TraceFilter,
     TraceRow,
 };
 
@@ -189,7 +189,7 @@ pub async fn groups_count_distinct_sessions_and_failures(s: &dyn InsightsStore) 
     s.put_trace(&trace("worktrain:5", 1, "BLOCKED", "5", vec![]))
         .await
         .unwrap();
-    let groups = s.finding_groups(3).await.unwrap();
+    let groups = s.finding_groups(&GroupFilter { min_sessions: 3, ..GroupFilter::default() }).await.unwrap();
     assert_eq!(groups.len(), 2);
     let x = groups.iter().find(|g| g.fingerprint == "fpX").unwrap();
     assert_eq!(
@@ -198,7 +198,18 @@ pub async fn groups_count_distinct_sessions_and_failures(s: &dyn InsightsStore) 
     );
     assert_eq!((x.sessions, x.failing, x.known), (4, 2, 3));
     assert_eq!(x.detector, "repeated_error");
-    assert!(s.finding_groups(5).await.unwrap().is_empty());
+    assert!(s.finding_groups(&GroupFilter { min_sessions: 5, ..GroupFilter::default() }).await.unwrap().is_empty());
+    let only = s
+        .finding_groups(&GroupFilter {
+            min_sessions: 1,
+            workflow_id: Some("fix".into()),
+            step_id: Some("plan".into()),
+            limit: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(only.len(), 1);
+    assert_eq!(only[0].fingerprint, "fpY");
     let o = s.step_outcomes("fix", "build").await.unwrap();
     assert_eq!((o.sessions, o.failing, o.known), (5, 3, 4));
     let none = s.step_outcomes("fix", "nope").await.unwrap();

@@ -293,7 +293,8 @@ impl Sim<'_> {
             | EventBody::StepSnapshotted { .. }
             | EventBody::WorktreeRestored { .. }
             | EventBody::HookRan { .. }
-            | EventBody::SourceIneligible { .. } => return,
+            | EventBody::SourceIneligible { .. }
+            | EventBody::PostMortemRecorded { .. } => return,
         };
         self.trace.push(item);
     }

@@ -516,6 +516,15 @@ pub(crate) fn import<R: BufRead>(
             .submission
             .as_deref()
             .is_none_or(|s| s.trim().is_empty());
+        if let Some(diff) = info.submission.as_deref() {
+            t.counts.changed_lines = diff
+                .lines()
+                .filter(|l| {
+                    (l.starts_with('+') && !l.starts_with("+++"))
+                        || (l.starts_with('-') && !l.starts_with("---"))
+                })
+                .count() as u64;
+        }
         match info.exit_status.as_deref() {
             Some("Submitted" | "submitted") if !empty => {
                 t.outcome_reason = Some("submitted".to_owned());

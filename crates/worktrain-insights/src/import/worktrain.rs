@@ -171,6 +171,7 @@ impl SessionTrace {
             | EventBody::Steered { .. }
             | EventBody::StepSnapshotted { .. }
             | EventBody::WorktreeRestored { .. }
+            | EventBody::PostMortemRecorded { .. }
             | EventBody::SessionCompleted { .. } => {}
         }
     }
