@@ -140,6 +140,200 @@ pub enum TriggerCommand {
         #[arg(long, value_name = "KIND")]
         decision: Option<String>,
     },
+    /// Trace analysis: import agent traces, find failure patterns, evaluate the detectors,
+    /// explain a session.
+    #[command(subcommand)]
+    Insights(InsightsCommand),
+    /// A report over recent sessions: completion, failure and cancel rates by workflow and
+    /// trigger, cancel latency, top findings, cost.
+    Report(ReportArgs),
+    /// Workflow improvement proposals made from recurring failure patterns.
+    #[command(subcommand)]
+    Proposals(ProposalsCommand),
+}
+
+/// Where the insights settings come from.
+#[derive(Debug, Args, Clone, Default)]
+pub struct InsightsOpts {
+    /// Insights settings (detector thresholds, proposal threshold); default
+    /// $WORKTRAIN_HOME/insights.yaml when it exists, else the documented defaults.
+    #[arg(long = "insights-config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// `worktrain insights …`.
+#[derive(Debug, Subcommand)]
+pub enum InsightsCommand {
+    /// Import transcripts (files or directories): Claude Code and Codex JSONL, SWE-agent /
+    /// mini-SWE-agent trajectories. Idempotent; malformed lines are reported, not fatal.
+    Import(ImportArgs),
+    /// Bring worktrain's own sessions into the analysis (only changed sessions are read).
+    Sync(InsightsOpts),
+    /// Re-run the detectors over every stored trace (after changing thresholds) and
+    /// refresh the proposals.
+    Analyze(InsightsOpts),
+    /// Measure each detector on labelled runs: firing rates, precision, recall, lift.
+    Eval(EvalArgs),
+    /// Ask an agent profile for a short post-mortem of one session (stored with its
+    /// findings; the detectors never depend on it).
+    Explain(ExplainArgs),
+    /// One trace: outcome, counts, findings with evidence, post-mortems.
+    Show(ShowArgs),
+    /// Findings across traces.
+    Findings(FindingsArgs),
+    /// The detector thresholds in effect, with their defaults.
+    Thresholds(InsightsOpts),
+}
+
+/// `insights import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// Files or directories (walked for *.jsonl, *.traj, *.traj.json).
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Attribute the imported sessions to this workflow id (for proposals).
+    #[arg(long)]
+    pub workflow: Option<String>,
+    /// Read every file as this format (claude_code, codex, codex_exec, mini_swe_agent,
+    /// swe_agent) instead of detecting it.
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Settings.
+    #[command(flatten)]
+    pub opts: InsightsOpts,
+}
+
+/// `insights eval`.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// CSV of `session_or_instance_id,resolved` (header optional).
+    #[arg(long, value_name = "FILE")]
+    pub labels: PathBuf,
+    /// Import these first (files or directories).
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Settings.
+    #[command(flatten)]
+    pub opts: InsightsOpts,
+}
+
+/// `insights explain`.
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// Session id (ses_…) or trace id (source:id).
+    pub target: String,
+    /// Agent profile from config.yaml (`kind: llm`); default `daemon.default_agent`.
+    #[arg(long)]
+    pub agent: Option<String>,
+    /// Settings.
+    #[command(flatten)]
+    pub opts: InsightsOpts,
+}
+
+/// `insights show`.
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// Session id (ses_…) or trace id (source:id).
+    pub target: String,
+    /// Also list every turn.
+    #[arg(long)]
+    pub turns: bool,
+    /// Settings.
+    #[command(flatten)]
+    pub opts: InsightsOpts,
+}
+
+/// `insights findings`.
+#[derive(Debug, Args)]
+pub struct FindingsArgs {
+    /// Only this workflow.
+    #[arg(long)]
+    pub workflow: Option<String>,
+    /// Only this step.
+    #[arg(long)]
+    pub step: Option<String>,
+    /// Only this detector.
+    #[arg(long)]
+    pub detector: Option<String>,
+    /// Only this trace (ses_… or source:id).
+    #[arg(long)]
+    pub trace: Option<String>,
+    /// At most this many.
+    #[arg(long, default_value_t = 50)]
+    pub limit: u32,
+}
+
+/// `worktrain report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Only sessions that started within this long (e.g. `7d`, `24h`).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub since: Option<std::time::Duration>,
+    /// `md` (default) or `json`.
+    #[arg(long, default_value = "md")]
+    pub format: String,
+    /// Which traces: `worktrain` (default: the daemon's and CLI's own sessions) or `all`
+    /// (imported transcripts too).
+    #[arg(long, default_value = "worktrain")]
+    pub source: String,
+}
+
+/// `worktrain proposals …`.
+#[derive(Debug, Subcommand)]
+pub enum ProposalsCommand {
+    /// Proposals, highest confidence first.
+    List(ProposalListArgs),
+    /// One proposal: evidence, patch (as a diff against the workflow file), confidence.
+    Show(ProposalTarget),
+    /// Apply a proposal: `--write` patches the workflow file in place (lint must pass).
+    Apply(ApplyArgs),
+    /// Dismiss a proposal (it stays dismissed when the pattern recurs).
+    Dismiss(DismissArgs),
+}
+
+/// `proposals list`.
+#[derive(Debug, Args)]
+pub struct ProposalListArgs {
+    /// `open` (default), `applied`, `dismissed` or `all`.
+    #[arg(long, default_value = "open")]
+    pub status: String,
+    /// Only this workflow.
+    #[arg(long)]
+    pub workflow: Option<String>,
+    /// Settings.
+    #[command(flatten)]
+    pub opts: InsightsOpts,
+}
+
+/// A proposal id.
+#[derive(Debug, Args)]
+pub struct ProposalTarget {
+    /// Proposal id (prop_…).
+    pub id: String,
+}
+
+/// `proposals apply`.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// Proposal id (prop_…).
+    pub id: String,
+    /// Write the patched workflow to the local file (a bundled workflow is written to
+    /// $WORKTRAIN_HOME/workflows/<id>.yaml, where it takes precedence).
+    #[arg(long)]
+    pub write: bool,
+    /// The workflow file to patch (default: the one the catalog resolves for the id).
+    #[arg(long, value_name = "FILE")]
+    pub file: Option<PathBuf>,
+}
+
+/// `proposals dismiss`.
+#[derive(Debug, Args)]
+pub struct DismissArgs {
+    /// Proposal id (prop_…).
+    pub id: String,
+    /// Why.
+    #[arg(long)]
+    pub reason: Option<String>,
 }
 
 /// `worktrain daemon`.
@@ -194,7 +388,8 @@ pub struct SpawnArgs {
     /// LLM turn budget.
     #[arg(long, value_name = "N")]
     pub max_turns: Option<u32>,
-    /// Token budget (input + output).
+    /// Token budget: uncached input + output + cache writes + cache reads, summed over
+    /// the run's LLM calls.
     #[arg(long, value_name = "N")]
     pub max_tokens: Option<u64>,
     /// Cost budget in US dollars.

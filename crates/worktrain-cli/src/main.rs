@@ -13,6 +13,7 @@ mod client;
 mod cmd_admin;
 mod cmd_coord;
 mod cmd_daemon;
+mod cmd_insights;
 mod cmd_mcp;
 mod cmd_run;
 mod cmd_session;
@@ -157,6 +158,9 @@ async fn dispatch(cli: Cli, out: Out) -> Result<Exit, ApiError> {
         Command::KillAll => cmd_coord::kill_all(&ctx).await,
         Command::Worktree(cmd) => cmd_worktree::run(&ctx, cmd).await,
         Command::Trigger(cmd) => cmd_trigger::run(&ctx, cmd).await,
+        Command::Insights(cmd) => cmd_insights::run(&ctx, cmd).await,
+        Command::Report(args) => cmd_insights::report(&ctx, args).await,
+        Command::Proposals(cmd) => cmd_insights::proposals(&ctx, cmd).await,
     }
 }
 

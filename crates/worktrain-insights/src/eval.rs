@@ -9,8 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use crate::detect::{DetectorId, Finding};
-use crate::model::Trace;
+use crate::detect::DetectorId;
 
 /// One label: a run id and whether it succeeded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,23 +141,29 @@ fn round(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
-/// Whether a label names this trace.
-pub fn label_matches(label: &str, trace_id: &str, native_id: &str) -> bool {
-    label == trace_id || label == native_id
+/// One analysed run: its ids and the detectors that fired on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EvalRun {
+    /// Trace id (`source:native`).
+    pub trace_id: String,
+    /// The source's id (session or instance id).
+    pub native_id: String,
+    /// Detectors with at least one finding.
+    pub detectors: BTreeSet<DetectorId>,
 }
 
-/// Evaluate: `runs` are (trace, findings) pairs; only labelled ones count.
-pub fn evaluate(labels: &[Label], runs: &[(&Trace, &[Finding])]) -> EvalReport {
-    let mut by_id: BTreeMap<&str, (&Trace, &[Finding])> = BTreeMap::new();
-    for (t, f) in runs {
-        by_id.insert(t.id.as_str(), (t, f));
-        by_id.entry(t.native_id.as_str()).or_insert((t, f));
+/// Evaluate the detectors on the labelled runs among `runs`.
+pub fn evaluate(labels: &[Label], runs: &[EvalRun]) -> EvalReport {
+    let mut by_id: BTreeMap<&str, &EvalRun> = BTreeMap::new();
+    for r in runs {
+        by_id.insert(r.trace_id.as_str(), r);
+        by_id.entry(r.native_id.as_str()).or_insert(r);
     }
     let mut matched: Vec<(bool, BTreeSet<DetectorId>)> = Vec::new();
     let mut unmatched = Vec::new();
     for l in labels {
         match by_id.get(l.id.as_str()) {
-            Some((_, f)) => matched.push((l.resolved, f.iter().map(|x| x.detector).collect())),
+            Some(r) => matched.push((l.resolved, r.detectors.clone())),
             None => unmatched.push(l.id.clone()),
         }
     }

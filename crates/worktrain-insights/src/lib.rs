@@ -7,6 +7,8 @@
 //! Trace content is untrusted: it is analysed and quoted as data, never followed.
 
 pub mod check;
+pub mod config;
+pub mod delivery;
 pub mod detect;
 pub mod eval;
 pub mod explain;

@@ -585,3 +585,103 @@ fn parse_proposal(r: &ProposalRow) -> Result<(Proposal, ProposalStatus), Insight
 pub fn failing(o: Outcome) -> bool {
     o.is_failure() == Some(true)
 }
+
+impl Insights<'_> {
+    /// Every stored trace with the detectors that fired on it (for `eval`).
+    pub async fn eval_runs(&self) -> Result<Vec<crate::eval::EvalRun>, InsightsError> {
+        let mut out = Vec::new();
+        let mut offset = 0u32;
+        loop {
+            let heads = self
+                .store
+                .traces(&TraceFilter {
+                    limit: Some(10_000),
+                    offset: Some(offset),
+                    ..TraceFilter::default()
+                })
+                .await?;
+            if heads.is_empty() {
+                break;
+            }
+            offset += heads.len() as u32;
+            for h in heads {
+                let mut detectors = std::collections::BTreeSet::new();
+                if h.findings > 0 {
+                    for f in self
+                        .store
+                        .findings(&FindingFilter {
+                            trace_id: Some(h.trace_id.clone()),
+                            limit: Some(10_000),
+                            ..FindingFilter::default()
+                        })
+                        .await?
+                    {
+                        if let Some(d) = DetectorId::parse(&f.detector) {
+                            detectors.insert(d);
+                        }
+                    }
+                }
+                out.push(crate::eval::EvalRun {
+                    trace_id: h.trace_id,
+                    native_id: h.native_id,
+                    detectors,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The report over traces that started at or after `since_ms` (all when `None`), of
+    /// one source (all when `None`).
+    pub async fn report(
+        &self,
+        since_ms: Option<i64>,
+        source: Option<&str>,
+        trigger_decisions: Option<
+            std::collections::BTreeMap<String, crate::report::TriggerDecisions>,
+        >,
+    ) -> Result<crate::report::Report, InsightsError> {
+        let mut heads = Vec::new();
+        let mut offset = 0u32;
+        loop {
+            let page = self
+                .store
+                .traces(&TraceFilter {
+                    source: source.map(str::to_owned),
+                    since_ms,
+                    limit: Some(10_000),
+                    offset: Some(offset),
+                    ..TraceFilter::default()
+                })
+                .await?;
+            if page.is_empty() {
+                break;
+            }
+            offset += page.len() as u32;
+            heads.extend(page);
+        }
+        let mut findings = Vec::new();
+        for h in heads.iter().filter(|h| h.findings > 0) {
+            for f in self
+                .store
+                .findings(&FindingFilter {
+                    trace_id: Some(h.trace_id.clone()),
+                    limit: Some(10_000),
+                    ..FindingFilter::default()
+                })
+                .await?
+            {
+                let pattern = serde_json::from_str::<Finding>(&f.body)
+                    .map(|x| x.pattern)
+                    .unwrap_or_default();
+                findings.push((f.trace_id, f.detector, pattern, f.outcome));
+            }
+        }
+        Ok(crate::report::build(
+            since_ms,
+            &heads,
+            &findings,
+            trigger_decisions,
+        ))
+    }
+}

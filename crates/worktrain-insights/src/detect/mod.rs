@@ -317,29 +317,6 @@ impl Default for Thresholds {
     }
 }
 
-impl Thresholds {
-    /// Load from YAML (`insights.yaml`), naming the line and field of an error.
-    pub fn from_yaml(text: &str) -> Result<Self, String> {
-        if text.trim().is_empty() {
-            return Ok(Self::default());
-        }
-        let de = serde_norway::Deserializer::from_str(text);
-        serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            let at = inner
-                .location()
-                .map(|l| format!("line {}, column {}: ", l.line(), l.column()))
-                .unwrap_or_default();
-            if path == "." || path.is_empty() {
-                format!("{at}{inner}")
-            } else {
-                format!("{at}`{path}`: {inner}")
-            }
-        })
-    }
-}
-
 /// A finding under construction.
 pub(crate) struct Draft {
     pub(crate) detector: DetectorId,
