@@ -38,6 +38,7 @@ EXPECTED_TOOLS = [
     "checkpoint_workflow",
     "resume_session",
     "rewind_workflow",
+    "check_insights",
 ]
 BRANCH = "feature/mcp-e2e"
 NOTES_1 = "Renamed `load` to `load_config` in src/config.rs; callers updated."
@@ -112,7 +113,7 @@ async def first_process(session, workspace):
     check(init.capabilities.tools is not None, "initialize: the tools capability is offered")
 
     tools = (await session.list_tools()).tools
-    check([t.name for t in tools] == EXPECTED_TOOLS, "tools/list: exactly the seven tools", [t.name for t in tools])
+    check([t.name for t in tools] == EXPECTED_TOOLS, "tools/list: exactly the eight tools", [t.name for t in tools])
     for t in tools:
         check(t.input_schema.get("type") == "object", f"tools/list: {t.name} has an object input schema")
         check(bool(t.description) and len(t.description) > 80, f"tools/list: {t.name} is described")

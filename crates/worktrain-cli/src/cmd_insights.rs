@@ -539,8 +539,8 @@ async fn explain_cmd(
             "add an `agents:` profile of kind llm, or pass --agent NAME",
         )
     })?;
-    let profile: worktrain_daemon::profiles::AgentProfile =
-        serde_json::from_value(raw.clone()).map_err(|e| {
+    let profile: worktrain_daemon::profiles::AgentProfile = serde_json::from_value(raw.clone())
+        .map_err(|e| {
             ApiError::invalid_input(
                 format!("config.yaml: agents.{name}: {e}"),
                 "fix the agent profile",
@@ -604,7 +604,12 @@ async fn explain_cmd(
     if ctx.out.json {
         ctx.out.json(&json!({"trace_id": t.id, "explanation": x}));
     } else {
-        say!("{}\n\n(by {}; stored with the findings of {})", text, x.model, t.id);
+        say!(
+            "{}\n\n(by {}; stored with the findings of {})",
+            text,
+            x.model,
+            t.id
+        );
     }
     Ok(Exit::Ok)
 }
@@ -676,9 +681,19 @@ pub async fn proposals(ctx: &Ctx, cmd: ProposalsCommand) -> Result<Exit, ApiErro
                 }));
                 return Ok(Exit::Ok);
             }
-            say!("{}  [{}]  confidence {:.2}", p.id, status.as_str(), p.confidence);
+            say!(
+                "{}  [{}]  confidence {:.2}",
+                p.id,
+                status.as_str(),
+                p.confidence
+            );
             say!("{}", p.title);
-            say!("workflow {} · step {} · detector {}", p.workflow, p.step, p.detector.as_str());
+            say!(
+                "workflow {} · step {} · detector {}",
+                p.workflow,
+                p.step,
+                p.detector.as_str()
+            );
             say!("pattern (quoted from traces): `{}`", p.pattern);
             say!("expected effect: {}", p.expected_effect);
             say!("change: {}", p.patch.describe());
@@ -688,14 +703,21 @@ pub async fn proposals(ctx: &Ctx, cmd: ProposalsCommand) -> Result<Exit, ApiErro
             }
             match diff {
                 Some((loc, d)) => say!("\n--- {loc}\n{}", d.trim_end()),
-                None => say!("\n(the workflow file could not be read or the patch no longer applies)"),
+                None => {
+                    say!("\n(the workflow file could not be read or the patch no longer applies)")
+                }
             }
             Ok(Exit::Ok)
         }
         ProposalsCommand::Apply(a) => apply(ctx, store, &ins, a, None).await,
         ProposalsCommand::Dismiss(DismissArgs { id, reason }) => {
             let change = store
-                .set_proposal_status(&id, ProposalStatus::Dismissed.as_str(), reason.as_deref(), now_ms())
+                .set_proposal_status(
+                    &id,
+                    ProposalStatus::Dismissed.as_str(),
+                    reason.as_deref(),
+                    now_ms(),
+                )
                 .await
                 .map_err(store_error)?
                 .ok_or_else(|| not_found(&id))?;
@@ -845,7 +867,10 @@ async fn apply(
         let msgs: Vec<String> = lint.iter().map(|l| l.to_string()).collect();
         return Err(ApiError::new(
             ErrorCode::WorkflowInvalid,
-            format!("the patched workflow does not pass lint: {}", msgs.join("; ")),
+            format!(
+                "the patched workflow does not pass lint: {}",
+                msgs.join("; ")
+            ),
             Retry::Never,
             "nothing was written; edit the workflow by hand",
         ));
@@ -861,10 +886,20 @@ async fn apply(
         };
         let req = delivery::request(&p, target.clone(), patched.text.clone());
         let receipt = d.deliver(&req).map_err(|e| {
-            ApiError::new(ErrorCode::Internal, format!("delivery failed: {e}"), Retry::Same, "retry later")
+            ApiError::new(
+                ErrorCode::Internal,
+                format!("delivery failed: {e}"),
+                Retry::Same,
+                "retry later",
+            )
         })?;
         store
-            .set_proposal_status(&p.id, ProposalStatus::Applied.as_str(), Some(&format!("delivered on {}", receipt.branch)), now_ms())
+            .set_proposal_status(
+                &p.id,
+                ProposalStatus::Applied.as_str(),
+                Some(&format!("delivered on {}", receipt.branch)),
+                now_ms(),
+            )
             .await
             .map_err(store_error)?;
         say!("delivered on {}", receipt.branch);

@@ -119,7 +119,10 @@ pub async fn step_insights(
             description: detector.describe().to_owned(),
             sessions: g.sessions,
             failure_rate: (g.known > 0).then(|| g.failing as f64 / g.known as f64),
-            quoted_pattern: f.as_ref().map(|f| bounded(&f.pattern, 120)).unwrap_or_default(),
+            quoted_pattern: f
+                .as_ref()
+                .map(|f| bounded(&f.pattern, 120))
+                .unwrap_or_default(),
             advice: f.map(|f| f.suggestion).unwrap_or_default(),
         });
     }

@@ -61,11 +61,20 @@ mod tests {
     fn unknown_keys_and_types_are_precise_errors() {
         let e = InsightsConfig::from_yaml("min_sessions: 3\nthresholds:\n  repeated_call_mn: 4\n")
             .unwrap_err();
-        assert!(e.contains("line 3") && e.contains("repeated_call_mn"), "{e}");
+        assert!(
+            e.contains("line 3") && e.contains("repeated_call_mn"),
+            "{e}"
+        );
         let e = InsightsConfig::from_yaml("min_sessions: many\n").unwrap_err();
         assert!(e.contains("min_sessions"), "{e}");
         let c = InsightsConfig::from_yaml("thresholds:\n  disabled: [stall]\n").unwrap();
-        assert_eq!(c.thresholds.disabled, vec![crate::detect::DetectorId::Stall]);
-        assert_eq!(InsightsConfig::from_yaml("").unwrap(), InsightsConfig::default());
+        assert_eq!(
+            c.thresholds.disabled,
+            vec![crate::detect::DetectorId::Stall]
+        );
+        assert_eq!(
+            InsightsConfig::from_yaml("").unwrap(),
+            InsightsConfig::default()
+        );
     }
 }

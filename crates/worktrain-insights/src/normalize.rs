@@ -716,32 +716,54 @@ pub fn test_result(output: &str, exit_code: Option<i32>, errored: bool) -> TestR
     }
 }
 
-/// Words in a large output that would show up in the agent's next message if it used the
-/// output: identifiers of 6+ characters, spread over the output, at most `max`.
-pub fn distinctive_tokens(output: &str, max: usize) -> Vec<String> {
-    let (head, tail) = head_tail(output);
-    let mut seen = std::collections::BTreeSet::new();
-    let mut all = Vec::new();
+/// Whether a word is specific enough that seeing it in the agent's next message means the
+/// agent used the output it came from: 5+ characters with a digit, `_`, an inner capital
+/// (identifiers, numbers, file names), or 9+ characters.
+fn distinctive(w: &str) -> bool {
+    w.len() >= 5
+        && w.len() <= 64
+        && (w.len() >= 9
+            || w.bytes().any(|b| b.is_ascii_digit() || b == b'_')
+            || w.bytes().skip(1).any(|b| b.is_ascii_uppercase()))
+}
+
+fn word_hash(w: &str) -> u64 {
+    // FNV-1a: a fast, stable hash; collisions only make a use look likelier.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in w.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// Hashes of the distinctive words of a text (scanned up to `cap` bytes at each end).
+pub fn word_hashes(text: &str, cap: usize) -> std::collections::HashSet<u64> {
+    let (head, tail) = if text.len() <= 2 * cap {
+        (text, "")
+    } else {
+        let h = floor_boundary(text, cap);
+        let mut t = text.len() - cap;
+        while t < text.len() && !text.is_char_boundary(t) {
+            t += 1;
+        }
+        (&text[..h], &text[t..])
+    };
+    let mut out = std::collections::HashSet::new();
     for part in [head, tail] {
         for w in part.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
-            if w.len() >= 6
-                && w.len() <= 40
-                && w.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
-                && w.chars()
-                    .any(|c| c == '_' || c.is_ascii_uppercase() || c.is_ascii_digit())
-                && seen.insert(w)
-            {
-                all.push(w.to_owned());
+            if distinctive(w) {
+                out.insert(word_hash(w));
             }
         }
     }
-    if all.len() <= max {
-        return all;
-    }
-    let step = all.len() as f64 / max as f64;
-    (0..max)
-        .map(|i| all[(i as f64 * step) as usize].clone())
-        .collect()
+    out
+}
+
+/// Whether any distinctive word of `text` is in `set`.
+pub fn mentions_any(text: &str, set: &std::collections::HashSet<u64>) -> bool {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .any(|w| distinctive(w) && set.contains(&word_hash(w)))
 }
 
 #[cfg(test)]

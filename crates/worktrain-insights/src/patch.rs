@@ -45,7 +45,9 @@ impl Patch {
     /// One line describing it.
     pub fn describe(&self) -> String {
         match self {
-            Patch::AppendToStepPrompt { step, .. } => format!("add guidance to the prompt of step `{step}`"),
+            Patch::AppendToStepPrompt { step, .. } => {
+                format!("add guidance to the prompt of step `{step}`")
+            }
             Patch::AddGuidance { .. } => "add a line to the workflow's guidance".to_owned(),
             Patch::LowerLoopBound { loop_id, from, to } => {
                 format!("lower `maxIterations` of loop `{loop_id}` from {from} to {to}")
@@ -247,7 +249,11 @@ fn edit_text(text: &str, p: &Patch, doc_before: &Value) -> Option<String> {
                 let ci = content_indent?;
                 let pad = " ".repeat(ci);
                 let mut ins = vec![String::new()];
-                ins.extend(add.trim().lines().map(|l| format!("{pad}{l}").trim_end().to_owned()));
+                ins.extend(
+                    add.trim()
+                        .lines()
+                        .map(|l| format!("{pad}{l}").trim_end().to_owned()),
+                );
                 let at = last + 1;
                 out.splice(at..at, ins);
                 // A `|-`/`>-` strip indicator removes the final newline; keep the
@@ -312,7 +318,10 @@ fn edit_text(text: &str, p: &Patch, doc_before: &Value) -> Option<String> {
             let (s, e, _) = item_range(&lines, loop_id)?;
             let j = (s..e).find(|&j| lines[j].trim_start().starts_with("maxIterations:"))?;
             let head = lines[j].split_once("maxIterations:")?.0;
-            let comment = lines[j].split_once(" #").map(|(_, c)| format!(" #{c}")).unwrap_or_default();
+            let comment = lines[j]
+                .split_once(" #")
+                .map(|(_, c)| format!(" #{c}"))
+                .unwrap_or_default();
             out[j] = format!("{head}maxIterations: {to}{comment}");
         }
         Patch::RequireNotes { step } => {
@@ -371,7 +380,13 @@ pub fn diff(old: &str, new: &str) -> String {
         .zip(b[pre..].iter().rev())
         .take_while(|(x, y)| x == y)
         .count();
-    let mut out = format!("@@ -{},{} +{},{} @@\n", pre + 1, a.len() - pre - suf, pre + 1, b.len() - pre - suf);
+    let mut out = format!(
+        "@@ -{},{} +{},{} @@\n",
+        pre + 1,
+        a.len() - pre - suf,
+        pre + 1,
+        b.len() - pre - suf
+    );
     for l in a.iter().take(pre).skip(pre.saturating_sub(3)) {
         out.push_str(&format!(" {l}\n"));
     }
@@ -427,9 +442,21 @@ steps:
         };
         let r = apply(WF, true, &p).unwrap();
         assert!(r.preserved_formatting);
-        assert!(r.text.contains("# A workflow with comments that must survive."));
-        assert!(r.text.contains("          Then test it.\n\n          Lessons: run the tests after each edit.\n"), "{}", r.text);
-        assert_eq!(apply(&r.text, true, &p).unwrap_err(), PatchError::AlreadyApplied);
+        assert!(
+            r.text
+                .contains("# A workflow with comments that must survive.")
+        );
+        assert!(
+            r.text.contains(
+                "          Then test it.\n\n          Lessons: run the tests after each edit.\n"
+            ),
+            "{}",
+            r.text
+        );
+        assert_eq!(
+            apply(&r.text, true, &p).unwrap_err(),
+            PatchError::AlreadyApplied
+        );
     }
 
     #[test]
@@ -445,21 +472,63 @@ steps:
 
     #[test]
     fn guidance_loop_bound_and_notes() {
-        let r = apply(WF, true, &Patch::AddGuidance { text: "Keep output small.".into() }).unwrap();
+        let r = apply(
+            WF,
+            true,
+            &Patch::AddGuidance {
+                text: "Keep output small.".into(),
+            },
+        )
+        .unwrap();
         assert!(r.preserved_formatting);
-        assert!(r.text.contains("  - Be careful. # keep\n  - \"Keep output small.\"\n"), "{}", r.text);
-        let r = apply(WF, true, &Patch::LowerLoopBound { loop_id: "work".into(), from: 10, to: 4 }).unwrap();
+        assert!(
+            r.text
+                .contains("  - Be careful. # keep\n  - \"Keep output small.\"\n"),
+            "{}",
+            r.text
+        );
+        let r = apply(
+            WF,
+            true,
+            &Patch::LowerLoopBound {
+                loop_id: "work".into(),
+                from: 10,
+                to: 4,
+            },
+        )
+        .unwrap();
         assert!(r.preserved_formatting);
         assert!(r.text.contains("maxIterations: 4 # generous"), "{}", r.text);
-        let r = apply(WF, true, &Patch::RequireNotes { step: "plan".into() }).unwrap();
+        let r = apply(
+            WF,
+            true,
+            &Patch::RequireNotes {
+                step: "plan".into(),
+            },
+        )
+        .unwrap();
         assert!(r.preserved_formatting);
         assert!(!r.text.contains("notesOptional"));
         assert_eq!(
-            apply(&r.text, true, &Patch::RequireNotes { step: "plan".into() }).unwrap_err(),
+            apply(
+                &r.text,
+                true,
+                &Patch::RequireNotes {
+                    step: "plan".into()
+                }
+            )
+            .unwrap_err(),
             PatchError::AlreadyApplied
         );
         assert!(matches!(
-            apply(WF, true, &Patch::RequireNotes { step: "nope".into() }).unwrap_err(),
+            apply(
+                WF,
+                true,
+                &Patch::RequireNotes {
+                    step: "nope".into()
+                }
+            )
+            .unwrap_err(),
             PatchError::NotFound(_)
         ));
     }
@@ -468,7 +537,15 @@ steps:
     fn json_is_reserialised() {
         let json = r#"{"schemaVersion": 2, "id": "fix", "name": "F", "description": "d", "version": "1",
             "steps": [{"id": "plan", "title": "Plan", "prompt": "Plan."}]}"#;
-        let r = apply(json, false, &Patch::AppendToStepPrompt { step: "plan".into(), text: "More.".into() }).unwrap();
+        let r = apply(
+            json,
+            false,
+            &Patch::AppendToStepPrompt {
+                step: "plan".into(),
+                text: "More.".into(),
+            },
+        )
+        .unwrap();
         assert!(!r.preserved_formatting);
         let v: Value = serde_json::from_str(&r.text).unwrap();
         assert_eq!(v["steps"][0]["prompt"], "Plan.\n\nMore.\n");

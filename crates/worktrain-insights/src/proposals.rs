@@ -153,7 +153,11 @@ fn safe_name(s: &str) -> Option<String> {
 
 /// The loop (id, maxIterations) whose body contains `step`, when any.
 pub fn enclosing_loop(workflow: &Value, step: &str) -> Option<(String, u32)> {
-    fn walk(steps: &Value, step: &str, current: Option<(String, u32)>) -> Option<Option<(String, u32)>> {
+    fn walk(
+        steps: &Value,
+        step: &str,
+        current: Option<(String, u32)>,
+    ) -> Option<Option<(String, u32)>> {
         for e in steps.as_array()? {
             if e.get("id").and_then(Value::as_str) == Some(step) {
                 return Some(current.clone());
@@ -394,13 +398,22 @@ mod tests {
             3,
             None,
         );
-        let Patch::AppendToStepPrompt { text, .. } = p else { panic!() };
+        let Patch::AppendToStepPrompt { text, .. } = p else {
+            panic!()
+        };
         assert!(text.contains("`rg`"), "{text}");
         assert!(!text.contains("ignore"), "{text}");
         let wf: Value = serde_json::json!({"steps": [{"id": "fix", "loop": {"maxIterations": 10},
             "steps": [{"id": "test", "prompt": "x"}]}]});
         assert_eq!(enclosing_loop(&wf, "test"), Some(("fix".to_owned(), 10)));
         let (p, _) = patch_for(DetectorId::TestFixSpiral, "x", "test", 3, Some(&wf));
-        assert_eq!(p, Patch::LowerLoopBound { loop_id: "fix".into(), from: 10, to: 5 });
+        assert_eq!(
+            p,
+            Patch::LowerLoopBound {
+                loop_id: "fix".into(),
+                from: 10,
+                to: 5
+            }
+        );
     }
 }

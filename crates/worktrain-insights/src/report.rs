@@ -154,8 +154,14 @@ pub fn build(
         let tokens = s.tokens.total();
         let c = s.cost_usd.unwrap_or(0.0);
         for (map, key) in [
-            (&mut by_workflow, h.workflow_id.clone().unwrap_or_else(|| NONE.to_owned())),
-            (&mut by_trigger, h.trigger.clone().unwrap_or_else(|| NONE.to_owned())),
+            (
+                &mut by_workflow,
+                h.workflow_id.clone().unwrap_or_else(|| NONE.to_owned()),
+            ),
+            (
+                &mut by_trigger,
+                h.trigger.clone().unwrap_or_else(|| NONE.to_owned()),
+            ),
         ] {
             let r = map.entry(key).or_default();
             r.sessions += 1;
@@ -206,7 +212,8 @@ pub fn build(
         BTreeMap::new();
     for (trace, detector, pattern, outcome) in findings {
         let e = tops.entry((detector.clone(), pattern.clone())).or_default();
-        if e.0.insert(trace.clone()) && matches!(outcome.as_str(), "PARTIAL" | "BLOCKED" | "FAILED") {
+        if e.0.insert(trace.clone()) && matches!(outcome.as_str(), "PARTIAL" | "BLOCKED" | "FAILED")
+        {
             e.1 += 1;
         }
     }
@@ -261,7 +268,10 @@ impl Report {
         for (k, v) in &self.outcomes {
             s.push_str(&format!("| {k} | {v} |\n"));
         }
-        for (title, map) in [("workflow", &self.by_workflow), ("trigger", &self.by_trigger)] {
+        for (title, map) in [
+            ("workflow", &self.by_workflow),
+            ("trigger", &self.by_trigger),
+        ] {
             s.push_str(&format!(
                 "\n## By {title}\n\n| {title} | sessions | completed | failed | cancelled | cost (USD) |\n|---|---:|---:|---:|---:|---:|\n"
             ));
@@ -332,7 +342,9 @@ impl Report {
             None => s.push_str("; changed lines unknown.\n"),
         }
         if !self.cost_by_step.is_empty() {
-            s.push_str("\n| workflow/step | visits | tokens | cost (USD) |\n|---|---:|---:|---:|\n");
+            s.push_str(
+                "\n| workflow/step | visits | tokens | cost (USD) |\n|---|---:|---:|---:|\n",
+            );
             for (k, c) in &self.cost_by_step {
                 s.push_str(&format!(
                     "| {k} | {} | {} | {:.4} |\n",
@@ -369,13 +381,38 @@ mod tests {
     fn missing_fields_are_safe_and_output_is_deterministic() {
         let heads = vec![
             head("b", None, "FAILED", "not json"),
-            head("a", Some("fix"), "SUCCESS", r#"{"cost_usd": 0.5, "tokens": {"input": 10}, "changed_lines": 5}"#),
-            head("c", Some("fix"), "UNKNOWN", r#"{"run_end": "cancelled", "cancel_latency_ms": 300}"#),
+            head(
+                "a",
+                Some("fix"),
+                "SUCCESS",
+                r#"{"cost_usd": 0.5, "tokens": {"input": 10}, "changed_lines": 5}"#,
+            ),
+            head(
+                "c",
+                Some("fix"),
+                "UNKNOWN",
+                r#"{"run_end": "cancelled", "cancel_latency_ms": 300}"#,
+            ),
         ];
         let findings = vec![
-            ("b".into(), "stall".into(), "long silences".into(), "FAILED".into()),
-            ("b".into(), "stall".into(), "long silences".into(), "FAILED".into()),
-            ("a".into(), "stall".into(), "long silences".into(), "SUCCESS".into()),
+            (
+                "b".into(),
+                "stall".into(),
+                "long silences".into(),
+                "FAILED".into(),
+            ),
+            (
+                "b".into(),
+                "stall".into(),
+                "long silences".into(),
+                "FAILED".into(),
+            ),
+            (
+                "a".into(),
+                "stall".into(),
+                "long silences".into(),
+                "SUCCESS".into(),
+            ),
         ];
         let r1 = build(None, &heads, &findings, None);
         let mut reversed = heads.clone();

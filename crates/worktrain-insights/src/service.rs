@@ -15,9 +15,7 @@ use worktrain_store::{EventStore, SessionFilter, StoreError};
 use crate::detect::{DetectorId, Finding, Thresholds, detect};
 use crate::import::{self, FileImport, ImportError, ImportOptions, Malformed, Skipped};
 use crate::model::{Outcome, Tokens, Trace};
-use crate::proposals::{
-    self, EvidenceSession, Proposal, ProposalStatus, Support, proposal_id,
-};
+use crate::proposals::{self, EvidenceSession, Proposal, ProposalStatus, Support, proposal_id};
 
 /// Traces written per transaction.
 const BATCH: usize = 200;
@@ -337,7 +335,11 @@ impl<'a> Insights<'a> {
     }
 
     /// Store one already-built trace (tests, importers driven by callers).
-    pub async fn store_trace(&self, trace: &Trace, version: i64) -> Result<PutOutcome, InsightsError> {
+    pub async fn store_trace(
+        &self,
+        trace: &Trace,
+        version: i64,
+    ) -> Result<PutOutcome, InsightsError> {
         let (row, _) = self.row(trace, version);
         Ok(self.store.put_trace(&row).await?)
     }
@@ -367,11 +369,17 @@ impl<'a> Insights<'a> {
             for s in page {
                 let id = format!("worktrain:{}", s.session_id);
                 let version = i64::try_from(s.last_seq.0).unwrap_or(i64::MAX);
-                if self.store.trace_version(&id).await?.is_some_and(|(v, _)| v == version) {
+                if self
+                    .store
+                    .trace_version(&id)
+                    .await?
+                    .is_some_and(|(v, _)| v == version)
+                {
                     report.unchanged += 1;
                     continue;
                 }
-                let mut b = import::worktrain::SessionTrace::new(&s.session_id.to_string(), max_turns);
+                let mut b =
+                    import::worktrain::SessionTrace::new(&s.session_id.to_string(), max_turns);
                 let mut after = Seq(0);
                 loop {
                     let evs = events.events(s.session_id, after, 1000).await?;
@@ -426,7 +434,10 @@ impl<'a> Insights<'a> {
     }
 
     /// A stored trace and its findings.
-    pub async fn load(&self, trace_id: &str) -> Result<Option<(Trace, Vec<Finding>)>, InsightsError> {
+    pub async fn load(
+        &self,
+        trace_id: &str,
+    ) -> Result<Option<(Trace, Vec<Finding>)>, InsightsError> {
         let Some(r) = self.store.trace(trace_id).await? else {
             return Ok(None);
         };
@@ -498,12 +509,22 @@ impl<'a> Insights<'a> {
                     evidence.push(EvidenceSession {
                         trace_id: r.trace_id.clone(),
                         outcome: r.outcome.clone(),
-                        turns: f.evidence.iter().take(5).map(|e| e.turn_id.clone()).collect(),
+                        turns: f
+                            .evidence
+                            .iter()
+                            .take(5)
+                            .map(|e| e.turn_id.clone())
+                            .collect(),
                     });
                 }
             }
             // Failing sessions first: they are the ones to read.
-            evidence.sort_by_key(|e| (e.outcome == "SUCCESS" || e.outcome == "UNKNOWN", e.trace_id.clone()));
+            evidence.sort_by_key(|e| {
+                (
+                    e.outcome == "SUCCESS" || e.outcome == "UNKNOWN",
+                    e.trace_id.clone(),
+                )
+            });
             let wf = workflow(&g.workflow_id);
             let (patch, expected) =
                 proposals::patch_for(detector, &pattern, &g.step_id, g.sessions, wf.as_ref());
@@ -576,8 +597,9 @@ impl<'a> Insights<'a> {
 fn parse_proposal(r: &ProposalRow) -> Result<(Proposal, ProposalStatus), InsightsError> {
     let p: Proposal = serde_json::from_str(&r.body)
         .map_err(|e| InsightsError::Corrupt(format!("proposal {}: {e}", r.proposal_id)))?;
-    let s = ProposalStatus::parse(&r.status)
-        .ok_or_else(|| InsightsError::Corrupt(format!("proposal {} status `{}`", r.proposal_id, r.status)))?;
+    let s = ProposalStatus::parse(&r.status).ok_or_else(|| {
+        InsightsError::Corrupt(format!("proposal {} status `{}`", r.proposal_id, r.status))
+    })?;
     Ok((p, s))
 }
 

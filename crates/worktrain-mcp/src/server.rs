@@ -24,9 +24,9 @@ use worktrain_store::SessionFilter;
 
 use crate::render;
 use crate::tools::{
-    CheckpointWorkflowArgs, ContinueWorkflowArgs, InspectWorkflowArgs, Intent, ListWorkflowsArgs,
-    ResumeSessionArgs, RewindWorkflowArgs, SourceFilter, StartWorkflowArgs, ToolDef, definitions,
-    parse_args,
+    CheckInsightsArgs, CheckpointWorkflowArgs, ContinueWorkflowArgs, InspectWorkflowArgs, Intent,
+    ListWorkflowsArgs, ResumeSessionArgs, RewindWorkflowArgs, SourceFilter, StartWorkflowArgs,
+    ToolDef, definitions, parse_args,
 };
 
 /// The outcome of a tool call, independent of any MCP SDK: readable text first, the same
@@ -190,6 +190,7 @@ impl ToolServer {
             "checkpoint_workflow" => self.checkpoint_workflow(args).await,
             "resume_session" => self.resume_session(args).await,
             "rewind_workflow" => self.rewind_workflow(args).await,
+            "check_insights" => self.check_insights(args).await,
             other => return Err(UnknownTool(other.to_owned())),
         };
         let result = result.unwrap_or_else(|e| {
@@ -246,6 +247,34 @@ impl ToolServer {
             }
             _ => spec.to_owned(),
         }
+    }
+
+    async fn check_insights(&self, args: Value) -> Result<ToolResult, ApiError> {
+        let args: CheckInsightsArgs = parse_args("check_insights", args)?;
+        let engine = self.engine().await?;
+        let store = engine.store().insights().ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::StoreFailure,
+                "this store backend has no trace-analysis storage",
+                Retry::Never,
+                "use the embedded SQLite store for insights",
+            )
+        })?;
+        let found = worktrain_insights::check::step_insights(
+            store,
+            args.workflow.trim(),
+            args.step.trim(),
+            worktrain_insights::proposals::DEFAULT_MIN_SESSIONS,
+        )
+        .await
+        .map_err(|e| match e {
+            worktrain_insights::service::InsightsError::Store(s) => store_error(s),
+            other => ApiError::internal(other.to_string()),
+        })?;
+        Ok(ToolResult::ok(
+            found.to_text(),
+            serde_json::to_value(&found).unwrap_or(Value::Null),
+        ))
     }
 
     async fn list_workflows(&self, args: Value) -> Result<ToolResult, ApiError> {

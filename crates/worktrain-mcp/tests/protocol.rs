@@ -18,7 +18,7 @@ use worktrain_engine::Engine;
 use worktrain_mcp::{EngineOpener, ServerOptions, ToolServer};
 
 /// The tools, in the order `tools/list` must return them.
-const EXPECTED_TOOLS: [&str; 7] = [
+const EXPECTED_TOOLS: [&str; 8] = [
     "list_workflows",
     "inspect_workflow",
     "start_workflow",
@@ -26,6 +26,7 @@ const EXPECTED_TOOLS: [&str; 7] = [
     "checkpoint_workflow",
     "resume_session",
     "rewind_workflow",
+    "check_insights",
 ];
 
 async fn open_engine(dir: &Path) -> Arc<Engine> {
@@ -342,7 +343,10 @@ async fn wire_format_initialize_list_call() {
     let invalid = c.read_message().await;
     assert_eq!(invalid["error"]["code"], -32600, "{invalid}");
     let after = c.request("tools/list", json!({})).await;
-    assert_eq!(after["result"]["tools"].as_array().unwrap().len(), 7);
+    assert_eq!(
+        after["result"]["tools"].as_array().unwrap().len(),
+        EXPECTED_TOOLS.len()
+    );
 
     // Drive the rest of the workflow to completion.
     let mut current = sc2.clone();

@@ -119,8 +119,8 @@ impl SqliteStore {
 }
 
 async fn put_one(
-tx: &mut sqlx::Transaction<'_, Sqlite>,
-row: &TraceRow,
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    row: &TraceRow,
 ) -> Result<PutOutcome, StoreError> {
     let existing: Option<(String,)> =
         sqlx::query_as("SELECT digest FROM insight_traces WHERE trace_id = ?")
@@ -211,7 +211,6 @@ row: &TraceRow,
     }
     Ok(outcome)
 }
-
 
 #[async_trait]
 impl InsightsStore for SqliteStore {

@@ -5,8 +5,8 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use worktrain_store::insights::{
-    FindingFilter, FindingRow, GroupFilter, InsightsStore, ProposalFilter, ProposalRow, PutOutcome, TraceFilter,
-    TraceRow,
+    FindingFilter, FindingRow, GroupFilter, InsightsStore, ProposalFilter, ProposalRow, PutOutcome,
+    TraceFilter, TraceRow,
 };
 
 fn finding(trace: &str, ordinal: u32, fp: &str, step: &str) -> FindingRow {
@@ -189,7 +189,13 @@ pub async fn groups_count_distinct_sessions_and_failures(s: &dyn InsightsStore) 
     s.put_trace(&trace("worktrain:5", 1, "BLOCKED", "5", vec![]))
         .await
         .unwrap();
-    let groups = s.finding_groups(&GroupFilter { min_sessions: 3, ..GroupFilter::default() }).await.unwrap();
+    let groups = s
+        .finding_groups(&GroupFilter {
+            min_sessions: 3,
+            ..GroupFilter::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(groups.len(), 2);
     let x = groups.iter().find(|g| g.fingerprint == "fpX").unwrap();
     assert_eq!(
@@ -198,7 +204,15 @@ pub async fn groups_count_distinct_sessions_and_failures(s: &dyn InsightsStore) 
     );
     assert_eq!((x.sessions, x.failing, x.known), (4, 2, 3));
     assert_eq!(x.detector, "repeated_error");
-    assert!(s.finding_groups(&GroupFilter { min_sessions: 5, ..GroupFilter::default() }).await.unwrap().is_empty());
+    assert!(
+        s.finding_groups(&GroupFilter {
+            min_sessions: 5,
+            ..GroupFilter::default()
+        })
+        .await
+        .unwrap()
+        .is_empty()
+    );
     let only = s
         .finding_groups(&GroupFilter {
             min_sessions: 1,

@@ -13,8 +13,8 @@ use crate::normalize::{self, ShellInfo};
 pub const LARGE_OUTPUT_BYTES: u64 = 4 * 1024;
 /// Calls waiting for their result, at most (older ones are given up as missing).
 const MAX_PENDING: usize = 4096;
-/// Distinctive words sampled from a large output.
-const USE_SAMPLE: usize = 48;
+/// Bytes scanned at each end of a large output for the words the agent might use.
+const USE_SCAN: usize = 64 * 1024;
 
 /// What a tool returned.
 #[derive(Debug, Clone, Default)]
@@ -112,7 +112,7 @@ pub struct TraceBuilder {
     pending: HashMap<String, (usize, usize, bool, bool)>,
     pending_order: std::collections::VecDeque<String>,
     /// Outputs waiting for the next turn to tell whether they were used.
-    awaiting_use: Vec<(usize, usize, Vec<String>)>,
+    awaiting_use: Vec<(usize, usize, std::collections::HashSet<u64>)>,
     /// Text and call arguments of the turn being built, for the use check (bounded).
     turn_text: String,
     /// Visible text of the turn being built (bounded), for its digest.
@@ -397,9 +397,9 @@ impl TraceBuilder {
                 .or_else(|| r.denied.then(|| "denied".to_owned()));
         }
         if bytes >= LARGE_OUTPUT_BYTES && call.action != Action::Edit {
-            let tokens = normalize::distinctive_tokens(text, USE_SAMPLE);
-            if !tokens.is_empty() {
-                self.awaiting_use.push((ti, ci, tokens));
+            let words = normalize::word_hashes(text, USE_SCAN);
+            if !words.is_empty() {
+                self.awaiting_use.push((ti, ci, words));
             }
         }
     }
@@ -425,7 +425,7 @@ impl TraceBuilder {
                 still.push((ti, ci, tokens));
                 continue;
             }
-            let used = tokens.iter().any(|t| text.contains(t.as_str()));
+            let used = normalize::mentions_any(&text, &tokens);
             if let Some(c) = self
                 .trace
                 .turns

@@ -266,11 +266,8 @@ impl LineParser for Parser {
                 }
                 let model = msg.get("model").and_then(Value::as_str).map(str::to_owned);
                 let model_seen = self.model_seen;
-                let sub_file = self
-                    .builder
-                    .as_ref()
-                    .is_some_and(|b| b.peek().native_id.contains("/agent-"));
                 let b = self.builder(&v);
+                let sub_file = b.peek().native_id.contains("/agent-");
                 // In a sub-agent's own file, its turns are the trace's main lane.
                 let agent = if sub_file { None } else { agent };
                 b.turn(&native, at, agent.as_deref());
