@@ -17,6 +17,7 @@ mod daemon;
 mod daemon_e2e;
 mod daemon_rig;
 mod init;
+mod insights;
 mod keys;
 mod malformed;
 mod run;

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tracing::{Instrument, debug, info, info_span, warn};
-use worktrain_core::activity::{ChangeDigest, digest, text_digest};
+use worktrain_core::activity::{ChangeDigest, OUTPUT_TAIL_CHARS, digest, tail_chars, text_digest};
 
 use crate::driver::{DriverError, RecapItem, StepBrief, StepOutput, StepResult, StepStatus};
 use crate::events::{
@@ -662,6 +662,10 @@ impl<'a> Run<'a> {
             )),
             result_digest: Some(text_digest(&self.agent.redactor.redact(&out.text))),
             change: self.change_digest(name, input),
+            output_tail: out
+                .exit_code
+                .is_some_and(|c| c != 0)
+                .then(|| tail_chars(&self.agent.redactor.redact(&out.text), OUTPUT_TAIL_CHARS)),
         }))
         .await?;
         if let Some(t) = terminal {

@@ -634,8 +634,9 @@ pub async fn report(ctx: &Ctx, a: ReportArgs) -> Result<Exit, ApiError> {
     let since = a
         .since
         .map(|d| now_ms() - i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let decisions = trigger_decisions(ctx, since).await?;
     let report = ins
-        .report(since, source, None)
+        .report(since, source, Some(decisions))
         .await
         .map_err(insights_error)?;
     match a.format.as_str() {
@@ -650,6 +651,39 @@ pub async fn report(ctx: &Ctx, a: ReportArgs) -> Result<Exit, ApiError> {
         }
     }
     Ok(Exit::Ok)
+}
+
+/// Trigger decisions since `since` (newest first, paged through the triggers' log).
+async fn trigger_decisions(
+    ctx: &Ctx,
+    since: Option<i64>,
+) -> Result<
+    std::collections::BTreeMap<String, worktrain_insights::report::TriggerDecisions>,
+    ApiError,
+> {
+    use worktrain_store::triggers::{DecisionFilter, TriggerStore};
+    let config = ctx.config()?;
+    let store = ctx.open_store(&config).await?;
+    let mut all = Vec::new();
+    let mut before = None;
+    loop {
+        let page = store
+            .decisions(&DecisionFilter {
+                before,
+                limit: Some(1000),
+                ..DecisionFilter::default()
+            })
+            .await
+            .map_err(store_error)?;
+        let Some(last) = page.last() else { break };
+        before = Some(last.id);
+        let done = since.is_some_and(|s| last.created_at_ms < s) || page.len() < 1000;
+        all.extend(page);
+        if done {
+            break;
+        }
+    }
+    Ok(worktrain_insights::report::trigger_decisions(&all, since))
 }
 
 /// `worktrain proposals …`.

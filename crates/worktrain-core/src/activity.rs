@@ -148,6 +148,19 @@ pub struct ToolCallRecord {
     /// For calls that change a file: digests of the text replaced and the new text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub change: Option<ChangeDigest>,
+    /// For commands that exited non-zero: the end of their output (redacted, at most
+    /// [`OUTPUT_TAIL_CHARS`] characters), where the error usually is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_tail: Option<String>,
+}
+
+/// Most characters of a failed command's output kept in [`ToolCallRecord::output_tail`].
+pub const OUTPUT_TAIL_CHARS: usize = 500;
+
+/// The last `max` characters of `s`.
+pub fn tail_chars(s: &str, max: usize) -> String {
+    let n = s.chars().count();
+    s.chars().skip(n.saturating_sub(max)).collect()
 }
 
 /// What a file-changing call replaced, as digests (the text itself is never recorded).
@@ -365,6 +378,7 @@ mod tests {
                 args_digest: None,
                 result_digest: None,
                 change: None,
+                output_tail: None,
             }),
             AgentActivity::Nudged {
                 reason: NudgeReason::StoppedEarly,

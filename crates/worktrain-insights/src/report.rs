@@ -62,6 +62,51 @@ pub struct TriggerDecisions {
     pub skip_reasons: BTreeMap<String, u64>,
 }
 
+/// Decision kinds that mean an event matched and started work.
+const MATCHED: &[&str] = &["dispatched"];
+/// Decision kinds that mean an event was looked at and not acted on.
+const SKIPPED: &[&str] = &[
+    "filtered",
+    "duplicate",
+    "unauthorized_commenter",
+    "queue_full",
+    "trigger_disabled",
+    "invalid_payload",
+    "dispatch_failed",
+    "overlap_skipped",
+    "signature_rejected",
+];
+
+/// Trigger decisions per trigger from the triggers' decision log (`dispatched` counts as
+/// matched; filtered, duplicate, refused and failed decisions as skipped, by kind and
+/// reason). Decisions before `since_ms` are left out.
+pub fn trigger_decisions(
+    decisions: &[worktrain_store::triggers::Decision],
+    since_ms: Option<i64>,
+) -> BTreeMap<String, TriggerDecisions> {
+    let mut out: BTreeMap<String, TriggerDecisions> = BTreeMap::new();
+    for d in decisions {
+        if since_ms.is_some_and(|s| d.created_at_ms < s) {
+            continue;
+        }
+        let kind = d.body.decision.as_str();
+        if MATCHED.contains(&kind) {
+            out.entry(d.body.trigger_id.clone()).or_default().matched += 1;
+        } else if SKIPPED.contains(&kind) {
+            let t = out.entry(d.body.trigger_id.clone()).or_default();
+            t.skipped += 1;
+            let reason = crate::normalize::normalize(&d.body.reason);
+            let key = if reason.is_empty() {
+                kind.to_owned()
+            } else {
+                format!("{kind}: {}", crate::normalize::bounded(&reason, 80))
+            };
+            *t.skip_reasons.entry(key).or_default() += 1;
+        }
+    }
+    out
+}
+
 /// A finding's frequency.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TopFinding {
@@ -375,6 +420,42 @@ mod tests {
             summary: summary.into(),
             findings: 0,
         }
+    }
+
+    #[test]
+    fn trigger_decisions_count_matches_and_skip_reasons() {
+        use worktrain_store::triggers::{Decision, NewDecision};
+        let d = |id: i64, at: i64, kind: &str, reason: &str| Decision {
+            id,
+            created_at_ms: at,
+            body: NewDecision {
+                trigger_id: "gh".into(),
+                decision: kind.into(),
+                reason: reason.into(),
+                event: None,
+                delivery_id: None,
+                source: None,
+                session_id: None,
+                detail: serde_json::Value::Null,
+            },
+        };
+        let all = vec![
+            d(1, 100, "received", ""),
+            d(2, 100, "dispatched", "ok"),
+            d(3, 100, "filtered", "label `bug` missing on issue 12"),
+            d(4, 100, "filtered", "label `bug` missing on issue 13"),
+            d(5, 100, "duplicate", "delivery seen"),
+            d(6, 10, "dispatched", "old"),
+        ];
+        let m = trigger_decisions(&all, Some(50));
+        let t = &m["gh"];
+        assert_eq!((t.matched, t.skipped), (1, 3));
+        assert_eq!(
+            t.skip_reasons["filtered: label `bug` missing on issue <n>"],
+            2
+        );
+        let r = build(None, &[], &[], Some(m));
+        assert!(r.to_markdown().contains("| gh | 1 | 3 | 25.0% | filtered: label `bug` missing on issue <n> (2), duplicate: delivery seen (1) |"), "{}", r.to_markdown());
     }
 
     #[test]

@@ -88,10 +88,7 @@ impl Env {
                     parent: None,
                 },
                 agent: "default".into(),
-                trigger: Trigger {
-                    kind: TriggerKind::Api,
-                    id: Some("ci".into()),
-                },
+                trigger: Trigger::new(TriggerKind::Api, Some("ci".into())),
                 limits: RunLimits::default(),
                 priority: 0,
                 readonly: false,
@@ -163,6 +160,9 @@ impl Env {
                     )),
                     result_digest: Some(worktrain_core::activity::text_digest(err.unwrap_or("ok"))),
                     change: None,
+                    output_tail: err.filter(|_| shell).map(|m| {
+                        format!("[exit code 1]\nstderr:\nTraceback (most recent call last):\n{m}\n")
+                    }),
                 }),
             });
         }

@@ -835,3 +835,71 @@ async fn resume_note_and_invalid_arguments() {
         Some(ToolErrorKind::InvalidArguments)
     );
 }
+
+/// Tool calls are recorded with what trace analysis compares: a digest of the full
+/// arguments, of the result, of the text an edit replaced and wrote, and the tail of a
+/// failed command's output (redacted).
+#[tokio::test]
+async fn tool_calls_carry_digests_and_failure_output() {
+    use worktrain_core::activity::{digest, text_digest};
+    let dir = worktree();
+    let (base, _fake) = FakeLlm::start(vec![
+        Turn::tool(
+            "write_file",
+            json!({"path": "notes.txt", "content": "alpha\n"}),
+        ),
+        Turn::tool(
+            "edit_file",
+            json!({"path": "notes.txt", "old_string": "alpha", "new_string": "beta"}),
+        ),
+        Turn::tool(
+            "shell",
+            json!({"command": "echo API_KEY=sk-live-123456 >&2; echo boom >&2; exit 3"}),
+        ),
+        Turn::text("stop"),
+        Turn::text("stop"),
+    ])
+    .await
+    .unwrap();
+    let sink = Arc::new(MemorySink::new());
+    let _ = agent(&base, Provider::Anthropic, false)
+        .run(ctx(&dir, FakeDriver::new(two_steps()), sink.clone()))
+        .await;
+    let calls = sink.tool_calls();
+    assert_eq!(calls.len(), 3, "{calls:?}");
+    let w = &calls[0];
+    assert_eq!(
+        w.args_digest.as_deref(),
+        Some(
+            digest(
+                json!({"path": "notes.txt", "content": "alpha\n"})
+                    .to_string()
+                    .as_bytes()
+            )
+            .as_str()
+        )
+    );
+    let ch = w.change.as_ref().unwrap();
+    assert_eq!(
+        (ch.path.as_str(), ch.before.as_deref(), ch.after.as_str()),
+        ("notes.txt", None, text_digest("alpha\n").as_str())
+    );
+    assert!(w.result_digest.is_some() && w.output_tail.is_none());
+    let e = calls[1].change.as_ref().unwrap();
+    assert_eq!(
+        (e.before.as_deref(), e.after.as_str()),
+        (
+            Some(text_digest("alpha").as_str()),
+            text_digest("beta").as_str()
+        )
+    );
+    let sh = &calls[2];
+    assert_eq!(sh.exit_code, Some(3));
+    let tail = sh.output_tail.as_deref().unwrap();
+    assert!(tail.contains("boom"), "{tail}");
+    assert!(
+        !tail.contains("sk-live-123456"),
+        "secrets are redacted: {tail}"
+    );
+    assert!(tail.chars().count() <= worktrain_core::activity::OUTPUT_TAIL_CHARS);
+}

@@ -172,6 +172,8 @@ impl SessionTrace {
             | EventBody::StepSnapshotted { .. }
             | EventBody::WorktreeRestored { .. }
             | EventBody::PostMortemRecorded { .. }
+            | EventBody::HookRan { .. }
+            | EventBody::SourceIneligible { .. }
             | EventBody::SessionCompleted { .. } => {}
         }
     }
@@ -204,7 +206,12 @@ impl SessionTrace {
                 let call = call_of(seq, r);
                 let id = call.id.clone();
                 self.b.call(call);
-                let msg = r.error.as_ref().map(|e| e.message.as_str()).unwrap_or("");
+                let msg = r
+                    .error
+                    .as_ref()
+                    .map(|e| e.message.as_str())
+                    .or(r.output_tail.as_deref())
+                    .unwrap_or("");
                 let kind = r.error.as_ref().map(|e| e.kind);
                 self.b.result(
                     &id,
