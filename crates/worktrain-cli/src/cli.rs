@@ -191,9 +191,13 @@ pub struct ImportArgs {
     /// Files or directories (walked for *.jsonl, *.traj, *.traj.json).
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<PathBuf>,
-    /// Attribute the imported sessions to this workflow id (for proposals).
+    /// Attribute the imported sessions to this workflow id.
     #[arg(long)]
     pub workflow: Option<String>,
+    /// Attribute them to this step of that workflow (needs --workflow): their recurring
+    /// patterns can then become proposals for the step.
+    #[arg(long, requires = "workflow")]
+    pub step: Option<String>,
     /// Read every file as this format (claude_code, codex, codex_exec, mini_swe_agent,
     /// swe_agent) instead of detecting it.
     #[arg(long)]

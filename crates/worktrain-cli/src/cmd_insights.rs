@@ -203,7 +203,7 @@ pub async fn run(ctx: &Ctx, cmd: InsightsCommand) -> Result<Exit, ApiError> {
     let engine = ctx.engine().await?;
     let store = store_of(&engine)?;
     match cmd {
-        InsightsCommand::Import(a) => import(ctx, &engine, store, a).await,
+        InsightsCommand::Import(a) => import(ctx, store, a).await,
         InsightsCommand::Sync(o) => {
             let cfg = load_config(ctx, &o)?;
             let ins = Insights::new(store, cfg.thresholds.clone());
@@ -248,12 +248,7 @@ pub async fn run(ctx: &Ctx, cmd: InsightsCommand) -> Result<Exit, ApiError> {
     }
 }
 
-async fn import(
-    ctx: &Ctx,
-    engine: &Engine,
-    store: &dyn InsightsStore,
-    a: ImportArgs,
-) -> Result<Exit, ApiError> {
+async fn import(ctx: &Ctx, store: &dyn InsightsStore, a: ImportArgs) -> Result<Exit, ApiError> {
     let cfg = load_config(ctx, &a.opts)?;
     let format = a
         .format
@@ -269,6 +264,7 @@ async fn import(
         .transpose()?;
     let opts = ImportOptions {
         workflow: a.workflow.clone(),
+        step: a.step.clone(),
         format,
         max_turns: cfg.max_turns,
         ..ImportOptions::default()
@@ -278,7 +274,6 @@ async fn import(
         .import_paths(&a.paths, &opts)
         .await
         .map_err(insights_error)?;
-    let (_, _) = (engine, ());
     let catalog = ctx.catalog(None);
     let p = ins
         .refresh_proposals(cfg.min_sessions, &|id| workflow_json(&catalog, id))

@@ -639,3 +639,23 @@ fn claude_code_compaction_and_subagents() {
     );
     assert_eq!(s.turns[0].calls[0].paths, vec!["src/p.rs"]);
 }
+
+#[tokio::test]
+async fn imported_sessions_attributed_to_a_step_make_proposals() {
+    let (_d, s) = store().await;
+    let ins = Insights::new(s.insights().unwrap(), Thresholds::default());
+    let opts = ImportOptions {
+        workflow: Some("swe-fix".into()),
+        step: Some("solve".into()),
+        ..ImportOptions::default()
+    };
+    let r = ins.import_paths(&[corpora().join("agent-trajectories-dev/trajs")], &opts).await.unwrap();
+    assert_eq!(r.inserted, 60);
+    let p = ins.refresh_proposals(3, &|_| None).await.unwrap();
+    assert!(p.created > 0, "{p:?}");
+    let all = ins.proposals(&Default::default()).await.unwrap();
+    assert!(all.iter().all(|(p, _)| p.workflow == "swe-fix" && p.step == "solve"));
+    assert!(all.iter().all(|(p, _)| p.support.sessions >= 3));
+    // Without labels the outcome of these runs is mostly unknown: recurring, not shown to hurt.
+    assert!(all.iter().all(|(p, _)| p.confidence < 0.5), "{:?}", all.iter().map(|(p, _)| p.confidence).collect::<Vec<_>>());
+}

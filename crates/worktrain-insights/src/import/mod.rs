@@ -80,6 +80,9 @@ pub struct ImportOptions {
     pub max_reported: usize,
     /// Attribute the imported traces to this workflow.
     pub workflow: Option<String>,
+    /// Attribute every turn of the imported traces to this step of that workflow (so
+    /// their recurring patterns can become proposals for the step).
+    pub step: Option<String>,
     /// Skip detection and read every file as this format.
     pub format: Option<Format>,
 }
@@ -91,6 +94,7 @@ impl Default for ImportOptions {
             max_turns: 20_000,
             max_reported: 50,
             workflow: None,
+            step: None,
             format: None,
         }
     }
@@ -397,6 +401,22 @@ pub fn import_file(path: &Path, opts: &ImportOptions) -> Result<FileImport, Impo
         t.origin = Some(file.clone());
         if t.workflow.is_none() {
             t.workflow.clone_from(&opts.workflow);
+        }
+        if let Some(step) = &opts.step
+            && t.steps.is_empty()
+        {
+            t.steps.push(crate::model::StepVisit {
+                step: step.clone(),
+                node: 0,
+                entered_seq: 0,
+                blocked: 0,
+                completed: false,
+                notes_chars: 0,
+                artifacts: 0,
+            });
+            for turn in &mut t.turns {
+                turn.step = Some(0);
+            }
         }
     }
     Ok(out)
