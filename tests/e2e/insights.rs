@@ -164,8 +164,9 @@ fn sessions_become_findings_proposals_reports_and_post_mortems() {
         routes.push(route(
             g,
             vec![
+                crate::daemon_rig::write_file("notes/ok.txt", "one\ntwo\nthree\n"),
                 shell("true"),
-                complete("Checked the workspace with a shell command; everything this step needs is in place and verified."),
+                complete("Wrote notes/ok.txt and checked the workspace with a shell command; everything this step needs is in place."),
             ],
         ));
     }
@@ -211,6 +212,8 @@ fn sessions_become_findings_proposals_reports_and_post_mortems() {
     assert_eq!(ev["body"]["activity"]["exit_code"], 127);
     let good = env.ok_json(&["insights", "show", &ids[3]]);
     assert_eq!(good["trace"]["outcome"], "SUCCESS");
+    // Lines changed come from the session's git snapshots (three lines written).
+    assert_eq!(good["trace"]["counts"]["changed_lines"], 3, "{good}");
 
     // The pattern recurs in three sessions at one step: a proposal.
     let list = env.ok_json(&["proposals", "list"]);

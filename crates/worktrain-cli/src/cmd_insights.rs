@@ -173,6 +173,24 @@ fn print_import(ctx: &Ctx, r: &ImportReport, proposals: Option<(u64, u64)>) {
     }
 }
 
+/// Lines a session changed: the diff between its first and last step snapshot, read
+/// from the workspace repository (`None` when the repository or a commit is gone).
+fn changed_lines(s: &worktrain_insights::import::worktrain::Snapshots) -> Option<u64> {
+    let repo = git2::Repository::open(&s.workspace).ok()?;
+    let to = repo.find_commit(git2::Oid::from_str(&s.to).ok()?).ok()?;
+    let first = repo.find_commit(git2::Oid::from_str(&s.from).ok()?).ok()?;
+    let from = if s.from_is_baseline {
+        first
+    } else {
+        first.parent(0).ok()?
+    };
+    let diff = repo
+        .diff_tree_to_tree(Some(&from.tree().ok()?), Some(&to.tree().ok()?), None)
+        .ok()?;
+    let st = diff.stats().ok()?;
+    Some((st.insertions() + st.deletions()) as u64)
+}
+
 /// Sync worktrain sessions, then refresh proposals when anything changed.
 async fn sync_and_refresh(
     ctx: &Ctx,
@@ -182,7 +200,7 @@ async fn sync_and_refresh(
     force: bool,
 ) -> Result<(ImportReport, Option<(u64, u64)>), ApiError> {
     let r = ins
-        .sync_sessions(engine.store().as_ref(), cfg.max_turns)
+        .sync_sessions_with(engine.store().as_ref(), cfg.max_turns, &changed_lines)
         .await
         .map_err(insights_error)?;
     let proposals = if force || r.inserted + r.updated > 0 {
@@ -215,7 +233,7 @@ pub async fn run(ctx: &Ctx, cmd: InsightsCommand) -> Result<Exit, ApiError> {
             let cfg = load_config(ctx, &o)?;
             let ins = Insights::new(store, cfg.thresholds.clone());
             let mut r = ins
-                .sync_sessions(engine.store().as_ref(), cfg.max_turns)
+                .sync_sessions_with(engine.store().as_ref(), cfg.max_turns, &changed_lines)
                 .await
                 .map_err(insights_error)?;
             let again = ins.reanalyze().await.map_err(insights_error)?;
@@ -322,7 +340,7 @@ async fn eval_cmd(
         }
     }
     let _ = ins
-        .sync_sessions(engine.store().as_ref(), cfg.max_turns)
+        .sync_sessions_with(engine.store().as_ref(), cfg.max_turns, &changed_lines)
         .await
         .map_err(insights_error)?;
     let runs = ins.eval_runs().await.map_err(insights_error)?;
@@ -349,7 +367,7 @@ async fn load(
 ) -> Result<(worktrain_insights::model::Trace, Vec<Finding>), ApiError> {
     let id = trace_id(target);
     if id.starts_with("worktrain:") {
-        ins.sync_sessions(engine.store().as_ref(), cfg.max_turns)
+        ins.sync_sessions_with(engine.store().as_ref(), cfg.max_turns, &changed_lines)
             .await
             .map_err(insights_error)?;
     }
@@ -656,7 +674,7 @@ async fn trigger_decisions(
     std::collections::BTreeMap<String, worktrain_insights::report::TriggerDecisions>,
     ApiError,
 > {
-    use worktrain_store::triggers::{DecisionFilter, TriggerStore};
+    use worktrain_store::triggers::DecisionFilter;
     let config = ctx.config()?;
     let store = ctx.open_store(&config).await?;
     let mut all = Vec::new();

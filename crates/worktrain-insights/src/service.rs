@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use worktrain_core::ids::Seq;
 use worktrain_store::insights::{
-    FindingFilter, FindingRow, GroupFilter, InsightsStore, ProposalFilter, ProposalRow, PutOutcome,
+    FindingFilter, FindingRow, FindingsUpdate, GroupFilter, InsightsStore, ProposalFilter, ProposalRow, PutOutcome,
     TraceFilter, TraceRow,
 };
 use worktrain_store::{EventStore, SessionFilter, StoreError};
@@ -37,6 +37,8 @@ pub struct StepCost {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct TraceSummary {
+    /// The file it was imported from.
+    pub origin: Option<String>,
     /// Model.
     pub model: Option<String>,
     /// Tokens.
@@ -96,6 +98,7 @@ impl TraceSummary {
             }
         }
         Self {
+            origin: t.origin.clone(),
             model: t.model.clone(),
             tokens: t.tokens,
             cost_usd: t.cost_usd,
@@ -211,20 +214,17 @@ impl<'a> Insights<'a> {
         &self.thresholds
     }
 
-    /// Run the detectors and make the stored row of a trace. The digest covers the
-    /// trace and the thresholds, so changed thresholds re-analyse unchanged traces.
-    pub fn row(&self, trace: &Trace, version: i64) -> (TraceRow, Vec<Finding>) {
-        let findings = detect(trace, &self.thresholds);
-        let trace_json = serde_json::to_string(trace).unwrap_or_default();
-        let mut origin_free = trace.clone();
-        origin_free.origin = None;
-        let digest_src = format!(
-            "{}\u{1f}{}",
-            serde_json::to_string(&origin_free).unwrap_or_default(),
-            serde_json::to_string(&self.thresholds).unwrap_or_default()
-        );
+    /// The digest stored with a trace: its normalised content and the thresholds, so
+    /// changed thresholds re-analyse unchanged traces.
+    fn digest(&self, trace_json: &str) -> String {
+        let th = serde_json::to_string(&self.thresholds).unwrap_or_default();
+        crate::normalize::digest(format!("{trace_json}\u{1f}{th}").as_bytes())
+    }
+
+    /// The finding rows of a trace.
+    fn finding_rows(&self, trace: &Trace, findings: &[Finding]) -> Vec<FindingRow> {
         let outcome = trace.outcome.as_str().to_owned();
-        let rows = findings
+        findings
             .iter()
             .enumerate()
             .map(|(i, f)| FindingRow {
@@ -238,7 +238,22 @@ impl<'a> Insights<'a> {
                 outcome: outcome.clone(),
                 body: serde_json::to_string(f).unwrap_or_default(),
             })
-            .collect();
+            .collect()
+    }
+
+    /// Run the detectors and make the stored row of a trace. The stored JSON leaves out
+    /// the file the trace came from (kept in the summary), so the same session imported
+    /// from another path is the same content.
+    pub fn row(&self, trace: &Trace, version: i64) -> (TraceRow, Vec<Finding>) {
+        let findings = detect(trace, &self.thresholds);
+        let summary = TraceSummary::of(trace);
+        let trace_json = if trace.origin.is_some() {
+            let mut t = trace.clone();
+            t.origin = None;
+            serde_json::to_string(&t).unwrap_or_default()
+        } else {
+            serde_json::to_string(trace).unwrap_or_default()
+        };
         let mut steps: Vec<String> = trace.steps.iter().map(|s| s.step.clone()).collect();
         steps.sort();
         steps.dedup();
@@ -248,15 +263,15 @@ impl<'a> Insights<'a> {
             native_id: trace.native_id.clone(),
             workflow_id: trace.workflow.clone(),
             trigger: trace.trigger.clone(),
-            outcome,
+            outcome: trace.outcome.as_str().to_owned(),
             started_at_ms: trace.started_at_ms,
             ended_at_ms: trace.ended_at_ms,
             version,
-            digest: crate::normalize::digest(digest_src.as_bytes()),
-            summary: serde_json::to_string(&TraceSummary::of(trace)).unwrap_or_default(),
+            digest: self.digest(&trace_json),
+            summary: serde_json::to_string(&summary).unwrap_or_default(),
             trace: trace_json,
             steps,
-            findings: rows,
+            findings: self.finding_rows(trace, &findings),
             imported_at_ms: now_ms(),
         };
         (row, findings)
@@ -351,6 +366,17 @@ impl<'a> Insights<'a> {
         events: &dyn EventStore,
         max_turns: usize,
     ) -> Result<ImportReport, InsightsError> {
+        self.sync_sessions_with(events, max_turns, &|_| None).await
+    }
+
+    /// [`Insights::sync_sessions`], counting changed lines with `changed_lines` (the
+    /// caller reads git; the analysis does not).
+    pub async fn sync_sessions_with(
+        &self,
+        events: &dyn EventStore,
+        max_turns: usize,
+        changed_lines: &(dyn Fn(&import::worktrain::Snapshots) -> Option<u64> + Sync),
+    ) -> Result<ImportReport, InsightsError> {
         let mut report = ImportReport::default();
         let mut batch: Vec<(TraceRow, u64)> = Vec::new();
         let mut offset = 0u32;
@@ -392,7 +418,11 @@ impl<'a> Insights<'a> {
                         break;
                     }
                 }
-                let trace = b.finish(&s);
+                let lines = b.snapshots().and_then(|sn| changed_lines(&sn));
+                let mut trace = b.finish(&s);
+                if let Some(n) = lines {
+                    trace.counts.changed_lines = n;
+                }
                 let (row, findings) = self.row(&trace, version);
                 batch.push((row, findings.len() as u64));
                 if batch.len() >= BATCH {
@@ -404,31 +434,45 @@ impl<'a> Insights<'a> {
         Ok(report)
     }
 
-    /// Re-run the detectors over every stored trace (after the thresholds changed).
+    /// Re-run the detectors over every stored trace (after the thresholds changed): the
+    /// traces are read, not rewritten; only findings whose digest changed are replaced.
     pub async fn reanalyze(&self) -> Result<ImportReport, InsightsError> {
         let mut report = ImportReport::default();
         let mut offset = 0u32;
         loop {
-            let rows = self
+            let bodies = self
                 .store
-                .trace_rows(&TraceFilter {
-                    limit: Some(BATCH as u32),
+                .trace_bodies(&TraceFilter {
+                    limit: Some(500),
                     offset: Some(offset),
                     ..TraceFilter::default()
                 })
                 .await?;
-            if rows.is_empty() {
+            if bodies.is_empty() {
                 break;
             }
-            offset += rows.len() as u32;
-            let mut batch = Vec::with_capacity(rows.len());
-            for r in rows {
-                let t: Trace = serde_json::from_str(&r.trace)
-                    .map_err(|e| InsightsError::Corrupt(format!("trace {}: {e}", r.trace_id)))?;
-                let (row, findings) = self.row(&t, r.version);
-                batch.push((row, findings.len() as u64));
+            offset += bodies.len() as u32;
+            let mut updates = Vec::with_capacity(bodies.len());
+            let mut counts = Vec::with_capacity(bodies.len());
+            for b in bodies {
+                let t: Trace = serde_json::from_str(&b.trace)
+                    .map_err(|e| InsightsError::Corrupt(format!("trace {}: {e}", b.trace_id)))?;
+                let findings = detect(&t, &self.thresholds);
+                counts.push(findings.len() as u64);
+                updates.push(FindingsUpdate {
+                    digest: self.digest(&b.trace),
+                    findings: self.finding_rows(&t, &findings),
+                    trace_id: b.trace_id,
+                });
             }
-            self.flush(&mut batch, &mut report).await?;
+            for (changed, n) in self.store.replace_findings(&updates).await?.into_iter().zip(counts) {
+                if changed {
+                    report.updated += 1;
+                    report.findings += n;
+                } else {
+                    report.unchanged += 1;
+                }
+            }
         }
         Ok(report)
     }

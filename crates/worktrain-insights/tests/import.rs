@@ -445,6 +445,22 @@ async fn importing_the_same_files_twice_adds_nothing() {
         }
     };
     let before = count(&s).await;
+    // Changed thresholds re-analyse every trace once (findings replaced, traces kept).
+    let stricter = Insights::new(
+        s.insights().unwrap(),
+        Thresholds {
+            waste_min: 1,
+            ..Thresholds::default()
+        },
+    );
+    let re = stricter.reanalyze().await.unwrap();
+    assert_eq!((re.updated, re.unchanged), (70, 0));
+    let re = stricter.reanalyze().await.unwrap();
+    assert_eq!((re.updated, re.unchanged), (0, 70));
+    assert!(count(&s).await.1 >= before.1, "waste_min 1 finds at least as much");
+    let back = ins.reanalyze().await.unwrap();
+    assert_eq!(back.updated, 70);
+    assert_eq!(count(&s).await, before);
     let second = ins
         .import_paths(&paths, &ImportOptions::default())
         .await

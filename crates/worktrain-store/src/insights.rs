@@ -100,6 +100,28 @@ pub struct FindingRow {
     pub body: String,
 }
 
+/// A stored trace's body, for re-analysis.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceBody {
+    /// Id.
+    pub trace_id: String,
+    /// Source version.
+    pub version: i64,
+    /// The normalised trace, JSON.
+    pub trace: String,
+}
+
+/// New findings (and digest) for a stored trace whose content did not change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FindingsUpdate {
+    /// Trace.
+    pub trace_id: String,
+    /// The new digest (trace and thresholds).
+    pub digest: String,
+    /// The findings, in order.
+    pub findings: Vec<FindingRow>,
+}
+
 /// What storing a trace did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -287,6 +309,15 @@ pub trait InsightsStore: Send + Sync {
 
     /// Full traces (with findings), in the same order as [`InsightsStore::traces`].
     async fn trace_rows(&self, filter: &TraceFilter) -> Result<Vec<TraceRow>, StoreError>;
+
+    /// Trace bodies, in the same order as [`InsightsStore::traces`] (re-analysis reads
+    /// only these).
+    async fn trace_bodies(&self, filter: &TraceFilter) -> Result<Vec<TraceBody>, StoreError>;
+
+    /// Replace the findings and digest of stored traces (the traces themselves unchanged),
+    /// in one transaction. Returns, per update, whether anything changed (`false`: same
+    /// digest, or no such trace).
+    async fn replace_findings(&self, updates: &[FindingsUpdate]) -> Result<Vec<bool>, StoreError>;
 
     /// Findings, by trace then position.
     async fn findings(&self, filter: &FindingFilter) -> Result<Vec<FindingRow>, StoreError>;

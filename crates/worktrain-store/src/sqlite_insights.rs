@@ -7,8 +7,8 @@ use sqlx::{QueryBuilder, Row, Sqlite};
 
 use crate::StoreError;
 use crate::insights::{
-    FindingFilter, FindingGroup, FindingRow, GroupFilter, InsightsStore, NoteRow, ProposalChange,
-    ProposalFilter, ProposalRow, PutOutcome, StepOutcomes, TraceFilter, TraceHead, TraceRow,
+    FindingFilter, FindingGroup, FindingRow, FindingsUpdate, GroupFilter, InsightsStore, NoteRow, ProposalChange,
+    ProposalFilter, ProposalRow, PutOutcome, StepOutcomes, TraceBody, TraceFilter, TraceHead, TraceRow,
 };
 use crate::sqlite::SqliteStore;
 
@@ -282,6 +282,73 @@ impl InsightsStore for SqliteStore {
         trace_where(&mut q, filter);
         let rows = q.build().fetch_all(&self.pool).await?;
         self.load_trace_rows(rows).await
+    }
+
+    async fn trace_bodies(&self, filter: &TraceFilter) -> Result<Vec<TraceBody>, StoreError> {
+        let mut q =
+            QueryBuilder::<Sqlite>::new("SELECT trace_id, version, trace FROM insight_traces");
+        trace_where(&mut q, filter);
+        let rows = q.build().fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(TraceBody {
+                    trace_id: r.try_get("trace_id")?,
+                    version: r.try_get("version")?,
+                    trace: r.try_get("trace")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn replace_findings(&self, updates: &[FindingsUpdate]) -> Result<Vec<bool>, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut out = Vec::with_capacity(updates.len());
+        for u in updates {
+            let row: Option<(String, Option<String>, String)> = sqlx::query_as(
+                "SELECT digest, workflow_id, outcome FROM insight_traces WHERE trace_id = ?",
+            )
+            .bind(&u.trace_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some((digest, workflow, outcome)) = row else {
+                out.push(false);
+                continue;
+            };
+            if digest == u.digest {
+                out.push(false);
+                continue;
+            }
+            sqlx::query("UPDATE insight_traces SET digest = ? WHERE trace_id = ?")
+                .bind(&u.digest)
+                .bind(&u.trace_id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM insight_findings WHERE trace_id = ?")
+                .bind(&u.trace_id)
+                .execute(&mut *tx)
+                .await?;
+            for chunk in u.findings.chunks(200) {
+                let mut q = QueryBuilder::<Sqlite>::new(
+                    "INSERT INTO insight_findings (trace_id, ordinal, detector, severity, fingerprint,
+                         workflow_id, step_id, outcome, body) ",
+                );
+                q.push_values(chunk, |mut b, f| {
+                    b.push_bind(&u.trace_id)
+                        .push_bind(i64::from(f.ordinal))
+                        .push_bind(&f.detector)
+                        .push_bind(&f.severity)
+                        .push_bind(&f.fingerprint)
+                        .push_bind(workflow.as_deref())
+                        .push_bind(f.step_id.as_deref())
+                        .push_bind(&outcome)
+                        .push_bind(&f.body);
+                });
+                q.build().execute(&mut *tx).await?;
+            }
+            out.push(true);
+        }
+        tx.commit().await?;
+        Ok(out)
     }
 
     async fn findings(&self, f: &FindingFilter) -> Result<Vec<FindingRow>, StoreError> {

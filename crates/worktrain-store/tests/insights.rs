@@ -5,7 +5,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use worktrain_store::insights::{
-    FindingFilter, FindingRow, GroupFilter, InsightsStore, ProposalFilter, ProposalRow, PutOutcome,
+    FindingFilter, FindingRow, FindingsUpdate, GroupFilter, InsightsStore, ProposalFilter, ProposalRow, PutOutcome,
     TraceFilter, TraceRow,
 };
 
@@ -49,6 +49,7 @@ fn trace(
     }
 }
 
+/// Storing is idempotent by digest; a new version replaces the findings.
 pub async fn put_is_idempotent_and_replaces_findings(s: &dyn InsightsStore) {
     let t1 = trace(
         "worktrain:a",
@@ -96,6 +97,7 @@ pub async fn put_is_idempotent_and_replaces_findings(s: &dyn InsightsStore) {
     assert!(s.trace("worktrain:none").await.unwrap().is_none());
 }
 
+/// Lists have a defined order, filters and pages.
 pub async fn lists_are_ordered_filtered_and_paged(s: &dyn InsightsStore) {
     for (id, start) in [
         ("worktrain:c", 300),
@@ -170,6 +172,7 @@ pub async fn lists_are_ordered_filtered_and_paged(s: &dyn InsightsStore) {
     );
 }
 
+/// Recurrence counts distinct traces, failing and known outcomes.
 pub async fn groups_count_distinct_sessions_and_failures(s: &dyn InsightsStore) {
     let rows = [
         ("worktrain:1", "FAILED"),
@@ -246,6 +249,7 @@ fn proposal(id: &str, confidence: f64) -> ProposalRow {
     }
 }
 
+/// Proposals keep their status across refreshes; changes are appended to a history.
 pub async fn proposals_keep_status_and_history(s: &dyn InsightsStore) {
     assert!(s.upsert_proposal(&proposal("prop_b", 0.4)).await.unwrap());
     assert!(s.upsert_proposal(&proposal("prop_a", 0.9)).await.unwrap());
@@ -296,6 +300,7 @@ pub async fn proposals_keep_status_and_history(s: &dyn InsightsStore) {
     assert_eq!(open.len(), 1);
 }
 
+/// Notes are appended with increasing ordinals.
 pub async fn notes_are_appended_in_order(s: &dyn InsightsStore) {
     let a = s
         .add_note("worktrain:a", "explanation", "{\"text\":\"one\"}", 5)
@@ -309,6 +314,31 @@ pub async fn notes_are_appended_in_order(s: &dyn InsightsStore) {
     let notes = s.notes("worktrain:a").await.unwrap();
     assert_eq!(notes, vec![a, b]);
     assert!(s.notes("worktrain:b").await.unwrap().is_empty());
+}
+
+/// Re-analysis replaces findings and digest without rewriting the trace.
+pub async fn findings_can_be_replaced_without_the_trace(s: &dyn InsightsStore) {
+    let t = trace("worktrain:r", 5, "FAILED", "d1", vec![finding("worktrain:r", 0, "fpA", "build")]);
+    s.put_trace(&t).await.unwrap();
+    let bodies = s.trace_bodies(&TraceFilter::default()).await.unwrap();
+    assert_eq!(bodies.len(), 1);
+    assert_eq!((bodies[0].trace_id.as_str(), bodies[0].version, bodies[0].trace.as_str()), ("worktrain:r", 7, t.trace.as_str()));
+    let up = FindingsUpdate {
+        trace_id: "worktrain:r".into(),
+        digest: "d2".into(),
+        findings: vec![finding("worktrain:r", 0, "fpB", "plan"), finding("worktrain:r", 1, "fpC", "plan")],
+    };
+    assert_eq!(s.replace_findings(&[up.clone()]).await.unwrap(), vec![true]);
+    assert_eq!(s.replace_findings(&[up]).await.unwrap(), vec![false], "same digest");
+    let missing = FindingsUpdate { trace_id: "worktrain:none".into(), digest: "x".into(), findings: vec![] };
+    assert_eq!(s.replace_findings(&[missing]).await.unwrap(), vec![false]);
+    let back = s.trace("worktrain:r").await.unwrap().unwrap();
+    assert_eq!(back.digest, "d2");
+    assert_eq!(back.trace, t.trace);
+    let fps: Vec<&str> = back.findings.iter().map(|f| f.fingerprint.as_str()).collect();
+    assert_eq!(fps, ["fpB", "fpC"]);
+    assert_eq!(back.findings[0].outcome, "FAILED");
+    assert_eq!(back.findings[0].workflow_id.as_deref(), Some("fix"));
 }
 
 mod sqlite {
@@ -339,6 +369,7 @@ mod sqlite {
     check!(groups_count_distinct_sessions_and_failures);
     check!(proposals_keep_status_and_history);
     check!(notes_are_appended_in_order);
+    check!(findings_can_be_replaced_without_the_trace);
 
     #[tokio::test]
     async fn history_and_notes_are_append_only_in_the_database() {

@@ -16,10 +16,27 @@ use crate::model::{Action, EditInfo, HarnessReply, Source, StepVisit, Tokens, Tr
 use crate::normalize::{self, bounded};
 use crate::outcome::derive_outcome;
 
+/// The git snapshots bounding what a session changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshots {
+    /// The workspace repository.
+    pub workspace: String,
+    /// The first snapshot commit.
+    pub from: String,
+    /// `from` is the state before the first step (else its parent is).
+    pub from_is_baseline: bool,
+    /// The last snapshot commit.
+    pub to: String,
+}
+
 /// Builds the trace of one worktrain session from its events.
 #[derive(Debug)]
 pub struct SessionTrace {
     b: TraceBuilder,
+    workspace: Option<String>,
+    /// The first and the last step snapshot (node, commit).
+    first_snapshot: Option<(u32, String)>,
+    last_snapshot: Option<String>,
     cancel_requested_at: Option<i64>,
     turn_open: bool,
     process_turns: u32,
@@ -85,6 +102,9 @@ impl SessionTrace {
         b.trace().origin = Some("store".to_owned());
         Self {
             b,
+            workspace: None,
+            first_snapshot: None,
+            last_snapshot: None,
             cancel_requested_at: None,
             turn_open: false,
             process_turns: 0,
@@ -98,8 +118,12 @@ impl SessionTrace {
         self.b.saw_time(at);
         match &e.body {
             EventBody::SessionStarted {
-                workflow_id, goal, ..
+                workflow_id,
+                goal,
+                workspace,
+                ..
             } => {
+                self.workspace.clone_from(workspace);
                 let t = self.b.trace();
                 t.workflow = Some(workflow_id.as_str().to_owned());
                 t.task = Some(bounded(goal, 200));
@@ -153,6 +177,12 @@ impl SessionTrace {
                 }
             }
             EventBody::AgentActivity { activity } => self.activity(seq, at, activity),
+            EventBody::StepSnapshotted { node, commit, .. } => {
+                if self.first_snapshot.is_none() {
+                    self.first_snapshot = Some((node.0, commit.clone()));
+                }
+                self.last_snapshot = Some(commit.clone());
+            }
             EventBody::StepSkipped { .. }
             | EventBody::BlockSkipped { .. }
             | EventBody::StepParked { .. }
@@ -169,7 +199,6 @@ impl SessionTrace {
             | EventBody::RunInterrupted { .. }
             | EventBody::RunRequeued { .. }
             | EventBody::Steered { .. }
-            | EventBody::StepSnapshotted { .. }
             | EventBody::WorktreeRestored { .. }
             | EventBody::PostMortemRecorded { .. }
             | EventBody::HookRan { .. }
@@ -253,6 +282,19 @@ impl SessionTrace {
             | AgentActivity::Output { .. }
             | AgentActivity::ProcessExited { .. } => {}
         }
+    }
+
+    /// What the session changed, as git snapshots in its workspace (when it has them).
+    pub fn snapshots(&self) -> Option<Snapshots> {
+        let (node, first) = self.first_snapshot.clone()?;
+        Some(Snapshots {
+            workspace: self.workspace.clone()?,
+            from: first,
+            // `n0` is the state before the first step; otherwise the first snapshot's
+            // parent is.
+            from_is_baseline: node == 0,
+            to: self.last_snapshot.clone()?,
+        })
     }
 
     /// Finish with the session's summary (the outcome comes from it).
