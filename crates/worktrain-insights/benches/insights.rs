@@ -33,7 +33,10 @@ fn env_usize(name: &str, default: usize) -> usize {
 }
 
 fn corpora() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/corpora"))
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/corpora"
+    ))
 }
 
 /// Peak resident memory of this process so far, in MiB.
@@ -169,7 +172,8 @@ async fn import_bench(dir: &Path, mb: usize) {
 }
 
 async fn analyze_bench(dir: &Path, sessions: usize) {
-    let labels = std::fs::read_to_string(corpora().join("agent-trajectories-dev/labels.csv")).unwrap();
+    let labels =
+        std::fs::read_to_string(corpora().join("agent-trajectories-dev/labels.csv")).unwrap();
     let resolved: std::collections::BTreeMap<String, bool> = labels
         .lines()
         .skip(1)
@@ -179,7 +183,12 @@ async fn analyze_bench(dir: &Path, sessions: usize) {
     let base: Vec<Trace> = expand(&[corpora().join("agent-trajectories-dev/trajs")])
         .unwrap()
         .iter()
-        .map(|f| import_file(f, &ImportOptions::default()).unwrap().traces.remove(0))
+        .map(|f| {
+            import_file(f, &ImportOptions::default())
+                .unwrap()
+                .traces
+                .remove(0)
+        })
         .collect();
     let steps = ["reproduce", "fix", "verify"];
     let mut traces = Vec::with_capacity(sessions);
@@ -211,7 +220,10 @@ async fn analyze_bench(dir: &Path, sessions: usize) {
         }
         traces.push(t);
     }
-    let bytes: usize = traces.iter().map(|t| serde_json::to_string(t).unwrap().len()).sum();
+    let bytes: usize = traces
+        .iter()
+        .map(|t| serde_json::to_string(t).unwrap().len())
+        .sum();
     let turns: usize = traces.iter().map(|t| t.turns.len()).sum();
     // Detectors alone, in memory.
     let t0 = Instant::now();
@@ -234,7 +246,10 @@ async fn analyze_bench(dir: &Path, sessions: usize) {
         let rows: Vec<_> = chunk.iter().map(|t| ins.row(t, 1).0).collect();
         store.insights().unwrap().put_traces(&rows).await.unwrap();
     }
-    println!("store {sessions} analysed sessions: {:.2} s", t0.elapsed().as_secs_f64());
+    println!(
+        "store {sessions} analysed sessions: {:.2} s",
+        t0.elapsed().as_secs_f64()
+    );
     drop(traces);
     // Re-analysis from the store with other thresholds: every trace loaded, detected and
     // its findings rewritten; then the proposals.
@@ -282,7 +297,10 @@ fn main() {
     let wants = |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
     // Smoke mode (`cargo test --all-targets`): tiny sizes, so the code paths stay tested.
     let (mb, sessions) = if bench {
-        (env_usize("BENCH_IMPORT_MB", 400), env_usize("BENCH_SESSIONS", 10_000))
+        (
+            env_usize("BENCH_IMPORT_MB", 400),
+            env_usize("BENCH_SESSIONS", 10_000),
+        )
     } else {
         (1, 60)
     };

@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use worktrain_core::ids::Seq;
 use worktrain_store::insights::{
-    FindingFilter, FindingRow, FindingsUpdate, GroupFilter, InsightsStore, ProposalFilter, ProposalRow, PutOutcome,
-    TraceFilter, TraceRow,
+    FindingFilter, FindingRow, FindingsUpdate, GroupFilter, InsightsStore, ProposalFilter,
+    ProposalRow, PutOutcome, TraceFilter, TraceRow,
 };
 use worktrain_store::{EventStore, SessionFilter, StoreError};
 
@@ -465,7 +465,13 @@ impl<'a> Insights<'a> {
                     trace_id: b.trace_id,
                 });
             }
-            for (changed, n) in self.store.replace_findings(&updates).await?.into_iter().zip(counts) {
+            for (changed, n) in self
+                .store
+                .replace_findings(&updates)
+                .await?
+                .into_iter()
+                .zip(counts)
+            {
                 if changed {
                     report.updated += 1;
                     report.findings += n;

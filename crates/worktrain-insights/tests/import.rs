@@ -457,7 +457,10 @@ async fn importing_the_same_files_twice_adds_nothing() {
     assert_eq!((re.updated, re.unchanged), (70, 0));
     let re = stricter.reanalyze().await.unwrap();
     assert_eq!((re.updated, re.unchanged), (0, 70));
-    assert!(count(&s).await.1 >= before.1, "waste_min 1 finds at least as much");
+    assert!(
+        count(&s).await.1 >= before.1,
+        "waste_min 1 finds at least as much"
+    );
     let back = ins.reanalyze().await.unwrap();
     assert_eq!(back.updated, 70);
     assert_eq!(count(&s).await, before);
@@ -665,13 +668,23 @@ async fn imported_sessions_attributed_to_a_step_make_proposals() {
         step: Some("solve".into()),
         ..ImportOptions::default()
     };
-    let r = ins.import_paths(&[corpora().join("agent-trajectories-dev/trajs")], &opts).await.unwrap();
+    let r = ins
+        .import_paths(&[corpora().join("agent-trajectories-dev/trajs")], &opts)
+        .await
+        .unwrap();
     assert_eq!(r.inserted, 60);
     let p = ins.refresh_proposals(3, &|_| None).await.unwrap();
     assert!(p.created > 0, "{p:?}");
     let all = ins.proposals(&Default::default()).await.unwrap();
-    assert!(all.iter().all(|(p, _)| p.workflow == "swe-fix" && p.step == "solve"));
+    assert!(
+        all.iter()
+            .all(|(p, _)| p.workflow == "swe-fix" && p.step == "solve")
+    );
     assert!(all.iter().all(|(p, _)| p.support.sessions >= 3));
     // Without labels the outcome of these runs is mostly unknown: recurring, not shown to hurt.
-    assert!(all.iter().all(|(p, _)| p.confidence < 0.5), "{:?}", all.iter().map(|(p, _)| p.confidence).collect::<Vec<_>>());
+    assert!(
+        all.iter().all(|(p, _)| p.confidence < 0.5),
+        "{:?}",
+        all.iter().map(|(p, _)| p.confidence).collect::<Vec<_>>()
+    );
 }

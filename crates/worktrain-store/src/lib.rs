@@ -30,8 +30,8 @@ mod sqlite_insights;
 pub mod triggers;
 mod url;
 
-pub use postgres::PgStore;
 pub use insights::InsightsStore;
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use triggers::TriggerStore;
 pub use url::StoreUrl;

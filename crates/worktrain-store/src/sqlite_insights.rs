@@ -7,8 +7,9 @@ use sqlx::{QueryBuilder, Row, Sqlite};
 
 use crate::StoreError;
 use crate::insights::{
-    FindingFilter, FindingGroup, FindingRow, FindingsUpdate, GroupFilter, InsightsStore, NoteRow, ProposalChange,
-    ProposalFilter, ProposalRow, PutOutcome, StepOutcomes, TraceBody, TraceFilter, TraceHead, TraceRow,
+    FindingFilter, FindingGroup, FindingRow, FindingsUpdate, GroupFilter, InsightsStore, NoteRow,
+    ProposalChange, ProposalFilter, ProposalRow, PutOutcome, StepOutcomes, TraceBody, TraceFilter,
+    TraceHead, TraceRow,
 };
 use crate::sqlite::SqliteStore;
 

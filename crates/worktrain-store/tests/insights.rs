@@ -5,8 +5,8 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use worktrain_store::insights::{
-    FindingFilter, FindingRow, FindingsUpdate, GroupFilter, InsightsStore, ProposalFilter, ProposalRow, PutOutcome,
-    TraceFilter, TraceRow,
+    FindingFilter, FindingRow, FindingsUpdate, GroupFilter, InsightsStore, ProposalFilter,
+    ProposalRow, PutOutcome, TraceFilter, TraceRow,
 };
 
 fn finding(trace: &str, ordinal: u32, fp: &str, step: &str) -> FindingRow {
@@ -318,24 +318,52 @@ pub async fn notes_are_appended_in_order(s: &dyn InsightsStore) {
 
 /// Re-analysis replaces findings and digest without rewriting the trace.
 pub async fn findings_can_be_replaced_without_the_trace(s: &dyn InsightsStore) {
-    let t = trace("worktrain:r", 5, "FAILED", "d1", vec![finding("worktrain:r", 0, "fpA", "build")]);
+    let t = trace(
+        "worktrain:r",
+        5,
+        "FAILED",
+        "d1",
+        vec![finding("worktrain:r", 0, "fpA", "build")],
+    );
     s.put_trace(&t).await.unwrap();
     let bodies = s.trace_bodies(&TraceFilter::default()).await.unwrap();
     assert_eq!(bodies.len(), 1);
-    assert_eq!((bodies[0].trace_id.as_str(), bodies[0].version, bodies[0].trace.as_str()), ("worktrain:r", 7, t.trace.as_str()));
+    assert_eq!(
+        (
+            bodies[0].trace_id.as_str(),
+            bodies[0].version,
+            bodies[0].trace.as_str()
+        ),
+        ("worktrain:r", 7, t.trace.as_str())
+    );
     let up = FindingsUpdate {
         trace_id: "worktrain:r".into(),
         digest: "d2".into(),
-        findings: vec![finding("worktrain:r", 0, "fpB", "plan"), finding("worktrain:r", 1, "fpC", "plan")],
+        findings: vec![
+            finding("worktrain:r", 0, "fpB", "plan"),
+            finding("worktrain:r", 1, "fpC", "plan"),
+        ],
     };
     assert_eq!(s.replace_findings(&[up.clone()]).await.unwrap(), vec![true]);
-    assert_eq!(s.replace_findings(&[up]).await.unwrap(), vec![false], "same digest");
-    let missing = FindingsUpdate { trace_id: "worktrain:none".into(), digest: "x".into(), findings: vec![] };
+    assert_eq!(
+        s.replace_findings(&[up]).await.unwrap(),
+        vec![false],
+        "same digest"
+    );
+    let missing = FindingsUpdate {
+        trace_id: "worktrain:none".into(),
+        digest: "x".into(),
+        findings: vec![],
+    };
     assert_eq!(s.replace_findings(&[missing]).await.unwrap(), vec![false]);
     let back = s.trace("worktrain:r").await.unwrap().unwrap();
     assert_eq!(back.digest, "d2");
     assert_eq!(back.trace, t.trace);
-    let fps: Vec<&str> = back.findings.iter().map(|f| f.fingerprint.as_str()).collect();
+    let fps: Vec<&str> = back
+        .findings
+        .iter()
+        .map(|f| f.fingerprint.as_str())
+        .collect();
     assert_eq!(fps, ["fpB", "fpC"]);
     assert_eq!(back.findings[0].outcome, "FAILED");
     assert_eq!(back.findings[0].workflow_id.as_deref(), Some("fix"));
