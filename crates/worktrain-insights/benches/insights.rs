@@ -151,7 +151,10 @@ async fn import_bench(dir: &Path, mb: usize) {
         .unwrap();
     let ins = Insights::new(store.insights().unwrap(), Thresholds::default());
     let t0 = Instant::now();
-    let rep = ins.import_paths(&[big.clone()], &opts).await.unwrap();
+    let rep = ins
+        .import_paths(std::slice::from_ref(&big), &opts)
+        .await
+        .unwrap();
     let d = t0.elapsed();
     println!(
         "import into the store: {:.0} MB in {:.2} s = {:.1} MB/s ({} new); peak memory {:.0} MiB",

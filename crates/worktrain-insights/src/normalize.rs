@@ -314,7 +314,6 @@ fn segments(cmd: &str) -> Vec<String> {
                 }
                 let t: String = tag
                     .trim_start_matches('-')
-                    .trim()
                     .split_whitespace()
                     .next()
                     .unwrap_or("")

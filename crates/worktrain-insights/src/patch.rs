@@ -311,7 +311,7 @@ fn edit_text(text: &str, p: &Patch, doc_before: &Value) -> Option<String> {
                 out.insert(last + 1, format!("{}- {quoted}", " ".repeat(item_indent)));
             } else {
                 let k = lines.iter().position(|l| l.starts_with("steps:"))?;
-                out.splice(k..k, [format!("guidance:"), format!("  - {quoted}")]);
+                out.splice(k..k, ["guidance:".to_owned(), format!("  - {quoted}")]);
             }
         }
         Patch::LowerLoopBound { loop_id, to, .. } => {

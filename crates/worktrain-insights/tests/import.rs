@@ -489,7 +489,7 @@ async fn importing_the_same_files_twice_adds_nothing() {
     )
     .unwrap();
     let third = ins
-        .import_paths(&[copy.clone()], &ImportOptions::default())
+        .import_paths(std::slice::from_ref(&copy), &ImportOptions::default())
         .await
         .unwrap();
     assert_eq!((third.inserted, third.unchanged), (0, 1));

@@ -344,7 +344,10 @@ pub async fn findings_can_be_replaced_without_the_trace(s: &dyn InsightsStore) {
             finding("worktrain:r", 1, "fpC", "plan"),
         ],
     };
-    assert_eq!(s.replace_findings(&[up.clone()]).await.unwrap(), vec![true]);
+    assert_eq!(
+        s.replace_findings(std::slice::from_ref(&up)).await.unwrap(),
+        vec![true]
+    );
     assert_eq!(
         s.replace_findings(&[up]).await.unwrap(),
         vec![false],

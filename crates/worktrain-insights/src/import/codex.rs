@@ -502,12 +502,10 @@ impl LineParser for Exec {
                     .to_owned();
                 match it {
                     "reasoning" => self.model_item(),
-                    "agent_message" => {
-                        if ty == "item.completed" {
-                            self.model_item();
-                            let t = item.get("text").and_then(Value::as_str).unwrap_or("");
-                            self.b.text(t);
-                        }
+                    "agent_message" if ty == "item.completed" => {
+                        self.model_item();
+                        let t = item.get("text").and_then(Value::as_str).unwrap_or("");
+                        self.b.text(t);
                     }
                     "command_execution" | "file_change" | "mcp_tool_call" | "web_search" => {
                         if !self.started.contains(&id) {

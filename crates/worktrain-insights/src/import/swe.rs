@@ -459,7 +459,7 @@ pub(crate) fn import<R: BufRead>(
     let mut de = serde_json::Deserializer::from_reader(published);
     let result = Doc {
         state: &mut state,
-        lines: &*cell,
+        lines: &cell,
     }
     .deserialize(&mut de)
     .and_then(|()| de.end());
