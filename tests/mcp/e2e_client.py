@@ -171,8 +171,16 @@ async def first_process(session, workspace):
     csc, _ = ok_step(checkpoint, "checkpointed", "checkpoint")
     check(csc["step"]["id"] == asc["step"]["id"], "checkpoint: the step is unchanged")
 
+    insights = await session.call_tool("check_insights", {"workflow": "quick-task", "step": "do-it"})
+    check(not insights.isError, "check_insights: isError is false")
+    check(
+        insights.content[0].text.startswith("No recurring problems"),
+        "check_insights: a fresh store has no recurring problems",
+        insights.content[0].text,
+    )
+
     still = await session.list_tools()
-    check(len(still.tools) == 7, "the server keeps serving after the errors")
+    check(len(still.tools) == len(EXPECTED_TOOLS), "the server keeps serving after the errors")
     return session_id, asc["tokens"]["resume"], asc["tokens"]["advance"], asc["step"]["id"]
 
 
