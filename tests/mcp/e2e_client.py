@@ -172,11 +172,11 @@ async def first_process(session, workspace):
     check(csc["step"]["id"] == asc["step"]["id"], "checkpoint: the step is unchanged")
 
     insights = await session.call_tool("check_insights", {"workflow": "quick-task", "step": "do-it"})
-    check(not insights.isError, "check_insights: isError is false")
+    check(not insights.is_error, "check_insights: isError is false", text_of(insights))
     check(
-        insights.content[0].text.startswith("No recurring problems"),
+        text_of(insights).startswith("No recurring problems"),
         "check_insights: a fresh store has no recurring problems",
-        insights.content[0].text,
+        text_of(insights),
     )
 
     still = await session.list_tools()
