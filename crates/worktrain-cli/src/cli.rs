@@ -166,7 +166,7 @@ pub struct InsightsOpts {
 pub enum InsightsCommand {
     /// Import transcripts (files or directories): Claude Code and Codex JSONL, SWE-agent /
     /// mini-SWE-agent trajectories. Idempotent; malformed lines are reported, not fatal.
-    Import(ImportArgs),
+    Import(TraceImportArgs),
     /// Bring worktrain's own sessions into the analysis (only changed sessions are read).
     Sync(InsightsOpts),
     /// Re-run the detectors over every stored trace (after changing thresholds) and
@@ -187,7 +187,7 @@ pub enum InsightsCommand {
 
 /// `insights import`.
 #[derive(Debug, Args)]
-pub struct ImportArgs {
+pub struct TraceImportArgs {
     /// Files or directories (walked for *.jsonl, *.traj, *.traj.json).
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<PathBuf>,

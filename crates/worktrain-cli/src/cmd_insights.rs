@@ -22,8 +22,8 @@ use worktrain_store::insights::{FindingFilter, ProposalFilter};
 
 use crate::Ctx;
 use crate::cli::{
-    ApplyArgs, DismissArgs, EvalArgs, ExplainArgs, FindingsArgs, ImportArgs, InsightsCommand,
-    InsightsOpts, ProposalListArgs, ProposalTarget, ProposalsCommand, ReportArgs, ShowArgs,
+    ApplyArgs, DismissArgs, EvalArgs, ExplainArgs, FindingsArgs, InsightsCommand, InsightsOpts,
+    ProposalListArgs, ProposalTarget, ProposalsCommand, ReportArgs, ShowArgs, TraceImportArgs,
 };
 use crate::output::Exit;
 
@@ -266,7 +266,11 @@ pub async fn run(ctx: &Ctx, cmd: InsightsCommand) -> Result<Exit, ApiError> {
     }
 }
 
-async fn import(ctx: &Ctx, store: &dyn InsightsStore, a: ImportArgs) -> Result<Exit, ApiError> {
+async fn import(
+    ctx: &Ctx,
+    store: &dyn InsightsStore,
+    a: TraceImportArgs,
+) -> Result<Exit, ApiError> {
     let cfg = load_config(ctx, &a.opts)?;
     let format = a
         .format
