@@ -85,6 +85,16 @@ pub enum Command {
     /// Triggers (triggers.yml): webhooks, polls and schedules that start sessions.
     #[command(subcommand)]
     Trigger(TriggerCommand),
+    /// Trace analysis: import agent traces, find failure patterns, evaluate the detectors,
+    /// explain a session.
+    #[command(subcommand)]
+    Insights(InsightsCommand),
+    /// A report over recent sessions: completion, failure and cancel rates by workflow and
+    /// trigger, cancel latency, top findings, cost.
+    Report(ReportArgs),
+    /// Workflow improvement proposals made from recurring failure patterns.
+    #[command(subcommand)]
+    Proposals(ProposalsCommand),
 }
 
 /// `worktrain trigger …`.
@@ -140,16 +150,6 @@ pub enum TriggerCommand {
         #[arg(long, value_name = "KIND")]
         decision: Option<String>,
     },
-    /// Trace analysis: import agent traces, find failure patterns, evaluate the detectors,
-    /// explain a session.
-    #[command(subcommand)]
-    Insights(InsightsCommand),
-    /// A report over recent sessions: completion, failure and cancel rates by workflow and
-    /// trigger, cancel latency, top findings, cost.
-    Report(ReportArgs),
-    /// Workflow improvement proposals made from recurring failure patterns.
-    #[command(subcommand)]
-    Proposals(ProposalsCommand),
 }
 
 /// Where the insights settings come from.
