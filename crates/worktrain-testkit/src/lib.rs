@@ -27,6 +27,7 @@
 //! server (`WORKTRAIN_TEST_POSTGRES_URL`).
 
 pub mod postgres;
+pub mod forge;
 mod script;
 mod server;
 mod wire;

@@ -182,6 +182,7 @@ pub struct Runtime {
     dispatch_lock: tokio::sync::Mutex<()>,
     rejections: Mutex<BTreeMap<String, (i64, u32)>>,
     hold: bool,
+    forges: Mutex<BTreeMap<String, Arc<dyn worktrain_forge::Forge>>>,
 }
 
 /// Fault injection for crash tests: while set in the daemon's environment, persisted
@@ -217,6 +218,16 @@ const SECRET_HEADERS: &[&str] = &[
     "authorization",
     "cookie",
 ];
+
+/// A decision with only trigger, kind, reason and detail set.
+pub fn new_decision(
+    trigger: &str,
+    kind: DecisionKind,
+    reason: impl Into<String>,
+    detail: Value,
+) -> NewDecision {
+    decision(trigger, kind, reason, detail)
+}
 
 fn decision(
     trigger: &str,
@@ -268,6 +279,7 @@ impl Runtime {
             dispatch_lock: tokio::sync::Mutex::new(()),
             rejections: Mutex::new(BTreeMap::new()),
             hold: std::env::var_os(HOLD_ENV).is_some_and(|v| v == "1"),
+            forges: Mutex::new(BTreeMap::new()),
         });
         rt.reload();
         rt
@@ -306,6 +318,7 @@ impl Runtime {
         }
         self.host.set_trigger_caps(caps);
         let digest = index.digest.clone();
+        lock(&self.forges).clear();
         *write(&self.index) = Arc::new(index);
         let mut st = write(&self.status);
         st.digest = digest;
@@ -385,6 +398,7 @@ impl Runtime {
     pub async fn run(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
         let rx = lock(&self.intake_rx).take();
         let writer = rx.map(|rx| tokio::spawn(self.clone().writer(rx)));
+        let poller = tokio::spawn(self.clone().poll_loop(stop.clone()));
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_reload = std::time::Instant::now();
@@ -405,6 +419,7 @@ impl Runtime {
         if let Some(w) = writer {
             w.abort();
         }
+        poller.abort();
     }
 
     async fn writer(self: Arc<Self>, mut rx: mpsc::Receiver<Pending>) {
@@ -690,7 +705,7 @@ impl Runtime {
     /// Reconcile, then decide and act on one event; returns the decisions to record.
     pub async fn handle(&self, trigger: &Trigger, ev: &Inbound, key: String) -> Vec<NewDecision> {
         let mut out = self.reconcile(trigger, ev).await;
-        let access = None;
+        let access = self.gitlab_access(trigger, ev).await;
         match decide::evaluate(trigger, ev, access) {
             Verdict::Dispatch(plan) => {
                 out.push(self.dispatch(trigger, plan, key, kind_of(trigger)).await);
@@ -716,6 +731,46 @@ impl Runtime {
             }
         }
         out
+    }
+
+    /// A GitLab commenter's access level, when the event is a note that may be a command.
+    async fn gitlab_access(&self, trigger: &Trigger, ev: &Inbound) -> Option<u32> {
+        let (Source::GitlabWebhook(g), Some(c), Some(repo)) = (&trigger.source, &ev.comment, &ev.repository) else {
+            return None;
+        };
+        g.commands.as_ref()?;
+        let (identity, user) = (trigger.identity.as_ref()?, c.author_id?);
+        let forge = self.forge(identity).ok()?;
+        match forge.access_level(repo, user).await {
+            Ok(level) => level,
+            Err(e) => {
+                warn!(trigger = %trigger.id, error = %e, "looking up a commenter's access level failed");
+                None
+            }
+        }
+    }
+
+    /// The retry budget of `item` ran out: label and comment on it for a human.
+    async fn notify_exhausted(&self, item: &SourceItem, trigger: &Trigger, reason: &str) {
+        let Some(identity) = &trigger.identity else { return };
+        let Some(at) = SourceRef::parse(&item.source).ok().and_then(|s| s.forge_item()) else {
+            return;
+        };
+        let Ok(forge) = self.forge(identity) else { return };
+        if !trigger.retry.exhausted_labels.is_empty()
+            && let Err(e) = forge.add_labels(&at.repo, at.kind, at.number, &trigger.retry.exhausted_labels).await
+        {
+            warn!(source = %item.source, error = %e, "labelling an exhausted item failed");
+        }
+        if trigger.retry.exhausted_comment {
+            let body = format!(
+                "worktrain tried this {} time(s) and gave up: {reason}. A maintainer can comment `/worktrain retry` to try again.",
+                item.attempts
+            );
+            if let Err(e) = forge.comment(&at.repo, at.kind, at.number, &body).await {
+                warn!(source = %item.source, error = %e, "commenting on an exhausted item failed");
+            }
+        }
     }
 
     fn spec(&self, trigger: &Trigger, plan: Plan, key: String, kind: TriggerKind) -> DispatchSpec {
@@ -1005,6 +1060,11 @@ impl Runtime {
             warn!(error = %e, "updating a source item failed");
         }
         if let Some(mut d) = d {
+            if item.state == SourceState::Exhausted
+                && let Some(t) = &trigger
+            {
+                self.notify_exhausted(&item, t, &d.reason).await;
+            }
             d.source = Some(item.source.clone());
             d.session_id = Some(session);
             let _ = self.store.record_decision(d).await;
@@ -1014,6 +1074,10 @@ impl Runtime {
 
     /// Reconciliation: an event about a source item with an unfinished session, showing
     /// the item no longer qualifies (closed, merged, a required label or assignee gone).
+    pub async fn reconcile_event(&self, trigger: &Trigger, ev: &Inbound) -> Vec<NewDecision> {
+        self.reconcile(trigger, ev).await
+    }
+
     async fn reconcile(&self, trigger: &Trigger, ev: &Inbound) -> Vec<NewDecision> {
         let (Some(src), Some(state)) = (&ev.source, &ev.item) else {
             return Vec::new();
@@ -1068,6 +1132,56 @@ impl Runtime {
         d.session_id = Some(session);
         d.source = Some(src.to_string());
         vec![d]
+    }
+
+    /// The client of identity `name` (built on first use; rebuilt after a reload).
+    pub fn forge(&self, name: &str) -> Result<Arc<dyn worktrain_forge::Forge>, String> {
+        if let Some(f) = lock(&self.forges).get(name) {
+            return Ok(f.clone());
+        }
+        let index = self.index();
+        let def = index
+            .identities
+            .get(name)
+            .ok_or_else(|| format!("no identity `{name}`"))?;
+        let f = crate::identity::connect(def).map_err(|e| e.to_string())?;
+        lock(&self.forges).insert(name.to_owned(), f.clone());
+        Ok(f)
+    }
+
+    /// Install a client for an identity (tests point identities at fakes this way too).
+    pub fn set_forge(&self, name: &str, forge: Arc<dyn worktrain_forge::Forge>) {
+        lock(&self.forges).insert(name.to_owned(), forge);
+    }
+
+    /// Poll every enabled poll trigger that is due.
+    pub async fn poll_due(&self) {
+        let index = self.index();
+        let now = self.now_ms();
+        for t in index.triggers.values() {
+            if !t.enabled {
+                continue;
+            }
+            let (Source::GithubPoll(_) | Source::GitlabPoll(_)) = &t.source else {
+                continue;
+            };
+            let Some(identity) = &t.identity else { continue };
+            match self.forge(identity) {
+                Ok(f) => {
+                    crate::poll::poll_if_due(self, t, f.as_ref(), now).await;
+                }
+                Err(e) => warn!(trigger = %t.id, error = %e, "no forge client for the poll"),
+            }
+        }
+    }
+
+    async fn poll_loop(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = tokio::time::sleep(Duration::from_secs(1)) => self.poll_due().await,
+            }
+        }
     }
 
     /// Periodic work: schedules and source items.

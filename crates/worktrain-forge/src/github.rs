@@ -1,0 +1,240 @@
+//! GitHub through octocrab: its auth (personal tokens; App JWT → installation tokens,
+//! renewed before they expire) and transport; pages, ETags and rate limits read from the
+//! raw answers.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use octocrab::Octocrab;
+use serde_json::{Value, json};
+use worktrain_core::run::{ForgeKind, ItemKind};
+
+use crate::http_util::{RateLimit, next_link};
+use crate::{Credentials, Forge, ForgeError, Item, ItemState, ListKind, ListQuery, Listing};
+
+/// github.com's API.
+pub const DEFAULT_API: &str = "https://api.github.com";
+
+/// Most pages followed in one listing (a safety bound; 100 items per page).
+pub const MAX_PAGES: u32 = 100;
+
+/// A GitHub client.
+#[derive(Debug)]
+pub struct GithubClient {
+    api: String,
+    octo: Octocrab,
+}
+
+fn net(e: octocrab::Error) -> ForgeError {
+    ForgeError::Network(e.to_string())
+}
+
+impl GithubClient {
+    /// A client for `api_url` with `credentials`.
+    pub fn new(api_url: &str, credentials: Credentials) -> Result<Self, ForgeError> {
+        let api = api_url.trim_end_matches('/').to_owned();
+        let builder = Octocrab::builder()
+            .base_uri(format!("{api}/"))
+            .map_err(|e| ForgeError::Invalid(format!("API URL `{api}`: {e}")))?
+            .set_connect_timeout(Some(Duration::from_secs(10)))
+            .set_read_timeout(Some(Duration::from_secs(60)));
+        let octo = match credentials {
+            Credentials::Token(t) => builder.personal_token(t).build().map_err(net)?,
+            Credentials::GithubApp {
+                app_id,
+                installation_id,
+                private_key_pem,
+            } => {
+                let key = jsonwebtoken::EncodingKey::from_rsa_pem(private_key_pem.as_bytes())
+                    .map_err(|e| ForgeError::Invalid(format!("the GitHub App key is not an RSA PEM key: {e}")))?;
+                let app = builder
+                    .app(octocrab::models::AppId(app_id), key)
+                    .build()
+                    .map_err(net)?;
+                app.installation(octocrab::models::InstallationId(installation_id))
+                    .map_err(net)?
+            }
+        };
+        Ok(Self { api, octo })
+    }
+
+    async fn get(
+        &self,
+        url: &str,
+        etag: Option<&str>,
+    ) -> Result<(u16, http::HeaderMap, String), ForgeError> {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            http::header::ACCEPT,
+            http::HeaderValue::from_static("application/vnd.github+json"),
+        );
+        if let Some(e) = etag
+            && let Ok(v) = http::HeaderValue::from_str(e)
+        {
+            headers.insert(http::header::IF_NONE_MATCH, v);
+        }
+        let resp = self
+            .octo
+            ._get_with_headers(url, Some(headers))
+            .await
+            .map_err(net)?;
+        let status = resp.status().as_u16();
+        let h = resp.headers().clone();
+        let body = self.octo.body_to_string(resp).await.map_err(net)?;
+        Ok((status, h, body))
+    }
+
+    async fn post(&self, url: &str, body: &Value) -> Result<(), ForgeError> {
+        let resp = self.octo._post(url, Some(body)).await.map_err(net)?;
+        let status = resp.status().as_u16();
+        let h = resp.headers().clone();
+        let text = self.octo.body_to_string(resp).await.map_err(net)?;
+        if (200..300).contains(&status) {
+            Ok(())
+        } else {
+            Err(ForgeError::from_answer(status, &h, &text))
+        }
+    }
+
+    fn list_url(&self, q: &ListQuery) -> String {
+        let per = q.per_page.clamp(1, 100);
+        if let Some(query) = &q.query {
+            let kind = match q.kind {
+                ListKind::PullRequests => "is:pr",
+                ListKind::Issues | ListKind::MergeRequests => "is:issue",
+            };
+            let full = format!("{query} repo:{} is:open {kind}", q.repo);
+            let enc: String = url::form_urlencoded::byte_serialize(full.as_bytes()).collect();
+            return format!("{}/search/issues?q={enc}&per_page={per}", self.api);
+        }
+        match q.kind {
+            ListKind::PullRequests => {
+                format!("{}/repos/{}/pulls?state=open&per_page={per}", self.api, q.repo)
+            }
+            ListKind::Issues | ListKind::MergeRequests => {
+                let mut url = format!("{}/repos/{}/issues?state=open&per_page={per}", self.api, q.repo);
+                if !q.labels.is_empty() {
+                    let labels: String =
+                        url::form_urlencoded::byte_serialize(q.labels.join(",").as_bytes()).collect();
+                    url.push_str(&format!("&labels={labels}"));
+                }
+                if let Some(a) = &q.assignee {
+                    url.push_str(&format!("&assignee={a}"));
+                }
+                url
+            }
+        }
+    }
+}
+
+/// Read a GitHub issue or pull request object.
+pub fn parse_item(v: &Value) -> Option<Item> {
+    let names = |k: &str, f: &str| -> Vec<String> {
+        v.get(k)
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(|x| x.get(f).and_then(Value::as_str).map(str::to_owned)).collect())
+            .unwrap_or_default()
+    };
+    let pull = v.get("pull_request").is_some() || v.get("head").is_some();
+    let merged = v.get("merged_at").is_some_and(|m| !m.is_null())
+        || v.pointer("/pull_request/merged_at").is_some_and(|m| !m.is_null());
+    let state = match (v.get("state").and_then(Value::as_str), merged) {
+        (_, true) => ItemState::Merged,
+        (Some("closed"), false) => ItemState::Closed,
+        _ => ItemState::Open,
+    };
+    Some(Item {
+        number: v.get("number")?.as_u64()?,
+        kind: ItemKind::IssueOrPull,
+        pull,
+        title: v.get("title").and_then(Value::as_str).unwrap_or_default().to_owned(),
+        state,
+        labels: names("labels", "name"),
+        assignees: names("assignees", "login"),
+        updated_at: v.get("updated_at").and_then(Value::as_str).unwrap_or_default().to_owned(),
+        raw: v.clone(),
+    })
+}
+
+#[async_trait]
+impl Forge for GithubClient {
+    fn kind(&self) -> ForgeKind {
+        ForgeKind::Github
+    }
+
+    async fn list(&self, q: &ListQuery, etag: Option<&str>) -> Result<Listing, ForgeError> {
+        let mut url = self.list_url(q);
+        let mut items = Vec::new();
+        let mut first_etag = None;
+        let mut pages = 0;
+        let mut rate;
+        loop {
+            let (status, h, body) = self.get(&url, if pages == 0 { etag } else { None }).await?;
+            rate = RateLimit::from_headers(&h);
+            if status == 304 && pages == 0 {
+                return Ok(Listing::NotModified { rate });
+            }
+            if !(200..300).contains(&status) {
+                return Err(ForgeError::from_answer(status, &h, &body));
+            }
+            pages += 1;
+            if pages == 1 {
+                first_etag = h.get("etag").and_then(|v| v.to_str().ok()).map(str::to_owned);
+            }
+            let v: Value = serde_json::from_str(&body)
+                .map_err(|e| ForgeError::Invalid(format!("GitHub answered non-JSON for {url}: {e}")))?;
+            let list = match &v {
+                Value::Array(a) => a.clone(),
+                Value::Object(o) => o.get("items").and_then(Value::as_array).cloned().unwrap_or_default(),
+                _ => Vec::new(),
+            };
+            for x in &list {
+                let Some(item) = parse_item(x) else { continue };
+                let keep = match q.kind {
+                    ListKind::Issues => !item.pull,
+                    ListKind::PullRequests | ListKind::MergeRequests => item.pull,
+                } && q.labels.iter().all(|l| item.labels.iter().any(|x| x.eq_ignore_ascii_case(l)))
+                    && q.assignee.as_ref().is_none_or(|a| item.assignees.iter().any(|x| x.eq_ignore_ascii_case(a)));
+                if keep || q.query.is_some() {
+                    items.push(item);
+                }
+            }
+            match next_link(&h) {
+                Some(next) if pages < MAX_PAGES => url = next,
+                _ => break,
+            }
+            if rate.exhausted() {
+                return Err(ForgeError::RateLimited {
+                    kind: "primary",
+                    retry_after: rate.reset_in().unwrap_or(Duration::from_secs(60)),
+                    message: format!("the rate limit ran out after page {pages}"),
+                });
+            }
+        }
+        Ok(Listing::Items { items, etag: first_etag, pages, rate })
+    }
+
+    async fn item(&self, repo: &str, _kind: ItemKind, number: u64) -> Result<Item, ForgeError> {
+        let url = format!("{}/repos/{repo}/issues/{number}", self.api);
+        let (status, h, body) = self.get(&url, None).await?;
+        if !(200..300).contains(&status) {
+            return Err(ForgeError::from_answer(status, &h, &body));
+        }
+        let v: Value = serde_json::from_str(&body).map_err(|e| ForgeError::Invalid(e.to_string()))?;
+        parse_item(&v).ok_or_else(|| ForgeError::Invalid(format!("{url}: not an issue")))
+    }
+
+    async fn access_level(&self, _repo: &str, _user: u64) -> Result<Option<u32>, ForgeError> {
+        Ok(None)
+    }
+
+    async fn add_labels(&self, repo: &str, _kind: ItemKind, number: u64, labels: &[String]) -> Result<(), ForgeError> {
+        let url = format!("{}/repos/{repo}/issues/{number}/labels", self.api);
+        self.post(&url, &json!({ "labels": labels })).await
+    }
+
+    async fn comment(&self, repo: &str, _kind: ItemKind, number: u64, body: &str) -> Result<(), ForgeError> {
+        let url = format!("{}/repos/{repo}/issues/{number}/comments", self.api);
+        self.post(&url, &json!({ "body": body })).await
+    }
+}

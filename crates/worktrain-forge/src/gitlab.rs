@@ -1,0 +1,212 @@
+//! GitLab through its REST v4 API (`PRIVATE-TOKEN` auth), with reqwest.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::{Value, json};
+use worktrain_core::run::{ForgeKind, ItemKind};
+
+use crate::http_util::{RateLimit, next_link};
+use crate::{Forge, ForgeError, Item, ItemState, ListKind, ListQuery, Listing};
+
+/// gitlab.com's API.
+pub const DEFAULT_API: &str = "https://gitlab.com/api/v4";
+
+/// Most pages followed in one listing.
+pub const MAX_PAGES: u32 = 100;
+
+/// A GitLab client.
+pub struct GitlabClient {
+    api: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl std::fmt::Debug for GitlabClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GitlabClient").field("api", &self.api).finish_non_exhaustive()
+    }
+}
+
+fn enc(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+fn net(e: reqwest::Error) -> ForgeError {
+    ForgeError::Network(e.to_string())
+}
+
+/// Read a GitLab issue or merge request object.
+pub fn parse_item(v: &Value, kind: ItemKind) -> Option<Item> {
+    let state = match v.get("state").and_then(Value::as_str) {
+        Some("merged") => ItemState::Merged,
+        Some("closed" | "locked") => ItemState::Closed,
+        _ => ItemState::Open,
+    };
+    let labels = v
+        .get("labels")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().or_else(|| x.get("name").and_then(Value::as_str)).map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let assignees = v
+        .get("assignees")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(|x| x.get("username").and_then(Value::as_str).map(str::to_owned)).collect())
+        .unwrap_or_default();
+    Some(Item {
+        number: v.get("iid")?.as_u64()?,
+        kind,
+        pull: kind == ItemKind::MergeRequest,
+        title: v.get("title").and_then(Value::as_str).unwrap_or_default().to_owned(),
+        state,
+        labels,
+        assignees,
+        updated_at: v.get("updated_at").and_then(Value::as_str).unwrap_or_default().to_owned(),
+        raw: v.clone(),
+    })
+}
+
+impl GitlabClient {
+    /// A client for `api_url` (including `/api/v4`).
+    pub fn new(api_url: &str, token: String) -> Result<Self, ForgeError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(60))
+            .build()
+            .map_err(net)?;
+        Ok(Self {
+            api: api_url.trim_end_matches('/').to_owned(),
+            token,
+            http,
+        })
+    }
+
+    fn path(kind: ItemKind) -> &'static str {
+        match kind {
+            ItemKind::MergeRequest => "merge_requests",
+            ItemKind::Issue | ItemKind::IssueOrPull => "issues",
+        }
+    }
+
+    async fn send(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<(u16, http::HeaderMap, String), ForgeError> {
+        let resp = req.header("PRIVATE-TOKEN", &self.token).send().await.map_err(net)?;
+        let status = resp.status().as_u16();
+        let mut h = http::HeaderMap::new();
+        for (k, v) in resp.headers() {
+            if let (Ok(k), Ok(v)) = (
+                http::HeaderName::from_bytes(k.as_str().as_bytes()),
+                http::HeaderValue::from_bytes(v.as_bytes()),
+            ) {
+                h.append(k, v);
+            }
+        }
+        let body = resp.text().await.map_err(net)?;
+        Ok((status, h, body))
+    }
+}
+
+#[async_trait]
+impl Forge for GitlabClient {
+    fn kind(&self) -> ForgeKind {
+        ForgeKind::Gitlab
+    }
+
+    async fn list(&self, q: &ListQuery, etag: Option<&str>) -> Result<Listing, ForgeError> {
+        let (what, kind) = match q.kind {
+            ListKind::MergeRequests | ListKind::PullRequests => ("merge_requests", ItemKind::MergeRequest),
+            ListKind::Issues => ("issues", ItemKind::Issue),
+        };
+        let mut url = format!(
+            "{}/projects/{}/{what}?state=opened&per_page={}",
+            self.api,
+            enc(&q.repo),
+            q.per_page.clamp(1, 100)
+        );
+        if !q.labels.is_empty() {
+            url.push_str(&format!("&labels={}", enc(&q.labels.join(","))));
+        }
+        if let Some(a) = &q.assignee {
+            url.push_str(&format!("&assignee_username={}", enc(a)));
+        }
+        if let Some(s) = &q.query {
+            url.push_str(&format!("&search={}", enc(s)));
+        }
+        let mut items = Vec::new();
+        let mut pages = 0;
+        let mut first_etag = None;
+        let mut rate;
+        loop {
+            let mut req = self.http.get(&url);
+            if pages == 0 && let Some(e) = etag {
+                req = req.header("If-None-Match", e);
+            }
+            let (status, h, body) = self.send(req).await?;
+            rate = RateLimit::from_headers(&h);
+            if status == 304 && pages == 0 {
+                return Ok(Listing::NotModified { rate });
+            }
+            if !(200..300).contains(&status) {
+                return Err(ForgeError::from_answer(status, &h, &body));
+            }
+            pages += 1;
+            if pages == 1 {
+                first_etag = h.get("etag").and_then(|v| v.to_str().ok()).map(str::to_owned);
+            }
+            let v: Value = serde_json::from_str(&body).map_err(|e| ForgeError::Invalid(format!("GitLab answered non-JSON: {e}")))?;
+            for x in v.as_array().into_iter().flatten() {
+                if let Some(item) = parse_item(x, kind) {
+                    items.push(item);
+                }
+            }
+            match next_link(&h) {
+                Some(next) if pages < MAX_PAGES => url = next,
+                _ => break,
+            }
+        }
+        Ok(Listing::Items { items, etag: first_etag, pages, rate })
+    }
+
+    async fn item(&self, repo: &str, kind: ItemKind, number: u64) -> Result<Item, ForgeError> {
+        let url = format!("{}/projects/{}/{}/{number}", self.api, enc(repo), Self::path(kind));
+        let (status, h, body) = self.send(self.http.get(&url)).await?;
+        if !(200..300).contains(&status) {
+            return Err(ForgeError::from_answer(status, &h, &body));
+        }
+        let v: Value = serde_json::from_str(&body).map_err(|e| ForgeError::Invalid(e.to_string()))?;
+        parse_item(&v, kind).ok_or_else(|| ForgeError::Invalid(format!("{url}: not an item")))
+    }
+
+    async fn access_level(&self, repo: &str, user_id: u64) -> Result<Option<u32>, ForgeError> {
+        let url = format!("{}/projects/{}/members/all/{user_id}", self.api, enc(repo));
+        let (status, h, body) = self.send(self.http.get(&url)).await?;
+        if status == 404 {
+            return Ok(None);
+        }
+        if !(200..300).contains(&status) {
+            return Err(ForgeError::from_answer(status, &h, &body));
+        }
+        let v: Value = serde_json::from_str(&body).map_err(|e| ForgeError::Invalid(e.to_string()))?;
+        Ok(v.get("access_level").and_then(Value::as_u64).and_then(|n| u32::try_from(n).ok()))
+    }
+
+    async fn add_labels(&self, repo: &str, kind: ItemKind, number: u64, labels: &[String]) -> Result<(), ForgeError> {
+        let url = format!("{}/projects/{}/{}/{number}", self.api, enc(repo), Self::path(kind));
+        let (status, h, body) = self
+            .send(self.http.put(&url).json(&json!({"add_labels": labels.join(",")})))
+            .await?;
+        if (200..300).contains(&status) { Ok(()) } else { Err(ForgeError::from_answer(status, &h, &body)) }
+    }
+
+    async fn comment(&self, repo: &str, kind: ItemKind, number: u64, body: &str) -> Result<(), ForgeError> {
+        let url = format!("{}/projects/{}/{}/{number}/notes", self.api, enc(repo), Self::path(kind));
+        let (status, h, text) = self.send(self.http.post(&url).json(&json!({"body": body}))).await?;
+        if (200..300).contains(&status) { Ok(()) } else { Err(ForgeError::from_answer(status, &h, &text)) }
+    }
+}

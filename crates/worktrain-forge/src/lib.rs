@@ -1,0 +1,294 @@
+//! Forge clients behind one trait, [`Forge`]: GitHub through `octocrab` (personal access
+//! tokens, and GitHub App installation tokens — a JWT exchanged for a token that octocrab
+//! renews before it expires) and GitLab through its REST v4 API with `reqwest`. Every
+//! identity has an API base URL (GitHub Enterprise Server, self-managed GitLab, a local
+//! fake in tests).
+//!
+//! Reads (what triggers need): list issues / pull requests / merge requests by label,
+//! assignee or search query — following `Link: rel="next"` to the end, with `If-None-Match`
+//! on the first page (a `304` means nothing changed and costs no rate limit) — and fetch
+//! one item. Writes used by triggers: a comment and labels on an item (the delivery
+//! pipeline adds pull requests, reviews and commit statuses beside them).
+//!
+//! Errors are classified ([`ForgeError::is_retryable`]): 5xx, network failures and rate
+//! limits (primary: `x-ratelimit-remaining: 0` until `x-ratelimit-reset`; secondary:
+//! `Retry-After`) can be retried later; 401/403/404/422 are final and carry a hint.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use serde_json::Value;
+use worktrain_core::run::{ForgeKind, ItemKind};
+
+pub mod github;
+pub mod gitlab;
+mod http_util;
+
+pub use http_util::{RateLimit, next_link};
+
+/// Credentials of an identity. Debug never shows the secret.
+#[derive(Clone)]
+pub enum Credentials {
+    /// A personal, project or group access token.
+    Token(String),
+    /// A GitHub App installation.
+    GithubApp {
+        /// App id.
+        app_id: u64,
+        /// Installation id.
+        installation_id: u64,
+        /// The App's private key (PEM).
+        private_key_pem: String,
+    },
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credentials::Token(_) => f.write_str("Token(***)"),
+            Credentials::GithubApp {
+                app_id,
+                installation_id,
+                ..
+            } => write!(f, "GithubApp({app_id}, {installation_id}, key ***)"),
+        }
+    }
+}
+
+/// Open, closed or merged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ItemState {
+    /// Open.
+    Open,
+    /// Closed.
+    Closed,
+    /// Merged.
+    Merged,
+}
+
+/// An issue, pull request or merge request.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Item {
+    /// Number (GitHub) or iid (GitLab).
+    pub number: u64,
+    /// Issue, PR (GitHub: `IssueOrPull`) or MR.
+    pub kind: ItemKind,
+    /// A GitHub pull request.
+    pub pull: bool,
+    /// Title.
+    pub title: String,
+    /// State.
+    pub state: ItemState,
+    /// Label names.
+    pub labels: Vec<String>,
+    /// Assignee logins / usernames.
+    pub assignees: Vec<String>,
+    /// `updated_at` as the forge wrote it.
+    pub updated_at: String,
+    /// The forge's JSON for it.
+    pub raw: Value,
+}
+
+/// What to list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListKind {
+    /// Issues (without GitHub pull requests).
+    Issues,
+    /// GitHub pull requests.
+    PullRequests,
+    /// GitLab merge requests.
+    MergeRequests,
+}
+
+/// A listing query (open items).
+#[derive(Debug, Clone)]
+pub struct ListQuery {
+    /// `owner/repo` or the GitLab project path.
+    pub repo: String,
+    /// What.
+    pub kind: ListKind,
+    /// All of these labels.
+    pub labels: Vec<String>,
+    /// Assigned to.
+    pub assignee: Option<String>,
+    /// A search query instead of label/assignee filters (GitHub search syntax, GitLab `search`).
+    pub query: Option<String>,
+    /// Page size (default 100).
+    pub per_page: u32,
+}
+
+/// The result of a listing.
+#[derive(Debug, Clone)]
+pub enum Listing {
+    /// `304`: unchanged since the ETag sent.
+    NotModified {
+        /// Rate-limit headers of the answer.
+        rate: RateLimit,
+    },
+    /// Every page.
+    Items {
+        /// Items of all pages.
+        items: Vec<Item>,
+        /// ETag of the first page.
+        etag: Option<String>,
+        /// Pages fetched.
+        pages: u32,
+        /// Rate-limit headers of the last answer.
+        rate: RateLimit,
+    },
+}
+
+/// A forge failure.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ForgeError {
+    /// Rate limited: try again after `retry_after`.
+    #[error("rate limited ({kind}): {message}; retry in {} s", retry_after.as_secs())]
+    RateLimited {
+        /// `primary` or `secondary`.
+        kind: &'static str,
+        /// How long to wait.
+        retry_after: Duration,
+        /// The forge's message.
+        message: String,
+    },
+    /// An HTTP error answer.
+    #[error("{status}: {message}{}", hint.as_deref().map(|h| format!(" ({h})")).unwrap_or_default())]
+    Http {
+        /// Status code.
+        status: u16,
+        /// The forge's message.
+        message: String,
+        /// What to do.
+        hint: Option<String>,
+    },
+    /// The forge could not be reached.
+    #[error("network: {0}")]
+    Network(String),
+    /// The answer did not parse, or a configuration problem.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl ForgeError {
+    /// Whether trying again later can succeed (5xx, 429/rate limits, network).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ForgeError::RateLimited { .. } | ForgeError::Network(_) => true,
+            ForgeError::Http { status, .. } => *status >= 500 || *status == 429,
+            ForgeError::Invalid(_) => false,
+        }
+    }
+
+    /// An HTTP error from status and body, classified (rate limits recognised by headers
+    /// and GitHub's bodies).
+    pub fn from_answer(status: u16, headers: &http::HeaderMap, body: &str) -> ForgeError {
+        let rate = RateLimit::from_headers(headers);
+        let message = serde_json::from_str::<Value>(body)
+            .ok()
+            .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_owned))
+            .unwrap_or_else(|| body.chars().take(300).collect());
+        let lower = message.to_ascii_lowercase();
+        if status == 429 || status == 403 {
+            if let Some(after) = rate.retry_after {
+                return ForgeError::RateLimited {
+                    kind: "secondary",
+                    retry_after: after,
+                    message,
+                };
+            }
+            if rate.remaining == Some(0) || lower.contains("rate limit") {
+                let wait = rate.reset_in().unwrap_or(Duration::from_secs(60));
+                return ForgeError::RateLimited {
+                    kind: if lower.contains("secondary") || lower.contains("abuse") {
+                        "secondary"
+                    } else {
+                        "primary"
+                    },
+                    retry_after: wait,
+                    message,
+                };
+            }
+            if lower.contains("abuse") || lower.contains("secondary") {
+                return ForgeError::RateLimited {
+                    kind: "secondary",
+                    retry_after: Duration::from_secs(60),
+                    message,
+                };
+            }
+        }
+        let hint = match status {
+            401 => Some("the token is missing, expired or revoked".to_owned()),
+            403 => Some("the token lacks a scope or permission for this".to_owned()),
+            404 => Some("no such repository/project or item, or the token cannot see it".to_owned()),
+            422 => Some("the forge refused the request as invalid".to_owned()),
+            _ => None,
+        };
+        ForgeError::Http {
+            status,
+            message,
+            hint,
+        }
+    }
+}
+
+/// A forge, whichever it is.
+#[async_trait]
+pub trait Forge: Send + Sync + 'static {
+    /// GitHub or GitLab.
+    fn kind(&self) -> ForgeKind;
+
+    /// Every open item matching `query` (all pages). With `etag`, a first page that did
+    /// not change answers [`Listing::NotModified`].
+    async fn list(&self, query: &ListQuery, etag: Option<&str>) -> Result<Listing, ForgeError>;
+
+    /// One item.
+    async fn item(&self, repo: &str, kind: ItemKind, number: u64) -> Result<Item, ForgeError>;
+
+    /// GitLab: the project access level of a user (`None`: not a member). GitHub: `None`.
+    async fn access_level(&self, repo: &str, user_id: u64) -> Result<Option<u32>, ForgeError>;
+
+    /// Add labels to an item.
+    async fn add_labels(
+        &self,
+        repo: &str,
+        kind: ItemKind,
+        number: u64,
+        labels: &[String],
+    ) -> Result<(), ForgeError>;
+
+    /// Comment on an item.
+    async fn comment(
+        &self,
+        repo: &str,
+        kind: ItemKind,
+        number: u64,
+        body: &str,
+    ) -> Result<(), ForgeError>;
+}
+
+/// Build a client for an identity.
+pub fn connect(
+    kind: ForgeKind,
+    api_url: Option<&str>,
+    credentials: Credentials,
+) -> Result<std::sync::Arc<dyn Forge>, ForgeError> {
+    Ok(match kind {
+        ForgeKind::Github => std::sync::Arc::new(github::GithubClient::new(
+            api_url.unwrap_or(github::DEFAULT_API),
+            credentials,
+        )?),
+        ForgeKind::Gitlab => {
+            let Credentials::Token(token) = credentials else {
+                return Err(ForgeError::Invalid(
+                    "GitLab identities use a token".into(),
+                ));
+            };
+            std::sync::Arc::new(gitlab::GitlabClient::new(
+                api_url.unwrap_or(gitlab::DEFAULT_API),
+                token,
+            )?)
+        }
+    })
+}

@@ -1,0 +1,330 @@
+//! Fake GitHub and GitLab REST APIs on `127.0.0.1:0`, for polls and delivery tests.
+//!
+//! Each fake holds items per repository (GitHub issues/PRs, GitLab issues/MRs) that a
+//! test can add and update, and answers the real REST shapes: `Link` pagination with
+//! absolute URLs, `ETag` / `If-None-Match` → `304`, `x-ratelimit-*` headers, and — on
+//! request — the recorded rate-limit and error answers (primary 403, secondary 403 with
+//! `Retry-After`, 429, 5xx). Recorded exchanges (e.g. `@octokit/fixtures`) can be replayed
+//! verbatim, with `https://api.github.com` rewritten to the fake's address. Every request
+//! is recorded so tests can assert exactly what a client sent. Write endpoints live in
+//! [`github`] and [`gitlab`] beside the reads, one module per forge.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::Value;
+use tokio::task::JoinHandle;
+
+pub mod github;
+pub mod gitlab;
+
+/// One request a fake forge received.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ForgeRequest {
+    /// Method.
+    pub method: String,
+    /// Path and query.
+    pub path: String,
+    /// Headers, lower-case names.
+    pub headers: BTreeMap<String, String>,
+    /// Body parsed as JSON (`null` when empty or not JSON).
+    pub body: Value,
+}
+
+impl ForgeRequest {
+    /// A header.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(&name.to_ascii_lowercase()).map(String::as_str)
+    }
+}
+
+/// A canned failure the next request gets.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fault {
+    /// `403` with `x-ratelimit-remaining: 0` and the recorded "API rate limit exceeded" body.
+    PrimaryRateLimit,
+    /// `403` with `Retry-After` and the recorded abuse/secondary body.
+    SecondaryRateLimit {
+        /// Seconds in `Retry-After`.
+        retry_after: u64,
+    },
+    /// `429 Too Many Requests` with `Retry-After`.
+    TooManyRequests {
+        /// Seconds.
+        retry_after: u64,
+    },
+    /// A 5xx.
+    ServerError(u16),
+}
+
+/// A recorded exchange to replay.
+#[derive(Debug, Clone)]
+pub struct Replay {
+    /// Method (upper case).
+    pub method: String,
+    /// Path and query, exactly.
+    pub path: String,
+    /// Status.
+    pub status: u16,
+    /// Headers.
+    pub headers: Vec<(String, String)>,
+    /// Body.
+    pub body: Value,
+}
+
+/// Shared state of a fake forge.
+#[derive(Debug, Default)]
+pub struct ForgeState {
+    /// The base URL (`http://127.0.0.1:PORT`).
+    pub base: String,
+    /// Items by repository / project path.
+    pub items: BTreeMap<String, Vec<Value>>,
+    /// GitLab project members: (project, user id) → access level.
+    pub members: BTreeMap<(String, u64), u32>,
+    /// Faults for the next requests.
+    pub faults: VecDeque<Fault>,
+    /// Recorded exchanges answered verbatim.
+    pub replays: Vec<Replay>,
+    /// Requests received.
+    pub requests: Vec<ForgeRequest>,
+    /// Requests left in the rate-limit window (decremented; reported in headers).
+    pub remaining: u64,
+    /// Comments posted: (repo, number, body).
+    pub comments: Vec<(String, u64, String)>,
+}
+
+/// A running fake forge; stops when dropped.
+pub struct FakeForgeHandle {
+    base_url: String,
+    state: Arc<Mutex<ForgeState>>,
+    task: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for FakeForgeHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeForgeHandle").field("base_url", &self.base_url).finish_non_exhaustive()
+    }
+}
+
+impl Drop for FakeForgeHandle {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FakeForgeHandle {
+    /// The API base URL to configure (`api_url`).
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// The state (items, faults, requests).
+    pub fn state(&self) -> MutexGuard<'_, ForgeState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Requests received so far.
+    pub fn requests(&self) -> Vec<ForgeRequest> {
+        self.state().requests.clone()
+    }
+
+    /// Queue a fault for the next request.
+    pub fn fail_next(&self, f: Fault) {
+        self.state().faults.push_back(f);
+    }
+
+    /// Replace a repository's items.
+    pub fn set_items(&self, repo: &str, items: Vec<Value>) {
+        self.state().items.insert(repo.to_owned(), items);
+    }
+
+    /// Change one item (by `number` on GitHub, `iid` on GitLab) with `f`.
+    pub fn update_item(&self, repo: &str, number: u64, f: impl FnOnce(&mut Value)) {
+        let mut st = self.state();
+        if let Some(list) = st.items.get_mut(repo)
+            && let Some(item) = list.iter_mut().find(|v| {
+                v.get("number").or_else(|| v.get("iid")).and_then(Value::as_u64) == Some(number)
+            })
+        {
+            f(item);
+        }
+    }
+}
+
+type Handler = fn(&mut ForgeState, &Method, &Uri, &HeaderMap, &Value) -> Response;
+
+#[derive(Clone)]
+struct Shared {
+    state: Arc<Mutex<ForgeState>>,
+    handler: Handler,
+}
+
+async fn serve(State(s): State<Shared>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let mut st = s.state.lock().unwrap_or_else(|p| p.into_inner());
+    let path = uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();
+    st.requests.push(ForgeRequest {
+        method: method.as_str().to_owned(),
+        path: path.clone(),
+        headers: headers
+            .iter()
+            .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_owned(), v.to_owned())))
+            .collect(),
+        body: parsed.clone(),
+    });
+    if let Some(r) = st.replays.iter().find(|r| r.method == method.as_str() && r.path == path).cloned() {
+        let base = st.base.clone();
+        let mut resp = (
+            StatusCode::from_u16(r.status).unwrap_or(StatusCode::OK),
+            r.body.to_string().replace("https://api.github.com", &base),
+        )
+            .into_response();
+        for (k, v) in &r.headers {
+            if k.eq_ignore_ascii_case("content-length") || k.eq_ignore_ascii_case("connection") {
+                continue;
+            }
+            if let (Ok(k), Ok(v)) = (
+                axum::http::HeaderName::from_bytes(k.as_bytes()),
+                axum::http::HeaderValue::from_str(&v.replace("https://api.github.com", &base)),
+            ) {
+                resp.headers_mut().insert(k, v);
+            }
+        }
+        return resp;
+    }
+    (s.handler)(&mut st, &method, &uri, &headers, &parsed)
+}
+
+async fn start(handler: Handler, state: ForgeState) -> std::io::Result<FakeForgeHandle> {
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+    let addr = listener.local_addr()?;
+    let base = format!("http://{addr}");
+    let state = Arc::new(Mutex::new(ForgeState { base: base.clone(), remaining: 5000, ..state }));
+    let app = Router::new().fallback(serve).with_state(Shared { state: state.clone(), handler });
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(FakeForgeHandle { base_url: base, state, task })
+}
+
+pub(crate) fn json(status: StatusCode, v: &Value) -> Response {
+    let mut r = (status, v.to_string()).into_response();
+    r.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    r
+}
+
+pub(crate) fn query_pairs(uri: &Uri) -> BTreeMap<String, String> {
+    uri.query()
+        .map(|q| {
+            q.split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_owned(), percent_decode(v)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.replace('+', " ").into_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() + 0 && i + 2 <= bytes.len() - 1 {
+            if let Ok(b) = u8::from_str_radix(&String::from_utf8_lossy(&bytes[i + 1..i + 3]), 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A page of `items` with Link and ETag headers; `If-None-Match` on the first page of an
+/// unchanged listing answers `304`.
+pub(crate) fn page(st: &mut ForgeState, uri: &Uri, headers: &HeaderMap, items: Vec<Value>, rate_prefix: &str) -> Response {
+    let q = query_pairs(uri);
+    let per: usize = q.get("per_page").and_then(|p| p.parse().ok()).unwrap_or(30).clamp(1, 100);
+    let pageno: usize = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(1).max(1);
+    let last = items.len().div_ceil(per).max(1);
+    let chunk: Vec<Value> = items.iter().skip((pageno - 1) * per).take(per).cloned().collect();
+    let etag = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        Value::Array(chunk.clone()).to_string().hash(&mut h);
+        pageno.hash(&mut h);
+        format!("\"{:016x}\"", h.finish())
+    };
+    st.remaining = st.remaining.saturating_sub(1);
+    let rate = |r: &mut Response, remaining: u64| {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        for (k, v) in [("limit", "5000".to_owned()), ("remaining", remaining.to_string()), ("reset", (now + 3600).to_string())] {
+            if let Ok(v) = axum::http::HeaderValue::from_str(&v) {
+                if let Ok(k) = axum::http::HeaderName::from_bytes(format!("{rate_prefix}{k}").as_bytes()) {
+                    r.headers_mut().insert(k, v);
+                }
+            }
+        }
+    };
+    if headers.get("if-none-match").and_then(|v| v.to_str().ok()) == Some(etag.as_str()) {
+        let mut r = StatusCode::NOT_MODIFIED.into_response();
+        r.headers_mut().insert("etag", axum::http::HeaderValue::from_str(&etag).unwrap_or(axum::http::HeaderValue::from_static("\"x\"")));
+        rate(&mut r, st.remaining);
+        return r;
+    }
+    let mut r = json(StatusCode::OK, &Value::Array(chunk));
+    let path = uri.path();
+    let mut others: Vec<String> = q
+        .iter()
+        .filter(|(k, _)| k.as_str() != "page")
+        .map(|(k, v)| format!("{k}={}", url_escape(v)))
+        .collect();
+    others.sort();
+    let url = |n: usize| {
+        let mut parts = others.clone();
+        parts.push(format!("page={n}"));
+        format!("{}{path}?{}", st.base, parts.join("&"))
+    };
+    let mut links = Vec::new();
+    if pageno > 1 {
+        links.push(format!("<{}>; rel=\"prev\"", url(pageno - 1)));
+    }
+    if pageno < last {
+        links.push(format!("<{}>; rel=\"next\"", url(pageno + 1)));
+        links.push(format!("<{}>; rel=\"last\"", url(last)));
+    }
+    if pageno > 1 {
+        links.push(format!("<{}>; rel=\"first\"", url(1)));
+    }
+    if !links.is_empty()
+        && let Ok(v) = axum::http::HeaderValue::from_str(&links.join(", "))
+    {
+        r.headers_mut().insert("link", v);
+    }
+    if let Ok(v) = axum::http::HeaderValue::from_str(&etag) {
+        r.headers_mut().insert("etag", v);
+    }
+    rate(&mut r, st.remaining);
+    r
+}
+
+fn url_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b',' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
