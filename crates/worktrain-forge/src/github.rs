@@ -46,7 +46,11 @@ impl GithubClient {
                 private_key_pem,
             } => {
                 let key = jsonwebtoken::EncodingKey::from_rsa_pem(private_key_pem.as_bytes())
-                    .map_err(|e| ForgeError::Invalid(format!("the GitHub App key is not an RSA PEM key: {e}")))?;
+                    .map_err(|e| {
+                        ForgeError::Invalid(format!(
+                            "the GitHub App key is not an RSA PEM key: {e}"
+                        ))
+                    })?;
                 let app = builder
                     .app(octocrab::models::AppId(app_id), key)
                     .build()
@@ -109,13 +113,20 @@ impl GithubClient {
         }
         match q.kind {
             ListKind::PullRequests => {
-                format!("{}/repos/{}/pulls?state=open&per_page={per}", self.api, q.repo)
+                format!(
+                    "{}/repos/{}/pulls?state=open&per_page={per}",
+                    self.api, q.repo
+                )
             }
             ListKind::Issues | ListKind::MergeRequests => {
-                let mut url = format!("{}/repos/{}/issues?state=open&per_page={per}", self.api, q.repo);
+                let mut url = format!(
+                    "{}/repos/{}/issues?state=open&per_page={per}",
+                    self.api, q.repo
+                );
                 if !q.labels.is_empty() {
                     let labels: String =
-                        url::form_urlencoded::byte_serialize(q.labels.join(",").as_bytes()).collect();
+                        url::form_urlencoded::byte_serialize(q.labels.join(",").as_bytes())
+                            .collect();
                     url.push_str(&format!("&labels={labels}"));
                 }
                 if let Some(a) = &q.assignee {
@@ -132,12 +143,17 @@ pub fn parse_item(v: &Value) -> Option<Item> {
     let names = |k: &str, f: &str| -> Vec<String> {
         v.get(k)
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|x| x.get(f).and_then(Value::as_str).map(str::to_owned)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.get(f).and_then(Value::as_str).map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default()
     };
     let pull = v.get("pull_request").is_some() || v.get("head").is_some();
     let merged = v.get("merged_at").is_some_and(|m| !m.is_null())
-        || v.pointer("/pull_request/merged_at").is_some_and(|m| !m.is_null());
+        || v.pointer("/pull_request/merged_at")
+            .is_some_and(|m| !m.is_null());
     let state = match (v.get("state").and_then(Value::as_str), merged) {
         (_, true) => ItemState::Merged,
         (Some("closed"), false) => ItemState::Closed,
@@ -147,11 +163,19 @@ pub fn parse_item(v: &Value) -> Option<Item> {
         number: v.get("number")?.as_u64()?,
         kind: ItemKind::IssueOrPull,
         pull,
-        title: v.get("title").and_then(Value::as_str).unwrap_or_default().to_owned(),
+        title: v
+            .get("title")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
         state,
         labels: names("labels", "name"),
         assignees: names("assignees", "login"),
-        updated_at: v.get("updated_at").and_then(Value::as_str).unwrap_or_default().to_owned(),
+        updated_at: v
+            .get("updated_at")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
         raw: v.clone(),
     })
 }
@@ -179,13 +203,21 @@ impl Forge for GithubClient {
             }
             pages += 1;
             if pages == 1 {
-                first_etag = h.get("etag").and_then(|v| v.to_str().ok()).map(str::to_owned);
+                first_etag = h
+                    .get("etag")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
             }
-            let v: Value = serde_json::from_str(&body)
-                .map_err(|e| ForgeError::Invalid(format!("GitHub answered non-JSON for {url}: {e}")))?;
+            let v: Value = serde_json::from_str(&body).map_err(|e| {
+                ForgeError::Invalid(format!("GitHub answered non-JSON for {url}: {e}"))
+            })?;
             let list = match &v {
                 Value::Array(a) => a.clone(),
-                Value::Object(o) => o.get("items").and_then(Value::as_array).cloned().unwrap_or_default(),
+                Value::Object(o) => o
+                    .get("items")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default(),
                 _ => Vec::new(),
             };
             for x in &list {
@@ -193,8 +225,13 @@ impl Forge for GithubClient {
                 let keep = match q.kind {
                     ListKind::Issues => !item.pull,
                     ListKind::PullRequests | ListKind::MergeRequests => item.pull,
-                } && q.labels.iter().all(|l| item.labels.iter().any(|x| x.eq_ignore_ascii_case(l)))
-                    && q.assignee.as_ref().is_none_or(|a| item.assignees.iter().any(|x| x.eq_ignore_ascii_case(a)));
+                } && q
+                    .labels
+                    .iter()
+                    .all(|l| item.labels.iter().any(|x| x.eq_ignore_ascii_case(l)))
+                    && q.assignee
+                        .as_ref()
+                        .is_none_or(|a| item.assignees.iter().any(|x| x.eq_ignore_ascii_case(a)));
                 if keep || q.query.is_some() {
                     items.push(item);
                 }
@@ -211,7 +248,12 @@ impl Forge for GithubClient {
                 });
             }
         }
-        Ok(Listing::Items { items, etag: first_etag, pages, rate })
+        Ok(Listing::Items {
+            items,
+            etag: first_etag,
+            pages,
+            rate,
+        })
     }
 
     async fn item(&self, repo: &str, _kind: ItemKind, number: u64) -> Result<Item, ForgeError> {
@@ -220,7 +262,8 @@ impl Forge for GithubClient {
         if !(200..300).contains(&status) {
             return Err(ForgeError::from_answer(status, &h, &body));
         }
-        let v: Value = serde_json::from_str(&body).map_err(|e| ForgeError::Invalid(e.to_string()))?;
+        let v: Value =
+            serde_json::from_str(&body).map_err(|e| ForgeError::Invalid(e.to_string()))?;
         parse_item(&v).ok_or_else(|| ForgeError::Invalid(format!("{url}: not an issue")))
     }
 
@@ -228,12 +271,24 @@ impl Forge for GithubClient {
         Ok(None)
     }
 
-    async fn add_labels(&self, repo: &str, _kind: ItemKind, number: u64, labels: &[String]) -> Result<(), ForgeError> {
+    async fn add_labels(
+        &self,
+        repo: &str,
+        _kind: ItemKind,
+        number: u64,
+        labels: &[String],
+    ) -> Result<(), ForgeError> {
         let url = format!("{}/repos/{repo}/issues/{number}/labels", self.api);
         self.post(&url, &json!({ "labels": labels })).await
     }
 
-    async fn comment(&self, repo: &str, _kind: ItemKind, number: u64, body: &str) -> Result<(), ForgeError> {
+    async fn comment(
+        &self,
+        repo: &str,
+        _kind: ItemKind,
+        number: u64,
+        body: &str,
+    ) -> Result<(), ForgeError> {
         let url = format!("{}/repos/{repo}/issues/{number}/comments", self.api);
         self.post(&url, &json!({ "body": body })).await
     }

@@ -24,7 +24,9 @@ pub struct GitlabClient {
 
 impl std::fmt::Debug for GitlabClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GitlabClient").field("api", &self.api).finish_non_exhaustive()
+        f.debug_struct("GitlabClient")
+            .field("api", &self.api)
+            .finish_non_exhaustive()
     }
 }
 
@@ -48,24 +50,40 @@ pub fn parse_item(v: &Value, kind: ItemKind) -> Option<Item> {
         .and_then(Value::as_array)
         .map(|a| {
             a.iter()
-                .filter_map(|x| x.as_str().or_else(|| x.get("name").and_then(Value::as_str)).map(str::to_owned))
+                .filter_map(|x| {
+                    x.as_str()
+                        .or_else(|| x.get("name").and_then(Value::as_str))
+                        .map(str::to_owned)
+                })
                 .collect()
         })
         .unwrap_or_default();
     let assignees = v
         .get("assignees")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|x| x.get("username").and_then(Value::as_str).map(str::to_owned)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.get("username").and_then(Value::as_str).map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default();
     Some(Item {
         number: v.get("iid")?.as_u64()?,
         kind,
         pull: kind == ItemKind::MergeRequest,
-        title: v.get("title").and_then(Value::as_str).unwrap_or_default().to_owned(),
+        title: v
+            .get("title")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
         state,
         labels,
         assignees,
-        updated_at: v.get("updated_at").and_then(Value::as_str).unwrap_or_default().to_owned(),
+        updated_at: v
+            .get("updated_at")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
         raw: v.clone(),
     })
 }
@@ -96,7 +114,11 @@ impl GitlabClient {
         &self,
         req: reqwest::RequestBuilder,
     ) -> Result<(u16, http::HeaderMap, String), ForgeError> {
-        let resp = req.header("PRIVATE-TOKEN", &self.token).send().await.map_err(net)?;
+        let resp = req
+            .header("PRIVATE-TOKEN", &self.token)
+            .send()
+            .await
+            .map_err(net)?;
         let status = resp.status().as_u16();
         let mut h = http::HeaderMap::new();
         for (k, v) in resp.headers() {
@@ -120,7 +142,9 @@ impl Forge for GitlabClient {
 
     async fn list(&self, q: &ListQuery, etag: Option<&str>) -> Result<Listing, ForgeError> {
         let (what, kind) = match q.kind {
-            ListKind::MergeRequests | ListKind::PullRequests => ("merge_requests", ItemKind::MergeRequest),
+            ListKind::MergeRequests | ListKind::PullRequests => {
+                ("merge_requests", ItemKind::MergeRequest)
+            }
             ListKind::Issues => ("issues", ItemKind::Issue),
         };
         let mut url = format!(
@@ -144,7 +168,9 @@ impl Forge for GitlabClient {
         let mut rate;
         loop {
             let mut req = self.http.get(&url);
-            if pages == 0 && let Some(e) = etag {
+            if pages == 0
+                && let Some(e) = etag
+            {
                 req = req.header("If-None-Match", e);
             }
             let (status, h, body) = self.send(req).await?;
@@ -157,9 +183,13 @@ impl Forge for GitlabClient {
             }
             pages += 1;
             if pages == 1 {
-                first_etag = h.get("etag").and_then(|v| v.to_str().ok()).map(str::to_owned);
+                first_etag = h
+                    .get("etag")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
             }
-            let v: Value = serde_json::from_str(&body).map_err(|e| ForgeError::Invalid(format!("GitLab answered non-JSON: {e}")))?;
+            let v: Value = serde_json::from_str(&body)
+                .map_err(|e| ForgeError::Invalid(format!("GitLab answered non-JSON: {e}")))?;
             for x in v.as_array().into_iter().flatten() {
                 if let Some(item) = parse_item(x, kind) {
                     items.push(item);
@@ -170,16 +200,27 @@ impl Forge for GitlabClient {
                 _ => break,
             }
         }
-        Ok(Listing::Items { items, etag: first_etag, pages, rate })
+        Ok(Listing::Items {
+            items,
+            etag: first_etag,
+            pages,
+            rate,
+        })
     }
 
     async fn item(&self, repo: &str, kind: ItemKind, number: u64) -> Result<Item, ForgeError> {
-        let url = format!("{}/projects/{}/{}/{number}", self.api, enc(repo), Self::path(kind));
+        let url = format!(
+            "{}/projects/{}/{}/{number}",
+            self.api,
+            enc(repo),
+            Self::path(kind)
+        );
         let (status, h, body) = self.send(self.http.get(&url)).await?;
         if !(200..300).contains(&status) {
             return Err(ForgeError::from_answer(status, &h, &body));
         }
-        let v: Value = serde_json::from_str(&body).map_err(|e| ForgeError::Invalid(e.to_string()))?;
+        let v: Value =
+            serde_json::from_str(&body).map_err(|e| ForgeError::Invalid(e.to_string()))?;
         parse_item(&v, kind).ok_or_else(|| ForgeError::Invalid(format!("{url}: not an item")))
     }
 
@@ -192,21 +233,60 @@ impl Forge for GitlabClient {
         if !(200..300).contains(&status) {
             return Err(ForgeError::from_answer(status, &h, &body));
         }
-        let v: Value = serde_json::from_str(&body).map_err(|e| ForgeError::Invalid(e.to_string()))?;
-        Ok(v.get("access_level").and_then(Value::as_u64).and_then(|n| u32::try_from(n).ok()))
+        let v: Value =
+            serde_json::from_str(&body).map_err(|e| ForgeError::Invalid(e.to_string()))?;
+        Ok(v.get("access_level")
+            .and_then(Value::as_u64)
+            .and_then(|n| u32::try_from(n).ok()))
     }
 
-    async fn add_labels(&self, repo: &str, kind: ItemKind, number: u64, labels: &[String]) -> Result<(), ForgeError> {
-        let url = format!("{}/projects/{}/{}/{number}", self.api, enc(repo), Self::path(kind));
+    async fn add_labels(
+        &self,
+        repo: &str,
+        kind: ItemKind,
+        number: u64,
+        labels: &[String],
+    ) -> Result<(), ForgeError> {
+        let url = format!(
+            "{}/projects/{}/{}/{number}",
+            self.api,
+            enc(repo),
+            Self::path(kind)
+        );
         let (status, h, body) = self
-            .send(self.http.put(&url).json(&json!({"add_labels": labels.join(",")})))
+            .send(
+                self.http
+                    .put(&url)
+                    .json(&json!({"add_labels": labels.join(",")})),
+            )
             .await?;
-        if (200..300).contains(&status) { Ok(()) } else { Err(ForgeError::from_answer(status, &h, &body)) }
+        if (200..300).contains(&status) {
+            Ok(())
+        } else {
+            Err(ForgeError::from_answer(status, &h, &body))
+        }
     }
 
-    async fn comment(&self, repo: &str, kind: ItemKind, number: u64, body: &str) -> Result<(), ForgeError> {
-        let url = format!("{}/projects/{}/{}/{number}/notes", self.api, enc(repo), Self::path(kind));
-        let (status, h, text) = self.send(self.http.post(&url).json(&json!({"body": body}))).await?;
-        if (200..300).contains(&status) { Ok(()) } else { Err(ForgeError::from_answer(status, &h, &text)) }
+    async fn comment(
+        &self,
+        repo: &str,
+        kind: ItemKind,
+        number: u64,
+        body: &str,
+    ) -> Result<(), ForgeError> {
+        let url = format!(
+            "{}/projects/{}/{}/{number}/notes",
+            self.api,
+            enc(repo),
+            Self::path(kind)
+        );
+        let (status, h, text) = self
+            .send(self.http.post(&url).json(&json!({"body": body})))
+            .await?;
+        if (200..300).contains(&status) {
+            Ok(())
+        } else {
+            Err(ForgeError::from_answer(status, &h, &text))
+        }
     }
 }

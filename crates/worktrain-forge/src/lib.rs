@@ -221,7 +221,9 @@ impl ForgeError {
         let hint = match status {
             401 => Some("the token is missing, expired or revoked".to_owned()),
             403 => Some("the token lacks a scope or permission for this".to_owned()),
-            404 => Some("no such repository/project or item, or the token cannot see it".to_owned()),
+            404 => {
+                Some("no such repository/project or item, or the token cannot see it".to_owned())
+            }
             422 => Some("the forge refused the request as invalid".to_owned()),
             _ => None,
         };
@@ -281,9 +283,7 @@ pub fn connect(
         )?),
         ForgeKind::Gitlab => {
             let Credentials::Token(token) = credentials else {
-                return Err(ForgeError::Invalid(
-                    "GitLab identities use a token".into(),
-                ));
+                return Err(ForgeError::Invalid("GitLab identities use a token".into()));
             };
             std::sync::Arc::new(gitlab::GitlabClient::new(
                 api_url.unwrap_or(gitlab::DEFAULT_API),

@@ -41,7 +41,9 @@ pub struct ForgeRequest {
 impl ForgeRequest {
     /// A header.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(&name.to_ascii_lowercase()).map(String::as_str)
+        self.headers
+            .get(&name.to_ascii_lowercase())
+            .map(String::as_str)
     }
 }
 
@@ -109,7 +111,9 @@ pub struct FakeForgeHandle {
 
 impl std::fmt::Debug for FakeForgeHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FakeForgeHandle").field("base_url", &self.base_url).finish_non_exhaustive()
+        f.debug_struct("FakeForgeHandle")
+            .field("base_url", &self.base_url)
+            .finish_non_exhaustive()
     }
 }
 
@@ -150,7 +154,10 @@ impl FakeForgeHandle {
         let mut st = self.state();
         if let Some(list) = st.items.get_mut(repo)
             && let Some(item) = list.iter_mut().find(|v| {
-                v.get("number").or_else(|| v.get("iid")).and_then(Value::as_u64) == Some(number)
+                v.get("number")
+                    .or_else(|| v.get("iid"))
+                    .and_then(Value::as_u64)
+                    == Some(number)
             })
         {
             f(item);
@@ -166,20 +173,46 @@ struct Shared {
     handler: Handler,
 }
 
-async fn serve(State(s): State<Shared>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn serve(
+    State(s): State<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let mut st = s.state.lock().unwrap_or_else(|p| p.into_inner());
-    let path = uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();
+    let path = uri
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
     st.requests.push(ForgeRequest {
         method: method.as_str().to_owned(),
         path: path.clone(),
         headers: headers
             .iter()
-            .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_owned(), v.to_owned())))
+            .filter_map(|(k, v)| {
+                v.to_str()
+                    .ok()
+                    .map(|v| (k.as_str().to_owned(), v.to_owned()))
+            })
             .collect(),
         body: parsed.clone(),
     });
-    if let Some(r) = st.replays.iter().find(|r| r.method == method.as_str() && r.path == path).cloned() {
+    // A recorded exchange answers a request for its path whose query carries every
+    // recorded parameter (a client may add defaults such as `state=open`).
+    let matches = |r: &Replay| {
+        let (rp, rq) = r.path.split_once('?').unwrap_or((r.path.as_str(), ""));
+        let (p, q) = path.split_once('?').unwrap_or((path.as_str(), ""));
+        let have: Vec<&str> = q.split('&').collect();
+        r.method == method.as_str()
+            && rp == p
+            && rq
+                .split('&')
+                .filter(|x| !x.is_empty())
+                .all(|x| have.contains(&x))
+    };
+    if let Some(r) = st.replays.iter().find(|r| matches(r)).cloned() {
         let base = st.base.clone();
         let mut resp = (
             StatusCode::from_u16(r.status).unwrap_or(StatusCode::OK),
@@ -206,12 +239,23 @@ async fn start(handler: Handler, state: ForgeState) -> std::io::Result<FakeForge
     let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
     let addr = listener.local_addr()?;
     let base = format!("http://{addr}");
-    let state = Arc::new(Mutex::new(ForgeState { base: base.clone(), remaining: 5000, ..state }));
-    let app = Router::new().fallback(serve).with_state(Shared { state: state.clone(), handler });
+    let state = Arc::new(Mutex::new(ForgeState {
+        base: base.clone(),
+        remaining: 5000,
+        ..state
+    }));
+    let app = Router::new().fallback(serve).with_state(Shared {
+        state: state.clone(),
+        handler,
+    });
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
-    Ok(FakeForgeHandle { base_url: base, state, task })
+    Ok(FakeForgeHandle {
+        base_url: base,
+        state,
+        task,
+    })
 }
 
 pub(crate) fn json(status: StatusCode, v: &Value) -> Response {
@@ -254,12 +298,31 @@ fn percent_decode(s: &str) -> String {
 
 /// A page of `items` with Link and ETag headers; `If-None-Match` on the first page of an
 /// unchanged listing answers `304`.
-pub(crate) fn page(st: &mut ForgeState, uri: &Uri, headers: &HeaderMap, items: Vec<Value>, rate_prefix: &str) -> Response {
+pub(crate) fn page(
+    st: &mut ForgeState,
+    uri: &Uri,
+    headers: &HeaderMap,
+    items: Vec<Value>,
+    rate_prefix: &str,
+) -> Response {
     let q = query_pairs(uri);
-    let per: usize = q.get("per_page").and_then(|p| p.parse().ok()).unwrap_or(30).clamp(1, 100);
-    let pageno: usize = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(1).max(1);
+    let per: usize = q
+        .get("per_page")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(30)
+        .clamp(1, 100);
+    let pageno: usize = q
+        .get("page")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(1)
+        .max(1);
     let last = items.len().div_ceil(per).max(1);
-    let chunk: Vec<Value> = items.iter().skip((pageno - 1) * per).take(per).cloned().collect();
+    let chunk: Vec<Value> = items
+        .iter()
+        .skip((pageno - 1) * per)
+        .take(per)
+        .cloned()
+        .collect();
     let etag = {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -269,10 +332,19 @@ pub(crate) fn page(st: &mut ForgeState, uri: &Uri, headers: &HeaderMap, items: V
     };
     st.remaining = st.remaining.saturating_sub(1);
     let rate = |r: &mut Response, remaining: u64| {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        for (k, v) in [("limit", "5000".to_owned()), ("remaining", remaining.to_string()), ("reset", (now + 3600).to_string())] {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        for (k, v) in [
+            ("limit", "5000".to_owned()),
+            ("remaining", remaining.to_string()),
+            ("reset", (now + 3600).to_string()),
+        ] {
             if let Ok(v) = axum::http::HeaderValue::from_str(&v) {
-                if let Ok(k) = axum::http::HeaderName::from_bytes(format!("{rate_prefix}{k}").as_bytes()) {
+                if let Ok(k) =
+                    axum::http::HeaderName::from_bytes(format!("{rate_prefix}{k}").as_bytes())
+                {
                     r.headers_mut().insert(k, v);
                 }
             }
@@ -280,7 +352,11 @@ pub(crate) fn page(st: &mut ForgeState, uri: &Uri, headers: &HeaderMap, items: V
     };
     if headers.get("if-none-match").and_then(|v| v.to_str().ok()) == Some(etag.as_str()) {
         let mut r = StatusCode::NOT_MODIFIED.into_response();
-        r.headers_mut().insert("etag", axum::http::HeaderValue::from_str(&etag).unwrap_or(axum::http::HeaderValue::from_static("\"x\"")));
+        r.headers_mut().insert(
+            "etag",
+            axum::http::HeaderValue::from_str(&etag)
+                .unwrap_or(axum::http::HeaderValue::from_static("\"x\"")),
+        );
         rate(&mut r, st.remaining);
         return r;
     }
@@ -323,7 +399,9 @@ pub(crate) fn page(st: &mut ForgeState, uri: &Uri, headers: &HeaderMap, items: V
 fn url_escape(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b',' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b',' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()

@@ -26,8 +26,8 @@
 //! [`postgres::fresh_database`] gives each test its own database on the test PostgreSQL
 //! server (`WORKTRAIN_TEST_POSTGRES_URL`).
 
-pub mod postgres;
 pub mod forge;
+pub mod postgres;
 mod script;
 mod server;
 mod wire;

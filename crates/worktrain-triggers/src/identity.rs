@@ -20,7 +20,11 @@ pub fn connect(def: &IdentityDef) -> Result<Arc<dyn Forge>, ForgeError> {
                 (Some(k), _) => k.value().to_owned(),
                 (None, Some(f)) => std::fs::read_to_string(f.value())
                     .map_err(|e| ForgeError::Invalid(format!("{}: {e}", f.value())))?,
-                (None, None) => return Err(ForgeError::Invalid("the GitHub App has no private key".into())),
+                (None, None) => {
+                    return Err(ForgeError::Invalid(
+                        "the GitHub App has no private key".into(),
+                    ));
+                }
             };
             worktrain_forge::connect(
                 ForgeKind::Github,

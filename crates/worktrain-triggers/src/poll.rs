@@ -89,7 +89,9 @@ pub async fn poll_if_due(rt: &Runtime, t: &Trigger, forge: &dyn Forge, now_ms: i
         Ok(Listing::NotModified { .. }) => {
             cursor.last_error = None;
         }
-        Ok(Listing::Items { items, etag, pages, .. }) => {
+        Ok(Listing::Items {
+            items, etag, pages, ..
+        }) => {
             cursor.last_error = None;
             let keys: Vec<String> = items.iter().map(|i| i.number.to_string()).collect();
             let seen: BTreeMap<String, String> = store
@@ -154,7 +156,8 @@ pub async fn poll_if_due(rt: &Runtime, t: &Trigger, forge: &dyn Forge, now_ms: i
         }
         Err(e) => {
             if let ForgeError::RateLimited { retry_after, .. } = &e {
-                let wait = i64::try_from(retry_after.max(&Duration::from_secs(1)).as_millis()).unwrap_or(i64::MAX);
+                let wait = i64::try_from(retry_after.max(&Duration::from_secs(1)).as_millis())
+                    .unwrap_or(i64::MAX);
                 cursor.next_poll_at_ms = Some(now_ms.saturating_add(wait.max(interval)));
             }
             let message = e.to_string();
@@ -198,7 +201,9 @@ async fn reconcile_active(rt: &Runtime, t: &Trigger, forge: &dyn Forge) {
                     let _ = rt.store().record_decision(d).await;
                 }
             }
-            Err(e) => warn!(trigger = %t.id, source = %item.source, error = %e, "fetching an item to reconcile failed"),
+            Err(e) => {
+                warn!(trigger = %t.id, source = %item.source, error = %e, "fetching an item to reconcile failed")
+            }
         }
     }
 }

@@ -735,7 +735,9 @@ impl Runtime {
 
     /// A GitLab commenter's access level, when the event is a note that may be a command.
     async fn gitlab_access(&self, trigger: &Trigger, ev: &Inbound) -> Option<u32> {
-        let (Source::GitlabWebhook(g), Some(c), Some(repo)) = (&trigger.source, &ev.comment, &ev.repository) else {
+        let (Source::GitlabWebhook(g), Some(c), Some(repo)) =
+            (&trigger.source, &ev.comment, &ev.repository)
+        else {
             return None;
         };
         g.commands.as_ref()?;
@@ -752,13 +754,27 @@ impl Runtime {
 
     /// The retry budget of `item` ran out: label and comment on it for a human.
     async fn notify_exhausted(&self, item: &SourceItem, trigger: &Trigger, reason: &str) {
-        let Some(identity) = &trigger.identity else { return };
-        let Some(at) = SourceRef::parse(&item.source).ok().and_then(|s| s.forge_item()) else {
+        let Some(identity) = &trigger.identity else {
             return;
         };
-        let Ok(forge) = self.forge(identity) else { return };
+        let Some(at) = SourceRef::parse(&item.source)
+            .ok()
+            .and_then(|s| s.forge_item())
+        else {
+            return;
+        };
+        let Ok(forge) = self.forge(identity) else {
+            return;
+        };
         if !trigger.retry.exhausted_labels.is_empty()
-            && let Err(e) = forge.add_labels(&at.repo, at.kind, at.number, &trigger.retry.exhausted_labels).await
+            && let Err(e) = forge
+                .add_labels(
+                    &at.repo,
+                    at.kind,
+                    at.number,
+                    &trigger.retry.exhausted_labels,
+                )
+                .await
         {
             warn!(source = %item.source, error = %e, "labelling an exhausted item failed");
         }
@@ -1165,7 +1181,9 @@ impl Runtime {
             let (Source::GithubPoll(_) | Source::GitlabPoll(_)) = &t.source else {
                 continue;
             };
-            let Some(identity) = &t.identity else { continue };
+            let Some(identity) = &t.identity else {
+                continue;
+            };
             match self.forge(identity) {
                 Ok(f) => {
                     crate::poll::poll_if_due(self, t, f.as_ref(), now).await;

@@ -27,14 +27,24 @@ impl FakeForgeHandle {
                 .as_object()
                 .map(|o| {
                     o.iter()
-                        .map(|(k, v)| (k.clone(), v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string())))
+                        .map(|(k, v)| {
+                            (
+                                k.clone(),
+                                v.as_str()
+                                    .map(str::to_owned)
+                                    .unwrap_or_else(|| v.to_string()),
+                            )
+                        })
                         .collect()
                 })
                 .unwrap_or_default();
             st.replays.push(Replay {
                 method: x["method"].as_str().unwrap_or("get").to_ascii_uppercase(),
                 path: x["path"].as_str().unwrap_or("").to_owned(),
-                status: x["status"].as_u64().and_then(|s| u16::try_from(s).ok()).unwrap_or(200),
+                status: x["status"]
+                    .as_u64()
+                    .and_then(|s| u16::try_from(s).ok())
+                    .unwrap_or(200),
                 headers,
                 body: x["response"].clone(),
             });
@@ -44,12 +54,19 @@ impl FakeForgeHandle {
 
 /// The recorded primary rate-limit answer (PyGithub replay `rate-limit.primary.403`).
 fn primary(base_message: &str) -> Response {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let mut r = json(
         StatusCode::FORBIDDEN,
         &json!({"message": base_message, "documentation_url": "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api"}),
     );
-    for (k, v) in [("x-ratelimit-limit", "60".to_owned()), ("x-ratelimit-remaining", "0".to_owned()), ("x-ratelimit-reset", (now + 120).to_string())] {
+    for (k, v) in [
+        ("x-ratelimit-limit", "60".to_owned()),
+        ("x-ratelimit-remaining", "0".to_owned()),
+        ("x-ratelimit-reset", (now + 120).to_string()),
+    ] {
         if let Ok(v) = axum::http::HeaderValue::from_str(&v) {
             r.headers_mut().insert(k, v);
         }
@@ -72,7 +89,10 @@ fn fault(f: Fault) -> Response {
             r
         }
         Fault::TooManyRequests { retry_after } => {
-            let mut r = json(StatusCode::TOO_MANY_REQUESTS, &json!({"message": "Too Many Requests"}));
+            let mut r = json(
+                StatusCode::TOO_MANY_REQUESTS,
+                &json!({"message": "Too Many Requests"}),
+            );
             if let Ok(v) = axum::http::HeaderValue::from_str(&retry_after.to_string()) {
                 r.headers_mut().insert("retry-after", v);
             }
@@ -86,32 +106,57 @@ fn fault(f: Fault) -> Response {
 }
 
 fn not_found() -> Response {
-    json(StatusCode::NOT_FOUND, &json!({"message": "Not Found", "documentation_url": "https://docs.github.com/rest"}))
+    json(
+        StatusCode::NOT_FOUND,
+        &json!({"message": "Not Found", "documentation_url": "https://docs.github.com/rest"}),
+    )
 }
 
-fn handle(st: &mut ForgeState, method: &Method, uri: &Uri, headers: &HeaderMap, body: &Value) -> Response {
+fn handle(
+    st: &mut ForgeState,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Value,
+) -> Response {
     if let Some(f) = st.faults.pop_front() {
         return fault(f);
     }
     if headers.get("authorization").is_none() {
-        return json(StatusCode::UNAUTHORIZED, &json!({"message": "Requires authentication"}));
+        return json(
+            StatusCode::UNAUTHORIZED,
+            &json!({"message": "Requires authentication"}),
+        );
     }
     let segs: Vec<&str> = uri.path().trim_matches('/').split('/').collect();
     match (method.as_str(), segs.as_slice()) {
         ("GET", ["repos", o, r, what @ ("issues" | "pulls")]) => {
             let repo = format!("{o}/{r}");
             let q = query_pairs(uri);
-            let labels: Vec<String> = q.get("labels").map(|l| l.split(',').map(str::to_owned).collect()).unwrap_or_default();
+            let labels: Vec<String> = q
+                .get("labels")
+                .map(|l| l.split(',').map(str::to_owned).collect())
+                .unwrap_or_default();
             let all = st.items.get(&repo).cloned().unwrap_or_default();
             let items: Vec<Value> = all
                 .into_iter()
                 .filter(|v| v["state"] == "open")
-                .filter(|v| (*what == "pulls") == v.get("pull_request").is_some() || *what == "issues")
                 .filter(|v| {
-                    labels.iter().all(|l| v["labels"].as_array().is_some_and(|a| a.iter().any(|x| x["name"] == l.as_str())))
+                    (*what == "pulls") == v.get("pull_request").is_some() || *what == "issues"
                 })
                 .filter(|v| {
-                    q.get("assignee").is_none_or(|a| v["assignees"].as_array().is_some_and(|x| x.iter().any(|u| u["login"] == a.as_str())))
+                    labels.iter().all(|l| {
+                        v["labels"]
+                            .as_array()
+                            .is_some_and(|a| a.iter().any(|x| x["name"] == l.as_str()))
+                    })
+                })
+                .filter(|v| {
+                    q.get("assignee").is_none_or(|a| {
+                        v["assignees"]
+                            .as_array()
+                            .is_some_and(|x| x.iter().any(|u| u["login"] == a.as_str()))
+                    })
                 })
                 .collect();
             page(st, uri, headers, items, "x-ratelimit-")
@@ -119,7 +164,11 @@ fn handle(st: &mut ForgeState, method: &Method, uri: &Uri, headers: &HeaderMap, 
         ("GET", ["repos", o, r, "issues", n]) => {
             let repo = format!("{o}/{r}");
             let n: u64 = n.parse().unwrap_or(0);
-            match st.items.get(&repo).and_then(|l| l.iter().find(|v| v["number"] == n)) {
+            match st
+                .items
+                .get(&repo)
+                .and_then(|l| l.iter().find(|v| v["number"] == n))
+            {
                 Some(v) => json(StatusCode::OK, v),
                 None => not_found(),
             }
@@ -137,9 +186,20 @@ fn handle(st: &mut ForgeState, method: &Method, uri: &Uri, headers: &HeaderMap, 
         ("POST", ["repos", o, r, "issues", n, "labels"]) => {
             let repo = format!("{o}/{r}");
             let n: u64 = n.parse().unwrap_or(0);
-            let add: Vec<String> = body["labels"].as_array().map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect()).unwrap_or_default();
+            let add: Vec<String> = body["labels"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|x| x.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
             let mut out = Vec::new();
-            if let Some(item) = st.items.get_mut(&repo).and_then(|l| l.iter_mut().find(|v| v["number"] == n)) {
+            if let Some(item) = st
+                .items
+                .get_mut(&repo)
+                .and_then(|l| l.iter_mut().find(|v| v["number"] == n))
+            {
                 if let Some(labels) = item["labels"].as_array_mut() {
                     for l in add {
                         if !labels.iter().any(|x| x["name"] == l.as_str()) {

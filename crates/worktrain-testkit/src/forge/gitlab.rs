@@ -21,24 +21,41 @@ fn decode(s: &str) -> String {
     s.replace("%2F", "/").replace("%2f", "/")
 }
 
-fn handle(st: &mut ForgeState, method: &Method, uri: &Uri, headers: &HeaderMap, body: &Value) -> Response {
+fn handle(
+    st: &mut ForgeState,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Value,
+) -> Response {
     if let Some(f) = st.faults.pop_front() {
         let (status, retry) = match f {
             Fault::PrimaryRateLimit => (429, Some(60)),
-            Fault::SecondaryRateLimit { retry_after } | Fault::TooManyRequests { retry_after } => (429, Some(retry_after)),
+            Fault::SecondaryRateLimit { retry_after } | Fault::TooManyRequests { retry_after } => {
+                (429, Some(retry_after))
+            }
             Fault::ServerError(c) => (c, None),
         };
-        let mut r = json(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY), &json!({"message": "Retry later"}));
+        let mut r = json(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+            &json!({"message": "Retry later"}),
+        );
         if let Some(s) = retry
             && let Ok(v) = axum::http::HeaderValue::from_str(&s.to_string())
         {
             r.headers_mut().insert("retry-after", v);
-            r.headers_mut().insert("ratelimit-remaining", axum::http::HeaderValue::from_static("0"));
+            r.headers_mut().insert(
+                "ratelimit-remaining",
+                axum::http::HeaderValue::from_static("0"),
+            );
         }
         return r;
     }
     if headers.get("private-token").is_none() {
-        return json(StatusCode::UNAUTHORIZED, &json!({"message": "401 Unauthorized"}));
+        return json(
+            StatusCode::UNAUTHORIZED,
+            &json!({"message": "401 Unauthorized"}),
+        );
     }
     let path = uri.path().strip_prefix("/api/v4/").unwrap_or(uri.path());
     let segs: Vec<&str> = path.split('/').collect();
@@ -47,7 +64,10 @@ fn handle(st: &mut ForgeState, method: &Method, uri: &Uri, headers: &HeaderMap, 
         ("GET", ["projects", p, what @ ("issues" | "merge_requests")]) => {
             let key = format!("{}:{what}", decode(p));
             let q = query_pairs(uri);
-            let labels: Vec<String> = q.get("labels").map(|l| l.split(',').map(str::to_owned).collect()).unwrap_or_default();
+            let labels: Vec<String> = q
+                .get("labels")
+                .map(|l| l.split(',').map(str::to_owned).collect())
+                .unwrap_or_default();
             let items: Vec<Value> = st
                 .items
                 .get(&key)
@@ -55,16 +75,35 @@ fn handle(st: &mut ForgeState, method: &Method, uri: &Uri, headers: &HeaderMap, 
                 .unwrap_or_default()
                 .into_iter()
                 .filter(|v| v["state"] == "opened")
-                .filter(|v| labels.iter().all(|l| v["labels"].as_array().is_some_and(|a| a.iter().any(|x| x == l.as_str()))))
-                .filter(|v| q.get("assignee_username").is_none_or(|a| v["assignees"].as_array().is_some_and(|x| x.iter().any(|u| u["username"] == a.as_str()))))
-                .filter(|v| q.get("search").is_none_or(|s| v["title"].as_str().is_some_and(|t| t.contains(s.as_str()))))
+                .filter(|v| {
+                    labels.iter().all(|l| {
+                        v["labels"]
+                            .as_array()
+                            .is_some_and(|a| a.iter().any(|x| x == l.as_str()))
+                    })
+                })
+                .filter(|v| {
+                    q.get("assignee_username").is_none_or(|a| {
+                        v["assignees"]
+                            .as_array()
+                            .is_some_and(|x| x.iter().any(|u| u["username"] == a.as_str()))
+                    })
+                })
+                .filter(|v| {
+                    q.get("search")
+                        .is_none_or(|s| v["title"].as_str().is_some_and(|t| t.contains(s.as_str())))
+                })
                 .collect();
             page(st, uri, headers, items, "ratelimit-")
         }
         ("GET", ["projects", p, what @ ("issues" | "merge_requests"), n]) => {
             let key = format!("{}:{what}", decode(p));
             let n: u64 = n.parse().unwrap_or(0);
-            match st.items.get(&key).and_then(|l| l.iter().find(|v| v["iid"] == n)) {
+            match st
+                .items
+                .get(&key)
+                .and_then(|l| l.iter().find(|v| v["iid"] == n))
+            {
                 Some(v) => json(StatusCode::OK, v),
                 None => nf(),
             }
@@ -79,14 +118,25 @@ fn handle(st: &mut ForgeState, method: &Method, uri: &Uri, headers: &HeaderMap, 
         ("POST", ["projects", p, what, n, "notes"]) => {
             let n: u64 = n.parse().unwrap_or(0);
             let text = body["body"].as_str().unwrap_or_default().to_owned();
-            st.comments.push((format!("{}:{what}", decode(p)), n, text.clone()));
-            json(StatusCode::CREATED, &json!({"id": st.comments.len(), "body": text}))
+            st.comments
+                .push((format!("{}:{what}", decode(p)), n, text.clone()));
+            json(
+                StatusCode::CREATED,
+                &json!({"id": st.comments.len(), "body": text}),
+            )
         }
         ("PUT", ["projects", p, what, n]) => {
             let key = format!("{}:{what}", decode(p));
             let n: u64 = n.parse().unwrap_or(0);
-            let add: Vec<String> = body["add_labels"].as_str().map(|s| s.split(',').map(str::to_owned).collect()).unwrap_or_default();
-            match st.items.get_mut(&key).and_then(|l| l.iter_mut().find(|v| v["iid"] == n)) {
+            let add: Vec<String> = body["add_labels"]
+                .as_str()
+                .map(|s| s.split(',').map(str::to_owned).collect())
+                .unwrap_or_default();
+            match st
+                .items
+                .get_mut(&key)
+                .and_then(|l| l.iter_mut().find(|v| v["iid"] == n))
+            {
                 Some(item) => {
                     if let Some(labels) = item["labels"].as_array_mut() {
                         for l in add {
@@ -107,6 +157,8 @@ fn handle(st: &mut ForgeState, method: &Method, uri: &Uri, headers: &HeaderMap, 
 impl FakeForgeHandle {
     /// GitLab: set a project's issues or merge requests (`what`: `issues` | `merge_requests`).
     pub fn set_gitlab_items(&self, project: &str, what: &str, items: Vec<Value>) {
-        self.state().items.insert(format!("{project}:{what}"), items);
+        self.state()
+            .items
+            .insert(format!("{project}:{what}"), items);
     }
 }
