@@ -283,12 +283,13 @@ fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() + 0 && i + 2 <= bytes.len() - 1 {
-            if let Ok(b) = u8::from_str_radix(&String::from_utf8_lossy(&bytes[i + 1..i + 3]), 16) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Ok(b) = u8::from_str_radix(&String::from_utf8_lossy(&bytes[i + 1..i + 3]), 16)
+        {
+            out.push(b);
+            i += 3;
+            continue;
         }
         out.push(bytes[i]);
         i += 1;
@@ -341,12 +342,11 @@ pub(crate) fn page(
             ("remaining", remaining.to_string()),
             ("reset", (now + 3600).to_string()),
         ] {
-            if let Ok(v) = axum::http::HeaderValue::from_str(&v) {
-                if let Ok(k) =
+            if let Ok(v) = axum::http::HeaderValue::from_str(&v)
+                && let Ok(k) =
                     axum::http::HeaderName::from_bytes(format!("{rate_prefix}{k}").as_bytes())
-                {
-                    r.headers_mut().insert(k, v);
-                }
+            {
+                r.headers_mut().insert(k, v);
             }
         }
     };
