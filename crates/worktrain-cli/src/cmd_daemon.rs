@@ -148,7 +148,14 @@ pub async fn run(ctx: &Ctx, args: DaemonArgs) -> Result<Exit, ApiError> {
     }
 
     let sup_task = tokio::spawn(supervisor.clone().run());
-    let triggers_task = tokio::spawn(triggers.clone().run(supervisor.stopping()));
+    // Schedules, pollers and delivery processing run on one daemon per store.
+    let leader = worktrain_daemon::leader::spawn(
+        supervisor.engine().store().clone(),
+        worktrain_daemon::leader::TRIGGERS_ROLE,
+        std::time::Duration::from_secs((config.daemon.lease_secs / 3).max(1)),
+        supervisor.stopping(),
+    );
+    let triggers_task = tokio::spawn(triggers.clone().run(supervisor.stopping(), leader));
     let stopping = supervisor.stopping();
     let sup_for_signal = supervisor.clone();
     let shutdown = async move {

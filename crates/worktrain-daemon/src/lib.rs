@@ -19,6 +19,7 @@ pub mod auth;
 pub mod errors;
 pub mod extract;
 pub mod hooks;
+pub mod leader;
 pub mod mcp;
 pub mod metrics;
 pub mod orphans;

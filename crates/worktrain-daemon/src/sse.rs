@@ -1,6 +1,8 @@
 //! Server-sent event streams: one session's events (id = `seq`) and every session's
 //! events (id = global `position`). Both read the store — so they see events written by
-//! any process — polling every [`POLL`] while idle, and end when the daemon shuts down.
+//! any process — and, while idle, wait for the store to announce an append (PostgreSQL:
+//! `LISTEN/NOTIFY`, any daemon's appends; SQLite: this process's appends), re-reading
+//! anyway after the store's quiet interval. They end when the daemon shuts down.
 //!
 //! A session stream ends with an `end` event once the session is finished (its run
 //! ended, or its workflow completed for a session without a run) and every event has
@@ -22,8 +24,6 @@ use worktrain_core::ids::{Seq, SessionId};
 use crate::supervisor::Supervisor;
 use crate::views::is_finished;
 
-/// Idle polling interval.
-pub const POLL: Duration = Duration::from_millis(200);
 /// Events read per store query.
 const BATCH: u32 = 200;
 
@@ -37,6 +37,7 @@ fn event_of(e: &StoredEvent, id: u64) -> Event {
 
 struct SessionTail {
     sup: Arc<Supervisor>,
+    appended: tokio::sync::broadcast::Receiver<worktrain_store::Appended>,
     id: SessionId,
     cursor: Seq,
     follow: bool,
@@ -53,8 +54,10 @@ pub fn session_stream(
     follow: bool,
 ) -> impl Stream<Item = Result<Event, Infallible>> + Send + 'static {
     let stopping = sup.stopping();
+    let appended = sup.engine().store().subscribe();
     let state = SessionTail {
         sup,
+        appended,
         id,
         cursor: after,
         follow,
@@ -106,16 +109,23 @@ pub fn session_stream(
                 });
                 return Some((Ok(Event::default().event("end").data(data.to_string())), st));
             }
-            tokio::select! {
-                () = tokio::time::sleep(POLL) => {}
-                () = st.stopping.cancelled() => {}
-            }
+            let quiet = st.sup.engine().store().quiet_recheck();
+            let id = st.id;
+            wait_for_append(
+                &mut st.appended,
+                |a| a.session_id == id,
+                quiet,
+                &st.stopping,
+                None,
+            )
+            .await;
         }
     })
 }
 
 struct GlobalTail {
     sup: Arc<Supervisor>,
+    appended: tokio::sync::broadcast::Receiver<worktrain_store::Appended>,
     cursor: u64,
     buffer: VecDeque<StoredEvent>,
     done: bool,
@@ -128,8 +138,10 @@ pub fn global_stream(
     after: u64,
 ) -> impl Stream<Item = Result<Event, Infallible>> + Send + 'static {
     let stopping = sup.stopping();
+    let appended = sup.engine().store().subscribe();
     let state = GlobalTail {
         sup,
+        appended,
         cursor: after,
         buffer: VecDeque::new(),
         done: false,
@@ -157,10 +169,42 @@ pub fn global_stream(
                 Ok(_) => {}
                 Err(e) => warn!(error = %e, "global event stream: store read failed"),
             }
-            tokio::select! {
-                () = tokio::time::sleep(POLL) => {}
-                () = st.stopping.cancelled() => {}
-            }
+            let quiet = st.sup.engine().store().quiet_recheck();
+            wait_for_append(&mut st.appended, |_| true, quiet, &st.stopping, None).await;
         }
     })
+}
+
+/// Wait until the store announces an append that `wanted` cares about, the store's quiet
+/// re-check interval passes, `stopping` fires, or `deadline` is reached — whichever
+/// comes first. Readers re-read the store after it returns (notifications are hints: a
+/// lagging receiver or an unannounced append from another process is caught by the
+/// re-read).
+pub async fn wait_for_append(
+    rx: &mut tokio::sync::broadcast::Receiver<worktrain_store::Appended>,
+    wanted: impl Fn(&worktrain_store::Appended) -> bool,
+    quiet: Duration,
+    stopping: &CancellationToken,
+    deadline: Option<tokio::time::Instant>,
+) {
+    let limit = tokio::time::Instant::now() + quiet;
+    let until = deadline.map_or(limit, |d| d.min(limit));
+    let heard = async {
+        loop {
+            match rx.recv().await {
+                Ok(a) if wanted(&a) => return,
+                Ok(_) => {}
+                // Missed some: re-read now.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
+    };
+    tokio::select! {
+        () = heard => {}
+        () = tokio::time::sleep_until(until) => {}
+        () = stopping.cancelled() => {}
+    }
 }

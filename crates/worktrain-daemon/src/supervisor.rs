@@ -62,8 +62,6 @@ struct Running {
     /// Set before cancelling when another worker took the lease over.
     lost: Arc<AtomicBool>,
     beat: Arc<LastBeat>,
-    workspace: Option<String>,
-    trigger: Option<String>,
 }
 
 /// What the API shows about a running session beyond the store.
@@ -123,7 +121,12 @@ impl Supervisor {
         home: PathBuf,
         agents: BTreeMap<String, Arc<dyn AgentRunner>>,
     ) -> Arc<Self> {
-        let worker = format!("worker-{}-{}", std::process::id(), now_ms());
+        let worker = format!(
+            "{}{}-{}",
+            worker_prefix(&home),
+            std::process::id(),
+            now_ms()
+        );
         let home_for_secrets = home.clone();
         Arc::new(Self {
             engine,
@@ -203,20 +206,6 @@ impl Supervisor {
         self.wake();
     }
 
-    fn trigger_cap(&self, trigger: &str) -> Option<usize> {
-        self.settings
-            .max_per_trigger
-            .get(trigger)
-            .copied()
-            .or_else(|| {
-                self.trigger_caps
-                    .read()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .get(trigger)
-                    .copied()
-            })
-    }
-
     /// Runs of `trigger` waiting in the queue.
     pub async fn queued_for_trigger(&self, trigger: &str) -> Result<usize, ApiError> {
         let queue = self.engine.store().queue().await.map_err(store_error)?;
@@ -250,11 +239,19 @@ impl Supervisor {
         self.prune_worktrees().await;
         let lease_every = Duration::from_secs((self.settings.lease_secs / 3).max(1));
         let mut lease_tick = tokio::time::interval(lease_every);
+        // Runs of daemons that died elsewhere are recovered once their lease expires.
+        let mut recovery_tick = tokio::time::interval(lease_every);
+        recovery_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 () = self.stopping.cancelled() => break,
                 () = self.wake.notified() => {}
                 _ = lease_tick.tick() => self.renew_leases().await,
+                _ = recovery_tick.tick() => {
+                    if let Err(e) = self.recover(None).await {
+                        warn!(error = %e, "recovering runs of gone workers failed");
+                    }
+                }
                 () = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
             if let Err(e) = Arc::clone(&self).schedule().await {
@@ -358,7 +355,7 @@ impl Supervisor {
             {
                 Ok(LeaseRenewal::Held { .. }) => {}
                 Ok(LeaseRenewal::Lost { holder, .. }) => {
-                    warn!(session_id = %id, holder = %holder, "lease lost to another worker; stopping the run here");
+                    warn!(session_id = %id, holder = holder.as_deref().unwrap_or("none"), "lease lost (the run was recovered by another worker); stopping it here");
                     if let Some(r) = lock(&self.runs).get(&id) {
                         r.lost.store(true, Ordering::SeqCst);
                         r.cancel.cancel();
@@ -369,42 +366,74 @@ impl Supervisor {
         }
     }
 
-    /// On start: runs left running by a dead daemon, and runs interrupted by a graceful
-    /// shutdown, are resumed or failed per the recovery policy.
+    /// The worker-id prefix of every incarnation of this daemon (this host, this home):
+    /// at start, runs leased to one of them belong to a process that died.
+    pub fn incarnation_prefix(&self) -> String {
+        worker_prefix(&self.home)
+    }
+
+    /// On start: runs left running by a dead incarnation of this daemon, and runs
+    /// interrupted by a graceful shutdown, are resumed or failed per the recovery policy
+    /// (leases of other daemons sharing the store are respected).
     pub async fn reconcile(&self) -> Result<(), ApiError> {
-        let queue = self.engine.store().queue().await.map_err(store_error)?;
-        let leases: HashMap<SessionId, i64> = self
+        let prefix = self.incarnation_prefix();
+        self.recover(Some(&prefix)).await
+    }
+
+    /// Recover runs whose worker is gone — expired leases (a daemon that died anywhere),
+    /// interrupted runs, and with `dead_workers` the runs of those workers — in the store,
+    /// one transaction each, so that several daemons recovering at once act once.
+    async fn recover(&self, dead_workers: Option<&str>) -> Result<(), ApiError> {
+        let max = self.settings.max_interruptions;
+        let decide = move |s: &SessionSummary| -> Vec<EventBody> {
+            let Some(run) = &s.run else {
+                return Vec::new();
+            };
+            let mut events = Vec::new();
+            let mut interruptions = run.interruptions;
+            if run.state == RunState::Running {
+                events.push(EventBody::RunInterrupted {
+                    run: run.run,
+                    reason: InterruptReason::LeaseExpired,
+                });
+                interruptions += 1;
+            } else if run.state != RunState::Interrupted {
+                return Vec::new();
+            }
+            if run.cancel_requested {
+                events.push(EventBody::RunFinished {
+                    run: run.run,
+                    end: RunEnd::Cancelled,
+                    reason: None,
+                    detail: Some("cancelled while its daemon was down".into()),
+                });
+            } else if interruptions > max {
+                events.push(EventBody::RunFinished {
+                    run: run.run,
+                    end: RunEnd::Failed,
+                    reason: Some(FailureReason::TooManyInterruptions),
+                    detail: Some(format!("interrupted {interruptions} times (limit {max})")),
+                });
+            } else {
+                events.push(EventBody::RunRequeued {
+                    reason: RequeueReason::Resume,
+                });
+            }
+            events
+        };
+        let recovered = self
             .engine
             .store()
-            .leases()
+            .recover_runs(worktrain_store::Recovery {
+                dead_workers,
+                decide: &decide,
+            })
             .await
-            .map_err(store_error)?
-            .into_iter()
-            .map(|l| (l.session_id, l.expires_at_ms))
-            .collect();
-        let now = now_ms();
-        for row in queue {
-            let id = row.session_id;
-            let needs = match row.state {
-                // One daemon owns an SQLite store (see the pid lock), so a running row at
-                // start belongs to a process that died; its lease only tells when.
-                RunState::Running => {
-                    if leases.get(&id).is_some_and(|t| *t > now) {
-                        info!(session_id = %id, "lease still live at start: the previous daemon died moments ago");
-                    }
-                    true
-                }
-                RunState::Interrupted => true,
-                RunState::Queued
-                | RunState::Parked
-                | RunState::Completed
-                | RunState::Failed
-                | RunState::Cancelled => false,
-            };
-            if !needs {
-                continue;
-            }
-            // Before anything resumes it: whatever the dead run left running goes.
+            .map_err(store_error)?;
+        for summary in recovered {
+            let id = summary.session_id;
+            // Before anything resumes it: whatever the dead run left running on this
+            // host goes.
             let sid = id.to_string();
             let killed = tokio::task::spawn_blocking(move || crate::orphans::kill_orphans(&sid))
                 .await
@@ -412,163 +441,114 @@ impl Supervisor {
             if killed > 0 {
                 info!(session_id = %id, killed, "killed processes left by the interrupted run");
             }
-            let max = self.settings.max_interruptions;
-            let summary = self
-                .engine
-                .transition(id, |s| {
-                    let Some(run) = &s.run else {
-                        return Ok(Vec::new());
-                    };
-                    let mut events = Vec::new();
-                    let mut interruptions = run.interruptions;
-                    if run.state == RunState::Running {
-                        events.push(EventBody::RunInterrupted {
-                            run: run.run,
-                            reason: InterruptReason::LeaseExpired,
-                        });
-                        interruptions += 1;
-                    } else if run.state != RunState::Interrupted {
-                        return Ok(Vec::new());
-                    }
-                    if run.cancel_requested {
-                        events.push(EventBody::RunFinished {
-                            run: run.run,
-                            end: RunEnd::Cancelled,
-                            reason: None,
-                            detail: Some("cancelled while the daemon was down".into()),
-                        });
-                    } else if interruptions > max {
-                        events.push(EventBody::RunFinished {
-                            run: run.run,
-                            end: RunEnd::Failed,
-                            reason: Some(FailureReason::TooManyInterruptions),
-                            detail: Some(format!(
-                                "interrupted {interruptions} times (limit {max})"
-                            )),
-                        });
-                    } else {
-                        events.push(EventBody::RunRequeued {
-                            reason: RequeueReason::Resume,
-                        });
-                    }
-                    Ok(events)
-                })
-                .await?;
-            let _ = self.engine.store().break_lease(id).await;
             self.release_worktree(&summary).await;
             info!(
                 session_id = %id,
                 state = summary.run.as_ref().map(|r| r.state.as_str()).unwrap_or("-"),
-                "reconciled after restart"
+                "recovered a run whose worker was gone"
             );
+            self.wake();
         }
         Ok(())
     }
 
-    /// Claim queued runs while capacity allows, in queue order.
+    /// The caps claims must respect, over every daemon sharing the store.
+    fn caps(&self) -> worktrain_store::RunCaps {
+        let mut per_trigger = self
+            .trigger_caps
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        // config.yaml's max_per_trigger wins over triggers.yml.
+        per_trigger.extend(self.settings.max_per_trigger.clone());
+        worktrain_store::RunCaps {
+            total: self.settings.max_concurrent_sessions,
+            per_workspace: self.settings.max_per_workspace,
+            per_trigger,
+        }
+    }
+
+    /// Claim queued runs, in queue order, while the caps allow.
     async fn schedule(self: Arc<Self>) -> Result<(), ApiError> {
-        if self.stopping.is_cancelled() {
-            return Ok(());
-        }
-        let queue = self.engine.store().queue().await.map_err(store_error)?;
-        for row in queue.into_iter().filter(|r| r.state == RunState::Queued) {
-            let (total, same_ws, same_trigger) = {
-                let runs = lock(&self.runs);
-                let same_ws = runs
-                    .values()
-                    .filter(|r| r.workspace.is_some() && r.workspace == row.workspace)
-                    .count();
-                let same_trigger = runs
-                    .values()
-                    .filter(|r| r.trigger.is_some() && r.trigger == row.trigger)
-                    .count();
-                (runs.len(), same_ws, same_trigger)
-            };
-            if total >= self.settings.max_concurrent_sessions {
-                break;
+        loop {
+            if self.stopping.is_cancelled() || self.killing.load(Ordering::SeqCst) {
+                return Ok(());
             }
-            if self.settings.max_per_workspace > 0 && same_ws >= self.settings.max_per_workspace {
-                continue;
+            // The store counts runs over every daemon; locally, a run still finishing
+            // (worktree cleanup after its end is recorded) also holds a slot.
+            if lock(&self.runs).len() >= self.settings.max_concurrent_sessions {
+                return Ok(());
             }
-            if let Some(cap) = row.trigger.as_ref().and_then(|t| self.trigger_cap(t))
-                && same_trigger >= cap
-            {
-                continue;
-            }
-            // One session that cannot be claimed must not stall the others.
-            if let Err(e) = self.clone().claim(row.session_id).await {
-                warn!(session_id = %row.session_id, error = %e, "claiming a queued run failed; skipping it this pass");
+            if !self.clone().claim().await? {
+                return Ok(());
             }
         }
-        Ok(())
     }
 
-    fn worktree_path(&self, id: SessionId) -> PathBuf {
-        self.home.join("worktrees").join(id.to_string())
-    }
-
-    async fn claim(self: Arc<Self>, id: SessionId) -> Result<(), ApiError> {
+    /// Claim the next run the caps allow (the store serializes claims of every daemon)
+    /// and start it. `false`: nothing to claim.
+    async fn claim(self: Arc<Self>) -> Result<bool, ApiError> {
         let epoch = self.kill_epoch.load(Ordering::SeqCst);
-        if self.killing.load(Ordering::SeqCst) {
-            return Ok(());
-        }
         let worker = self.worker.clone();
         let use_worktree = self.settings.worktrees.enabled;
-        let wt_path = self.worktree_path(id);
-        let summary = self
+        let home = self.home.clone();
+        let start = |s: &SessionSummary| -> Vec<EventBody> {
+            let Some(run) = &s.run else {
+                return Vec::new();
+            };
+            if run.state != RunState::Queued {
+                return Vec::new();
+            }
+            if run.cancel_requested {
+                return vec![EventBody::RunFinished {
+                    run: run.run,
+                    end: RunEnd::Cancelled,
+                    reason: None,
+                    detail: Some("cancelled before it started".into()),
+                }];
+            }
+            let id = s.session_id;
+            let git = use_worktree && s.workspace.as_deref().is_some_and(is_git_repo);
+            vec![EventBody::RunStarted {
+                run: run.run + 1,
+                worker: worker.clone(),
+                worktree: Some(if git {
+                    home.join("worktrees")
+                        .join(id.to_string())
+                        .display()
+                        .to_string()
+                } else {
+                    s.workspace.clone().unwrap_or_default()
+                }),
+                branch: (git && !run.readonly).then(|| format!("worktrain/{id}")),
+            }]
+        };
+        let caps = self.caps();
+        let Some(summary) = self
             .engine
-            .transition(id, |s| {
-                let Some(run) = &s.run else {
-                    return Ok(Vec::new());
-                };
-                if run.state != RunState::Queued {
-                    return Ok(Vec::new());
-                }
-                if run.cancel_requested {
-                    return Ok(vec![EventBody::RunFinished {
-                        run: run.run,
-                        end: RunEnd::Cancelled,
-                        reason: None,
-                        detail: Some("cancelled before it started".into()),
-                    }]);
-                }
-                let git = use_worktree && s.workspace.as_deref().is_some_and(is_git_repo);
-                Ok(vec![EventBody::RunStarted {
-                    run: run.run + 1,
-                    worker: worker.clone(),
-                    worktree: Some(if git {
-                        wt_path.display().to_string()
-                    } else {
-                        s.workspace.clone().unwrap_or_default()
-                    }),
-                    branch: (git && !run.readonly).then(|| format!("worktrain/{id}")),
-                }])
+            .store()
+            .claim_run(worktrain_store::Claim {
+                worker: &self.worker,
+                lease_ttl: self.lease_ttl(),
+                caps: &caps,
+                start: &start,
             })
-            .await?;
+            .await
+            .map_err(store_error)?
+        else {
+            return Ok(false);
+        };
+        let id = summary.session_id;
         let Some(run) = summary.run.clone() else {
-            return Ok(());
+            return Ok(true);
         };
         if run.state.is_final() {
             // Cancelled before it started; an earlier attempt may have left a worktree.
             self.release_worktree(&summary).await;
-            return Ok(());
+            return Ok(true);
         }
         if run.state != RunState::Running || run.worker.as_deref() != Some(self.worker.as_str()) {
-            return Ok(());
-        }
-        if let LeaseRenewal::Lost { holder, .. } = self
-            .engine
-            .store()
-            .renew_lease(id, &self.worker, self.lease_ttl())
-            .await
-            .map_err(store_error)?
-        {
-            return Err(ApiError::new(
-                ErrorCode::Contention,
-                format!("session {id} is leased by {holder}"),
-                Retry::Same,
-                "the run's previous worker still holds its lease; it is recovered when the lease expires",
-            ));
+            return Ok(true);
         }
         self.metrics.runs_started.fetch_add(1, Ordering::Relaxed);
         let running = Running {
@@ -578,8 +558,6 @@ impl Supervisor {
             killed: Arc::new(AtomicBool::new(false)),
             lost: Arc::new(AtomicBool::new(false)),
             beat: Arc::new(LastBeat::default()),
-            workspace: summary.workspace.clone(),
-            trigger: run.trigger.id.clone(),
         };
         for m in &run.pending_steers {
             running.steering.send(m.clone());
@@ -593,7 +571,7 @@ impl Supervisor {
             running.lost.clone(),
         );
         lock(&self.runs).insert(id, running);
-        if self.kill_epoch.load(Ordering::SeqCst) != epoch {
+        if self.killing.load(Ordering::SeqCst) || self.kill_epoch.load(Ordering::SeqCst) != epoch {
             // The kill switch ran while this run was being claimed.
             task_parts.3.store(true, Ordering::SeqCst);
             task_parts.0.cancel();
@@ -604,7 +582,7 @@ impl Supervisor {
             .await
             .spawn(async move { me.run_session(id, summary, task_parts).await });
         info!(session_id = %id, run = run.run, "run started");
-        Ok(())
+        Ok(true)
     }
 
     #[allow(clippy::type_complexity)]
@@ -1163,6 +1141,19 @@ fn home_secrets(home: &Path) -> Vec<String> {
     }
     out.retain(|s| !s.is_empty());
     out
+}
+
+/// `worker-<tag>-` where the tag names this host and home: every incarnation of one
+/// daemon shares it, and no other daemon has it.
+fn worker_prefix(home: &Path) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .unwrap_or_default();
+    let key = format!("{}\0{}", host.trim(), home.display());
+    let tag = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("worker-{:08x}-", tag & 0xffff_ffff)
 }
 
 /// Whether `dir` is a git checkout (has `.git`).

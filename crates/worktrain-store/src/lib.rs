@@ -9,13 +9,14 @@
 //! above the store never names a backend. Every backend passes the conformance tests in
 //! `tests/conformance.rs`.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use worktrain_core::event::{NewEvent, StoredEvent};
+use worktrain_core::event::{EventBody, NewEvent, StoredEvent};
 use worktrain_core::ids::{Attempt, NodeId, Seq, SessionId, Sha256Hash, WorkflowId};
 use worktrain_core::projection::{
     AttemptRecord, NodeRecord, ProjectionError, QueueRow, SessionStatus, SessionSummary,
@@ -168,6 +169,70 @@ pub struct Lease {
     pub expires_at_ms: i64,
 }
 
+/// Caps on the runs running at once, counted over the whole store — every daemon sharing
+/// it — at the moment of a claim.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunCaps {
+    /// Runs at once (0: none may start).
+    pub total: usize,
+    /// Runs at once in one workspace (0: no cap).
+    pub per_workspace: usize,
+    /// Runs at once per trigger id (absent: no cap).
+    pub per_trigger: BTreeMap<String, usize>,
+}
+
+/// Decides, from a session's summary read inside a store transaction, which events to
+/// append to it (none: leave it alone).
+pub type Decide<'a> = &'a (dyn Fn(&SessionSummary) -> Vec<EventBody> + Send + Sync);
+
+/// A worker asking for the next queued run (see [`EventStore::claim_run`]).
+pub struct Claim<'a> {
+    /// The claiming worker.
+    pub worker: &'a str,
+    /// The lease it takes on a run it starts.
+    pub lease_ttl: Duration,
+    /// Caps the claim must respect.
+    pub caps: &'a RunCaps,
+    /// The events that start (or settle) a queued run: normally `run_started` naming
+    /// `worker`; `run_finished` for a run cancelled while queued.
+    pub start: Decide<'a>,
+}
+
+impl std::fmt::Debug for Claim<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Claim")
+            .field("worker", &self.worker)
+            .field("caps", &self.caps)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Recovery of runs whose worker is gone (see [`EventStore::recover_runs`]).
+pub struct Recovery<'a> {
+    /// Leases held by workers whose id starts with this are treated as expired: the
+    /// caller knows those workers are dead (earlier incarnations of itself).
+    pub dead_workers: Option<&'a str>,
+    /// What to append to each such run: interrupted, then requeued or failed.
+    pub decide: Decide<'a>,
+}
+
+impl std::fmt::Debug for Recovery<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recovery")
+            .field("dead_workers", &self.dead_workers)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A held leadership of a role (see [`EventStore::try_lead`]). Dropping it gives the
+/// role up.
+#[async_trait]
+pub trait LeaderLock: Send + Sync {
+    /// Whether the role is still held (PostgreSQL: the lock's connection is alive). A
+    /// lock that answers `false` never holds the role again; ask for a new one.
+    async fn still_held(&mut self) -> bool;
+}
+
 /// The result of [`EventStore::renew_lease`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LeaseRenewal {
@@ -176,12 +241,12 @@ pub enum LeaseRenewal {
         /// New expiry (ms since the Unix epoch, on the store's clock).
         expires_at_ms: i64,
     },
-    /// Another worker holds a live lease: the caller must stop working on the session.
+    /// The worker does not hold the lease any more (another worker recovered the run):
+    /// it must stop working on the session without recording anything.
     Lost {
-        /// The worker holding it.
-        holder: String,
-        /// Its expiry.
-        expires_at_ms: i64,
+        /// The worker holding it now (none: the run was recovered and not claimed
+        /// again yet).
+        holder: Option<String>,
     },
 }
 
@@ -436,10 +501,10 @@ pub trait EventStore: Send + Sync + 'static {
     /// then age (first queued first, also within one millisecond).
     async fn queue(&self) -> Result<Vec<QueueRow>, StoreError>;
 
-    /// Take or extend `worker`'s lease on a running session for `ttl` (on the store's
-    /// clock). Compare-and-set: it succeeds when there is no lease, when `worker` holds
-    /// it, or when the holder's lease has expired; otherwise the live holder is reported
-    /// and nothing changes.
+    /// Extend `worker`'s lease on a running session to `ttl` from now (on the store's
+    /// clock). Compare-and-set: only the holder extends its lease, also after it expired
+    /// if nobody recovered the run meanwhile; a lease is only ever created by
+    /// [`EventStore::claim_run`].
     async fn renew_lease(
         &self,
         id: SessionId,
@@ -448,11 +513,30 @@ pub trait EventStore: Send + Sync + 'static {
     ) -> Result<LeaseRenewal, StoreError>;
 
     /// Drop `worker`'s lease (the run ended or was handed back). A lease that another
-    /// worker has taken over is left alone; returns whether a lease was dropped.
+    /// worker holds is left alone; returns whether a lease was dropped.
     async fn release_lease(&self, id: SessionId, worker: &str) -> Result<bool, StoreError>;
 
-    /// Drop a lease whoever holds it: recovery, once its holder is known to be gone.
-    async fn break_lease(&self, id: SessionId) -> Result<(), StoreError>;
+    /// Claim the first queued run, in claim order, that the caps allow: in one
+    /// transaction, count the runs running now (over the whole store), append
+    /// `claim.start`'s events to the chosen session and, when they start it for
+    /// `claim.worker`, create its lease. Claims of all workers are serialized, so caps
+    /// hold across daemons; on PostgreSQL, rows that other transactions hold are skipped
+    /// (`FOR UPDATE SKIP LOCKED`) rather than waited for. `None`: nothing claimable.
+    async fn claim_run(&self, claim: Claim<'_>) -> Result<Option<SessionSummary>, StoreError>;
+
+    /// Recover runs whose worker is gone: every running run whose lease is missing,
+    /// expired (on the store's clock) or held by one of `recovery.dead_workers`, and every
+    /// interrupted run. Each is handled in its own transaction — the lease re-checked and
+    /// dropped, `recovery.decide`'s events appended — so that a worker renewing just in
+    /// time keeps its run, and two recovering daemons never both act. Returns the
+    /// summaries of the runs acted on.
+    async fn recover_runs(&self, recovery: Recovery<'_>)
+    -> Result<Vec<SessionSummary>, StoreError>;
+
+    /// Try to become the leader of `role` (one per store: PostgreSQL, a session-level
+    /// advisory lock held by a dedicated connection; SQLite, whose store one daemon owns,
+    /// always). `None`: another process leads.
+    async fn try_lead(&self, role: &str) -> Result<Option<Box<dyn LeaderLock>>, StoreError>;
 
     /// Every lease.
     async fn leases(&self) -> Result<Vec<Lease>, StoreError>;
@@ -495,6 +579,12 @@ pub trait EventStore: Send + Sync + 'static {
     /// PostgreSQL through `LISTEN/NOTIFY`, SQLite for appends made through this handle).
     /// A lagging receiver may miss notifications; it should re-read the store then.
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Appended>;
+
+    /// How long a reader waiting on [`EventStore::subscribe`] should go without a
+    /// notification before re-reading the store anyway: short where other processes'
+    /// appends are not announced (SQLite), long where they are (PostgreSQL, where it only
+    /// covers notifications lost while the listener reconnects).
+    fn quiet_recheck(&self) -> Duration;
 
     /// Close the connections (SQLite checkpoints its WAL).
     async fn close(&self);

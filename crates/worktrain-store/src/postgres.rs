@@ -45,9 +45,9 @@ use crate::common::{
     workspace_prefix,
 };
 use crate::{
-    AppendOutcome, AppendRequest, Appended, ChainReport, EventStore, Lease, LeaseRenewal,
-    ProjectionDump, RawEvent, RebuildReport, RunFilter, SessionFilter, StoreError, StoreOptions,
-    StoreUrl, TlsMode,
+    AppendOutcome, AppendRequest, Appended, ChainReport, Claim, EventStore, LeaderLock, Lease,
+    LeaseRenewal, ProjectionDump, RawEvent, RebuildReport, Recovery, RunFilter, SessionFilter,
+    StoreError, StoreOptions, StoreUrl, TlsMode,
 };
 
 /// Migrations of the PostgreSQL schema, embedded in the binary. Append only.
@@ -69,6 +69,8 @@ pub mod lock_space {
     pub const POSITIONS: i32 = 0x5754_0002;
     /// Leadership of a daemon role (second key: `hashtext(role)`), see `try_lead`.
     pub const LEADER: i32 = 0x5754_0003;
+    /// Claiming runs (second key: 0): claims are serialized so caps hold.
+    pub const CLAIMS: i32 = 0x5754_0004;
 }
 
 /// The channel appends are announced on.
@@ -400,16 +402,21 @@ pub struct Leadership {
 }
 
 impl Leadership {
-    /// Whether the lock is still held (the connection is alive).
-    pub async fn is_held(&mut self) -> bool {
-        use sqlx::Connection;
-        self.conn.ping().await.is_ok()
-    }
-
     /// Give leadership up now.
     pub async fn release(self) {
         use sqlx::Connection;
         let _ = self.conn.close().await;
+    }
+}
+
+#[async_trait]
+impl LeaderLock for Leadership {
+    async fn still_held(&mut self) -> bool {
+        use sqlx::Connection;
+        // The lock lives as long as its session: a live connection still holds it.
+        tokio::time::timeout(Duration::from_secs(5), self.conn.ping())
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 }
 
@@ -454,6 +461,26 @@ fn unreachable_reason(e: &sqlx::Error) -> String {
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+/// Append `bodies` to a session whose summary was just read under its session lock
+/// (claims and recovery: no idempotency keys, no blobs).
+async fn append_decided(
+    conn: &mut PgConnection,
+    summary: SessionSummary,
+    bodies: Vec<EventBody>,
+) -> Result<PreparedAppend, StoreError> {
+    let session_id = summary.session_id;
+    let events = bodies
+        .into_iter()
+        .map(|body| worktrain_core::event::NewEvent {
+            body,
+            idempotency_key: None,
+        })
+        .collect();
+    let prepared = prepare_append(session_id, Some(summary), events, now_ms())?;
+    PgStore::write_prepared(conn, session_id, &prepared).await?;
+    Ok(prepared)
 }
 
 async fn lock_session(conn: &mut PgConnection, id: &str) -> Result<(), StoreError> {
@@ -1264,35 +1291,26 @@ impl EventStore for PgStore {
         ttl: Duration,
     ) -> Result<LeaseRenewal, StoreError> {
         let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2);
-        let taken: Option<(i64,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO run_leases (session_id, worker, expires_at_ms)
-             VALUES ($1, $2, {DB_NOW_MS} + $3)
-             ON CONFLICT (session_id) DO UPDATE SET worker = excluded.worker,
-                 expires_at_ms = excluded.expires_at_ms
-             WHERE run_leases.worker = excluded.worker OR run_leases.expires_at_ms <= {DB_NOW_MS}
-             RETURNING expires_at_ms"
+        let renewed: Option<(i64,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "UPDATE run_leases SET expires_at_ms = {DB_NOW_MS} + $3
+             WHERE session_id = $1 AND worker = $2 RETURNING expires_at_ms"
         )))
         .bind(id.to_string())
         .bind(worker)
         .bind(ttl_ms)
         .fetch_optional(&self.pool)
         .await?;
-        if let Some((expires_at_ms,)) = taken {
+        if let Some((expires_at_ms,)) = renewed {
             return Ok(LeaseRenewal::Held { expires_at_ms });
         }
-        let holder: Option<(String, i64)> =
-            sqlx::query_as("SELECT worker, expires_at_ms FROM run_leases WHERE session_id = $1")
+        let holder: Option<(String,)> =
+            sqlx::query_as("SELECT worker FROM run_leases WHERE session_id = $1")
                 .bind(id.to_string())
                 .fetch_optional(&self.pool)
                 .await?;
-        match holder {
-            Some((holder, expires_at_ms)) => Ok(LeaseRenewal::Lost {
-                holder,
-                expires_at_ms,
-            }),
-            // Released between the two statements: try again.
-            None => Box::pin(self.renew_lease(id, worker, ttl)).await,
-        }
+        Ok(LeaseRenewal::Lost {
+            holder: holder.map(|(w,)| w),
+        })
     }
 
     async fn release_lease(&self, id: SessionId, worker: &str) -> Result<bool, StoreError> {
@@ -1305,12 +1323,159 @@ impl EventStore for PgStore {
         Ok(n > 0)
     }
 
-    async fn break_lease(&self, id: SessionId) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM run_leases WHERE session_id = $1")
-            .bind(id.to_string())
-            .execute(&self.pool)
+    async fn claim_run(&self, claim: Claim<'_>) -> Result<Option<SessionSummary>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // Claims are serialized cluster-wide, so the caps counted here hold. A claim
+        // never waits for a session or a queue row another transaction holds: it skips
+        // it (pg_try_advisory_xact_lock, FOR UPDATE SKIP LOCKED), so claims cannot
+        // deadlock with appends.
+        sqlx::query("SELECT pg_advisory_xact_lock($1, 0)")
+            .bind(lock_space::CLAIMS)
+            .execute(&mut *tx)
             .await?;
-        Ok(())
+        let mut running: Vec<(Option<String>, Option<String>)> =
+            sqlx::query_as("SELECT workspace, trigger_id FROM run_queue WHERE state = 'running'")
+                .fetch_all(&mut *tx)
+                .await?;
+        if running.len() >= claim.caps.total {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        let candidates: Vec<(String, Option<String>, Option<String>)> =
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT session_id, workspace, trigger_id FROM run_queue WHERE state = 'queued'
+                 ORDER BY {QUEUE_ORDER} LIMIT 500"
+            )))
+            .fetch_all(&mut *tx)
+            .await?;
+        for (sid, workspace, trigger) in candidates {
+            if !crate::sqlite::fits_caps(claim.caps, &running, &workspace, &trigger) {
+                continue;
+            }
+            let (locked,): (bool,) =
+                sqlx::query_as("SELECT pg_try_advisory_xact_lock($1, hashtext($2))")
+                    .bind(lock_space::SESSION)
+                    .bind(&sid)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            if !locked {
+                continue;
+            }
+            let row: Option<(String,)> = sqlx::query_as(
+                "SELECT state FROM run_queue WHERE session_id = $1 FOR UPDATE SKIP LOCKED",
+            )
+            .bind(&sid)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if row.is_none_or(|(state,)| state != "queued") {
+                continue;
+            }
+            let id: SessionId = parse(&sid, "session id")?;
+            let Some(summary) = load_summary(&mut tx, id).await? else {
+                continue;
+            };
+            let bodies = (claim.start)(&summary);
+            if bodies.is_empty() {
+                continue;
+            }
+            let prepared = append_decided(&mut tx, summary, bodies).await?;
+            let after = prepared.summary;
+            let started = after.run.as_ref().is_some_and(|r| {
+                r.state == RunState::Running && r.worker.as_deref() == Some(claim.worker)
+            });
+            if started {
+                let ttl_ms = i64::try_from(claim.lease_ttl.as_millis()).unwrap_or(i64::MAX / 2);
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "INSERT INTO run_leases (session_id, worker, expires_at_ms)
+                     VALUES ($1, $2, {DB_NOW_MS} + $3)
+                     ON CONFLICT (session_id) DO UPDATE SET worker = excluded.worker,
+                         expires_at_ms = excluded.expires_at_ms"
+                )))
+                .bind(&sid)
+                .bind(claim.worker)
+                .bind(ttl_ms)
+                .execute(&mut *tx)
+                .await?;
+                running.push((workspace, trigger));
+            }
+            tx.commit().await?;
+            return Ok(Some(after));
+        }
+        tx.rollback().await?;
+        Ok(None)
+    }
+
+    async fn recover_runs(
+        &self,
+        recovery: Recovery<'_>,
+    ) -> Result<Vec<SessionSummary>, StoreError> {
+        let prefix = recovery.dead_workers.unwrap_or("");
+        let dead = recovery.dead_workers.is_some();
+        // Expiry is judged on the server's clock, in SQL, so hosts with skewed clocks agree.
+        let gone = |dead_param: &str, prefix_param: &str| {
+            format!(
+                "(l.worker IS NULL OR l.expires_at_ms <= {DB_NOW_MS} \
+                 OR ({dead_param} AND starts_with(l.worker, {prefix_param})))"
+            )
+        };
+        let candidates: Vec<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT q.session_id FROM run_queue q
+             LEFT JOIN run_leases l ON l.session_id = q.session_id
+             WHERE q.state = 'interrupted' OR (q.state = 'running' AND {})
+             ORDER BY q.session_id",
+            gone("$1", "$2")
+        )))
+        .bind(dead)
+        .bind(prefix)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::new();
+        for (sid,) in candidates {
+            let id: SessionId = parse(&sid, "session id")?;
+            let mut tx = self.pool.begin().await?;
+            lock_session(&mut tx, &sid).await?;
+            // Re-check under the locks: the holder may have renewed meanwhile.
+            let live: Option<(bool,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT NOT {} FROM run_leases l WHERE l.session_id = $1 FOR UPDATE",
+                gone("$2", "$3")
+            )))
+            .bind(&sid)
+            .bind(dead)
+            .bind(prefix)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(summary) = load_summary(&mut tx, id).await? else {
+                tx.rollback().await?;
+                continue;
+            };
+            let running = summary
+                .run
+                .as_ref()
+                .is_some_and(|r| r.state == RunState::Running);
+            if running && live.is_some_and(|(l,)| l) {
+                tx.rollback().await?;
+                continue;
+            }
+            let bodies = (recovery.decide)(&summary);
+            if bodies.is_empty() {
+                tx.rollback().await?;
+                continue;
+            }
+            sqlx::query("DELETE FROM run_leases WHERE session_id = $1")
+                .bind(&sid)
+                .execute(&mut *tx)
+                .await?;
+            let prepared = append_decided(&mut tx, summary, bodies).await?;
+            tx.commit().await?;
+            out.push(prepared.summary);
+        }
+        Ok(out)
+    }
+
+    async fn try_lead(&self, role: &str) -> Result<Option<Box<dyn LeaderLock>>, StoreError> {
+        Ok(PgStore::try_lead(self, role)
+            .await?
+            .map(|l| Box::new(l) as Box<dyn LeaderLock>))
     }
 
     async fn leases(&self) -> Result<Vec<Lease>, StoreError> {
@@ -1404,6 +1569,11 @@ impl EventStore for PgStore {
         let rx = self.appended.subscribe();
         self.ensure_listener();
         rx
+    }
+
+    fn quiet_recheck(&self) -> Duration {
+        // Every process's appends are announced; this only covers a reconnecting listener.
+        Duration::from_secs(5)
     }
 
     async fn close(&self) {

@@ -35,9 +35,20 @@ use crate::common::{
     workspace_prefix,
 };
 use crate::{
-    AppendOutcome, AppendRequest, Appended, ChainReport, EventStore, Lease, LeaseRenewal,
-    ProjectionDump, RawEvent, RebuildReport, RunFilter, SessionFilter, StoreError, StoreOptions,
+    AppendOutcome, AppendRequest, Appended, ChainReport, Claim, EventStore, LeaderLock, Lease,
+    LeaseRenewal, ProjectionDump, RawEvent, RebuildReport, Recovery, RunFilter, SessionFilter,
+    StoreError, StoreOptions,
 };
+
+/// The leadership of an embedded store's only daemon.
+struct SoleLeader;
+
+#[async_trait]
+impl LeaderLock for SoleLeader {
+    async fn still_held(&mut self) -> bool {
+        true
+    }
+}
 
 /// Migrations of the SQLite schema, embedded in the binary. Append only: never edit one
 /// that has shipped (its checksum is recorded in the database).
@@ -359,6 +370,55 @@ impl SqliteStore {
         }
         Err(StoreError::Database(cause))
     }
+}
+
+/// Append `bodies` to a session whose summary was just read in the open write
+/// transaction (claims and recovery: no idempotency keys, no blobs).
+async fn append_decided(
+    conn: &mut SqliteConnection,
+    summary: SessionSummary,
+    bodies: Vec<worktrain_core::event::EventBody>,
+) -> Result<PreparedAppend, StoreError> {
+    let session_id = summary.session_id;
+    let events = bodies
+        .into_iter()
+        .map(|body| worktrain_core::event::NewEvent {
+            body,
+            idempotency_key: None,
+        })
+        .collect();
+    let prepared = prepare_append(session_id, Some(summary), events, now_ms())?;
+    SqliteStore::write_prepared(conn, &session_id.to_string(), &prepared, &[]).await?;
+    Ok(prepared)
+}
+
+/// Whether a candidate run fits the caps, given the runs running now.
+pub(crate) fn fits_caps(
+    caps: &crate::RunCaps,
+    running: &[(Option<String>, Option<String>)],
+    workspace: &Option<String>,
+    trigger: &Option<String>,
+) -> bool {
+    if running.len() >= caps.total {
+        return false;
+    }
+    if caps.per_workspace > 0
+        && workspace.is_some()
+        && running.iter().filter(|(w, _)| w == workspace).count() >= caps.per_workspace
+    {
+        return false;
+    }
+    if let Some(t) = trigger
+        && let Some(cap) = caps.per_trigger.get(t)
+        && running
+            .iter()
+            .filter(|(_, x)| x.as_deref() == Some(t.as_str()))
+            .count()
+            >= *cap
+    {
+        return false;
+    }
+    true
 }
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
@@ -1227,39 +1287,29 @@ impl EventStore for SqliteStore {
         worker: &str,
         ttl: Duration,
     ) -> Result<LeaseRenewal, StoreError> {
-        let now = now_ms();
-        let until = now.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let taken = sqlx::query(
-            "INSERT INTO run_leases (session_id, worker, expires_at_ms) VALUES (?, ?, ?)
-             ON CONFLICT (session_id) DO UPDATE SET worker = excluded.worker,
-                 expires_at_ms = excluded.expires_at_ms
-             WHERE run_leases.worker = excluded.worker OR run_leases.expires_at_ms <= ?",
+        let until = now_ms().saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
+        let renewed = sqlx::query(
+            "UPDATE run_leases SET expires_at_ms = ? WHERE session_id = ? AND worker = ?",
         )
+        .bind(until)
         .bind(id.to_string())
         .bind(worker)
-        .bind(until)
-        .bind(now)
-        .execute(&mut *tx)
+        .execute(&self.pool)
         .await?
         .rows_affected();
-        let outcome = if taken == 1 {
-            LeaseRenewal::Held {
+        if renewed == 1 {
+            return Ok(LeaseRenewal::Held {
                 expires_at_ms: until,
-            }
-        } else {
-            let (holder, expires_at_ms): (String, i64) =
-                sqlx::query_as("SELECT worker, expires_at_ms FROM run_leases WHERE session_id = ?")
-                    .bind(id.to_string())
-                    .fetch_one(&mut *tx)
-                    .await?;
-            LeaseRenewal::Lost {
-                holder,
-                expires_at_ms,
-            }
-        };
-        tx.commit().await?;
-        Ok(outcome)
+            });
+        }
+        let holder: Option<(String,)> =
+            sqlx::query_as("SELECT worker FROM run_leases WHERE session_id = ?")
+                .bind(id.to_string())
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(LeaseRenewal::Lost {
+            holder: holder.map(|(w,)| w),
+        })
     }
 
     async fn release_lease(&self, id: SessionId, worker: &str) -> Result<bool, StoreError> {
@@ -1272,12 +1322,137 @@ impl EventStore for SqliteStore {
         Ok(n > 0)
     }
 
-    async fn break_lease(&self, id: SessionId) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM run_leases WHERE session_id = ?")
-            .bind(id.to_string())
-            .execute(&self.pool)
+    async fn claim_run(&self, claim: Claim<'_>) -> Result<Option<SessionSummary>, StoreError> {
+        // The write lock serializes claims (and everything else): caps counted here hold.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut running: Vec<(Option<String>, Option<String>)> =
+            sqlx::query_as("SELECT workspace, trigger_id FROM run_queue WHERE state = 'running'")
+                .fetch_all(&mut *tx)
+                .await?;
+        if running.len() >= claim.caps.total {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        let candidates: Vec<(String, Option<String>, Option<String>)> =
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT session_id, workspace, trigger_id FROM run_queue WHERE state = 'queued'
+                 ORDER BY {QUEUE_ORDER} LIMIT 500"
+            )))
+            .fetch_all(&mut *tx)
             .await?;
-        Ok(())
+        for (sid, workspace, trigger) in candidates {
+            if !fits_caps(claim.caps, &running, &workspace, &trigger) {
+                continue;
+            }
+            let id: SessionId = parse(&sid, "session id")?;
+            let Some(summary) = load_summary(&mut tx, id).await? else {
+                continue;
+            };
+            let bodies = (claim.start)(&summary);
+            if bodies.is_empty() {
+                continue;
+            }
+            let prepared = append_decided(&mut tx, summary, bodies).await?;
+            let after = prepared.summary;
+            let started = after.run.as_ref().is_some_and(|r| {
+                r.state == RunState::Running && r.worker.as_deref() == Some(claim.worker)
+            });
+            if started {
+                let until = now_ms()
+                    .saturating_add(i64::try_from(claim.lease_ttl.as_millis()).unwrap_or(i64::MAX));
+                sqlx::query(
+                    "INSERT INTO run_leases (session_id, worker, expires_at_ms) VALUES (?, ?, ?)
+                     ON CONFLICT (session_id) DO UPDATE SET worker = excluded.worker,
+                         expires_at_ms = excluded.expires_at_ms",
+                )
+                .bind(&sid)
+                .bind(claim.worker)
+                .bind(until)
+                .execute(&mut *tx)
+                .await?;
+                running.push((workspace, trigger));
+            }
+            tx.commit().await?;
+            let _ = self.appended.send(Appended {
+                session_id: id,
+                last_seq: after.last_seq,
+            });
+            return Ok(Some(after));
+        }
+        tx.rollback().await?;
+        Ok(None)
+    }
+
+    async fn recover_runs(
+        &self,
+        recovery: Recovery<'_>,
+    ) -> Result<Vec<SessionSummary>, StoreError> {
+        let candidates: Vec<(String, String, Option<String>, Option<i64>)> = sqlx::query_as(
+            "SELECT q.session_id, q.state, l.worker, l.expires_at_ms
+             FROM run_queue q LEFT JOIN run_leases l ON l.session_id = q.session_id
+             WHERE q.state IN ('running', 'interrupted') ORDER BY q.session_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let gone = |worker: &Option<String>, expires: Option<i64>, now: i64| match worker {
+            None => true,
+            Some(w) => {
+                expires.is_none_or(|t| t <= now)
+                    || recovery.dead_workers.is_some_and(|p| w.starts_with(p))
+            }
+        };
+        let mut out = Vec::new();
+        for (sid, state, worker, expires) in candidates {
+            if state == "running" && !gone(&worker, expires, now_ms()) {
+                continue;
+            }
+            let id: SessionId = parse(&sid, "session id")?;
+            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+            // Re-check under the write lock: the holder may have renewed meanwhile.
+            let lease: Option<(String, i64)> =
+                sqlx::query_as("SELECT worker, expires_at_ms FROM run_leases WHERE session_id = ?")
+                    .bind(&sid)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let (w, e) = match lease {
+                Some((w, e)) => (Some(w), Some(e)),
+                None => (None, None),
+            };
+            let Some(summary) = load_summary(&mut tx, id).await? else {
+                tx.rollback().await?;
+                continue;
+            };
+            let running = summary
+                .run
+                .as_ref()
+                .is_some_and(|r| r.state == RunState::Running);
+            if running && !gone(&w, e, now_ms()) {
+                tx.rollback().await?;
+                continue;
+            }
+            let bodies = (recovery.decide)(&summary);
+            if bodies.is_empty() {
+                tx.rollback().await?;
+                continue;
+            }
+            sqlx::query("DELETE FROM run_leases WHERE session_id = ?")
+                .bind(&sid)
+                .execute(&mut *tx)
+                .await?;
+            let prepared = append_decided(&mut tx, summary, bodies).await?;
+            tx.commit().await?;
+            let _ = self.appended.send(Appended {
+                session_id: id,
+                last_seq: prepared.summary.last_seq,
+            });
+            out.push(prepared.summary);
+        }
+        Ok(out)
+    }
+
+    async fn try_lead(&self, _role: &str) -> Result<Option<Box<dyn LeaderLock>>, StoreError> {
+        // One daemon owns an embedded store (its home's pid lock): it always leads.
+        Ok(Some(Box::new(SoleLeader)))
     }
 
     async fn leases(&self) -> Result<Vec<Lease>, StoreError> {
@@ -1372,6 +1547,11 @@ impl EventStore for SqliteStore {
 
     fn subscribe(&self) -> broadcast::Receiver<Appended> {
         self.appended.subscribe()
+    }
+
+    fn quiet_recheck(&self) -> Duration {
+        // Other processes (the CLI, external agents' MCP servers) append unannounced.
+        Duration::from_secs(1)
     }
 
     async fn close(&self) {

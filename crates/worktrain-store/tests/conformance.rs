@@ -105,6 +105,8 @@ macro_rules! all_checks {
             queue_is_priority_then_fifo,
             claims_race_exactly_one_winner,
             leases_are_compare_and_set_and_expire,
+            claims_respect_caps_across_workers,
+            one_leader_at_a_time,
             dispatch_keys_are_unique,
             concurrent_appends_keep_one_chain,
             concurrent_replays_write_once,
@@ -1693,83 +1695,367 @@ async fn claims_race_exactly_one_winner(db: &dyn TestDb) {
     }
 }
 
-/// Leases: compare-and-set renewal, takeover only after expiry, release only by the
-/// holder.
+fn started_by(worker: &str) -> impl Fn(&SessionSummary) -> Vec<EventBody> + Send + Sync + '_ {
+    move |s: &SessionSummary| match &s.run {
+        Some(r) if r.state == RunState::Queued && r.cancel_requested => {
+            vec![EventBody::RunFinished {
+                run: r.run,
+                end: RunEnd::Cancelled,
+                reason: None,
+                detail: None,
+            }]
+        }
+        Some(r) if r.state == RunState::Queued => vec![EventBody::RunStarted {
+            run: r.run + 1,
+            worker: worker.to_owned(),
+            worktree: None,
+            branch: None,
+        }],
+        _ => Vec::new(),
+    }
+}
+
+fn requeue(s: &SessionSummary) -> Vec<EventBody> {
+    match &s.run {
+        Some(r) if r.state == RunState::Running => vec![
+            EventBody::RunInterrupted {
+                run: r.run,
+                reason: InterruptReason::LeaseExpired,
+            },
+            EventBody::RunRequeued {
+                reason: RequeueReason::Resume,
+            },
+        ],
+        Some(r) if r.state == RunState::Interrupted => vec![EventBody::RunRequeued {
+            reason: RequeueReason::Resume,
+        }],
+        _ => Vec::new(),
+    }
+}
+
+fn caps(total: usize) -> worktrain_store::RunCaps {
+    worktrain_store::RunCaps {
+        total,
+        ..worktrain_store::RunCaps::default()
+    }
+}
+
+async fn claim(
+    store: &dyn EventStore,
+    worker: &str,
+    ttl: std::time::Duration,
+    caps: &worktrain_store::RunCaps,
+) -> Option<SessionSummary> {
+    let start = started_by(worker);
+    store
+        .claim_run(worktrain_store::Claim {
+            worker,
+            lease_ttl: ttl,
+            caps,
+            start: &start,
+        })
+        .await
+        .expect("claim")
+}
+
+/// Leases: created by a claim, renewed only by their holder (compare-and-set), recovered
+/// only once expired, released only by the holder.
 async fn leases_are_compare_and_set_and_expire(db: &dyn TestDb) {
     use std::time::Duration;
     let store = db.open(None).await.expect("open");
     let s = store.as_ref();
-    let id = SessionId::from_parts(1_700_000_000_000, 77);
+    let d = Driver::new();
+    let id = dispatch(&d, s, 0, None).await.expect("dispatch");
     let long = Duration::from_secs(60);
-    let a1 = match s.renew_lease(id, "a", long).await.expect("renew") {
-        LeaseRenewal::Held { expires_at_ms } => expires_at_ms,
-        other => panic!("{other:?}"),
-    };
-    // Another worker cannot take a live lease, and learns who holds it.
-    match s.renew_lease(id, "b", long).await.expect("renew") {
+    // Renewing a lease nobody took creates nothing.
+    assert_eq!(
+        s.renew_lease(id, "a", long).await.expect("renew"),
+        LeaseRenewal::Lost { holder: None }
+    );
+    assert!(s.leases().await.expect("leases").is_empty());
+    let claimed = claim(s, "a", long, &caps(10)).await.expect("a claims");
+    assert_eq!(claimed.session_id, id);
+    let lease = s.leases().await.expect("leases");
+    assert_eq!((lease.len(), lease[0].worker.as_str()), (1, "a"));
+    let a1 = lease[0].expires_at_ms;
+    // Another worker cannot renew it, and learns who holds it.
+    assert_eq!(
+        s.renew_lease(id, "b", long).await.expect("renew"),
         LeaseRenewal::Lost {
-            holder,
-            expires_at_ms,
-        } => {
-            assert_eq!(holder, "a");
-            assert_eq!(expires_at_ms, a1);
+            holder: Some("a".into())
         }
-        other => panic!("b must not take a's live lease: {other:?}"),
-    }
+    );
     assert!(
         !s.release_lease(id, "b").await.expect("release"),
         "not b's lease"
     );
-    assert_eq!(s.leases().await.expect("leases")[0].worker, "a");
     // The holder renews (its expiry moves forward).
     tokio::time::sleep(Duration::from_millis(5)).await;
     match s.renew_lease(id, "a", long).await.expect("renew") {
         LeaseRenewal::Held { expires_at_ms } => assert!(expires_at_ms > a1),
         other => panic!("{other:?}"),
     }
-    // Expiry: a short lease lapses and another worker takes over; the old holder has lost it.
-    match s
-        .renew_lease(id, "a", Duration::from_millis(150))
+    // A live lease is not recovered.
+    let none = s
+        .recover_runs(worktrain_store::Recovery {
+            dead_workers: None,
+            decide: &requeue,
+        })
         .await
-        .expect("renew")
-    {
-        LeaseRenewal::Held { .. } => {}
-        other => panic!("{other:?}"),
-    }
+        .expect("recover");
+    assert!(none.is_empty(), "{none:?}");
+    // Expiry: a short lease lapses; recovery requeues the run and drops the lease, and
+    // the old holder finds it lost.
     assert!(matches!(
-        s.renew_lease(id, "b", long).await.expect("renew"),
-        LeaseRenewal::Lost { .. }
-    ));
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(matches!(
-        s.renew_lease(id, "b", long).await.expect("renew"),
+        s.renew_lease(id, "a", Duration::from_millis(150))
+            .await
+            .expect("renew"),
         LeaseRenewal::Held { .. }
     ));
-    match s.renew_lease(id, "a", long).await.expect("renew") {
-        LeaseRenewal::Lost { holder, .. } => assert_eq!(holder, "b"),
-        other => panic!("a's lease was taken over: {other:?}"),
-    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let recovered = s
+        .recover_runs(worktrain_store::Recovery {
+            dead_workers: None,
+            decide: &requeue,
+        })
+        .await
+        .expect("recover");
+    assert_eq!(recovered.len(), 1);
+    assert_eq!(
+        recovered[0].run.as_ref().expect("run").state,
+        RunState::Queued
+    );
+    assert_eq!(
+        s.renew_lease(id, "a", long).await.expect("renew"),
+        LeaseRenewal::Lost { holder: None }
+    );
+    // b claims it again; a's late release changes nothing.
+    let again = claim(s, "b", long, &caps(10)).await.expect("b claims");
+    assert_eq!(again.run.as_ref().expect("run").run, 2);
     assert!(!s.release_lease(id, "a").await.expect("release"));
-    assert!(s.release_lease(id, "b").await.expect("release"));
+    assert_eq!(s.leases().await.expect("leases")[0].worker, "b");
+    // A worker known dead loses its live lease to recovery.
+    let by_dead = s
+        .recover_runs(worktrain_store::Recovery {
+            dead_workers: Some("b"),
+            decide: &requeue,
+        })
+        .await
+        .expect("recover");
+    assert_eq!(by_dead.len(), 1);
     assert!(s.leases().await.expect("leases").is_empty());
-    // Break drops whatever is there.
-    s.renew_lease(id, "c", long).await.expect("renew");
-    s.break_lease(id).await.expect("break");
-    assert!(s.leases().await.expect("leases").is_empty());
-    // Many workers racing for a free lease: exactly one holds it.
-    let other = SessionId::from_parts(1_700_000_000_000, 78);
-    let mut tasks = tokio::task::JoinSet::new();
-    for w in 0..8 {
-        let store = store.clone();
-        tasks.spawn(async move { store.renew_lease(other, &format!("w{w}"), long).await });
+    // An interrupted run (a graceful stop) is recovered whatever its lease.
+    let c = claim(s, "c", long, &caps(10)).await.expect("c claims");
+    transition(s, c.session_id, |x| {
+        vec![body(EventBody::RunInterrupted {
+            run: x.run.as_ref().expect("run").run,
+            reason: InterruptReason::Shutdown,
+        })]
+    })
+    .await;
+    assert!(s.release_lease(id, "c").await.expect("release"));
+    let resumed = s
+        .recover_runs(worktrain_store::Recovery {
+            dead_workers: None,
+            decide: &requeue,
+        })
+        .await
+        .expect("recover");
+    assert_eq!(resumed.len(), 1);
+    assert_eq!(
+        resumed[0].run.as_ref().expect("run").state,
+        RunState::Queued
+    );
+    assert!(s.verify(id).await.expect("v").expect("e").is_valid());
+}
+
+/// Several workers (each its own connection pool, as separate daemons) claiming at once:
+/// every queued run starts exactly once, in queue order, and the caps — total, per
+/// workspace, per trigger — hold across all of them at every moment.
+async fn claims_respect_caps_across_workers(db: &dyn TestDb) {
+    use std::time::Duration;
+    let store = db.open(None).await.expect("open");
+    let d = Driver::new();
+    let mut all = Vec::new();
+    for _ in 0..24 {
+        all.push(
+            dispatch(&d, store.as_ref(), 0, None)
+                .await
+                .expect("dispatch"),
+        );
     }
-    let mut held = 0;
-    while let Some(r) = tasks.join_next().await {
-        if let LeaseRenewal::Held { .. } = r.expect("task").expect("renew") {
-            held += 1;
+    let caps = Arc::new(worktrain_store::RunCaps {
+        total: 5,
+        per_workspace: 0,
+        per_trigger: [("t".to_owned(), 5)].into_iter().collect(),
+    });
+    let mut workers = tokio::task::JoinSet::new();
+    for w in 0..3 {
+        let handle = db.open(None).await.expect("another pool");
+        let caps = caps.clone();
+        workers.spawn(async move {
+            let me = format!("w{w}");
+            let mut mine = Vec::new();
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            while std::time::Instant::now() < deadline {
+                match claim(handle.as_ref(), &me, Duration::from_secs(60), &caps).await {
+                    Some(s) => {
+                        let running = handle
+                            .queue()
+                            .await
+                            .expect("queue")
+                            .iter()
+                            .filter(|r| r.state == RunState::Running)
+                            .count();
+                        assert!(running <= 5, "cap exceeded: {running} running");
+                        mine.push(s.session_id);
+                        // Finish it a little later, freeing the slot.
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        transition(handle.as_ref(), s.session_id, |x| {
+                            vec![body(EventBody::RunFinished {
+                                run: x.run.as_ref().expect("run").run,
+                                end: RunEnd::Completed,
+                                reason: None,
+                                detail: None,
+                            })]
+                        })
+                        .await;
+                        assert!(
+                            handle
+                                .release_lease(s.session_id, &me)
+                                .await
+                                .expect("release")
+                        );
+                    }
+                    None => {
+                        if handle.queue().await.expect("queue").is_empty() {
+                            return mine;
+                        }
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
+            }
+            panic!("the queue never drained");
+        });
+    }
+    let mut started = Vec::new();
+    while let Some(r) = workers.join_next().await {
+        started.extend(r.expect("worker"));
+    }
+    started.sort();
+    let mut expected = all.clone();
+    expected.sort();
+    assert_eq!(started, expected, "every run started exactly once");
+    for id in &all {
+        let starts = all_events(store.as_ref(), *id)
+            .await
+            .iter()
+            .filter(|e| matches!(e.body, EventBody::RunStarted { .. }))
+            .count();
+        assert_eq!(starts, 1, "{id}");
+    }
+    // From the log alone: never more than 5 running at once.
+    let mut running = 0i32;
+    let mut peak = 0;
+    for e in store.events_since(0, 100_000).await.expect("all") {
+        match e.body {
+            EventBody::RunStarted { .. } => running += 1,
+            EventBody::RunFinished { .. } => running -= 1,
+            _ => {}
         }
+        peak = peak.max(running);
     }
-    assert_eq!(held, 1);
+    assert!(peak <= 5, "peak {peak}");
+    assert!(peak >= 2, "workers ran in parallel (peak {peak})");
+
+    // Per-workspace and per-trigger caps, and a run cancelled while queued settles.
+    let ws_caps = worktrain_store::RunCaps {
+        total: 10,
+        per_workspace: 1,
+        per_trigger: [("t".to_owned(), 1)].into_iter().collect(),
+    };
+    let x = dispatch(&d, store.as_ref(), 0, None)
+        .await
+        .expect("dispatch");
+    let y = dispatch(&d, store.as_ref(), 0, None)
+        .await
+        .expect("dispatch");
+    transition(store.as_ref(), x, |_| {
+        vec![body(EventBody::CancelRequested { note: None })]
+    })
+    .await;
+    let settled = claim(store.as_ref(), "w", Duration::from_secs(60), &ws_caps)
+        .await
+        .expect("the cancelled run settles");
+    assert_eq!(settled.session_id, x);
+    assert_eq!(
+        settled.run.as_ref().expect("run").state,
+        RunState::Cancelled
+    );
+    let first = claim(store.as_ref(), "w", Duration::from_secs(60), &ws_caps)
+        .await
+        .expect("claims y");
+    assert_eq!(first.session_id, y);
+    let z = dispatch(&d, store.as_ref(), 0, None)
+        .await
+        .expect("dispatch");
+    assert_eq!(
+        claim(store.as_ref(), "w", Duration::from_secs(60), &ws_caps).await,
+        None,
+        "trigger `t` is at its cap"
+    );
+    let mut no_trigger_cap = ws_caps.clone();
+    no_trigger_cap.per_trigger.clear();
+    assert_eq!(
+        claim(
+            store.as_ref(),
+            "w",
+            Duration::from_secs(60),
+            &no_trigger_cap
+        )
+        .await
+        .map(|s| s.session_id),
+        Some(z),
+        "sessions without a workspace are not capped per workspace"
+    );
+}
+
+/// One leader per role: PostgreSQL hands the role to one store handle at a time and to
+/// another once the leader lets go; SQLite's single daemon always leads.
+async fn one_leader_at_a_time(db: &dyn TestDb) {
+    let a = db.open(None).await.expect("open");
+    let b = db.open(None).await.expect("open");
+    let mut lead_a = a
+        .try_lead("scheduler")
+        .await
+        .expect("lead")
+        .expect("a leads");
+    assert!(lead_a.still_held().await);
+    let b_try = b.try_lead("scheduler").await.expect("lead");
+    if a.backend() == "sqlite" {
+        assert!(b_try.is_some(), "an embedded store's daemon always leads");
+        return;
+    }
+    assert!(b_try.is_none(), "the role is taken");
+    assert!(
+        b.try_lead("another-role").await.expect("lead").is_some(),
+        "roles are independent"
+    );
+    drop(lead_a);
+    // The lock goes with its connection; it is free as soon as that is closed.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut lead_b = loop {
+        if let Some(l) = b.try_lead("scheduler").await.expect("lead") {
+            break l;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "leadership never moved"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(lead_b.still_held().await);
+    assert!(a.try_lead("scheduler").await.expect("lead").is_none());
 }
 
 /// A dispatch key belongs to one session: a second dispatch with it writes nothing and

@@ -395,24 +395,45 @@ impl Runtime {
 
     /// Run the background tasks until `stop` is cancelled: the intake writer, the
     /// delivery processor, and the 1-second tick (reload, schedules, source items).
-    pub async fn run(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
+    ///
+    /// `leader` says whether this daemon leads the store's trigger work: only the
+    /// leader fires schedules, settles source items and processes persisted deliveries
+    /// (any daemon accepts and persists webhooks). A daemon alone on its store passes a
+    /// receiver that is always `true`.
+    pub async fn run(
+        self: Arc<Self>,
+        stop: tokio_util::sync::CancellationToken,
+        mut leader: tokio::sync::watch::Receiver<bool>,
+    ) {
         let rx = lock(&self.intake_rx).take();
         let writer = rx.map(|rx| tokio::spawn(self.clone().writer(rx)));
         let poller = tokio::spawn(self.clone().poll_loop(stop.clone()));
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_reload = std::time::Instant::now();
+        let mut watching = true;
         loop {
+            let mut ticked = false;
             tokio::select! {
                 () = stop.cancelled() => break,
                 () = self.work.notified() => {}
+                changed = leader.changed(), if watching => {
+                    // The leadership task ended: the last value stands.
+                    watching = changed.is_ok();
+                }
                 _ = tick.tick() => {
                     if last_reload.elapsed() >= Duration::from_secs(2) {
                         last_reload = std::time::Instant::now();
                         self.reload();
                     }
-                    self.tick().await;
+                    ticked = true;
                 }
+            }
+            if !*leader.borrow() {
+                continue;
+            }
+            if ticked {
+                self.tick().await;
             }
             self.process_pending().await;
         }

@@ -39,8 +39,6 @@ pub const MAX_PAGE: u32 = 1000;
 pub const DEFAULT_PAGE: u32 = 50;
 /// Longest server-side long-poll of `POST /await`, in seconds.
 pub const MAX_AWAIT_SECS: u64 = 600;
-/// Await polling interval.
-const AWAIT_POLL: Duration = Duration::from_millis(200);
 
 /// Shared state of every handler.
 #[derive(Clone)]

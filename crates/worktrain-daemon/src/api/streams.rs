@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use worktrain_core::ids::Seq;
 use worktrain_engine::store_error;
 
-use super::{AWAIT_POLL, AppState, MAX_AWAIT_SECS, MAX_PAGE, Route, route};
+use super::{AppState, MAX_AWAIT_SECS, MAX_PAGE, Route, route};
 use crate::errors::{ApiResult, HttpError};
 use crate::extract::{JsonBody, QueryArgs, SessionPath, parse_session_id};
 use crate::views::{self, AwaitResult};
@@ -200,6 +200,11 @@ async fn await_sessions(
     let secs = body.timeout_secs.unwrap_or(30).min(MAX_AWAIT_SECS);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
     let stopping = st.sup.stopping();
+    // Subscribe before the first read: an append between the read and the wait still
+    // wakes it.
+    let mut appended = st.sup.engine().store().subscribe();
+    let quiet = st.sup.engine().store().quiet_recheck();
+    let wanted: std::collections::HashSet<_> = ids.iter().copied().collect();
     loop {
         let mut summaries = Vec::with_capacity(ids.len());
         for id in &ids {
@@ -225,9 +230,13 @@ async fn await_sessions(
                 results,
             }));
         }
-        tokio::select! {
-            () = tokio::time::sleep(AWAIT_POLL.min(deadline - now)) => {}
-            () = stopping.cancelled() => {}
-        }
+        crate::sse::wait_for_append(
+            &mut appended,
+            |a| wanted.contains(&a.session_id),
+            quiet,
+            &stopping,
+            Some(deadline),
+        )
+        .await;
     }
 }
