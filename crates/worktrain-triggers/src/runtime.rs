@@ -407,7 +407,7 @@ impl Runtime {
     ) {
         let rx = lock(&self.intake_rx).take();
         let writer = rx.map(|rx| tokio::spawn(self.clone().writer(rx)));
-        let poller = tokio::spawn(self.clone().poll_loop(stop.clone()));
+        let poller = tokio::spawn(self.clone().poll_loop(stop.clone(), leader.clone()));
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_reload = std::time::Instant::now();
@@ -1214,11 +1214,21 @@ impl Runtime {
         }
     }
 
-    async fn poll_loop(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
+    /// Poll due sources every second while this daemon leads the store's trigger work
+    /// (several daemons polling one source would each see the same items).
+    async fn poll_loop(
+        self: Arc<Self>,
+        stop: tokio_util::sync::CancellationToken,
+        leader: tokio::sync::watch::Receiver<bool>,
+    ) {
         loop {
             tokio::select! {
                 () = stop.cancelled() => break,
-                () = tokio::time::sleep(Duration::from_secs(1)) => self.poll_due().await,
+                () = tokio::time::sleep(Duration::from_secs(1)) => {
+                    if *leader.borrow() {
+                        self.poll_due().await;
+                    }
+                }
             }
         }
     }
