@@ -20,6 +20,7 @@ mod init;
 mod insights;
 mod keys;
 mod malformed;
+mod multi_daemon;
 mod run;
 mod sandbox_e2e;
 mod session;

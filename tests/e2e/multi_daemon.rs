@@ -1,0 +1,279 @@
+//! Several daemons on one PostgreSQL store: three real `worktrain daemon` processes, each
+//! with its own home (same keyring), sharing one database, one fake LLM and one cron
+//! schedule. Many sessions are dispatched to all three; the leader is SIGKILLed mid-run.
+//! Checked from the event log alone: every session completes, each step is completed once,
+//! a run starts again only after its previous run was interrupted, the cluster-wide cap is
+//! never exceeded, the dead daemon's runs are resumed by the others after lease expiry, and
+//! the schedule keeps firing exactly once per slot under the new leader.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+use worktrain_testkit::Turn;
+
+use crate::daemon_rig::{Rig, RigSpec, complete, wait_for};
+use crate::support::postgres_database;
+
+const DAEMONS: usize = 3;
+/// Sessions dispatched (spread over the three daemons).
+const N: usize = 500;
+/// `max_concurrent_sessions` of every daemon: a cap over the whole store.
+const CAP: usize = 6;
+/// Schedule period (seconds).
+const TICK: u64 = 2;
+
+fn now_ms() -> i64 {
+    i64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap()
+}
+
+/// The fake model thinks a little, then completes the step (so runs overlap and a
+/// SIGKILL finds some mid-run).
+fn slow_complete() -> Turn {
+    Turn::Delay {
+        ms: 150,
+        then: Box::new(complete("done")),
+    }
+}
+
+/// The worker-id prefix of a daemon's runs (`worker-<tag>-<pid>-`): its pid.
+fn worker_pid(worker: &str) -> u32 {
+    worker
+        .split('-')
+        .nth(2)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected worker id {worker}"))
+}
+
+#[test]
+fn three_daemons_on_one_postgres_store_run_every_session_once_through_a_sigkill() {
+    let Some(db) = postgres_database() else {
+        return;
+    };
+    let daemon_lines: &[&str] = &["max_concurrent_sessions: 6", "lease_secs: 5"];
+    let mut rigs: Vec<Rig> = (0..DAEMONS)
+        .map(|i| {
+            Rig::new(RigSpec {
+                daemon: daemon_lines,
+                // One model for the whole cluster (the first rig's): a resumed run asks it
+                // again, whichever daemon resumes it.
+                turns: if i == 0 {
+                    (0..N + 200).map(|_| slow_complete()).collect()
+                } else {
+                    Vec::new()
+                },
+                heartbeat: "1s",
+                remote: false,
+                ..RigSpec::default()
+            })
+        })
+        .collect();
+    let llm_url = rigs[0].llm.base_url().to_owned();
+    let keyring = std::fs::read(rigs[0].env.home().join("keyring.json")).unwrap();
+    let triggers = "version: 1
+triggers:
+  - id: tick
+    workflow: e2e-one
+    goal: 'tick {{ $.scheduled_at }}'
+    source:
+      schedule: {cron: '*/2 * * * * *', overlap: allow}
+";
+    for (i, rig) in rigs.iter().enumerate() {
+        let home = rig.env.home();
+        let mut config = std::fs::read_to_string(home.join("config.yaml")).unwrap();
+        if i > 0 {
+            config = config.replace(rig.llm.base_url(), &llm_url);
+            // Tokens minted by one daemon verify on every other one.
+            std::fs::write(home.join("keyring.json"), &keyring).unwrap();
+        }
+        config.push_str(&format!(
+            "store:\n  url: {}\n  max_connections: 8\n",
+            db.url
+        ));
+        std::fs::write(home.join("config.yaml"), config).unwrap();
+        std::fs::write(home.join("triggers.yml"), triggers).unwrap();
+    }
+    // The first daemon to start leads (schedules run there).
+    for rig in &mut rigs {
+        rig.start_daemon();
+    }
+    wait_for(
+        "the first daemon to lead",
+        Duration::from_secs(20),
+        || rigs[0].log_tail().contains("leading").then_some(()),
+        || rigs[0].log_tail(),
+    );
+    let pids: Vec<u32> = rigs
+        .iter()
+        .map(|r| r.daemon.as_ref().unwrap().pid())
+        .collect();
+
+    // Dispatch to all three daemons at once.
+    let t0 = Instant::now();
+    let ids: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = rigs
+            .iter()
+            .enumerate()
+            .map(|(d, rig)| {
+                s.spawn(move || {
+                    let bodies: Vec<Value> = (0..N)
+                        .filter(|i| i % DAEMONS == d)
+                        .map(|i| json!({"workflow": "e2e-one", "goal": format!("cluster #{i:04}")}))
+                        .collect();
+                    rig.dispatch_many(bodies, 2)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    assert_eq!(ids.len(), N);
+    let count_completed = |rig: &Rig| {
+        rig.cli(&[
+            "--json", "sessions", "--search", "cluster", "--status", "complete", "--limit", "1000",
+        ])
+        .json()["sessions"]
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    // Mid-run: a good part done, the leader busy with runs of its own.
+    wait_for(
+        "a fifth of the sessions to complete with runs on the leader",
+        Duration::from_secs(300),
+        || {
+            let running_on_leader = rigs[0].get("/readyz")["running"].as_u64().unwrap_or(0);
+            (count_completed(&rigs[1]) >= N / 5 && running_on_leader > 0).then_some(())
+        },
+        || format!("{}\n{}", rigs[0].log_tail(), rigs[1].log_tail()),
+    );
+    let killed_at_ms = now_ms();
+    rigs[0].sigkill_daemon();
+
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let (code, results) = rigs[1].await_all(&refs, "600s");
+    let elapsed = t0.elapsed();
+    assert_eq!(code, 0, "{results:#?}\n{}", rigs[1].log_tail());
+    assert_eq!(results.len(), N);
+    assert!(
+        results.iter().all(|r| r["outcome"] == "completed"),
+        "{results:#?}"
+    );
+    // Let the new leader fire a few more slots.
+    std::thread::sleep(Duration::from_secs(3 * TICK));
+
+    // Every session from its own event log; the run marks in the store's global order.
+    let mut marks: Vec<(u64, &'static str)> = Vec::new();
+    let mut started_by: BTreeMap<u32, usize> = BTreeMap::new();
+    let mut resumed = 0usize;
+    let mut resumed_from_killed = 0usize;
+    for id in &ids {
+        let events = rigs[1].api_events(id);
+        let kinds: Vec<&str> = events
+            .iter()
+            .map(|e| e["body"]["type"].as_str().unwrap_or("?"))
+            .collect();
+        let count = |k: &str| kinds.iter().filter(|x| **x == k).count();
+        assert_eq!(count("step_completed"), 1, "{id}: {kinds:?}");
+        assert_eq!(count("run_finished"), 1, "{id}: {kinds:?}");
+        let fin = events
+            .iter()
+            .find(|e| e["body"]["type"] == "run_finished")
+            .unwrap();
+        assert_eq!(fin["body"]["end"], "completed", "{id}: {fin}");
+        // A run starts again only after the previous one was interrupted and requeued.
+        let mut open = false;
+        let mut last_worker = None;
+        for (e, k) in events.iter().zip(&kinds) {
+            let pos = e["position"].as_u64().expect("position");
+            match *k {
+                "run_started" => {
+                    assert!(!open, "{id}: a run started while another ran: {kinds:?}");
+                    open = true;
+                    let w = e["body"]["worker"].as_str().unwrap();
+                    if last_worker.is_some() {
+                        resumed += 1;
+                        if last_worker == Some(pids[0]) {
+                            resumed_from_killed += 1;
+                        }
+                    }
+                    last_worker = Some(worker_pid(w));
+                    *started_by.entry(worker_pid(w)).or_default() += 1;
+                    marks.push((pos, "start"));
+                }
+                "run_interrupted" | "run_finished" => {
+                    assert!(open, "{id}: {k} without a running run: {kinds:?}");
+                    open = false;
+                    marks.push((pos, "end"));
+                }
+                _ => {}
+            }
+        }
+        let interrupted = count("run_interrupted");
+        assert_eq!(count("run_started"), 1 + interrupted, "{id}: {kinds:?}");
+        assert_eq!(count("run_requeued"), interrupted, "{id}: {kinds:?}");
+    }
+    // Caps over the whole cluster (scheduled runs are left out: they only lower this).
+    marks.sort_unstable();
+    let (mut running, mut max_running) = (0usize, 0usize);
+    for (_, m) in &marks {
+        if *m == "start" {
+            running += 1;
+            max_running = max_running.max(running);
+        } else {
+            running -= 1;
+        }
+    }
+    assert!(
+        max_running <= CAP,
+        "{max_running} runs at once over the cluster (cap {CAP})"
+    );
+    for pid in &pids {
+        assert!(
+            started_by.get(pid).copied().unwrap_or(0) > 0,
+            "daemon {pid} started no run: {started_by:?}"
+        );
+    }
+    assert!(
+        resumed_from_killed > 0,
+        "no run of the killed daemon was resumed elsewhere ({resumed} resumed)"
+    );
+
+    // The schedule fired once per slot, before and after the leader died.
+    let ticks = rigs[1]
+        .cli(&["--json", "sessions", "--search", "tick ", "--limit", "1000"])
+        .json();
+    let mut slots: Vec<i64> = Vec::new();
+    for s in ticks["sessions"].as_array().unwrap() {
+        let goal = s["goal"].as_str().unwrap();
+        let at = goal.strip_prefix("tick ").unwrap();
+        let t = humantime::parse_rfc3339(at).unwrap_or_else(|e| panic!("{goal}: {e}"));
+        slots.push(i64::try_from(t.duration_since(UNIX_EPOCH).unwrap().as_millis()).unwrap());
+    }
+    slots.sort_unstable();
+    let unique: BTreeSet<i64> = slots.iter().copied().collect();
+    assert_eq!(unique.len(), slots.len(), "a slot fired twice: {slots:?}");
+    let step = i64::try_from(TICK * 1000).unwrap();
+    for w in slots.windows(2) {
+        assert_eq!(w[1] - w[0], step, "a slot was lost: {slots:?}");
+    }
+    assert!(
+        slots.first().is_some_and(|t| *t < killed_at_ms),
+        "no slot fired before the kill: {slots:?}"
+    );
+    assert!(
+        slots.iter().filter(|t| **t > killed_at_ms + 2000).count() >= 2,
+        "the schedule stopped with its leader (killed at {killed_at_ms}): {slots:?}"
+    );
+    eprintln!(
+        "cluster: {N} sessions over {DAEMONS} daemons (cap {CAP}) in {elapsed:?}; runs started per daemon {started_by:?}; {resumed} resumed ({resumed_from_killed} from the killed daemon); max concurrency {max_running}; {} schedule slots, none twice, none lost",
+        slots.len()
+    );
+}
