@@ -2,11 +2,18 @@
 //!
 //! - advance latency through the engine on SQLite (WAL, synchronous=FULL, file on disk),
 //!   measured at session length ~10 and ~1,000;
-//! - appends per second, one event per transaction and batched.
+//! - appends per second, one event per transaction and batched;
+//! - claims: dispatch throughput, then claim latency and claim-and-finish cycles per
+//!   second with 1, 2 and 3 workers, each on its own connection pool as separate daemons
+//!   would be.
+//!
+//! On PostgreSQL the advance benchmark also reports the WAL bytes per advance (the
+//! server's `pg_current_wal_lsn()` before and after each sampled advance).
 //!
 //! Environment knobs: `BENCH_SESSIONS` (default 20), `BENCH_APPENDS` (default 2000),
-//! `BENCH_BATCH_EVENTS` (default 200000), `BENCH_DIR` (default: a temp dir),
-//! `BENCH_DATABASE_URL` (a `postgres://…` store instead of SQLite).
+//! `BENCH_BATCH_EVENTS` (default 200000), `BENCH_CLAIMS` (runs per worker count, default
+//! 600), `BENCH_DIR` (default: a temp dir), `BENCH_DATABASE_URL` (a `postgres://…` store
+//! instead of SQLite).
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
@@ -90,6 +97,36 @@ async fn open(dir: &std::path::Path, name: &str) -> Arc<dyn EventStore> {
         .unwrap()
 }
 
+/// The server's WAL insert position in bytes, when the store under test is PostgreSQL.
+struct WalProbe(Option<sqlx::PgPool>);
+
+impl WalProbe {
+    async fn new() -> Self {
+        let Ok(url) = std::env::var("BENCH_DATABASE_URL") else {
+            return Self(None);
+        };
+        if !url.starts_with("postgres") {
+            return Self(None);
+        }
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&url)
+            .await
+            .unwrap();
+        Self(Some(pool))
+    }
+
+    async fn lsn(&self) -> Option<i64> {
+        let pool = self.0.as_ref()?;
+        let (lsn,): (i64,) =
+            sqlx::query_as("SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+        Some(lsn)
+    }
+}
+
 async fn advance_latency(dir: &std::path::Path) {
     let sessions = env_usize("BENCH_SESSIONS", 20);
     let steps = 1010;
@@ -108,6 +145,9 @@ async fn advance_latency(dir: &std::path::Path) {
     let mut near_1000 = Vec::new();
     let mut bytes_10 = Vec::new();
     let mut bytes_1000 = Vec::new();
+    let wal = WalProbe::new().await;
+    let mut wal_10 = Vec::new();
+    let mut wal_1000 = Vec::new();
     let mut all = Vec::new();
     let started = Instant::now();
     let cpu0 = cpu_time();
@@ -125,6 +165,8 @@ async fn advance_latency(dir: &std::path::Path) {
             .unwrap();
         let mut token = reply.response.tokens.advance.unwrap();
         for i in 0..steps {
+            let sampled = (5..15).contains(&i) || (995..1005).contains(&i);
+            let lsn0 = if sampled { wal.lsn().await } else { None };
             let w0 = written_bytes();
             let t0 = Instant::now();
             let reply = engine
@@ -141,14 +183,21 @@ async fn advance_latency(dir: &std::path::Path) {
                 .unwrap();
             let dt = t0.elapsed();
             let written = written_bytes().zip(w0).map(|(b, a)| b.saturating_sub(a));
+            let wal_bytes = if sampled {
+                wal.lsn().await.zip(lsn0).map(|(b, a)| b - a)
+            } else {
+                None
+            };
             // Session length = steps completed before this advance.
             if (5..15).contains(&i) {
                 near_10.push(dt);
                 bytes_10.extend(written);
+                wal_10.extend(wal_bytes);
             }
             if (995..1005).contains(&i) {
                 near_1000.push(dt);
                 bytes_1000.extend(written);
+                wal_1000.extend(wal_bytes);
             }
             all.push(dt);
             match reply.response.tokens.advance {
@@ -193,6 +242,20 @@ async fn advance_latency(dir: &std::path::Path) {
             bytes_1000[bytes_1000.len() - 1]
         );
     }
+    wal_10.sort_unstable();
+    wal_1000.sort_unstable();
+    if !wal_10.is_empty() && !wal_1000.is_empty() {
+        let mean = |v: &[i64]| v.iter().sum::<i64>() / i64::try_from(v.len()).unwrap_or(1);
+        println!(
+            "  PostgreSQL WAL bytes per advance: ~10: p50 {} mean {} max {}   ~1000: p50 {} mean {} max {}",
+            wal_10[wal_10.len() / 2],
+            mean(&wal_10),
+            wal_10[wal_10.len() - 1],
+            wal_1000[wal_1000.len() / 2],
+            mean(&wal_1000),
+            wal_1000[wal_1000.len() - 1]
+        );
+    }
     if let Some(cpu) = cpu {
         println!(
             "  CPU per advance (all threads, average over the run): {}",
@@ -207,6 +270,127 @@ async fn advance_latency(dir: &std::path::Path) {
         fmt(percentile(&all, 0.99)),
         all.len() as f64 / total.as_secs_f64()
     );
+}
+
+/// Dispatch throughput, then claims by 1, 2 and 3 workers (each its own store handle and
+/// connection pool, like separate daemons): claim latency and claim-and-finish cycles per
+/// second. Every claim counts the running runs and takes the cluster-wide claim lock, as
+/// the daemon's claims do.
+async fn claim_throughput(dir: &std::path::Path) {
+    let per_round = env_usize("BENCH_CLAIMS", 600);
+    let wf_path = dir.join("claim.yaml");
+    std::fs::write(&wf_path, long_workflow(3)).unwrap();
+    let store = open(dir, "claim.db").await;
+    let engine = Engine::new(
+        store.clone(),
+        Keyring::new([7; 32], "bench".into()),
+        Limits::default(),
+    );
+    let resolved = Catalog::default()
+        .resolve(wf_path.to_str().unwrap())
+        .unwrap();
+    let caps = Arc::new(worktrain_store::RunCaps {
+        total: 8,
+        per_workspace: 0,
+        per_trigger: Default::default(),
+    });
+    for workers in 1..=3usize {
+        let t0 = Instant::now();
+        for i in 0..per_round {
+            engine
+                .dispatch(worktrain_engine::DispatchRequest {
+                    start: StartRequest {
+                        workflow: resolved.clone(),
+                        goal: format!("claim bench {workers}/{i}"),
+                        workspace: None,
+                        context: Map::new(),
+                        mode: worktrain_core::event::SessionMode::Autonomous,
+                        parent: None,
+                    },
+                    agent: "default".into(),
+                    trigger: worktrain_core::run::Trigger::new(
+                        worktrain_core::run::TriggerKind::Api,
+                        None,
+                    ),
+                    limits: worktrain_core::run::RunLimits::default(),
+                    priority: 0,
+                    readonly: false,
+                    base: None,
+                    idempotency_key: None,
+                })
+                .await
+                .unwrap();
+        }
+        let dispatch_rate = per_round as f64 / t0.elapsed().as_secs_f64();
+        let mut set = tokio::task::JoinSet::new();
+        let t0 = Instant::now();
+        for w in 0..workers {
+            let handle = open(dir, "claim.db").await;
+            let caps = caps.clone();
+            set.spawn(async move {
+                let me = format!("bench-worker-{w}");
+                let mut latencies = Vec::new();
+                let start = |s: &worktrain_core::projection::SessionSummary| {
+                    s.run.as_ref().map_or_else(Vec::new, |r| {
+                        vec![EventBody::RunStarted {
+                            run: r.run + 1,
+                            worker: me.clone(),
+                            worktree: None,
+                            branch: None,
+                        }]
+                    })
+                };
+                loop {
+                    let c0 = Instant::now();
+                    let claimed = handle
+                        .claim_run(worktrain_store::Claim {
+                            worker: &me,
+                            lease_ttl: Duration::from_secs(60),
+                            caps: &caps,
+                            start: &start,
+                        })
+                        .await
+                        .unwrap();
+                    let Some(summary) = claimed else {
+                        return latencies;
+                    };
+                    latencies.push(c0.elapsed());
+                    let run = summary.run.as_ref().unwrap().run;
+                    handle
+                        .append(AppendRequest {
+                            session_id: summary.session_id,
+                            expected_seq: summary.last_seq,
+                            events: vec![NewEvent {
+                                body: EventBody::RunFinished {
+                                    run,
+                                    end: worktrain_core::run::RunEnd::Completed,
+                                    reason: None,
+                                    detail: None,
+                                },
+                                idempotency_key: None,
+                            }],
+                            blobs: vec![],
+                        })
+                        .await
+                        .unwrap();
+                    handle.release_lease(summary.session_id, &me).await.unwrap();
+                }
+            });
+        }
+        let mut latencies = Vec::new();
+        while let Some(r) = set.join_next().await {
+            latencies.extend(r.unwrap());
+        }
+        let elapsed = t0.elapsed();
+        assert_eq!(latencies.len(), per_round, "every run claimed once");
+        latencies.sort();
+        println!(
+            "claims, {workers} worker(s): dispatch {dispatch_rate:.0}/s; claim p50 {} p99 {}; claim+finish {:.0} runs/s ({per_round} runs)",
+            fmt(percentile(&latencies, 0.5)),
+            fmt(percentile(&latencies, 0.99)),
+            per_round as f64 / elapsed.as_secs_f64()
+        );
+    }
 }
 
 fn checkpoint_event(i: usize) -> NewEvent {
@@ -358,6 +542,9 @@ fn main() {
         }
         if wants("append") {
             append_throughput(dir.path()).await;
+        }
+        if wants("claim") {
+            claim_throughput(dir.path()).await;
         }
     });
 }
