@@ -334,3 +334,44 @@ fn sessions_become_findings_proposals_reports_and_post_mortems() {
     );
     let _ = Duration::from_secs(0);
 }
+
+/// The same transcripts imported into the embedded store and into PostgreSQL give the same
+/// traces, findings and analysis: trace analysis works on either backend.
+#[test]
+fn insights_on_postgres_match_the_embedded_store() {
+    let Some(db) = crate::support::postgres_database() else {
+        return;
+    };
+    let env = Env::initialised();
+    let trajs = corpora().join("agent-trajectories-dev/trajs");
+    let dir = trajs.to_str().unwrap();
+    let pg = ["--database-url", db.url.as_str()];
+    let run = |backend: &[&str], args: &[&str]| -> Value {
+        let mut all: Vec<&str> = backend.to_vec();
+        all.push("--json");
+        all.extend_from_slice(args);
+        let r = env.run(&all);
+        r.code(exit::OK);
+        serde_json::from_str(r.stdout.lines().last().unwrap()).unwrap()
+    };
+    let sqlite_import = run(&[], &["insights", "import", dir]);
+    let pg_import = run(&pg, &["insights", "import", dir]);
+    assert_eq!(pg_import["inserted"], 60, "{pg_import}");
+    assert_eq!(sqlite_import["findings"], pg_import["findings"]);
+    assert!(pg_import["findings"].as_u64() > Some(0), "{pg_import}");
+    // Idempotent on PostgreSQL too.
+    let again = run(&pg, &["insights", "import", dir]);
+    assert_eq!(
+        (again["inserted"].as_u64(), again["unchanged"].as_u64()),
+        (Some(0), Some(60)),
+        "{again}"
+    );
+    assert_eq!(
+        run(&[], &["insights", "analyze"]),
+        run(&pg, &["insights", "analyze"])
+    );
+    let findings = |backend: &[&str]| run(backend, &["insights", "findings", "--limit", "1000"]);
+    let (a, b) = (findings(&[]), findings(&pg));
+    assert_eq!(a, b);
+    assert!(!a["findings"].as_array().unwrap().is_empty(), "{a}");
+}

@@ -132,7 +132,7 @@ fn the_store_is_chosen_by_flag_then_environment_then_config() {
     );
     // `init` against PostgreSQL reports the schema it created.
     let init = env.ok_json(&["--database-url", &db.url, "init"]);
-    assert_eq!(init["schema_version"], 1, "{init}");
+    assert_eq!(init["schema_version"], 2, "{init}");
 }
 
 #[test]

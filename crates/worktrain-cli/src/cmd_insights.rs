@@ -74,7 +74,7 @@ fn store_of(engine: &Engine) -> Result<&dyn InsightsStore, ApiError> {
             ErrorCode::StoreFailure,
             "this store backend has no trace-analysis storage",
             Retry::Never,
-            "use the embedded SQLite store for `worktrain insights`",
+            "use a store backend with trace-analysis storage (SQLite or PostgreSQL) for `worktrain insights`",
         )
     })
 }

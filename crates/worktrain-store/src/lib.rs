@@ -26,6 +26,7 @@ use worktrain_core::run::RunState;
 mod common;
 pub mod insights;
 pub mod postgres;
+mod postgres_insights;
 pub mod sqlite;
 mod sqlite_insights;
 pub mod triggers;

@@ -51,14 +51,21 @@ use crate::{
 };
 
 /// Migrations of the PostgreSQL schema, embedded in the binary. Append only.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "event store",
-    include_str!("../migrations/postgres/0001_event_store.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "event store",
+        include_str!("../migrations/postgres/0001_event_store.sql"),
+    ),
+    (
+        2,
+        "insights",
+        include_str!("../migrations/postgres/0002_insights.sql"),
+    ),
+];
 
 /// The schema version this build creates and understands.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Advisory lock namespaces (the first key of `pg_advisory_*lock(int, int)`), chosen to
 /// stay clear of other applications sharing the database.
@@ -71,6 +78,8 @@ pub mod lock_space {
     pub const LEADER: i32 = 0x5754_0003;
     /// Claiming runs (second key: 0): claims are serialized so caps hold.
     pub const CLAIMS: i32 = 0x5754_0004;
+    /// Writers of one insights trace or proposal (second key: `hashtext(id)`).
+    pub const INSIGHTS: i32 = 0x5754_0005;
 }
 
 /// The channel appends are announced on.
@@ -1569,6 +1578,10 @@ impl EventStore for PgStore {
         let rx = self.appended.subscribe();
         self.ensure_listener();
         rx
+    }
+
+    fn insights(&self) -> Option<&dyn crate::InsightsStore> {
+        Some(self)
     }
 
     fn quiet_recheck(&self) -> Duration {

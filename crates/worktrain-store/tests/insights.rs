@@ -402,6 +402,13 @@ mod sqlite {
     check!(notes_are_appended_in_order);
     check!(findings_can_be_replaced_without_the_trace);
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_notes_and_status_changes_get_distinct_ordinals() {
+        let (_d, s) = open().await;
+        super::concurrent_notes_and_status_changes_get_distinct_ordinals(std::sync::Arc::new(s))
+            .await;
+    }
+
     #[tokio::test]
     async fn history_and_notes_are_append_only_in_the_database() {
         let (_d, s) = open().await;
@@ -423,5 +430,190 @@ mod sqlite {
                 .to_string();
             assert!(e.contains("append-only"), "{sql}: {e}");
         }
+    }
+}
+
+/// Concurrent writers of one trace's notes and one proposal's status each get their own
+/// ordinal (nothing lost, no collision).
+pub async fn concurrent_notes_and_status_changes_get_distinct_ordinals(
+    s: std::sync::Arc<dyn worktrain_store::EventStore>,
+) {
+    s.insights()
+        .unwrap()
+        .upsert_proposal(&proposal("prop_c", 0.5))
+        .await
+        .unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..16i64 {
+        let s = s.clone();
+        tasks.spawn(async move {
+            let i_store = s.insights().unwrap();
+            let note = i_store
+                .add_note("t-conc", "explanation", &format!("{{\"n\":{i}}}"), i)
+                .await
+                .unwrap();
+            let change = i_store
+                .set_proposal_status(
+                    "prop_c",
+                    if i % 2 == 0 { "open" } else { "dismissed" },
+                    None,
+                    i,
+                )
+                .await
+                .unwrap()
+                .unwrap();
+            (note.ordinal, change.ordinal)
+        });
+    }
+    let mut notes = Vec::new();
+    let mut changes = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        let (n, c) = r.unwrap();
+        notes.push(n);
+        changes.push(c);
+    }
+    notes.sort_unstable();
+    changes.sort_unstable();
+    assert_eq!(notes, (1..=16).collect::<Vec<u32>>());
+    // The history starts with the proposal's creation (ordinal 1).
+    assert_eq!(changes, (2..=17).collect::<Vec<u32>>());
+    let i_store = s.insights().unwrap();
+    assert_eq!(i_store.notes("t-conc").await.unwrap().len(), 16);
+    assert_eq!(i_store.proposal_history("prop_c").await.unwrap().len(), 17);
+}
+
+mod postgres {
+    use std::sync::Arc;
+
+    use worktrain_store::postgres::PgStore;
+    use worktrain_store::{EventStore, StoreOptions, StoreUrl};
+    use worktrain_testkit::postgres::{TestDatabase, fresh_database};
+
+    async fn open() -> Option<(TestDatabase, Arc<PgStore>)> {
+        let db = fresh_database().await?;
+        let s = PgStore::open(
+            &StoreUrl::Postgres(db.url.clone()),
+            &StoreOptions::default(),
+        )
+        .await
+        .unwrap();
+        Some((db, Arc::new(s)))
+    }
+
+    macro_rules! check {
+        ($name:ident) => {
+            #[tokio::test]
+            async fn $name() {
+                let Some((_d, s)) = open().await else {
+                    return;
+                };
+                let insights = s.insights().expect("postgres has insights storage");
+                super::$name(insights).await;
+            }
+        };
+    }
+
+    check!(put_is_idempotent_and_replaces_findings);
+    check!(lists_are_ordered_filtered_and_paged);
+    check!(groups_count_distinct_sessions_and_failures);
+    check!(proposals_keep_status_and_history);
+    check!(notes_are_appended_in_order);
+    check!(findings_can_be_replaced_without_the_trace);
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_notes_and_status_changes_get_distinct_ordinals() {
+        let Some((_d, s)) = open().await else {
+            return;
+        };
+        super::concurrent_notes_and_status_changes_get_distinct_ordinals(s).await;
+    }
+
+    #[tokio::test]
+    async fn history_and_notes_are_append_only_in_the_database() {
+        let Some((_d, s)) = open().await else {
+            return;
+        };
+        let i = s.insights().unwrap();
+        i.upsert_proposal(&super::proposal("prop_a", 0.5))
+            .await
+            .unwrap();
+        i.add_note("t", "explanation", "{}", 1).await.unwrap();
+        for sql in [
+            "UPDATE insight_proposal_history SET status = 'x'",
+            "DELETE FROM insight_proposal_history",
+            "TRUNCATE insight_proposal_history",
+            "UPDATE insight_notes SET body = 'x'",
+            "DELETE FROM insight_notes",
+            "TRUNCATE insight_notes",
+        ] {
+            let e = sqlx::query(sql)
+                .execute(s.pool())
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("append-only"), "{sql}: {e}");
+        }
+    }
+
+    /// A database made by the previous schema version (the event store only) gains the
+    /// insights tables when a newer binary opens it; its sessions stay intact.
+    #[tokio::test]
+    async fn a_version_1_database_gains_insights_storage() {
+        let Some((db, s)) = open().await else {
+            return;
+        };
+        let appended = s
+            .append(worktrain_store::AppendRequest {
+                session_id: "ses_01J9Z8Y7X6W5V4T3S2R1Q0P9N8".parse().unwrap(),
+                expected_seq: worktrain_core::ids::Seq(0),
+                events: vec![worktrain_core::event::NewEvent {
+                    body: worktrain_core::event::EventBody::SessionStarted {
+                        workflow_id: "fix".parse().unwrap(),
+                        workflow_hash: worktrain_core::ids::Sha256Hash::of(b"fix"),
+                        workflow_version: "1".into(),
+                        workflow_source: "test".into(),
+                        goal: "before the upgrade".into(),
+                        workspace: None,
+                        branch: None,
+                        context: serde_json::Map::new(),
+                        mode: worktrain_core::event::SessionMode::Interactive,
+                        parent: None,
+                    },
+                    idempotency_key: None,
+                }],
+                blobs: vec![],
+            })
+            .await
+            .unwrap();
+        // Back to what version 1 created: no insights tables, one migration recorded.
+        for sql in [
+            "DROP TABLE insight_traces, insight_trace_steps, insight_findings, insight_proposals,
+                 insight_proposal_history, insight_notes",
+            "DROP FUNCTION worktrain_proposal_history_append_only, worktrain_insight_notes_append_only",
+            "DELETE FROM _sqlx_migrations WHERE version = 2",
+        ] {
+            sqlx::query(sql).execute(s.pool()).await.unwrap();
+        }
+        assert_eq!(s.schema_version().await.unwrap(), 1);
+        s.close().await;
+        let s = PgStore::open(
+            &StoreUrl::Postgres(db.url.clone()),
+            &StoreOptions::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            s.schema_version().await.unwrap(),
+            worktrain_store::postgres::SCHEMA_VERSION
+        );
+        let id = appended.summary.session_id;
+        let back = s.session(id).await.unwrap().unwrap();
+        assert_eq!(back.goal, "before the upgrade");
+        assert!(s.verify(id).await.unwrap().unwrap().is_valid());
+        let i = s.insights().unwrap();
+        i.upsert_proposal(&super::proposal("prop_up", 0.5))
+            .await
+            .unwrap();
+        assert!(i.proposal("prop_up").await.unwrap().is_some());
     }
 }
