@@ -646,6 +646,29 @@ mod tests {
         }
     }
 
+    /// Every `yaml` block of docs/postgres.md is a `config.yaml` this build accepts, on a
+    /// PostgreSQL store, with the daemon settings the page describes.
+    #[test]
+    fn postgres_doc_examples_load() {
+        let doc = include_str!("../../../docs/postgres.md");
+        let blocks: Vec<&str> = doc
+            .split("```yaml\n")
+            .skip(1)
+            .map(|b| b.split("```").next().unwrap())
+            .collect();
+        assert!(!blocks.is_empty(), "docs/postgres.md has config examples");
+        for block in blocks {
+            let config = parse_config(Path::new("docs/postgres.md"), block)
+                .unwrap_or_else(|e| panic!("docs/postgres.md example rejected: {e}\n{block}"));
+            let home = Home::locate(Some(PathBuf::from("/h"))).unwrap();
+            assert_eq!(home.store_url(&config, None).unwrap().backend(), "postgres");
+            assert_eq!(home.store_options(&config).max_connections, Some(10));
+            assert_eq!(config.daemon.max_concurrent_sessions, 8);
+            assert_eq!(config.daemon.lease_secs, 30);
+            assert!(config.daemon.allow_remote);
+        }
+    }
+
     #[test]
     fn store_url_precedence_and_relative_paths() {
         let home = Home::locate(Some(PathBuf::from("/h"))).unwrap();
