@@ -12,7 +12,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 use worktrain_testkit::Turn;
 
-use crate::daemon_rig::{Rig, RigSpec, complete, wait_for};
+use crate::daemon_rig::{
+    Rig, RigSpec, complete, have_git, kinds, result_of, route, shell, wait_for,
+};
 use crate::support::postgres_database;
 
 const DAEMONS: usize = 3;
@@ -51,6 +53,23 @@ fn worker_pid(worker: &str) -> u32 {
         .unwrap_or_else(|| panic!("unexpected worker id {worker}"))
 }
 
+/// Point every rig's daemon at one PostgreSQL store, the first rig's model and the first
+/// rig's keyring (tokens minted by one daemon verify on every other one).
+fn share_store(rigs: &[Rig], url: &str) {
+    let llm_url = rigs[0].llm.base_url().to_owned();
+    let keyring = std::fs::read(rigs[0].env.home().join("keyring.json")).unwrap();
+    for (i, rig) in rigs.iter().enumerate() {
+        let home = rig.env.home();
+        let mut config = std::fs::read_to_string(home.join("config.yaml")).unwrap();
+        if i > 0 {
+            config = config.replace(rig.llm.base_url(), &llm_url);
+            std::fs::write(home.join("keyring.json"), &keyring).unwrap();
+        }
+        config.push_str(&format!("store:\n  url: {url}\n  max_connections: 8\n"));
+        std::fs::write(home.join("config.yaml"), config).unwrap();
+    }
+}
+
 #[test]
 fn three_daemons_on_one_postgres_store_run_every_session_once_through_a_sigkill() {
     let Some(db) = postgres_database() else {
@@ -74,8 +93,7 @@ fn three_daemons_on_one_postgres_store_run_every_session_once_through_a_sigkill(
             })
         })
         .collect();
-    let llm_url = rigs[0].llm.base_url().to_owned();
-    let keyring = std::fs::read(rigs[0].env.home().join("keyring.json")).unwrap();
+    share_store(&rigs, &db.url);
     let triggers = "version: 1
 triggers:
   - id: tick
@@ -84,20 +102,8 @@ triggers:
     source:
       schedule: {cron: '*/2 * * * * *', overlap: allow}
 ";
-    for (i, rig) in rigs.iter().enumerate() {
-        let home = rig.env.home();
-        let mut config = std::fs::read_to_string(home.join("config.yaml")).unwrap();
-        if i > 0 {
-            config = config.replace(rig.llm.base_url(), &llm_url);
-            // Tokens minted by one daemon verify on every other one.
-            std::fs::write(home.join("keyring.json"), &keyring).unwrap();
-        }
-        config.push_str(&format!(
-            "store:\n  url: {}\n  max_connections: 8\n",
-            db.url
-        ));
-        std::fs::write(home.join("config.yaml"), config).unwrap();
-        std::fs::write(home.join("triggers.yml"), triggers).unwrap();
+    for rig in &rigs {
+        std::fs::write(rig.env.home().join("triggers.yml"), triggers).unwrap();
     }
     // The first daemon to start leads (schedules run there).
     for rig in &mut rigs {
@@ -276,4 +282,89 @@ triggers:
         "cluster: {N} sessions over {DAEMONS} daemons (cap {CAP}) in {elapsed:?}; runs started per daemon {started_by:?}; {resumed} resumed ({resumed_from_killed} from the killed daemon); max concurrency {max_running}; {} schedule slots, none twice, none lost",
         slots.len()
     );
+}
+
+/// A run whose daemon died is resumed by another daemon; its worktree (with the agent's
+/// uncommitted changes) stayed with the dead one. The run fails with a recorded reason
+/// instead of silently starting the step over in a fresh worktree, and the agent is not
+/// run again.
+#[test]
+fn a_run_resumed_on_another_daemon_never_silently_starts_over() {
+    if !have_git() {
+        eprintln!("skipped: git is not installed");
+        return;
+    }
+    let Some(db) = postgres_database() else {
+        return;
+    };
+    const GOAL: &str = "work that lives in one worktree";
+    let lines: &[&str] = &["lease_secs: 3"];
+    let mut rigs = vec![
+        Rig::new(RigSpec {
+            daemon: lines,
+            routes: vec![route(
+                GOAL,
+                vec![
+                    shell("touch started && sleep 20.717"),
+                    complete("must not run"),
+                ],
+            )],
+            ..RigSpec::default()
+        }),
+        Rig::new(RigSpec {
+            daemon: lines,
+            ..RigSpec::default()
+        }),
+    ];
+    share_store(&rigs, &db.url);
+    rigs[0].start_daemon();
+    let id = rigs[0].spawn_in_repo("e2e-one", GOAL, &[]);
+    rigs[0].wait_file(&id, "started", Duration::from_secs(60));
+    rigs[1].start_daemon();
+    rigs[0].sigkill_daemon();
+
+    let (code, results) = rigs[1].await_all(&[&id], "90s");
+    assert_eq!(code, 1, "{results:#?}");
+    let r = result_of(&results, &id);
+    assert_eq!(
+        (r["outcome"].as_str(), r["failure"].as_str()),
+        (Some("failed"), Some("worktree_failed")),
+        "{r:#}"
+    );
+    let events = rigs[1].events(&id);
+    let k = kinds(&events);
+    let i = k
+        .iter()
+        .position(|k| k == "run_interrupted")
+        .expect("interrupted");
+    assert_eq!(
+        k[i..].iter().map(String::as_str).collect::<Vec<_>>(),
+        [
+            "run_interrupted",
+            "run_requeued",
+            "run_started",
+            "run_finished"
+        ],
+        "{k:?}"
+    );
+    let fin = events.last().unwrap();
+    let detail = fin["body"]["detail"].as_str().unwrap_or("");
+    assert!(
+        detail.contains("not started over silently") && detail.contains("session retry"),
+        "{fin}"
+    );
+    let workers: Vec<&str> = events
+        .iter()
+        .filter(|e| e["body"]["type"] == "run_started")
+        .map(|e| e["body"]["worker"].as_str().unwrap())
+        .collect();
+    assert_eq!(workers.len(), 2);
+    assert_ne!(
+        worker_pid(workers[0]),
+        worker_pid(workers[1]),
+        "resumed by the other daemon"
+    );
+    // The agent never ran again, and no fresh worktree was made for it.
+    assert_eq!(rigs[0].requests_for(GOAL).len(), 1);
+    assert!(!rigs[1].worktree_of(&id).exists());
 }

@@ -23,7 +23,7 @@ use worktrain_agent::{AgentRunner, RunContext, RunOutcome, SteeringInbox};
 use worktrain_config::DaemonSettings;
 use worktrain_core::error::{ApiError, ErrorCode, Retry};
 use worktrain_core::event::EventBody;
-use worktrain_core::ids::SessionId;
+use worktrain_core::ids::{Seq, SessionId};
 use worktrain_core::projection::SessionSummary;
 use worktrain_core::run::{
     FailureReason, HookPoint, InterruptReason, RequeueReason, RunEnd, RunLimits, RunState,
@@ -790,6 +790,9 @@ impl Supervisor {
         let workspace = summary.workspace.as_deref();
         match workspace {
             Some(ws) if self.settings.worktrees.enabled && is_git_repo(ws) => {
+                if let Some(detail) = self.worktree_elsewhere(id, summary).await {
+                    return Err(detail);
+                }
                 let handle = worktrees::prepare(
                     &self.settings.worktrees,
                     &self.home,
@@ -809,6 +812,61 @@ impl Supervisor {
                 Ok((dir, None))
             }
         }
+    }
+
+    /// When this run continues (resumed after an interruption, or after a gate) work whose
+    /// worktree lives with another daemon — another host or home, which several daemons
+    /// on one PostgreSQL store make possible — the reason it must not start: its changes
+    /// are not here, and a fresh worktree would silently start the work over. A retry
+    /// (an operator's explicit choice) starts over from the base branch here.
+    async fn worktree_elsewhere(&self, id: SessionId, summary: &SessionSummary) -> Option<String> {
+        let run = summary.run.as_ref()?;
+        if run.run <= 1 {
+            return None;
+        }
+        let mut starts: Vec<(u32, String, bool, Option<String>)> = Vec::new();
+        let mut last_requeue = None;
+        let mut after = Seq(0);
+        loop {
+            let page = match self.engine.store().events(id, after, 1000).await {
+                Ok(p) => p,
+                Err(e) => return Some(format!("cannot read the session's runs: {e}")),
+            };
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            for e in &page {
+                match &e.body {
+                    EventBody::RunStarted {
+                        run,
+                        worker,
+                        branch,
+                        worktree,
+                    } => starts.push((*run, worker.clone(), branch.is_some(), worktree.clone())),
+                    EventBody::RunRequeued { reason } => last_requeue = Some(*reason),
+                    _ => {}
+                }
+            }
+        }
+        // The run before this one (this one is the last start).
+        let (prev_run, prev_worker, had_branch, prev_worktree) =
+            starts.iter().rev().nth(1)?.clone();
+        // The same home on the same disk (a restart under a new host name, as containers
+        // get) still has the worktree.
+        let here = self.home.join("worktrees").join(id.to_string());
+        if prev_worktree.is_some_and(|p| Path::new(&p) == here && here.exists()) {
+            return None;
+        }
+        let continues = match last_requeue {
+            Some(RequeueReason::Resume | RequeueReason::GateDecided) => true,
+            Some(RequeueReason::Retry) | None => false,
+        };
+        if !continues || !had_branch || prev_worker.starts_with(&self.incarnation_prefix()) {
+            return None;
+        }
+        Some(format!(
+            "run {} continues run {prev_run}, whose worktree (branch worktrain/{id}) is with worker {prev_worker} on another host or home; worktrees are not carried between daemons, so it is not started over silently here. Retry it (`worktrain session retry {id}`) to start over from the base branch on this daemon",
+            run.run
+        ))
     }
 
     /// After a run ended outside its task (see [`worktrees::release`]): keep its
