@@ -368,3 +368,98 @@ fn a_run_resumed_on_another_daemon_never_silently_starts_over() {
     assert_eq!(rigs[0].requests_for(GOAL).len(), 1);
     assert!(!rigs[1].worktree_of(&id).exists());
 }
+
+/// Webhooks on several daemons: any daemon accepts and persists a delivery, the leader
+/// processes it, and a redelivery to any daemon is recognised in the database — one
+/// session, whichever daemon each copy reached.
+#[test]
+fn a_webhook_delivered_to_two_daemons_starts_one_session() {
+    if !have_git() {
+        eprintln!("skipped: git is not installed");
+        return;
+    }
+    let Some(db) = postgres_database() else {
+        return;
+    };
+    let mut rigs = vec![
+        Rig::new(RigSpec {
+            routes: vec![route(
+                "Spelling error in the README",
+                vec![complete("fixed the typo")],
+            )],
+            ..RigSpec::default()
+        }),
+        Rig::new(RigSpec::default()),
+    ];
+    share_store(&rigs, &db.url);
+    // Same triggers everywhere, working in the first rig's repository.
+    let triggers = crate::triggers::triggers_yml(&rigs[0], "");
+    for rig in &rigs {
+        std::fs::write(rig.env.home().join("triggers.yml"), &triggers).unwrap();
+    }
+    rigs[0].start_daemon();
+    wait_for(
+        "the first daemon to lead",
+        Duration::from_secs(20),
+        || rigs[0].log_tail().contains("leading").then_some(()),
+        || rigs[0].log_tail(),
+    );
+    rigs[1].start_daemon();
+    let body = crate::triggers::corpus("issues.labeled.json");
+    // The follower accepts and persists it; the leader dispatches it.
+    let (status, answer) = crate::triggers::deliver(&rigs[1], "issues", "delivery-x", &body);
+    assert_eq!(status, 202, "{answer}\n{}", rigs[1].log_tail());
+    let delivery = answer["delivery"].as_i64().unwrap();
+    let dispatched = wait_for(
+        "the delivery to be dispatched",
+        Duration::from_secs(30),
+        || {
+            crate::triggers::decisions(&rigs[1])
+                .into_iter()
+                .find(|d| d["delivery_id"] == json!(delivery) && d["decision"] == "dispatched")
+        },
+        || format!("{}\n{}", rigs[0].log_tail(), rigs[1].log_tail()),
+    );
+    let id = dispatched["session_id"].as_str().unwrap().to_owned();
+    // The same delivery to either daemon: a duplicate, nothing dispatched.
+    for rig in &rigs {
+        let (status, answer) = crate::triggers::deliver(rig, "issues", "delivery-x", &body);
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["duplicate"], true, "{answer}");
+    }
+    rigs[0].wait_run_state(&id, "completed", Duration::from_secs(60));
+    let sessions = rigs[1]
+        .cli(&[
+            "--json",
+            "sessions",
+            "--search",
+            "Spelling error",
+            "--limit",
+            "100",
+        ])
+        .json();
+    let ids: Vec<&str> = sessions["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["session_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [id.as_str()]);
+    let decisions = crate::triggers::decisions(&rigs[0]);
+    assert_eq!(
+        decisions
+            .iter()
+            .filter(|d| d["decision"] == "dispatched")
+            .count(),
+        1,
+        "{decisions:#?}"
+    );
+    assert_eq!(
+        decisions
+            .iter()
+            .filter(|d| d["decision"] == "duplicate")
+            .count(),
+        2,
+        "{decisions:#?}"
+    );
+}

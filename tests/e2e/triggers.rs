@@ -16,7 +16,7 @@ use crate::support::exit;
 
 const SECRET: &str = "e2e-webhook-secret";
 
-fn corpus(name: &str) -> Vec<u8> {
+pub(crate) fn corpus(name: &str) -> Vec<u8> {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../../shared/corpora/github-webhooks/"
@@ -24,7 +24,7 @@ fn corpus(name: &str) -> Vec<u8> {
     std::fs::read(format!("{path}{name}")).expect("corpus payload")
 }
 
-fn triggers_yml(rig: &Rig, extra: &str) -> String {
+pub(crate) fn triggers_yml(rig: &Rig, extra: &str) -> String {
     format!(
         "version: 1
 defaults:
@@ -46,7 +46,7 @@ triggers:
     )
 }
 
-fn deliver(rig: &Rig, event: &str, id: &str, body: &[u8]) -> (u16, Value) {
+pub(crate) fn deliver(rig: &Rig, event: &str, id: &str, body: &[u8]) -> (u16, Value) {
     let sig = format!("sha256={}", sign_hex(SECRET.as_bytes(), body));
     rig.post_raw(
         "/webhooks/gh-labeled",
@@ -61,7 +61,7 @@ fn deliver(rig: &Rig, event: &str, id: &str, body: &[u8]) -> (u16, Value) {
     )
 }
 
-fn decisions(rig: &Rig) -> Vec<Value> {
+pub(crate) fn decisions(rig: &Rig) -> Vec<Value> {
     rig.get("/api/v1/triggers/gh-labeled/decisions?limit=200")["decisions"]
         .as_array()
         .cloned()

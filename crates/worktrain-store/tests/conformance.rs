@@ -344,6 +344,34 @@ impl TestDb for PgDb {
 
 all_checks!(postgres, super::PgDb::new());
 
+/// PostgreSQL announces appends across processes: a store handle with its own connection
+/// pool (another daemon) hears an append made through a different handle, by
+/// `LISTEN/NOTIFY` — which is what wakes `await` and event streams on every daemon.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_appends_are_announced_to_other_daemons() {
+    let Some(db) = PgDb::new().await else {
+        return;
+    };
+    let listener = db.open(None).await.expect("open");
+    let writer = db.open(None).await.expect("another pool");
+    let mut rx = listener.subscribe();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let d = Driver::new();
+    let id = d.start(writer.as_ref(), json!({})).await;
+    let last = writer.session(id).await.expect("s").expect("e").last_seq;
+    let got = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        loop {
+            let a = rx.recv().await.expect("notification");
+            if a.session_id == id {
+                return a;
+            }
+        }
+    })
+    .await
+    .expect("another handle's append is announced within 5 s");
+    assert_eq!(got.last_seq, last);
+}
+
 // ---------------------------------------------------------------------------------------
 // Producing realistic events with the pure state machine
 // ---------------------------------------------------------------------------------------
