@@ -463,3 +463,95 @@ fn a_webhook_delivered_to_two_daemons_starts_one_session() {
         "{decisions:#?}"
     );
 }
+
+/// Run throughput with 1, 2 and 3 daemons on one PostgreSQL store (the numbers in
+/// docs/benchmarks.md): the same sessions, spread over the daemons, against a model that
+/// answers at once; sessions per second from the first `run_started` to the last
+/// `run_finished`. Asserts only that every session completed; prints the measurement.
+#[test]
+fn run_throughput_with_one_two_and_three_daemons() {
+    let Some(_) = postgres_database() else {
+        return;
+    };
+    let n: usize = std::env::var("BENCH_CLUSTER_SESSIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(120);
+    let mut rates = Vec::new();
+    for daemons in 1..=3usize {
+        let db = postgres_database().unwrap();
+        let mut rigs: Vec<Rig> = (0..daemons)
+            .map(|i| {
+                Rig::new(RigSpec {
+                    daemon: &["max_concurrent_sessions: 8"],
+                    turns: if i == 0 {
+                        (0..n).map(|_| complete("done")).collect()
+                    } else {
+                        Vec::new()
+                    },
+                    heartbeat: "1s",
+                    remote: false,
+                    ..RigSpec::default()
+                })
+            })
+            .collect();
+        share_store(&rigs, &db.url);
+        for rig in &mut rigs {
+            rig.start_daemon();
+        }
+        let ids: Vec<String> = std::thread::scope(|s| {
+            let handles: Vec<_> = rigs
+                .iter()
+                .enumerate()
+                .map(|(d, rig)| {
+                    s.spawn(move || {
+                        let bodies: Vec<Value> = (0..n)
+                            .filter(|i| i % daemons == d)
+                            .map(
+                                |i| json!({"workflow": "e2e-one", "goal": format!("rate #{i:04}")}),
+                            )
+                            .collect();
+                        rig.dispatch_many(bodies, 2)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap())
+                .collect()
+        });
+        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let (code, results) = rigs[0].await_all(&refs, "300s");
+        assert_eq!(code, 0, "{results:#?}");
+        let (mut first, mut last) = (i64::MAX, 0i64);
+        let mut per_daemon: BTreeMap<u32, usize> = BTreeMap::new();
+        for id in &ids {
+            for e in rigs[0].api_events(id) {
+                let at = e["created_at_ms"].as_i64().unwrap();
+                match e["body"]["type"].as_str() {
+                    Some("run_started") => {
+                        first = first.min(at);
+                        *per_daemon
+                            .entry(worker_pid(e["body"]["worker"].as_str().unwrap()))
+                            .or_default() += 1;
+                    }
+                    Some("run_finished") => last = last.max(at),
+                    _ => {}
+                }
+            }
+        }
+        let secs =
+            Duration::from_millis(u64::try_from((last - first).max(1)).unwrap()).as_secs_f64();
+        let rate = n as f64 / secs;
+        eprintln!(
+            "cluster throughput: {daemons} daemon(s), {n} sessions: {rate:.1} sessions/s (first start → last finish {secs:.2} s); runs per daemon {:?}",
+            per_daemon.values().collect::<Vec<_>>()
+        );
+        rates.push(rate);
+    }
+    eprintln!(
+        "cluster throughput relative to one daemon: 2 → {:.2}×, 3 → {:.2}×",
+        rates[1] / rates[0],
+        rates[2] / rates[0]
+    );
+}
