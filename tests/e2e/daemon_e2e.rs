@@ -333,22 +333,70 @@ fn lifecycle_scenarios_on_one_daemon() {
             "",
             "nothing was pushed (delivery is not part of a run)"
         );
+        // The agent's own commit is the session's work.
+        let r = result_of(&results, &commit);
+        assert_eq!(
+            r["commit"].as_str(),
+            Some(git(&rig.repo, &["rev-parse", &branch]).trim()),
+            "{r:#}"
+        );
     }
-    // ... and without a commit the branch (merged: nothing on it) is deleted, while the
-    // changes stay reachable through the snapshot.
+    // ... and when the agent did not commit, worktrain does: the work is a real commit
+    // on the kept session branch (trailers name the session and the workflow), and the
+    // await result names the branch and the commit. Nothing reported is missing.
     {
         let diff = rig.env.ok_json(&["session", "diff", &plain]);
         let step = &diff["steps"][0];
         assert_eq!(step["files"][0]["path"], "gen/out.txt", "{diff:#}");
         assert!(step["patch"].as_str().unwrap().contains("+generated"));
         assert!(!rig.worktree_of(&plain).exists());
-        let out = std::process::Command::new("git")
-            .args(["rev-parse", "--verify", "--quiet"])
-            .arg(format!("refs/heads/worktrain/{plain}"))
-            .current_dir(&rig.repo)
-            .output()
-            .unwrap();
-        assert!(!out.status.success(), "the empty session branch is deleted");
+        let branch = format!("worktrain/{plain}");
+        let r = result_of(&results, &plain);
+        assert_eq!(r["branch"], branch.as_str(), "{r:#}");
+        let commit = r["commit"]
+            .as_str()
+            .expect("the await result names the commit");
+        assert!(
+            r["worktree"].is_null(),
+            "the removed worktree is not reported: {r:#}"
+        );
+        assert_eq!(
+            git(&rig.repo, &["rev-parse", &branch]).trim(),
+            commit,
+            "the branch holds the reported commit"
+        );
+        assert_eq!(
+            git(&rig.repo, &["show", &format!("{branch}:gen/out.txt")]),
+            "generated\n"
+        );
+        let message = git(&rig.repo, &["log", "-1", "--format=%B", &branch]);
+        assert!(
+            message.contains(&format!("Worktrain-Session: {plain}"))
+                && message.contains("Worktrain-Workflow: e2e-one@"),
+            "{message}"
+        );
+        let ev = rig.events(&plain);
+        let committed = of_kind(&ev, "work_committed");
+        assert_eq!(committed.len(), 1, "{:?}", kinds(&ev));
+        assert_eq!(committed[0]["body"]["reason"], "completed");
+        assert_eq!(committed[0]["body"]["commit"], commit);
+        let removed = of_kind(&ev, "worktree_removed");
+        assert_eq!(removed.len(), 1, "{:?}", kinds(&ev));
+        assert_eq!(removed[0]["body"]["branch"], branch.as_str());
+        let order: Vec<String> = kinds(&ev)
+            .into_iter()
+            .filter(|k| {
+                ["work_committed", "worktree_removed", "run_finished"].contains(&k.as_str())
+            })
+            .collect();
+        assert_eq!(
+            order,
+            ["work_committed", "worktree_removed", "run_finished"],
+            "the run is reported finished only once its work is committed"
+        );
+        let shown = rig.detail(&plain);
+        assert_eq!(shown["run"]["commit"], commit, "{shown:#}");
+        assert!(shown["run"].get("worktree").is_none(), "{shown:#}");
     }
 
     // 2. Blocked step and retry: notes missing → blocked, the blockers reach the model,

@@ -280,6 +280,13 @@ pub struct RigSpec<'a> {
     pub remote: bool,
     /// Agent heartbeat interval.
     pub heartbeat: &'a str,
+    /// More agent profiles: YAML appended under `agents:` (indented by two spaces).
+    pub agents: &'a str,
+    /// `daemon.worktrees.remote` when it should differ from what `remote` implies (a
+    /// repository without the configured remote).
+    pub remote_setting: Option<&'a str>,
+    /// Replaces the whole `default` agent profile's `api_key` (e.g. an unset variable).
+    pub api_key: &'a str,
 }
 
 impl Default for RigSpec<'_> {
@@ -290,6 +297,9 @@ impl Default for RigSpec<'_> {
             turns: Vec::new(),
             remote: true,
             heartbeat: "200ms",
+            agents: "",
+            remote_setting: None,
+            api_key: "{value: k-test}",
         }
     }
 }
@@ -359,7 +369,9 @@ impl Rig {
             daemon.push_str(line);
             daemon.push('\n');
         }
-        let remote = if spec.remote { "origin" } else { "\"\"" };
+        let remote = spec
+            .remote_setting
+            .unwrap_or(if spec.remote { "origin" } else { "\"\"" });
         let config = format!(
             "daemon:
 {daemon}  worktrees: {{enabled: true, remote: {remote}, base_branch: main, keep_failed_hours: 1}}
@@ -370,14 +382,16 @@ agents:
       provider: anthropic
       base_url: {base}
       model: fake-model
-      api_key: {{value: k-test}}
+      api_key: {api_key}
       timeout: 90s
       retry: {{max_retries: 1, initial_backoff: 10ms, max_backoff: 20ms, max_retry_after: 1s}}
     settings:
       heartbeat_interval: {hb}
-",
+{agents}",
             base = llm.base_url(),
             hb = spec.heartbeat,
+            agents = spec.agents,
+            api_key = spec.api_key,
         );
         std::fs::write(env.home().join("config.yaml"), config).expect("config.yaml");
         for (name, text) in [
@@ -428,6 +442,8 @@ agents:
         for (k, v) in &self.daemon_env {
             c.env(k, v);
         }
+        // The log goes to a file: it must be plain text without anyone asking.
+        c.env_remove("NO_COLOR");
         c.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(std::fs::File::create(&log).expect("log")));
@@ -776,8 +792,13 @@ agents:
                 "a kept worktree lost its directory: {r:#}"
             );
             let lock = r["lock"].as_str().unwrap_or("");
+            let until = r["kept_until"].as_str().unwrap_or("");
             assert!(
-                lock.starts_with("Kept"),
+                humantime::parse_rfc3339(until).is_ok(),
+                "kept_until must be an RFC 3339 time, not debug text: {r:#}"
+            );
+            assert!(
+                lock == "kept",
                 "the worktree of finished session {} is locked `{lock}`, not kept for inspection (it would never be reaped): {r:#}",
                 r["session"]
             );

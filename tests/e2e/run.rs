@@ -162,9 +162,136 @@ fn run_with_closed_stdin_pauses() {
     assert_eq!(sessions[0]["current"]["step_id"], "do-it");
     let id = sessions[0]["session_id"].as_str().unwrap();
     assert!(
-        r.stdout
-            .contains(&format!("worktrain session rehydrate {id}")),
+        r.stdout.contains(&format!("worktrain run --resume {id}")),
         "{r:?}"
     );
     assert_eq!(kinds(&env.events(id)), ["session_started", "node_entered"]);
+}
+
+/// A paused run continues with `run --resume`, and `run` never tells its user to handle
+/// step tokens (it holds them).
+#[test]
+fn a_paused_run_continues_with_resume() {
+    let env = Env::new();
+    let r = env.run_stdin(
+        &["run", "quick-task", "--goal", "g"],
+        Some(b"notes one\n.\n"),
+    );
+    r.code(exit::OK);
+    let id = env.sessions(&[])[0]["session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        r.stdout.contains(&format!("worktrain run --resume {id}")),
+        "{r:?}"
+    );
+    for shown in [&r.stdout, &r.stderr] {
+        assert!(
+            !shown.contains("wt1.") && !shown.contains("advance token"),
+            "run holds the tokens itself: {r:?}"
+        );
+    }
+    let r = env.run_stdin(&["run", "--resume", &id], Some(b"notes two\n.\n"));
+    r.code(exit::OK);
+    assert!(r.stdout.contains("Workflow complete"), "{r:?}");
+    assert_eq!(env.sessions(&["--status", "complete"]).len(), 1);
+    let r = env.run(&["run", "--resume", "ses_nonexistent", "--goal", "x"]);
+    assert_ne!(r.code, exit::OK, "{r:?}");
+}
+
+/// An editor that returns at once without notes (`EDITOR=true`) must not spin: the run
+/// asks, opens it again on Enter, and pauses after three empty rounds — nothing is
+/// submitted, nothing is recorded.
+#[test]
+fn an_editor_that_returns_without_notes_is_asked_about_then_paused() {
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        panic!("`script` (util-linux) is needed to give the run a terminal");
+    }
+    let env = Env::new();
+    // `script` runs the command on a pseudo-terminal, so `run` uses $EDITOR; its stdin
+    // answers the two "edit again?" questions.
+    let command = format!(
+        "{} --home {} run quick-task --goal g",
+        crate::support::BIN,
+        env.home().display()
+    );
+    let mut c = std::process::Command::new("script");
+    c.args(["-qefc", &command, "/dev/null"])
+        .current_dir(env.dir())
+        .env("EDITOR", "true")
+        .env_remove("VISUAL")
+        .env_remove("WORKTRAIN_HOME")
+        .env("HOME", env.dir())
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().expect("script");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"\n\n").unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "the run kept going");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("No notes were written")
+            && stdout.contains("returned 3 times without notes"),
+        "{stdout}"
+    );
+    let id = env.sessions(&[])[0]["session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        kinds(&env.events(&id)),
+        ["session_started", "node_entered"],
+        "nothing was submitted"
+    );
+}
+
+/// A relative `--workspace` that does not exist is refused up front with "does not exist"
+/// (not sent on, not reported as something else).
+#[test]
+fn a_missing_relative_workspace_is_said_to_not_exist() {
+    let env = Env::new();
+    for args in [
+        vec![
+            "run",
+            "quick-task",
+            "--goal",
+            "g",
+            "--workspace",
+            "no-such-dir",
+        ],
+        vec![
+            "--daemon",
+            "http://127.0.0.1:9",
+            "spawn",
+            "--workflow",
+            "quick-task",
+            "--goal",
+            "g",
+            "--workspace",
+            "no-such-dir",
+        ],
+    ] {
+        let r = env.run(&args);
+        r.code(exit::INVALID);
+        assert!(
+            r.stderr
+                .contains("--workspace `no-such-dir` does not exist (relative to "),
+            "{r:?}"
+        );
+    }
 }

@@ -41,11 +41,10 @@ fn an_external_agent_advances_through_the_relay_inside_the_sandbox() {
     config.push_str(&format!(
         "  relay:
     kind: command
-    command:
-      program: {script}
-      prompt: stdin
-      env: {{HOME_UNDER_TEST: {home}, OUT_DIR: {out}}}
-      sandbox: {{network: off, read_write: [{out}]}}
+    program: {script}
+    prompt: stdin
+    env: {{HOME_UNDER_TEST: {home}, OUT_DIR: {out}}}
+    sandbox: {{network: off, read_write: [{out}]}}
 ",
         script = script.display(),
         out = agent_dir.display(),

@@ -116,8 +116,15 @@ fn github_webhooks_start_sessions_once_and_every_decision_is_recorded() {
     assert_eq!(run["trigger"]["kind"], "webhook");
     assert_eq!(run["trigger"]["id"], "gh-labeled");
     assert_eq!(run["trigger"]["source"], "github:Codertocat/Hello-World#1");
-    assert_eq!(run["branch"], format!("worktrain/{id}"));
-    let worktree = run["worktree"].as_str().unwrap();
+    // It ran in a worktree of the repository on its own branch (the worktree is gone
+    // once the completed run's work is committed).
+    let started = rig
+        .events(&id)
+        .into_iter()
+        .find(|e| e["body"]["type"] == "run_started")
+        .expect("run_started");
+    assert_eq!(started["body"]["branch"], format!("worktrain/{id}"));
+    let worktree = started["body"]["worktree"].as_str().unwrap().to_owned();
     assert!(
         worktree.starts_with(rig.env.home().join("worktrees").to_str().unwrap()),
         "a worktree of the repository: {worktree}"

@@ -20,6 +20,7 @@ pub mod duration_serde;
 pub mod events;
 pub mod guard;
 pub mod llm;
+pub mod profile;
 pub mod prompt;
 pub mod redact;
 pub mod run;
@@ -43,6 +44,7 @@ pub use llm::{
     ApiKeySource, ChatRequest, ChatResponse, Content, LlmClient, LlmConfig, LlmError, Message,
     Provider, RetryPolicy, Role, StopReason, ToolSpec, Usage,
 };
+pub use profile::{AgentProfile, LlmProfile};
 pub use run::{
     AgentRunner, FailureReason, ModelPrice, PriceTable, RunContext, RunLimits, RunOutcome,
     RunStats, SteeringInbox,

@@ -342,11 +342,24 @@ pub struct DismissArgs {
 
 /// `worktrain daemon`.
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct DaemonArgs {
     /// Address to serve on (default: `daemon.bind` from config.yaml, 127.0.0.1:7878).
     /// Port 0 picks a free port; the address is recorded in $WORKTRAIN_HOME/daemon.pid.
     #[arg(long, value_name = "ADDR")]
     pub bind: Option<String>,
+    /// Act on the running daemon instead of starting one.
+    #[command(subcommand)]
+    pub action: Option<DaemonAction>,
+}
+
+/// `worktrain daemon <action>`: talk to the running daemon.
+#[derive(Debug, Subcommand)]
+pub enum DaemonAction {
+    /// Re-read config.yaml now (agent profiles, caps, worktree settings). The daemon also
+    /// picks up changes by itself within a second; an invalid file is refused with its
+    /// line and column, and the previous configuration stays in force.
+    Reload,
 }
 
 /// `worktrain spawn`.
@@ -441,10 +454,15 @@ pub struct CleanArgs {
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Workflow id or path to a workflow file.
-    pub workflow: String,
+    #[arg(required_unless_present = "resume")]
+    pub workflow: Option<String>,
     /// What the session should achieve.
-    #[arg(long)]
-    pub goal: String,
+    #[arg(long, required_unless_present = "resume")]
+    pub goal: Option<String>,
+    /// Continue a paused or interrupted session (its id or any of its tokens) at its
+    /// current step, instead of starting one.
+    #[arg(long, value_name = "SESSION", conflicts_with_all = ["workflow", "goal", "context"])]
+    pub resume: Option<String>,
     /// Workspace directory the work happens in (default: the current directory).
     #[arg(long, value_name = "DIR")]
     pub workspace: Option<PathBuf>,

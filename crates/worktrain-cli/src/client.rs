@@ -42,7 +42,7 @@ fn unreachable(base: &str, e: &reqwest::Error) -> ApiError {
         e.to_string()
     };
     ApiError::new(
-        ErrorCode::StoreFailure,
+        ErrorCode::DaemonUnreachable,
         format!("cannot reach the worktrain daemon at {base}: {why}"),
         Retry::Same,
         "start it with `worktrain daemon`, or point at it with --daemon URL / WORKTRAIN_DAEMON",

@@ -11,7 +11,7 @@ use worktrain_core::error::{ApiError, ErrorCode, Retry};
 use crate::cli::{AwaitArgs, SpawnArgs};
 use crate::client::DaemonClient;
 use crate::output::{Exit, time};
-use crate::{Ctx, context_from, workspace_string};
+use crate::{Ctx, context_from, existing_workspace};
 
 /// Exit codes of `worktrain await` (they differ from the general ones; docs/cli.md).
 pub mod await_exit {
@@ -59,7 +59,7 @@ pub async fn spawn(ctx: &Ctx, a: SpawnArgs) -> Result<Exit, ApiError> {
     let body = json!({
         "workflow": workflow,
         "goal": a.goal,
-        "workspace": workspace_string(a.workspace.as_deref()),
+        "workspace": existing_workspace(a.workspace.as_deref())?,
         "context": context_from(&a.context)?,
         "parent": a.parent,
         "agent": a.agent,
@@ -227,6 +227,17 @@ fn print_result(r: &Value) {
     {
         say!("  at step: {step}");
     }
+    match (r["branch"].as_str(), r["commit"].as_str()) {
+        (Some(b), Some(c)) => say!("  work: commit {c} on branch {b}"),
+        (Some(b), None) => say!("  branch: {b}"),
+        (None, _) if r["succeeded"] == true && r["outcome"].is_string() => {
+            say!("  work: no changes")
+        }
+        (None, _) => {}
+    }
+    if let Some(w) = r["worktree"].as_str() {
+        say!("  worktree: {w}");
+    }
     if let Some(notes) = r["notes"].as_str() {
         say!("  notes:");
         for l in notes.lines().take(20) {
@@ -308,6 +319,9 @@ pub async fn status(ctx: &Ctx) -> Result<Exit, ApiError> {
             .take(60)
             .collect::<String>()
     };
+    for p in ready["problems"].as_array().into_iter().flatten() {
+        say!("PROBLEM: {}", p.as_str().unwrap_or("?"));
+    }
     let step = |s: &Value| s["current"]["step_id"].as_str().unwrap_or("—").to_owned();
     say!();
     say!("Running ({}):", running.len());

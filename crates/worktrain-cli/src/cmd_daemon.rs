@@ -1,7 +1,7 @@
 //! `worktrain daemon`: the supervisor plus the HTTP API, until SIGTERM/SIGINT.
 //!
 //! Start-up fails fast — before anything runs — on an uninitialised home, an invalid
-//! config or agent profile, another daemon holding `$WORKTRAIN_HOME/daemon.pid`, a
+//! config.yaml (agent profiles are typed and checked with it), another daemon holding `$WORKTRAIN_HOME/daemon.pid`, a
 //! non-loopback bind without `daemon.allow_remote`, or an address in use. On a signal the
 //! server stops accepting connections, the supervisor interrupts running sessions (they
 //! are resumed on the next start, not failed) and the process waits for both.
@@ -51,31 +51,39 @@ async fn signalled() {
     }
 }
 
+/// `worktrain daemon reload`: the running daemon re-reads config.yaml.
+pub async fn reload(ctx: &Ctx) -> Result<Exit, ApiError> {
+    let client = crate::client::DaemonClient::new(ctx)?;
+    let report = client
+        .post("/api/v1/reload", &serde_json::json!({}))
+        .await?;
+    if ctx.out.json {
+        ctx.out.json(&report);
+        return Ok(Exit::Ok);
+    }
+    eprintln!("config.yaml reloaded");
+    for a in report["agents"].as_array().into_iter().flatten() {
+        match a["problem"].as_str() {
+            None => eprintln!("  agent {:<16} ready", a["name"].as_str().unwrap_or("?")),
+            Some(p) => eprintln!(
+                "  agent {:<16} UNUSABLE: {p}",
+                a["name"].as_str().unwrap_or("?")
+            ),
+        }
+    }
+    for s in report["needs_restart"].as_array().into_iter().flatten() {
+        eprintln!(
+            "  note: `{}` changed; it takes effect after a restart",
+            s.as_str().unwrap_or("?")
+        );
+    }
+    Ok(Exit::Ok)
+}
+
 pub async fn run(ctx: &Ctx, args: DaemonArgs) -> Result<Exit, ApiError> {
     let config = ctx.config()?;
     let (engine, store) = ctx.engine_with_store().await?;
     let engine = Arc::new(engine);
-    let agents = worktrain_daemon::profiles::build(
-        &config.agents,
-        ctx.home.root(),
-        ctx.database_url.as_deref(),
-    )
-    .map_err(|e| {
-        invalid(
-            e.to_string(),
-            "fix the agent profile in config.yaml (docs/agents.md describes `kind: llm` and `kind: command`)",
-        )
-    })?;
-    if !agents.contains_key(&config.daemon.default_agent) {
-        return Err(invalid(
-            format!(
-                "daemon.default_agent `{}` is not among the agent profiles ({})",
-                config.daemon.default_agent,
-                agents.keys().cloned().collect::<Vec<_>>().join(", ")
-            ),
-            "add the profile under `agents:` in config.yaml, or change daemon.default_agent",
-        ));
-    }
     let token = ApiToken::load(&ctx.home.path(API_TOKEN_FILE))
         .map_err(|e| invalid(e.to_string(), "run `worktrain init`"))?;
     let mut lock = PidLock::acquire(ctx.home.root()).map_err(|e| {
@@ -87,13 +95,10 @@ pub async fn run(ctx: &Ctx, args: DaemonArgs) -> Result<Exit, ApiError> {
         )
     })?;
     let bind = args.bind.unwrap_or_else(|| config.daemon.bind.clone());
-    let supervisor = Supervisor::new(
-        engine,
-        config.daemon.clone(),
-        ctx.home.root().to_path_buf(),
-        agents,
-    );
-    supervisor.add_secrets(worktrain_daemon::profiles::secrets(&config.agents));
+    // Unusable agent profiles (an unset key variable, say) are reported, not fatal: the
+    // daemon serves everything else and fails only the sessions that need them.
+    let supervisor =
+        Supervisor::from_config(engine, ctx.home.clone(), &config, ctx.database_url.clone());
     let sandbox = worktrain_daemon::sandbox_probe();
     if sandbox.available {
         info!(detail = %sandbox.detail, "agent sandbox available");

@@ -550,22 +550,15 @@ async fn explain_cmd(
         .agent
         .clone()
         .unwrap_or_else(|| config.daemon.default_agent.clone());
-    let raw = config.agents.get(&name).ok_or_else(|| {
+    let profile = config.agents.get(&name).ok_or_else(|| {
         ApiError::invalid_input(
             format!("no agent profile `{name}` in config.yaml"),
             "add an `agents:` profile of kind llm, or pass --agent NAME",
         )
     })?;
-    let profile: worktrain_daemon::profiles::AgentProfile = serde_json::from_value(raw.clone())
-        .map_err(|e| {
-            ApiError::invalid_input(
-                format!("config.yaml: agents.{name}: {e}"),
-                "fix the agent profile",
-            )
-        })?;
     let llm = match profile {
-        worktrain_daemon::profiles::AgentProfile::Llm { llm, .. } => llm,
-        worktrain_daemon::profiles::AgentProfile::Command { .. } => {
+        worktrain_agent::AgentProfile::Llm(p) => &p.llm,
+        worktrain_agent::AgentProfile::Command(_) => {
             return Err(ApiError::invalid_input(
                 format!("agent profile `{name}` runs a command; explain needs an LLM profile"),
                 "pass --agent with a profile of kind llm",

@@ -11,11 +11,11 @@ use worktrain_core::error::ApiError;
 use worktrain_core::event::SessionMode;
 use worktrain_core::machine::Submission;
 use worktrain_core::response::{Outcome, StepView};
-use worktrain_engine::{Reply, StartRequest};
+use worktrain_engine::{Reply, SessionRef, StartRequest};
 
 use crate::cli::RunArgs;
-use crate::output::{Exit, print_response};
-use crate::{Ctx, context_from, home_error, workspace_string};
+use crate::output::{Audience, Exit, print_response};
+use crate::{Ctx, context_from, existing_workspace, home_error};
 
 /// Optional per-step extras for `--notes-from`: `<step-id>.json`.
 #[derive(Debug, Default, Deserialize)]
@@ -27,6 +27,10 @@ struct StepExtras {
     context: Map<String, Value>,
 }
 
+/// How many times in a row an editor may come back without notes before the session is
+/// paused (an editor that returns at once must not spin).
+const EMPTY_EDITS_BEFORE_PAUSE: u32 = 3;
+
 pub async fn run(ctx: &Ctx, args: RunArgs) -> Result<Exit, ApiError> {
     if !ctx.home.is_initialised() {
         let report = ctx.home.init().map_err(home_error)?;
@@ -35,20 +39,44 @@ pub async fn run(ctx: &Ctx, args: RunArgs) -> Result<Exit, ApiError> {
         }
     }
     let engine = ctx.engine().await?;
-    let workflow = ctx
-        .catalog(args.workspace.as_deref())
-        .resolve(&args.workflow)?;
-    let mut reply = engine
-        .start(StartRequest {
-            workflow,
-            goal: args.goal.clone(),
-            workspace: workspace_string(args.workspace.as_deref()),
-            context: context_from(&args.context)?,
-            mode: SessionMode::Interactive,
-            parent: None,
-        })
-        .await?;
+    let mut reply = match (&args.resume, &args.workflow, &args.goal) {
+        (Some(session), _, _) => {
+            let id = engine.session_id(&SessionRef::parse(session))?;
+            engine.rehydrate(&SessionRef::Id(id)).await?
+        }
+        (None, Some(workflow), Some(goal)) => {
+            let workflow = ctx.catalog(args.workspace.as_deref()).resolve(workflow)?;
+            engine
+                .start(StartRequest {
+                    workflow,
+                    goal: goal.clone(),
+                    workspace: existing_workspace(args.workspace.as_deref())?,
+                    context: context_from(&args.context)?,
+                    mode: SessionMode::Interactive,
+                    parent: None,
+                })
+                .await?
+        }
+        (None, _, _) => {
+            return Err(ApiError::invalid_input(
+                "`worktrain run` needs a workflow and --goal, or --resume SESSION",
+                "e.g. `worktrain run quick-task --goal \"…\"`",
+            ));
+        }
+    };
     let session = reply.response.session_id;
+    let paused = |step: &str, why: &str| {
+        if !ctx.out.json {
+            say!();
+            say!(
+                "{why}; session {session} is paused at step `{step}`.\nContinue it with `worktrain run --resume {session}`."
+            );
+        }
+        Ok(Exit::Ok)
+    };
+    // The output last submitted, when the engine blocked it: the same output again would
+    // be blocked the same way, so the run stops instead of looping.
+    let mut blocked_output: Option<worktrain_core::ids::Sha256Hash> = None;
     loop {
         show(ctx, &reply);
         let response = &reply.response;
@@ -61,28 +89,34 @@ pub async fn run(ctx: &Ctx, args: RunArgs) -> Result<Exit, ApiError> {
             return Ok(Exit::Ok);
         };
         let submission = match &args.notes_from {
-            Some(dir) => {
-                if response.outcome == Outcome::Blocked {
-                    // The same files would be submitted again: stop instead of looping.
-                    return Ok(Exit::Blocked);
-                }
-                scripted(dir, step)?
-            }
+            Some(dir) => scripted(dir, step)?,
             None => match interactive(step)? {
-                Some(s) => s,
-                None => {
-                    if !ctx.out.json {
-                        say!();
-                        say!(
-                            "Input closed; session {session} is paused at step `{}`.\nResume it with `worktrain session rehydrate {session}`.",
-                            step.id
-                        );
-                    }
-                    return Ok(Exit::Ok);
+                Notes::Submit(s) => s,
+                Notes::InputClosed => return paused(step.id.as_str(), "Input closed"),
+                Notes::NothingWritten => {
+                    return paused(
+                        step.id.as_str(),
+                        &format!(
+                            "The editor returned {EMPTY_EDITS_BEFORE_PAUSE} times without notes"
+                        ),
+                    );
                 }
             },
         };
+        if response.outcome == Outcome::Blocked && blocked_output == Some(submission.output_hash())
+        {
+            if args.notes_from.is_some() {
+                // The same files would be submitted again: stop instead of looping.
+                return Ok(Exit::Blocked);
+            }
+            return paused(
+                step.id.as_str(),
+                "The same output was blocked again (fix the blockers above first)",
+            );
+        }
+        let hash = submission.output_hash();
         reply = engine.advance(&token, submission).await?;
+        blocked_output = (reply.response.outcome == Outcome::Blocked).then_some(hash);
     }
 }
 
@@ -90,7 +124,7 @@ fn show(ctx: &Ctx, reply: &Reply) {
     if ctx.out.json {
         ctx.out.raw_json(&reply.bytes);
     } else {
-        print_response(&reply.response, reply.replayed);
+        print_response(&reply.response, reply.replayed, Audience::Run);
     }
 }
 
@@ -127,15 +161,56 @@ fn scripted(dir: &Path, step: &StepView) -> Result<Submission, ApiError> {
     })
 }
 
+/// What asking for a step's notes came back with.
+enum Notes {
+    /// Notes to submit.
+    Submit(Submission),
+    /// Input ended before any notes.
+    InputClosed,
+    /// The editor kept returning without notes.
+    NothingWritten,
+}
+
 /// Ask for notes: `$EDITOR` when attached to a terminal, otherwise stdin until a line
-/// with a single `.` or end of input. `None` when input is closed before any notes.
-fn interactive(step: &StepView) -> Result<Option<Submission>, ApiError> {
+/// with a single `.` or end of input. An editor that comes back without notes (it saved
+/// nothing, or returned at once) is opened again after the user presses Enter; after
+/// [`EMPTY_EDITS_BEFORE_PAUSE`] such rounds, or `q`, the session is paused.
+fn interactive(step: &StepView) -> Result<Notes, ApiError> {
     let editor = std::env::var("VISUAL")
         .or_else(|_| std::env::var("EDITOR"))
         .ok()
         .filter(|e| !e.trim().is_empty());
     if let (Some(editor), true) = (editor, std::io::stdin().is_terminal()) {
-        return edit(&editor, step).map(Some);
+        for round in 1..=EMPTY_EDITS_BEFORE_PAUSE {
+            let submission = edit(&editor, step)?;
+            if submission
+                .notes
+                .as_deref()
+                .is_some_and(|n| !n.trim().is_empty())
+                || step.notes_optional
+            {
+                return Ok(Notes::Submit(submission));
+            }
+            if round == EMPTY_EDITS_BEFORE_PAUSE {
+                break;
+            }
+            say!(
+                "No notes were written in the editor (`{editor}`). Press Enter to edit again, or type `q` and Enter to pause:"
+            );
+            let _ = std::io::stdout().flush();
+            let mut answer = String::new();
+            let read = std::io::stdin()
+                .lock()
+                .read_line(&mut answer)
+                .map_err(|e| ApiError::invalid_input(format!("cannot read stdin: {e}"), "retry"))?;
+            if read == 0 {
+                return Ok(Notes::InputClosed);
+            }
+            if answer.trim().eq_ignore_ascii_case("q") {
+                return Ok(Notes::NothingWritten);
+            }
+        }
+        return Ok(Notes::NothingWritten);
     }
     say!(
         "Write your notes for `{}`; finish with a line containing only `.` (or end of input):",
@@ -156,9 +231,9 @@ fn interactive(step: &StepView) -> Result<Option<Submission>, ApiError> {
         notes.push('\n');
     }
     if !saw_input {
-        return Ok(None);
+        return Ok(Notes::InputClosed);
     }
-    Ok(Some(Submission {
+    Ok(Notes::Submit(Submission {
         notes: Some(notes),
         ..Submission::default()
     }))

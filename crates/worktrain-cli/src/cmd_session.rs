@@ -18,8 +18,8 @@ use worktrain_engine::{
 use worktrain_store::SessionFilter;
 
 use crate::cli::{OutputArgs, SessionCommand, SessionsArgs};
-use crate::output::{Exit, print_response, time};
-use crate::{Ctx, context_from, workspace_string};
+use crate::output::{Audience, Exit, print_response, time};
+use crate::{Ctx, context_from, existing_workspace, workspace_string};
 
 pub async fn run(ctx: &Ctx, cmd: SessionCommand) -> Result<Exit, ApiError> {
     // Commands served by the daemon (the run's owner) never open the store here.
@@ -54,7 +54,7 @@ pub async fn run(ctx: &Ctx, cmd: SessionCommand) -> Result<Exit, ApiError> {
                 .start(StartRequest {
                     workflow,
                     goal: a.goal,
-                    workspace: workspace_string(a.workspace.as_deref()),
+                    workspace: existing_workspace(a.workspace.as_deref())?,
                     context: context_from(&a.context)?,
                     mode: if a.autonomous {
                         SessionMode::Autonomous
@@ -106,7 +106,12 @@ pub async fn run(ctx: &Ctx, cmd: SessionCommand) -> Result<Exit, ApiError> {
                 ));
             }
             let reply = engine.rewind(&target, &to, a.reason).await?;
-            restore_worktree(ctx, &engine, &before, &reply).await?;
+            let after = engine.session(id).await?;
+            if after.run.as_ref().is_some_and(|r| r.restore_pending) && !ctx.out.json {
+                eprintln!(
+                    "note: the session's worktree does not exist now; its files are restored to the re-entered step when it runs again (`worktrain session retry {id}`)"
+                );
+            }
             Ok(emit(ctx, &reply))
         }
         SessionCommand::Approve(a) => {
@@ -165,102 +170,13 @@ pub fn emit(ctx: &Ctx, reply: &Reply) -> Exit {
     if ctx.out.json {
         ctx.out.raw_json(&reply.bytes);
     } else {
-        print_response(&reply.response, reply.replayed);
+        print_response(&reply.response, reply.replayed, Audience::TokenHolder);
     }
     if reply.response.outcome == Outcome::Blocked {
         Exit::Blocked
     } else {
         Exit::Ok
     }
-}
-
-/// After a rewind of a daemon session, put its worktree back to the state the re-entered
-/// step started from: the snapshot taken when the step before it completed (or the one
-/// taken before the first step). Recorded as `worktree_restored`.
-async fn restore_worktree(
-    ctx: &Ctx,
-    engine: &Engine,
-    before: &worktrain_core::projection::SessionSummary,
-    reply: &Reply,
-) -> Result<(), ApiError> {
-    let (Some(run), Some(workspace), Some(step)) =
-        (&before.run, &before.workspace, &reply.response.step)
-    else {
-        return Ok(());
-    };
-    let Some(worktree) = run.worktree.as_deref() else {
-        return Ok(());
-    };
-    if !std::path::Path::new(worktree).join(".git").exists() {
-        return Ok(());
-    }
-    let id = before.session_id;
-    let node = engine
-        .store()
-        .node(id, step.node)
-        .await
-        .map_err(store_error)?
-        .ok_or_else(|| ApiError::internal("the rewound node is missing"))?;
-    let wanted = node.parent.unwrap_or(NodeId(0));
-    let mut commit = None;
-    let mut after = Seq(0);
-    loop {
-        let events = engine
-            .store()
-            .events(id, after, 500)
-            .await
-            .map_err(store_error)?;
-        let Some(last) = events.last() else { break };
-        after = last.seq;
-        for e in &events {
-            if let worktrain_core::event::EventBody::StepSnapshotted {
-                node, commit: c, ..
-            } = &e.body
-                && *node == wanted
-            {
-                commit = Some(c.clone());
-            }
-        }
-    }
-    let Some(commit) = commit else {
-        eprintln!("note: no snapshot of {wanted} was recorded; the worktree was left as it is");
-        return Ok(());
-    };
-    let config = ctx.config()?;
-    let (restored, backup) = worktrain_daemon::worktrees::restore(
-        &config.daemon.worktrees,
-        ctx.home.root(),
-        std::path::Path::new(workspace),
-        id,
-        &commit,
-    )
-    .await
-    .map_err(|e| {
-        ApiError::new(
-            ErrorCode::StoreFailure,
-            format!("the session was rewound, but restoring its worktree failed: {e}"),
-            Retry::AfterFix,
-            "inspect the worktree (`worktrain worktree list`); the rewind itself is recorded",
-        )
-    })?;
-    let new_node = step.node;
-    engine
-        .transition(id, |_| {
-            Ok(vec![worktrain_core::event::EventBody::WorktreeRestored {
-                node: new_node,
-                commit: restored.clone(),
-                backup: backup.clone(),
-            }])
-        })
-        .await?;
-    if !ctx.out.json {
-        eprintln!(
-            "worktree restored to the snapshot of {wanted} ({}); the previous state is saved as {}",
-            &restored[..12.min(restored.len())],
-            &backup[..12.min(backup.len())]
-        );
-    }
-    Ok(())
 }
 
 fn parse_session_id(s: &str) -> Result<SessionId, ApiError> {
@@ -497,7 +413,9 @@ async fn log(
                 .session(id)
                 .await
                 .map_err(store_error)?
-                .is_some_and(|s| s.status == SessionStatus::Complete && s.last_seq == cursor);
+                // Finished the way the event stream and `await` say it: a run that ended
+                // (completed, failed, cancelled), or a completed interactive session.
+                .is_some_and(|s| worktrain_daemon::views::is_finished(&s) && s.last_seq == cursor);
             if done {
                 break;
             }

@@ -9,8 +9,11 @@ use serde_json::{Value, json};
 use worktrain_core::error::{ApiError, ErrorCode, Retry};
 use worktrain_core::event::EventBody;
 use worktrain_core::ids::{NodeId, Seq, SessionId};
-use worktrain_engine::{Engine, SessionRef, store_error};
-use worktrain_git::{CleanAction, CleanOptions, ListOptions, Mode, Worktrees, WorktreesConfig};
+use worktrain_engine::{Engine, SessionRef, SessionWorktrees, store_error};
+use worktrain_git::{
+    CleanAction, CleanOptions, CleanReason, ListOptions, LockState, Mode, Worktrees,
+    WorktreesConfig,
+};
 use worktrain_store::SessionFilter;
 
 use crate::Ctx;
@@ -70,7 +73,35 @@ pub async fn run(ctx: &Ctx, cmd: WorktreeCommand) -> Result<Exit, ApiError> {
     let repos = workspaces(&engine).await?;
     match cmd {
         WorktreeCommand::List => list(ctx, repos),
-        WorktreeCommand::Clean(a) => clean(ctx, repos, a),
+        WorktreeCommand::Clean(a) => clean(ctx, &engine, repos, a).await,
+    }
+}
+
+/// RFC 3339 (UTC, seconds) of a clock reading.
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// A lock state as plain data: `{"lock": "in_use"|"kept"|"unlocked"|"foreign", …}`.
+fn lock_fields(lock: &LockState) -> (Value, Value, Value) {
+    match lock {
+        LockState::Unlocked => (json!("unlocked"), Value::Null, Value::Null),
+        LockState::InUse => (json!("in_use"), Value::Null, Value::Null),
+        LockState::Kept { until } => (json!("kept"), json!(rfc3339(*until)), Value::Null),
+        LockState::Foreign { reason } => (json!("foreign"), Value::Null, json!(reason)),
+    }
+}
+
+/// Why a worktree is cleaned, as a plain word (and the keep's expiry when it has one).
+fn clean_reason(r: &CleanReason) -> (&'static str, Value) {
+    match r {
+        CleanReason::DirectoryMissing => ("directory_missing", Value::Null),
+        CleanReason::KeepExpired { until } => ("keep_expired", json!(rfc3339(*until))),
+        CleanReason::KeptRemovedOnRequest { until } => {
+            ("kept_removed_on_request", json!(rfc3339(*until)))
+        }
+        CleanReason::Unowned => ("unowned", Value::Null),
+        CleanReason::Unregistered => ("unregistered", Value::Null),
     }
 }
 
@@ -84,6 +115,7 @@ fn list(ctx: &Ctx, repos: BTreeSet<PathBuf>) -> Result<Exit, ApiError> {
     for repo in &repos {
         let wts = open(ctx, repo)?;
         for i in wts.list(ListOptions { status: true }).map_err(git_error)? {
+            let (lock, kept_until, lock_reason) = lock_fields(&i.lock);
             rows.push(json!({
                 "repository": repo,
                 "path": i.path,
@@ -93,8 +125,11 @@ fn list(ctx: &Ctx, repos: BTreeSet<PathBuf>) -> Result<Exit, ApiError> {
                 "detached": i.mode == Mode::Detached,
                 "head": i.head.map(|h| h.to_string()),
                 "base": i.base,
+                "created_at": i.created.map(rfc3339),
                 "age_secs": i.age.map(|a| a.as_secs()),
-                "lock": format!("{:?}", i.lock),
+                "lock": lock,
+                "kept_until": kept_until,
+                "lock_reason": lock_reason,
                 "dirty": i.dirty,
                 "ahead": i.ahead,
                 "merged": i.merged,
@@ -146,18 +181,26 @@ fn list(ctx: &Ctx, repos: BTreeSet<PathBuf>) -> Result<Exit, ApiError> {
     Ok(Exit::Ok)
 }
 
-fn clean(ctx: &Ctx, repos: BTreeSet<PathBuf>, a: CleanArgs) -> Result<Exit, ApiError> {
+async fn clean(
+    ctx: &Ctx,
+    engine: &Engine,
+    repos: BTreeSet<PathBuf>,
+    a: CleanArgs,
+) -> Result<Exit, ApiError> {
+    let config = ctx.config()?;
+    let worktrees = SessionWorktrees::new(config.daemon.worktrees, ctx.home.root());
     let mut entries = Vec::new();
     for repo in &repos {
-        let wts = open(ctx, repo)?;
-        let report = wts
-            .clean(CleanOptions {
-                now: SystemTime::now(),
-                dry_run: a.dry_run,
-                include_kept: false,
-            })
-            .map_err(git_error)?;
+        let options = CleanOptions {
+            now: SystemTime::now(),
+            dry_run: a.dry_run,
+            include_kept: false,
+        };
+        // Removals are recorded on their sessions, and uncommitted work is committed on
+        // the session branch before a directory goes.
+        let report = engine.clean_worktrees(&worktrees, repo, options).await?;
         for e in report.entries {
+            let (reason, kept_until) = clean_reason(&e.reason);
             let action = match &e.action {
                 CleanAction::Removed => "removed".to_owned(),
                 CleanAction::WouldRemove => "would remove".to_owned(),
@@ -167,8 +210,10 @@ fn clean(ctx: &Ctx, repos: BTreeSet<PathBuf>, a: CleanArgs) -> Result<Exit, ApiE
                 "repository": repo,
                 "session": e.session,
                 "path": e.path,
-                "reason": format!("{:?}", e.reason),
+                "reason": reason,
+                "kept_until": kept_until,
                 "action": action,
+                "preserved_commit": e.preserved.map(|o| o.to_string()),
             }));
         }
     }

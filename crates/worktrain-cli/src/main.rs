@@ -50,7 +50,7 @@ fn main() -> ExitCode {
         }
     };
     // The daemon logs at info by default; other commands only warn.
-    let daemon = matches!(cli.command, Command::Daemon(_));
+    let daemon = matches!(&cli.command, Command::Daemon(a) if a.action.is_none());
     init_logging(cli.verbose + u8::from(daemon));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -121,8 +121,13 @@ fn init_logging(verbose: u8) {
     let filter =
         EnvFilter::try_from_env("WORKTRAIN_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let json = std::env::var("WORKTRAIN_LOG_FORMAT").is_ok_and(|v| v == "json");
+    // Colour only for a person at a terminal: logs written to a file, a pipe or a
+    // journal must be plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     if json {
         builder.json().init();
@@ -151,7 +156,10 @@ async fn dispatch(cli: Cli, out: Out) -> Result<Exit, ApiError> {
             cmd_admin::migrate_store(&ctx, args).await
         }
         Command::Mcp(args) => cmd_mcp::run(&ctx, args).await,
-        Command::Daemon(args) => cmd_daemon::run(&ctx, args).await,
+        Command::Daemon(args) => match args.action {
+            None => cmd_daemon::run(&ctx, args).await,
+            Some(cli::DaemonAction::Reload) => cmd_daemon::reload(&ctx).await,
+        },
         Command::Spawn(args) => cmd_coord::spawn(&ctx, args).await,
         Command::Await(_) => Err(ApiError::internal("await is handled before dispatch")),
         Command::Status => cmd_coord::status(&ctx).await,
@@ -203,7 +211,16 @@ impl Ctx {
         let config = self.config()?;
         let keyring = self.home.keyring().map_err(home_error)?;
         let store = self.open_store(&config).await?;
-        Ok((Engine::new(store.clone(), keyring, config.limits), store))
+        // Steps advanced from here (the CLI, `worktrain mcp` for an external agent) are
+        // snapshotted in the session's worktree like steps the daemon's own loop advances.
+        let worktrees = worktrain_engine::SessionWorktrees::new(
+            config.daemon.worktrees.clone(),
+            self.home.root(),
+        );
+        Ok((
+            Engine::new(store.clone(), keyring, config.limits).with_worktrees(worktrees),
+            store,
+        ))
     }
 
     /// Open the configured store (see [`Home::store_url`]).
@@ -374,6 +391,40 @@ pub fn context_from(pairs: &[String]) -> Result<Map<String, Value>, ApiError> {
         map.insert(k, v);
     }
     Ok(map)
+}
+
+/// The workspace a session will work in: `--workspace` (relative to the current
+/// directory) or the current directory, as an absolute path. A directory that does not
+/// exist is an error that says so, before anything is sent or started.
+pub fn existing_workspace(ws: Option<&Path>) -> Result<Option<String>, ApiError> {
+    let dir = match ws {
+        Some(p) => p.to_path_buf(),
+        None => return Ok(workspace_string(None)),
+    };
+    match std::fs::canonicalize(&dir) {
+        Ok(p) => Ok(Some(p.display().to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let cwd = std::env::current_dir()
+                .map(|d| format!(" (relative to {})", d.display()))
+                .unwrap_or_default();
+            Err(ApiError::invalid_input(
+                format!(
+                    "--workspace `{}` does not exist{}",
+                    dir.display(),
+                    if dir.is_relative() {
+                        cwd
+                    } else {
+                        String::new()
+                    }
+                ),
+                "pass the path of an existing git working tree",
+            ))
+        }
+        Err(e) => Err(ApiError::invalid_input(
+            format!("--workspace `{}`: {e}", dir.display()),
+            "pass the path of an existing git working tree",
+        )),
+    }
 }
 
 /// Resolve a workspace option to an absolute path string (default: the current directory).

@@ -53,9 +53,10 @@ pub fn exit_for(code: ErrorCode) -> Exit {
         | ErrorCode::InvalidRewindTarget => Exit::Invalid,
         ErrorCode::IntegrityFailure => Exit::Integrity,
         ErrorCode::Contention => Exit::Busy,
-        ErrorCode::WorkflowPinMissing | ErrorCode::StoreFailure | ErrorCode::Internal => {
-            Exit::Failure
-        }
+        ErrorCode::WorkflowPinMissing
+        | ErrorCode::StoreFailure
+        | ErrorCode::DaemonUnreachable
+        | ErrorCode::Internal => Exit::Failure,
     }
 }
 
@@ -96,7 +97,19 @@ impl Out {
 }
 
 /// Render a step response for humans.
-pub fn print_response(r: &StepResponse, replayed: bool) {
+/// Who reads a printed response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience {
+    /// Someone who submits with the tokens (`session start|advance|rehydrate|…`): the
+    /// tokens and the engine's `next` are shown.
+    TokenHolder,
+    /// `worktrain run`, which holds the tokens itself: neither is shown (the run says what
+    /// to do next in its own words).
+    Run,
+}
+
+/// Print a step response for a person.
+pub fn print_response(r: &StepResponse, replayed: bool, audience: Audience) {
     let tag = match r.outcome {
         Outcome::Started => "started",
         Outcome::Advanced => "advanced",
@@ -122,7 +135,12 @@ pub fn print_response(r: &StepResponse, replayed: bool) {
     );
     if !r.blockers.is_empty() {
         say!();
-        say!("Blocked — fix these and submit again with the new advance token:");
+        match audience {
+            Audience::TokenHolder => {
+                say!("Blocked — fix these and submit again with the new advance token:")
+            }
+            Audience::Run => say!("Blocked — fix these and write the step's notes again:"),
+        }
         for b in &r.blockers {
             let at = b
                 .path
@@ -204,15 +222,20 @@ pub fn print_response(r: &StepResponse, replayed: bool) {
             );
         }
     }
-    say!();
-    if let Some(t) = &r.tokens.advance {
-        say!("advance token:    {t}");
+    match audience {
+        Audience::TokenHolder => {
+            say!();
+            if let Some(t) = &r.tokens.advance {
+                say!("advance token:    {t}");
+            }
+            if let Some(t) = &r.tokens.checkpoint {
+                say!("checkpoint token: {t}");
+            }
+            say!("resume token:     {}", r.tokens.resume);
+            say!("next: {}", r.next);
+        }
+        Audience::Run => {}
     }
-    if let Some(t) = &r.tokens.checkpoint {
-        say!("checkpoint token: {t}");
-    }
-    say!("resume token:     {}", r.tokens.resume);
-    say!("next: {}", r.next);
 }
 
 fn serde_code<T: Serialize>(v: &T) -> String {

@@ -8,8 +8,10 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
+use worktrain_agent::AgentProfile;
 use worktrain_core::context::Limits;
 use worktrain_core::token::Keyring;
+pub use worktrain_engine::worktrees::WorktreeSettings;
 use worktrain_store::{Store, StoreError, StoreOptions, StoreUrl, TlsMode, TlsOptions};
 
 /// Environment variable naming the home directory.
@@ -29,7 +31,7 @@ pub const TRIGGERS_FILE: &str = "triggers.yml";
 pub const WORKFLOWS_DIR: &str = "workflows";
 
 /// Contents of `config.yaml`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Storage settings.
@@ -38,8 +40,8 @@ pub struct Config {
     pub limits: Limits,
     /// `worktrain daemon` settings.
     pub daemon: DaemonSettings,
-    /// Agent profiles by name (validated by the daemon: `kind: llm` or `kind: command`).
-    pub agents: std::collections::BTreeMap<String, serde_json::Value>,
+    /// Agent profiles by name (`kind: llm` or `kind: command`), validated with the file.
+    pub agents: std::collections::BTreeMap<String, AgentProfile>,
 }
 
 /// `worktrain daemon` settings.
@@ -91,31 +93,6 @@ impl Default for DaemonSettings {
             worktrees: WorktreeSettings::default(),
             triggers_file: std::path::PathBuf::from(TRIGGERS_FILE),
             webhook_body_limit_bytes: 25 * 1024 * 1024,
-        }
-    }
-}
-
-/// Where and how session worktrees are made.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct WorktreeSettings {
-    /// Run each session in its own git worktree (off: the agent works in the workspace itself).
-    pub enabled: bool,
-    /// Remote fetched before a worktree is created.
-    pub remote: String,
-    /// Base branch new session branches start from.
-    pub base_branch: String,
-    /// Keep the worktree of a failed session this long for inspection, in hours.
-    pub keep_failed_hours: u64,
-}
-
-impl Default for WorktreeSettings {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            remote: "origin".into(),
-            base_branch: "main".into(),
-            keep_failed_hours: 72,
         }
     }
 }
@@ -480,11 +457,24 @@ pub fn parse_config(path: &Path, text: &str) -> Result<Config, HomeError> {
         let field = e.path().to_string();
         let inner = e.into_inner();
         let loc = inner.location();
-        let message = strip_position(&inner.to_string());
+        let mut message = strip_position(&inner.to_string());
+        // Inside a tagged enum (agent profiles) the deserializer repeats the top-level
+        // key in front of the message; the field path already says where.
+        if let Some(top) = field.split('.').next()
+            && let Some(rest) = message.strip_prefix(&format!("{top}: "))
+        {
+            message = rest.to_owned();
+        }
+        let (line, column, message) = worktrain_core::diagnostics::refine(
+            text,
+            loc.as_ref().map(|l| l.line()).unwrap_or(0),
+            loc.as_ref().map(|l| l.column()).unwrap_or(0),
+            &message,
+        );
         HomeError::Config {
             path: path.to_path_buf(),
-            line: loc.as_ref().map(|l| l.line()).unwrap_or(0),
-            column: loc.as_ref().map(|l| l.column()).unwrap_or(0),
+            line,
+            column,
             message: if field.is_empty() || field == "." {
                 message
             } else {

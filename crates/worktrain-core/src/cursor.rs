@@ -133,6 +133,8 @@ impl Cursor {
             | EventBody::HookRan { .. }
             | EventBody::SourceIneligible { .. }
             | EventBody::PostMortemRecorded { .. }
+            | EventBody::WorkCommitted { .. }
+            | EventBody::WorktreeRemoved { .. }
             | EventBody::SessionCompleted { .. } => {}
         }
         Ok(())

@@ -54,6 +54,8 @@ pub enum ErrorCode {
     Contention,
     /// The store failed (I/O, corruption, schema mismatch).
     StoreFailure,
+    /// The worktrain daemon could not be reached (not running, wrong address).
+    DaemonUnreachable,
     /// The session's hash chain or projections failed verification.
     IntegrityFailure,
     /// An internal invariant was violated. Always a bug.
@@ -87,6 +89,7 @@ impl ErrorCode {
             ErrorCode::InvalidRewindTarget => "invalid_rewind_target",
             ErrorCode::Contention => "contention",
             ErrorCode::StoreFailure => "store_failure",
+            ErrorCode::DaemonUnreachable => "daemon_unreachable",
             ErrorCode::IntegrityFailure => "integrity_failure",
             ErrorCode::Internal => "internal",
         }

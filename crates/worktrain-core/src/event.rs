@@ -424,12 +424,44 @@ pub enum EventBody {
         /// Detector findings the model was shown.
         findings: u32,
     },
+    /// The session's work became a commit on its branch: after the workflow completed
+    /// (the work of the run), or before its worktree was removed with changes still
+    /// uncommitted (preserved, never lost).
+    WorkCommitted {
+        /// The branch the commit is on (`worktrain/<session>`).
+        branch: String,
+        /// The commit id.
+        commit: String,
+        /// Files changed by the commit.
+        files: u32,
+        /// Why it was made.
+        reason: CommitReason,
+    },
+    /// The session's worktree directory was removed; its work is on `branch` when kept.
+    WorktreeRemoved {
+        /// The directory that was removed.
+        path: String,
+        /// The session branch, when it still exists.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        branch: Option<String>,
+    },
     /// The workflow reached its end.
     SessionCompleted {
         /// The last node completed, if any step ran.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         last_node: Option<NodeId>,
     },
+}
+
+/// Why a [`EventBody::WorkCommitted`] commit was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommitReason {
+    /// The workflow completed: the run's result, ready for delivery or review.
+    Completed,
+    /// The worktree was about to be removed with uncommitted changes (a failed or
+    /// cancelled run whose keep expired, say): they were committed so nothing is lost.
+    Preserved,
 }
 
 /// Why a node was entered.
@@ -547,6 +579,10 @@ pub enum EventKind {
     StepSnapshotted,
     /// See [`EventBody::WorktreeRestored`].
     WorktreeRestored,
+    /// See [`EventBody::WorkCommitted`].
+    WorkCommitted,
+    /// See [`EventBody::WorktreeRemoved`].
+    WorktreeRemoved,
     /// See [`EventBody::SessionRewound`].
     SessionRewound,
     /// See [`EventBody::HookRan`].
@@ -588,6 +624,8 @@ impl EventKind {
             EventKind::AgentActivity => "agent_activity",
             EventKind::StepSnapshotted => "step_snapshotted",
             EventKind::WorktreeRestored => "worktree_restored",
+            EventKind::WorkCommitted => "work_committed",
+            EventKind::WorktreeRemoved => "worktree_removed",
             EventKind::SessionRewound => "session_rewound",
             EventKind::HookRan => "hook_ran",
             EventKind::SourceIneligible => "source_ineligible",
@@ -626,6 +664,8 @@ impl EventBody {
             EventBody::AgentActivity { .. } => EventKind::AgentActivity,
             EventBody::StepSnapshotted { .. } => EventKind::StepSnapshotted,
             EventBody::WorktreeRestored { .. } => EventKind::WorktreeRestored,
+            EventBody::WorkCommitted { .. } => EventKind::WorkCommitted,
+            EventBody::WorktreeRemoved { .. } => EventKind::WorktreeRemoved,
             EventBody::SessionRewound { .. } => EventKind::SessionRewound,
             EventBody::HookRan { .. } => EventKind::HookRan,
             EventBody::SourceIneligible { .. } => EventKind::SourceIneligible,

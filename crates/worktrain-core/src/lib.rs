@@ -9,6 +9,7 @@ pub mod condition;
 pub mod context;
 pub mod contract;
 pub mod cursor;
+pub mod diagnostics;
 pub mod error;
 pub mod event;
 pub mod ids;

@@ -42,9 +42,16 @@ pub struct RunInfo {
     /// Worktree.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worktree: Option<String>,
-    /// Branch.
+    /// The session branch, while it exists.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub branch: Option<String>,
+    /// The last commit of the session's work on `branch` (`work_committed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    /// The session was rewound after its worktree last changed: the files must be put
+    /// back to the re-entered step's snapshot before an agent works in it again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub restore_pending: bool,
     /// Why it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<FailureReason>,
@@ -678,6 +685,9 @@ pub fn apply(
             }
             s.rewinds += 1;
             s.current = None;
+            if let Some(r) = s.run.as_mut().filter(|r| r.branch.is_some()) {
+                r.restore_pending = true;
+            }
         }
         EventBody::SessionCompleted { .. } => {
             s.status = SessionStatus::Complete;
@@ -707,6 +717,8 @@ pub fn apply(
                 worker: None,
                 worktree: None,
                 branch: None,
+                commit: None,
+                restore_pending: false,
                 failure: None,
                 detail: None,
                 interruptions: 0,
@@ -822,10 +834,26 @@ pub fn apply(
             | AgentActivity::ProcessExited { .. } => {}
         },
         EventBody::StepSnapshotted { .. }
-        | EventBody::WorktreeRestored { .. }
         | EventBody::HookRan { .. }
         | EventBody::SourceIneligible { .. }
         | EventBody::PostMortemRecorded { .. } => {}
+        EventBody::WorktreeRestored { .. } => {
+            if let Some(r) = s.run.as_mut() {
+                r.restore_pending = false;
+            }
+        }
+        EventBody::WorkCommitted { branch, commit, .. } => {
+            if let Some(r) = s.run.as_mut() {
+                r.branch = Some(branch.clone());
+                r.commit = Some(commit.clone());
+            }
+        }
+        EventBody::WorktreeRemoved { branch, .. } => {
+            if let Some(r) = s.run.as_mut() {
+                r.worktree = None;
+                r.branch = branch.clone();
+            }
+        }
     }
     if let Some(ProjectionChange::UpsertAttempt(a)) = changes
         .iter()

@@ -96,6 +96,9 @@ pub enum FailureReason {
     RecordingFailed,
     /// The run's configuration cannot work.
     ConfigInvalid,
+    /// The run's agent profile cannot be used as configured (e.g. its API key variable
+    /// is unset); the daemon serves everything else meanwhile.
+    AgentUnavailable,
     /// The worktree could not be created or prepared.
     WorktreeFailed,
     /// A `setup` or `before_run` workspace hook failed or timed out.
@@ -123,6 +126,7 @@ impl FailureReason {
             FailureReason::StepDriverFailed => "step_driver_failed",
             FailureReason::RecordingFailed => "recording_failed",
             FailureReason::ConfigInvalid => "config_invalid",
+            FailureReason::AgentUnavailable => "agent_unavailable",
             FailureReason::WorktreeFailed => "worktree_failed",
             FailureReason::HookFailed => "hook_failed",
             FailureReason::TooManyInterruptions => "too_many_interruptions",

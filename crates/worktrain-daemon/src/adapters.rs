@@ -16,31 +16,25 @@ use worktrain_core::error::{ApiError, ErrorCode};
 use worktrain_core::event::EventBody;
 use worktrain_core::ids::{NodeId, SessionId};
 use worktrain_core::machine::Submission;
-use worktrain_core::response::{Outcome, StepResponse};
+use worktrain_core::response::StepResponse;
 use worktrain_engine::{Engine, SessionRef};
 
-use crate::worktrees::WorktreeHandle;
-
-/// Drives one session through the engine, holding its current advance token.
+/// Drives one session through the engine, holding its current advance token. (The
+/// engine snapshots the session's worktree whenever a step's output is accepted, so
+/// steps advanced here, through MCP or from the CLI are all snapshotted alike.)
 pub struct EngineDriver {
     engine: Arc<Engine>,
     session: SessionId,
     token: Mutex<Option<(String, NodeId)>>,
-    worktree: Option<Arc<WorktreeHandle>>,
 }
 
 impl EngineDriver {
-    /// A driver for `session`; snapshots the worktree after each completed step.
-    pub fn new(
-        engine: Arc<Engine>,
-        session: SessionId,
-        worktree: Option<Arc<WorktreeHandle>>,
-    ) -> Self {
+    /// A driver for `session`.
+    pub fn new(engine: Arc<Engine>, session: SessionId) -> Self {
         Self {
             engine,
             session,
             token: Mutex::new(None),
-            worktree,
         }
     }
 
@@ -61,32 +55,6 @@ impl EngineDriver {
         };
         *self.token.lock().await = next;
     }
-
-    /// Record the worktree's state after `node` completed (`n0`: before the first step).
-    pub async fn snapshot(&self, node: NodeId) {
-        let Some(wt) = &self.worktree else { return };
-        match wt.snapshot(node).await {
-            Ok(Some((git_ref, commit))) => {
-                let recorded = self
-                    .engine
-                    .transition(self.session, |_| {
-                        Ok(vec![EventBody::StepSnapshotted {
-                            node,
-                            git_ref: git_ref.clone(),
-                            commit: commit.clone(),
-                        }])
-                    })
-                    .await;
-                if let Err(e) = recorded {
-                    tracing::warn!(session_id = %self.session, error = %e, "recording a step snapshot failed");
-                }
-            }
-            Ok(None) => {}
-            Err(e) => {
-                tracing::warn!(session_id = %self.session, error = %e, "step snapshot failed")
-            }
-        }
-    }
 }
 
 fn refused(e: &ApiError) -> DriverError {
@@ -106,7 +74,7 @@ impl StepDriver for EngineDriver {
 
     async fn complete_step(&self, output: StepOutput) -> Result<StepResult, DriverError> {
         let held = self.token.lock().await.clone();
-        let (token, node) = match held {
+        let (token, _node) = match held {
             Some(t) => t,
             None => {
                 self.refresh().await?;
@@ -123,18 +91,6 @@ impl StepDriver for EngineDriver {
         match crate::metrics::timed_advance(self.engine.advance(&token, submission)).await {
             Ok(reply) => {
                 self.remember(&reply.response).await;
-                match reply.response.outcome {
-                    Outcome::Advanced | Outcome::Complete | Outcome::Approved => {
-                        self.snapshot(node).await
-                    }
-                    Outcome::Started
-                    | Outcome::Blocked
-                    | Outcome::Checkpointed
-                    | Outcome::Rehydrated
-                    | Outcome::Rewound
-                    | Outcome::Parked
-                    | Outcome::Rejected => {}
-                }
                 Ok(StepResult::from_response(&reply.response))
             }
             Err(e) => match e.code {
@@ -165,6 +121,7 @@ impl StepDriver for EngineDriver {
                 | ErrorCode::InvalidRewindTarget
                 | ErrorCode::Contention
                 | ErrorCode::StoreFailure
+                | ErrorCode::DaemonUnreachable
                 | ErrorCode::IntegrityFailure
                 | ErrorCode::Internal => Err(DriverError::Failed(e.to_string())),
             },

@@ -197,7 +197,7 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         | ErrorCode::SessionComplete
         | ErrorCode::SessionParked
         | ErrorCode::NotParked => StatusCode::CONFLICT,
-        ErrorCode::Contention => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::Contention | ErrorCode::DaemonUnreachable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::WorkflowPinMissing
         | ErrorCode::StoreFailure
         | ErrorCode::IntegrityFailure

@@ -30,7 +30,6 @@ pub mod sse;
 pub mod supervisor;
 pub mod triggers;
 pub mod views;
-pub mod worktrees;
 
 /// Whether agent commands can run sandboxed here (probed once); see `worktrain_agent::sandbox`.
 pub use worktrain_agent::sandbox::probe as sandbox_probe;

@@ -19,8 +19,8 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
-use worktrain_agent::{AgentRunner, RunContext, RunOutcome, SteeringInbox};
-use worktrain_config::DaemonSettings;
+use worktrain_agent::{RunContext, RunOutcome, SteeringInbox};
+use worktrain_config::{CONFIG_FILE, Config, DaemonSettings, Home};
 use worktrain_core::error::{ApiError, ErrorCode, Retry};
 use worktrain_core::event::EventBody;
 use worktrain_core::ids::{Seq, SessionId};
@@ -28,12 +28,15 @@ use worktrain_core::projection::SessionSummary;
 use worktrain_core::run::{
     FailureReason, HookPoint, InterruptReason, RequeueReason, RunEnd, RunLimits, RunState,
 };
-use worktrain_engine::{DispatchRequest, Dispatched, Engine, Reply, SessionRef, store_error};
+use worktrain_engine::{
+    DispatchRequest, Dispatched, Engine, Reply, SessionRef, SessionWorktrees, WorktreeEnd,
+    store_error,
+};
 use worktrain_store::LeaseRenewal;
 
 use crate::adapters::{EngineDriver, EngineSink, LastBeat};
 use crate::now_ms;
-use crate::worktrees::{self, WorktreeHandle};
+use crate::profiles::{AgentPool, ProfileStatus};
 
 /// Counters for `/metrics` and `/readyz`.
 #[derive(Debug, Default)]
@@ -73,12 +76,54 @@ pub struct Liveness {
     pub last_heartbeat_ms: i64,
 }
 
+/// What a running daemon takes from `config.yaml` and picks up again when the file
+/// changes: the settings and the agent profiles. Each run reads one snapshot when it
+/// starts and keeps it; a reload never changes a run in flight.
+#[derive(Debug, Clone)]
+pub struct Live {
+    /// The `daemon:` settings.
+    pub settings: DaemonSettings,
+    /// The agent profiles.
+    pub agents: AgentPool,
+}
+
+/// Settings read once at start; changing them in `config.yaml` needs a restart.
+const RESTART_ONLY: &str = "bind, allow_remote, lease_secs, body_limit_bytes, request_timeout_secs";
+
+/// Where the configuration is reloaded from, and what the last attempt found.
+struct ConfigSource {
+    home: Home,
+    /// The store URL given on the command line or in the environment, if any.
+    database_url: Option<String>,
+    /// `(modified, length)` of config.yaml when it was last read.
+    stamp: Mutex<Option<(std::time::SystemTime, u64)>>,
+    /// Why the last reload was refused (the previous configuration stays in force).
+    error: Mutex<Option<String>>,
+}
+
+/// The result of a configuration reload.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReloadReport {
+    /// Whether the new configuration is now in force.
+    pub applied: bool,
+    /// Why it was refused (the previous configuration stays in force).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Changed settings that take effect only after a restart.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub needs_restart: Vec<String>,
+    /// The agent profiles as now configured.
+    pub agents: Vec<ProfileStatus>,
+}
+
 /// The supervisor.
 pub struct Supervisor {
     engine: Arc<Engine>,
-    settings: DaemonSettings,
+    live: std::sync::RwLock<Arc<Live>>,
+    source: Option<ConfigSource>,
+    /// Settings fixed at start (see [`RESTART_ONLY`]).
+    fixed: DaemonSettings,
     home: PathBuf,
-    agents: BTreeMap<String, Arc<dyn AgentRunner>>,
     worker: String,
     runs: Mutex<HashMap<SessionId, Running>>,
     tasks: tokio::sync::Mutex<JoinSet<()>>,
@@ -119,7 +164,43 @@ impl Supervisor {
         engine: Arc<Engine>,
         settings: DaemonSettings,
         home: PathBuf,
-        agents: BTreeMap<String, Arc<dyn AgentRunner>>,
+        agents: AgentPool,
+    ) -> Arc<Self> {
+        Self::build(engine, settings, home, agents, None)
+    }
+
+    /// A supervisor configured from `home`'s `config.yaml` (already loaded as `config`),
+    /// which it reloads when the file changes: agent profiles and the settings not in
+    /// [`RESTART_ONLY`] apply to runs started afterwards.
+    pub fn from_config(
+        engine: Arc<Engine>,
+        home: Home,
+        config: &Config,
+        database_url: Option<String>,
+    ) -> Arc<Self> {
+        let agents = AgentPool::build(&config.agents, home.root(), database_url.as_deref());
+        let stamp = file_stamp(&home.path(CONFIG_FILE));
+        let root = home.root().to_path_buf();
+        Self::build(
+            engine,
+            config.daemon.clone(),
+            root,
+            agents,
+            Some(ConfigSource {
+                home,
+                database_url,
+                stamp: Mutex::new(stamp),
+                error: Mutex::new(None),
+            }),
+        )
+    }
+
+    fn build(
+        engine: Arc<Engine>,
+        settings: DaemonSettings,
+        home: PathBuf,
+        agents: AgentPool,
+        source: Option<ConfigSource>,
     ) -> Arc<Self> {
         let worker = format!(
             "{}{}-{}",
@@ -127,12 +208,21 @@ impl Supervisor {
             std::process::id(),
             now_ms()
         );
-        let home_for_secrets = home.clone();
+        // What agents must never see: the home's API token and signing keys, and the
+        // keys the agent profiles hold (more are added when a reload brings new ones).
+        let mut secrets = home_secrets(&home);
+        secrets.extend(agents.secrets().iter().cloned());
+        for p in agents.status(&settings.default_agent) {
+            if let Some(problem) = &p.problem {
+                warn!(profile = %p.name, %problem, "agent profile unusable: sessions that need it fail until config.yaml is fixed");
+            }
+        }
         Arc::new(Self {
             engine,
-            settings,
+            fixed: settings.clone(),
+            live: std::sync::RwLock::new(Arc::new(Live { settings, agents })),
+            source,
             home,
-            agents,
             worker,
             runs: Mutex::new(HashMap::new()),
             tasks: tokio::sync::Mutex::new(JoinSet::new()),
@@ -142,7 +232,7 @@ impl Supervisor {
             kill_epoch: AtomicU64::new(0),
             trigger_caps: std::sync::RwLock::new(BTreeMap::new()),
             metrics: Metrics::default(),
-            secrets: Mutex::new(home_secrets(&home_for_secrets)),
+            secrets: Mutex::new(secrets),
         })
     }
 
@@ -156,9 +246,10 @@ impl Supervisor {
     pub fn sandbox_blocks_runs(&self) -> bool {
         !worktrain_agent::sandbox::probe().available
             && self
+                .live()
                 .agents
-                .values()
-                .any(|a| a.sandbox_mode() == worktrain_agent::SandboxMode::Required)
+                .sandbox_modes()
+                .any(|m| m == worktrain_agent::SandboxMode::Required)
     }
 
     /// The engine.
@@ -171,9 +262,98 @@ impl Supervisor {
         &self.worker
     }
 
-    /// The daemon settings.
+    /// The settings fixed at start (bind address, lease, limits of the HTTP server).
     pub fn settings(&self) -> &DaemonSettings {
-        &self.settings
+        &self.fixed
+    }
+
+    /// The configuration in force now (settings and agent profiles).
+    pub fn live(&self) -> Arc<Live> {
+        self.live
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The agent profiles and their state, and the last configuration error (if a
+    /// reload was refused), for `/readyz` and `worktrain status`.
+    pub fn config_status(&self) -> (Vec<ProfileStatus>, Option<String>) {
+        let live = self.live();
+        let error = self.source.as_ref().and_then(|s| lock(&s.error).clone());
+        (live.agents.status(&live.settings.default_agent), error)
+    }
+
+    /// Read `config.yaml` again now. A valid file takes effect for runs started from now
+    /// on; an invalid one is refused, the previous configuration stays, and the error is
+    /// logged and shown in `/readyz` until a valid file is loaded.
+    pub fn reload_config(&self) -> ReloadReport {
+        let Some(source) = &self.source else {
+            let live = self.live();
+            return ReloadReport {
+                applied: false,
+                error: Some("this daemon was not started from a config.yaml".into()),
+                needs_restart: Vec::new(),
+                agents: live.agents.status(&live.settings.default_agent),
+            };
+        };
+        *lock(&source.stamp) = file_stamp(&source.home.path(CONFIG_FILE));
+        match source.home.config() {
+            Ok(config) => {
+                let agents = AgentPool::build(
+                    &config.agents,
+                    source.home.root(),
+                    source.database_url.as_deref(),
+                );
+                let status = agents.status(&config.daemon.default_agent);
+                let needs_restart = restart_only_changes(&self.fixed, &config.daemon);
+                for p in &status {
+                    if let Some(problem) = &p.problem {
+                        warn!(profile = %p.name, %problem, "agent profile unusable after reload");
+                    }
+                }
+                if !needs_restart.is_empty() {
+                    warn!(settings = %needs_restart.join(", "), "config.yaml changed settings that apply only after a restart ({RESTART_ONLY})");
+                }
+                self.add_secrets(agents.secrets().iter().cloned());
+                *self
+                    .live
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(Live {
+                    settings: config.daemon,
+                    agents,
+                });
+                *lock(&source.error) = None;
+                info!("config.yaml reloaded");
+                self.wake();
+                ReloadReport {
+                    applied: true,
+                    error: None,
+                    needs_restart,
+                    agents: status,
+                }
+            }
+            Err(e) => {
+                let message = e.to_string();
+                warn!(error = %message, "config.yaml is invalid; keeping the previous configuration");
+                *lock(&source.error) = Some(message.clone());
+                let live = self.live();
+                ReloadReport {
+                    applied: false,
+                    error: Some(message),
+                    needs_restart: Vec::new(),
+                    agents: live.agents.status(&live.settings.default_agent),
+                }
+            }
+        }
+    }
+
+    /// Reload when `config.yaml` changed since it was last read (a stat per call).
+    fn reload_if_changed(&self) {
+        let Some(source) = &self.source else { return };
+        let now = file_stamp(&source.home.path(CONFIG_FILE));
+        if *lock(&source.stamp) != now {
+            self.reload_config();
+        }
     }
 
     /// The home directory (`$WORKTRAIN_HOME`).
@@ -183,7 +363,7 @@ impl Supervisor {
 
     /// Names of the configured agent profiles.
     pub fn agent_names(&self) -> Vec<String> {
-        self.agents.keys().cloned().collect()
+        self.live().agents.names()
     }
 
     /// Sessions running in this daemon.
@@ -237,7 +417,7 @@ impl Supervisor {
             warn!(error = %e, "reconciliation failed; continuing");
         }
         self.prune_worktrees().await;
-        let lease_every = Duration::from_secs((self.settings.lease_secs / 3).max(1));
+        let lease_every = Duration::from_secs((self.fixed.lease_secs / 3).max(1));
         let mut lease_tick = tokio::time::interval(lease_every);
         // Runs of daemons that died elsewhere are recovered once their lease expires.
         let mut recovery_tick = tokio::time::interval(lease_every);
@@ -254,6 +434,7 @@ impl Supervisor {
                 }
                 () = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
+            self.reload_if_changed();
             if let Err(e) = Arc::clone(&self).schedule().await {
                 warn!(error = %e, "scheduling failed");
             }
@@ -280,7 +461,8 @@ impl Supervisor {
     /// registrations whose directory is gone and kept worktrees past their keep; worktrees
     /// of sessions that will resume are locked "in use" and left alone.
     async fn prune_worktrees(&self) {
-        if !self.settings.worktrees.enabled {
+        let settings = self.live().settings.clone();
+        if !settings.worktrees.enabled {
             return;
         }
         let sessions = match self
@@ -302,28 +484,27 @@ impl Supervisor {
             .iter()
             .filter(|s| s.run.as_ref().is_some_and(|r| r.worktree.is_some()))
             .filter_map(|s| s.workspace.clone())
-            .filter(|w| is_git_repo(w))
+            .filter(|w| worktrain_git::is_work_tree(Path::new(w)))
             .collect();
         repos.sort();
         repos.dedup();
+        let worktrees = self.session_worktrees();
         for repo in repos {
-            let home = self.home.clone();
-            let remote = self.settings.worktrees.remote.clone();
-            let pruned = tokio::task::spawn_blocking(move || {
-                let mut config = worktrain_git::WorktreesConfig::new(&repo, &home);
-                config.remote = (!remote.is_empty()).then_some(remote);
-                worktrain_git::Worktrees::new(config)
-                    .and_then(|w| w.prune_stale(std::time::SystemTime::now()))
-                    .map(|report| (repo, report.removed().len()))
-            })
-            .await;
-            match pruned {
-                Ok(Ok((repo, n))) if n > 0 => {
-                    info!(repo = %repo, removed = n, "pruned stale worktrees")
+            let options = worktrain_git::CleanOptions {
+                now: std::time::SystemTime::now(),
+                dry_run: false,
+                include_kept: false,
+            };
+            match self
+                .engine
+                .clean_worktrees(&worktrees, Path::new(&repo), options)
+                .await
+            {
+                Ok(report) if !report.removed().is_empty() => {
+                    info!(repo = %repo, removed = report.removed().len(), "pruned stale worktrees")
                 }
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => warn!(error = %e, "worktree prune failed"),
-                Err(e) => warn!(error = %e, "worktree prune task failed"),
+                Ok(_) => {}
+                Err(e) => warn!(repo = %repo, error = %e, "worktree prune failed"),
             }
         }
     }
@@ -338,7 +519,7 @@ impl Supervisor {
     }
 
     fn lease_ttl(&self) -> Duration {
-        Duration::from_secs(self.settings.lease_secs.max(1))
+        Duration::from_secs(self.fixed.lease_secs.max(1))
     }
 
     /// Renew the lease of every run of this daemon. A run whose lease another worker took
@@ -384,7 +565,7 @@ impl Supervisor {
     /// interrupted runs, and with `dead_workers` the runs of those workers — in the store,
     /// one transaction each, so that several daemons recovering at once act once.
     async fn recover(&self, dead_workers: Option<&str>) -> Result<(), ApiError> {
-        let max = self.settings.max_interruptions;
+        let max = self.live().settings.max_interruptions;
         let decide = move |s: &SessionSummary| -> Vec<EventBody> {
             let Some(run) = &s.run else {
                 return Vec::new();
@@ -460,10 +641,12 @@ impl Supervisor {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
         // config.yaml's max_per_trigger wins over triggers.yml.
-        per_trigger.extend(self.settings.max_per_trigger.clone());
+        let live = self.live();
+        let settings = &live.settings;
+        per_trigger.extend(settings.max_per_trigger.clone());
         worktrain_store::RunCaps {
-            total: self.settings.max_concurrent_sessions,
-            per_workspace: self.settings.max_per_workspace,
+            total: settings.max_concurrent_sessions,
+            per_workspace: settings.max_per_workspace,
             per_trigger,
         }
     }
@@ -476,7 +659,7 @@ impl Supervisor {
             }
             // The store counts runs over every daemon; locally, a run still finishing
             // (worktree cleanup after its end is recorded) also holds a slot.
-            if lock(&self.runs).len() >= self.settings.max_concurrent_sessions {
+            if lock(&self.runs).len() >= self.live().settings.max_concurrent_sessions {
                 return Ok(());
             }
             if !self.clone().claim().await? {
@@ -490,7 +673,7 @@ impl Supervisor {
     async fn claim(self: Arc<Self>) -> Result<bool, ApiError> {
         let epoch = self.kill_epoch.load(Ordering::SeqCst);
         let worker = self.worker.clone();
-        let use_worktree = self.settings.worktrees.enabled;
+        let use_worktree = self.live().settings.worktrees.enabled;
         let home = self.home.clone();
         let start = |s: &SessionSummary| -> Vec<EventBody> {
             let Some(run) = &s.run else {
@@ -508,7 +691,7 @@ impl Supervisor {
                 }];
             }
             let id = s.session_id;
-            let git = use_worktree && s.workspace.as_deref().is_some_and(is_git_repo);
+            let git = use_worktree && s.workspace.as_deref().is_some_and(|w| worktrain_git::is_work_tree(Path::new(w)));
             vec![EventBody::RunStarted {
                 run: run.run + 1,
                 worker: worker.clone(),
@@ -602,73 +785,106 @@ impl Supervisor {
         let (cancel, steering, interrupt, killed, beat, lost) = parts;
         let run = summary.run.clone();
         let run_no = run.as_ref().map(|r| r.run).unwrap_or(1);
-        let (end, reason, detail, handle) = match self.prepare(id, &summary).await {
-            Err(e) => (
-                RunEnd::Failed,
-                Some(FailureReason::WorktreeFailed),
-                Some(e),
-                None,
-            ),
-            Ok((dir, handle)) => {
-                let hooks = run.as_ref().and_then(|r| r.trigger.hooks.clone());
-                let before = match &hooks {
-                    Some(h) => {
-                        self.before_hooks(id, h, run_no, &dir, self.sandbox_mode(&summary))
-                            .await
-                    }
-                    None => Ok(()),
-                };
-                let outcome = match before {
-                    Err(detail) => RunOutcome::Failed {
-                        reason: FailureReason::HookFailed,
-                        detail,
-                        stats: Default::default(),
-                    },
-                    Ok(()) => {
-                        let outcome = self
-                            .execute(
-                                id,
-                                &summary,
-                                dir.clone(),
-                                handle.clone(),
-                                cancel,
-                                steering,
-                                beat,
-                            )
-                            .await;
-                        if let Some(h) = &hooks {
-                            // Recorded; its failure does not change the outcome.
-                            let _ = crate::hooks::run(
-                                &self.engine,
-                                id,
-                                h,
-                                HookPoint::AfterRun,
-                                &dir,
-                                (self.sandbox_mode(&summary), &self.home),
-                            )
-                            .await;
+        let worktrees = self.session_worktrees();
+        let (end, reason, mut detail, in_worktree) =
+            match self.prepare(&worktrees, id, &summary).await {
+                Err(e) => (
+                    RunEnd::Failed,
+                    Some(FailureReason::WorktreeFailed),
+                    Some(e),
+                    false,
+                ),
+                Ok((dir, in_worktree)) => {
+                    let hooks = run.as_ref().and_then(|r| r.trigger.hooks.clone());
+                    let before = match &hooks {
+                        Some(h) => {
+                            self.before_hooks(id, h, run_no, &dir, self.sandbox_mode(&summary))
+                                .await
                         }
-                        outcome
-                    }
-                };
-                let (end, reason, detail) = match outcome {
-                    RunOutcome::Completed { .. } => (RunEnd::Completed, None, None),
-                    RunOutcome::Parked { .. } => (RunEnd::Parked, None, None),
-                    RunOutcome::Cancelled { .. } if killed.load(Ordering::SeqCst) => (
-                        RunEnd::Failed,
-                        Some(FailureReason::Killed),
-                        Some("stopped by the kill switch".into()),
-                    ),
-                    RunOutcome::Cancelled { .. } => (RunEnd::Cancelled, None, None),
-                    RunOutcome::Failed { reason, detail, .. } => {
-                        (RunEnd::Failed, Some(reason), Some(detail))
-                    }
-                };
-                (end, reason, detail, handle)
-            }
-        };
+                        None => Ok(()),
+                    };
+                    let outcome = match before {
+                        Err(detail) => RunOutcome::Failed {
+                            reason: FailureReason::HookFailed,
+                            detail,
+                            stats: Default::default(),
+                        },
+                        Ok(()) => {
+                            let outcome = self
+                                .execute(
+                                    id,
+                                    &summary,
+                                    dir.clone(),
+                                    in_worktree,
+                                    cancel,
+                                    steering,
+                                    beat,
+                                )
+                                .await;
+                            if let Some(h) = &hooks {
+                                // Recorded; its failure does not change the outcome.
+                                let _ = crate::hooks::run(
+                                    &self.engine,
+                                    id,
+                                    h,
+                                    HookPoint::AfterRun,
+                                    &dir,
+                                    (self.sandbox_mode(&summary), &self.home),
+                                )
+                                .await;
+                            }
+                            outcome
+                        }
+                    };
+                    let (end, reason, detail) = match outcome {
+                        RunOutcome::Completed { .. } => (RunEnd::Completed, None, None),
+                        RunOutcome::Parked { .. } => (RunEnd::Parked, None, None),
+                        RunOutcome::Cancelled { .. } if killed.load(Ordering::SeqCst) => (
+                            RunEnd::Failed,
+                            Some(FailureReason::Killed),
+                            Some("stopped by the kill switch".into()),
+                        ),
+                        RunOutcome::Cancelled { .. } => (RunEnd::Cancelled, None, None),
+                        RunOutcome::Failed { reason, detail, .. } => {
+                            (RunEnd::Failed, Some(reason), Some(detail))
+                        }
+                    };
+                    (end, reason, detail, in_worktree)
+                }
+            };
         let interrupted = interrupt.load(Ordering::SeqCst);
         let worker = self.worker.clone();
+        // A completed run's work becomes a commit on its branch, and its worktree goes,
+        // before the run is reported finished: whoever awaits it sees the branch and the
+        // commit, and never a worktree that is being removed.
+        let mut worktree_done = !in_worktree;
+        if in_worktree && !interrupted && !lost.load(Ordering::SeqCst) && end == RunEnd::Completed {
+            match self.engine.commit_session_work(id).await {
+                Ok(_) => {
+                    if let Some(hooks) = run.as_ref().and_then(|r| r.trigger.hooks.as_ref()) {
+                        let _ = crate::hooks::run(
+                            &self.engine,
+                            id,
+                            hooks,
+                            HookPoint::BeforeRemove,
+                            &worktrees.path_for(id),
+                            (self.sandbox_mode(&summary), &self.home),
+                        )
+                        .await;
+                    }
+                    self.end_worktree(&worktrees, id, WorktreeEnd::Finished { succeeded: true })
+                        .await;
+                    worktree_done = true;
+                }
+                Err(e) => {
+                    warn!(session_id = %id, error = %e, "committing the session's work failed; its worktree is kept");
+                    detail = Some(format!(
+                        "the workflow completed, but its work could not be committed ({}); the worktree is kept for inspection",
+                        e.message
+                    ));
+                }
+            }
+        }
         let recorded = self
             .engine
             .transition(id, |s| {
@@ -715,31 +931,16 @@ impl Supervisor {
             }
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        if let Some(h) = handle {
-            // Interrupted and parked runs keep their worktree to continue in it.
-            // A run whose lease was taken over leaves its worktree alone too.
-            let finish = match (interrupted || lost.load(Ordering::SeqCst), end) {
-                (true, _) | (false, RunEnd::Parked) => None,
-                (false, RunEnd::Completed) => Some(true),
-                (false, RunEnd::Failed | RunEnd::Cancelled) => Some(false),
-            };
-            if finish == Some(true)
-                && let Some(hooks) = run.as_ref().and_then(|r| r.trigger.hooks.as_ref())
-            {
-                let _ = crate::hooks::run(
-                    &self.engine,
-                    id,
-                    hooks,
-                    HookPoint::BeforeRemove,
-                    &h.path,
-                    (self.sandbox_mode(&summary), &self.home),
-                )
-                .await;
-            }
-            if let Some(succeeded) = finish
-                && let Err(e) = h.finish(succeeded).await
-            {
-                warn!(session_id = %id, error = %e, "worktree cleanup failed; the reaper will retry");
+        // Interrupted and parked runs keep their worktree to continue in it; failed and
+        // cancelled ones keep it for inspection (its work is committed when it goes). A
+        // run whose lease was taken over leaves its worktree alone too.
+        if !worktree_done && !interrupted && !lost.load(Ordering::SeqCst) {
+            match end {
+                RunEnd::Parked => {}
+                RunEnd::Completed | RunEnd::Failed | RunEnd::Cancelled => {
+                    self.end_worktree(&worktrees, id, WorktreeEnd::Finished { succeeded: false })
+                        .await;
+                }
             }
         }
         // Once the end (or the interruption) is recorded nobody holds the run; a lease
@@ -774,42 +975,22 @@ impl Supervisor {
             .run
             .as_ref()
             .map(|r| r.agent.clone())
-            .unwrap_or_else(|| self.settings.default_agent.clone());
-        self.agents
-            .get(&name)
-            .map(|a| a.sandbox_mode())
-            .unwrap_or_default()
+            .unwrap_or_else(|| self.live().settings.default_agent.clone());
+        self.live().agents.sandbox_mode(&name)
     }
 
-    async fn prepare(
-        &self,
-        id: SessionId,
-        summary: &SessionSummary,
-    ) -> Result<(PathBuf, Option<Arc<WorktreeHandle>>), String> {
-        let run = summary.run.as_ref();
-        let workspace = summary.workspace.as_deref();
-        match workspace {
-            Some(ws) if self.settings.worktrees.enabled && is_git_repo(ws) => {
-                if let Some(detail) = self.worktree_elsewhere(id, summary).await {
-                    return Err(detail);
-                }
-                let handle = worktrees::prepare(
-                    &self.settings.worktrees,
-                    &self.home,
-                    Path::new(ws),
-                    id,
-                    run.is_some_and(|r| r.readonly),
-                    run.and_then(|r| r.base.as_deref()),
-                )
-                .await
-                .map_err(|e| e.to_string())?;
-                Ok((handle.path.clone(), Some(Arc::new(handle))))
+    /// The worktree manager with the settings in force now.
+    fn session_worktrees(&self) -> SessionWorktrees {
+        SessionWorktrees::new(self.live().settings.worktrees.clone(), self.home.clone())
+    }
+
+    async fn end_worktree(&self, worktrees: &SessionWorktrees, id: SessionId, how: WorktreeEnd) {
+        match self.engine.end_worktree(worktrees, id, how).await {
+            Ok(ended) => {
+                info!(session_id = %id, ended = ?ended, "worktree ended")
             }
-            Some(ws) => Ok((PathBuf::from(ws), None)),
-            None => {
-                let dir = self.home.join("scratch").join(id.to_string());
-                std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-                Ok((dir, None))
+            Err(e) => {
+                warn!(session_id = %id, error = %e, "ending the worktree failed; `worktrain worktree clean` retries later")
             }
         }
     }
@@ -869,31 +1050,58 @@ impl Supervisor {
         ))
     }
 
-    /// After a run ended outside its task (see [`worktrees::release`]): keep its
+    /// The directory the run works in, and whether it is a session worktree. A
+    /// session worktree rewound since it last changed is restored first.
+    async fn prepare(
+        &self,
+        worktrees: &SessionWorktrees,
+        id: SessionId,
+        summary: &SessionSummary,
+    ) -> Result<(PathBuf, bool), String> {
+        let run = summary.run.as_ref();
+        match summary.workspace.as_deref().map(Path::new) {
+            Some(ws) if worktrees.applies_to(ws) => {
+                if let Some(detail) = self.worktree_elsewhere(id, summary).await {
+                    return Err(detail);
+                }
+                let prepared = worktrees
+                    .prepare(
+                        id,
+                        ws,
+                        run.is_some_and(|r| r.readonly),
+                        run.and_then(|r| r.base.as_deref()),
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if let Some(note) = &prepared.note {
+                    info!(session_id = %id, %note, "worktree base");
+                }
+                self.engine
+                    .restore_if_pending(id)
+                    .await
+                    .map_err(|e| e.message)?;
+                Ok((prepared.path, true))
+            }
+            Some(ws) => Ok((ws.to_path_buf(), false)),
+            None => {
+                let dir = self.home.join("scratch").join(id.to_string());
+                std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+                Ok((dir, false))
+            }
+        }
+    }
+
+    /// After a run ended outside its task (see [`SessionWorktrees::release`]): keep its
     /// worktree for inspection instead of leaving it locked "in use" forever.
     async fn release_worktree(&self, summary: &SessionSummary) {
         let id = summary.session_id;
         let Some(run) = &summary.run else { return };
-        let Some(ws) = summary.workspace.as_deref() else {
-            return;
-        };
-        if !run.state.is_final()
-            || run.worktree.is_none()
-            || !self.settings.worktrees.enabled
-            || !is_git_repo(ws)
-            || lock(&self.runs).contains_key(&id)
-        {
+        if !run.state.is_final() || run.worktree.is_none() || lock(&self.runs).contains_key(&id) {
             return;
         }
-        match worktrees::release(&self.settings.worktrees, &self.home, Path::new(ws), id).await {
-            Ok(Some(d)) => {
-                info!(session_id = %id, disposition = ?d, "worktree of an ended run released")
-            }
-            Ok(None) => {}
-            Err(e) => {
-                warn!(session_id = %id, error = %e, "releasing the worktree of an ended run failed")
-            }
-        }
+        let worktrees = self.session_worktrees();
+        self.end_worktree(&worktrees, id, WorktreeEnd::Released)
+            .await;
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -902,7 +1110,7 @@ impl Supervisor {
         id: SessionId,
         summary: &SessionSummary,
         dir: PathBuf,
-        handle: Option<Arc<WorktreeHandle>>,
+        in_worktree: bool,
         cancel: CancellationToken,
         steering: SteeringInbox,
         beat: Arc<LastBeat>,
@@ -911,22 +1119,25 @@ impl Supervisor {
         let agent_name = run
             .as_ref()
             .map(|r| r.agent.clone())
-            .unwrap_or_else(|| self.settings.default_agent.clone());
-        let Some(runner) = self.agents.get(&agent_name).cloned() else {
-            return RunOutcome::Failed {
-                reason: FailureReason::ConfigInvalid,
-                detail: format!(
-                    "no agent profile `{agent_name}` in config.yaml (known: {})",
-                    self.agents.keys().cloned().collect::<Vec<_>>().join(", ")
-                ),
-                stats: Default::default(),
-            };
+            .unwrap_or_else(|| self.live().settings.default_agent.clone());
+        let runner = match self.live().agents.runner(&agent_name) {
+            Ok(r) => r,
+            Err(detail) => {
+                return RunOutcome::Failed {
+                    reason: FailureReason::AgentUnavailable,
+                    detail,
+                    stats: Default::default(),
+                };
+            }
         };
         let first_run = run.as_ref().is_some_and(|r| r.run <= 1);
-        let driver = Arc::new(EngineDriver::new(self.engine.clone(), id, handle));
-        if first_run {
+        let driver = Arc::new(EngineDriver::new(self.engine.clone(), id));
+        if first_run
+            && in_worktree
+            && let Err(e) = self.engine.snapshot_baseline(id).await
+        {
             // The state before the first step: what a rewind to the first step restores.
-            driver.snapshot(worktrain_core::ids::NodeId(0)).await;
+            warn!(session_id = %id, error = %e, "snapshot before the first step failed");
         }
         let sink = Arc::new(EngineSink::new(self.engine.clone(), id));
         let limits = agent_limits(run.as_ref().map(|r| &r.limits));
@@ -1215,10 +1426,6 @@ fn worker_prefix(home: &Path) -> String {
 }
 
 /// Whether `dir` is a git checkout (has `.git`).
-fn is_git_repo(dir: &str) -> bool {
-    Path::new(dir).join(".git").exists()
-}
-
 fn agent_limits(l: Option<&RunLimits>) -> worktrain_agent::RunLimits {
     let mut out = worktrain_agent::RunLimits::default();
     if let Some(l) = l {
@@ -1237,6 +1444,33 @@ fn agent_limits(l: Option<&RunLimits>) -> worktrain_agent::RunLimits {
         if let Some(s) = l.tool_timeout_secs {
             out.tool_timeout = Duration::from_secs(s);
         }
+    }
+    out
+}
+
+/// `(modified, length)` of a file, to notice edits cheaply; `None` when unreadable.
+fn file_stamp(path: &Path) -> Option<(std::time::SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+/// The settings of [`RESTART_ONLY`] that differ between `old` and `new`.
+fn restart_only_changes(old: &DaemonSettings, new: &DaemonSettings) -> Vec<String> {
+    let mut out = Vec::new();
+    if old.bind != new.bind {
+        out.push("bind".to_owned());
+    }
+    if old.allow_remote != new.allow_remote {
+        out.push("allow_remote".to_owned());
+    }
+    if old.lease_secs != new.lease_secs {
+        out.push("lease_secs".to_owned());
+    }
+    if old.body_limit_bytes != new.body_limit_bytes {
+        out.push("body_limit_bytes".to_owned());
+    }
+    if old.request_timeout_secs != new.request_timeout_secs {
+        out.push("request_timeout_secs".to_owned());
     }
     out
 }

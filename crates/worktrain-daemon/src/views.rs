@@ -117,6 +117,13 @@ pub struct AwaitResult {
     pub artifacts: BTreeMap<String, Value>,
     /// The `handoff` artifact, when a step produced one.
     pub handoff: Option<Value>,
+    /// The session branch that holds the work (`worktrain/<session>`), while it exists.
+    pub branch: Option<String>,
+    /// The commit on `branch` with the session's work (`null`: the session changed
+    /// nothing, or its run has not completed).
+    pub commit: Option<String>,
+    /// The session's worktree directory, while it exists.
+    pub worktree: Option<String>,
     /// The pull request URL once delivery opened one (reserved: always `null` until the
     /// delivery pipeline exists).
     pub pr_url: Option<String>,
@@ -203,6 +210,9 @@ pub async fn await_result(
         notes,
         handoff: artifacts.get("handoff").cloned(),
         artifacts,
+        branch: run.and_then(|r| r.branch.clone()),
+        commit: run.and_then(|r| r.commit.clone()),
+        worktree: run.and_then(|r| r.worktree.clone()),
         pr_url: None,
         context: summary.context.clone(),
     })

@@ -511,6 +511,37 @@ async fn append_throughput(dir: &std::path::Path) {
     );
 }
 
+/// Resolving a workflow by id (what `start_workflow` and a dispatch by id do): the whole
+/// catalog is listed and every file compiled, or taken from the compile cache.
+fn catalog_resolve(dir: &std::path::Path) {
+    let user = dir.join("user-workflows");
+    std::fs::create_dir_all(&user).unwrap();
+    for i in 0..10 {
+        std::fs::write(
+            user.join(format!("w{i}.yaml")),
+            long_workflow(20).replace("id: bench", &format!("id: w{i}")),
+        )
+        .unwrap();
+    }
+    let catalog = Catalog::new(Some(user), None);
+    let n = env_usize("BENCH_RESOLVES", 200);
+    let mut times = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        catalog.resolve("coding-task").unwrap();
+        times.push(t.elapsed());
+    }
+    let first = times[0];
+    let mut warm = times[1..].to_vec();
+    warm.sort();
+    println!(
+        "catalog resolve by id (5 bundled + 10 user workflows): first {} · warm p50 {} p99 {}",
+        fmt(first),
+        fmt(percentile(&warm, 0.50)),
+        fmt(percentile(&warm, 0.99)),
+    );
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this binary without
     // it (or with `--test`): only measure when asked to.
@@ -545,6 +576,9 @@ fn main() {
         }
         if wants("claim") {
             claim_throughput(dir.path()).await;
+        }
+        if wants("catalog") {
+            catalog_resolve(dir.path());
         }
     });
 }

@@ -3,12 +3,14 @@
 //! source shadows an earlier one with the same id; `list` shows both and any file that
 //! failed to load, with its reason — a workflow never silently disappears.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
 
 use serde::Serialize;
 use worktrain_core::compile::{Pinned, RoutineResolver, RoutineSource, compile_with};
 use worktrain_core::error::{ApiError, ErrorCode, Retry};
-use worktrain_core::ids::WorkflowId;
+use worktrain_core::ids::{Sha256Hash, WorkflowId};
 use worktrain_core::load::{MAX_WORKFLOW_BYTES, Rule, WorkflowError, decode_text, parse_workflow};
 use worktrain_core::workflow::WorkflowDefinition;
 
@@ -111,6 +113,9 @@ pub struct CatalogEntry {
     /// The source that shadows this entry, if a later source has the same id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shadowed_by: Option<String>,
+    /// The compiled workflow, when valid.
+    #[serde(skip)]
+    pub pinned: Option<Pinned>,
 }
 
 /// A workflow resolved and compiled, ready to pin.
@@ -173,6 +178,7 @@ impl Catalog {
                         tags: Vec::new(),
                         error: Some(e.to_string()),
                         shadowed_by: None,
+                        pinned: None,
                     }),
                 }
             }
@@ -196,14 +202,8 @@ impl Catalog {
         file_name: &str,
         text: &str,
     ) -> CatalogEntry {
-        let parsed = parse_workflow(file_name, text)
-            .map_err(|e| e.in_file(&location))
-            .and_then(|def| {
-                compile_with(&def, &location, self).map_err(|e| in_file(e, &location))?;
-                Ok(def)
-            });
-        match parsed {
-            Ok(def) => CatalogEntry {
+        match self.compiled(&location, file_name, text) {
+            Ok((def, pinned)) => CatalogEntry {
                 source,
                 location,
                 id: def.id.to_string(),
@@ -214,6 +214,7 @@ impl Catalog {
                 definition: Some(def),
                 error: None,
                 shadowed_by: None,
+                pinned: Some(pinned),
             },
             Err(e) => CatalogEntry {
                 source,
@@ -226,17 +227,97 @@ impl Catalog {
                 tags: Vec::new(),
                 error: Some(e.to_string()),
                 shadowed_by: None,
+                pinned: None,
             },
         }
+    }
+
+    /// Parse and compile a workflow file's text, from the process-wide cache when the
+    /// same text at the same location was compiled against the same routine files
+    /// before. Listing and resolving by id compile every workflow of every source, so
+    /// without the cache each `start_workflow` by id re-parsed the whole catalog.
+    fn compiled(
+        &self,
+        location: &str,
+        file_name: &str,
+        text: &str,
+    ) -> Result<(WorkflowDefinition, Pinned), WorkflowError> {
+        let key = CompileKey {
+            location: location.to_owned(),
+            text: Sha256Hash::of(text.as_bytes()),
+            routines: self.routines_fingerprint(),
+        };
+        let hit = compile_cache()
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&key).cloned());
+        // A hit stands only while every routine it included still resolves to the same
+        // text (a routine next to the workflow, included by path, may have changed).
+        if let Some(hit) = hit
+            && hit.deps.iter().all(|d| {
+                self.resolve_routine(&d.reference, &d.from)
+                    .is_ok_and(|r| Sha256Hash::of(r.text.as_bytes()) == d.text)
+            })
+        {
+            return hit.result;
+        }
+        let recorder = Recording {
+            catalog: self,
+            deps: Mutex::new(Vec::new()),
+        };
+        let result = parse_workflow(file_name, text)
+            .map_err(|e| e.in_file(location))
+            .and_then(|def| {
+                let pinned =
+                    compile_with(&def, location, &recorder).map_err(|e| in_file(e, location))?;
+                Ok((def, pinned))
+            });
+        let deps = recorder.deps.into_inner().unwrap_or_default();
+        if let Ok(mut cache) = compile_cache().lock() {
+            if cache.len() >= COMPILE_CACHE_ENTRIES {
+                cache.clear();
+            }
+            cache.insert(
+                key,
+                Cached {
+                    result: result.clone(),
+                    deps,
+                },
+            );
+        }
+        result
+    }
+
+    /// What the routine files of this catalog's directories look like now (names, sizes,
+    /// modification times): a routine added, changed or removed changes it.
+    fn routines_fingerprint(&self) -> Sha256Hash {
+        let mut seen = String::new();
+        for dir in [&self.project_dir, &self.user_dir].into_iter().flatten() {
+            for path in workflow_files(&dir.join(ROUTINES_DIR)) {
+                let (len, modified) = std::fs::metadata(&path)
+                    .map(|m| {
+                        let t = m
+                            .modified()
+                            .ok()
+                            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                            .map(|d| d.as_nanos())
+                            .unwrap_or(0);
+                        (m.len(), t)
+                    })
+                    .unwrap_or((0, 0));
+                seen.push_str(&format!("{}\0{len}\0{modified}\n", path.display()));
+            }
+        }
+        Sha256Hash::of(seen.as_bytes())
     }
 
     /// Resolve `spec` — a workflow id or a path to a workflow file — and compile it.
     pub fn resolve(&self, spec: &str) -> Result<Resolved, ApiError> {
         if is_workflow_path(spec) {
             let (location, text) = read_workflow_file(spec)?;
-            let def = parse_workflow(&location, &text).map_err(invalid)?;
-            let pinned =
-                compile_with(&def, &location, self).map_err(|e| invalid(in_file(e, &location)))?;
+            let (_, pinned) = self
+                .compiled(&location, &location, &text)
+                .map_err(invalid)?;
             return Ok(Resolved {
                 pinned,
                 source: format!("file:{location}"),
@@ -282,12 +363,10 @@ impl Catalog {
                 format!("known workflows: {}", known.join(", ")),
             ));
         };
-        let def = found
-            .definition
-            .as_ref()
-            .ok_or_else(|| ApiError::internal("catalog entry without definition"))?;
-        let pinned = compile_with(def, &found.location, self)
-            .map_err(|e| invalid(in_file(e, &found.location)))?;
+        let pinned = found
+            .pinned
+            .clone()
+            .ok_or_else(|| ApiError::internal("catalog entry without a compiled workflow"))?;
         Ok(Resolved {
             pinned,
             source: found.label(),
@@ -335,6 +414,61 @@ fn workflow_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
+/// Compiled workflows kept per process (a catalog of a few dozen files fits many times).
+const COMPILE_CACHE_ENTRIES: usize = 512;
+
+/// What a compiled workflow depends on: the file's location and text, and the routine
+/// files it could include.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct CompileKey {
+    location: String,
+    text: Sha256Hash,
+    routines: Sha256Hash,
+}
+
+/// A compile result and the routines it included.
+#[derive(Debug, Clone)]
+struct Cached {
+    result: Result<(WorkflowDefinition, Pinned), WorkflowError>,
+    deps: Vec<RoutineDep>,
+}
+
+/// One routine an include resolved to: the reference, where it was included from, and
+/// the hash of the text it resolved to.
+#[derive(Debug, Clone)]
+struct RoutineDep {
+    reference: String,
+    from: String,
+    text: Sha256Hash,
+}
+
+/// A resolver that records what it resolved, for the cache.
+struct Recording<'a> {
+    catalog: &'a Catalog,
+    deps: Mutex<Vec<RoutineDep>>,
+}
+
+impl RoutineResolver for Recording<'_> {
+    fn resolve(&self, reference: &str, from: &str) -> Result<RoutineSource, String> {
+        let source = self.catalog.resolve_routine(reference, from)?;
+        if let Ok(mut deps) = self.deps.lock() {
+            deps.push(RoutineDep {
+                reference: reference.to_owned(),
+                from: from.to_owned(),
+                text: Sha256Hash::of(source.text.as_bytes()),
+            });
+        }
+        Ok(source)
+    }
+}
+
+type CompileCache = HashMap<CompileKey, Cached>;
+
+fn compile_cache() -> &'static Mutex<CompileCache> {
+    static CACHE: OnceLock<Mutex<CompileCache>> = OnceLock::new();
+    CACHE.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
 /// Map a load/compile error to the API error shape.
 pub fn invalid(e: WorkflowError) -> ApiError {
     ApiError::new(
@@ -357,6 +491,15 @@ fn in_file(e: WorkflowError, location: &str) -> WorkflowError {
 
 impl RoutineResolver for Catalog {
     fn resolve(&self, reference: &str, from: &str) -> Result<RoutineSource, String> {
+        self.resolve_routine(reference, from)
+    }
+}
+
+impl Catalog {
+    /// Find the routine an include names: a path (relative to the including file, or
+    /// inside the bundled library for bundled workflows), or an id looked up in the
+    /// project, user and bundled routines, in that order.
+    fn resolve_routine(&self, reference: &str, from: &str) -> Result<RoutineSource, String> {
         let is_path = reference.contains('/')
             || [".yaml", ".yml", ".json"]
                 .iter()

@@ -9,6 +9,7 @@
 //! or a conflict — never a lock error for the caller and never two advances.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -18,7 +19,7 @@ use worktrain_core::compile::Pinned;
 use worktrain_core::context::Limits;
 use worktrain_core::error::{ApiError, ErrorCode, Retry};
 use worktrain_core::event::SessionMode;
-use worktrain_core::ids::{NodeId, Seq, SessionId, Sha256Hash, StepId};
+use worktrain_core::ids::{Attempt, NodeId, Seq, SessionId, Sha256Hash, StepId};
 use worktrain_core::machine::{AdvanceDecision, Machine, Plan, StartParams, Submission};
 use worktrain_core::projection::AttemptOutcome;
 use worktrain_core::projection::{NodeRecord, NodeStatus, SessionSummary};
@@ -28,8 +29,12 @@ use worktrain_store::{AppendRequest, EventStore, StoreError};
 
 pub mod catalog;
 pub mod workspace;
+pub mod worktrees;
 
 pub use catalog::{Catalog, Resolved};
+pub use worktrees::{
+    Committed, Ended, Prepared, SessionWorktrees, WorktreeError, WorktreeSettings,
+};
 
 /// How many times an operation is re-judged after losing a race before giving up.
 const MAX_REJUDGE: usize = 16;
@@ -156,6 +161,7 @@ pub struct Engine {
     keyring: Keyring,
     limits: Limits,
     pins: Mutex<HashMap<Sha256Hash, Arc<Pinned>>>,
+    worktrees: Option<SessionWorktrees>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -233,7 +239,20 @@ impl Engine {
             keyring,
             limits,
             pins: Mutex::new(HashMap::new()),
+            worktrees: None,
         }
+    }
+
+    /// Manage session worktrees: snapshot them whenever a step's output is accepted
+    /// (however the session was advanced), restore them after rewinds, commit their work.
+    pub fn with_worktrees(mut self, worktrees: SessionWorktrees) -> Self {
+        self.worktrees = Some(worktrees);
+        self
+    }
+
+    /// The session worktree manager, when configured.
+    pub fn worktrees(&self) -> Option<&SessionWorktrees> {
+        self.worktrees.as_ref()
     }
 
     /// The store.
@@ -381,11 +400,31 @@ impl Engine {
         for round in 0..MAX_REJUDGE {
             let summary = self.summary(claims.session).await?;
             let pinned = self.pinned(summary.workflow_hash).await?;
-            let prior = self
+            let mut prior = self
                 .store
                 .attempt(claims.session, claims.node, claims.attempt)
                 .await
                 .map_err(store_error)?;
+            // The same output as the attempt just blocked would be blocked the same way:
+            // answer with that recorded response and write nothing, so a client that
+            // resubmits in a loop (an editor that returns at once, a stuck agent) cannot
+            // grow the log.
+            if prior.is_none()
+                && claims.attempt.0 > 1
+                && let Some(before) = self
+                    .store
+                    .attempt(claims.session, claims.node, Attempt(claims.attempt.0 - 1))
+                    .await
+                    .map_err(store_error)?
+                && before.outcome == AttemptOutcome::Blocked
+                && before.output_hash == submission.output_hash()
+                && summary
+                    .current
+                    .as_ref()
+                    .is_some_and(|c| c.node == claims.node && c.attempt == claims.attempt)
+            {
+                prior = Some(before);
+            }
             match self
                 .machine(&pinned)
                 .advance(&summary, claims, &submission, prior.as_ref())?
@@ -409,7 +448,12 @@ impl Engine {
                         replayed: true,
                     });
                 }
-                AdvanceDecision::Apply(plan) => {
+                AdvanceDecision::Apply(mut plan) => {
+                    if step_accepted(plan.response.outcome)
+                        && let Some(event) = self.snapshot_event(&summary, claims.node).await
+                    {
+                        plan.events.push(event);
+                    }
                     if self
                         .persist(summary.last_seq, claims.session, &plan)
                         .await?
@@ -539,6 +583,15 @@ impl Engine {
                     .rewind(&summary, &path_owned, chosen, reason.clone())?;
             if self.persist(summary.last_seq, id, &plan).await? == Persisted::Written {
                 info!(session_id = %id, target = %chosen.node, "session rewound");
+                // The files go back with the steps — unless an agent is working in the
+                // worktree right now; then the restore waits for the run's next start.
+                let running = summary
+                    .run
+                    .as_ref()
+                    .is_some_and(|r| r.state == worktrain_core::run::RunState::Running);
+                if !running && let Err(e) = self.restore_if_pending(id).await {
+                    warn!(session_id = %id, error = %e, "restoring the worktree after the rewind failed; it is retried when the session runs again");
+                }
                 return Ok(Reply {
                     response: plan.response,
                     bytes: plan.response_bytes,
@@ -800,6 +853,21 @@ impl GateDecision {
     }
 }
 
+/// Whether an advance accepted the step's output (the worktree state it was produced in
+/// is then snapshotted).
+fn step_accepted(outcome: worktrain_core::response::Outcome) -> bool {
+    use worktrain_core::response::Outcome;
+    match outcome {
+        Outcome::Advanced | Outcome::Complete | Outcome::Parked | Outcome::Approved => true,
+        Outcome::Started
+        | Outcome::Blocked
+        | Outcome::Checkpointed
+        | Outcome::Rehydrated
+        | Outcome::Rewound
+        | Outcome::Rejected => false,
+    }
+}
+
 /// What happened to a plan handed to the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Persisted {
@@ -876,4 +944,278 @@ pub fn new_session_id() -> Result<SessionId, ApiError> {
     let mut r = [0u8; 16];
     getrandom::fill(&mut r).map_err(|e| ApiError::internal(format!("no randomness: {e}")))?;
     Ok(SessionId::from_parts(ms, u128::from_be_bytes(r)))
+}
+
+/// Session worktrees: the use cases that touch a run's git worktree, each recorded as an
+/// event in the session's log.
+impl Engine {
+    /// The session's git workspace and worktree manager, when its run works in a
+    /// session worktree that exists now.
+    fn live_worktree(&self, s: &SessionSummary) -> Option<(&SessionWorktrees, PathBuf)> {
+        let w = self.worktrees.as_ref()?;
+        let wt = Path::new(s.run.as_ref()?.worktree.as_deref()?);
+        // A session worktree is `…/worktrees/<session>` with a `.git` file (a linked
+        // worktree); a run in a plain directory has its workspace there instead.
+        let is_session_worktree = wt.file_name().and_then(|n| n.to_str())
+            == Some(s.session_id.to_string().as_str())
+            && wt.join(".git").is_file();
+        if !is_session_worktree {
+            return None;
+        }
+        Some((w, PathBuf::from(s.workspace.as_deref()?)))
+    }
+
+    /// A `step_snapshotted` event for `node`, taken now (before the advance that accepts
+    /// the node's output is recorded, in the same append). A failed snapshot is logged and
+    /// the advance goes on: an agent is never blocked by a git hiccup.
+    async fn snapshot_event(
+        &self,
+        s: &SessionSummary,
+        node: NodeId,
+    ) -> Option<worktrain_core::event::NewEvent> {
+        let (w, workspace) = self.live_worktree(s)?;
+        match w.snapshot(&workspace, s.session_id, node.to_string()).await {
+            Ok((git_ref, commit)) => Some(worktrain_core::event::NewEvent {
+                body: worktrain_core::event::EventBody::StepSnapshotted {
+                    node,
+                    git_ref,
+                    commit,
+                },
+                idempotency_key: None,
+            }),
+            Err(e) => {
+                warn!(session_id = %s.session_id, %node, error = %e, "step snapshot failed; the advance goes on without it");
+                None
+            }
+        }
+    }
+
+    /// Snapshot the worktree before the first step (`n0`: what a rewind to the first step
+    /// restores). Does nothing for sessions without a session worktree.
+    pub async fn snapshot_baseline(&self, id: SessionId) -> Result<(), ApiError> {
+        let s = self.summary(id).await?;
+        if let Some(event) = self.snapshot_event(&s, NodeId(0)).await {
+            self.transition(id, |_| Ok(vec![event.body.clone()]))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// After a rewind, put the session's worktree back to the state the re-entered step
+    /// started from (the snapshot taken when the step before it was accepted, or the one
+    /// taken before the first step) and record `worktree_restored`. When the worktree does
+    /// not exist right now (a completed run's was removed), the restore stays pending and
+    /// happens when the run's worktree is made again. `None`: nothing was restored.
+    pub async fn restore_if_pending(
+        &self,
+        id: SessionId,
+    ) -> Result<Option<worktrain_core::event::EventBody>, ApiError> {
+        let s = self.summary(id).await?;
+        if !s.run.as_ref().is_some_and(|r| r.restore_pending) {
+            return Ok(None);
+        }
+        let Some((w, workspace)) = self.live_worktree(&s) else {
+            return Ok(None);
+        };
+        let Some(step) = &s.current else {
+            return Ok(None);
+        };
+        let node = self
+            .store
+            .node(id, step.node)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| ApiError::internal("the re-entered node is missing"))?;
+        let wanted = node.parent.unwrap_or(NodeId(0));
+        let worktree_failed = |e: WorktreeError| {
+            ApiError::new(
+                ErrorCode::StoreFailure,
+                format!("restoring the worktree of {id} after its rewind failed: {e}"),
+                Retry::AfterFix,
+                "inspect the worktree (`worktrain worktree list`); the rewind itself is recorded",
+            )
+        };
+        let Some(commit) = w
+            .snapshot_of(&workspace, id, wanted.to_string())
+            .await
+            .map_err(worktree_failed)?
+        else {
+            warn!(session_id = %id, %wanted, "no snapshot of the step before the re-entered one; the worktree is left as it is");
+            return Ok(None);
+        };
+        let (restored, backup) = w
+            .restore(&workspace, id, &commit)
+            .await
+            .map_err(worktree_failed)?;
+        let body = worktrain_core::event::EventBody::WorktreeRestored {
+            node: step.node,
+            commit: restored,
+            backup,
+        };
+        self.transition(id, |_| Ok(vec![body.clone()])).await?;
+        info!(session_id = %id, %wanted, "worktree restored after a rewind");
+        Ok(Some(body))
+    }
+
+    /// The workflow completed: commit everything in the session's worktree on its branch
+    /// (trailers name the session and the workflow) and record `work_committed`. When the
+    /// agent committed its work itself, that commit is recorded. `None`: the session
+    /// changed nothing.
+    pub async fn commit_session_work(&self, id: SessionId) -> Result<Option<Committed>, ApiError> {
+        let s = self.summary(id).await?;
+        let Some((w, workspace)) = self.live_worktree(&s) else {
+            return Ok(None);
+        };
+        if s.run.as_ref().is_some_and(|r| r.readonly) {
+            return Ok(None);
+        }
+        let pinned = self.pinned(s.workflow_hash).await?;
+        let subject: String = s
+            .goal
+            .lines()
+            .next()
+            .unwrap_or("")
+            .chars()
+            .take(72)
+            .collect();
+        let message = format!(
+            "{}\n\nThe work of worktrain session {id} (workflow `{}`).",
+            if subject.trim().is_empty() {
+                format!("worktrain: session {id}")
+            } else {
+                subject
+            },
+            pinned.workflow.id
+        );
+        let trailers = vec![
+            ("Worktrain-Session".to_owned(), id.to_string()),
+            (
+                "Worktrain-Workflow".to_owned(),
+                format!("{}@{}", pinned.workflow.id, pinned.hash.short()),
+            ),
+        ];
+        let committed = w
+            .commit_work(&workspace, id, message, trailers)
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    ErrorCode::StoreFailure,
+                    format!("committing the work of {id} failed: {e}"),
+                    Retry::AfterFix,
+                    "the worktree is kept as it is; inspect it with `worktrain worktree list`",
+                )
+            })?;
+        if let Some(c) = &committed {
+            let body = worktrain_core::event::EventBody::WorkCommitted {
+                branch: c.branch.clone(),
+                commit: c.commit.clone(),
+                files: c.files,
+                reason: worktrain_core::event::CommitReason::Completed,
+            };
+            self.transition(id, |_| Ok(vec![body.clone()])).await?;
+            info!(session_id = %id, branch = %c.branch, commit = %c.commit, files = c.files, "session work committed");
+        }
+        Ok(committed)
+    }
+
+    /// End the session's worktree when its run ended (`finish`) or ended without running
+    /// (`release`, see [`SessionWorktrees::release`]), with the policy of `w` (the
+    /// daemon's settings in force now), recording what happened: `work_committed`
+    /// (preserved) for changes that were still uncommitted, then `worktree_removed` naming
+    /// the branch that holds the work.
+    pub async fn end_worktree(
+        &self,
+        w: &SessionWorktrees,
+        id: SessionId,
+        how: WorktreeEnd,
+    ) -> Result<Ended, ApiError> {
+        let s = self.summary(id).await?;
+        let Some(workspace) = s.workspace.as_deref().map(PathBuf::from) else {
+            return Ok(Ended::Untouched);
+        };
+        if s.run.as_ref().and_then(|r| r.worktree.as_deref()).is_none() || !w.applies_to(&workspace)
+        {
+            return Ok(Ended::Untouched);
+        }
+        let ended = match how {
+            WorktreeEnd::Finished { succeeded } => w.finish(&workspace, id, succeeded).await,
+            WorktreeEnd::Released => w.release(&workspace, id).await,
+        }
+        .map_err(|e| {
+            ApiError::new(
+                ErrorCode::StoreFailure,
+                format!("ending the worktree of {id} failed: {e}"),
+                Retry::Same,
+                "the worktree is left as it is; `worktrain worktree clean` retries later",
+            )
+        })?;
+        self.record_removal(id, &ended).await?;
+        Ok(ended)
+    }
+
+    /// Clean `workspace`'s session worktrees with `w`'s policy (see
+    /// [`SessionWorktrees::clean`]) and record each removal on its session.
+    pub async fn clean_worktrees(
+        &self,
+        w: &SessionWorktrees,
+        workspace: &Path,
+        options: worktrain_git::CleanOptions,
+    ) -> Result<worktrain_git::CleanReport, ApiError> {
+        let (report, removed) = w.clean(workspace, options).await.map_err(|e| {
+            ApiError::new(
+                ErrorCode::StoreFailure,
+                format!("cleaning the worktrees of {}: {e}", workspace.display()),
+                Retry::AfterFix,
+                "check the workspace repository",
+            )
+        })?;
+        for (id, ended) in removed {
+            // A worktree of a session this store does not know is removed all the same.
+            if let Err(e) = self.record_removal(id, &ended).await
+                && e.code != ErrorCode::SessionNotFound
+            {
+                warn!(session_id = %id, error = %e, "recording a worktree removal failed");
+            }
+        }
+        Ok(report)
+    }
+
+    /// Record what removing a session's worktree did (also for removals by the reaper).
+    pub async fn record_removal(&self, id: SessionId, ended: &Ended) -> Result<(), ApiError> {
+        let Ended::Removed {
+            path,
+            branch,
+            preserved,
+        } = ended
+        else {
+            return Ok(());
+        };
+        let mut bodies = Vec::new();
+        if let Some(c) = preserved {
+            bodies.push(worktrain_core::event::EventBody::WorkCommitted {
+                branch: c.branch.clone(),
+                commit: c.commit.clone(),
+                files: c.files,
+                reason: worktrain_core::event::CommitReason::Preserved,
+            });
+        }
+        bodies.push(worktrain_core::event::EventBody::WorktreeRemoved {
+            path: path.display().to_string(),
+            branch: branch.clone(),
+        });
+        self.transition(id, |_| Ok(bodies.clone())).await?;
+        Ok(())
+    }
+}
+
+/// How a run's worktree ends, for [`Engine::end_worktree`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorktreeEnd {
+    /// The run ended in its task: removed after success, kept after failure.
+    Finished {
+        /// Whether the workflow completed.
+        succeeded: bool,
+    },
+    /// The run ended without running; a worktree still locked in use is kept.
+    Released,
 }

@@ -825,6 +825,35 @@ async fn missing_notes_block_with_a_new_attempt_token() {
     );
 }
 
+/// A client that resubmits what was just blocked — an editor that returns at once, a
+/// stuck agent — gets the same blocked response again and the log does not grow: however
+/// often it loops, one blocked attempt is recorded.
+#[tokio::test]
+async fn resubmitting_the_blocked_output_is_answered_without_recording_again() {
+    let env = Env::new().await;
+    let started = env.start(&quick_task(), json!({})).await;
+    let id = started.response.session_id;
+    let blocked = env
+        .engine
+        .advance(&advance_token(&started), notes(""))
+        .await
+        .expect("blocked");
+    assert!(!blocked.replayed);
+    let t2 = advance_token(&blocked);
+    let mark = env.mark(id).await;
+    for _ in 0..50 {
+        let again = env.engine.advance(&t2, notes("")).await.expect("blocked");
+        assert!(again.replayed, "answered from the record");
+        assert_eq!(again.bytes, blocked.bytes);
+        assert_eq!(advance_token(&again), t2, "the same attempt stays current");
+    }
+    assert_eq!(env.mark(id).await, mark, "nothing was written");
+    assert_eq!(env.summary(id).await.blocked_attempts, 1);
+    // Different output on the same token is judged as usual.
+    let ok = env.engine.advance(&t2, notes("did it")).await.expect("ok");
+    assert_eq!(ok.response.outcome, Outcome::Advanced);
+}
+
 #[tokio::test]
 async fn notes_optional_steps_accept_empty_notes() {
     let env = Env::new().await;
@@ -1986,4 +2015,55 @@ async fn concurrent_blocked_submissions_and_checkpoints_apply_once() {
         assert_eq!(summary.checkpoints, 1);
         assert_eq!(env.events(id).await.len(), 4);
     }
+}
+
+/// Resolving by id takes compiled workflows from a cache, and a changed workflow file, a
+/// changed routine included by path, and a new routine that shadows a bundled one are
+/// all seen at once.
+#[test]
+fn the_compile_cache_follows_workflow_and_routine_changes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let user = dir.path().join("workflows");
+    std::fs::create_dir_all(user.join("routines")).expect("dirs");
+    let wf = |prompt: &str| {
+        format!(
+            "schemaVersion: 2\nid: cached\nname: C\ndescription: d\nversion: '1'\nsteps:\n  - id: a\n    title: A\n    prompt: {prompt}\n  - id: r\n    include: ./shared.yaml\n  - id: v\n    include: verify\n    with: {{command: make, subject: it}}\n"
+        )
+    };
+    let routine = |prompt: &str| {
+        format!(
+            "schemaVersion: 2\nroutine: shared\ndescription: d\nsteps:\n  - id: s\n    title: S\n    prompt: {prompt}\n"
+        )
+    };
+    write(&user, "cached.yaml", &wf("first"));
+    write(&user, "shared.yaml", &routine("one"));
+    let catalog = Catalog::new(Some(user.clone()), None);
+    let hash = |c: &Catalog| c.resolve("cached").expect("resolves").pinned.hash;
+    let h1 = hash(&catalog);
+    assert_eq!(hash(&catalog), h1, "same files, same compiled workflow");
+
+    write(&user, "cached.yaml", &wf("second"));
+    let h2 = hash(&catalog);
+    assert_ne!(h2, h1, "a changed workflow file is compiled again");
+
+    write(&user, "shared.yaml", &routine("two"));
+    let h3 = hash(&catalog);
+    assert_ne!(h3, h2, "a changed routine included by path is seen");
+
+    write(
+        &user.join("routines"),
+        "verify.yaml",
+        "schemaVersion: 2\nroutine: verify\ndescription: d\nparams: [command, subject]\nsteps:\n  - id: mine\n    title: Mine\n    prompt: run {{args.command}}\n",
+    );
+    let resolved = catalog.resolve("cached").expect("resolves");
+    assert_ne!(resolved.pinned.hash, h3, "a shadowing user routine is seen");
+    assert!(
+        resolved
+            .pinned
+            .workflow
+            .steps
+            .iter()
+            .any(|s| s.id.as_str() == "v.mine"),
+        "the user's verify routine is the one included"
+    );
 }

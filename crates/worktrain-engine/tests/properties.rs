@@ -94,6 +94,9 @@ struct Session {
     /// The last state-changing reply: its tokens are the current ones.
     current: Reply,
     advances: u32,
+    /// Outputs the engine blocked, by the (node, attempt) they were submitted for: the
+    /// same output for the next attempt is answered from the record (nothing written).
+    blocked: std::collections::HashMap<(u32, u16), (worktrain_core::ids::Sha256Hash, Vec<u8>)>,
 }
 
 async fn mark(store: &dyn EventStore, id: SessionId) -> (Seq, usize) {
@@ -144,6 +147,7 @@ async fn run(initial_flags: [bool; SESSIONS], ops: Vec<Op>) {
             id: reply.response.session_id,
             current: reply,
             advances: 0,
+            blocked: std::collections::HashMap::new(),
         });
     }
     let mut history: Vec<Recorded> = Vec::new();
@@ -174,6 +178,28 @@ async fn run(initial_flags: [bool; SESSIONS], ops: Vec<Op>) {
                     .advance(&token, submission.clone())
                     .await
                     .unwrap_or_else(|e| panic!("op {i}: advance failed: {e:?}"));
+                let at = sess
+                    .current
+                    .response
+                    .step
+                    .as_ref()
+                    .map(|st| (st.node.0, st.attempt.0))
+                    .expect("a step to submit");
+                let repeats_blocked = (at.1 > 1)
+                    .then(|| sess.blocked.get(&(at.0, at.1 - 1)))
+                    .flatten()
+                    .filter(|(hash, _)| *hash == submission.output_hash())
+                    .map(|(_, bytes)| bytes.clone());
+                if let Some(recorded) = repeats_blocked {
+                    // The output just blocked, again: the blocked answer, nothing written.
+                    assert!(
+                        reply.replayed,
+                        "op {i}: a repeated blocked output is replayed"
+                    );
+                    assert_eq!(reply.bytes, recorded, "op {i}");
+                    assert_eq!(mark(s, sess.id).await, before, "op {i}: nothing written");
+                    continue;
+                }
                 assert!(!reply.replayed, "op {i}: a fresh token is not a replay");
                 assert!(
                     matches!(
@@ -187,6 +213,10 @@ async fn run(initial_flags: [bool; SESSIONS], ops: Vec<Op>) {
                     mark(s, sess.id).await.1 > before.1,
                     "op {i}: an advance writes"
                 );
+                if reply.response.outcome == Outcome::Blocked {
+                    sess.blocked
+                        .insert(at, (submission.output_hash(), reply.bytes.clone()));
+                }
                 history.push(Recorded {
                     session: sess.id,
                     token,

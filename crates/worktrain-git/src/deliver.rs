@@ -137,6 +137,21 @@ impl Worktrees {
         })
     }
 
+    /// How many files `commit` changed relative to its first parent (all of its files
+    /// for a root commit).
+    pub fn files_changed(&self, commit: Oid) -> Result<u32> {
+        let repo = self.open_main()?;
+        let c = repo
+            .find_commit(commit)
+            .git(|| format!("reading commit {commit}"))?;
+        let tree = c.tree().git(|| format!("reading the tree of {commit}"))?;
+        let parent = c.parent(0).ok().and_then(|p| p.tree().ok());
+        let diff = repo
+            .diff_tree_to_tree(parent.as_ref(), Some(&tree), None)
+            .git(|| format!("diffing {commit} against its parent"))?;
+        Ok(u32::try_from(diff.deltas().len()).unwrap_or(u32::MAX))
+    }
+
     /// Whether the session's worktree has uncommitted changes (tracked or untracked, not
     /// ignored). A status scan: call it explicitly, not on every event.
     pub fn is_dirty(&self, session: SessionId) -> Result<bool> {

@@ -21,6 +21,7 @@
 mod clone;
 mod deliver;
 mod error;
+pub mod inspect;
 pub mod lockfile;
 mod names;
 mod snapshot;
@@ -30,6 +31,7 @@ pub use clone::{clone_dir_name, ensure_clone};
 pub use deliver::{Pushed, compose_message};
 pub use error::{Error, Result};
 pub use git2::Oid;
+pub use inspect::{current_branch, is_work_tree, local_branch_exists, remote_exists};
 pub use lockfile::{IndexLockState, clear_stale_index_lock};
 pub use names::{
     BRANCH_PREFIX, LockState, Mode, PRE_RESTORE_LABEL, SNAPSHOT_NAMESPACE, branch_name, branch_ref,

@@ -144,6 +144,9 @@ pub enum Disposition {
     Removed {
         /// Whether the session branch was deleted too.
         branch_deleted: bool,
+        /// The commit that preserved uncommitted changes on the session branch before
+        /// the directory went (none when there was nothing to preserve).
+        preserved: Option<Oid>,
     },
     /// Kept for inspection; the reaper removes it after `until`.
     Kept {
@@ -256,6 +259,9 @@ pub struct CleanEntry {
     pub reason: CleanReason,
     /// What happened.
     pub action: CleanAction,
+    /// The commit that preserved the worktree's uncommitted changes on its branch
+    /// before removal, when there were any.
+    pub preserved: Option<Oid>,
 }
 
 /// The result of [`Worktrees::clean`] / [`Worktrees::prune_stale`].
@@ -458,8 +464,11 @@ impl Worktrees {
             );
             return Ok(Disposition::Kept { until });
         }
-        let branch_deleted = self.remove_registered(&repo, session, &wt, policy.delete_branch)?;
-        Ok(Disposition::Removed { branch_deleted })
+        let removal = self.remove_registered(&repo, session, &wt, policy.delete_branch)?;
+        Ok(Disposition::Removed {
+            branch_deleted: removal.branch_deleted,
+            preserved: removal.preserved,
+        })
     }
 
     /// Startup reaper: prune registrations whose directory is gone, remove kept worktrees
@@ -510,6 +519,7 @@ impl Worktrees {
                 path,
                 reason,
                 action: CleanAction::WouldRemove,
+                preserved: None,
             };
             if entry.reason == CleanReason::Unowned {
                 match self
@@ -527,7 +537,10 @@ impl Worktrees {
             }
             if entry.action == CleanAction::WouldRemove && !options.dry_run {
                 match self.remove_registered(&repo, session, &wt, true) {
-                    Ok(_) => entry.action = CleanAction::Removed,
+                    Ok(removal) => {
+                        entry.action = CleanAction::Removed;
+                        entry.preserved = removal.preserved;
+                    }
                     Err(e) => {
                         tracing::warn!(session = %session, error = %e, "could not remove worktree");
                         entry.action = CleanAction::Skipped(e.to_string());
@@ -871,16 +884,20 @@ impl Worktrees {
     /// Remove a registered worktree: its directory (only at the managed path), then
     /// unlock and prune the registration, drop worktrain's helper refs, and delete the
     /// branch if allowed and safe. Returns whether the branch was deleted.
+    /// Remove a registered worktree: its uncommitted changes first become a commit on
+    /// the session branch (so no work is lost with the directory), then the directory,
+    /// the registration, and — when provably redundant — the branch.
     fn remove_registered(
         &self,
         repo: &Repository,
         session: SessionId,
         wt: &Worktree,
         delete_branch: bool,
-    ) -> Result<bool> {
+    ) -> Result<Removal> {
         let path = wt.path().to_path_buf();
         let expected = self.path_for(session);
         let meta = self.read_meta(session);
+        let mut preserved = None;
         if exists(&path) {
             if canonical(&path) != canonical(&expected) {
                 return Err(Error::Misplaced {
@@ -888,6 +905,23 @@ impl Worktrees {
                     expected: format!("work dir `{}`", expected.display()),
                     found: format!("work dir `{}`", path.display()),
                 });
+            }
+            if meta.mode == Mode::Branch {
+                let id = session.to_string();
+                preserved = self.commit_all(
+                    session,
+                    &format!("worktrain: preserve uncommitted work of session {session}"),
+                    &[
+                        ("Worktrain-Session", id.as_str()),
+                        (
+                            "Worktrain-Preserved",
+                            "uncommitted changes of a removed worktree",
+                        ),
+                    ],
+                )?;
+                if let Some(oid) = preserved {
+                    tracing::info!(%oid, "uncommitted work preserved on the session branch");
+                }
             }
             // Directory first, while still locked: a crash here leaves a locked
             // registration without directory, which the reaper prunes.
@@ -898,7 +932,10 @@ impl Worktrees {
         delete_ref_if_exists(repo, &format!("refs/heads/{}", detach_branch_name(session)))?;
         let branch_deleted = delete_branch && delete_branch_if_safe(repo, session, &meta)?;
         tracing::info!(path = %path.display(), branch_deleted, "worktree removed");
-        Ok(branch_deleted)
+        Ok(Removal {
+            branch_deleted,
+            preserved,
+        })
     }
 
     fn info(
@@ -1018,6 +1055,7 @@ impl Worktrees {
                 path: path.clone(),
                 reason: CleanReason::Unregistered,
                 action: CleanAction::WouldRemove,
+                preserved: None,
             };
             if !options.dry_run {
                 entry.action = match fs::remove_dir_all(&path) {
@@ -1029,6 +1067,12 @@ impl Worktrees {
         }
         Ok(())
     }
+}
+
+/// What [`Worktrees::remove_registered`] did.
+struct Removal {
+    branch_deleted: bool,
+    preserved: Option<Oid>,
 }
 
 // ----- free helpers -----

@@ -294,7 +294,9 @@ impl Sim<'_> {
             | EventBody::WorktreeRestored { .. }
             | EventBody::HookRan { .. }
             | EventBody::SourceIneligible { .. }
-            | EventBody::PostMortemRecorded { .. } => return,
+            | EventBody::PostMortemRecorded { .. }
+            | EventBody::WorkCommitted { .. }
+            | EventBody::WorktreeRemoved { .. } => return,
         };
         self.trace.push(item);
     }

@@ -40,9 +40,10 @@ pub struct ToolConfig {
     /// Files larger than this are skipped by `search_files`.
     pub search_max_file_bytes: u64,
     /// The shell and its flags; the command is appended as the last argument
-    /// (default `["bash", "-lc"]`: a login shell, so profile PATH setup applies; use
-    /// `["bash", "-c"]` where profiles are slow). Its environment is the sandbox's
-    /// allowlist (see [`crate::sandbox`]).
+    /// (default `["bash", "-c"]`: not a login shell — the user's profile scripts are not
+    /// the agent's business, can be slow, and can hang on their own locks; use
+    /// `["bash", "-lc"]` to opt in). Its environment is the sandbox's allowlist (see
+    /// [`crate::sandbox`]).
     pub shell: Vec<String>,
 }
 
@@ -54,7 +55,7 @@ impl Default for ToolConfig {
             list_cap: 1000,
             search_max_results: 200,
             search_max_file_bytes: 2 * 1024 * 1024,
-            shell: vec!["bash".to_owned(), "-lc".to_owned()],
+            shell: vec!["bash".to_owned(), "-c".to_owned()],
         }
     }
 }

@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::http::Method;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde::Serialize;
 use serde_json::json;
 use worktrain_core::ids::SessionId;
@@ -14,6 +14,7 @@ use worktrain_engine::store_error;
 use super::{AppState, Route, route};
 use crate::errors::ApiResult;
 use crate::metrics;
+use crate::profiles::ProfileStatus;
 
 /// The probe and metrics routes.
 pub(super) fn routes() -> Vec<Route> {
@@ -24,6 +25,7 @@ pub(super) fn routes() -> Vec<Route> {
         },
         route(Method::GET, "/readyz", get(readyz)),
         route(Method::GET, "/metrics", get(metrics_text)),
+        route(Method::POST, "/api/v1/reload", post(reload)),
     ]
 }
 
@@ -53,12 +55,27 @@ pub struct Readiness {
     /// invalid file keeps the previous triggers active).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub triggers: Option<serde_json::Value>,
+    /// Agent profiles and whether each can run sessions (an unusable one fails only the
+    /// sessions that need it).
+    pub agents: Vec<ProfileStatus>,
+    /// Why the last `config.yaml` reload was refused; the previous configuration is in
+    /// force meanwhile.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config_error: Option<String>,
+    /// Problems an operator should look at (unusable profiles, a refused reload); the
+    /// daemon serves and runs everything else.
+    pub problems: Vec<String>,
 }
 
 async fn readyz(State(st): State<AppState>) -> ApiResult<Response> {
     let queue = st.sup.engine().store().queue().await.map_err(store_error)?;
     let running = st.sup.running();
     let ready = !st.sup.stopping().is_cancelled() && !st.sup.sandbox_blocks_runs();
+    let (agents, config_error) = st.sup.config_status();
+    let mut problems: Vec<String> = agents.iter().filter_map(|a| a.problem.clone()).collect();
+    if let Some(e) = &config_error {
+        problems.push(format!("config.yaml was not reloaded: {e}"));
+    }
     let body = Readiness {
         ready,
         worker: st.sup.worker().to_owned(),
@@ -78,6 +95,9 @@ async fn readyz(State(st): State<AppState>) -> ApiResult<Response> {
                 "error": status.error.map(|e| e.to_string()),
             })
         }),
+        agents,
+        config_error,
+        problems,
     };
     let status = if ready {
         StatusCode::OK
@@ -102,4 +122,18 @@ async fn metrics_text(State(st): State<AppState>) -> ApiResult<Response> {
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     Ok(resp)
+}
+
+/// Re-read `config.yaml` now (it is also picked up by itself when it changes).
+/// A refused reload is an `invalid_input` error naming the file, line and column.
+async fn reload(State(st): State<AppState>) -> ApiResult<Response> {
+    let report = st.sup.reload_config();
+    match &report.error {
+        None => Ok(axum::Json(report).into_response()),
+        Some(e) => Err(worktrain_core::error::ApiError::invalid_input(
+            format!("config.yaml was not reloaded: {e}"),
+            "fix config.yaml and reload again; the previous configuration stays in force meanwhile",
+        )
+        .into()),
+    }
 }

@@ -196,14 +196,22 @@ impl Daemon {
     ) -> Self {
         let config = home.config().expect("config");
         let store = home.open_store(&config, None).await.expect("store");
-        let engine = Arc::new(Engine::new(
-            store,
-            home.keyring().expect("keyring"),
-            config.limits,
-        ));
+        let engine = Arc::new(
+            Engine::new(store, home.keyring().expect("keyring"), config.limits).with_worktrees(
+                worktrain_engine::SessionWorktrees::new(
+                    opts.settings.worktrees.clone(),
+                    home.root(),
+                ),
+            ),
+        );
         let mut agents = BTreeMap::new();
         agents.insert("default".to_owned(), agent(base_llm));
-        let sup = Supervisor::new(engine, opts.settings, home.root().to_path_buf(), agents);
+        let sup = Supervisor::new(
+            engine,
+            opts.settings,
+            home.root().to_path_buf(),
+            worktrain_daemon::profiles::AgentPool::from_runners(agents),
+        );
         let token = std::fs::read_to_string(home.path(API_TOKEN_FILE))
             .expect("token")
             .trim()

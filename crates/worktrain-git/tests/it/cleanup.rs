@@ -39,7 +39,6 @@ fn success_removes_directory_registration_and_merged_branch() {
     let fx = Fixture::new();
     let s = session();
     let wt = fx.wts.create(s, "main").unwrap();
-    write(&wt.path.join("scratch.txt"), "x\n");
     let d = fx
         .wts
         .remove(s, SessionOutcome::Succeeded, &CleanupPolicy::default())
@@ -47,7 +46,8 @@ fn success_removes_directory_registration_and_merged_branch() {
     assert_eq!(
         d,
         Disposition::Removed {
-            branch_deleted: true
+            branch_deleted: true,
+            preserved: None
         }
     );
     assert!(!wt.path.exists());
@@ -68,6 +68,78 @@ fn success_removes_directory_registration_and_merged_branch() {
     );
 }
 
+/// No worktree is removed before its work is a commit on a kept branch: uncommitted
+/// changes (new, modified and deleted files) are committed on the session branch first.
+#[test]
+fn uncommitted_work_is_committed_on_the_branch_before_removal() {
+    let fx = Fixture::new();
+    let s = session();
+    let wt = fx.wts.create(s, "main").unwrap();
+    write(&wt.path.join("scratch.txt"), "x\n");
+    fs::remove_file(wt.path.join("README.md")).unwrap();
+    let d = fx
+        .wts
+        .remove(s, SessionOutcome::Succeeded, &CleanupPolicy::default())
+        .unwrap();
+    let Disposition::Removed {
+        branch_deleted: false,
+        preserved: Some(oid),
+    } = d
+    else {
+        panic!("the work must be preserved and the branch kept: {d:?}");
+    };
+    assert!(!wt.path.exists());
+    assert!(branch_exists(&fx, s));
+    let repo = fx.workspace();
+    let commit = repo.find_commit(oid).unwrap();
+    assert_eq!(
+        repo.refname_to_id(&format!("refs/heads/worktrain/{s}"))
+            .unwrap(),
+        oid
+    );
+    let tree = commit.tree().unwrap();
+    assert!(tree.get_name("scratch.txt").is_some());
+    assert!(
+        tree.get_name("README.md").is_none(),
+        "the deletion is committed"
+    );
+    let message = commit.message().unwrap();
+    assert!(
+        message.contains(&format!("Worktrain-Session: {s}")),
+        "{message}"
+    );
+}
+
+/// The reaper removes an expired kept worktree of a failed session the same way.
+#[test]
+fn the_reaper_preserves_the_work_of_an_expired_keep() {
+    let fx = Fixture::new();
+    let s = session();
+    let wt = fx.wts.create(s, "main").unwrap();
+    write(&wt.path.join("half-done.txt"), "partial\n");
+    let policy = CleanupPolicy {
+        keep_on_failure: std::time::Duration::from_secs(1),
+        ..CleanupPolicy::default()
+    };
+    assert!(matches!(
+        fx.wts.remove(s, SessionOutcome::Failed, &policy).unwrap(),
+        Disposition::Kept { .. }
+    ));
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
+    let report = fx.wts.prune_stale(later).unwrap();
+    let entry = report
+        .entries
+        .iter()
+        .find(|e| e.session == Some(s))
+        .expect("the expired keep is cleaned");
+    assert_eq!(entry.action, CleanAction::Removed);
+    let oid = entry.preserved.expect("the partial work was committed");
+    assert!(!wt.path.exists());
+    let repo = fx.workspace();
+    let tree = repo.find_commit(oid).unwrap().tree().unwrap();
+    assert!(tree.get_name("half-done.txt").is_some());
+}
+
 #[test]
 fn a_branch_with_unpushed_commits_is_kept_and_a_pushed_one_deleted() {
     let fx = Fixture::new();
@@ -82,7 +154,8 @@ fn a_branch_with_unpushed_commits_is_kept_and_a_pushed_one_deleted() {
     assert_eq!(
         d,
         Disposition::Removed {
-            branch_deleted: false
+            branch_deleted: false,
+            preserved: None
         }
     );
     assert!(branch_exists(&fx, s), "unpushed work survives");
@@ -99,7 +172,8 @@ fn a_branch_with_unpushed_commits_is_kept_and_a_pushed_one_deleted() {
     assert_eq!(
         d,
         Disposition::Removed {
-            branch_deleted: true
+            branch_deleted: true,
+            preserved: None
         }
     );
 }
@@ -123,7 +197,8 @@ fn a_branch_checked_out_elsewhere_is_never_deleted() {
     assert_eq!(
         d,
         Disposition::Removed {
-            branch_deleted: false
+            branch_deleted: false,
+            preserved: None
         }
     );
     assert!(!wt.path.exists());
@@ -158,7 +233,8 @@ fn a_branch_checked_out_elsewhere_is_never_deleted() {
     assert_eq!(
         d,
         Disposition::Removed {
-            branch_deleted: false
+            branch_deleted: false,
+            preserved: None
         }
     );
     assert!(branch_exists(&fx, t));

@@ -137,7 +137,8 @@ fn concurrent_sessions_do_not_trip_over_each_other() {
                 assert_eq!(
                     d,
                     Disposition::Removed {
-                        branch_deleted: true
+                        branch_deleted: true,
+                        preserved: None
                     }
                 );
             });

@@ -203,6 +203,8 @@ impl SessionTrace {
             | EventBody::PostMortemRecorded { .. }
             | EventBody::HookRan { .. }
             | EventBody::SourceIneligible { .. }
+            | EventBody::WorkCommitted { .. }
+            | EventBody::WorktreeRemoved { .. }
             | EventBody::SessionCompleted { .. } => {}
         }
     }
