@@ -9,7 +9,8 @@
 //! one step; a block repeating a key lists alternatives, one per line),
 //! `command-profile-fields` (fields of a `kind: command` agent profile), `triggers` (a
 //! whole triggers.yml; found by its `triggers:` key), `contract-fields`
-//! (fields of an assessment output contract), `conditions` (one condition per line).
+//! (fields of an assessment output contract), `conditions` (one condition per line),
+//! `insights` (an insights.yaml).
 
 use std::path::{Path, PathBuf};
 
@@ -244,6 +245,11 @@ fn check(e: &Example) {
             )
             .unwrap_or_else(|err| {
                 panic!("{}: triggers.yml example rejected: {err}\n{}", e.at, e.text)
+            });
+        }
+        "insights" => {
+            worktrain_insights::config::InsightsConfig::from_yaml(&e.text).unwrap_or_else(|err| {
+                panic!("{}: insights.yaml example rejected: {err}\n{}", e.at, e.text)
             });
         }
         "conditions" => {
