@@ -249,7 +249,10 @@ fn check(e: &Example) {
         }
         "insights" => {
             worktrain_insights::config::InsightsConfig::from_yaml(&e.text).unwrap_or_else(|err| {
-                panic!("{}: insights.yaml example rejected: {err}\n{}", e.at, e.text)
+                panic!(
+                    "{}: insights.yaml example rejected: {err}\n{}",
+                    e.at, e.text
+                )
             });
         }
         "conditions" => {

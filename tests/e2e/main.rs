@@ -25,6 +25,7 @@ mod multi_daemon;
 mod never_lost;
 mod run;
 mod sandbox_e2e;
+mod service;
 mod session;
 mod store;
 mod workflow;

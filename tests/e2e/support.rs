@@ -256,7 +256,7 @@ impl Env {
     }
 }
 
-fn finish(args: &[&str], status: ExitStatus, raw: Vec<u8>, stderr: Vec<u8>) -> Run {
+pub fn finish(args: &[&str], status: ExitStatus, raw: Vec<u8>, stderr: Vec<u8>) -> Run {
     Run {
         argv: format!("worktrain {}", args.join(" ")),
         code: status.code().unwrap_or(-1),

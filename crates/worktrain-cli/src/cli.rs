@@ -95,6 +95,27 @@ pub enum Command {
     /// Workflow improvement proposals made from recurring failure patterns.
     #[command(subcommand)]
     Proposals(ProposalsCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
+    ///
+    /// bash: `worktrain completions bash > ~/.local/share/bash-completion/completions/worktrain`;
+    /// zsh: `worktrain completions zsh > "${fpath[1]}/_worktrain"`;
+    /// fish: `worktrain completions fish > ~/.config/fish/completions/worktrain.fish`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (worktrain.1 and one per subcommand, e.g. worktrain-daemon.1) into a
+    /// directory: `worktrain man --dir /usr/local/share/man/man1`.
+    Man(ManArgs),
+}
+
+/// `worktrain man`.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Where to write the pages (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
 }
 
 /// `worktrain trigger …`.
@@ -348,6 +369,11 @@ pub struct DaemonArgs {
     /// Port 0 picks a free port; the address is recorded in $WORKTRAIN_HOME/daemon.pid.
     #[arg(long, value_name = "ADDR")]
     pub bind: Option<String>,
+    /// Check everything the daemon needs — config.yaml, agent profiles, triggers.yml, the
+    /// store, the API token, the bind address, the sandbox — print each problem, and exit
+    /// (0 when the daemon would start and run sessions; 2 otherwise). Starts nothing.
+    #[arg(long)]
+    pub check_config: bool,
     /// Act on the running daemon instead of starting one.
     #[command(subcommand)]
     pub action: Option<DaemonAction>,

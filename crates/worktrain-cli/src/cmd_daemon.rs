@@ -27,6 +27,17 @@ fn invalid(message: String, hint: &str) -> ApiError {
     ApiError::new(ErrorCode::InvalidInput, message, Retry::AfterFix, hint)
 }
 
+/// Tell a service manager (systemd's `NOTIFY_SOCKET`) about a state change; nothing
+/// without one. A failure is logged, never fatal: the daemon serves either way.
+fn notify_service_manager(states: &[sd_notify::NotifyState<'_>]) {
+    if std::env::var_os("NOTIFY_SOCKET").is_none() {
+        return;
+    }
+    if let Err(e) = sd_notify::notify(false, states) {
+        tracing::warn!(error = %e, "cannot notify the service manager");
+    }
+}
+
 /// Resolves on SIGTERM or SIGINT (Ctrl-C).
 async fn signalled() {
     #[cfg(unix)]
@@ -152,6 +163,11 @@ pub async fn run(ctx: &Ctx, args: DaemonArgs) -> Result<Exit, ApiError> {
         }));
     }
 
+    // Under systemd (`Type=notify`), ready means serving: the unit's dependants start now.
+    notify_service_manager(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(&format!("serving http://{addr}")),
+    ]);
     let sup_task = tokio::spawn(supervisor.clone().run());
     // Schedules, pollers and delivery processing run on one daemon per store.
     let leader = worktrain_daemon::leader::spawn(
@@ -170,6 +186,7 @@ pub async fn run(ctx: &Ctx, args: DaemonArgs) -> Result<Exit, ApiError> {
         }
     };
     let served = server.run(shutdown).await;
+    notify_service_manager(&[sd_notify::NotifyState::Stopping]);
     // Whatever ended the server, the supervisor stops too (and interrupts its runs).
     supervisor.shutdown();
     if let Err(e) = sup_task.await {

@@ -11,6 +11,7 @@ macro_rules! say {
 mod cli;
 mod client;
 mod cmd_admin;
+mod cmd_check;
 mod cmd_coord;
 mod cmd_daemon;
 mod cmd_insights;
@@ -137,6 +138,12 @@ fn init_logging(verbose: u8) {
 }
 
 async fn dispatch(cli: Cli, out: Out) -> Result<Exit, ApiError> {
+    // Generated from the command definitions alone: no home needed.
+    match &cli.command {
+        Command::Completions { shell } => return Ok(generate_completions(*shell)),
+        Command::Man(args) => return write_man_pages(&args.dir, out),
+        _ => {}
+    }
     let home = Home::locate(cli.home.clone()).map_err(home_error)?;
     let ctx = Ctx {
         home,
@@ -157,6 +164,7 @@ async fn dispatch(cli: Cli, out: Out) -> Result<Exit, ApiError> {
         }
         Command::Mcp(args) => cmd_mcp::run(&ctx, args).await,
         Command::Daemon(args) => match args.action {
+            None if args.check_config => cmd_check::check_config(&ctx, args.bind).await,
             None => cmd_daemon::run(&ctx, args).await,
             Some(cli::DaemonAction::Reload) => cmd_daemon::reload(&ctx).await,
         },
@@ -169,7 +177,62 @@ async fn dispatch(cli: Cli, out: Out) -> Result<Exit, ApiError> {
         Command::Insights(cmd) => cmd_insights::run(&ctx, cmd).await,
         Command::Report(args) => cmd_insights::report(&ctx, args).await,
         Command::Proposals(cmd) => cmd_insights::proposals(&ctx, cmd).await,
+        Command::Completions { .. } | Command::Man(_) => {
+            Err(ApiError::internal("handled before the home is located"))
+        }
     }
+}
+
+/// `worktrain completions SHELL`: the script on stdout.
+fn generate_completions(shell: clap_complete::Shell) -> Exit {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    let mut stdout = std::io::stdout();
+    clap_complete::generate(shell, &mut cmd, "worktrain", &mut stdout);
+    Exit::Ok
+}
+
+/// `worktrain man --dir DIR`: `worktrain.1` and one page per subcommand, at every depth
+/// (`worktrain-session-rewind.1`), named as `man` looks them up.
+fn write_man_pages(dir: &Path, out: Out) -> Result<Exit, ApiError> {
+    use clap::CommandFactory;
+    let io_error = |path: &Path, e: std::io::Error| {
+        ApiError::new(
+            ErrorCode::InvalidInput,
+            format!("{}: {e}", path.display()),
+            Retry::AfterFix,
+            "choose a directory you can write to",
+        )
+    };
+    std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
+    let mut written = Vec::new();
+    let mut pending = vec![(
+        Cli::command().version(env!("CARGO_PKG_VERSION")),
+        String::from("worktrain"),
+    )];
+    while let Some((cmd, name)) = pending.pop() {
+        for sub in cmd.get_subcommands() {
+            if sub.get_name() == "help" {
+                continue;
+            }
+            let sub_name = format!("{name}-{}", sub.get_name());
+            pending.push((sub.clone().name(sub_name.clone()), sub_name));
+        }
+        let path = dir.join(format!("{name}.1"));
+        let mut buf = Vec::new();
+        clap_mangen::Man::new(cmd.name(name.clone()))
+            .render(&mut buf)
+            .map_err(|e| io_error(&path, e))?;
+        std::fs::write(&path, buf).map_err(|e| io_error(&path, e))?;
+        written.push(path);
+    }
+    written.sort();
+    if out.json {
+        out.json(&serde_json::json!({"dir": dir, "pages": written}));
+    } else {
+        say!("wrote {} man pages to {}", written.len(), dir.display());
+    }
+    Ok(Exit::Ok)
 }
 
 /// Everything a command needs: where the home is and how to print.

@@ -233,14 +233,31 @@ async fn outcomes_come_from_the_engine_events() {
     )
     .await;
 
-    // BLOCKED: the build step's submission was blocked (no notes), then the run failed.
+    // BLOCKED: the build step's submissions were blocked (twice without notes),
+    // then the run failed.
     let (blocked, t) = env.dispatch("blocked").await;
     let t = env
         .advance(&t, Some("planned the change in detail for the build step"))
         .await
         .unwrap();
     let t = env.advance(&t, None).await.unwrap();
-    env.advance(&t, None).await.unwrap();
+    // A second, different attempt, still without notes (an identical one would be
+    // answered from the record, not recorded again).
+    let mut context = Map::new();
+    context.insert("attempt".into(), json!(2));
+    let again = env
+        .engine
+        .advance(
+            &t,
+            Submission {
+                notes: None,
+                artifacts: Vec::new(),
+                context,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(again.response.tokens.advance.is_some(), "still blocked");
     env.finish(
         blocked,
         RunEnd::Failed,
