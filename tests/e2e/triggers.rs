@@ -423,3 +423,229 @@ fn a_delivery_persisted_before_a_crash_is_processed_after_restart() {
         .collect();
     assert_eq!(decided.len(), 1, "decided exactly once: {decided:#?}");
 }
+
+fn deliver_to(rig: &Rig, trigger: &str, event: &str, id: &str, body: &[u8]) -> (u16, Value) {
+    let sig = format!("sha256={}", sign_hex(SECRET.as_bytes(), body));
+    rig.post_raw(
+        &format!("/webhooks/{trigger}"),
+        &[
+            ("X-GitHub-Event", event),
+            ("X-GitHub-Delivery", id),
+            ("X-Hub-Signature-256", &sig),
+            ("Content-Type", "application/json"),
+        ],
+        body,
+    )
+}
+
+fn events_of<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    events
+        .iter()
+        .filter(|e| e["body"]["type"] == kind)
+        .collect()
+}
+
+/// Workspace hooks run in the session's worktree around the agent, each recorded as a
+/// `hook_ran` event with its exit code and output; a failing `setup` fails the session
+/// with `hook_failed` and the hook's exit code.
+#[test]
+fn workspace_hooks_run_around_the_agent_and_a_failing_setup_fails_the_session() {
+    if !have_git() {
+        eprintln!("skipped: git is not installed");
+        return;
+    }
+    let mut rig = Rig::new(RigSpec {
+        routes: vec![route(
+            "Spelling error in the README",
+            vec![complete("fixed with dependencies installed")],
+        )],
+        ..RigSpec::default()
+    });
+    let extra = format!(
+        "    hooks:
+      setup: 'echo installing-deps; test -d .git || test -f .git; echo ok > .hook-setup'
+      before_run: 'test -f .hook-setup && echo before-run-saw-setup'
+      after_run: 'echo after-run-done'
+  - id: gh-broken
+    source:
+      github_webhook:
+        secret: {SECRET}
+        events: [issues.labeled]
+    workflow: e2e-one
+    goal: 'Broken setup for #{{{{ $.issue.number }}}}'
+    workspace: {{path: {repo}}}
+    hooks:
+      setup: 'echo cannot-install >&2; exit 3'
+      timeout_secs: 30
+",
+        repo = rig.repo.display()
+    );
+    std::fs::write(
+        rig.env.home().join("triggers.yml"),
+        triggers_yml(&rig, &extra),
+    )
+    .unwrap();
+    rig.start_daemon();
+
+    let (status, answer) = deliver(&rig, "issues", "hooks-1", &corpus("issues.labeled.json"));
+    assert_eq!(status, 202, "{answer}");
+    let delivery = answer["delivery"].as_i64().unwrap();
+    let d = wait_for(
+        "the delivery to be dispatched",
+        Duration::from_secs(20),
+        || decision_for(&rig, delivery, "dispatched"),
+        || format!("{:#?}\n{}", decisions(&rig), rig.log_tail()),
+    );
+    let id = d["session_id"].as_str().unwrap().to_owned();
+    rig.wait_run_state(&id, "completed", Duration::from_secs(60));
+    let events = rig.events(&id);
+    let hooks = events_of(&events, "hook_ran");
+    let by = |point: &str| {
+        hooks
+            .iter()
+            .find(|e| e["body"]["hook"] == point)
+            .unwrap_or_else(|| panic!("no {point} hook_ran: {hooks:#?}"))
+    };
+    let setup = by("setup");
+    assert_eq!(setup["body"]["exit_code"], 0, "{setup:#}");
+    assert!(
+        setup["body"]["output"]
+            .as_str()
+            .unwrap()
+            .contains("installing-deps"),
+        "{setup:#}"
+    );
+    // before_run ran after setup, in the same worktree.
+    let before = by("before_run");
+    assert_eq!(before["body"]["exit_code"], 0, "{before:#}");
+    assert!(
+        before["body"]["output"]
+            .as_str()
+            .unwrap()
+            .contains("before-run-saw-setup"),
+        "{before:#}"
+    );
+    assert_eq!(by("after_run")["body"]["exit_code"], 0);
+    // Order: setup, before_run, (the agent's steps), after_run.
+    let pos = |point: &str| {
+        events
+            .iter()
+            .position(|e| e["body"]["type"] == "hook_ran" && e["body"]["hook"] == point)
+            .unwrap()
+    };
+    let first_step = events
+        .iter()
+        .position(|e| e["body"]["type"] == "step_completed")
+        .expect("a completed step");
+    assert!(pos("setup") < pos("before_run") && pos("before_run") < first_step);
+    assert!(pos("after_run") > first_step);
+
+    // The broken trigger: the session fails with the hook's exit code, and no agent ran.
+    let requests_before = rig.llm.requests().len();
+    let (status, answer) = deliver_to(
+        &rig,
+        "gh-broken",
+        "issues",
+        "hooks-2",
+        &corpus("issues.labeled.with-organization.json"),
+    );
+    assert_eq!(status, 202, "{answer}");
+    let delivery = answer["delivery"].as_i64().unwrap();
+    let d = wait_for(
+        "the broken delivery to be dispatched",
+        Duration::from_secs(20),
+        || {
+            rig.get("/api/v1/triggers/gh-broken/decisions?limit=50")["decisions"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .find(|d| d["delivery_id"] == json!(delivery) && d["decision"] == "dispatched")
+        },
+        || rig.log_tail(),
+    );
+    let id = d["session_id"].as_str().unwrap().to_owned();
+    let record = rig.wait_run_state(&id, "failed", Duration::from_secs(60));
+    assert_eq!(record["run"]["failure"], "hook_failed", "{record:#}");
+    let events = rig.events(&id);
+    let setup = events_of(&events, "hook_ran");
+    assert_eq!(setup.len(), 1, "{setup:#?}");
+    assert_eq!(setup[0]["body"]["exit_code"], 3);
+    assert!(
+        setup[0]["body"]["output"]
+            .as_str()
+            .unwrap()
+            .contains("cannot-install"),
+        "{setup:#?}"
+    );
+    assert_eq!(
+        rig.llm.requests().len(),
+        requests_before,
+        "no agent runs after a failed setup"
+    );
+}
+
+/// A session started from an issue is cancelled when a webhook shows the issue closed;
+/// the decision is recorded on the trigger (`reconciled`) and the session
+/// (`source_ineligible`).
+#[test]
+fn a_closed_issue_cancels_its_running_session() {
+    if !have_git() {
+        eprintln!("skipped: git is not installed");
+        return;
+    }
+    let stall: worktrain_testkit::Turn =
+        serde_json::from_value(json!({"type": "stall", "ms": 60_000})).unwrap();
+    let mut rig = Rig::new(RigSpec {
+        routes: vec![route("Spelling error in the README", vec![stall])],
+        ..RigSpec::default()
+    });
+    let yml = triggers_yml(&rig, "").replace(
+        "events: [issues.labeled]",
+        "events: [issues.labeled, issues.closed]",
+    );
+    std::fs::write(rig.env.home().join("triggers.yml"), yml).unwrap();
+    rig.start_daemon();
+    let labeled = corpus("issues.labeled.json");
+    let (status, answer) = deliver(&rig, "issues", "rec-1", &labeled);
+    assert_eq!(status, 202, "{answer}");
+    let delivery = answer["delivery"].as_i64().unwrap();
+    let d = wait_for(
+        "the delivery to be dispatched",
+        Duration::from_secs(20),
+        || decision_for(&rig, delivery, "dispatched"),
+        || format!("{:#?}\n{}", decisions(&rig), rig.log_tail()),
+    );
+    let id = d["session_id"].as_str().unwrap().to_owned();
+    rig.wait_run_state(&id, "running", Duration::from_secs(30));
+
+    // The same issue, closed (the recorded payload with the state a close carries).
+    let mut closed: Value = serde_json::from_slice(&labeled).unwrap();
+    closed["action"] = json!("closed");
+    closed["issue"]["state"] = json!("closed");
+    closed["issue"]["closed_at"] = json!("2019-05-15T15:25:00Z");
+    let closed = serde_json::to_vec(&closed).unwrap();
+    let (status, answer) = deliver(&rig, "issues", "rec-2", &closed);
+    assert_eq!(status, 202, "{answer}");
+    let d2 = answer["delivery"].as_i64().unwrap();
+    let reconciled = wait_for(
+        "the close to be reconciled",
+        Duration::from_secs(20),
+        || decision_for(&rig, d2, "reconciled"),
+        || format!("{:#?}\n{}", decisions(&rig), rig.log_tail()),
+    );
+    assert_eq!(reconciled["session_id"], id.as_str());
+    assert!(
+        reconciled["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("closed"),
+        "{reconciled:#}"
+    );
+    rig.wait_run_state(&id, "cancelled", Duration::from_secs(30));
+    let events = rig.events(&id);
+    let inel = events_of(&events, "source_ineligible");
+    assert_eq!(inel.len(), 1, "{events:#?}");
+    assert_eq!(inel[0]["body"]["source"], "github:Codertocat/Hello-World#1");
+    assert_eq!(inel[0]["body"]["trigger"], "gh-labeled");
+}

@@ -208,7 +208,12 @@ pub fn print_response(r: &StepResponse, replayed: bool, audience: Audience) {
                         "Parked: `worktrain session approve {id}` completes the step; `worktrain session reject {id} --note …` sends it back.",
                         id = r.session_id
                     ),
-                    _ => say!("This step asks for the user's confirmation before it is submitted."),
+                    worktrain_core::response::Intent::PerformStep
+                    | worktrain_core::response::Intent::AskUserThenSubmit
+                    | worktrain_core::response::Intent::FixBlockers
+                    | worktrain_core::response::Intent::Complete => {
+                        say!("This step asks for the user's confirmation before it is submitted.")
+                    }
                 }
             }
             say!("{}", "─".repeat(72));

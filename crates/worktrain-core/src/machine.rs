@@ -712,10 +712,11 @@ impl Machine<'_> {
         let (nav_events, stop) = navigate(&self.pinned.workflow, cursor, view.context)
             .map_err(|e| ApiError::internal(e.0))?;
         for body in nav_events {
-            match &body {
-                EventBody::StepSkipped { .. } => counters.skipped += 1,
-                EventBody::LoopPassStarted { .. } => counters.loop_passes += 1,
-                _ => {}
+            // Navigation emits only these two kinds; other events count nowhere.
+            if matches!(body, EventBody::StepSkipped { .. }) {
+                counters.skipped += 1;
+            } else if matches!(body, EventBody::LoopPassStarted { .. }) {
+                counters.loop_passes += 1;
             }
             events.push(NewEvent {
                 body,

@@ -691,7 +691,10 @@ impl Supervisor {
                 }];
             }
             let id = s.session_id;
-            let git = use_worktree && s.workspace.as_deref().is_some_and(|w| worktrain_git::is_work_tree(Path::new(w)));
+            let git = use_worktree
+                && s.workspace
+                    .as_deref()
+                    .is_some_and(|w| worktrain_git::is_work_tree(Path::new(w)));
             vec![EventBody::RunStarted {
                 run: run.run + 1,
                 worker: worker.clone(),

@@ -159,7 +159,17 @@ impl Error {
                     git2::ErrorCode::Locked | git2::ErrorCode::Timeout
                 ) || source.class() == git2::ErrorClass::Net
             }
-            _ => false,
+            // Listed, not defaulted: a new kind of error must decide whether it is retryable.
+            Error::Io { .. }
+            | Error::NoWorktree { .. }
+            | Error::WorktreeMissing { .. }
+            | Error::PathOccupied { .. }
+            | Error::Misplaced { .. }
+            | Error::BranchCheckedOut { .. }
+            | Error::Invalid { .. }
+            | Error::RevNotFound { .. }
+            | Error::ReadOnly { .. }
+            | Error::PushRejected { .. } => false,
         }
     }
 }
