@@ -38,8 +38,16 @@ fn migrate_store_copies_an_embedded_store_into_postgres() {
     let ids = populate(&env);
     let before = snapshot(&env);
     let pending = env.start("quick-task", "continued after the move");
+    // Trace analysis goes along (real trajectories, their findings).
+    let trajs = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/corpora/agent-trajectories-dev/trajs"
+    );
+    env.ok_json(&["insights", "import", trajs]);
+    let findings_before = env.ok_json(&["insights", "findings", "--limit", "1000"]);
 
     let report = env.ok_json(&["admin", "migrate-store", "--to", &db.url]);
+    assert_eq!(report["insights"]["traces"], 60, "{report}");
     assert_eq!(report["sessions_copied"], 4, "{report}");
     assert_eq!(report["sessions_verified"], 4, "{report}");
     assert_eq!(report["sessions_skipped"], 0, "{report}");
@@ -55,6 +63,10 @@ fn migrate_store_copies_an_embedded_store_into_postgres() {
         let v = pg(&["session", "verify", id]);
         assert_eq!(v["valid"], true, "{v}");
     }
+    assert_eq!(
+        pg(&["insights", "findings", "--limit", "1000"]),
+        findings_before
+    );
     std::fs::write(
         env.home().join("config.yaml"),
         format!("store:\n  url: {}\n", db.url),
@@ -74,6 +86,7 @@ fn migrate_store_copies_an_embedded_store_into_postgres() {
     assert_eq!(again["sessions_copied"], 0, "{again}");
     assert_eq!(again["sessions_skipped"], 4, "{again}");
     assert_eq!(again["sessions_verified"], 4, "{again}");
+    assert_eq!(again["insights"]["traces"], 0, "{again}");
     // Copying a store onto itself is refused.
     let r = env.run_json(&[
         "--database-url",

@@ -24,6 +24,8 @@ struct MigrateReport {
     sessions_skipped: u64,
     events_copied: u64,
     sessions_verified: u64,
+    /// Trace analysis (`worktrain insights`): traces, proposals with their history, notes.
+    insights: worktrain_store::insights::InsightsCopy,
 }
 
 pub async fn migrate_store(ctx: &Ctx, args: MigrateStoreArgs) -> Result<Exit, ApiError> {
@@ -54,6 +56,11 @@ pub async fn migrate_store(ctx: &Ctx, args: MigrateStoreArgs) -> Result<Exit, Ap
     copy(from.as_ref(), to.as_ref(), &mut report, ctx.out.json)
         .await
         .map_err(store_error)?;
+    if let (Some(a), Some(b)) = (from.insights(), to.insights()) {
+        report.insights = worktrain_store::insights::copy_all(a, b)
+            .await
+            .map_err(store_error)?;
+    }
     from.close().await;
     to.close().await;
     if ctx.out.json {
@@ -68,6 +75,12 @@ pub async fn migrate_store(ctx: &Ctx, args: MigrateStoreArgs) -> Result<Exit, Ap
             report.to,
             report.sessions_skipped,
             report.sessions_verified
+        );
+        say!(
+            "Trace analysis: {} traces, {} proposals (with their history) and {} notes copied.",
+            report.insights.traces,
+            report.insights.proposals,
+            report.insights.notes
         );
         say!(
             "Point worktrain at the new store with `store.url: {}` in config.yaml (or WORKTRAIN_DATABASE_URL).",

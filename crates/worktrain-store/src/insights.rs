@@ -368,3 +368,96 @@ pub trait InsightsStore: Send + Sync {
     /// A trace's notes, oldest first.
     async fn notes(&self, trace_id: &str) -> Result<Vec<NoteRow>, StoreError>;
 }
+
+/// What [`copy_all`] copied.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InsightsCopy {
+    /// Traces written to the target (new or changed there).
+    pub traces: u64,
+    /// Proposals created in the target, with their whole status history.
+    pub proposals: u64,
+    /// Notes appended in the target.
+    pub notes: u64,
+}
+
+/// Traces read per page while copying.
+const COPY_PAGE: u32 = 1000;
+
+/// Copy everything trace analysis stored from one store into another (moving a store to
+/// another backend). Safe to run again: traces are written only when their digest differs,
+/// proposals and notes already in the target are left as they are. Proposal decisions and
+/// post-mortems — the parts nothing can rebuild — keep their order, times and notes.
+pub async fn copy_all(
+    from: &dyn InsightsStore,
+    to: &dyn InsightsStore,
+) -> Result<InsightsCopy, StoreError> {
+    let mut report = InsightsCopy::default();
+    let mut offset = 0u32;
+    loop {
+        let rows = from
+            .trace_rows(&TraceFilter {
+                limit: Some(COPY_PAGE),
+                offset: Some(offset),
+                ..TraceFilter::default()
+            })
+            .await?;
+        if rows.is_empty() {
+            break;
+        }
+        let outcomes = to.put_traces(&rows).await?;
+        report.traces += outcomes
+            .iter()
+            .filter(|o| !matches!(o, PutOutcome::Unchanged))
+            .count() as u64;
+        for row in &rows {
+            if !to.notes(&row.trace_id).await?.is_empty() {
+                continue;
+            }
+            for note in from.notes(&row.trace_id).await? {
+                to.add_note(&row.trace_id, &note.kind, &note.body, note.created_at_ms)
+                    .await?;
+                report.notes += 1;
+            }
+        }
+        offset = offset.saturating_add(u32::try_from(rows.len()).unwrap_or(u32::MAX));
+    }
+    const MAX_PROPOSALS: u32 = 10_000;
+    let proposals = from
+        .proposals(&ProposalFilter {
+            limit: Some(MAX_PROPOSALS),
+            ..ProposalFilter::default()
+        })
+        .await?;
+    if proposals.len() >= MAX_PROPOSALS as usize {
+        return Err(StoreError::Corrupt(format!(
+            "more than {MAX_PROPOSALS} proposals: copying them is not supported; dismiss or delete old ones first"
+        )));
+    }
+    for p in proposals {
+        if to.proposal(&p.proposal_id).await?.is_some() {
+            continue;
+        }
+        let history = from.proposal_history(&p.proposal_id).await?;
+        // Created with its first status at its creation time, then each later change
+        // replayed, then its latest evidence.
+        let first = history.first();
+        let created = ProposalRow {
+            status: first.map_or_else(|| p.status.clone(), |h| h.status.clone()),
+            updated_at_ms: first.map_or(p.created_at_ms, |h| h.at_ms),
+            ..p.clone()
+        };
+        to.upsert_proposal(&created).await?;
+        for change in history.iter().skip(1) {
+            to.set_proposal_status(
+                &p.proposal_id,
+                &change.status,
+                change.note.as_deref(),
+                change.at_ms,
+            )
+            .await?;
+        }
+        to.upsert_proposal(&p).await?;
+        report.proposals += 1;
+    }
+    Ok(report)
+}

@@ -555,6 +555,86 @@ mod postgres {
         }
     }
 
+    /// Moving a store: everything trace analysis stored in SQLite arrives in PostgreSQL —
+    /// traces with findings and steps, proposals with their whole status history (order,
+    /// times, notes), post-mortems — and copying again duplicates nothing.
+    #[tokio::test]
+    async fn copy_from_the_embedded_store_keeps_everything() {
+        use worktrain_store::insights::{FindingFilter, ProposalFilter, TraceFilter, copy_all};
+        let Some((_d, pg)) = open().await else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let sq = worktrain_store::SqliteStore::open(
+            &dir.path().join("db.sqlite"),
+            worktrain_store::sqlite::SqliteOptions::default(),
+        )
+        .await
+        .unwrap();
+        let from = sq.insights().unwrap();
+        let to = pg.insights().unwrap();
+        from.put_traces(&[
+            super::trace(
+                "worktrain:a",
+                100,
+                "FAILED",
+                "d1",
+                vec![super::finding("worktrain:a", 0, "fp1", "build")],
+            ),
+            super::trace("worktrain:b", 200, "SUCCESS", "d2", vec![]),
+        ])
+        .await
+        .unwrap();
+        from.upsert_proposal(&super::proposal("prop_m", 0.7))
+            .await
+            .unwrap();
+        from.set_proposal_status("prop_m", "dismissed", Some("not now"), 20)
+            .await
+            .unwrap();
+        from.set_proposal_status("prop_m", "open", None, 30)
+            .await
+            .unwrap();
+        let mut refreshed = super::proposal("prop_m", 0.9);
+        refreshed.updated_at_ms = 40;
+        from.upsert_proposal(&refreshed).await.unwrap();
+        from.add_note("worktrain:a", "explanation", "{\"why\":1}", 50)
+            .await
+            .unwrap();
+        from.add_note("worktrain:a", "explanation", "{\"why\":2}", 60)
+            .await
+            .unwrap();
+
+        let copied = copy_all(from, to).await.unwrap();
+        assert_eq!((copied.traces, copied.proposals, copied.notes), (2, 1, 2));
+        let all = TraceFilter::default();
+        assert_eq!(
+            from.trace_rows(&all).await.unwrap(),
+            to.trace_rows(&all).await.unwrap()
+        );
+        assert_eq!(
+            from.findings(&FindingFilter::default()).await.unwrap(),
+            to.findings(&FindingFilter::default()).await.unwrap()
+        );
+        assert_eq!(
+            from.proposals(&ProposalFilter::default()).await.unwrap(),
+            to.proposals(&ProposalFilter::default()).await.unwrap()
+        );
+        assert_eq!(
+            from.proposal_history("prop_m").await.unwrap(),
+            to.proposal_history("prop_m").await.unwrap()
+        );
+        assert_eq!(to.proposal_history("prop_m").await.unwrap().len(), 3);
+        assert_eq!(
+            from.notes("worktrain:a").await.unwrap(),
+            to.notes("worktrain:a").await.unwrap()
+        );
+        // Again: nothing new.
+        let again = copy_all(from, to).await.unwrap();
+        assert_eq!((again.traces, again.proposals, again.notes), (0, 0, 0));
+        assert_eq!(to.notes("worktrain:a").await.unwrap().len(), 2);
+        assert_eq!(to.proposal_history("prop_m").await.unwrap().len(), 3);
+    }
+
     /// A database made by the previous schema version (the event store only) gains the
     /// insights tables when a newer binary opens it; its sessions stay intact.
     #[tokio::test]
