@@ -81,9 +81,29 @@ fn three_daemons_on_one_postgres_store_run_every_session_once_through_a_sigkill(
             Rig::new(RigSpec {
                 daemon: daemon_lines,
                 // One model for the whole cluster (the first rig's): a resumed run asks it
-                // again, whichever daemon resumes it.
+                // again, whichever daemon resumes it. Every 20th session is slow (2 s), so
+                // that the SIGKILL surely finds one running on the leader.
                 turns: if i == 0 {
                     (0..N + 200).map(|_| slow_complete()).collect()
+                } else {
+                    Vec::new()
+                },
+                routes: if i == 0 {
+                    (0..N)
+                        .filter(|i| i % 20 == 0)
+                        .map(|i| {
+                            route(
+                                &format!("slow #{i:04}"),
+                                vec![
+                                    Turn::Delay {
+                                        ms: 2000,
+                                        then: Box::new(complete("done")),
+                                    },
+                                    complete("done"),
+                                ],
+                            )
+                        })
+                        .collect()
                 } else {
                     Vec::new()
                 },
@@ -130,7 +150,10 @@ triggers:
                 s.spawn(move || {
                     let bodies: Vec<Value> = (0..N)
                         .filter(|i| i % DAEMONS == d)
-                        .map(|i| json!({"workflow": "e2e-one", "goal": format!("cluster #{i:04}")}))
+                        .map(|i| {
+                            let kind = if i % 20 == 0 { "slow " } else { "" };
+                            json!({"workflow": "e2e-one", "goal": format!("cluster {kind}#{i:04}")})
+                        })
                         .collect();
                     rig.dispatch_many(bodies, 2)
                 })
@@ -150,13 +173,27 @@ triggers:
             .as_array()
             .map_or(0, Vec::len)
     };
-    // Mid-run: a good part done, the leader busy with runs of its own.
+    // Mid-run: a good part done, and the leader in the middle of a slow run of its own.
     wait_for(
-        "a fifth of the sessions to complete with runs on the leader",
+        "a fifth of the sessions to complete",
         Duration::from_secs(300),
+        || (count_completed(&rigs[1]) >= N / 5).then_some(()),
+        || format!("{}\n{}", rigs[0].log_tail(), rigs[1].log_tail()),
+    );
+    wait_for(
+        "the leader to run a slow session",
+        Duration::from_secs(120),
         || {
-            let running_on_leader = rigs[0].get("/readyz")["running"].as_u64().unwrap_or(0);
-            (count_completed(&rigs[1]) >= N / 5 && running_on_leader > 0).then_some(())
+            let list = rigs[0].get("/api/v1/sessions?run_state=running&q=slow&limit=100");
+            list["sessions"]
+                .as_array()?
+                .iter()
+                .any(|s| {
+                    s["run"]["worker"]
+                        .as_str()
+                        .is_some_and(|w| worker_pid(w) == pids[0])
+                })
+                .then_some(())
         },
         || format!("{}\n{}", rigs[0].log_tail(), rigs[1].log_tail()),
     );
