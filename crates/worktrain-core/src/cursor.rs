@@ -133,6 +133,10 @@ impl Cursor {
             | EventBody::HookRan { .. }
             | EventBody::SourceIneligible { .. }
             | EventBody::PostMortemRecorded { .. }
+            | EventBody::DeliveryStarted { .. }
+            | EventBody::DeliveryStageCompleted { .. }
+            | EventBody::DeliveryFailed { .. }
+            | EventBody::DeliveryFinished { .. }
             | EventBody::WorkCommitted { .. }
             | EventBody::WorktreeRemoved { .. }
             | EventBody::SessionCompleted { .. } => {}

@@ -8,7 +8,7 @@ use crate::compile::{LoopIndex, Pc, StepIndex};
 use crate::cursor::{Cursor, LoopDecision};
 use crate::ids::{Attempt, NodeId, Seq, SessionId, Sha256Hash, StepId, WorkflowId};
 use crate::run::{
-    FailureReason, HookPoint, InterruptReason, ReconcileAction, RequeueReason, RunEnd, RunLimits,
+    DeliveryStage, DeliveryTarget, FailureReason, HookPoint, InterruptReason, ReconcileAction, RequeueReason, RunEnd, RunLimits,
     SourceRef, Trigger,
 };
 use crate::workflow::GateKind;
@@ -445,12 +445,76 @@ pub enum EventBody {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         branch: Option<String>,
     },
+    /// Delivery of the finished work began (again: `attempt` counts); stages recorded
+    /// done earlier are not run again.
+    DeliveryStarted {
+        /// Where the work goes.
+        target: DeliveryTarget,
+        /// Attempt (1 for the first).
+        attempt: u32,
+    },
+    /// A delivery stage finished with this result.
+    DeliveryStageCompleted {
+        /// The stage.
+        stage: DeliveryStage,
+        /// What it did.
+        outcome: StageOutcome,
+    },
+    /// A delivery stage failed; the work stays on the branch (and the worktree is kept).
+    DeliveryFailed {
+        /// The stage.
+        stage: DeliveryStage,
+        /// What went wrong (the forge's or git's message; never a secret).
+        message: String,
+        /// Whether trying again later can succeed without a change (network, 5xx, rate limit).
+        retryable: bool,
+        /// What to do.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hint: Option<String>,
+    },
+    /// Every stage of the delivery is done.
+    DeliveryFinished {
+        /// Where the work went.
+        target: DeliveryTarget,
+    },
     /// The workflow reached its end.
     SessionCompleted {
         /// The last node completed, if any step ran.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         last_node: Option<NodeId>,
     },
+}
+
+/// The result of one delivery stage.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageOutcome {
+    /// One line for humans.
+    pub summary: String,
+    /// The commit concerned (committed, scanned or pushed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    /// A link: the pull/merge request, the comment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The pull/merge request's number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub number: Option<u64>,
+    /// Secret scan findings (file and line, never the value).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<SecretFinding>,
+}
+
+/// A likely secret in the delivered diff: where, and which rule — never the value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretFinding {
+    /// Path in the repository.
+    pub file: String,
+    /// 1-based line in the new file.
+    pub line: u32,
+    /// The rule that matched (`github_token`, `private_key`, `high_entropy`, …).
+    pub rule: String,
 }
 
 /// Why a [`EventBody::WorkCommitted`] commit was made.
@@ -589,6 +653,14 @@ pub enum EventKind {
     HookRan,
     /// See [`EventBody::SourceIneligible`].
     SourceIneligible,
+    /// See [`EventBody::DeliveryStarted`].
+    DeliveryStarted,
+    /// See [`EventBody::DeliveryStageCompleted`].
+    DeliveryStageCompleted,
+    /// See [`EventBody::DeliveryFailed`].
+    DeliveryFailed,
+    /// See [`EventBody::DeliveryFinished`].
+    DeliveryFinished,
     /// See [`EventBody::SessionCompleted`].
     SessionCompleted,
     /// See [`EventBody::PostMortemRecorded`].
@@ -629,6 +701,10 @@ impl EventKind {
             EventKind::SessionRewound => "session_rewound",
             EventKind::HookRan => "hook_ran",
             EventKind::SourceIneligible => "source_ineligible",
+            EventKind::DeliveryStarted => "delivery_started",
+            EventKind::DeliveryStageCompleted => "delivery_stage_completed",
+            EventKind::DeliveryFailed => "delivery_failed",
+            EventKind::DeliveryFinished => "delivery_finished",
             EventKind::SessionCompleted => "session_completed",
             EventKind::PostMortemRecorded => "post_mortem_recorded",
         }
@@ -669,6 +745,10 @@ impl EventBody {
             EventBody::SessionRewound { .. } => EventKind::SessionRewound,
             EventBody::HookRan { .. } => EventKind::HookRan,
             EventBody::SourceIneligible { .. } => EventKind::SourceIneligible,
+            EventBody::DeliveryStarted { .. } => EventKind::DeliveryStarted,
+            EventBody::DeliveryStageCompleted { .. } => EventKind::DeliveryStageCompleted,
+            EventBody::DeliveryFailed { .. } => EventKind::DeliveryFailed,
+            EventBody::DeliveryFinished { .. } => EventKind::DeliveryFinished,
             EventBody::SessionCompleted { .. } => EventKind::SessionCompleted,
             EventBody::PostMortemRecorded { .. } => EventKind::PostMortemRecorded,
         }

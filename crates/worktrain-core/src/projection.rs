@@ -10,7 +10,11 @@ use crate::compile::{Pc, StepIndex};
 use crate::context::merge;
 use crate::cursor::Cursor;
 use crate::event::{Blocker, BlockerCode, EntryCause, EventBody, SessionMode, StoredEvent};
-use crate::run::{FailureReason, RequeueReason, RunEnd, RunLimits, RunState, Trigger};
+use crate::event::{SecretFinding, StageOutcome};
+use crate::run::{
+    DeliveryStage, DeliveryState, DeliveryTarget, FailureReason, RequeueReason, RunEnd, RunLimits,
+    RunState, Trigger,
+};
 use crate::workflow::GateKind;
 
 /// The daemon-run side of a session (absent for interactive sessions).
@@ -79,6 +83,56 @@ pub struct RunInfo {
     /// When it ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at_ms: Option<i64>,
+    /// The delivery of the finished work, once it began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<DeliveryInfo>,
+}
+
+/// Where the delivery of a session's work stands (folded from the `delivery_*` events).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryInfo {
+    /// Where the work goes.
+    pub target: DeliveryTarget,
+    /// Running, delivered or failed.
+    pub state: DeliveryState,
+    /// Attempts started.
+    pub attempt: u32,
+    /// Stages done (never run again), with their results.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub done: Vec<(DeliveryStage, StageOutcome)>,
+    /// The last failure, while the delivery is failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<DeliveryFailure>,
+    /// The pull/merge request, once opened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pr_url: Option<String>,
+    /// Its number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pr_number: Option<u64>,
+    /// Secret scan findings (file and line).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<SecretFinding>,
+}
+
+impl DeliveryInfo {
+    /// The recorded result of `stage`, when it is done.
+    pub fn outcome(&self, stage: DeliveryStage) -> Option<&StageOutcome> {
+        self.done.iter().find(|(s, _)| *s == stage).map(|(_, o)| o)
+    }
+}
+
+/// A failed delivery stage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryFailure {
+    /// The stage.
+    pub stage: DeliveryStage,
+    /// What went wrong.
+    pub message: String,
+    /// Whether a later retry can succeed as things are.
+    pub retryable: bool,
+    /// What to do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
 }
 
 /// Agent activity counters.
@@ -728,6 +782,7 @@ pub fn apply(
                 queued_at_ms: event.created_at_ms,
                 started_at_ms: None,
                 finished_at_ms: None,
+                delivery: None,
             });
             changes.push(ProjectionChange::UpsertQueue(queue_row(&s)));
         }
@@ -767,6 +822,11 @@ pub fn apply(
                     r.detail = None;
                     r.cancel_requested = false;
                     r.interruptions = 0;
+                }
+                RequeueReason::Delivery => {
+                    r.failure = None;
+                    r.detail = None;
+                    r.cancel_requested = false;
                 }
                 RequeueReason::Resume | RequeueReason::GateDecided => {}
             }
@@ -847,6 +907,67 @@ pub fn apply(
                 r.branch = Some(branch.clone());
                 r.commit = Some(commit.clone());
             }
+        }
+        EventBody::DeliveryStarted { target, attempt } => {
+            let r = s.run.as_mut().ok_or_else(|| err("no run"))?;
+            let d = r.delivery.get_or_insert_with(|| DeliveryInfo {
+                target: *target,
+                state: DeliveryState::Running,
+                attempt: 0,
+                done: Vec::new(),
+                failure: None,
+                pr_url: None,
+                pr_number: None,
+                findings: Vec::new(),
+            });
+            d.target = *target;
+            d.state = DeliveryState::Running;
+            d.attempt = *attempt;
+            d.failure = None;
+        }
+        EventBody::DeliveryStageCompleted { stage, outcome } => {
+            let d = s
+                .run
+                .as_mut()
+                .and_then(|r| r.delivery.as_mut())
+                .ok_or_else(|| err("no delivery"))?;
+            if *stage == DeliveryStage::PullRequest {
+                d.pr_url = outcome.url.clone();
+                d.pr_number = outcome.number;
+            }
+            if !outcome.findings.is_empty() {
+                d.findings = outcome.findings.clone();
+            }
+            d.done.retain(|(s, _)| s != stage);
+            d.done.push((*stage, outcome.clone()));
+        }
+        EventBody::DeliveryFailed {
+            stage,
+            message,
+            retryable,
+            hint,
+        } => {
+            let d = s
+                .run
+                .as_mut()
+                .and_then(|r| r.delivery.as_mut())
+                .ok_or_else(|| err("no delivery"))?;
+            d.state = DeliveryState::Failed;
+            d.failure = Some(DeliveryFailure {
+                stage: *stage,
+                message: message.clone(),
+                retryable: *retryable,
+                hint: hint.clone(),
+            });
+        }
+        EventBody::DeliveryFinished { .. } => {
+            let d = s
+                .run
+                .as_mut()
+                .and_then(|r| r.delivery.as_mut())
+                .ok_or_else(|| err("no delivery"))?;
+            d.state = DeliveryState::Delivered;
+            d.failure = None;
         }
         EventBody::WorktreeRemoved { branch, .. } => {
             if let Some(r) = s.run.as_mut() {

@@ -107,6 +107,8 @@ pub enum FailureReason {
     TooManyInterruptions,
     /// The operator's kill switch stopped it.
     Killed,
+    /// The workflow completed but a delivery stage failed (see the run's `delivery`).
+    DeliveryFailed,
 }
 
 impl FailureReason {
@@ -131,6 +133,7 @@ impl FailureReason {
             FailureReason::HookFailed => "hook_failed",
             FailureReason::TooManyInterruptions => "too_many_interruptions",
             FailureReason::Killed => "killed",
+            FailureReason::DeliveryFailed => "delivery_failed",
         }
     }
 }
@@ -175,6 +178,9 @@ pub enum RequeueReason {
     Retry,
     /// A parked step was approved or rejected: the agent continues.
     GateDecided,
+    /// An operator asked to retry the delivery of a completed session
+    /// (`worktrain session retry-delivery`): it continues from the stage that failed.
+    Delivery,
 }
 
 /// What started a run: the kind of source, the trigger's id, and — for runs started by a
@@ -389,6 +395,78 @@ pub enum DeliveryTarget {
     Webhook,
     /// Nothing is delivered.
     None,
+}
+
+/// A stage of the delivery pipeline, in the order they run. Each target runs a subset
+/// (see the delivery crate's plan); a stage recorded done is never run again.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStage {
+    /// Read and check the final step's `handoff` artifact.
+    Handoff,
+    /// Commit the work on the session branch.
+    Commit,
+    /// Scan the committed diff for secrets.
+    SecretScan,
+    /// Push the session branch to the remote.
+    Push,
+    /// Open (or find) the pull/merge request.
+    PullRequest,
+    /// Comment on the source item and set a commit status.
+    ReportBack,
+    /// POST the result to the delivery webhook.
+    Webhook,
+    /// Remove the worktree (the branch stays).
+    Cleanup,
+}
+
+impl DeliveryStage {
+    /// Wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStage::Handoff => "handoff",
+            DeliveryStage::Commit => "commit",
+            DeliveryStage::SecretScan => "secret_scan",
+            DeliveryStage::Push => "push",
+            DeliveryStage::PullRequest => "pull_request",
+            DeliveryStage::ReportBack => "report_back",
+            DeliveryStage::Webhook => "webhook",
+            DeliveryStage::Cleanup => "cleanup",
+        }
+    }
+}
+
+impl std::fmt::Display for DeliveryStage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a session's delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryState {
+    /// Stages are running (or were, when the daemon stopped: it continues on restart).
+    Running,
+    /// Every stage of the target is done.
+    Delivered,
+    /// A stage failed; `worktrain session retry-delivery` continues from it.
+    Failed,
+}
+
+impl DeliveryTarget {
+    /// Wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryTarget::PullRequest => "pull_request",
+            DeliveryTarget::CommitOnly => "commit_only",
+            DeliveryTarget::ReviewComment => "review_comment",
+            DeliveryTarget::Webhook => "webhook",
+            DeliveryTarget::None => "none",
+        }
+    }
 }
 
 /// How a secret scan finding is treated during delivery.

@@ -10,7 +10,10 @@ use serde_json::{Value, json};
 use worktrain_core::run::{ForgeKind, ItemKind};
 
 use crate::http_util::{RateLimit, next_link};
-use crate::{Credentials, Forge, ForgeError, Item, ItemState, ListKind, ListQuery, Listing};
+use crate::{
+    CommentRef, CommitStatus, Credentials, Forge, ForgeError, Item, ItemState, ListKind,
+    ListQuery, Listing, PullRequest, PullSpec, StatusState, is_pull_exists,
+};
 
 /// github.com's API.
 pub const DEFAULT_API: &str = "https://api.github.com";
@@ -100,6 +103,52 @@ impl GithubClient {
         }
     }
 
+    /// A write (`POST`/`PATCH`) answering its status, headers and body.
+    async fn write(
+        &self,
+        method: http::Method,
+        url: &str,
+        body: &Value,
+    ) -> Result<(u16, http::HeaderMap, String), ForgeError> {
+        let resp = if method == http::Method::PATCH {
+            self.octo._patch(url, Some(body)).await
+        } else {
+            self.octo._post(url, Some(body)).await
+        }
+        .map_err(net)?;
+        let status = resp.status().as_u16();
+        let h = resp.headers().clone();
+        let text = self.octo.body_to_string(resp).await.map_err(net)?;
+        Ok((status, h, text))
+    }
+
+    /// A JSON answer of a successful GET, or the classified error.
+    async fn get_json(&self, url: &str) -> Result<(Value, http::HeaderMap), ForgeError> {
+        let (status, h, body) = self.get(url, None).await?;
+        if !(200..300).contains(&status) {
+            return Err(ForgeError::from_answer(status, &h, &body));
+        }
+        let v = serde_json::from_str(&body).map_err(|e| {
+            ForgeError::Invalid(format!("GitHub answered non-JSON for {url}: {e}"))
+        })?;
+        Ok((v, h))
+    }
+
+    /// The open pull request whose head is `owner:branch`, if any.
+    async fn find_pull(&self, repo: &str, head: &str) -> Result<Option<PullRequest>, ForgeError> {
+        let owner = repo.split('/').next().unwrap_or_default();
+        let head: String =
+            url::form_urlencoded::byte_serialize(format!("{owner}:{head}").as_bytes()).collect();
+        let url = format!(
+            "{}/repos/{repo}/pulls?head={head}&state=open&per_page=100",
+            self.api
+        );
+        let (v, _) = self.get_json(&url).await?;
+        Ok(v.as_array()
+            .and_then(|a| a.first())
+            .and_then(|p| pull_of(p, true)))
+    }
+
     fn list_url(&self, q: &ListQuery) -> String {
         let per = q.per_page.clamp(1, 100);
         if let Some(query) = &q.query {
@@ -136,6 +185,19 @@ impl GithubClient {
             }
         }
     }
+}
+
+/// A pull request from its JSON.
+fn pull_of(v: &Value, reused: bool) -> Option<PullRequest> {
+    Some(PullRequest {
+        number: v.get("number")?.as_u64()?,
+        url: v
+            .get("html_url")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
+        reused,
+    })
 }
 
 /// Read a GitHub issue or pull request object.
@@ -291,5 +353,115 @@ impl Forge for GithubClient {
     ) -> Result<(), ForgeError> {
         let url = format!("{}/repos/{repo}/issues/{number}/comments", self.api);
         self.post(&url, &json!({ "body": body })).await
+    }
+
+    async fn open_pull(&self, spec: &PullSpec) -> Result<PullRequest, ForgeError> {
+        let repo = &spec.repo;
+        let pull = match self.find_pull(repo, &spec.head).await? {
+            Some(p) => p,
+            None => {
+                let url = format!("{}/repos/{repo}/pulls", self.api);
+                let body = json!({"title": spec.title, "head": spec.head, "base": spec.base,
+                                  "body": spec.body, "draft": spec.draft});
+                let (status, h, text) = self.write(http::Method::POST, &url, &body).await?;
+                if (200..300).contains(&status) {
+                    let v: Value = serde_json::from_str(&text)
+                        .map_err(|e| ForgeError::Invalid(format!("creating a pull request: {e}")))?;
+                    pull_of(&v, false).ok_or_else(|| {
+                        ForgeError::Invalid("GitHub's pull request has no number".into())
+                    })?
+                } else {
+                    let err = ForgeError::from_answer(status, &h, &text);
+                    // Created meanwhile (by an earlier attempt whose answer was lost).
+                    if status == 422 && is_pull_exists("", &text) {
+                        self.find_pull(repo, &spec.head).await?.ok_or(err)?
+                    } else {
+                        return Err(err);
+                    }
+                }
+            }
+        };
+        let n = pull.number;
+        if !spec.labels.is_empty() {
+            let url = format!("{}/repos/{repo}/issues/{n}/labels", self.api);
+            self.post(&url, &json!({"labels": spec.labels})).await?;
+        }
+        if !spec.reviewers.is_empty() {
+            let url = format!("{}/repos/{repo}/pulls/{n}/requested_reviewers", self.api);
+            self.post(&url, &json!({"reviewers": spec.reviewers}))
+                .await?;
+        }
+        if !spec.assignees.is_empty() {
+            let url = format!("{}/repos/{repo}/issues/{n}/assignees", self.api);
+            self.post(&url, &json!({"assignees": spec.assignees}))
+                .await?;
+        }
+        Ok(pull)
+    }
+
+    async fn upsert_comment(
+        &self,
+        repo: &str,
+        _kind: ItemKind,
+        number: u64,
+        marker: &str,
+        body: &str,
+    ) -> Result<CommentRef, ForgeError> {
+        let mut url = format!(
+            "{}/repos/{repo}/issues/{number}/comments?per_page=100",
+            self.api
+        );
+        let mut existing = None;
+        for _ in 0..MAX_PAGES {
+            let (v, h) = self.get_json(&url).await?;
+            existing = v.as_array().into_iter().flatten().find_map(|c| {
+                c.get("body")
+                    .and_then(Value::as_str)
+                    .is_some_and(|b| b.contains(marker))
+                    .then(|| c.get("id").and_then(Value::as_u64))
+                    .flatten()
+            });
+            match (existing, next_link(&h)) {
+                (None, Some(next)) => url = next,
+                _ => break,
+            }
+        }
+        let (method, url, updated) = match existing {
+            Some(id) => (
+                http::Method::PATCH,
+                format!("{}/repos/{repo}/issues/comments/{id}", self.api),
+                true,
+            ),
+            None => (
+                http::Method::POST,
+                format!("{}/repos/{repo}/issues/{number}/comments", self.api),
+                false,
+            ),
+        };
+        let (status, h, text) = self.write(method, &url, &json!({"body": body})).await?;
+        if !(200..300).contains(&status) {
+            return Err(ForgeError::from_answer(status, &h, &text));
+        }
+        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Ok(CommentRef {
+            id: v.get("id").and_then(Value::as_u64).or(existing).unwrap_or(0),
+            url: v.get("html_url").and_then(Value::as_str).map(str::to_owned),
+            updated,
+        })
+    }
+
+    async fn commit_status(&self, st: &CommitStatus) -> Result<(), ForgeError> {
+        let url = format!("{}/repos/{}/statuses/{}", self.api, st.repo, st.sha);
+        let state = match st.state {
+            StatusState::Pending => "pending",
+            StatusState::Success => "success",
+            StatusState::Failure => "failure",
+        };
+        self.post(
+            &url,
+            &json!({"state": state, "target_url": st.target_url,
+                    "description": st.description, "context": st.context}),
+        )
+        .await
     }
 }

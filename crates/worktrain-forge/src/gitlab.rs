@@ -7,7 +7,10 @@ use serde_json::{Value, json};
 use worktrain_core::run::{ForgeKind, ItemKind};
 
 use crate::http_util::{RateLimit, next_link};
-use crate::{Forge, ForgeError, Item, ItemState, ListKind, ListQuery, Listing};
+use crate::{
+    CommentRef, CommitStatus, Forge, ForgeError, Item, ItemState, ListKind, ListQuery, Listing,
+    PullRequest, PullSpec, StatusState, is_pull_exists,
+};
 
 /// gitlab.com's API.
 pub const DEFAULT_API: &str = "https://gitlab.com/api/v4";
@@ -132,6 +135,67 @@ impl GitlabClient {
         let body = resp.text().await.map_err(net)?;
         Ok((status, h, body))
     }
+}
+
+impl GitlabClient {
+    /// A JSON answer of a successful GET, or the classified error.
+    async fn get_json(&self, url: &str) -> Result<(Value, http::HeaderMap), ForgeError> {
+        let (status, h, body) = self.send(self.http.get(url)).await?;
+        if !(200..300).contains(&status) {
+            return Err(ForgeError::from_answer(status, &h, &body));
+        }
+        let v = serde_json::from_str(&body).map_err(|e| {
+            ForgeError::Invalid(format!("GitLab answered non-JSON for {url}: {e}"))
+        })?;
+        Ok((v, h))
+    }
+
+    /// The open merge request from `branch`, if any.
+    async fn find_mr(&self, repo: &str, branch: &str) -> Result<Option<PullRequest>, ForgeError> {
+        let url = format!(
+            "{}/projects/{}/merge_requests?source_branch={}&state=opened",
+            self.api,
+            enc(repo),
+            enc(branch)
+        );
+        let (v, _) = self.get_json(&url).await?;
+        Ok(v.as_array()
+            .and_then(|a| a.first())
+            .and_then(|m| mr_of(m, true)))
+    }
+
+    /// User ids of usernames (unknown names are an error: the MR would silently lack them).
+    async fn user_ids(&self, names: &[String]) -> Result<Vec<u64>, ForgeError> {
+        let mut ids = Vec::new();
+        for n in names {
+            let url = format!("{}/users?username={}", self.api, enc(n));
+            let (v, _) = self.get_json(&url).await?;
+            let id = v
+                .as_array()
+                .and_then(|a| a.first())
+                .and_then(|u| u.get("id"))
+                .and_then(Value::as_u64)
+                .ok_or_else(|| ForgeError::Http {
+                    status: 404,
+                    message: format!("no GitLab user `{n}`"),
+                    hint: Some("check the reviewers/assignees of the delivery settings".into()),
+                })?;
+            ids.push(id);
+        }
+        Ok(ids)
+    }
+}
+
+fn mr_of(v: &Value, reused: bool) -> Option<PullRequest> {
+    Some(PullRequest {
+        number: v.get("iid")?.as_u64()?,
+        url: v
+            .get("web_url")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
+        reused,
+    })
 }
 
 #[async_trait]
@@ -283,6 +347,120 @@ impl Forge for GitlabClient {
         let (status, h, text) = self
             .send(self.http.post(&url).json(&json!({"body": body})))
             .await?;
+        if (200..300).contains(&status) {
+            Ok(())
+        } else {
+            Err(ForgeError::from_answer(status, &h, &text))
+        }
+    }
+
+    async fn open_pull(&self, spec: &PullSpec) -> Result<PullRequest, ForgeError> {
+        let assignees = self.user_ids(&spec.assignees).await?;
+        let reviewers = self.user_ids(&spec.reviewers).await?;
+        let mr = match self.find_mr(&spec.repo, &spec.head).await? {
+            Some(m) => m,
+            None => {
+                let url = format!("{}/projects/{}/merge_requests", self.api, enc(&spec.repo));
+                let title = if spec.draft {
+                    format!("Draft: {}", spec.title)
+                } else {
+                    spec.title.clone()
+                };
+                let mut body = json!({"source_branch": spec.head, "target_branch": spec.base,
+                                      "title": title, "description": spec.body});
+                if !spec.labels.is_empty() {
+                    body["labels"] = json!(spec.labels.join(","));
+                }
+                if !assignees.is_empty() {
+                    body["assignee_ids"] = json!(assignees);
+                }
+                if !reviewers.is_empty() {
+                    body["reviewer_ids"] = json!(reviewers);
+                }
+                let (status, h, text) = self.send(self.http.post(&url).json(&body)).await?;
+                if (200..300).contains(&status) {
+                    let v: Value = serde_json::from_str(&text).map_err(|e| {
+                        ForgeError::Invalid(format!("creating a merge request: {e}"))
+                    })?;
+                    mr_of(&v, false).ok_or_else(|| {
+                        ForgeError::Invalid("GitLab's merge request has no iid".into())
+                    })?
+                } else {
+                    let err = ForgeError::from_answer(status, &h, &text);
+                    if (status == 409 || status == 422) && is_pull_exists("", &text) {
+                        self.find_mr(&spec.repo, &spec.head).await?.ok_or(err)?
+                    } else {
+                        return Err(err);
+                    }
+                }
+            }
+        };
+        Ok(mr)
+    }
+
+    async fn upsert_comment(
+        &self,
+        repo: &str,
+        kind: ItemKind,
+        number: u64,
+        marker: &str,
+        body: &str,
+    ) -> Result<CommentRef, ForgeError> {
+        let base = format!(
+            "{}/projects/{}/{}/{number}/notes",
+            self.api,
+            enc(repo),
+            Self::path(kind)
+        );
+        let mut url = format!("{base}?per_page=100");
+        let mut existing = None;
+        for _ in 0..MAX_PAGES {
+            let (v, h) = self.get_json(&url).await?;
+            existing = v.as_array().into_iter().flatten().find_map(|c| {
+                c.get("body")
+                    .and_then(Value::as_str)
+                    .is_some_and(|b| b.contains(marker))
+                    .then(|| c.get("id").and_then(Value::as_u64))
+                    .flatten()
+            });
+            match (existing, next_link(&h)) {
+                (None, Some(next)) => url = next,
+                _ => break,
+            }
+        }
+        let req = match existing {
+            Some(id) => self.http.put(format!("{base}/{id}")),
+            None => self.http.post(&base),
+        };
+        let (status, h, text) = self.send(req.json(&json!({"body": body}))).await?;
+        if !(200..300).contains(&status) {
+            return Err(ForgeError::from_answer(status, &h, &text));
+        }
+        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Ok(CommentRef {
+            id: v.get("id").and_then(Value::as_u64).or(existing).unwrap_or(0),
+            url: None,
+            updated: existing.is_some(),
+        })
+    }
+
+    async fn commit_status(&self, st: &CommitStatus) -> Result<(), ForgeError> {
+        let url = format!(
+            "{}/projects/{}/statuses/{}",
+            self.api,
+            enc(&st.repo),
+            st.sha
+        );
+        let state = match st.state {
+            StatusState::Pending => "pending",
+            StatusState::Success => "success",
+            StatusState::Failure => "failed",
+        };
+        let mut body = json!({"state": state, "name": st.context, "description": st.description});
+        if let Some(u) = &st.target_url {
+            body["target_url"] = json!(u);
+        }
+        let (status, h, text) = self.send(self.http.post(&url).json(&body)).await?;
         if (200..300).contains(&status) {
             Ok(())
         } else {

@@ -268,6 +268,106 @@ pub trait Forge: Send + Sync + 'static {
         number: u64,
         body: &str,
     ) -> Result<(), ForgeError>;
+
+    /// Open a pull/merge request for `spec.head`, or find the open one that exists for
+    /// it (also when creating answers "already exists"): never a second one. Labels,
+    /// reviewers and assignees are added to it.
+    async fn open_pull(&self, spec: &PullSpec) -> Result<PullRequest, ForgeError>;
+
+    /// Write a comment on an item that carries `marker` (a hidden HTML comment in
+    /// `body`): an existing comment with the marker is updated, never duplicated.
+    async fn upsert_comment(
+        &self,
+        repo: &str,
+        kind: ItemKind,
+        number: u64,
+        marker: &str,
+        body: &str,
+    ) -> Result<CommentRef, ForgeError>;
+
+    /// Set a commit status.
+    async fn commit_status(&self, status: &CommitStatus) -> Result<(), ForgeError>;
+}
+
+/// A pull/merge request to open (see [`Forge::open_pull`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PullSpec {
+    /// `owner/repo` or the GitLab project path.
+    pub repo: String,
+    /// The branch with the work (same repository).
+    pub head: String,
+    /// The branch it goes into.
+    pub base: String,
+    /// Title.
+    pub title: String,
+    /// Body (markdown).
+    pub body: String,
+    /// Open as a draft.
+    pub draft: bool,
+    /// Labels to add.
+    pub labels: Vec<String>,
+    /// Reviewers to request (logins / usernames).
+    pub reviewers: Vec<String>,
+    /// Assignees (logins / usernames).
+    pub assignees: Vec<String>,
+}
+
+/// An opened (or found) pull/merge request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PullRequest {
+    /// Number (GitHub) or iid (GitLab).
+    pub number: u64,
+    /// Its web page.
+    pub url: String,
+    /// True when an open one for the branch existed already and was reused.
+    pub reused: bool,
+}
+
+/// A comment written by [`Forge::upsert_comment`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CommentRef {
+    /// The comment's (note's) id.
+    pub id: u64,
+    /// Its web address, when the forge gives one.
+    pub url: Option<String>,
+    /// True when an existing comment carrying the marker was updated.
+    pub updated: bool,
+}
+
+/// The state of a commit status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusState {
+    /// Work in progress.
+    Pending,
+    /// Done.
+    Success,
+    /// Did not succeed.
+    Failure,
+}
+
+/// A commit status (GitHub `statuses`, GitLab `statuses`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitStatus {
+    /// `owner/repo` or the GitLab project path.
+    pub repo: String,
+    /// The commit.
+    pub sha: String,
+    /// State.
+    pub state: StatusState,
+    /// The link (the session in the console).
+    pub target_url: Option<String>,
+    /// One line.
+    pub description: String,
+    /// The status's name (`worktrain`).
+    pub context: String,
+}
+
+/// Whether a GitHub `422` body says an open pull request for the head exists already
+/// (both the legacy and the current form carry it in `errors[].message`).
+pub fn is_pull_exists(message: &str, body: &str) -> bool {
+    let hay = format!("{message} {body}").to_ascii_lowercase();
+    hay.contains("a pull request already exists")
+        || hay.contains("another open merge request already exists")
 }
 
 /// Build a client for an identity.

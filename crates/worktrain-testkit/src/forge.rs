@@ -98,8 +98,13 @@ pub struct ForgeState {
     pub requests: Vec<ForgeRequest>,
     /// Requests left in the rate-limit window (decremented; reported in headers).
     pub remaining: u64,
-    /// Comments posted: (repo, number, body).
+    /// Comments posted: (repo, number, body); a comment's id is its index + 1.
     pub comments: Vec<(String, u64, String)>,
+    /// Commit statuses set: (repo, sha, the request body).
+    pub statuses: Vec<(String, String, Value)>,
+    /// One-shot answers: the first request matching method and path (without query)
+    /// gets this status and body, once.
+    pub answers: Vec<(String, String, u16, Value)>,
 }
 
 /// A running fake forge; stops when dropped.
@@ -142,6 +147,39 @@ impl FakeForgeHandle {
     /// Queue a fault for the next request.
     pub fn fail_next(&self, f: Fault) {
         self.state().faults.push_back(f);
+    }
+
+    /// Answer the next `method` request for `path` (no query) with `status` and `body`,
+    /// once (e.g. a recorded `422` for a create).
+    pub fn answer_once(&self, method: &str, path: &str, status: u16, body: Value) {
+        self.state()
+            .answers
+            .push((method.to_owned(), path.to_owned(), status, body));
+    }
+
+    /// Pull/merge requests of a repository (items that are pull requests).
+    pub fn pulls(&self, repo: &str) -> Vec<Value> {
+        self.state()
+            .items
+            .get(repo)
+            .map(|l| {
+                l.iter()
+                    .filter(|v| v.get("pull_request").is_some() || v.get("source_branch").is_some())
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Comments on one item: (id, body).
+    pub fn comments_on(&self, repo: &str, number: u64) -> Vec<(u64, String)> {
+        self.state()
+            .comments
+            .iter()
+            .enumerate()
+            .filter(|(_, (r, n, _))| r == repo && *n == number)
+            .map(|(i, (_, _, b))| (i as u64 + 1, b.clone()))
+            .collect()
     }
 
     /// Replace a repository's items.
@@ -212,6 +250,17 @@ async fn serve(
                 .filter(|x| !x.is_empty())
                 .all(|x| have.contains(&x))
     };
+    if let Some(i) = st
+        .answers
+        .iter()
+        .position(|(m, p, _, _)| m == method.as_str() && p == uri.path())
+    {
+        let (_, _, status, body) = st.answers.remove(i);
+        return json(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            &body,
+        );
+    }
     if let Some(r) = st.replays.iter().find(|r| matches(r)).cloned() {
         let base = st.base.clone();
         let mut resp = (

@@ -295,6 +295,10 @@ impl Sim<'_> {
             | EventBody::HookRan { .. }
             | EventBody::SourceIneligible { .. }
             | EventBody::PostMortemRecorded { .. }
+            | EventBody::DeliveryStarted { .. }
+            | EventBody::DeliveryStageCompleted { .. }
+            | EventBody::DeliveryFailed { .. }
+            | EventBody::DeliveryFinished { .. }
             | EventBody::WorkCommitted { .. }
             | EventBody::WorktreeRemoved { .. } => return,
         };

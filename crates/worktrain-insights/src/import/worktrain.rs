@@ -201,6 +201,10 @@ impl SessionTrace {
             | EventBody::Steered { .. }
             | EventBody::WorktreeRestored { .. }
             | EventBody::PostMortemRecorded { .. }
+            | EventBody::DeliveryStarted { .. }
+            | EventBody::DeliveryStageCompleted { .. }
+            | EventBody::DeliveryFailed { .. }
+            | EventBody::DeliveryFinished { .. }
             | EventBody::HookRan { .. }
             | EventBody::SourceIneligible { .. }
             | EventBody::WorkCommitted { .. }

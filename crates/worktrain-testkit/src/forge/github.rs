@@ -130,7 +130,9 @@ fn handle(
     }
     let segs: Vec<&str> = uri.path().trim_matches('/').split('/').collect();
     match (method.as_str(), segs.as_slice()) {
-        ("GET", ["repos", o, r, what @ ("issues" | "pulls")]) => {
+        ("GET", ["repos", o, r, what @ ("issues" | "pulls")])
+            if !query_pairs(uri).contains_key("head") =>
+        {
             let repo = format!("{o}/{r}");
             let q = query_pairs(uri);
             let labels: Vec<String> = q
@@ -172,6 +174,128 @@ fn handle(
                 Some(v) => json(StatusCode::OK, v),
                 None => not_found(),
             }
+        }
+        ("GET", ["repos", o, r, "pulls"]) if query_pairs(uri).contains_key("head") => {
+            let repo = format!("{o}/{r}");
+            let q = query_pairs(uri);
+            let head = q.get("head").cloned().unwrap_or_default();
+            let found: Vec<Value> = st
+                .items
+                .get(&repo)
+                .into_iter()
+                .flatten()
+                .filter(|v| v.get("pull_request").is_some() && v["state"] == "open")
+                .filter(|v| v["head"]["label"] == head.as_str())
+                .cloned()
+                .collect();
+            json(StatusCode::OK, &Value::Array(found))
+        }
+        ("POST", ["repos", o, r, "pulls"]) => {
+            let repo = format!("{o}/{r}");
+            let head = body["head"].as_str().unwrap_or_default().to_owned();
+            let label = format!("{o}:{head}");
+            let list = st.items.entry(repo.clone()).or_default();
+            if list
+                .iter()
+                .any(|v| v.get("pull_request").is_some() && v["state"] == "open" && v["head"]["label"] == label.as_str())
+            {
+                // GitHub's current form of the answer.
+                return json(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    &json!({"message": "Validation Failed",
+                            "errors": [{"resource": "PullRequest", "code": "custom",
+                                        "message": format!("A pull request already exists for {label}.")}],
+                            "documentation_url": "https://docs.github.com/rest/pulls/pulls#create-a-pull-request",
+                            "status": "422"}),
+                );
+            }
+            let number = list
+                .iter()
+                .filter_map(|v| v["number"].as_u64())
+                .max()
+                .unwrap_or(0)
+                + 1;
+            let html = format!("https://github.com/{repo}/pull/{number}");
+            let pr = json!({
+                "number": number, "state": "open", "title": body["title"], "body": body["body"],
+                "draft": body["draft"].as_bool().unwrap_or(false),
+                "html_url": html, "labels": [], "assignees": [], "requested_reviewers": [],
+                "head": {"ref": head, "label": label, "sha": body["head_sha"]},
+                "base": {"ref": body["base"]},
+                "pull_request": {"html_url": html},
+                "updated_at": "2026-01-01T00:00:00Z",
+                "user": {"login": "worktrain[bot]"}
+            });
+            list.push(pr.clone());
+            json(StatusCode::CREATED, &pr)
+        }
+        ("POST", ["repos", o, r, "pulls", n, "requested_reviewers"]) => {
+            let repo = format!("{o}/{r}");
+            let n: u64 = n.parse().unwrap_or(0);
+            match st
+                .items
+                .get_mut(&repo)
+                .and_then(|l| l.iter_mut().find(|v| v["number"] == n))
+            {
+                Some(v) => {
+                    for x in body["reviewers"].as_array().into_iter().flatten() {
+                        if let Some(a) = v["requested_reviewers"].as_array_mut() {
+                            a.push(json!({"login": x}));
+                        }
+                    }
+                    json(StatusCode::CREATED, v)
+                }
+                None => not_found(),
+            }
+        }
+        ("POST", ["repos", o, r, "issues", n, "assignees"]) => {
+            let repo = format!("{o}/{r}");
+            let n: u64 = n.parse().unwrap_or(0);
+            match st
+                .items
+                .get_mut(&repo)
+                .and_then(|l| l.iter_mut().find(|v| v["number"] == n))
+            {
+                Some(v) => {
+                    for x in body["assignees"].as_array().into_iter().flatten() {
+                        if let Some(a) = v["assignees"].as_array_mut() {
+                            a.push(json!({"login": x}));
+                        }
+                    }
+                    json(StatusCode::CREATED, v)
+                }
+                None => not_found(),
+            }
+        }
+        ("GET", ["repos", o, r, "issues", n, "comments"]) => {
+            let repo = format!("{o}/{r}");
+            let n: u64 = n.parse().unwrap_or(0);
+            let list: Vec<Value> = st
+                .comments
+                .iter()
+                .enumerate()
+                .filter(|(_, (r, m, _))| *r == repo && *m == n)
+                .map(|(i, (_, _, b))| json!({"id": i + 1, "body": b, "user": {"login": "worktrain[bot]"}}))
+                .collect();
+            page(st, uri, headers, list, "x-ratelimit-")
+        }
+        ("PATCH", ["repos", o, r, "issues", "comments", id]) => {
+            let repo = format!("{o}/{r}");
+            let id: usize = id.parse().unwrap_or(0);
+            let text = body["body"].as_str().unwrap_or_default().to_owned();
+            match st.comments.get_mut(id.wrapping_sub(1)) {
+                Some(c) if c.0 == repo => {
+                    c.2 = text.clone();
+                    json(StatusCode::OK, &json!({"id": id, "body": text,
+                        "html_url": format!("https://github.com/{repo}/issues/{}#issuecomment-{id}", c.1)}))
+                }
+                _ => not_found(),
+            }
+        }
+        ("POST", ["repos", o, r, "statuses", sha]) => {
+            st.statuses
+                .push((format!("{o}/{r}"), (*sha).to_owned(), body.clone()));
+            json(StatusCode::CREATED, &json!({"id": st.statuses.len(), "state": body["state"], "context": body["context"]}))
         }
         ("POST", ["repos", o, r, "issues", n, "comments"]) => {
             let n: u64 = n.parse().unwrap_or(0);

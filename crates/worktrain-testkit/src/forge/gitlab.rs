@@ -61,6 +61,82 @@ fn handle(
     let segs: Vec<&str> = path.split('/').collect();
     let nf = || json(StatusCode::NOT_FOUND, &json!({"message": "404 Not Found"}));
     match (method.as_str(), segs.as_slice()) {
+        ("GET", ["projects", p, "merge_requests"]) if query_pairs(uri).contains_key("source_branch") => {
+            let key = format!("{}:merge_requests", decode(p));
+            let branch = query_pairs(uri).get("source_branch").cloned().unwrap_or_default();
+            let found: Vec<Value> = st
+                .items
+                .get(&key)
+                .into_iter()
+                .flatten()
+                .filter(|v| v["state"] == "opened" && v["source_branch"] == branch.as_str())
+                .cloned()
+                .collect();
+            json(StatusCode::OK, &Value::Array(found))
+        }
+        ("POST", ["projects", p, "merge_requests"]) => {
+            let project = decode(p);
+            let key = format!("{project}:merge_requests");
+            let branch = body["source_branch"].as_str().unwrap_or_default().to_owned();
+            let list = st.items.entry(key).or_default();
+            if let Some(v) = list
+                .iter()
+                .find(|v| v["state"] == "opened" && v["source_branch"] == branch.as_str())
+            {
+                return json(
+                    StatusCode::CONFLICT,
+                    &json!({"message": [format!("Another open merge request already exists for this source branch: !{}", v["iid"])]}),
+                );
+            }
+            let iid = list.iter().filter_map(|v| v["iid"].as_u64()).max().unwrap_or(0) + 1;
+            let labels: Vec<Value> = body["labels"]
+                .as_str()
+                .map(|l| l.split(',').map(|x| json!(x)).collect())
+                .unwrap_or_default();
+            let mr = json!({
+                "iid": iid, "id": 1000 + iid, "state": "opened", "title": body["title"],
+                "description": body["description"], "source_branch": branch,
+                "target_branch": body["target_branch"], "labels": labels,
+                "assignees": body["assignee_ids"], "reviewers": body["reviewer_ids"],
+                "web_url": format!("https://gitlab.com/{project}/-/merge_requests/{iid}"),
+                "updated_at": "2026-01-01T00:00:00Z"
+            });
+            list.push(mr.clone());
+            json(StatusCode::CREATED, &mr)
+        }
+        ("GET", ["projects", p, what, n, "notes"]) => {
+            let key = format!("{}:{what}", decode(p));
+            let n: u64 = n.parse().unwrap_or(0);
+            let list: Vec<Value> = st
+                .comments
+                .iter()
+                .enumerate()
+                .filter(|(_, (r, m, _))| *r == key && *m == n)
+                .map(|(i, (_, _, b))| json!({"id": i + 1, "body": b, "author": {"username": "worktrain-bot"}}))
+                .collect();
+            page(st, uri, headers, list, "ratelimit-")
+        }
+        ("PUT", ["projects", p, what, _n, "notes", id]) => {
+            let key = format!("{}:{what}", decode(p));
+            let id: usize = id.parse().unwrap_or(0);
+            let text = body["body"].as_str().unwrap_or_default().to_owned();
+            match st.comments.get_mut(id.wrapping_sub(1)) {
+                Some(c) if c.0 == key => {
+                    c.2 = text.clone();
+                    json(StatusCode::OK, &json!({"id": id, "body": text}))
+                }
+                _ => json(StatusCode::NOT_FOUND, &json!({"message": "404 Not found"})),
+            }
+        }
+        ("POST", ["projects", p, "statuses", sha]) => {
+            st.statuses.push((decode(p), (*sha).to_owned(), body.clone()));
+            json(StatusCode::CREATED, &json!({"id": st.statuses.len(), "status": body["state"]}))
+        }
+        ("GET", ["users"]) => {
+            let name = query_pairs(uri).get("username").cloned().unwrap_or_default();
+            let id = name.bytes().map(u64::from).sum::<u64>();
+            json(StatusCode::OK, &json!([{"id": id, "username": name}]))
+        }
         ("GET", ["projects", p, what @ ("issues" | "merge_requests")]) => {
             let key = format!("{}:{what}", decode(p));
             let q = query_pairs(uri);
