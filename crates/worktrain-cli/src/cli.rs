@@ -428,6 +428,32 @@ pub struct SpawnArgs {
     /// Wall-clock budget (e.g. `30m`).
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub wall_clock: Option<std::time::Duration>,
+    /// What happens to the finished work: `pull_request`, `commit_only`, `webhook`,
+    /// `none` (default: commit on the session branch).
+    #[arg(long, value_name = "TARGET", value_parser = parse_delivery_target)]
+    pub delivery: Option<worktrain_core::run::DeliveryTarget>,
+    /// The outside item the session works on (`github:owner/repo#123`,
+    /// `gitlab:group/project!7`): delivery comments on it and links the pull request.
+    #[arg(long, value_name = "ITEM")]
+    pub source: Option<String>,
+    /// Git remote delivery pushes to (default `origin` for `pull_request`).
+    #[arg(long, value_name = "NAME")]
+    pub remote: Option<String>,
+    /// Forge identity from triggers.yml for the pull request and comments.
+    #[arg(long, value_name = "NAME")]
+    pub identity: Option<String>,
+    /// Open the pull/merge request as a draft.
+    #[arg(long)]
+    pub draft: bool,
+    /// Label for the pull/merge request (repeatable).
+    #[arg(long = "pr-label", value_name = "LABEL")]
+    pub pr_labels: Vec<String>,
+    /// Reviewer to request (repeatable).
+    #[arg(long = "reviewer", value_name = "LOGIN")]
+    pub reviewers: Vec<String>,
+    /// Let delivery continue when the secret scan finds something (default: block).
+    #[arg(long)]
+    pub allow_secrets: bool,
     /// LLM turn budget.
     #[arg(long, value_name = "N")]
     pub max_turns: Option<u32>,
@@ -663,6 +689,9 @@ pub enum SessionCommand {
     Resume(SessionIdArg),
     /// Retry a failed or cancelled run from where the session stands (via the daemon).
     Retry(SessionIdArg),
+    /// Continue a completed session's failed delivery from the stage that failed
+    /// (via the daemon; stages already done are not repeated).
+    RetryDelivery(SessionIdArg),
     /// Show what each step changed in the worktree (from its step snapshots).
     Diff(DiffArgs),
 }
@@ -887,4 +916,10 @@ pub struct MigrateStoreArgs {
     /// The target store: `postgres://USER@HOST/DATABASE` or `sqlite://PATH`.
     #[arg(long, value_name = "URL")]
     pub to: String,
+}
+
+fn parse_delivery_target(s: &str) -> Result<worktrain_core::run::DeliveryTarget, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_owned())).map_err(|_| {
+        format!("unknown delivery target `{s}` (pull_request, commit_only, webhook, none)")
+    })
 }

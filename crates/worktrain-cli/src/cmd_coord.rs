@@ -69,6 +69,8 @@ pub async fn spawn(ctx: &Ctx, a: SpawnArgs) -> Result<Exit, ApiError> {
         "readonly": a.readonly,
         "base": a.base,
         "idempotency_key": a.idempotency_key,
+        "source": a.source,
+        "delivery": delivery_settings(&a),
     });
     let v = client.post("/api/v1/sessions", &body).await?;
     if ctx.out.json {
@@ -80,6 +82,26 @@ pub async fn spawn(ctx: &Ctx, a: SpawnArgs) -> Result<Exit, ApiError> {
         }
     }
     Ok(Exit::Ok)
+}
+
+/// The delivery settings of `spawn`'s flags (`None` without `--delivery`).
+fn delivery_settings(a: &SpawnArgs) -> Option<Value> {
+    let target = a.delivery?;
+    let s = worktrain_core::run::DeliverySettings {
+        target,
+        draft: a.draft,
+        labels: a.pr_labels.clone(),
+        reviewers: a.reviewers.clone(),
+        remote: a.remote.clone(),
+        identity: a.identity.clone(),
+        secret_scan: if a.allow_secrets {
+            worktrain_core::run::SecretScanPolicy::Warn
+        } else {
+            worktrain_core::run::SecretScanPolicy::Block
+        },
+        ..worktrain_core::run::DeliverySettings::default()
+    };
+    serde_json::to_value(s).ok()
 }
 
 fn usage(message: String) -> ApiError {
@@ -257,6 +279,32 @@ fn print_result(r: &Value) {
     if let Some(pr) = r["pr_url"].as_str() {
         say!("  pr: {pr}");
     }
+    if let Some(line) = delivery_line(&r["delivery"]) {
+        say!("  delivery: {line}");
+    }
+}
+
+/// One line on a delivery (`delivered (pull_request)`, `FAILED at push: … — hint`).
+pub fn delivery_line(d: &Value) -> Option<String> {
+    let state = d["state"].as_str()?;
+    let target = d["target"].as_str().unwrap_or("?");
+    Some(match state {
+        "failed" => format!(
+            "FAILED at {}: {}{}{}",
+            d["failure"]["stage"].as_str().unwrap_or("?"),
+            d["failure"]["message"].as_str().unwrap_or("?"),
+            d["failure"]["hint"]
+                .as_str()
+                .map(|h| format!(" — {h}"))
+                .unwrap_or_default(),
+            if d["failure"]["retryable"] == true {
+                " (retryable: `worktrain session retry-delivery`)"
+            } else {
+                " (after fixing it: `worktrain session retry-delivery`)"
+            }
+        ),
+        other => format!("{other} ({target}, attempt {})", d["attempt"]),
+    })
 }
 
 fn age(ms: i64) -> String {
@@ -386,6 +434,11 @@ pub async fn status(ctx: &Ctx) -> Result<Exit, ApiError> {
             s["workflow_id"].as_str().unwrap_or("?"),
             goal(s)
         );
+        if let Some(line) = delivery_line(&s["run"]["delivery"])
+            && s["run"]["delivery"]["state"] == "failed"
+        {
+            say!("      delivery {line}");
+        }
     }
     Ok(Exit::Ok)
 }
@@ -427,6 +480,7 @@ pub async fn action(ctx: &Ctx, session: &str, action: &str, body: Value) -> Resu
             "cancel" => say!("{id}: cancel requested (run {state})"),
             "steer" => say!("{id}: message queued for the agent's next turn (run {state})"),
             "resume" | "retry" => say!("{id}: queued again (run {state})"),
+            "retry-delivery" => say!("{id}: delivery queued again from the stage that failed (run {state})"),
             "approve" | "reject" => say!(
                 "{id}: {} (run {state})",
                 v["outcome"].as_str().unwrap_or(action)

@@ -128,6 +128,8 @@ pub async fn run(ctx: &Ctx, args: DaemonArgs) -> Result<Exit, ApiError> {
         Some(triggers_file),
         EnvSource::Process,
     );
+    // Delivery opens pull requests and comments with the identities of triggers.yml.
+    supervisor.set_forges(triggers.clone());
     if let Some(e) = triggers.status().error {
         return Err(invalid(
             e.to_string(),

@@ -43,6 +43,9 @@ pub async fn run(ctx: &Ctx, cmd: SessionCommand) -> Result<Exit, ApiError> {
         SessionCommand::Retry(a) => {
             return crate::cmd_coord::action(ctx, &a.session, "retry", json!({})).await;
         }
+        SessionCommand::RetryDelivery(a) => {
+            return crate::cmd_coord::action(ctx, &a.session, "retry-delivery", json!({})).await;
+        }
         SessionCommand::Diff(a) => return crate::cmd_worktree::diff(ctx, a).await,
         other => other,
     };
@@ -152,6 +155,7 @@ pub async fn run(ctx: &Ctx, cmd: SessionCommand) -> Result<Exit, ApiError> {
         | SessionCommand::Steer(_)
         | SessionCommand::Resume(_)
         | SessionCommand::Retry(_)
+        | SessionCommand::RetryDelivery(_)
         | SessionCommand::Diff(_) => {
             Err(ApiError::internal("daemon commands are dispatched above"))
         }
@@ -313,6 +317,30 @@ async fn show(ctx: &Ctx, engine: &Engine, session: &str) -> Result<Exit, ApiErro
     say!("updated   {}", time(summary.updated_at_ms));
     if !summary.context.is_empty() {
         say!("context   {}", Value::Object(summary.context.clone()));
+    }
+    if let Some(run) = &summary.run {
+        say!(
+            "run       {}{}",
+            run.state.as_str(),
+            run.failure
+                .map(|f| format!(" ({f})"))
+                .unwrap_or_default()
+        );
+        if let (Some(b), Some(c)) = (&run.branch, &run.commit) {
+            say!("work      commit {c} on branch {b}");
+        }
+        if let Some(d) = &run.delivery {
+            let v = serde_json::to_value(d).unwrap_or(Value::Null);
+            if let Some(line) = crate::cmd_coord::delivery_line(&v) {
+                say!("delivery  {line}");
+            }
+            for (stage, o) in &d.done {
+                say!("  done    {stage}: {}", o.summary);
+            }
+            if let Some(pr) = &d.pr_url {
+                say!("  pr      {pr}");
+            }
+        }
     }
     say!();
     say!("Step graph (* = current path):");

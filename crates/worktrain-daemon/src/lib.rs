@@ -16,6 +16,7 @@
 pub mod adapters;
 pub mod api;
 pub mod auth;
+pub mod delivery;
 pub mod errors;
 pub mod extract;
 pub mod hooks;

@@ -141,6 +141,8 @@ pub struct Supervisor {
     /// Secret values redacted from everything agents see or record: the API token, the
     /// signing keys and the configured provider keys.
     secrets: Mutex<Vec<String>>,
+    /// Forge clients for delivery (the identities of triggers.yml), once known.
+    forges: std::sync::RwLock<Option<Arc<dyn crate::delivery::ForgeSource>>>,
 }
 
 fn lock<'a, T>(m: &'a Mutex<T>) -> std::sync::MutexGuard<'a, T> {
@@ -233,7 +235,100 @@ impl Supervisor {
             trigger_caps: std::sync::RwLock::new(BTreeMap::new()),
             metrics: Metrics::default(),
             secrets: Mutex::new(secrets),
+            forges: std::sync::RwLock::new(None),
         })
+    }
+
+    /// Where delivery gets its forge clients (the trigger runtime's identities).
+    pub fn set_forges(&self, forges: Arc<dyn crate::delivery::ForgeSource>) {
+        *self
+            .forges
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(forges);
+    }
+
+    /// The forge clients for delivery, when configured.
+    pub fn forges(&self) -> Option<Arc<dyn crate::delivery::ForgeSource>> {
+        self.forges
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The delivery's clean-up stage: the `before_remove` hook, then the worktree goes
+    /// (its branch stays), recorded as `worktree_removed`.
+    pub(crate) async fn remove_delivered_worktree(&self, id: SessionId) -> Result<(), String> {
+        let summary = self.engine.session(id).await.map_err(|e| e.message)?;
+        let worktrees = self.session_worktrees();
+        if let Some(hooks) = summary.run.as_ref().and_then(|r| r.trigger.hooks.as_ref()) {
+            let _ = crate::hooks::run(
+                &self.engine,
+                id,
+                hooks,
+                HookPoint::BeforeRemove,
+                &worktrees.path_for(id),
+                (self.sandbox_mode(&summary), &self.home),
+            )
+            .await;
+        }
+        self.engine
+            .end_worktree(&worktrees, id, WorktreeEnd::Finished { succeeded: true })
+            .await
+            .map(|_| ())
+            .map_err(|e| e.message)
+    }
+
+    /// A link to the session in the console.
+    pub fn console_url(&self, id: SessionId) -> String {
+        format!("http://{}/console/sessions/{id}", self.live().settings.bind)
+    }
+
+    /// Run (or continue) the delivery of a completed session whose run has delivery
+    /// settings. `Err`: the detail of the failure, for the run's end.
+    async fn deliver(self: &Arc<Self>, id: SessionId) -> Result<(), String> {
+        let summary = self.engine.session(id).await.map_err(|e| e.message)?;
+        let Some(run) = summary.run.as_ref() else {
+            return Ok(());
+        };
+        let Some(settings) = run.trigger.delivery.as_deref() else {
+            return Ok(());
+        };
+        let Some(workspace) = summary.workspace.clone() else {
+            return Err("the session has no workspace to deliver from".into());
+        };
+        let job = worktrain_delivery::Job {
+            session: id,
+            workflow: summary.workflow_id.to_string(),
+            goal: summary.goal.clone(),
+            settings: settings.clone(),
+            source: run.trigger.source.clone(),
+            repo_dir: PathBuf::from(workspace),
+            branch: run.branch.clone(),
+            base: run
+                .base
+                .clone()
+                .unwrap_or_else(|| self.live().settings.worktrees.base_branch.clone()),
+            console_url: Some(self.console_url(id)),
+        };
+        let host = crate::delivery::EngineHost::new(self.clone(), id);
+        match worktrain_delivery::deliver(&job, &host, worktrain_delivery::RetryPolicy::default())
+            .await
+        {
+            Ok(worktrain_delivery::Outcome::Delivered(d)) => {
+                info!(session_id = %id, pr = d.pr_url.as_deref().unwrap_or("-"), "delivered");
+                Ok(())
+            }
+            Ok(worktrain_delivery::Outcome::Failed(d)) => Err(match d.failure {
+                Some(f) => format!(
+                    "the workflow completed, but delivery failed at {}: {}{}",
+                    f.stage,
+                    f.message,
+                    f.hint.map(|h| format!(" ({h})")).unwrap_or_default()
+                ),
+                None => "the workflow completed, but delivery failed".into(),
+            }),
+            Err(e) => Err(format!("the workflow completed, but {e}")),
+        }
     }
 
     /// Also redact these values (e.g. the provider keys of the agent profiles).
@@ -789,7 +884,16 @@ impl Supervisor {
         let run = summary.run.clone();
         let run_no = run.as_ref().map(|r| r.run).unwrap_or(1);
         let worktrees = self.session_worktrees();
-        let (end, reason, mut detail, in_worktree) =
+        // The workflow is already complete: the run was resumed (after a crash) or
+        // requeued (`retry-delivery`) only to finish its delivery; no agent runs.
+        let delivering_only = summary.status == worktrain_core::projection::SessionStatus::Complete;
+        let (end, reason, mut detail, in_worktree) = if delivering_only {
+            let has_worktree = run
+                .as_ref()
+                .and_then(|r| r.worktree.as_deref())
+                .is_some_and(|w| Path::new(w).is_dir() && worktrees.applies_to(Path::new(summary.workspace.as_deref().unwrap_or(""))));
+            (RunEnd::Completed, None, None, has_worktree)
+        } else {
             match self.prepare(&worktrees, id, &summary).await {
                 Err(e) => (
                     RunEnd::Failed,
@@ -854,14 +958,30 @@ impl Supervisor {
                     };
                     (end, reason, detail, in_worktree)
                 }
-            };
+            }
+        };
+        let (mut end, mut reason) = (end, reason);
         let interrupted = interrupt.load(Ordering::SeqCst);
         let worker = self.worker.clone();
         // A completed run's work becomes a commit on its branch, and its worktree goes,
         // before the run is reported finished: whoever awaits it sees the branch and the
         // commit, and never a worktree that is being removed.
         let mut worktree_done = !in_worktree;
-        if in_worktree && !interrupted && !lost.load(Ordering::SeqCst) && end == RunEnd::Completed {
+        let delivery = run.as_ref().is_some_and(|r| r.trigger.delivery.is_some());
+        if delivery && !interrupted && !lost.load(Ordering::SeqCst) && end == RunEnd::Completed {
+            match self.deliver(id).await {
+                Ok(()) => worktree_done = true,
+                Err(d) => {
+                    end = RunEnd::Failed;
+                    reason = Some(FailureReason::DeliveryFailed);
+                    detail = Some(d);
+                }
+            }
+        } else if in_worktree
+            && !interrupted
+            && !lost.load(Ordering::SeqCst)
+            && end == RunEnd::Completed
+        {
             match self.engine.commit_session_work(id).await {
                 Ok(_) => {
                     if let Some(hooks) = run.as_ref().and_then(|r| r.trigger.hooks.as_ref()) {
@@ -1166,9 +1286,49 @@ impl Supervisor {
                     "An operator retried this session: an earlier run stopped before the workflow was complete. Your earlier steps' notes are in the recap; the worktree still holds the changes made so far. Re-check the current state of the files, then continue the current step.",
                 );
             }
-            Some(RequeueReason::GateDecided) | None => {}
+            Some(RequeueReason::GateDecided | RequeueReason::Delivery) | None => {}
         }
         runner.run(ctx).await
+    }
+
+    /// Continue the failed (or interrupted) delivery of a completed session from the
+    /// stage that failed: its run is queued again; no agent runs, only the delivery.
+    pub async fn retry_delivery(&self, id: SessionId) -> Result<SessionSummary, ApiError> {
+        let summary = self
+            .engine
+            .transition(id, |s| {
+                let Some(run) = &s.run else {
+                    return Err(not_run(id, "was not run by the daemon"));
+                };
+                if run.trigger.delivery.is_none() {
+                    return Err(not_run(id, "has no delivery settings (spawn it with --delivery, or configure the trigger's delivery)"));
+                }
+                if s.status != worktrain_core::projection::SessionStatus::Complete {
+                    return Err(not_run(id, "has not completed its workflow; there is nothing to deliver yet"));
+                }
+                match (run.state, run.delivery.as_ref().map(|d| d.state)) {
+                    (_, Some(worktrain_core::run::DeliveryState::Delivered)) => {
+                        Err(not_run(id, "is already delivered"))
+                    }
+                    (RunState::Failed | RunState::Completed, _) => Ok(vec![EventBody::RunRequeued {
+                        reason: RequeueReason::Delivery,
+                    }]),
+                    (
+                        RunState::Queued
+                        | RunState::Running
+                        | RunState::Interrupted
+                        | RunState::Parked
+                        | RunState::Cancelled,
+                        _,
+                    ) => Err(not_run(
+                        id,
+                        &format!("is {}; only a finished run's delivery can be retried", run.state.as_str()),
+                    )),
+                }
+            })
+            .await?;
+        self.wake();
+        Ok(summary)
     }
 
     /// Dispatch a session and wake the scheduler.

@@ -124,9 +124,11 @@ pub struct AwaitResult {
     pub commit: Option<String>,
     /// The session's worktree directory, while it exists.
     pub worktree: Option<String>,
-    /// The pull request URL once delivery opened one (reserved: always `null` until the
-    /// delivery pipeline exists).
+    /// The pull/merge request URL once delivery opened one.
     pub pr_url: Option<String>,
+    /// Where the delivery stands (stages done, the failed stage and the forge's message),
+    /// once it began.
+    pub delivery: Option<worktrain_core::projection::DeliveryInfo>,
     /// The session context.
     pub context: serde_json::Map<String, Value>,
 }
@@ -213,7 +215,10 @@ pub async fn await_result(
         branch: run.and_then(|r| r.branch.clone()),
         commit: run.and_then(|r| r.commit.clone()),
         worktree: run.and_then(|r| r.worktree.clone()),
-        pr_url: None,
+        pr_url: run
+            .and_then(|r| r.delivery.as_ref())
+            .and_then(|d| d.pr_url.clone()),
+        delivery: run.and_then(|r| r.delivery.clone()),
         context: summary.context.clone(),
     })
 }

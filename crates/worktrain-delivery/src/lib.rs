@@ -206,6 +206,22 @@ pub fn plan(settings: &DeliverySettings) -> Vec<DeliveryStage> {
     }
 }
 
+/// Settings that cannot work, said before a session is dispatched with them.
+pub fn check(settings: &DeliverySettings) -> Result<(), String> {
+    match settings.target {
+        DeliveryTarget::Webhook if settings.webhook.is_none() => {
+            Err("delivery target `webhook` needs `webhook: {url: …, secret_env: …}`".into())
+        }
+        DeliveryTarget::ReviewComment => Err(
+            "delivery target `review_comment` is not available in this version; use `pull_request`, `commit_only`, `webhook` or `none`".into(),
+        ),
+        DeliveryTarget::PullRequest
+        | DeliveryTarget::CommitOnly
+        | DeliveryTarget::Webhook
+        | DeliveryTarget::None => Ok(()),
+    }
+}
+
 /// How a delivery ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {

@@ -1062,6 +1062,16 @@ impl Engine {
     /// agent committed its work itself, that commit is recorded. `None`: the session
     /// changed nothing.
     pub async fn commit_session_work(&self, id: SessionId) -> Result<Option<Committed>, ApiError> {
+        self.commit_session_work_as(id, None).await
+    }
+
+    /// [`Engine::commit_session_work`] with the commit message given (the delivery's
+    /// handoff: `type: subject` and the description); the trailers are added all the same.
+    pub async fn commit_session_work_as(
+        &self,
+        id: SessionId,
+        message: Option<String>,
+    ) -> Result<Option<Committed>, ApiError> {
         let s = self.summary(id).await?;
         let Some((w, workspace)) = self.live_worktree(&s) else {
             return Ok(None);
@@ -1078,7 +1088,7 @@ impl Engine {
             .chars()
             .take(72)
             .collect();
-        let message = format!(
+        let message = message.unwrap_or_else(|| format!(
             "{}\n\nThe work of worktrain session {id} (workflow `{}`).",
             if subject.trim().is_empty() {
                 format!("worktrain: session {id}")
@@ -1086,7 +1096,7 @@ impl Engine {
                 subject
             },
             pinned.workflow.id
-        );
+        ));
         let trailers = vec![
             ("Worktrain-Session".to_owned(), id.to_string()),
             (

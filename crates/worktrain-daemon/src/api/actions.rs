@@ -24,6 +24,11 @@ pub(super) fn routes() -> Vec<Route> {
         route(Method::POST, "/api/v1/sessions/{id}/reject", post(reject)),
         route(Method::POST, "/api/v1/sessions/{id}/resume", post(resume)),
         route(Method::POST, "/api/v1/sessions/{id}/retry", post(retry)),
+        route(
+            Method::POST,
+            "/api/v1/sessions/{id}/retry-delivery",
+            post(retry_delivery),
+        ),
         route(Method::POST, "/api/v1/kill-all", post(kill_all)),
     ]
 }
@@ -135,6 +140,15 @@ async fn retry(
     JsonBody(_): JsonBody<EmptyBody>,
 ) -> ApiResult<axum::Json<SessionRecord>> {
     let s = st.sup.retry(id).await?;
+    record_of(&st, s).await
+}
+
+async fn retry_delivery(
+    State(st): State<AppState>,
+    SessionPath(id): SessionPath,
+    JsonBody(_): JsonBody<EmptyBody>,
+) -> ApiResult<axum::Json<SessionRecord>> {
+    let s = st.sup.retry_delivery(id).await?;
     record_of(&st, s).await
 }
 

@@ -68,6 +68,13 @@ pub struct DispatchBody {
     /// Idempotency key: the same key returns the existing session.
     #[serde(default)]
     pub idempotency_key: Option<String>,
+    /// The outside item the session works on (`github:owner/repo#123`); delivery
+    /// reports back to it.
+    #[serde(default)]
+    pub source: Option<String>,
+    /// What happens to the finished work.
+    #[serde(default)]
+    pub delivery: Option<worktrain_core::run::DeliverySettings>,
 }
 
 /// A dispatch answer: the record plus whether it was created now.
@@ -165,7 +172,7 @@ async fn dispatch(
     })
     .await
     .map_err(|e| ApiError::internal(format!("workflow resolution task failed: {e}")))??;
-    let trigger = Trigger::new(
+    let mut trigger = Trigger::new(
         if parent.is_some() {
             TriggerKind::Parent
         } else {
@@ -173,6 +180,20 @@ async fn dispatch(
         },
         body.trigger.clone(),
     );
+    if let Some(src) = &body.source {
+        trigger.source = Some(worktrain_core::run::SourceRef::parse(src).map_err(|e| {
+            ApiError::invalid_input(
+                format!("source: {e}"),
+                "e.g. `github:owner/repo#123`, `gitlab:group/project#12` or `gitlab:group/project!7`",
+            )
+        })?);
+    }
+    if let Some(d) = &body.delivery {
+        worktrain_delivery::check(d).map_err(|e| {
+            ApiError::invalid_input(format!("delivery: {e}"), "see docs/delivery.md")
+        })?;
+    }
+    trigger.delivery = body.delivery.clone().map(Box::new);
     let d = st
         .sup
         .dispatch(DispatchRequest {

@@ -1,0 +1,170 @@
+//! The daemon's side of delivery: [`EngineHost`] gives the pipeline of
+//! `worktrain-delivery` the session's record (events through the engine), its handoff,
+//! its commit and its clean-up; [`ForgeSource`] gives it forge clients for the
+//! identities of `triggers.yml`.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use worktrain_core::event::EventBody;
+use worktrain_core::ids::{Seq, SessionId};
+use worktrain_core::projection::DeliveryInfo;
+use worktrain_core::run::ForgeKind;
+use worktrain_delivery::{ForgeAccess, Host};
+use worktrain_triggers::config::IdentityDef;
+
+use crate::supervisor::Supervisor;
+
+/// Forge clients by identity, for delivery.
+pub trait ForgeSource: Send + Sync {
+    /// The client (and HTTPS push token) of `identity`; without a name, the only (or
+    /// first, by name) identity of that forge.
+    fn access(&self, identity: Option<&str>, kind: ForgeKind) -> Result<ForgeAccess, String>;
+}
+
+fn kind_of(def: &IdentityDef) -> ForgeKind {
+    match def {
+        IdentityDef::Github(_) | IdentityDef::GithubApp(_) => ForgeKind::Github,
+        IdentityDef::Gitlab(_) => ForgeKind::Gitlab,
+    }
+}
+
+impl ForgeSource for worktrain_triggers::runtime::Runtime {
+    fn access(&self, identity: Option<&str>, kind: ForgeKind) -> Result<ForgeAccess, String> {
+        let index = self.index();
+        let name = match identity {
+            Some(n) => n.to_owned(),
+            None => index
+                .identities
+                .iter()
+                .find(|(_, d)| kind_of(d) == kind)
+                .map(|(n, _)| n.clone())
+                .ok_or_else(|| {
+                    format!(
+                        "no {} identity under `identities:` in triggers.yml",
+                        kind.as_str()
+                    )
+                })?,
+        };
+        let def = index
+            .identities
+            .get(&name)
+            .ok_or_else(|| format!("no identity `{name}` under `identities:` in triggers.yml"))?;
+        if kind_of(def) != kind {
+            return Err(format!(
+                "identity `{name}` is a {} identity, the item is on {}",
+                kind_of(def).as_str(),
+                kind.as_str()
+            ));
+        }
+        let client = self.forge(&name)?;
+        let push_token = match def {
+            IdentityDef::Github(g) => Some(g.token.value().to_owned()),
+            IdentityDef::Gitlab(g) => Some(g.token.value().to_owned()),
+            IdentityDef::GithubApp(_) => None,
+        };
+        Ok(ForgeAccess { client, push_token })
+    }
+}
+
+/// [`Host`] over the engine and the supervisor, for one session.
+pub struct EngineHost {
+    sup: Arc<Supervisor>,
+    id: SessionId,
+}
+
+impl std::fmt::Debug for EngineHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineHost")
+            .field("session", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EngineHost {
+    /// A host for session `id`.
+    pub fn new(sup: Arc<Supervisor>, id: SessionId) -> Self {
+        Self { sup, id }
+    }
+}
+
+/// The last `handoff` artifact of a session's accepted steps.
+pub async fn handoff_of(sup: &Supervisor, id: SessionId) -> Result<Option<Value>, String> {
+    let store = sup.engine().store();
+    let mut after = Seq(0);
+    let mut found = None;
+    loop {
+        let events = store
+            .events(id, after, 500)
+            .await
+            .map_err(|e| e.to_string())?;
+        let Some(last) = events.last() else { break };
+        after = last.seq;
+        for e in &events {
+            if let EventBody::StepCompleted { artifacts, .. } = &e.body
+                && let Some(a) = artifacts
+                    .iter()
+                    .rev()
+                    .find(|a| a.kind.as_deref() == Some("handoff"))
+            {
+                found = Some(a.hash);
+            }
+        }
+    }
+    let Some(hash) = found else { return Ok(None) };
+    let bytes = store
+        .blob(hash)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("the handoff artifact's blob {hash} is missing"))?;
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| format!("the handoff artifact is not JSON: {e}"))
+}
+
+#[async_trait]
+impl Host for EngineHost {
+    async fn delivery(&self) -> Result<Option<DeliveryInfo>, String> {
+        let s = self
+            .sup
+            .engine()
+            .session(self.id)
+            .await
+            .map_err(|e| e.message)?;
+        Ok(s.run.and_then(|r| r.delivery))
+    }
+
+    async fn record(&self, body: EventBody) -> Result<(), String> {
+        self.sup
+            .engine()
+            .transition(self.id, |_| Ok(vec![body.clone()]))
+            .await
+            .map(|_| ())
+            .map_err(|e| e.message)
+    }
+
+    async fn handoff(&self) -> Result<Option<Value>, String> {
+        handoff_of(&self.sup, self.id).await
+    }
+
+    async fn commit(&self, message: Option<String>) -> Result<Option<String>, String> {
+        self.sup
+            .engine()
+            .commit_session_work_as(self.id, message)
+            .await
+            .map(|c| c.map(|c| c.commit))
+            .map_err(|e| e.message)
+    }
+
+    async fn cleanup(&self) -> Result<(), String> {
+        self.sup.remove_delivered_worktree(self.id).await
+    }
+
+    fn forge(&self, identity: Option<&str>, kind: ForgeKind) -> Result<ForgeAccess, String> {
+        match self.sup.forges() {
+            Some(f) => f.access(identity, kind),
+            None => Err("no forge identities are configured (identities: in triggers.yml)".into()),
+        }
+    }
+}
