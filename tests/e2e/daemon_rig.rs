@@ -419,6 +419,11 @@ agents:
         }
     }
 
+    /// Run `f` on the rig's runtime (where its fake servers live).
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
+
     /// Start the daemon (`--bind 127.0.0.1:0`) and wait until it serves `/readyz`.
     pub fn start_daemon(&mut self) -> &Daemon {
         self.start(&[], true)

@@ -16,6 +16,7 @@ mod crash;
 mod daemon;
 mod daemon_e2e;
 mod daemon_rig;
+mod delivery_e2e;
 mod doc_examples;
 mod init;
 mod insights;

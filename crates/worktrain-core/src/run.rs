@@ -495,7 +495,7 @@ pub struct DeliveryWebhook {
 }
 
 /// Delivery settings of a trigger (or a spawn), carried into every session it dispatches.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeliverySettings {
     /// What happens to the finished work.
@@ -532,6 +532,26 @@ pub struct DeliverySettings {
     /// Target `webhook`: where to POST.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<DeliveryWebhook>,
+}
+
+impl Default for DeliverySettings {
+    /// `commit_only`, reporting back and setting commit statuses (as an empty
+    /// `delivery: {}` in YAML).
+    fn default() -> Self {
+        Self {
+            target: DeliveryTarget::default(),
+            draft: false,
+            labels: Vec::new(),
+            reviewers: Vec::new(),
+            assignees: Vec::new(),
+            remote: None,
+            identity: None,
+            report_back: true,
+            commit_status: true,
+            secret_scan: SecretScanPolicy::default(),
+            webhook: None,
+        }
+    }
 }
 
 fn yes() -> bool {

@@ -16,6 +16,10 @@ use worktrain_triggers::config::IdentityDef;
 
 use crate::supervisor::Supervisor;
 
+/// Crash tests only: the daemon's delivery stops (hangs) right after recording this
+/// stage, so a test can kill the daemon between two stages.
+pub const HANG_AFTER_ENV: &str = "WORKTRAIN_TEST_DELIVERY_HANG_AFTER";
+
 /// Forge clients by identity, for delivery.
 pub trait ForgeSource: Send + Sync {
     /// The client (and HTTPS push token) of `identity`; without a name, the only (or
@@ -140,8 +144,16 @@ impl Host for EngineHost {
             .engine()
             .transition(self.id, |_| Ok(vec![body.clone()]))
             .await
-            .map(|_| ())
-            .map_err(|e| e.message)
+            .map_err(|e| e.message)?;
+        // Fault injection for the crash tests: stop dead right after a stage is recorded
+        // (the test kills the daemon there). Unset in production.
+        if let EventBody::DeliveryStageCompleted { stage, .. } = &body
+            && std::env::var(HANG_AFTER_ENV).ok().as_deref() == Some(stage.as_str())
+        {
+            tracing::warn!(session_id = %self.id, stage = stage.as_str(), "{HANG_AFTER_ENV}: delivery halted here");
+            std::future::pending::<()>().await;
+        }
+        Ok(())
     }
 
     async fn handoff(&self) -> Result<Option<Value>, String> {

@@ -272,7 +272,7 @@ impl Supervisor {
             .await;
         }
         self.engine
-            .end_worktree(&worktrees, id, WorktreeEnd::Finished { succeeded: true })
+            .end_worktree(&worktrees, id, WorktreeEnd::Delivered)
             .await
             .map(|_| ())
             .map_err(|e| e.message)

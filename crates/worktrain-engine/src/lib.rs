@@ -1149,6 +1149,7 @@ impl Engine {
         }
         let ended = match how {
             WorktreeEnd::Finished { succeeded } => w.finish(&workspace, id, succeeded).await,
+            WorktreeEnd::Delivered => w.finish_delivered(&workspace, id).await,
             WorktreeEnd::Released => w.release(&workspace, id).await,
         }
         .map_err(|e| {
@@ -1226,6 +1227,9 @@ pub enum WorktreeEnd {
         /// Whether the workflow completed.
         succeeded: bool,
     },
+    /// The run's work was delivered: the worktree goes, the branch stays (the pull
+    /// request needs it).
+    Delivered,
     /// The run ended without running; a worktree still locked in use is kept.
     Released,
 }

@@ -311,9 +311,34 @@ impl SessionWorktrees {
         session: SessionId,
         succeeded: bool,
     ) -> Result<Ended, WorktreeError> {
+        self.finish_with(workspace, session, succeeded, self.policy())
+            .await
+    }
+
+    /// A delivered run's worktree goes; its branch stays whatever git thinks of it (a
+    /// pushed branch would otherwise count as safe to delete): the pull request needs it
+    /// until it is merged or closed.
+    pub async fn finish_delivered(
+        &self,
+        workspace: &Path,
+        session: SessionId,
+    ) -> Result<Ended, WorktreeError> {
+        let policy = CleanupPolicy {
+            delete_branch: false,
+            ..self.policy()
+        };
+        self.finish_with(workspace, session, true, policy).await
+    }
+
+    async fn finish_with(
+        &self,
+        workspace: &Path,
+        session: SessionId,
+        succeeded: bool,
+        policy: CleanupPolicy,
+    ) -> Result<Ended, WorktreeError> {
         let wts = self.open(workspace, false)?;
         let path = self.path_for(session);
-        let policy = self.policy();
         tokio::task::spawn_blocking(move || {
             let outcome = if succeeded {
                 SessionOutcome::Succeeded

@@ -1,0 +1,329 @@
+//! Delivery with the real daemon: a spawn with `--source` and `--delivery pull_request`,
+//! the fake LLM agent edits a file, and the work is committed on the session branch,
+//! pushed to the bare remote on disk, opened as a pull request on the fake GitHub with
+//! the repository's template filled, reported on the issue; the worktree goes, the
+//! branch stays. Killed between every pair of stages, the daemon finishes on restart
+//! with exactly one pull request and one comment.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use worktrain_testkit::forge::FakeForgeHandle;
+use worktrain_testkit::forge::github::FakeGithub;
+use worktrain_testkit::{Route, Turn};
+
+use crate::daemon_rig::{Rig, RigSpec, git, have_git, of_kind, result_of, route, wait_for, write_file};
+use crate::support::exit;
+
+const TEMPLATE: &str = "## Summary\n\n## Related issue\n\nCloses #\n\n## Checklist\n- [ ] tests pass\n";
+
+fn handoff() -> Value {
+    json!([{
+        "kind": "handoff", "commitType": "feat", "commitSubject": "greet politely",
+        "prTitle": "Greet politely", "prBody": "The greeting now says please.",
+        "filesChanged": ["src/greet.txt"], "followUps": []
+    }])
+}
+
+fn agent(goal: &str) -> Route {
+    route(
+        goal,
+        vec![
+            write_file("src/greet.txt", "hello, please\n"),
+            Turn::tool(
+                "complete_step",
+                json!({"notes": "greeting changed", "artifacts": handoff()}),
+            ),
+        ],
+    )
+}
+
+/// A rig whose repository has a PR template, a fake GitHub with issue acme/widgets#12,
+/// and a triggers.yml identity pointing at it.
+fn rig_with_forge(goals: &[&str]) -> (Rig, FakeForgeHandle) {
+    let rig = Rig::new(RigSpec {
+        routes: goals.iter().map(|g| agent(g)).collect(),
+        ..RigSpec::default()
+    });
+    std::fs::create_dir_all(rig.repo.join(".github")).unwrap();
+    std::fs::write(rig.repo.join(".github/pull_request_template.md"), TEMPLATE).unwrap();
+    git(&rig.repo, &["add", "-A"]);
+    git(&rig.repo, &["commit", "-q", "-m", "template"]);
+    git(&rig.repo, &["push", "-q", "origin", "main"]);
+    let gh = rig.block_on(FakeGithub::start()).unwrap();
+    gh.set_items(
+        "acme/widgets",
+        vec![json!({"number": 12, "state": "open", "title": "Greet politely", "labels": [],
+                    "assignees": [], "updated_at": "2026-01-01T00:00:00Z"})],
+    );
+    std::fs::write(
+        rig.env.home().join("triggers.yml"),
+        format!(
+            "version: 1\nidentities:\n  bot:\n    github: {{token: $E2E_FORGE_TOKEN, api_url: {}}}\n",
+            gh.base_url()
+        ),
+    )
+    .unwrap();
+    (rig, gh)
+}
+
+fn spawn_delivering(rig: &Rig, goal: &str) -> String {
+    rig.spawn_in_repo(
+        "e2e-one",
+        goal,
+        &[
+            "--delivery",
+            "pull_request",
+            "--source",
+            "github:acme/widgets#12",
+            "--pr-label",
+            "worktrain",
+        ],
+    )
+}
+
+fn remote_head(rig: &Rig, branch: &str) -> String {
+    git(
+        &rig.env.dir().join("remote.git"),
+        &["rev-parse", &format!("refs/heads/{branch}")],
+    )
+    .trim()
+    .to_owned()
+}
+
+#[test]
+fn spawn_with_source_delivers_a_pull_request_end_to_end() {
+    if !have_git() {
+        eprintln!("skipped: git is not installed");
+        return;
+    }
+    let (mut rig, gh) = rig_with_forge(&["goal-deliver-E1"]);
+    rig.daemon_env
+        .push(("E2E_FORGE_TOKEN".into(), "t0ken-e2e".into()));
+    rig.start_daemon();
+    let id = spawn_delivering(&rig, "goal-deliver-E1");
+    let (code, results) = rig.await_all(&[&id], "120s");
+    let r = result_of(&results, &id);
+    assert_eq!(code, exit::OK, "{r:#}\n{}", rig.log_tail());
+    assert_eq!(r["succeeded"], true, "{r:#}");
+    assert_eq!(r["pr_url"], "https://github.com/acme/widgets/pull/13", "{r:#}");
+    assert_eq!(r["delivery"]["state"], "delivered", "{r:#}");
+    let branch = format!("worktrain/{id}");
+    assert_eq!(r["branch"], branch.as_str(), "{r:#}");
+
+    // The commit: the handoff's message, trailers, the agent's file; on the bare remote.
+    let head = git(&rig.repo, &["rev-parse", &branch]).trim().to_owned();
+    assert_eq!(remote_head(&rig, &branch), head, "pushed to the bare remote");
+    let message = git(&rig.repo, &["log", "-1", "--format=%B", &branch]);
+    assert!(message.starts_with("feat: greet politely\n"), "{message}");
+    assert!(message.contains(&format!("Worktrain-Session: {id}")), "{message}");
+    assert!(message.contains("Worktrain-Workflow: e2e-one@"), "{message}");
+    assert_eq!(
+        git(&rig.repo, &["show", &format!("{branch}:src/greet.txt")]),
+        "hello, please\n"
+    );
+
+    // The pull request as GitHub received it: the template filled, the footer.
+    let creates: Vec<Value> = gh
+        .requests()
+        .into_iter()
+        .filter(|q| q.method == "POST" && q.path == "/repos/acme/widgets/pulls")
+        .map(|q| q.body)
+        .collect();
+    assert_eq!(creates.len(), 1);
+    let pr = &creates[0];
+    assert_eq!(pr["title"], "Greet politely");
+    assert_eq!(pr["head"], branch.as_str());
+    assert_eq!(pr["base"], "main");
+    let body = pr["body"].as_str().unwrap();
+    assert!(
+        body.starts_with("## Summary\n\nThe greeting now says please."),
+        "{body}"
+    );
+    assert!(body.contains("Closes #12"), "{body}");
+    assert!(body.contains("- [ ] tests pass"), "{body}");
+    assert!(body.contains(&format!("session `{id}`")), "{body}");
+    assert!(body.contains("/console/sessions/"), "{body}");
+    let auth = gh
+        .requests()
+        .into_iter()
+        .find(|q| q.path == "/repos/acme/widgets/pulls" && q.method == "POST")
+        .and_then(|q| q.header("authorization").map(str::to_owned))
+        .unwrap_or_default();
+    assert!(auth.contains("t0ken-e2e"), "the identity's token: {auth}");
+
+    // Reported on the issue; a commit status on the pushed head.
+    let comments = gh.comments_on("acme/widgets", 12);
+    assert_eq!(comments.len(), 1, "{comments:?}");
+    assert!(comments[0].1.contains("https://github.com/acme/widgets/pull/13"));
+    assert_eq!(gh.state().statuses.len(), 1);
+    assert_eq!(gh.state().statuses[0].1, head);
+
+    // The worktree is gone, the branch stays; the events tell the stages.
+    assert!(
+        rig.git_worktrees().is_empty(),
+        "worktree removed: {:?}",
+        rig.git_worktrees()
+    );
+    assert_eq!(git(&rig.repo, &["branch", "--list", &branch]).trim(), branch);
+    let ev = rig.events(&id);
+    let stages: Vec<String> = of_kind(&ev, "delivery_stage_completed")
+        .iter()
+        .map(|e| e["body"]["stage"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        stages,
+        ["handoff", "commit", "secret_scan", "push", "pull_request", "report_back", "cleanup"]
+    );
+    assert_eq!(of_kind(&ev, "delivery_finished").len(), 1);
+    // The session detail and `session show` say the same.
+    let detail = rig.detail(&id);
+    assert_eq!(
+        detail["run"]["delivery"]["pr_url"],
+        "https://github.com/acme/widgets/pull/13",
+        "{detail:#}"
+    );
+    let show = rig.cli(&["session", "show", &id]);
+    assert!(show.stdout.contains("delivery  delivered (pull_request"), "{show:?}");
+}
+
+/// A forge failure is `delivery_failed` with the stage and the forge's message in
+/// `await`, the API and `worktrain status`; after the fix, `retry-delivery` continues
+/// from that stage (nothing is pushed or committed twice).
+#[test]
+fn a_failed_delivery_is_surfaced_and_retry_delivery_continues_from_the_failed_stage() {
+    if !have_git() {
+        eprintln!("skipped: git is not installed");
+        return;
+    }
+    let (mut rig, gh) = rig_with_forge(&["goal-deliver-F1"]);
+    rig.daemon_env
+        .push(("E2E_FORGE_TOKEN".into(), "t0ken-e2e".into()));
+    gh.answer_once(
+        "GET",
+        "/repos/acme/widgets/pulls",
+        401,
+        json!({"message": "Bad credentials", "documentation_url": "https://docs.github.com/rest"}),
+    );
+    rig.start_daemon();
+    let id = spawn_delivering(&rig, "goal-deliver-F1");
+    let (code, results) = rig.await_all(&[&id], "120s");
+    let r = result_of(&results, &id);
+    assert_eq!(code, exit::FAILURE, "{r:#}");
+    assert_eq!(r["failure"], "delivery_failed", "{r:#}");
+    assert_eq!(r["delivery"]["state"], "failed");
+    assert_eq!(r["delivery"]["failure"]["stage"], "pull_request");
+    assert_eq!(r["delivery"]["failure"]["retryable"], false);
+    let msg = r["delivery"]["failure"]["message"].as_str().unwrap();
+    assert!(msg.contains("401: Bad credentials"), "{msg}");
+    assert!(r["detail"].as_str().unwrap().contains("delivery failed at pull_request"), "{r:#}");
+    let status = rig.cli(&["status"]);
+    assert!(
+        status.stdout.contains("delivery FAILED at pull_request: opening the pull request: 401: Bad credentials"),
+        "{status:?}"
+    );
+    let plain_await = rig.cli(&["await", &id, "--timeout", "5s"]);
+    assert!(
+        plain_await.stdout.contains("delivery: FAILED at pull_request"),
+        "{plain_await:?}"
+    );
+    let branch = format!("worktrain/{id}");
+    let pushed = remote_head(&rig, &branch);
+    assert!(
+        !rig.git_worktrees().is_empty(),
+        "the worktree is kept after a failed delivery"
+    );
+
+    let retried = rig.cli(&["session", "retry-delivery", &id]);
+    assert_eq!(retried.code, exit::OK, "{retried:?}");
+    let (code, results) = rig.await_all(&[&id], "120s");
+    let r = result_of(&results, &id);
+    assert_eq!(code, exit::OK, "{r:#}\n{}", rig.log_tail());
+    assert_eq!(r["pr_url"], "https://github.com/acme/widgets/pull/13");
+    assert_eq!(r["delivery"]["attempt"], 2);
+    assert_eq!(remote_head(&rig, &branch), pushed);
+    let ev = rig.events(&id);
+    let pushes = of_kind(&ev, "delivery_stage_completed")
+        .iter()
+        .filter(|e| e["body"]["stage"] == "push")
+        .count();
+    assert_eq!(pushes, 1, "the push is not repeated");
+    assert_eq!(of_kind(&ev, "work_committed").len(), 1);
+    assert_eq!(gh.pulls("acme/widgets").len(), 1);
+    assert_eq!(gh.comments_on("acme/widgets", 12).len(), 1);
+    // Delivered: a second retry is refused with a reason.
+    let again = rig.cli(&["session", "retry-delivery", &id]);
+    assert_ne!(again.code, exit::OK);
+    assert!(again.stderr.contains("already delivered"), "{again:?}");
+}
+
+/// The daemon is killed (SIGKILL) right after each stage is recorded; restarted, it
+/// finishes the delivery: exactly one pull request and one comment every time.
+#[test]
+fn killed_between_every_pair_of_stages_the_daemon_delivers_once_on_restart() {
+    if !have_git() {
+        eprintln!("skipped: git is not installed");
+        return;
+    }
+    let stages = [
+        "handoff",
+        "commit",
+        "secret_scan",
+        "push",
+        "pull_request",
+        "report_back",
+    ];
+    let goals: Vec<String> = (0..stages.len()).map(|i| format!("goal-kill-K{i}")).collect();
+    let goal_refs: Vec<&str> = goals.iter().map(String::as_str).collect();
+    let (mut rig, gh) = rig_with_forge(&goal_refs);
+    rig.daemon_env
+        .push(("E2E_FORGE_TOKEN".into(), "t0ken-e2e".into()));
+    for (i, stage) in stages.iter().enumerate() {
+        // Each session reports on its own issue.
+        let issue = 100 + i as u64;
+        gh.state().items.get_mut("acme/widgets").unwrap().push(json!({
+            "number": issue, "state": "open", "title": "t", "labels": [], "assignees": [],
+            "updated_at": "2026-01-01T00:00:00Z"}));
+        rig.start_daemon_with(&[("WORKTRAIN_TEST_DELIVERY_HANG_AFTER", stage)]);
+        let id = rig.spawn_in_repo(
+            "e2e-one",
+            &goals[i],
+            &[
+                "--delivery",
+                "pull_request",
+                "--source",
+                &format!("github:acme/widgets#{issue}"),
+            ],
+        );
+        wait_for(
+            &format!("{stage} recorded"),
+            Duration::from_secs(90),
+            || {
+                let ev = rig.api_events(&id);
+                of_kind(&ev, "delivery_stage_completed")
+                    .iter()
+                    .any(|e| e["body"]["stage"] == *stage)
+                    .then_some(())
+            },
+            || rig.log_tail(),
+        );
+        rig.sigkill_daemon();
+        rig.start_daemon();
+        let (code, results) = rig.await_all(&[&id], "120s");
+        let r = result_of(&results, &id);
+        assert_eq!(code, exit::OK, "killed after {stage}: {r:#}\n{}", rig.log_tail());
+        assert_eq!(r["delivery"]["state"], "delivered", "after {stage}: {r:#}");
+        let branch = format!("worktrain/{id}");
+        let pulls: Vec<Value> = gh
+            .pulls("acme/widgets")
+            .into_iter()
+            .filter(|p| p["head"]["ref"] == branch.as_str())
+            .collect();
+        assert_eq!(pulls.len(), 1, "killed after {stage}");
+        assert_eq!(gh.comments_on("acme/widgets", issue).len(), 1, "killed after {stage}");
+        let ev = rig.events(&id);
+        assert_eq!(of_kind(&ev, "work_committed").len(), 1, "killed after {stage}");
+        assert_eq!(of_kind(&ev, "delivery_finished").len(), 1);
+        rig.sigkill_daemon();
+    }
+}
