@@ -555,18 +555,24 @@ async fn run_stage(
         DeliveryStage::Push => {
             let branch = branch(job)?;
             let remote = job.settings.remote.as_deref().unwrap_or("origin");
-            if git::remote_url(&job.repo_dir, remote).await.is_none() {
+            let Some(url) = git::remote_url(&job.repo_dir, remote).await else {
                 return Err(StageError::fatal(
                     format!("the workspace has no remote `{remote}`"),
                     "add the remote (`git remote add`) or set `delivery.remote`",
                 ));
-            }
+            };
+            // The identity's token goes only to an HTTPS remote of the item's own
+            // repository; anything else uses the user's git setup.
             let token = match source_item(job) {
-                Some(item) => host
-                    .forge(job.settings.identity.as_deref(), item.forge)
-                    .ok()
-                    .and_then(|a| a.push_token),
-                None => None,
+                Some(item)
+                    if url.starts_with("https://")
+                        && parse_remote(&url) == Some((item.forge, item.repo.clone())) =>
+                {
+                    host.forge(job.settings.identity.as_deref(), item.forge)
+                        .ok()
+                        .and_then(|a| a.push_token)
+                }
+                Some(_) | None => None,
             };
             git::push(&job.repo_dir, remote, branch, token.as_deref())
                 .await
@@ -824,5 +830,53 @@ pub async fn post_signed(
             retry_after: None,
             hint: Some("check the receiving endpoint".into()),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_urls_name_their_forge_and_repository() {
+        for (url, want) in [
+            ("https://github.com/acme/widgets.git", Some((ForgeKind::Github, "acme/widgets"))),
+            ("git@github.com:acme/widgets.git", Some((ForgeKind::Github, "acme/widgets"))),
+            ("ssh://git@github.com/acme/widgets", Some((ForgeKind::Github, "acme/widgets"))),
+            ("https://x-access-token:t@github.com/acme/widgets", Some((ForgeKind::Github, "acme/widgets"))),
+            ("https://gitlab.example.com/group/sub/proj.git", Some((ForgeKind::Gitlab, "group/sub/proj"))),
+            ("/srv/git/remote.git", None),
+            ("https://example.com/acme/widgets.git", None),
+        ] {
+            assert_eq!(
+                parse_remote(url),
+                want.map(|(k, r)| (k, r.to_owned())),
+                "{url}"
+            );
+        }
+    }
+
+    #[test]
+    fn signatures_are_hmac_sha256_hex() {
+        // RFC 4231 test case 2.
+        assert_eq!(
+            sign(b"Jefe", b"what do ya want for nothing?"),
+            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn settings_that_cannot_work_are_refused_before_dispatch() {
+        let hook = DeliverySettings {
+            target: DeliveryTarget::Webhook,
+            ..DeliverySettings::default()
+        };
+        assert!(check(&hook).unwrap_err().contains("webhook: {url"));
+        let review = DeliverySettings {
+            target: DeliveryTarget::ReviewComment,
+            ..DeliverySettings::default()
+        };
+        assert!(check(&review).is_err());
+        assert_eq!(check(&DeliverySettings::default()), Ok(()));
     }
 }
