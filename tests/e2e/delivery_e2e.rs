@@ -12,10 +12,13 @@ use worktrain_testkit::forge::FakeForgeHandle;
 use worktrain_testkit::forge::github::FakeGithub;
 use worktrain_testkit::{Route, Turn};
 
-use crate::daemon_rig::{Rig, RigSpec, git, have_git, of_kind, result_of, route, wait_for, write_file};
+use crate::daemon_rig::{
+    Rig, RigSpec, git, have_git, of_kind, result_of, route, wait_for, write_file,
+};
 use crate::support::exit;
 
-const TEMPLATE: &str = "## Summary\n\n## Related issue\n\nCloses #\n\n## Checklist\n- [ ] tests pass\n";
+const TEMPLATE: &str =
+    "## Summary\n\n## Related issue\n\nCloses #\n\n## Checklist\n- [ ] tests pass\n";
 
 fn handoff() -> Value {
     json!([{
@@ -53,8 +56,10 @@ fn rig_with_forge(goals: &[&str]) -> (Rig, FakeForgeHandle) {
     let gh = rig.block_on(FakeGithub::start()).unwrap();
     gh.set_items(
         "acme/widgets",
-        vec![json!({"number": 12, "state": "open", "title": "Greet politely", "labels": [],
-                    "assignees": [], "updated_at": "2026-01-01T00:00:00Z"})],
+        vec![
+            json!({"number": 12, "state": "open", "title": "Greet politely", "labels": [],
+                    "assignees": [], "updated_at": "2026-01-01T00:00:00Z"}),
+        ],
     );
     std::fs::write(
         rig.env.home().join("triggers.yml"),
@@ -106,18 +111,31 @@ fn spawn_with_source_delivers_a_pull_request_end_to_end() {
     let r = result_of(&results, &id);
     assert_eq!(code, exit::OK, "{r:#}\n{}", rig.log_tail());
     assert_eq!(r["succeeded"], true, "{r:#}");
-    assert_eq!(r["pr_url"], "https://github.com/acme/widgets/pull/13", "{r:#}");
+    assert_eq!(
+        r["pr_url"], "https://github.com/acme/widgets/pull/13",
+        "{r:#}"
+    );
     assert_eq!(r["delivery"]["state"], "delivered", "{r:#}");
     let branch = format!("worktrain/{id}");
     assert_eq!(r["branch"], branch.as_str(), "{r:#}");
 
     // The commit: the handoff's message, trailers, the agent's file; on the bare remote.
     let head = git(&rig.repo, &["rev-parse", &branch]).trim().to_owned();
-    assert_eq!(remote_head(&rig, &branch), head, "pushed to the bare remote");
+    assert_eq!(
+        remote_head(&rig, &branch),
+        head,
+        "pushed to the bare remote"
+    );
     let message = git(&rig.repo, &["log", "-1", "--format=%B", &branch]);
     assert!(message.starts_with("feat: greet politely\n"), "{message}");
-    assert!(message.contains(&format!("Worktrain-Session: {id}")), "{message}");
-    assert!(message.contains("Worktrain-Workflow: e2e-one@"), "{message}");
+    assert!(
+        message.contains(&format!("Worktrain-Session: {id}")),
+        "{message}"
+    );
+    assert!(
+        message.contains("Worktrain-Workflow: e2e-one@"),
+        "{message}"
+    );
     assert_eq!(
         git(&rig.repo, &["show", &format!("{branch}:src/greet.txt")]),
         "hello, please\n"
@@ -155,7 +173,11 @@ fn spawn_with_source_delivers_a_pull_request_end_to_end() {
     // Reported on the issue; a commit status on the pushed head.
     let comments = gh.comments_on("acme/widgets", 12);
     assert_eq!(comments.len(), 1, "{comments:?}");
-    assert!(comments[0].1.contains("https://github.com/acme/widgets/pull/13"));
+    assert!(
+        comments[0]
+            .1
+            .contains("https://github.com/acme/widgets/pull/13")
+    );
     assert_eq!(gh.state().statuses.len(), 1);
     assert_eq!(gh.state().statuses[0].1, head);
 
@@ -165,7 +187,10 @@ fn spawn_with_source_delivers_a_pull_request_end_to_end() {
         "worktree removed: {:?}",
         rig.git_worktrees()
     );
-    assert_eq!(git(&rig.repo, &["branch", "--list", &branch]).trim(), branch);
+    assert_eq!(
+        git(&rig.repo, &["branch", "--list", &branch]).trim(),
+        branch
+    );
     let ev = rig.events(&id);
     let stages: Vec<String> = of_kind(&ev, "delivery_stage_completed")
         .iter()
@@ -173,18 +198,28 @@ fn spawn_with_source_delivers_a_pull_request_end_to_end() {
         .collect();
     assert_eq!(
         stages,
-        ["handoff", "commit", "secret_scan", "push", "pull_request", "report_back", "cleanup"]
+        [
+            "handoff",
+            "commit",
+            "secret_scan",
+            "push",
+            "pull_request",
+            "report_back",
+            "cleanup"
+        ]
     );
     assert_eq!(of_kind(&ev, "delivery_finished").len(), 1);
     // The session detail and `session show` say the same.
     let detail = rig.detail(&id);
     assert_eq!(
-        detail["run"]["delivery"]["pr_url"],
-        "https://github.com/acme/widgets/pull/13",
+        detail["run"]["delivery"]["pr_url"], "https://github.com/acme/widgets/pull/13",
         "{detail:#}"
     );
     let show = rig.cli(&["session", "show", &id]);
-    assert!(show.stdout.contains("delivery  delivered (pull_request"), "{show:?}");
+    assert!(
+        show.stdout.contains("delivery  delivered (pull_request"),
+        "{show:?}"
+    );
 }
 
 /// A forge failure is `delivery_failed` with the stage and the forge's message in
@@ -216,15 +251,25 @@ fn a_failed_delivery_is_surfaced_and_retry_delivery_continues_from_the_failed_st
     assert_eq!(r["delivery"]["failure"]["retryable"], false);
     let msg = r["delivery"]["failure"]["message"].as_str().unwrap();
     assert!(msg.contains("401: Bad credentials"), "{msg}");
-    assert!(r["detail"].as_str().unwrap().contains("delivery failed at pull_request"), "{r:#}");
+    assert!(
+        r["detail"]
+            .as_str()
+            .unwrap()
+            .contains("delivery failed at pull_request"),
+        "{r:#}"
+    );
     let status = rig.cli(&["status"]);
     assert!(
-        status.stdout.contains("delivery FAILED at pull_request: opening the pull request: 401: Bad credentials"),
+        status.stdout.contains(
+            "delivery FAILED at pull_request: opening the pull request: 401: Bad credentials"
+        ),
         "{status:?}"
     );
     let plain_await = rig.cli(&["await", &id, "--timeout", "5s"]);
     assert!(
-        plain_await.stdout.contains("delivery: FAILED at pull_request"),
+        plain_await
+            .stdout
+            .contains("delivery: FAILED at pull_request"),
         "{plain_await:?}"
     );
     let branch = format!("worktrain/{id}");
@@ -273,7 +318,9 @@ fn killed_between_every_pair_of_stages_the_daemon_delivers_once_on_restart() {
         "pull_request",
         "report_back",
     ];
-    let goals: Vec<String> = (0..stages.len()).map(|i| format!("goal-kill-K{i}")).collect();
+    let goals: Vec<String> = (0..stages.len())
+        .map(|i| format!("goal-kill-K{i}"))
+        .collect();
     let goal_refs: Vec<&str> = goals.iter().map(String::as_str).collect();
     let (mut rig, gh) = rig_with_forge(&goal_refs);
     rig.daemon_env
@@ -281,7 +328,11 @@ fn killed_between_every_pair_of_stages_the_daemon_delivers_once_on_restart() {
     for (i, stage) in stages.iter().enumerate() {
         // Each session reports on its own issue.
         let issue = 100 + i as u64;
-        gh.state().items.get_mut("acme/widgets").unwrap().push(json!({
+        gh.state()
+            .items
+            .get_mut("acme/widgets")
+            .unwrap()
+            .push(json!({
             "number": issue, "state": "open", "title": "t", "labels": [], "assignees": [],
             "updated_at": "2026-01-01T00:00:00Z"}));
         rig.start_daemon_with(&[("WORKTRAIN_TEST_DELIVERY_HANG_AFTER", stage)]);
@@ -311,7 +362,12 @@ fn killed_between_every_pair_of_stages_the_daemon_delivers_once_on_restart() {
         rig.start_daemon();
         let (code, results) = rig.await_all(&[&id], "120s");
         let r = result_of(&results, &id);
-        assert_eq!(code, exit::OK, "killed after {stage}: {r:#}\n{}", rig.log_tail());
+        assert_eq!(
+            code,
+            exit::OK,
+            "killed after {stage}: {r:#}\n{}",
+            rig.log_tail()
+        );
         assert_eq!(r["delivery"]["state"], "delivered", "after {stage}: {r:#}");
         let branch = format!("worktrain/{id}");
         let pulls: Vec<Value> = gh
@@ -320,9 +376,17 @@ fn killed_between_every_pair_of_stages_the_daemon_delivers_once_on_restart() {
             .filter(|p| p["head"]["ref"] == branch.as_str())
             .collect();
         assert_eq!(pulls.len(), 1, "killed after {stage}");
-        assert_eq!(gh.comments_on("acme/widgets", issue).len(), 1, "killed after {stage}");
+        assert_eq!(
+            gh.comments_on("acme/widgets", issue).len(),
+            1,
+            "killed after {stage}"
+        );
         let ev = rig.events(&id);
-        assert_eq!(of_kind(&ev, "work_committed").len(), 1, "killed after {stage}");
+        assert_eq!(
+            of_kind(&ev, "work_committed").len(),
+            1,
+            "killed after {stage}"
+        );
         assert_eq!(of_kind(&ev, "delivery_finished").len(), 1);
         rig.sigkill_daemon();
     }

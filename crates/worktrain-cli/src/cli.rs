@@ -71,7 +71,7 @@ pub enum Command {
     /// Run the daemon: the HTTP API and the supervisor that runs dispatched sessions.
     Daemon(DaemonArgs),
     /// Dispatch a session to the daemon; prints its id (`--json`: the record).
-    Spawn(SpawnArgs),
+    Spawn(Box<SpawnArgs>),
     /// Wait for sessions to finish; prints one result per session. Exit codes differ
     /// from the other commands: 0 all succeeded, 1 some failed, 2 timeout, 3 usage.
     Await(AwaitArgs),

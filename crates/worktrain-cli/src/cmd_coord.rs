@@ -480,7 +480,9 @@ pub async fn action(ctx: &Ctx, session: &str, action: &str, body: Value) -> Resu
             "cancel" => say!("{id}: cancel requested (run {state})"),
             "steer" => say!("{id}: message queued for the agent's next turn (run {state})"),
             "resume" | "retry" => say!("{id}: queued again (run {state})"),
-            "retry-delivery" => say!("{id}: delivery queued again from the stage that failed (run {state})"),
+            "retry-delivery" => {
+                say!("{id}: delivery queued again from the stage that failed (run {state})")
+            }
             "approve" | "reject" => say!(
                 "{id}: {} (run {state})",
                 v["outcome"].as_str().unwrap_or(action)

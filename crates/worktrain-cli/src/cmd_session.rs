@@ -322,9 +322,7 @@ async fn show(ctx: &Ctx, engine: &Engine, session: &str) -> Result<Exit, ApiErro
         say!(
             "run       {}{}",
             run.state.as_str(),
-            run.failure
-                .map(|f| format!(" ({f})"))
-                .unwrap_or_default()
+            run.failure.map(|f| format!(" ({f})")).unwrap_or_default()
         );
         if let (Some(b), Some(c)) = (&run.branch, &run.commit) {
             say!("work      commit {c} on branch {b}");

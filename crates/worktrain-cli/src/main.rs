@@ -168,7 +168,7 @@ async fn dispatch(cli: Cli, out: Out) -> Result<Exit, ApiError> {
             None => cmd_daemon::run(&ctx, args).await,
             Some(cli::DaemonAction::Reload) => cmd_daemon::reload(&ctx).await,
         },
-        Command::Spawn(args) => cmd_coord::spawn(&ctx, args).await,
+        Command::Spawn(args) => cmd_coord::spawn(&ctx, *args).await,
         Command::Await(_) => Err(ApiError::internal("await is handled before dispatch")),
         Command::Status => cmd_coord::status(&ctx).await,
         Command::KillAll => cmd_coord::kill_all(&ctx).await,

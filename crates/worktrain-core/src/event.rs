@@ -8,8 +8,8 @@ use crate::compile::{LoopIndex, Pc, StepIndex};
 use crate::cursor::{Cursor, LoopDecision};
 use crate::ids::{Attempt, NodeId, Seq, SessionId, Sha256Hash, StepId, WorkflowId};
 use crate::run::{
-    DeliveryStage, DeliveryTarget, FailureReason, HookPoint, InterruptReason, ReconcileAction, RequeueReason, RunEnd, RunLimits,
-    SourceRef, Trigger,
+    DeliveryStage, DeliveryTarget, FailureReason, HookPoint, InterruptReason, ReconcileAction,
+    RequeueReason, RunEnd, RunLimits, SourceRef, Trigger,
 };
 use crate::workflow::GateKind;
 

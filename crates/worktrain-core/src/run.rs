@@ -400,7 +400,17 @@ pub enum DeliveryTarget {
 /// A stage of the delivery pipeline, in the order they run. Each target runs a subset
 /// (see the delivery crate's plan); a stage recorded done is never run again.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryStage {

@@ -891,7 +891,11 @@ impl Supervisor {
             let has_worktree = run
                 .as_ref()
                 .and_then(|r| r.worktree.as_deref())
-                .is_some_and(|w| Path::new(w).is_dir() && worktrees.applies_to(Path::new(summary.workspace.as_deref().unwrap_or(""))));
+                .is_some_and(|w| {
+                    Path::new(w).is_dir()
+                        && worktrees
+                            .applies_to(Path::new(summary.workspace.as_deref().unwrap_or("")))
+                });
             (RunEnd::Completed, None, None, has_worktree)
         } else {
             match self.prepare(&worktrees, id, &summary).await {

@@ -126,18 +126,18 @@ pub async fn push(
         || out.stderr.contains("[rejected]")
         || out.stderr.contains("[remote rejected]")
         || out.stderr.contains("non-fast-forward")
-        || out.stderr.contains("does not appear to be a git repository")
+        || out
+            .stderr
+            .contains("does not appear to be a git repository")
         || out.stderr.contains("Authentication failed")
         || out.stderr.contains("Permission denied");
     let mut lines: Vec<&str> = out
         .stdout
         .lines()
         .filter(|l| l.starts_with('!'))
-        .chain(
-            out.stderr
-                .lines()
-                .filter(|l| l.starts_with("error:") || l.starts_with("fatal:") || l.contains("rejected")),
-        )
+        .chain(out.stderr.lines().filter(|l| {
+            l.starts_with("error:") || l.starts_with("fatal:") || l.contains("rejected")
+        }))
         .collect();
     if lines.is_empty() {
         lines = out.stderr.lines().take(5).collect();

@@ -26,8 +26,8 @@ use worktrain_core::event::{EventBody, StageOutcome};
 use worktrain_core::ids::SessionId;
 use worktrain_core::projection::DeliveryInfo;
 use worktrain_core::run::{
-    DeliverySettings, DeliveryStage, DeliveryState, DeliveryTarget, ForgeItem, ForgeKind,
-    ItemKind, SecretScanPolicy, SourceRef,
+    DeliverySettings, DeliveryStage, DeliveryState, DeliveryTarget, ForgeItem, ForgeKind, ItemKind,
+    SecretScanPolicy, SourceRef,
 };
 use worktrain_forge::{CommitStatus, Forge, ForgeError, PullSpec, StatusState};
 
@@ -133,9 +133,10 @@ impl StageError {
         };
         let hint = match e {
             ForgeError::Http { hint, .. } => hint.clone(),
-            ForgeError::RateLimited { .. } | ForgeError::Network(_) => {
-                Some("retried automatically; `worktrain session retry-delivery` tries again later".into())
-            }
+            ForgeError::RateLimited { .. } | ForgeError::Network(_) => Some(
+                "retried automatically; `worktrain session retry-delivery` tries again later"
+                    .into(),
+            ),
             ForgeError::Invalid(_) => None,
         };
         Self {
@@ -327,7 +328,9 @@ async fn forge_repo(job: &Job) -> Result<(ForgeKind, String), StageError> {
         return Ok((item.forge, item.repo));
     }
     let remote = job.settings.remote.as_deref().unwrap_or("origin");
-    let url = git::remote_url(&job.repo_dir, remote).await.unwrap_or_default();
+    let url = git::remote_url(&job.repo_dir, remote)
+        .await
+        .unwrap_or_default();
     parse_remote(&url).ok_or_else(|| {
         StageError::fatal(
             format!("cannot tell which GitHub/GitLab repository `{remote}` ({url}) is"),
@@ -441,7 +444,17 @@ async fn run_stage(
                     if !problems.is_empty() {
                         let all: Vec<String> = problems
                             .iter()
-                            .map(|p| format!("{}: {}", if p.path.is_empty() { "(artifact)" } else { &p.path }, p.message))
+                            .map(|p| {
+                                format!(
+                                    "{}: {}",
+                                    if p.path.is_empty() {
+                                        "(artifact)"
+                                    } else {
+                                        &p.path
+                                    },
+                                    p.message
+                                )
+                            })
                             .collect();
                         return Err(StageError::fatal(
                             format!("the `handoff` artifact is invalid: {}", all.join("; ")),
@@ -488,7 +501,10 @@ async fn run_stage(
             );
             if !has_work && needs_work {
                 return Err(StageError::fatal(
-                    format!("nothing to deliver: `{branch}` has no commit beyond `{}`", job.base),
+                    format!(
+                        "nothing to deliver: `{branch}` has no commit beyond `{}`",
+                        job.base
+                    ),
                     "the session changed no files; there is no pull request to open",
                 ));
             }
@@ -545,7 +561,11 @@ async fn run_stage(
                 summary: if findings.is_empty() {
                     "no secrets found".into()
                 } else {
-                    format!("{} possible secret(s), allowed by `secret_scan: warn`: {}", findings.len(), listed.join(", "))
+                    format!(
+                        "{} possible secret(s), allowed by `secret_scan: warn`: {}",
+                        findings.len(),
+                        listed.join(", ")
+                    )
                 },
                 commit,
                 findings,
@@ -598,10 +618,20 @@ async fn run_stage(
             let (forge_kind, repo) = forge_repo(job).await?;
             let access = host
                 .forge(job.settings.identity.as_deref(), forge_kind)
-                .map_err(|e| StageError::fatal(e, "configure an identity in triggers.yml and name it in `delivery.identity`"))?;
-            let handoff = host.handoff().await.map_err(host_err)?.unwrap_or(Value::Null);
+                .map_err(|e| {
+                    StageError::fatal(
+                        e,
+                        "configure an identity in triggers.yml and name it in `delivery.identity`",
+                    )
+                })?;
+            let handoff = host
+                .handoff()
+                .await
+                .map_err(host_err)?
+                .unwrap_or(Value::Null);
             let closes = source_item(job).and_then(|i| {
-                (i.repo == repo && i.kind != ItemKind::MergeRequest).then(|| format!("#{}", i.number))
+                (i.repo == repo && i.kind != ItemKind::MergeRequest)
+                    .then(|| format!("#{}", i.number))
             });
             let tpl = find_template(job, branch, forge_kind).await;
             let body = template::fill(
@@ -641,7 +671,10 @@ async fn run_stage(
             })
         }
         DeliveryStage::ReportBack => {
-            let pr = state.outcome(DeliveryStage::PullRequest).cloned().unwrap_or_default();
+            let pr = state
+                .outcome(DeliveryStage::PullRequest)
+                .cloned()
+                .unwrap_or_default();
             let pushed = state
                 .outcome(DeliveryStage::Push)
                 .and_then(|o| o.commit.clone());
@@ -654,7 +687,11 @@ async fn run_stage(
             if job.settings.report_back
                 && let Some(item) = source_item(job)
             {
-                let handoff = host.handoff().await.map_err(host_err)?.unwrap_or(Value::Null);
+                let handoff = host
+                    .handoff()
+                    .await
+                    .map_err(host_err)?
+                    .unwrap_or(Value::Null);
                 let summary = handoff
                     .get("prTitle")
                     .and_then(Value::as_str)
@@ -673,7 +710,13 @@ async fn run_stage(
                 );
                 let c = access
                     .client
-                    .upsert_comment(&item.repo, item.kind, item.number, &marker(job.session), &body)
+                    .upsert_comment(
+                        &item.repo,
+                        item.kind,
+                        item.number,
+                        &marker(job.session),
+                        &body,
+                    )
                     .await
                     .map_err(|e| StageError::from_forge("commenting on the source", &e))?;
                 url = c.url;
@@ -718,7 +761,9 @@ async fn run_stage(
                 ));
             };
             let handoff = host.handoff().await.map_err(host_err)?;
-            let commit = state.outcome(DeliveryStage::Commit).and_then(|o| o.commit.clone());
+            let commit = state
+                .outcome(DeliveryStage::Commit)
+                .and_then(|o| o.commit.clone());
             let payload = json!({
                 "session_id": job.session.to_string(),
                 "workflow": job.workflow,
@@ -770,9 +815,16 @@ async fn find_template(job: &Job, branch: &str, forge: ForgeKind) -> Option<Stri
     if forge == ForgeKind::Github {
         let mut names = git::ls_tree(&job.repo_dir, &rev, template::GITHUB_TEMPLATE_DIR).await;
         names.sort();
-        for n in names.iter().filter(|n| n.to_ascii_lowercase().ends_with(".md")) {
-            if let Some(t) =
-                git::show(&job.repo_dir, &rev, &format!("{}/{n}", template::GITHUB_TEMPLATE_DIR)).await
+        for n in names
+            .iter()
+            .filter(|n| n.to_ascii_lowercase().ends_with(".md"))
+        {
+            if let Some(t) = git::show(
+                &job.repo_dir,
+                &rev,
+                &format!("{}/{n}", template::GITHUB_TEMPLATE_DIR),
+            )
+            .await
             {
                 return Some(t);
             }
@@ -840,11 +892,26 @@ mod tests {
     #[test]
     fn remote_urls_name_their_forge_and_repository() {
         for (url, want) in [
-            ("https://github.com/acme/widgets.git", Some((ForgeKind::Github, "acme/widgets"))),
-            ("git@github.com:acme/widgets.git", Some((ForgeKind::Github, "acme/widgets"))),
-            ("ssh://git@github.com/acme/widgets", Some((ForgeKind::Github, "acme/widgets"))),
-            ("https://x-access-token:t@github.com/acme/widgets", Some((ForgeKind::Github, "acme/widgets"))),
-            ("https://gitlab.example.com/group/sub/proj.git", Some((ForgeKind::Gitlab, "group/sub/proj"))),
+            (
+                "https://github.com/acme/widgets.git",
+                Some((ForgeKind::Github, "acme/widgets")),
+            ),
+            (
+                "git@github.com:acme/widgets.git",
+                Some((ForgeKind::Github, "acme/widgets")),
+            ),
+            (
+                "ssh://git@github.com/acme/widgets",
+                Some((ForgeKind::Github, "acme/widgets")),
+            ),
+            (
+                "https://x-access-token:t@github.com/acme/widgets",
+                Some((ForgeKind::Github, "acme/widgets")),
+            ),
+            (
+                "https://gitlab.example.com/group/sub/proj.git",
+                Some((ForgeKind::Gitlab, "group/sub/proj")),
+            ),
             ("/srv/git/remote.git", None),
             ("https://example.com/acme/widgets.git", None),
         ] {

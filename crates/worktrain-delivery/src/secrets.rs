@@ -10,13 +10,22 @@ use worktrain_core::event::SecretFinding;
 
 /// Token formats with a recognisable shape: (rule, pattern).
 const RULES: &[(&str, &str)] = &[
-    ("private_key", r"-----BEGIN (?:RSA |EC |DSA |OPENSSH |PGP |ENCRYPTED )?PRIVATE KEY( BLOCK)?-----"),
+    (
+        "private_key",
+        r"-----BEGIN (?:RSA |EC |DSA |OPENSSH |PGP |ENCRYPTED )?PRIVATE KEY( BLOCK)?-----",
+    ),
     ("aws_access_key_id", r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"),
     ("github_token", r"\bgh[pousr]_[A-Za-z0-9]{36,255}\b"),
-    ("github_fine_grained_token", r"\bgithub_pat_[A-Za-z0-9_]{60,255}\b"),
+    (
+        "github_fine_grained_token",
+        r"\bgithub_pat_[A-Za-z0-9_]{60,255}\b",
+    ),
     ("gitlab_token", r"\bglpat-[A-Za-z0-9_\-]{20,}\b"),
     ("slack_token", r"\bxox[baprs]-[A-Za-z0-9-]{10,}\b"),
-    ("slack_webhook", r"https://hooks\.slack\.com/services/T[A-Za-z0-9_]+/B[A-Za-z0-9_]+/[A-Za-z0-9_]+"),
+    (
+        "slack_webhook",
+        r"https://hooks\.slack\.com/services/T[A-Za-z0-9_]+/B[A-Za-z0-9_]+/[A-Za-z0-9_]+",
+    ),
     ("anthropic_api_key", r"\bsk-ant-[A-Za-z0-9_\-]{20,}\b"),
     ("openai_api_key", r"\bsk-(?:proj-)?[A-Za-z0-9_\-]{32,}\b"),
     ("stripe_live_key", r"\b[sr]k_live_[A-Za-z0-9]{20,}\b"),
@@ -51,9 +60,19 @@ fn is_config(path: &str) -> bool {
     name.starts_with(".env")
         || name.ends_with(".npmrc")
         || name.ends_with(".netrc")
-        || [".yml", ".yaml", ".json", ".toml", ".ini", ".cfg", ".conf", ".properties", ".env"]
-            .iter()
-            .any(|ext| name.ends_with(ext))
+        || [
+            ".yml",
+            ".yaml",
+            ".json",
+            ".toml",
+            ".ini",
+            ".cfg",
+            ".conf",
+            ".properties",
+            ".env",
+        ]
+        .iter()
+        .any(|ext| name.ends_with(ext))
 }
 
 /// Shannon entropy in bits per character.

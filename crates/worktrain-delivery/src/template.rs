@@ -194,9 +194,8 @@ pub fn fill(template: Option<&str>, fill: &Fill) -> String {
     let issue_at = fill.closes.as_ref().and_then(|_| find(ISSUE));
     // Insertions: (after line index, text); applied from the bottom up.
     let mut inserts: Vec<(usize, String)> = Vec::new();
-    match desc_at {
-        Some(i) => inserts.push((after_heading(&lines, i), description.clone())),
-        None => {}
+    if let Some(i) = desc_at {
+        inserts.push((after_heading(&lines, i), description.clone()));
     }
     if let (Some(i), Some(c)) = (issue_at, &fill.closes)
         && Some(i) != desc_at
@@ -220,7 +219,7 @@ pub fn fill(template: Option<&str>, fill: &Fill) -> String {
             inserts.push((after_heading(&lines, i), format!("Closes {c}")));
         }
     }
-    inserts.sort_by(|a, b| b.0.cmp(&a.0));
+    inserts.sort_by_key(|b| std::cmp::Reverse(b.0));
     for (at, text) in inserts {
         let at = at.min(lines.len());
         let mut block = vec![String::new(), text, String::new()];

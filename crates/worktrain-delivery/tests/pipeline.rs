@@ -2,6 +2,8 @@
 //! GitHub/GitLab servers: requests asserted exactly, crashes between every pair of
 //! stages, idempotent pull requests and comments.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
 mod support;
 
 use std::time::Duration;
@@ -67,7 +69,11 @@ async fn pull_request_target_commits_pushes_opens_reports_and_cleans_up() {
     let repo = template_repo();
     repo.edit("src/config.rs", "pub fn load() {}\n");
     let gh = github_with_issue().await;
-    let host = MemHost::new(&repo, Some(handoff()), Some(access(ForgeKind::Github, gh.base_url())));
+    let host = MemHost::new(
+        &repo,
+        Some(handoff()),
+        Some(access(ForgeKind::Github, gh.base_url())),
+    );
     let out = deliver(&repo.job(pr_settings(), Some(ISSUE)), host.as_ref(), fast())
         .await
         .unwrap();
@@ -75,7 +81,10 @@ async fn pull_request_target_commits_pushes_opens_reports_and_cleans_up() {
         panic!("not delivered: {out:?}")
     };
     assert_eq!(d.state, DeliveryState::Delivered);
-    assert_eq!(d.pr_url.as_deref(), Some("https://github.com/acme/widgets/pull/13"));
+    assert_eq!(
+        d.pr_url.as_deref(),
+        Some("https://github.com/acme/widgets/pull/13")
+    );
     assert_eq!(
         d.done.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
         plan(&pr_settings())
@@ -88,7 +97,10 @@ async fn pull_request_target_commits_pushes_opens_reports_and_cleans_up() {
         "fix: handle empty config files"
     );
     assert_eq!(
-        git(&repo.ws, &["show", "--name-only", "--format=", &repo.branch]),
+        git(
+            &repo.ws,
+            &["show", "--name-only", "--format=", &repo.branch]
+        ),
         "src/config.rs"
     );
     // The exact pull request request: template filled, footer, draft off.
@@ -106,7 +118,10 @@ async fn pull_request_target_commits_pushes_opens_reports_and_cleans_up() {
     );
     assert!(body.contains("## Related issue\n\nCloses #12\n"), "{body}");
     assert!(body.contains("## Checklist\n- [ ] tests"), "{body}");
-    assert!(body.contains(&format!("session `{}`", repo.session)), "{body}");
+    assert!(
+        body.contains(&format!("session `{}`", repo.session)),
+        "{body}"
+    );
     assert!(body.contains("workflow `coding-task`"), "{body}");
     assert!(body.contains("/sessions/"), "{body}");
     assert_eq!(
@@ -120,15 +135,28 @@ async fn pull_request_target_commits_pushes_opens_reports_and_cleans_up() {
     // Report back: one comment on the issue with the PR link; a status on the pushed head.
     let comments = gh.comments_on("acme/widgets", 12);
     assert_eq!(comments.len(), 1);
-    assert!(comments[0].1.contains("https://github.com/acme/widgets/pull/13"));
-    assert!(comments[0].1.contains(&worktrain_delivery::marker(repo.session)));
+    assert!(
+        comments[0]
+            .1
+            .contains("https://github.com/acme/widgets/pull/13")
+    );
+    assert!(
+        comments[0]
+            .1
+            .contains(&worktrain_delivery::marker(repo.session))
+    );
     let statuses = posts(&gh, &format!("/repos/acme/widgets/statuses/{head}"));
     assert_eq!(statuses.len(), 1);
     assert_eq!(statuses[0]["state"], "success");
     assert_eq!(statuses[0]["context"], "worktrain");
     // Clean up: worktree gone, branch kept.
     assert!(!repo.wt.exists());
-    assert_eq!(git(&repo.ws, &["branch", "--list", &repo.branch]).trim_start_matches("* ").trim(), repo.branch);
+    assert_eq!(
+        git(&repo.ws, &["branch", "--list", &repo.branch])
+            .trim_start_matches("* ")
+            .trim(),
+        repo.branch
+    );
     // Delivered is final: a second run does nothing.
     let before = gh.requests().len();
     deliver(&repo.job(pr_settings(), Some(ISSUE)), host.as_ref(), fast())
@@ -148,22 +176,39 @@ async fn a_crash_between_every_pair_of_stages_leaves_one_pr_and_one_comment() {
         let repo = template_repo();
         repo.edit("src/config.rs", "pub fn load() {}\n");
         let gh = github_with_issue().await;
-        let host = MemHost::new(&repo, Some(handoff()), Some(access(ForgeKind::Github, gh.base_url())));
+        let host = MemHost::new(
+            &repo,
+            Some(handoff()),
+            Some(access(ForgeKind::Github, gh.base_url())),
+        );
         host.state.lock().unwrap().crash_after_records = Some(crash_at);
         let first = deliver(&repo.job(pr_settings(), Some(ISSUE)), host.as_ref(), fast()).await;
-        assert!(first.is_err(), "crash {crash_at}: the record should have failed");
+        assert!(
+            first.is_err(),
+            "crash {crash_at}: the record should have failed"
+        );
         host.restart();
         let out = deliver(&repo.job(pr_settings(), Some(ISSUE)), host.as_ref(), fast())
             .await
             .unwrap();
-        assert!(matches!(out, Outcome::Delivered(_)), "crash {crash_at}: {out:?}");
+        assert!(
+            matches!(out, Outcome::Delivered(_)),
+            "crash {crash_at}: {out:?}"
+        );
         assert_eq!(gh.pulls("acme/widgets").len(), 1, "crash {crash_at}");
-        assert_eq!(gh.comments_on("acme/widgets", 12).len(), 1, "crash {crash_at}");
+        assert_eq!(
+            gh.comments_on("acme/widgets", 12).len(),
+            1,
+            "crash {crash_at}"
+        );
         assert_eq!(host.state.lock().unwrap().commits, 1, "crash {crash_at}");
         assert!(!repo.wt.exists());
         let d = host.delivery_info().unwrap();
         assert_eq!(d.attempt, 2);
-        assert_eq!(d.pr_url.as_deref(), Some("https://github.com/acme/widgets/pull/13"));
+        assert_eq!(
+            d.pr_url.as_deref(),
+            Some("https://github.com/acme/widgets/pull/13")
+        );
     }
 }
 
@@ -189,19 +234,40 @@ async fn already_exists_422_bodies_reuse_the_open_pull_request() {
             "pull_request": {}, "labels": [], "assignees": [], "requested_reviewers": [],
             "head": {"ref": repo.branch, "label": format!("acme:{}", repo.branch)}, "updated_at": "x"
         }));
-        gh.answer_once("GET", "/repos/acme/widgets/pulls", 200, serde_json::json!([]));
-        gh.answer_once("POST", "/repos/acme/widgets/pulls", 422, case["body"].clone());
-        let host = MemHost::new(&repo, Some(handoff()), Some(access(ForgeKind::Github, gh.base_url())));
+        gh.answer_once(
+            "GET",
+            "/repos/acme/widgets/pulls",
+            200,
+            serde_json::json!([]),
+        );
+        gh.answer_once(
+            "POST",
+            "/repos/acme/widgets/pulls",
+            422,
+            case["body"].clone(),
+        );
+        let host = MemHost::new(
+            &repo,
+            Some(handoff()),
+            Some(access(ForgeKind::Github, gh.base_url())),
+        );
         let out = deliver(&repo.job(pr_settings(), Some(ISSUE)), host.as_ref(), fast())
             .await
             .unwrap();
         let Outcome::Delivered(d) = out else {
             panic!("{}: {out:?}", case["case"])
         };
-        assert_eq!(d.pr_url.as_deref(), Some("https://github.com/acme/widgets/pull/7"));
+        assert_eq!(
+            d.pr_url.as_deref(),
+            Some("https://github.com/acme/widgets/pull/7")
+        );
         assert_eq!(gh.pulls("acme/widgets").len(), 1);
         let pr = d.outcome(DeliveryStage::PullRequest).unwrap();
-        assert!(pr.summary.starts_with("found the open pull request"), "{}", pr.summary);
+        assert!(
+            pr.summary.starts_with("found the open pull request"),
+            "{}",
+            pr.summary
+        );
     }
 }
 
@@ -213,10 +279,19 @@ async fn an_existing_worktrain_comment_is_updated_not_duplicated() {
     gh.state().comments.push((
         "acme/widgets".into(),
         12,
-        format!("worktrain is working on this\n{}", worktrain_delivery::marker(repo.session)),
+        format!(
+            "worktrain is working on this\n{}",
+            worktrain_delivery::marker(repo.session)
+        ),
     ));
-    gh.state().comments.push(("acme/widgets".into(), 12, "a human's comment".into()));
-    let host = MemHost::new(&repo, Some(handoff()), Some(access(ForgeKind::Github, gh.base_url())));
+    gh.state()
+        .comments
+        .push(("acme/widgets".into(), 12, "a human's comment".into()));
+    let host = MemHost::new(
+        &repo,
+        Some(handoff()),
+        Some(access(ForgeKind::Github, gh.base_url())),
+    );
     deliver(&repo.job(pr_settings(), Some(ISSUE)), host.as_ref(), fast())
         .await
         .unwrap();
@@ -224,10 +299,11 @@ async fn an_existing_worktrain_comment_is_updated_not_duplicated() {
     assert_eq!(comments.len(), 2);
     assert!(comments[0].1.contains("pull/13"), "{:?}", comments[0]);
     assert_eq!(comments[1].1, "a human's comment");
-    assert!(gh
-        .requests()
-        .iter()
-        .any(|r| r.method == "PATCH" && r.path == "/repos/acme/widgets/issues/comments/1"));
+    assert!(
+        gh.requests()
+            .iter()
+            .any(|r| r.method == "PATCH" && r.path == "/repos/acme/widgets/issues/comments/1")
+    );
 }
 
 #[tokio::test]
@@ -236,7 +312,15 @@ async fn a_rejected_push_is_a_recorded_final_failure_and_nothing_is_forced() {
     repo.edit("src/config.rs", "x\n");
     // Someone else's commit on the same branch name on the remote.
     let other = repo._tmp.path().join("other");
-    git(repo._tmp.path(), &["clone", "-q", repo.remote.to_str().unwrap(), other.to_str().unwrap()]);
+    git(
+        repo._tmp.path(),
+        &[
+            "clone",
+            "-q",
+            repo.remote.to_str().unwrap(),
+            other.to_str().unwrap(),
+        ],
+    );
     git(&other, &["checkout", "-q", "-b", &repo.branch]);
     std::fs::write(other.join("theirs.txt"), "theirs\n").unwrap();
     git(&other, &["add", "-A"]);
@@ -244,11 +328,17 @@ async fn a_rejected_push_is_a_recorded_final_failure_and_nothing_is_forced() {
     git(&other, &["push", "-q", "origin", &repo.branch]);
     let theirs = repo.remote_head().unwrap();
     let gh = github_with_issue().await;
-    let host = MemHost::new(&repo, Some(handoff()), Some(access(ForgeKind::Github, gh.base_url())));
+    let host = MemHost::new(
+        &repo,
+        Some(handoff()),
+        Some(access(ForgeKind::Github, gh.base_url())),
+    );
     let out = deliver(&repo.job(pr_settings(), Some(ISSUE)), host.as_ref(), fast())
         .await
         .unwrap();
-    let Outcome::Failed(d) = out else { panic!("{out:?}") };
+    let Outcome::Failed(d) = out else {
+        panic!("{out:?}")
+    };
     let f = d.failure.unwrap();
     assert_eq!(f.stage, DeliveryStage::Push);
     assert!(!f.retryable);
@@ -263,24 +353,44 @@ async fn a_rejected_push_is_a_recorded_final_failure_and_nothing_is_forced() {
 async fn a_secret_in_the_diff_blocks_the_push_and_is_reported_by_file_and_line() {
     let token = format!("ghp_{}", "Zx9Yw8Vu7T".repeat(4));
     let repo = template_repo();
-    repo.edit("src/config.rs", &format!("// ok\nconst T: &str = \"{token}\";\n"));
+    repo.edit(
+        "src/config.rs",
+        &format!("// ok\nconst T: &str = \"{token}\";\n"),
+    );
     let gh = github_with_issue().await;
-    let host = MemHost::new(&repo, Some(handoff()), Some(access(ForgeKind::Github, gh.base_url())));
+    let host = MemHost::new(
+        &repo,
+        Some(handoff()),
+        Some(access(ForgeKind::Github, gh.base_url())),
+    );
     let out = deliver(&repo.job(pr_settings(), Some(ISSUE)), host.as_ref(), fast())
         .await
         .unwrap();
-    let Outcome::Failed(d) = out else { panic!("{out:?}") };
+    let Outcome::Failed(d) = out else {
+        panic!("{out:?}")
+    };
     let f = d.failure.clone().unwrap();
     assert_eq!(f.stage, DeliveryStage::SecretScan);
-    assert!(f.message.contains("src/config.rs:2 (github_token)"), "{}", f.message);
+    assert!(
+        f.message.contains("src/config.rs:2 (github_token)"),
+        "{}",
+        f.message
+    );
     assert_eq!(d.findings.len(), 1);
     let recorded = serde_json::to_string(&host.state.lock().unwrap().events).unwrap();
-    assert!(!recorded.contains(&token), "the secret must never be recorded");
+    assert!(
+        !recorded.contains(&token),
+        "the secret must never be recorded"
+    );
     assert_eq!(repo.remote_head(), None, "nothing pushed");
     // Overridden per trigger: a warning, and the delivery goes on.
     let repo2 = template_repo();
     repo2.edit("src/config.rs", &format!("const T: &str = \"{token}\";\n"));
-    let host2 = MemHost::new(&repo2, Some(handoff()), Some(access(ForgeKind::Github, gh.base_url())));
+    let host2 = MemHost::new(
+        &repo2,
+        Some(handoff()),
+        Some(access(ForgeKind::Github, gh.base_url())),
+    );
     let warn = DeliverySettings {
         secret_scan: SecretScanPolicy::Warn,
         ..pr_settings()
@@ -300,7 +410,9 @@ async fn a_missing_or_invalid_handoff_fails_at_handoff_and_keeps_the_work() {
     let out = deliver(&repo.job(pr_settings(), Some(ISSUE)), host.as_ref(), fast())
         .await
         .unwrap();
-    let Outcome::Failed(d) = out else { panic!("{out:?}") };
+    let Outcome::Failed(d) = out else {
+        panic!("{out:?}")
+    };
     let f = d.failure.unwrap();
     assert_eq!(f.stage, DeliveryStage::Handoff);
     assert!(f.message.contains("no `handoff` artifact"), "{}", f.message);
@@ -324,7 +436,11 @@ async fn retryable_forge_errors_are_retried_and_final_ones_recorded_with_the_for
     let repo = template_repo();
     repo.edit("src/config.rs", "x\n");
     let gh = github_with_issue().await;
-    let host = MemHost::new(&repo, Some(handoff()), Some(access(ForgeKind::Github, gh.base_url())));
+    let host = MemHost::new(
+        &repo,
+        Some(handoff()),
+        Some(access(ForgeKind::Github, gh.base_url())),
+    );
     // Push needs no forge; the first forge call is the pull request lookup.
     gh.fail_next(Fault::ServerError(502));
     let out = deliver(&repo.job(pr_settings(), Some(ISSUE)), host.as_ref(), fast())
@@ -338,7 +454,11 @@ async fn retryable_forge_errors_are_retried_and_final_ones_recorded_with_the_for
     let repo = template_repo();
     repo.edit("src/config.rs", "x\n");
     let gh = github_with_issue().await;
-    let host = MemHost::new(&repo, Some(handoff()), Some(access(ForgeKind::Github, gh.base_url())));
+    let host = MemHost::new(
+        &repo,
+        Some(handoff()),
+        Some(access(ForgeKind::Github, gh.base_url())),
+    );
     gh.fail_next(Fault::SecondaryRateLimit { retry_after: 3600 });
     let Outcome::Failed(d) = deliver(&repo.job(pr_settings(), Some(ISSUE)), host.as_ref(), fast())
         .await
@@ -349,13 +469,20 @@ async fn retryable_forge_errors_are_retried_and_final_ones_recorded_with_the_for
     let f = d.failure.unwrap();
     assert_eq!(f.stage, DeliveryStage::PullRequest);
     assert!(f.retryable);
-    assert!(f.message.contains("abuse detection mechanism"), "{}", f.message);
+    assert!(
+        f.message.contains("abuse detection mechanism"),
+        "{}",
+        f.message
+    );
     let out = deliver(&repo.job(pr_settings(), Some(ISSUE)), host.as_ref(), fast())
         .await
         .unwrap();
     assert!(matches!(out, Outcome::Delivered(_)), "{out:?}");
     let kinds = host.kinds();
-    assert_eq!(kinds.iter().filter(|k| **k == "delivery_started").count(), 2);
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "delivery_started").count(),
+        2
+    );
     // The push was not done again on the retry.
     let stages_done: Vec<_> = host
         .state
@@ -368,14 +495,29 @@ async fn retryable_forge_errors_are_retried_and_final_ones_recorded_with_the_for
             _ => None,
         })
         .collect();
-    assert_eq!(stages_done.iter().filter(|s| **s == DeliveryStage::Push).count(), 1);
+    assert_eq!(
+        stages_done
+            .iter()
+            .filter(|s| **s == DeliveryStage::Push)
+            .count(),
+        1
+    );
 
     // 401: final, with the hint.
     let repo = template_repo();
     repo.edit("src/config.rs", "x\n");
     let gh = github_with_issue().await;
-    gh.answer_once("GET", "/repos/acme/widgets/pulls", 401, serde_json::json!({"message": "Bad credentials"}));
-    let host = MemHost::new(&repo, Some(handoff()), Some(access(ForgeKind::Github, gh.base_url())));
+    gh.answer_once(
+        "GET",
+        "/repos/acme/widgets/pulls",
+        401,
+        serde_json::json!({"message": "Bad credentials"}),
+    );
+    let host = MemHost::new(
+        &repo,
+        Some(handoff()),
+        Some(access(ForgeKind::Github, gh.base_url())),
+    );
     let Outcome::Failed(d) = deliver(&repo.job(pr_settings(), Some(ISSUE)), host.as_ref(), fast())
         .await
         .unwrap()
@@ -396,14 +538,20 @@ async fn gitlab_merge_request_note_and_status() {
     )]);
     repo.edit("src/config.rs", "x\n");
     let gl = FakeGitlab::start().await.unwrap();
-    let host = MemHost::new(&repo, Some(handoff()), Some(access(ForgeKind::Gitlab, gl.base_url())));
+    let host = MemHost::new(
+        &repo,
+        Some(handoff()),
+        Some(access(ForgeKind::Gitlab, gl.base_url())),
+    );
     let settings = DeliverySettings {
         draft: true,
         ..pr_settings()
     };
     let job = repo.job(settings.clone(), Some("gitlab:group/proj#5"));
     let out = deliver(&job, host.as_ref(), fast()).await.unwrap();
-    let Outcome::Delivered(d) = out else { panic!("{out:?}") };
+    let Outcome::Delivered(d) = out else {
+        panic!("{out:?}")
+    };
     assert_eq!(
         d.pr_url.as_deref(),
         Some("https://gitlab.com/group/proj/-/merge_requests/1")
@@ -418,16 +566,26 @@ async fn gitlab_merge_request_note_and_status() {
     assert_eq!(create.body["target_branch"], "main");
     assert_eq!(create.body["labels"], "worktrain");
     let desc = create.body["description"].as_str().unwrap();
-    assert!(desc.starts_with("## What does this MR do and why?\n\nEmpty files"), "{desc}");
+    assert!(
+        desc.starts_with("## What does this MR do and why?\n\nEmpty files"),
+        "{desc}"
+    );
     assert!(desc.trim_end().ends_with("/assign me"), "{desc}");
     assert!(reqs.iter().any(|r| r.method == "POST"
         && r.path == "/api/v4/projects/group%2Fproj/issues/5/notes"));
-    assert!(reqs.iter().any(|r| r.method == "POST"
-        && r.path.starts_with("/api/v4/projects/group%2Fproj/statuses/")
-        && r.body["state"] == "success"));
+    assert!(reqs.iter().any(|r| {
+        r.method == "POST"
+            && r.path
+                .starts_with("/api/v4/projects/group%2Fproj/statuses/")
+            && r.body["state"] == "success"
+    }));
     // Again from scratch (records lost): the MR is found (409 avoided by the lookup), the
     // note updated.
-    let host2 = MemHost::new(&repo, Some(handoff()), Some(access(ForgeKind::Gitlab, gl.base_url())));
+    let host2 = MemHost::new(
+        &repo,
+        Some(handoff()),
+        Some(access(ForgeKind::Gitlab, gl.base_url())),
+    );
     deliver(&job, host2.as_ref(), fast()).await.unwrap();
     assert_eq!(gl.pulls("group/proj:merge_requests").len(), 1);
     assert_eq!(gl.comments_on("group/proj:issues", 5).len(), 1);
@@ -448,10 +606,17 @@ async fn commit_only_and_none_keep_the_work_on_the_branch_without_a_forge() {
             .unwrap();
         assert!(matches!(out, Outcome::Delivered(_)), "{target:?}: {out:?}");
         assert_eq!(
-            git(&repo.ws, &["show", "--name-only", "--format=", &repo.branch]),
+            git(
+                &repo.ws,
+                &["show", "--name-only", "--format=", &repo.branch]
+            ),
             "notes.txt"
         );
-        assert_eq!(repo.remote_head(), None, "{target:?}: not pushed without a remote setting");
+        assert_eq!(
+            repo.remote_head(),
+            None,
+            "{target:?}: not pushed without a remote setting"
+        );
         assert!(!repo.wt.exists());
     }
     // commit_only with a remote: pushed.

@@ -3,6 +3,8 @@
 //! rules every filling keeps: headings, checklists and HTML comments stay, in order;
 //! GitLab quick actions move to the end; the footer and its marker are there.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
 mod support;
 
 use std::path::PathBuf;
@@ -45,7 +47,12 @@ fn every_corpus_template_fills_to_its_golden_file() {
         );
         let name = format!(
             "{}.{}",
-            path.parent().unwrap().file_name().unwrap().to_str().unwrap(),
+            path.parent()
+                .unwrap()
+                .file_name()
+                .unwrap()
+                .to_str()
+                .unwrap(),
             path.file_name().unwrap().to_str().unwrap()
         );
         let golden = golden_dir.join(&name);
@@ -57,15 +64,24 @@ fn every_corpus_template_fills_to_its_golden_file() {
         }
 
         // The rules, whatever the golden file says.
-        assert!(out.contains("Empty files used to panic the loader"), "{name}");
+        assert!(
+            out.contains("Empty files used to panic the loader"),
+            "{name}"
+        );
         assert!(out.contains("- `src/config.rs`"), "{name}");
-        assert!(out.contains("- document the error in docs/config.md"), "{name}");
+        assert!(
+            out.contains("- document the error in docs/config.md"),
+            "{name}"
+        );
         assert!(out.contains("<!-- worktrain:session=ses_01hq"), "{name}");
         let kept: Vec<&str> = tpl
             .lines()
             .filter(|l| {
                 let t = l.trim_start();
-                (t.starts_with('#') || t.starts_with("- [") || t.starts_with("* [") || t.starts_with("<!--"))
+                (t.starts_with('#')
+                    || t.starts_with("- [")
+                    || t.starts_with("* [")
+                    || t.starts_with("<!--"))
                     && !is_quick_action(l)
             })
             .collect();
@@ -96,6 +112,9 @@ fn every_corpus_template_fills_to_its_golden_file() {
 
 #[test]
 fn without_a_template_the_body_is_the_description_then_the_footer() {
-    let out = fill(None, &Fill::from_handoff(&handoff(), Some("#12".into()), footer()));
+    let out = fill(
+        None,
+        &Fill::from_handoff(&handoff(), Some("#12".into()), footer()),
+    );
     assert!(out.starts_with("Empty files used to panic the loader; they now produce a clear error.\n\nFiles changed:\n- `src/config.rs`\n\nCloses #12\n\nFollow-ups:\n- document the error in docs/config.md\n\n---\n"), "{out}");
 }

@@ -1088,15 +1088,17 @@ impl Engine {
             .chars()
             .take(72)
             .collect();
-        let message = message.unwrap_or_else(|| format!(
-            "{}\n\nThe work of worktrain session {id} (workflow `{}`).",
-            if subject.trim().is_empty() {
-                format!("worktrain: session {id}")
-            } else {
-                subject
-            },
-            pinned.workflow.id
-        ));
+        let message = message.unwrap_or_else(|| {
+            format!(
+                "{}\n\nThe work of worktrain session {id} (workflow `{}`).",
+                if subject.trim().is_empty() {
+                    format!("worktrain: session {id}")
+                } else {
+                    subject
+                },
+                pinned.workflow.id
+            )
+        });
         let trailers = vec![
             ("Worktrain-Session".to_owned(), id.to_string()),
             (

@@ -11,8 +11,8 @@ use worktrain_core::run::{ForgeKind, ItemKind};
 
 use crate::http_util::{RateLimit, next_link};
 use crate::{
-    CommentRef, CommitStatus, Credentials, Forge, ForgeError, Item, ItemState, ListKind,
-    ListQuery, Listing, PullRequest, PullSpec, StatusState, is_pull_exists,
+    CommentRef, CommitStatus, Credentials, Forge, ForgeError, Item, ItemState, ListKind, ListQuery,
+    Listing, PullRequest, PullSpec, StatusState, is_pull_exists,
 };
 
 /// github.com's API.
@@ -128,9 +128,8 @@ impl GithubClient {
         if !(200..300).contains(&status) {
             return Err(ForgeError::from_answer(status, &h, &body));
         }
-        let v = serde_json::from_str(&body).map_err(|e| {
-            ForgeError::Invalid(format!("GitHub answered non-JSON for {url}: {e}"))
-        })?;
+        let v = serde_json::from_str(&body)
+            .map_err(|e| ForgeError::Invalid(format!("GitHub answered non-JSON for {url}: {e}")))?;
         Ok((v, h))
     }
 
@@ -365,8 +364,9 @@ impl Forge for GithubClient {
                                   "body": spec.body, "draft": spec.draft});
                 let (status, h, text) = self.write(http::Method::POST, &url, &body).await?;
                 if (200..300).contains(&status) {
-                    let v: Value = serde_json::from_str(&text)
-                        .map_err(|e| ForgeError::Invalid(format!("creating a pull request: {e}")))?;
+                    let v: Value = serde_json::from_str(&text).map_err(|e| {
+                        ForgeError::Invalid(format!("creating a pull request: {e}"))
+                    })?;
                     pull_of(&v, false).ok_or_else(|| {
                         ForgeError::Invalid("GitHub's pull request has no number".into())
                     })?
@@ -444,7 +444,11 @@ impl Forge for GithubClient {
         }
         let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         Ok(CommentRef {
-            id: v.get("id").and_then(Value::as_u64).or(existing).unwrap_or(0),
+            id: v
+                .get("id")
+                .and_then(Value::as_u64)
+                .or(existing)
+                .unwrap_or(0),
             url: v.get("html_url").and_then(Value::as_str).map(str::to_owned),
             updated,
         })

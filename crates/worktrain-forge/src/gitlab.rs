@@ -144,9 +144,8 @@ impl GitlabClient {
         if !(200..300).contains(&status) {
             return Err(ForgeError::from_answer(status, &h, &body));
         }
-        let v = serde_json::from_str(&body).map_err(|e| {
-            ForgeError::Invalid(format!("GitLab answered non-JSON for {url}: {e}"))
-        })?;
+        let v = serde_json::from_str(&body)
+            .map_err(|e| ForgeError::Invalid(format!("GitLab answered non-JSON for {url}: {e}")))?;
         Ok((v, h))
     }
 
@@ -438,7 +437,11 @@ impl Forge for GitlabClient {
         }
         let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         Ok(CommentRef {
-            id: v.get("id").and_then(Value::as_u64).or(existing).unwrap_or(0),
+            id: v
+                .get("id")
+                .and_then(Value::as_u64)
+                .or(existing)
+                .unwrap_or(0),
             url: None,
             updated: existing.is_some(),
         })

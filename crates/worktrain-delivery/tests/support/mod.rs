@@ -50,7 +50,10 @@ impl Repo {
         let remote = tmp.path().join("remote.git");
         let ws = tmp.path().join("ws");
         std::fs::create_dir_all(&ws).unwrap();
-        git(tmp.path(), &["init", "-q", "--bare", "-b", "main", "remote.git"]);
+        git(
+            tmp.path(),
+            &["init", "-q", "--bare", "-b", "main", "remote.git"],
+        );
         git(&ws, &["init", "-q", "-b", "main"]);
         for (p, c) in files {
             let f = ws.join(p);
@@ -65,7 +68,18 @@ impl Repo {
         let session = SessionId::from_parts(1_700_000_000_000, 42);
         let branch = format!("worktrain/{session}");
         let wt = tmp.path().join("wt");
-        git(&ws, &["worktree", "add", "-q", "-b", &branch, wt.to_str().unwrap(), "main"]);
+        git(
+            &ws,
+            &[
+                "worktree",
+                "add",
+                "-q",
+                "-b",
+                &branch,
+                wt.to_str().unwrap(),
+                "main",
+            ],
+        );
         Self {
             _tmp: tmp,
             remote,
@@ -101,7 +115,12 @@ impl Repo {
     pub fn remote_head(&self) -> Option<String> {
         let out = Command::new("git")
             .current_dir(&self.remote)
-            .args(["rev-parse", "--verify", "--quiet", &format!("refs/heads/{}", self.branch)])
+            .args([
+                "rev-parse",
+                "--verify",
+                "--quiet",
+                &format!("refs/heads/{}", self.branch),
+            ])
             .output()
             .unwrap();
         out.status
@@ -250,14 +269,27 @@ impl Host for MemHost {
             return Ok(None);
         }
         let msg = message.unwrap_or_else(|| "work".into());
-        git(&self.wt, &["commit", "-q", "-m", &msg, "--trailer", "Worktrain-Session: test"]);
+        git(
+            &self.wt,
+            &[
+                "commit",
+                "-q",
+                "-m",
+                &msg,
+                "--trailer",
+                "Worktrain-Session: test",
+            ],
+        );
         self.state.lock().unwrap().commits += 1;
         Ok(Some(git(&self.wt, &["rev-parse", "HEAD"])))
     }
 
     async fn cleanup(&self) -> Result<(), String> {
         if self.wt.exists() {
-            git(&self.ws, &["worktree", "remove", "--force", self.wt.to_str().unwrap()]);
+            git(
+                &self.ws,
+                &["worktree", "remove", "--force", self.wt.to_str().unwrap()],
+            );
         }
         Ok(())
     }
@@ -290,5 +322,9 @@ pub fn access(kind: ForgeKind, base: &str) -> ForgeAccess {
 }
 
 pub fn corpus(rel: &str) -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/corpora/")).join(rel)
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/corpora/"
+    ))
+    .join(rel)
 }

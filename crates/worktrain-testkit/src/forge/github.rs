@@ -195,10 +195,11 @@ fn handle(
             let head = body["head"].as_str().unwrap_or_default().to_owned();
             let label = format!("{o}:{head}");
             let list = st.items.entry(repo.clone()).or_default();
-            if list
-                .iter()
-                .any(|v| v.get("pull_request").is_some() && v["state"] == "open" && v["head"]["label"] == label.as_str())
-            {
+            if list.iter().any(|v| {
+                v.get("pull_request").is_some()
+                    && v["state"] == "open"
+                    && v["head"]["label"] == label.as_str()
+            }) {
                 // GitHub's current form of the answer.
                 return json(
                     StatusCode::UNPROCESSABLE_ENTITY,
@@ -286,8 +287,11 @@ fn handle(
             match st.comments.get_mut(id.wrapping_sub(1)) {
                 Some(c) if c.0 == repo => {
                     c.2 = text.clone();
-                    json(StatusCode::OK, &json!({"id": id, "body": text,
-                        "html_url": format!("https://github.com/{repo}/issues/{}#issuecomment-{id}", c.1)}))
+                    json(
+                        StatusCode::OK,
+                        &json!({"id": id, "body": text,
+                        "html_url": format!("https://github.com/{repo}/issues/{}#issuecomment-{id}", c.1)}),
+                    )
                 }
                 _ => not_found(),
             }
@@ -295,7 +299,10 @@ fn handle(
         ("POST", ["repos", o, r, "statuses", sha]) => {
             st.statuses
                 .push((format!("{o}/{r}"), (*sha).to_owned(), body.clone()));
-            json(StatusCode::CREATED, &json!({"id": st.statuses.len(), "state": body["state"], "context": body["context"]}))
+            json(
+                StatusCode::CREATED,
+                &json!({"id": st.statuses.len(), "state": body["state"], "context": body["context"]}),
+            )
         }
         ("POST", ["repos", o, r, "issues", n, "comments"]) => {
             let n: u64 = n.parse().unwrap_or(0);

@@ -61,9 +61,14 @@ fn handle(
     let segs: Vec<&str> = path.split('/').collect();
     let nf = || json(StatusCode::NOT_FOUND, &json!({"message": "404 Not Found"}));
     match (method.as_str(), segs.as_slice()) {
-        ("GET", ["projects", p, "merge_requests"]) if query_pairs(uri).contains_key("source_branch") => {
+        ("GET", ["projects", p, "merge_requests"])
+            if query_pairs(uri).contains_key("source_branch") =>
+        {
             let key = format!("{}:merge_requests", decode(p));
-            let branch = query_pairs(uri).get("source_branch").cloned().unwrap_or_default();
+            let branch = query_pairs(uri)
+                .get("source_branch")
+                .cloned()
+                .unwrap_or_default();
             let found: Vec<Value> = st
                 .items
                 .get(&key)
@@ -77,7 +82,10 @@ fn handle(
         ("POST", ["projects", p, "merge_requests"]) => {
             let project = decode(p);
             let key = format!("{project}:merge_requests");
-            let branch = body["source_branch"].as_str().unwrap_or_default().to_owned();
+            let branch = body["source_branch"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
             let list = st.items.entry(key).or_default();
             if let Some(v) = list
                 .iter()
@@ -88,7 +96,12 @@ fn handle(
                     &json!({"message": [format!("Another open merge request already exists for this source branch: !{}", v["iid"])]}),
                 );
             }
-            let iid = list.iter().filter_map(|v| v["iid"].as_u64()).max().unwrap_or(0) + 1;
+            let iid = list
+                .iter()
+                .filter_map(|v| v["iid"].as_u64())
+                .max()
+                .unwrap_or(0)
+                + 1;
             let labels: Vec<Value> = body["labels"]
                 .as_str()
                 .map(|l| l.split(',').map(|x| json!(x)).collect())
@@ -129,11 +142,18 @@ fn handle(
             }
         }
         ("POST", ["projects", p, "statuses", sha]) => {
-            st.statuses.push((decode(p), (*sha).to_owned(), body.clone()));
-            json(StatusCode::CREATED, &json!({"id": st.statuses.len(), "status": body["state"]}))
+            st.statuses
+                .push((decode(p), (*sha).to_owned(), body.clone()));
+            json(
+                StatusCode::CREATED,
+                &json!({"id": st.statuses.len(), "status": body["state"]}),
+            )
         }
         ("GET", ["users"]) => {
-            let name = query_pairs(uri).get("username").cloned().unwrap_or_default();
+            let name = query_pairs(uri)
+                .get("username")
+                .cloned()
+                .unwrap_or_default();
             let id = name.bytes().map(u64::from).sum::<u64>();
             json(StatusCode::OK, &json!([{"id": id, "username": name}]))
         }
