@@ -113,6 +113,7 @@ macro_rules! all_checks {
             tailing_never_skips_a_committed_event,
             appends_are_announced,
             sessions_copy_between_stores,
+            delivery_stages_fold_and_rebuild,
         );
     };
 }
@@ -2786,4 +2787,119 @@ fn backends_use_no_sqlite_isms_in_queries() {
             assert!(!src.contains(ism), "{name} uses `{ism}` in a query");
         }
     }
+}
+
+/// The delivery's events are stored and folded into `run.delivery` the same way by every
+/// backend, incrementally and when projections are rebuilt (findings carry file and line).
+async fn delivery_stages_fold_and_rebuild(db: &dyn TestDb) {
+    use worktrain_core::event::{SecretFinding, StageOutcome};
+    use worktrain_core::run::{DeliveryStage, DeliveryState, DeliveryTarget};
+    let store = db.open(None).await.expect("open");
+    let s = store.as_ref();
+    let d = Driver::new();
+    let id = dispatch(&d, s, 0, None).await.expect("dispatch");
+    let stage = |stage, outcome| body(EventBody::DeliveryStageCompleted { stage, outcome });
+    transition(s, id, |_| {
+        vec![
+            body(EventBody::RunStarted {
+                run: 1,
+                worker: "w".into(),
+                worktree: None,
+                branch: Some("worktrain/x".into()),
+            }),
+            body(EventBody::DeliveryStarted {
+                target: DeliveryTarget::PullRequest,
+                attempt: 1,
+            }),
+            stage(
+                DeliveryStage::Commit,
+                StageOutcome {
+                    summary: "committed".into(),
+                    commit: Some("abc".into()),
+                    ..StageOutcome::default()
+                },
+            ),
+            stage(
+                DeliveryStage::SecretScan,
+                StageOutcome {
+                    summary: "1 possible secret".into(),
+                    findings: vec![SecretFinding {
+                        file: "config/app.yml".into(),
+                        line: 4,
+                        rule: "high_entropy".into(),
+                    }],
+                    ..StageOutcome::default()
+                },
+            ),
+            body(EventBody::DeliveryFailed {
+                stage: DeliveryStage::Push,
+                message: "push to `origin` failed: rejected".into(),
+                retryable: false,
+                hint: Some("resolve it".into()),
+            }),
+            body(EventBody::RunFinished {
+                run: 1,
+                end: RunEnd::Failed,
+                reason: Some(worktrain_core::run::FailureReason::DeliveryFailed),
+                detail: None,
+            }),
+        ]
+    })
+    .await;
+    let failed = s.session(id).await.expect("s").expect("e");
+    let run = failed.run.clone().expect("run");
+    assert_eq!(run.state, RunState::Failed);
+    let del = run.delivery.expect("delivery");
+    assert_eq!(del.state, DeliveryState::Failed);
+    assert_eq!(del.failure.as_ref().expect("f").stage, DeliveryStage::Push);
+    assert_eq!(del.findings.len(), 1);
+    assert_eq!(del.done.len(), 2);
+    let done = transition(s, id, |_| {
+        vec![
+            body(EventBody::RunRequeued {
+                reason: worktrain_core::run::RequeueReason::Delivery,
+            }),
+            body(EventBody::RunStarted {
+                run: 2,
+                worker: "w".into(),
+                worktree: None,
+                branch: None,
+            }),
+            body(EventBody::DeliveryStarted {
+                target: DeliveryTarget::PullRequest,
+                attempt: 2,
+            }),
+            stage(
+                DeliveryStage::PullRequest,
+                StageOutcome {
+                    summary: "opened".into(),
+                    url: Some("https://github.com/o/r/pull/3".into()),
+                    number: Some(3),
+                    ..StageOutcome::default()
+                },
+            ),
+            body(EventBody::DeliveryFinished {
+                target: DeliveryTarget::PullRequest,
+            }),
+        ]
+    })
+    .await;
+    let del = done
+        .run
+        .as_ref()
+        .and_then(|r| r.delivery.clone())
+        .expect("d");
+    assert_eq!(del.state, DeliveryState::Delivered);
+    assert_eq!(del.attempt, 2);
+    assert_eq!(del.pr_number, Some(3));
+    assert_eq!(del.failure, None);
+    assert_eq!(del.done.len(), 3);
+    let before = s.dump_projections().await.expect("dump");
+    s.rebuild_projections().await.expect("rebuild");
+    assert_eq!(s.dump_projections().await.expect("dump"), before);
+    assert_eq!(
+        s.session(id).await.expect("s").expect("e").run,
+        done.run,
+        "the delivery folds the same when rebuilt"
+    );
 }
