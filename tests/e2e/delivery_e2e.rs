@@ -105,6 +105,14 @@ fn spawn_with_source_delivers_a_pull_request_end_to_end() {
     let (mut rig, gh) = rig_with_forge(&["goal-deliver-E1"]);
     rig.daemon_env
         .push(("E2E_FORGE_TOKEN".into(), "t0ken-e2e".into()));
+    // The commit author from config.yaml.
+    let config = rig.env.home().join("config.yaml");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "keep_failed_hours: 1}",
+        "keep_failed_hours: 1, author: {name: Widget Bot, email: bot@widgets.example}}",
+    );
+    assert!(text.contains("Widget Bot"));
+    std::fs::write(&config, text).unwrap();
     rig.start_daemon();
     let id = spawn_delivering(&rig, "goal-deliver-E1");
     let (code, results) = rig.await_all(&[&id], "120s");

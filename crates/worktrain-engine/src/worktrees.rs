@@ -33,6 +33,20 @@ pub struct WorktreeSettings {
     pub base_branch: String,
     /// Keep the worktree of a failed session this long for inspection, in hours.
     pub keep_failed_hours: u64,
+    /// Author and committer of the sessions' commits (default: the repository's git
+    /// configuration, else `worktrain <worktrain@localhost>`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub author: Option<CommitAuthor>,
+}
+
+/// A commit identity (`{name, email}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommitAuthor {
+    /// Name.
+    pub name: String,
+    /// E-mail.
+    pub email: String,
 }
 
 impl Default for WorktreeSettings {
@@ -42,6 +56,7 @@ impl Default for WorktreeSettings {
             remote: "origin".into(),
             base_branch: "main".into(),
             keep_failed_hours: 72,
+            author: None,
         }
     }
 }
@@ -141,6 +156,12 @@ impl SessionWorktrees {
     /// when `fetch` and the repository has that remote.
     fn open(&self, workspace: &Path, fetch: bool) -> Result<Worktrees, WorktreeError> {
         let mut config = WorktreesConfig::new(workspace, &self.home);
+        if let Some(a) = &self.settings.author {
+            config.identity = Some(worktrain_git::Identity {
+                name: a.name.clone(),
+                email: a.email.clone(),
+            });
+        }
         config.remote = (fetch
             && !self.settings.remote.is_empty()
             && worktrain_git::remote_exists(workspace, &self.settings.remote))
