@@ -141,15 +141,27 @@ fn main() {
         .unwrap();
     gh.set_items(
         "acme/widgets",
-        vec![json!({"number": 12, "state": "open", "title": "t", "labels": [], "assignees": [],
-                    "updated_at": "2026-01-01T00:00:00Z"})],
+        vec![
+            json!({"number": 12, "state": "open", "title": "t", "labels": [], "assignees": [],
+                    "updated_at": "2026-01-01T00:00:00Z"}),
+        ],
     );
 
     // A repository with a bare remote and a pull request template.
     let repo = dir.join("repo");
     let remote = dir.join("remote.git");
     std::fs::create_dir_all(repo.join(".github")).unwrap();
-    git(dir, &["init", "-q", "--bare", "-b", "main", remote.to_str().unwrap()]);
+    git(
+        dir,
+        &[
+            "init",
+            "-q",
+            "--bare",
+            "-b",
+            "main",
+            remote.to_str().unwrap(),
+        ],
+    );
     git(&repo, &["init", "-q", "-b", "main"]);
     std::fs::write(
         repo.join(".github/pull_request_template.md"),
@@ -158,7 +170,10 @@ fn main() {
     .unwrap();
     git(&repo, &["add", "-A"]);
     git(&repo, &["commit", "-q", "-m", "init"]);
-    git(&repo, &["remote", "add", "origin", remote.to_str().unwrap()]);
+    git(
+        &repo,
+        &["remote", "add", "origin", remote.to_str().unwrap()],
+    );
     git(&repo, &["push", "-q", "-u", "origin", "main"]);
 
     std::fs::write(
@@ -273,10 +288,16 @@ fn main() {
                 .unwrap()
         };
         let completed = at(&|b| b["type"] == "step_completed");
-        let opened = at(&|b| b["type"] == "delivery_stage_completed" && b["stage"] == "pull_request");
-        pr_samples.push(Duration::from_millis(u64::try_from(opened - completed).unwrap()));
+        let opened =
+            at(&|b| b["type"] == "delivery_stage_completed" && b["stage"] == "pull_request");
+        pr_samples.push(Duration::from_millis(
+            u64::try_from(opened - completed).unwrap(),
+        ));
     }
-    summary("final step completed → PR opened (target p50 ≤ 1 s)", pr_samples);
+    summary(
+        "final step completed → PR opened (target p50 ≤ 1 s)",
+        pr_samples,
+    );
 
     // 2. Webhook 202 → first LLM request.
     let mut hook_samples = Vec::new();
@@ -315,6 +336,9 @@ fn main() {
         // Let the session finish before the next delivery.
         std::thread::sleep(Duration::from_millis(300));
     }
-    summary("webhook 202 → first LLM request (target p50 ≤ 200 ms)", hook_samples);
+    summary(
+        "webhook 202 → first LLM request (target p50 ≤ 200 ms)",
+        hook_samples,
+    );
     drop(daemon);
 }
