@@ -1165,7 +1165,9 @@ impl Supervisor {
             return None;
         }
         let continues = match last_requeue {
-            Some(RequeueReason::Resume | RequeueReason::GateDecided) => true,
+            Some(RequeueReason::Resume | RequeueReason::GateDecided | RequeueReason::Delivery) => {
+                true
+            }
             Some(RequeueReason::Retry) | None => false,
         };
         if !continues || !had_branch || prev_worker.starts_with(&self.incarnation_prefix()) {
