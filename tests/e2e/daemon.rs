@@ -545,3 +545,55 @@ fn worktree_list_clean_and_session_diff() {
     );
     assert!(Path::new(rows[0]["path"].as_str().unwrap()).exists());
 }
+
+/// A raw HTTP/1.1 GET (no client library): the status line and headers.
+fn http_get_head(base: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let addr = base.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.split("\r\n\r\n").next().unwrap_or("").to_owned()
+}
+
+#[test]
+fn console_prints_a_one_time_login_link() {
+    let llm = Llm::start(vec![]);
+    let env = Env::initialised();
+    configure(&env, &llm);
+    let daemon = DaemonProc::start(&env);
+    let r = env.run(&["console"]);
+    r.code(exit::OK);
+    let url = r.stdout.lines().next().unwrap().trim().to_owned();
+    let path = url
+        .strip_prefix(&daemon.url)
+        .expect("a link to this daemon");
+    assert!(path.starts_with("/console/login?ticket="), "{r:?}");
+    // The link logs the browser in (a session cookie) once.
+    let head = http_get_head(&daemon.url, path);
+    assert!(head.starts_with("HTTP/1.1 303"), "{head}");
+    let lower = head.to_lowercase();
+    assert!(
+        lower.contains("set-cookie: wt_console=") && lower.contains("httponly"),
+        "{head}"
+    );
+    let again = http_get_head(&daemon.url, path);
+    assert!(again.starts_with("HTTP/1.1 401"), "{again}");
+    // Without a cookie the console sends you to its login page.
+    let head = http_get_head(&daemon.url, "/console/sessions");
+    assert!(head.starts_with("HTTP/1.1 303"), "{head}");
+    assert!(
+        head.to_lowercase().contains("location: /console/login"),
+        "{head}"
+    );
+    let v = env.ok_json(&["console"]);
+    assert!(v["url"].as_str().unwrap().starts_with(&daemon.url), "{v}");
+    assert_eq!(v["expires_in_secs"], 300);
+    drop(daemon);
+}

@@ -79,6 +79,8 @@ pub enum Command {
     Status,
     /// The kill switch: stop every running session and cancel everything queued.
     KillAll,
+    /// Print a one-time login link to the daemon's web console (valid 5 minutes).
+    Console,
     /// Session worktrees (read-only inventory and cleanup; works without the daemon).
     #[command(subcommand)]
     Worktree(WorktreeCommand),

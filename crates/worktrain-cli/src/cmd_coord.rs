@@ -455,6 +455,27 @@ pub async fn kill_all(ctx: &Ctx) -> Result<Exit, ApiError> {
     Ok(Exit::Ok)
 }
 
+/// `worktrain console`: a one-time login link to the web console.
+pub async fn console(ctx: &Ctx) -> Result<Exit, ApiError> {
+    let client = DaemonClient::new(ctx)?;
+    let v = client.post("/console/login-links", &json!({})).await?;
+    let path = v["path"].as_str().ok_or_else(|| {
+        ApiError::internal("the daemon answered without a login link (is it this version?)")
+    })?;
+    let url = format!("{}{path}", client.base().trim_end_matches('/'));
+    if ctx.out.json {
+        ctx.out
+            .json(&json!({"url": url, "expires_in_secs": v["expires_in_secs"]}));
+    } else {
+        say!("{url}");
+        say!(
+            "(one-time link, valid {} s; open it in a browser on this machine)",
+            v["expires_in_secs"]
+        );
+    }
+    Ok(Exit::Ok)
+}
+
 /// `session cancel|steer|resume|retry|approve|reject` through the daemon.
 pub async fn action(ctx: &Ctx, session: &str, action: &str, body: Value) -> Result<Exit, ApiError> {
     let id = session

@@ -144,7 +144,8 @@ pub async fn run(ctx: &Ctx, args: DaemonArgs) -> Result<Exit, ApiError> {
                 "choose another --bind address (or daemon.bind in config.yaml)",
             )
         })?
-        .with_triggers(triggers.clone());
+        .with_triggers(triggers.clone())
+        .with_extension(worktrain_console::extension());
     let addr = server
         .local_addr()
         .map_err(|e| ApiError::internal(e.to_string()))?;

@@ -172,6 +172,7 @@ async fn dispatch(cli: Cli, out: Out) -> Result<Exit, ApiError> {
         Command::Await(_) => Err(ApiError::internal("await is handled before dispatch")),
         Command::Status => cmd_coord::status(&ctx).await,
         Command::KillAll => cmd_coord::kill_all(&ctx).await,
+        Command::Console => cmd_coord::console(&ctx).await,
         Command::Worktree(cmd) => cmd_worktree::run(&ctx, cmd).await,
         Command::Trigger(cmd) => cmd_trigger::run(&ctx, cmd).await,
         Command::Insights(cmd) => cmd_insights::run(&ctx, cmd).await,

@@ -144,11 +144,15 @@ impl Drop for ConnectionSlot {
     }
 }
 
+/// Builds more routes (the web console) over the API's state; merged into the router.
+pub type Extension = Arc<dyn Fn(AppState) -> axum::Router + Send + Sync>;
+
 /// A bound, not yet serving, HTTP server.
 pub struct Server {
     listener: TcpListener,
     state: AppState,
     limits: ServerLimits,
+    extensions: Vec<Extension>,
 }
 
 impl Server {
@@ -170,6 +174,7 @@ impl Server {
             listener,
             state: AppState::new(sup, token),
             limits: ServerLimits::default(),
+            extensions: Vec::new(),
         })
     }
 
@@ -182,6 +187,14 @@ impl Server {
     /// Serve the trigger runtime's routes too.
     pub fn with_triggers(mut self, rt: Arc<worktrain_triggers::runtime::Runtime>) -> Self {
         self.state = self.state.with_triggers(rt);
+        self
+    }
+
+    /// Serve more routes built from the API's state (the console lives in a crate above
+    /// this one, so it is passed in rather than named here). Its paths must not overlap
+    /// the API's, and it brings no fallback of its own.
+    pub fn with_extension(mut self, ext: Extension) -> Self {
+        self.extensions.push(ext);
         self
     }
 
@@ -199,7 +212,10 @@ impl Server {
         let addr = self.local_addr()?;
         info!(%addr, header_read_timeout = ?self.limits.header_read_timeout,
               max_connections_per_client = self.limits.max_connections_per_client, "serving the API");
-        let app = router(self.state);
+        let mut app = router(self.state.clone());
+        for ext in &self.extensions {
+            app = ext(self.state.clone()).merge(app);
+        }
         let counts = Arc::new(ConnectionCounts::default());
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let mut builder = Builder::new(TokioExecutor::new());

@@ -33,6 +33,8 @@ mod streams;
 pub mod triggers;
 mod webhooks;
 
+pub use sessions::{DispatchAnswer, DispatchBody, dispatch_session};
+
 /// Largest page of sessions or events.
 pub const MAX_PAGE: u32 = 1000;
 /// Default page size.

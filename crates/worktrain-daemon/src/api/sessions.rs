@@ -97,6 +97,23 @@ async fn dispatch(
     State(st): State<AppState>,
     JsonBody(body): JsonBody<DispatchBody>,
 ) -> ApiResult<Response> {
+    let answer = dispatch_session(&st, body, None).await?;
+    let status = if answer.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, axum::Json(answer)).into_response())
+}
+
+/// Dispatch a session as `POST /api/v1/sessions` does (shared with the console's form):
+/// validation, idempotency, workflow resolution, queueing. `origin` names what started
+/// it (default: the API, or the parent session when one is given).
+pub async fn dispatch_session(
+    st: &AppState,
+    body: DispatchBody,
+    origin: Option<TriggerKind>,
+) -> ApiResult<DispatchAnswer> {
     if st.sup.stopping().is_cancelled() {
         return Err(HttpError::shutting_down());
     }
@@ -116,14 +133,10 @@ async fn dispatch(
             .map_err(store_error)?
         {
             let record = views::load_record(&st.sup, existing).await?;
-            return Ok((
-                StatusCode::OK,
-                axum::Json(DispatchAnswer {
-                    created: false,
-                    record,
-                }),
-            )
-                .into_response());
+            return Ok(DispatchAnswer {
+                created: false,
+                record,
+            });
         }
     }
     if body.goal.trim().is_empty() {
@@ -172,14 +185,12 @@ async fn dispatch(
     })
     .await
     .map_err(|e| ApiError::internal(format!("workflow resolution task failed: {e}")))??;
-    let mut trigger = Trigger::new(
-        if parent.is_some() {
-            TriggerKind::Parent
-        } else {
-            TriggerKind::Api
-        },
-        body.trigger.clone(),
-    );
+    let kind = match (origin, parent.is_some()) {
+        (Some(k), _) => k,
+        (None, true) => TriggerKind::Parent,
+        (None, false) => TriggerKind::Api,
+    };
+    let mut trigger = Trigger::new(kind, body.trigger.clone());
     if let Some(src) = &body.source {
         trigger.source = Some(worktrain_core::run::SourceRef::parse(src).map_err(|e| {
             ApiError::invalid_input(
@@ -215,19 +226,10 @@ async fn dispatch(
         })
         .await?;
     let record = views::load_record(&st.sup, d.session_id).await?;
-    let status = if d.created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok((
-        status,
-        axum::Json(DispatchAnswer {
-            created: d.created,
-            record,
-        }),
-    )
-        .into_response())
+    Ok(DispatchAnswer {
+        created: d.created,
+        record,
+    })
 }
 
 /// `GET /api/v1/sessions` query.

@@ -1,0 +1,295 @@
+//! The console's security shell over plain HTTP: redirects, cookies, CSRF, CSP, assets.
+
+use reqwest::{Method, StatusCode};
+
+use crate::harness::{Daemon, complete, route, set_cookie};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_requests_are_redirected_to_login() {
+    let d = Daemon::start(vec![]).await;
+    for path in [
+        "/console",
+        "/console/sessions",
+        "/console/sessions/ses_01hzzzzzzzzzzzzzzzzzzzzzzz",
+        "/console/live/sessions",
+        "/console/dispatch",
+    ] {
+        let r = d.http.get(d.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::SEE_OTHER, "{path}");
+        let loc = r.headers()["location"].to_str().unwrap().to_owned();
+        assert!(loc.starts_with("/console/login?next="), "{path} → {loc}");
+    }
+    // A wrong cookie is no better than none.
+    let r = d
+        .http
+        .get(d.url("/console/sessions"))
+        .header("cookie", "wt_console=0123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    // The bearer token is for the API, not the pages.
+    let r = d
+        .http
+        .get(d.url("/console/sessions"))
+        .bearer_auth(&d.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    // The login page itself is open, and says what to paste.
+    let r = d.http.get(d.url("/console/login")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.text().await.unwrap().contains("API token"));
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_sets_an_httponly_strict_cookie_and_refuses_a_wrong_token() {
+    let d = Daemon::start(vec![]).await;
+    let page = d.http.get(d.url("/console/login")).send().await.unwrap();
+    let pre = set_cookie(&page, "wt_login").unwrap();
+    let html = page.text().await.unwrap();
+    let csrf = crate::harness::hidden(&html, "csrf").unwrap();
+    // Wrong token: 401, no session cookie.
+    let r = d
+        .http
+        .post(d.url("/console/login"))
+        .header("cookie", format!("wt_login={pre}"))
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("token", "not-the-token"),
+            ("next", "/console/sessions"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert!(set_cookie(&r, "wt_console").is_none());
+    // A login form posted without its double-submit cookie (another site's form) is refused.
+    let r = d
+        .http
+        .post(d.url("/console/login"))
+        .form(&[("csrf", csrf.as_str()), ("token", d.token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    // Right token: the cookie is HttpOnly, SameSite=Strict, scoped to the console.
+    let r = d
+        .http
+        .post(d.url("/console/login"))
+        .header("cookie", format!("wt_login={pre}"))
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("token", d.token.as_str()),
+            ("next", "//evil.example/"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        r.headers()["location"],
+        "/console/sessions",
+        "no open redirect"
+    );
+    let header = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|v| v.starts_with("wt_console="))
+        .unwrap();
+    assert!(header.contains("HttpOnly"), "{header}");
+    assert!(header.contains("SameSite=Strict"), "{header}");
+    assert!(header.contains("Path=/console"), "{header}");
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_link_works_once_and_needs_the_bearer_token() {
+    let d = Daemon::start(vec![]).await;
+    let r = d
+        .http
+        .post(d.url("/console/login-links"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let (s, v) = d.api(Method::POST, "/console/login-links", None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let path = v["path"].as_str().unwrap().to_owned();
+    assert!(path.starts_with("/console/login?ticket="), "{path}");
+    let r = d.http.get(d.url(&path)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let cookie = set_cookie(&r, "wt_console").unwrap();
+    let page = d
+        .http
+        .get(d.url("/console/sessions"))
+        .header("cookie", format!("wt_console={cookie}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    // Second use: refused.
+    let r = d.http.get(d.url(&path)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert!(set_cookie(&r, "wt_console").is_none());
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_without_the_csrf_token_is_refused_and_changes_nothing() {
+    let d = Daemon::start(vec![route(
+        "csrf-gate",
+        vec![complete("proposal"), complete("done")],
+    )])
+    .await;
+    let id = d.spawn("gated", "csrf-gate").await;
+    d.wait_state(&id, "parked").await;
+    let (cookie, csrf) = d.http_login().await;
+    let action = d.url(&format!("/console/sessions/{id}/actions/approve"));
+    for body in [
+        vec![("note", "ok")],
+        vec![("note", "ok"), ("csrf", "forged")],
+    ] {
+        let r = d
+            .http
+            .post(&action)
+            .header("cookie", &cookie)
+            .form(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{body:?}");
+    }
+    let r = d
+        .http
+        .post(&action)
+        .header("cookie", &cookie)
+        .header("x-csrf-token", "forged")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    // Nothing happened.
+    assert_eq!(d.session(&id).await["run"]["state"], "parked");
+    assert!(
+        !d.event_kinds(&id)
+            .await
+            .contains(&"gate_approved".to_owned())
+    );
+    // Without the cookie, even the right token sends you to the login page.
+    let r = d
+        .http
+        .post(&action)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert!(
+        !d.event_kinds(&id)
+            .await
+            .contains(&"gate_approved".to_owned())
+    );
+    // With it: approved, recorded as an event.
+    let r = d
+        .http
+        .post(&action)
+        .header("cookie", &cookie)
+        .form(&[("csrf", csrf.as_str()), ("note", "looks right")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert!(
+        d.event_kinds(&id)
+            .await
+            .contains(&"gate_approved".to_owned())
+    );
+    d.wait_state(&id, "completed").await;
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_have_a_strict_csp_no_inline_code_and_cached_gzipped_assets() {
+    let d = Daemon::start(vec![route("csp-goal", vec![complete("done *here*")])]).await;
+    let id = d.spawn("two", "csp-goal").await;
+    let (cookie, _) = d.http_login().await;
+    for path in [
+        "/console/sessions".to_owned(),
+        format!("/console/sessions/{id}"),
+        "/console/dispatch".to_owned(),
+    ] {
+        let r = d
+            .http
+            .get(d.url(&path))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+        let csp = r.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+            "{csp}"
+        );
+        assert!(
+            csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"),
+            "{csp}"
+        );
+        assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+        let html = r.text().await.unwrap();
+        assert!(!html.contains("<script>"), "inline script on {path}");
+        assert!(!html.contains(" style=\""), "inline style on {path}");
+        assert!(
+            !html.contains(" onclick=") && !html.contains(" onload="),
+            "handler on {path}"
+        );
+        assert!(
+            html.len() < 200 * 1024,
+            "{path} weighs {} bytes",
+            html.len()
+        );
+    }
+    // Assets: hashed names, cached for a year, gzipped on request.
+    let r = d
+        .http
+        .get(d.url("/console/sessions"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    let html = r.text().await.unwrap();
+    let css = html
+        .split('"')
+        .find(|s| s.starts_with("/console/assets/console.") && s.ends_with(".css"))
+        .unwrap()
+        .to_owned();
+    let r = d
+        .http
+        .get(d.url(&css))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        r.headers()["cache-control"],
+        "public, max-age=31536000, immutable"
+    );
+    assert_eq!(r.headers()["content-encoding"], "gzip");
+    let r = d
+        .http
+        .get(d.url("/console/assets/console.0000.css"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    d.stop().await;
+}
