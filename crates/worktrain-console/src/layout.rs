@@ -7,7 +7,12 @@ use crate::assets::{CSS, JS};
 use crate::auth::Browser;
 
 /// The navigation entries: (path under the console, label).
-const NAV: [(&str, &str); 2] = [("/sessions", "Sessions"), ("/dispatch", "Dispatch")];
+const NAV: [(&str, &str); 4] = [
+    ("/sessions", "Sessions"),
+    ("/queue", "Queue"),
+    ("/approvals", "Approvals"),
+    ("/dispatch", "Dispatch"),
+];
 
 /// A full page for a logged-in browser. `active` is the navigation entry to mark.
 pub fn page(title: &str, active: &str, browser: &Browser, body: Markup) -> Markup {

@@ -57,6 +57,8 @@ pub struct Console {
     pub app: AppState,
     /// Logged-in browsers, one-time login links, CSRF tokens.
     pub auth: Arc<auth::Sessions>,
+    /// Recently computed step diffs.
+    pub diffs: Arc<views::diff::DiffCache>,
     /// Counts per run state for the header (a scan of the summaries, cached briefly).
     stats: Arc<tokio::sync::Mutex<Option<(Instant, SessionStats)>>>,
 }
@@ -68,6 +70,7 @@ impl Console {
             app,
             auth: Arc::new(auth::Sessions::new(auth::SESSION_TTL)),
             stats: Arc::default(),
+            diffs: Arc::default(),
         }
     }
 
@@ -110,6 +113,12 @@ pub fn router(console: Console) -> Router {
             "/console/sessions/{id}/actions/{action}",
             post(views::session::action),
         )
+        .route(
+            "/console/sessions/{id}/steps/{node}/diff",
+            get(views::diff::page),
+        )
+        .route("/console/queue", get(views::queue::page))
+        .route("/console/approvals", get(views::approvals::page))
         .route("/console/dispatch", get(views::dispatch::page))
         .route("/console/dispatch", post(views::dispatch::submit))
         .route("/console/logout", post(auth::logout))

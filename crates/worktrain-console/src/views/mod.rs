@@ -8,7 +8,10 @@ use worktrain_core::run::{RunState, TriggerKind};
 
 use crate::layout;
 
+pub mod approvals;
+pub mod diff;
 pub mod dispatch;
+pub mod queue;
 pub mod session;
 pub mod sessions;
 

@@ -358,7 +358,10 @@ fn timeline(l: &Loaded) -> Markup {
                                     EventBody::StepParked { notes, .. } => div class="parked" { strong { "Parked at a gate, waiting for approval. Output:" } div class="markdown" { (markdown::render(notes)) } },
                                     EventBody::GateApproved { note, .. } => p class="gate" { "Approved" @if let Some(n) = note { ": " (n) } },
                                     EventBody::GateRejected { note, .. } => p class="gate" { "Rejected: " (note) },
-                                    EventBody::StepSnapshotted { commit, .. } => p class="snapshot" { "Snapshot " code { (short_hash(commit)) } },
+                                    EventBody::StepSnapshotted { commit, .. } => p class="snapshot" {
+                                        "Snapshot " code { (short_hash(commit)) } " · "
+                                        a href={(BASE) "/sessions/" (l.summary.session_id) "/steps/" (n.node.0) "/diff"} { "Changes of this step" }
+                                    },
                                     _ => {}
                                 }
                             }

@@ -126,6 +126,18 @@ async fn a_live_session_appears_and_advances_without_reload() {
         json!(42),
         "the page reloaded"
     );
+    // Phone width: nothing sticks out sideways; the table scrolls inside its box.
+    b.c.set_window_size(390, 844).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let fits = b
+        .js("return document.documentElement.scrollWidth <= window.innerWidth + 1")
+        .await;
+    assert_eq!(
+        fits,
+        json!(true),
+        "the sessions page overflows a phone-width screen"
+    );
+    b.screenshot("sessions-phone").await;
     b.close().await;
     d.stop().await;
 }
@@ -227,6 +239,14 @@ async fn approve_steer_and_cancel_from_the_page_change_the_session() {
         b.text("ol.steps").await
     );
     b.screenshot("session-parked").await;
+    // The inbox and the queue list it too.
+    b.goto(&d.url("/console/approvals")).await;
+    assert!(b.text("article.approval").await.contains("Proposal"));
+    b.screenshot("approvals").await;
+    b.goto(&d.url("/console/queue")).await;
+    assert!(b.text("main").await.contains("Parked at a gate (1)"));
+    b.screenshot("queue").await;
+    b.goto(&d.url(&format!("/console/sessions/{gated}"))).await;
     b.act("approve", Some("ship it")).await;
     d.wait_state(&gated, "completed").await;
     assert!(
@@ -311,6 +331,60 @@ async fn an_agent_note_with_script_image_handler_and_javascript_link_is_inert() 
     b.goto(&d.url("/console/sessions")).await;
     assert!(b.text("td.goal").await.contains("<b>xss-goal</b>"));
     assert_eq!(b.js("return typeof window.__xss").await, json!("undefined"));
+    b.close().await;
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dispatch_from_the_browser_starts_a_session() {
+    let Some(b) = Browser::start().await else {
+        return;
+    };
+    let d = Daemon::start(vec![route(
+        "from-the-browser",
+        vec![complete("done"), complete("done")],
+    )])
+    .await;
+    b.goto(&d.url("/console/dispatch")).await;
+    b.login(&d).await;
+    assert_eq!(b.path().await, "/console/dispatch");
+    let goal = b.c.find(Locator::Css("#d-goal")).await.unwrap();
+    goal.send_keys("from-the-browser: tidy the README")
+        .await
+        .unwrap();
+    let wf = b.c.find(Locator::Css("#d-workflow")).await.unwrap();
+    wf.select_by_value("two").await.unwrap();
+    let ctx = b.c.find(Locator::Css("#d-context")).await.unwrap();
+    ctx.send_keys("[1, 2]").await.unwrap();
+    b.screenshot("dispatch").await;
+    b.c.find(Locator::Css("form.dispatch button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    // A context that is not an object is refused, the form kept.
+    eventually(10, "the refusal", || async {
+        b.text(".error").await.contains("JSON object").then_some(())
+    })
+    .await;
+    let ctx = b.c.find(Locator::Css("#d-context")).await.unwrap();
+    ctx.clear().await.unwrap();
+    ctx.send_keys("{\"ticket\": \"ABC-1\"}").await.unwrap();
+    b.c.find(Locator::Css("form.dispatch button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let id = eventually(10, "the new session's page", || async {
+        let p = b.path().await;
+        p.strip_prefix("/console/sessions/").map(str::to_owned)
+    })
+    .await;
+    let s = d.wait_state(&id, "completed").await;
+    assert_eq!(s["run"]["trigger"]["kind"], "console", "{s:#}");
+    assert_eq!(s["context"]["ticket"], "ABC-1", "{s:#}");
     b.close().await;
     d.stop().await;
 }

@@ -116,6 +116,11 @@ fn agent(base: &str) -> Arc<dyn AgentRunner> {
 impl Daemon {
     /// A daemon whose agent plays `routes`.
     pub async fn start(routes: Vec<Route>) -> Self {
+        Self::start_with(routes, false).await
+    }
+
+    /// [`Daemon::start`], with session worktrees (and step snapshots) when `worktrees`.
+    pub async fn start_with(routes: Vec<Route>, worktrees: bool) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let home = Home::locate(Some(dir.path().join("home"))).expect("home");
         home.init().expect("init");
@@ -138,7 +143,9 @@ impl Daemon {
         let mut agents = BTreeMap::new();
         agents.insert("default".to_owned(), agent(&base_llm));
         let mut settings = DaemonSettings::default();
-        settings.worktrees.enabled = false;
+        settings.worktrees.enabled = worktrees;
+        settings.worktrees.remote = String::new();
+        settings.worktrees.base_branch = "main".into();
         settings.lease_secs = 3;
         let sup = Supervisor::new(engine, settings, home.root().to_path_buf(), agents);
         let token = std::fs::read_to_string(home.path(API_TOKEN_FILE))
@@ -217,11 +224,16 @@ impl Daemon {
 
     /// Dispatch a session through the API; its id.
     pub async fn spawn(&self, workflow: &str, goal: &str) -> String {
+        self.spawn_in(workflow, goal, None).await
+    }
+
+    /// Dispatch a session into `workspace`; its id.
+    pub async fn spawn_in(&self, workflow: &str, goal: &str, workspace: Option<&str>) -> String {
         let (s, v) = self
             .api(
                 reqwest::Method::POST,
                 "/api/v1/sessions",
-                Some(json!({"workflow": workflow, "goal": goal})),
+                Some(json!({"workflow": workflow, "goal": goal, "workspace": workspace})),
             )
             .await;
         assert_eq!(s, StatusCode::CREATED, "{v}");
@@ -315,6 +327,41 @@ impl Daemon {
         let csrf = hidden(&html, "csrf").expect("csrf");
         (cookie, csrf)
     }
+}
+
+/// A git repository with one commit on `main`.
+pub fn git_repo() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let git = |args: &[&str]| {
+        let st = std::process::Command::new("git")
+            .args(args)
+            .current_dir(dir.path())
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.com")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.com")
+            .status()
+            .expect("git");
+        assert!(st.success(), "git {args:?}");
+    };
+    git(&["init", "-q", "-b", "main"]);
+    std::fs::write(dir.path().join("README"), "hello\n").expect("readme");
+    git(&["add", "."]);
+    git(&["commit", "-q", "-m", "init"]);
+    dir
+}
+
+/// An authenticated GET of a console page: (status, body).
+pub async fn page(d: &Daemon, cookie: &str, path: &str) -> (StatusCode, String) {
+    let r = d
+        .http
+        .get(d.url(path))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .expect("get");
+    let status = r.status();
+    (status, r.text().await.expect("body"))
 }
 
 /// The value of cookie `name` set by `resp`.

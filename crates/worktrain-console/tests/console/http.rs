@@ -2,7 +2,10 @@
 
 use reqwest::{Method, StatusCode};
 
-use crate::harness::{Daemon, complete, route, set_cookie};
+use serde_json::json;
+use worktrain_testkit::Turn;
+
+use crate::harness::{Daemon, complete, git_repo, page, route, set_cookie, slow_shell};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unauthenticated_requests_are_redirected_to_login() {
@@ -291,5 +294,125 @@ async fn pages_have_a_strict_csp_no_inline_code_and_cached_gzipped_assets() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_and_approvals_show_what_waits() {
+    let mut slow = Vec::new();
+    for _ in 0..30 {
+        slow.push(slow_shell(500));
+    }
+    let d = Daemon::start(vec![
+        route(
+            "inbox-gate",
+            vec![
+                complete("**Proposal**: rename `load` <script>x()</script>"),
+                complete("done"),
+            ],
+        ),
+        route("inbox-busy", slow),
+    ])
+    .await;
+    let gated = d.spawn("gated", "inbox-gate").await;
+    d.wait_state(&gated, "parked").await;
+    let busy = d.spawn("two", "inbox-busy").await;
+    d.wait_state(&busy, "running").await;
+    let (cookie, csrf) = d.http_login().await;
+    let (s, html) = page(&d, &cookie, "/console/approvals").await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(html.contains("Approvals (1)"), "{html}");
+    assert!(
+        html.contains(&gated) && html.contains("<strong>Proposal</strong>"),
+        "{html}"
+    );
+    assert!(
+        html.contains("&lt;script&gt;") && !html.contains("<script>x()"),
+        "{html}"
+    );
+    assert!(html.contains(&format!("/console/sessions/{gated}/actions/approve")));
+    assert!(html.contains(&csrf));
+    let (s, html) = page(&d, &cookie, "/console/queue").await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        html.contains("Running (1)") && html.contains(&busy),
+        "{html}"
+    );
+    assert!(
+        html.contains("Parked at a gate (1)") && html.contains(&gated),
+        "{html}"
+    );
+    assert!(
+        html.contains("all sessions") && html.contains("<meter"),
+        "{html}"
+    );
+    // Rejecting from the inbox form needs a note, and is recorded.
+    let r = d
+        .http
+        .post(d.url(&format!("/console/sessions/{gated}/actions/reject")))
+        .header("cookie", &cookie)
+        .form(&[("csrf", csrf.as_str()), ("note", "")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let r = d
+        .http
+        .post(d.url(&format!("/console/sessions/{gated}/actions/reject")))
+        .header("cookie", &cookie)
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("note", "rename it to read_config"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert!(
+        d.event_kinds(&gated)
+            .await
+            .contains(&"gate_rejected".to_owned())
+    );
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_steps_diff_is_shown_on_request() {
+    let repo = git_repo();
+    let d = Daemon::start_with(
+        vec![route(
+            "diff-goal",
+            vec![
+                Turn::tool(
+                    "write_file",
+                    json!({"path": "notes.txt", "content": "step one <b>bold</b>\n"}),
+                ),
+                complete("wrote notes.txt"),
+                complete("nothing else"),
+            ],
+        )],
+        true,
+    )
+    .await;
+    let id = d.spawn_in("two", "diff-goal", repo.path().to_str()).await;
+    d.wait_state(&id, "completed").await;
+    let (cookie, _) = d.http_login().await;
+    let (s, html) = page(&d, &cookie, &format!("/console/sessions/{id}")).await;
+    assert_eq!(s, StatusCode::OK);
+    let link = format!("/console/sessions/{id}/steps/1/diff");
+    assert!(html.contains(&link), "no diff link: {html}");
+    let (s, html) = page(&d, &cookie, &link).await;
+    assert_eq!(s, StatusCode::OK, "{html}");
+    assert!(html.contains("notes.txt"), "{html}");
+    assert!(
+        html.contains("<span class=\"add\">+step one &lt;b&gt;bold&lt;/b&gt;</span>"),
+        "{html}"
+    );
+    // The second step changed nothing.
+    let (s, html) = page(&d, &cookie, &format!("/console/sessions/{id}/steps/2/diff")).await;
+    assert_eq!(s, StatusCode::OK, "{html}");
+    assert!(html.contains("No file changed in this step."), "{html}");
+    let (s, _) = page(&d, &cookie, &format!("/console/sessions/{id}/steps/9/diff")).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
     d.stop().await;
 }
