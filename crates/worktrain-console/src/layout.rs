@@ -7,10 +7,12 @@ use crate::assets::{CSS, JS};
 use crate::auth::Browser;
 
 /// The navigation entries: (path under the console, label).
-const NAV: [(&str, &str); 4] = [
+const NAV: [(&str, &str); 6] = [
     ("/sessions", "Sessions"),
     ("/queue", "Queue"),
     ("/approvals", "Approvals"),
+    ("/triggers", "Triggers"),
+    ("/workflows", "Workflows"),
     ("/dispatch", "Dispatch"),
 ];
 

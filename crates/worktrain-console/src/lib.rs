@@ -119,6 +119,14 @@ pub fn router(console: Console) -> Router {
         )
         .route("/console/queue", get(views::queue::page))
         .route("/console/approvals", get(views::approvals::page))
+        .route("/console/triggers", get(views::triggers::page))
+        .route("/console/triggers/{id}", get(views::triggers::log))
+        .route("/console/workflows", get(views::workflows::page))
+        .route("/console/workflows/{id}", get(views::workflows::detail))
+        .route(
+            "/console/workflows/{id}/graph.svg",
+            get(views::workflows::graph_svg),
+        )
         .route("/console/dispatch", get(views::dispatch::page))
         .route("/console/dispatch", post(views::dispatch::submit))
         .route("/console/logout", post(auth::logout))

@@ -14,6 +14,8 @@ pub mod dispatch;
 pub mod queue;
 pub mod session;
 pub mod sessions;
+pub mod triggers;
+pub mod workflows;
 
 /// A page-level error: a status and a message for the operator.
 #[derive(Debug)]

@@ -21,8 +21,11 @@ use worktrain_config::{API_TOKEN_FILE, DaemonSettings, Home};
 use worktrain_daemon::auth::ApiToken;
 use worktrain_daemon::server::Server;
 use worktrain_daemon::supervisor::Supervisor;
+use worktrain_daemon::triggers::SupervisorHost;
 use worktrain_engine::Engine;
 use worktrain_testkit::{FakeLlm, FakeLlmHandle, Route, Script, ToolCall, Turn};
+use worktrain_triggers::env::EnvSource;
+use worktrain_triggers::runtime::{Runtime, SystemClock};
 
 pub const TWO_STEP: &str = "\
 schemaVersion: 1
@@ -85,6 +88,10 @@ pub struct Daemon {
     pub token: String,
     pub http: reqwest::Client,
     pub sup: Arc<Supervisor>,
+    /// The trigger runtime, when started with triggers.
+    pub triggers: Option<Arc<Runtime>>,
+    /// The daemon's home.
+    pub home_dir: PathBuf,
     _fake: FakeLlmHandle,
     stop: CancellationToken,
     server: Option<JoinHandle<()>>,
@@ -121,6 +128,16 @@ impl Daemon {
 
     /// [`Daemon::start`], with session worktrees (and step snapshots) when `worktrees`.
     pub async fn start_with(routes: Vec<Route>, worktrees: bool) -> Self {
+        Self::boot(routes, worktrees, None).await
+    }
+
+    /// [`Daemon::start`], with the trigger runtime over `triggers_yml` (written to the
+    /// home's `triggers.yml`).
+    pub async fn start_with_triggers(routes: Vec<Route>, triggers_yml: &str) -> Self {
+        Self::boot(routes, false, Some(triggers_yml)).await
+    }
+
+    async fn boot(routes: Vec<Route>, worktrees: bool, triggers_yml: Option<&str>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let home = Home::locate(Some(dir.path().join("home"))).expect("home");
         home.init().expect("init");
@@ -136,7 +153,7 @@ impl Daemon {
         let config = home.config().expect("config");
         let store = home.open_store(&config, None).await.expect("store");
         let engine = Arc::new(Engine::new(
-            store,
+            store.clone(),
             home.keyring().expect("keyring"),
             config.limits,
         ));
@@ -160,6 +177,24 @@ impl Daemon {
         .await
         .expect("bind")
         .with_extension(worktrain_console::extension());
+        let mut triggers = None;
+        let server = match triggers_yml {
+            Some(yml) => {
+                let file = home.root().join("triggers.yml");
+                std::fs::write(&file, yml).expect("triggers.yml");
+                let rt = Runtime::new(
+                    store,
+                    SupervisorHost::new(sup.clone()),
+                    Arc::new(SystemClock),
+                    Some(file),
+                    EnvSource::Process,
+                );
+                assert!(rt.status().error.is_none(), "{:?}", rt.status().error);
+                triggers = Some(rt.clone());
+                server.with_triggers(rt)
+            }
+            None => server,
+        };
         let addr = server.local_addr().expect("addr");
         let stop = CancellationToken::new();
         let s2 = stop.clone();
@@ -177,6 +212,8 @@ impl Daemon {
                 .build()
                 .expect("client"),
             sup,
+            triggers,
+            home_dir: home.root().to_path_buf(),
             _fake: fake,
             stop,
             server: Some(server_task),

@@ -416,3 +416,106 @@ async fn a_steps_diff_is_shown_on_request() {
     assert_eq!(s, StatusCode::NOT_FOUND);
     d.stop().await;
 }
+
+const TRIGGERS: &str = "\
+version: 1
+triggers:
+  - id: nightly
+    description: every night
+    source:
+      schedule: {cron: '30 2 * * *'}
+    workflow: two
+    goal: 'Nightly <b>run</b> {{ $.scheduled_at }}'
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn triggers_show_counts_the_decision_log_and_the_load_error() {
+    let d = Daemon::start_with_triggers(
+        vec![route("Nightly", vec![complete("ok"), complete("ok")])],
+        TRIGGERS,
+    )
+    .await;
+    let rt = d.triggers.clone().unwrap();
+    let decision = rt.fire("nightly", None, None).await.unwrap();
+    let (cookie, _) = d.http_login().await;
+    let (s, html) = page(&d, &cookie, "/console/triggers").await;
+    assert_eq!(s, StatusCode::OK, "{html}");
+    assert!(
+        html.contains("/console/triggers/nightly") && html.contains("every night"),
+        "{html}"
+    );
+    assert!(html.contains("schedule"), "{html}");
+    assert!(html.contains(&decision.body.decision), "{html}");
+    assert!(!html.contains("triggers.yml is invalid"), "{html}");
+    let (s, html) = page(&d, &cookie, "/console/triggers/nightly").await;
+    assert_eq!(s, StatusCode::OK, "{html}");
+    assert!(
+        html.contains(&format!("<strong>{}</strong>", decision.body.decision)),
+        "{html}"
+    );
+    if let Some(session) = &decision.body.session_id {
+        assert!(
+            html.contains(&format!("/console/sessions/{session}")),
+            "{html}"
+        );
+    }
+    // An invalid edit: the page says where and why; the old triggers stay.
+    std::fs::write(
+        d.home_dir.join("triggers.yml"),
+        "version: 1\ntriggers:\n  - id: broken\n    surprise: 1\n",
+    )
+    .unwrap();
+    rt.reload();
+    let (s, html) = page(&d, &cookie, "/console/triggers").await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(html.contains("triggers.yml is invalid"), "{html}");
+    assert!(
+        html.contains("triggers.yml:"),
+        "the error names the file and line: {html}"
+    );
+    assert!(
+        html.contains("/console/triggers/nightly"),
+        "the running triggers stay: {html}"
+    );
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workflows_list_the_catalog_with_graph_and_lint() {
+    let d = Daemon::start(vec![]).await;
+    std::fs::write(
+        d.home_dir.join("workflows/bad.yaml"),
+        "schemaVersion: 1\nid: bad\n",
+    )
+    .unwrap();
+    let (cookie, _) = d.http_login().await;
+    let (s, html) = page(&d, &cookie, "/console/workflows").await;
+    assert_eq!(s, StatusCode::OK, "{html}");
+    assert!(
+        html.contains("/console/workflows/two") && html.contains("/console/workflows/gated"),
+        "{html}"
+    );
+    assert!(
+        html.contains("class=\"error\""),
+        "the broken file is listed with its problem: {html}"
+    );
+    let (s, html) = page(&d, &cookie, "/console/workflows/gated").await;
+    assert_eq!(s, StatusCode::OK, "{html}");
+    assert!(
+        html.contains("Lint") && html.contains("/console/workflows/gated/graph.svg"),
+        "{html}"
+    );
+    let r = d
+        .http
+        .get(d.url("/console/workflows/gated/graph.svg"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["content-type"], "image/svg+xml");
+    assert!(r.text().await.unwrap().contains("<svg"));
+    let (s, _) = page(&d, &cookie, "/console/workflows/nope").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    d.stop().await;
+}
