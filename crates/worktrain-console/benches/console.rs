@@ -118,7 +118,9 @@ async fn fill(
     );
     // One session with exactly 500 events; the rest share what is left.
     let big = ids[0];
-    let per = events.saturating_sub(sessions * started + 500) / sessions.saturating_sub(1).max(1);
+    let per = events
+        .saturating_sub(sessions * started + 500)
+        .div_ceil(sessions.saturating_sub(1).max(1));
     let t0 = Instant::now();
     let mut written = sessions * started;
     for (k, id) in ids.iter().enumerate() {
@@ -251,6 +253,58 @@ async fn run() {
         .unwrap()
         .to_owned();
 
+    for path in ["/console/login", "/console/sessions/rows", "/console/queue"] {
+        let (lat, _) = time_get(&http, &format!("{base}{path}"), &cookie, 30).await;
+        println!(
+            "{path}: p50 {}  p95 {}",
+            ms(percentile(&lat, 0.5)),
+            ms(percentile(&lat, 0.95))
+        );
+    }
+    // The store reads behind the sessions page, alone.
+    {
+        let store = sup.engine().store();
+        let filter = worktrain_store::SessionFilter {
+            limit: Some(51),
+            offset: Some(0),
+            ..worktrain_store::SessionFilter::default()
+        };
+        let mut list = Vec::new();
+        let mut counts = Vec::new();
+        let mut newest = Vec::new();
+        for _ in 0..50 {
+            let t0 = Instant::now();
+            store.sessions(&filter).await.unwrap();
+            list.push(t0.elapsed());
+            let t0 = Instant::now();
+            store
+                .sessions(&worktrain_store::SessionFilter {
+                    limit: Some(2),
+                    offset: Some(0),
+                    ..worktrain_store::SessionFilter::default()
+                })
+                .await
+                .unwrap();
+            newest.push(t0.elapsed());
+            let t0 = Instant::now();
+            store.session_counts().await.unwrap();
+            counts.push(t0.elapsed());
+        }
+        list.sort();
+        counts.sort();
+        newest.sort();
+        println!(
+            "store: newest 2 summaries p50 {}",
+            ms(percentile(&newest, 0.5))
+        );
+        println!(
+            "store: newest 51 summaries p50 {}  p95 {}; counts per run state p50 {}  p95 {}",
+            ms(percentile(&list, 0.5)),
+            ms(percentile(&list, 0.95)),
+            ms(percentile(&counts, 0.5)),
+            ms(percentile(&counts, 0.95))
+        );
+    }
     let (lat, size) = time_get(
         &http,
         &format!("{base}/console/sessions"),

@@ -26,7 +26,6 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
 use worktrain_daemon::api::AppState;
-use worktrain_daemon::metrics::SessionStats;
 use worktrain_daemon::server::Extension;
 
 pub mod assets;
@@ -60,7 +59,7 @@ pub struct Console {
     /// Recently computed step diffs.
     pub diffs: Arc<views::diff::DiffCache>,
     /// Counts per run state for the header (a scan of the summaries, cached briefly).
-    stats: Arc<tokio::sync::Mutex<Option<(Instant, SessionStats)>>>,
+    stats: Arc<tokio::sync::Mutex<Option<(Instant, Counts)>>>,
 }
 
 impl Console {
@@ -74,18 +73,42 @@ impl Console {
         }
     }
 
-    /// Session counts (cached for [`STATS_TTL`]).
-    pub async fn stats(&self) -> Result<SessionStats, worktrain_core::error::ApiError> {
+    /// Sessions per run state (`none`: never ran under the daemon), counted by the
+    /// store; cached for [`STATS_TTL`].
+    pub async fn counts(&self) -> Result<Counts, worktrain_core::error::ApiError> {
         let mut g = self.stats.lock().await;
         if let Some((at, s)) = g.as_ref()
             && at.elapsed() < STATS_TTL
         {
             return Ok(s.clone());
         }
-        let s = worktrain_daemon::metrics::session_stats(&self.app.sup).await?;
-        *g = Some((Instant::now(), s.clone()));
-        Ok(s)
+        let rows = self
+            .app
+            .sup
+            .engine()
+            .store()
+            .session_counts()
+            .await
+            .map_err(worktrain_engine::store_error)?;
+        let mut counts = Counts::default();
+        for (state, n) in rows {
+            counts.total += n;
+            counts
+                .by_state
+                .push((state.map(|s| s.as_str()).unwrap_or("none"), n));
+        }
+        *g = Some((Instant::now(), counts.clone()));
+        Ok(counts)
     }
+}
+
+/// Session counts for the header.
+#[derive(Debug, Clone, Default)]
+pub struct Counts {
+    /// (run state or `none`, sessions).
+    pub by_state: Vec<(&'static str, u64)>,
+    /// All sessions.
+    pub total: u64,
 }
 
 /// The daemon extension serving the console.

@@ -453,6 +453,10 @@ pub trait EventStore: Send + Sync + 'static {
     /// List session summaries matching `filter` (see [`SessionFilter`] for the order).
     async fn sessions(&self, filter: &SessionFilter) -> Result<Vec<SessionSummary>, StoreError>;
 
+    /// How many sessions are in each run state (`None`: sessions without a daemon run),
+    /// counted by the database (no summary is read). States without sessions are absent.
+    async fn session_counts(&self) -> Result<Vec<(Option<RunState>, u64)>, StoreError>;
+
     /// One node of the step graph.
     async fn node(&self, id: SessionId, node: NodeId) -> Result<Option<NodeRecord>, StoreError>;
 

@@ -892,6 +892,26 @@ impl EventStore for PgStore {
         load_summary(&mut conn, id).await
     }
 
+    async fn session_counts(&self) -> Result<Vec<(Option<RunState>, u64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT run_state, COUNT(*) AS n FROM sessions GROUP BY run_state ORDER BY run_state",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let state = match r.try_get::<Option<String>, _>("run_state")? {
+                    Some(s) => Some(
+                        RunState::parse(&s)
+                            .ok_or_else(|| corrupt(format!("unknown run state `{s}`")))?,
+                    ),
+                    None => None,
+                };
+                Ok((state, to_u64(r.try_get::<i64, _>("n")?)))
+            })
+            .collect()
+    }
+
     async fn sessions(&self, filter: &SessionFilter) -> Result<Vec<SessionSummary>, StoreError> {
         let queue_order = matches!(
             filter.run,

@@ -101,6 +101,7 @@ macro_rules! all_checks {
             newer_schema_is_refused,
             events_and_events_since_page,
             sessions_are_listed_filtered_and_paged,
+            session_counts_match_the_summaries,
             session_filters_are_literal_and_unicode,
             queue_is_priority_then_fifo,
             claims_race_exactly_one_winner,
@@ -1584,6 +1585,52 @@ fn queue_ids(q: &[worktrain_core::projection::QueueRow]) -> Vec<SessionId> {
 
 /// Claim order: higher priority first, then first queued first — also for runs queued in
 /// the same millisecond, also after a rebuild; a requeued run goes to the back.
+async fn session_counts_match_the_summaries(db: &dyn TestDb) {
+    let store = db.open(None).await.expect("open");
+    let s = store.as_ref();
+    assert!(s.session_counts().await.expect("counts").is_empty());
+    let d = Driver::new();
+    for _ in 0..3 {
+        d.start(s, json!({})).await;
+    }
+    let running = dispatch(&d, s, 0, None).await.expect("dispatch");
+    dispatch(&d, s, 0, None).await.expect("dispatch");
+    transition(s, running, |x| {
+        vec![body(EventBody::RunStarted {
+            run: x.run.as_ref().expect("run").run + 1,
+            worker: "w1".into(),
+            worktree: None,
+            branch: None,
+        })]
+    })
+    .await;
+    let mut counts = s.session_counts().await.expect("counts");
+    counts.sort_by_key(|(state, _)| state.map(|r| r.as_str()));
+    // The same as a fold over the summaries.
+    let mut folded: HashMap<Option<RunState>, u64> = HashMap::new();
+    for x in s
+        .sessions(&SessionFilter {
+            limit: Some(1000),
+            ..SessionFilter::default()
+        })
+        .await
+        .expect("list")
+    {
+        *folded.entry(x.run.as_ref().map(|r| r.state)).or_default() += 1;
+    }
+    let mut expected: Vec<(Option<RunState>, u64)> = folded.into_iter().collect();
+    expected.sort_by_key(|(state, _)| state.map(|r| r.as_str()));
+    assert_eq!(counts, expected);
+    assert_eq!(
+        counts,
+        vec![
+            (None, 3),
+            (Some(RunState::Queued), 1),
+            (Some(RunState::Running), 1)
+        ]
+    );
+}
+
 async fn queue_is_priority_then_fifo(db: &dyn TestDb) {
     let store = db.open(None).await.expect("open");
     let s = store.as_ref();

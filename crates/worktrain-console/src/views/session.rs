@@ -95,11 +95,12 @@ pub async fn page(
                 }
                 @if let Some(r) = run { dt { "Trigger" } dd { (super::trigger_kind(r.trigger.kind)) @if let Some(t) = &r.trigger.id { " " code { (t) } } } dt { "Agent" } dd { (r.agent) } }
                 @if let Some(ws) = &s.workspace { dt { "Workspace" } dd class="path" { (ws) } }
-                @if let Some(b) = &branch { dt { "Branch" } dd { code { (b) } } }
-                @if let Some(w) = run.and_then(|r| r.worktree.as_ref()) { dt { "Worktree" } dd class="path" { (w) } }
+                @if let Some(b) = branch.as_ref().filter(|b| !b.is_empty()) { dt { "Branch" } dd { code { (b) } } }
+                @if let Some(w) = run.and_then(|r| r.worktree.as_ref()).filter(|w| !w.is_empty()) { dt { "Worktree" } dd class="path" { (w) } }
                 @if let Some(p) = s.parent { dt { "Parent" } dd { a href={(BASE) "/sessions/" (p)} { code { (p) } } } }
             }
         }
+        div class="session-body" {
         section class="graph" aria-labelledby="graph-h" {
             h2 id="graph-h" { "Workflow graph" }
             p class="legend" { span class="k-done" { "done" } " · " span class="k-current" { "current" } " · " span class="k-blocked" { "blocked attempts" } " · " span class="k-skipped" { "skipped" } }
@@ -109,6 +110,7 @@ pub async fn page(
         section id="live" data-live={(BASE) "/sessions/" (id) "/live"} data-stream={(BASE) "/live/sessions/" (id)}
             data-mark=(crate::live::mark_text(Some((id, s.last_seq.0)))) aria-live="polite" {
             (live(&l, &browser))
+        }
         }
     };
     Ok(layout::page(
@@ -375,7 +377,7 @@ fn timeline(l: &Loaded) -> Markup {
                     @for e in &loose {
                         li { span class="meta" { "#" (e.seq.0) } " "
                             @match &e.body {
-                                EventBody::StepSkipped { .. } => { "step skipped by its condition" }
+                                EventBody::StepSkipped { step_id, condition, .. } => { "step " strong { (step_id.as_str()) } " skipped by its condition " code { (condition) } }
                                 EventBody::Steered { message } => { "steered: " q { (message) } }
                                 EventBody::SessionRewound { .. } => { "rewound" }
                                 EventBody::CancelRequested { .. } => { "cancel requested" }
@@ -501,6 +503,16 @@ pub async fn graph_svg(
             blocked.push(n.step_id.as_str());
         }
     }
+    // Skipped steps are not nodes: they are in the (latest) events.
+    let from = s.last_seq.0.saturating_sub(u64::from(MAX_EVENTS));
+    let mut skipped: Vec<String> = Vec::new();
+    for e in engine.store().events(id, Seq(from), MAX_EVENTS).await? {
+        if let EventBody::StepSkipped { step_id, .. } = e.body
+            && !done.contains_key(step_id.as_str())
+        {
+            skipped.push(step_id.as_str().to_owned());
+        }
+    }
     let current: Option<&StepId> = s.current.as_ref().map(|c| &c.step_id);
     let mut style = String::from("<style>");
     let sel = |step: &str| format!("#step_{} rect", svg_id(step));
@@ -508,6 +520,13 @@ pub async fn graph_svg(
         let _ = write!(
             style,
             "{}{{fill:#c8e6c9;stroke:#2e7d32;stroke-width:2}}",
+            sel(step)
+        );
+    }
+    for step in &skipped {
+        let _ = write!(
+            style,
+            "{}{{fill:#eeeeee;stroke:#9e9e9e;stroke-dasharray:2 2}}",
             sel(step)
         );
     }

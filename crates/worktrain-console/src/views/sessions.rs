@@ -10,7 +10,6 @@ use serde::Deserialize;
 use worktrain_core::ids::WorkflowId;
 use worktrain_core::projection::SessionSummary;
 use worktrain_core::run::RunState;
-use worktrain_daemon::metrics::SessionStats;
 use worktrain_store::{RunFilter, SessionFilter};
 
 use super::{PageError, elapsed_ms, source_link, status_badge, tokens};
@@ -102,7 +101,7 @@ pub async fn page(
     Query(q): Query<ListQuery>,
 ) -> Result<Markup, PageError> {
     let (rows, more) = load(&c, &q).await?;
-    let stats = c.stats().await?;
+    let stats = c.counts().await?;
     let now = worktrain_daemon::now_ms();
     let mark = crate::live::mark_text(crate::live::newest(&c).await);
     let body = html! {
@@ -139,7 +138,7 @@ pub async fn rows(
     Query(q): Query<ListQuery>,
 ) -> Result<Markup, PageError> {
     let (rows, more) = load(&c, &q).await?;
-    let stats = c.stats().await?;
+    let stats = c.counts().await?;
     Ok(live(&q, &rows, more, &stats, worktrain_daemon::now_ms()))
 }
 
@@ -147,18 +146,16 @@ fn live(
     q: &ListQuery,
     rows: &[SessionSummary],
     more: bool,
-    stats: &SessionStats,
+    stats: &crate::Counts,
     now: i64,
 ) -> Markup {
     let after = q.after.unwrap_or(0);
     html! {
         ul class="counts" aria-label="Sessions by state" {
-            @for (state, n) in &stats.by_run_state {
-                @if *n > 0 {
-                    li { a href={(BASE) "/sessions?state=" (state)} { span class={"badge s-" (state)} { (state) } " " strong { (n) } } }
-                }
+            @for (state, n) in &stats.by_state {
+                li { a href={(BASE) "/sessions?state=" (state)} { span class={"badge s-" (state)} { (state) } " " strong { (n) } } }
             }
-            li { "total " strong { (stats.scanned) } @if stats.truncated { "+" } }
+            li { "total " strong { (stats.total) } }
         }
         @if rows.is_empty() {
             p class="empty" { "No sessions match." }

@@ -519,3 +519,68 @@ async fn workflows_list_the_catalog_with_graph_and_lint() {
     assert_eq!(s, StatusCode::NOT_FOUND);
     d.stop().await;
 }
+
+const SKIPPING: &str = "\
+schemaVersion: 1
+id: skipping
+name: Skipping
+description: a step skipped by its condition
+version: '1'
+steps:
+  - id: plan
+    title: Plan
+    prompt: 'Plan {{goal}}'
+  - id: deploy
+    title: Deploy
+    runCondition: {var: ship, equals: yes}
+    prompt: 'Deploy {{goal}}'
+  - id: report
+    title: Report
+    prompt: 'Report {{goal}}'
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_graph_marks_done_skipped_and_current_steps() {
+    let mut slow = vec![complete("planned")];
+    for _ in 0..30 {
+        slow.push(slow_shell(500));
+    }
+    let d = Daemon::start(vec![route("graph-goal", slow)]).await;
+    std::fs::write(d.home_dir.join("workflows/skipping.yaml"), SKIPPING).unwrap();
+    let id = d.spawn("skipping", "graph-goal").await;
+    crate::harness::eventually(20, "the session to reach `report`", || async {
+        (d.session(&id).await["current"]["step_id"] == "report").then_some(())
+    })
+    .await;
+    let (cookie, _) = d.http_login().await;
+    let r = d
+        .http
+        .get(d.url(&format!("/console/sessions/{id}/graph.svg")))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["content-type"], "image/svg+xml");
+    let svg = r.text().await.unwrap();
+    assert!(
+        svg.contains("#step_plan rect{fill:#c8e6c9"),
+        "plan is done: {svg}"
+    );
+    assert!(
+        svg.contains("#step_deploy rect{fill:#eeeeee"),
+        "deploy was skipped: {svg}"
+    );
+    assert!(
+        svg.contains("#step_report rect{fill:#bbdefb"),
+        "report is current: {svg}"
+    );
+    // The step list says the same in words.
+    let (_, html) = page(&d, &cookie, &format!("/console/sessions/{id}")).await;
+    assert!(
+        html.contains("step <strong>deploy</strong> skipped by its condition"),
+        "{html}"
+    );
+    d.sup.cancel(id.parse().unwrap(), None).await.unwrap();
+    d.stop().await;
+}
