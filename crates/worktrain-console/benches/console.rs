@@ -208,7 +208,7 @@ async fn run() {
         engine,
         DaemonSettings::default(),
         home.root().to_path_buf(),
-        BTreeMap::new(),
+        worktrain_daemon::profiles::AgentPool::from_runners(BTreeMap::new()),
     );
     let token = std::fs::read_to_string(home.path(worktrain_config::API_TOKEN_FILE))
         .unwrap()

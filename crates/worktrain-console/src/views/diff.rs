@@ -18,7 +18,7 @@ use crate::{BASE, Console, layout};
 
 /// Diffs kept.
 const CACHE: usize = 16;
-/// Events searched after a step completed for its snapshot.
+/// Events searched around a step's completion for its snapshot.
 const LOOKAHEAD: u32 = 100;
 /// Longest patch shown (bytes); the rest is cut with a note.
 const MAX_PATCH: usize = 512 * 1024;
@@ -51,13 +51,15 @@ impl DiffCache {
     }
 }
 
-/// The snapshot commit recorded for `node` at or after `from`.
+/// The snapshot commit recorded for `node` near `around` (the engine records it in the
+/// same append as the step's completion, just before it; older daemons just after).
 async fn snapshot_of(
     c: &Console,
     id: SessionId,
     node: NodeId,
-    from: Seq,
+    around: Seq,
 ) -> Result<Option<String>, PageError> {
+    let from = Seq(around.0.saturating_sub(u64::from(LOOKAHEAD) / 2));
     let events = c
         .app
         .sup
@@ -133,12 +135,12 @@ pub async fn page(
     let closed = rec
         .closed_seq
         .ok_or_else(|| PageError::not_found("this step has not completed yet"))?;
-    let to = snapshot_of(&c, id, rec.node, Seq(closed.0.saturating_sub(1)))
+    let to = snapshot_of(&c, id, rec.node, closed)
         .await?
         .ok_or_else(|| PageError::not_found("no snapshot was recorded for this step (snapshots need a git workspace with worktrees)"))?;
     let from = match rec.parent.map(|p| (p, store.node(id, p))) {
         Some((p, fut)) => match fut.await?.and_then(|r| r.closed_seq) {
-            Some(pc) => snapshot_of(&c, id, p, Seq(pc.0.saturating_sub(1))).await?,
+            Some(pc) => snapshot_of(&c, id, p, pc).await?,
             None => None,
         },
         None => None,

@@ -152,19 +152,30 @@ impl Daemon {
         .expect("fake llm");
         let config = home.config().expect("config");
         let store = home.open_store(&config, None).await.expect("store");
-        let engine = Arc::new(Engine::new(
-            store.clone(),
-            home.keyring().expect("keyring"),
-            config.limits,
-        ));
-        let mut agents = BTreeMap::new();
-        agents.insert("default".to_owned(), agent(&base_llm));
         let mut settings = DaemonSettings::default();
         settings.worktrees.enabled = worktrees;
         settings.worktrees.remote = String::new();
         settings.worktrees.base_branch = "main".into();
         settings.lease_secs = 3;
-        let sup = Supervisor::new(engine, settings, home.root().to_path_buf(), agents);
+        let engine = Arc::new(
+            Engine::new(
+                store.clone(),
+                home.keyring().expect("keyring"),
+                config.limits,
+            )
+            .with_worktrees(worktrain_engine::SessionWorktrees::new(
+                settings.worktrees.clone(),
+                home.root(),
+            )),
+        );
+        let mut agents = BTreeMap::new();
+        agents.insert("default".to_owned(), agent(&base_llm));
+        let sup = Supervisor::new(
+            engine,
+            settings,
+            home.root().to_path_buf(),
+            worktrain_daemon::profiles::AgentPool::from_runners(agents),
+        );
         let token = std::fs::read_to_string(home.path(API_TOKEN_FILE))
             .expect("token")
             .trim()
