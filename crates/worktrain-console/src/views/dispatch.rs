@@ -106,6 +106,8 @@ pub async fn submit(
         readonly: false,
         base: None,
         idempotency_key: None,
+        source: None,
+        delivery: None,
     };
     match dispatch_session(&c.app, body, Some(TriggerKind::Console)).await {
         Ok(a) => {
