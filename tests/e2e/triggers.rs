@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use worktrain_triggers::verify::sign_hex;
 
-use crate::daemon_rig::{Rig, RigSpec, complete, have_git, route, wait_for};
+use crate::daemon_rig::{Rig, RigSpec, complete, have_git, route, shell, wait_for};
 use crate::support::exit;
 
 const SECRET: &str = "e2e-webhook-secret";
@@ -648,4 +648,49 @@ fn a_closed_issue_cancels_its_running_session() {
     assert_eq!(inel.len(), 1, "{events:#?}");
     assert_eq!(inel[0]["body"]["source"], "github:Codertocat/Hello-World#1");
     assert_eq!(inel[0]["body"]["trigger"], "gh-labeled");
+}
+
+/// Secrets of triggers.yml (webhook secrets, forge tokens) are redacted from what an
+/// agent's tools return and from every recorded event, like the API token and LLM keys.
+#[test]
+fn trigger_secrets_are_redacted_from_agent_output() {
+    if !have_git() {
+        eprintln!("skipped: git is not installed");
+        return;
+    }
+    let mut rig = Rig::new(RigSpec {
+        routes: vec![route(
+            "Spelling error in the README",
+            vec![
+                shell(&format!("echo leaked:{SECRET}")),
+                complete("printed what it found"),
+            ],
+        )],
+        ..RigSpec::default()
+    });
+    std::fs::write(rig.env.home().join("triggers.yml"), triggers_yml(&rig, "")).unwrap();
+    rig.start_daemon();
+    let (status, answer) = deliver(&rig, "issues", "secret-1", &corpus("issues.labeled.json"));
+    assert_eq!(status, 202, "{answer}");
+    let delivery = answer["delivery"].as_i64().unwrap();
+    let d = wait_for(
+        "the delivery to be dispatched",
+        Duration::from_secs(20),
+        || decision_for(&rig, delivery, "dispatched"),
+        || format!("{:#?}\n{}", decisions(&rig), rig.log_tail()),
+    );
+    let id = d["session_id"].as_str().unwrap().to_owned();
+    rig.wait_run_state(&id, "completed", Duration::from_secs(60));
+    let log = serde_json::to_string(&rig.events(&id)).unwrap();
+    assert!(
+        !log.contains(SECRET),
+        "the webhook secret reached the event log"
+    );
+    assert!(log.contains("leaked:[redacted]"), "{log}");
+    // What the model was sent back holds no secret either.
+    let sent = format!("{:?}", rig.llm.requests());
+    assert!(
+        !sent.contains(SECRET),
+        "the webhook secret reached the model"
+    );
 }

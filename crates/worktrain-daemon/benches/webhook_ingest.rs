@@ -36,18 +36,35 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(run());
 }
 
 async fn run() {
-    let n: usize = std::env::var("BENCH_DELIVERIES").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
-    let clients: usize = std::env::var("BENCH_CLIENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(32);
+    let n: usize = std::env::var("BENCH_DELIVERIES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let clients: usize = std::env::var("BENCH_CLIENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(32);
     let dir = tempfile::tempdir().unwrap();
     let home = Home::locate(Some(dir.path().join("home"))).unwrap();
     home.init().unwrap();
     let repo = dir.path().join("ws");
     std::fs::create_dir_all(&repo).unwrap();
+    // Dispatch accepts only git work trees as workspaces.
+    let init = std::process::Command::new("git")
+        .args(["init", "-q", "-b", "main"])
+        .current_dir(&repo)
+        .status()
+        .unwrap();
+    assert!(init.success(), "git init");
     std::fs::write(
         home.path("triggers.yml"),
         format!(
@@ -67,8 +84,17 @@ triggers:
     .unwrap();
     let config = home.config().unwrap();
     let store = home.open_store(&config, None).await.unwrap();
-    let engine = Arc::new(Engine::new(store.clone(), home.keyring().unwrap(), config.limits));
-    let sup = Supervisor::new(engine, config.daemon.clone(), home.root().to_path_buf(), BTreeMap::new());
+    let engine = Arc::new(Engine::new(
+        store.clone(),
+        home.keyring().unwrap(),
+        config.limits,
+    ));
+    let sup = Supervisor::new(
+        engine,
+        config.daemon.clone(),
+        home.root().to_path_buf(),
+        worktrain_daemon::profiles::AgentPool::from_runners(BTreeMap::new()),
+    );
     let triggers = Runtime::new(
         store.clone(),
         SupervisorHost::new(sup.clone()),
@@ -76,30 +102,54 @@ triggers:
         Some(home.path("triggers.yml")),
         EnvSource::Process,
     );
-    assert!(triggers.status().error.is_none(), "{:?}", triggers.status().error);
+    assert!(
+        triggers.status().error.is_none(),
+        "{:?}",
+        triggers.status().error
+    );
     let token = std::fs::read_to_string(home.path("api-token")).unwrap();
-    let server = Server::bind(sup.clone(), ApiToken::new(token.trim()).unwrap(), "127.0.0.1:0")
-        .await
-        .unwrap()
-        .with_triggers(triggers.clone());
+    let server = Server::bind(
+        sup.clone(),
+        ApiToken::new(token.trim()).unwrap(),
+        "127.0.0.1:0",
+    )
+    .await
+    .unwrap()
+    .with_triggers(triggers.clone());
     let url = format!("http://{}/webhooks/gh", server.local_addr().unwrap());
     let stop = tokio_util::sync::CancellationToken::new();
     let s2 = stop.clone();
     tokio::spawn(async move { server.run(async move { s2.cancelled().await }).await });
-    tokio::spawn(triggers.clone().run(stop.clone()));
+    // Alone on its store: always the leader.
+    let (_leader_tx, leader) = tokio::sync::watch::channel(true);
+    tokio::spawn(triggers.clone().run(stop.clone(), leader));
 
     let body: Arc<Vec<u8>> = Arc::new(
-        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/corpora/github-webhooks/issues.labeled.json")).unwrap(),
+        std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../../shared/corpora/github-webhooks/issues.labeled.json"
+        ))
+        .unwrap(),
     );
     let sig = Arc::new(format!("sha256={}", sign_hex(SECRET.as_bytes(), &body)));
-    let http = reqwest::Client::builder().no_proxy().pool_max_idle_per_host(clients).build().unwrap();
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(clients)
+        .build()
+        .unwrap();
 
     // 1. Sustained ingest (these deliveries are filtered: label `bug`, not `dispatch-me`).
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..clients {
-        let (http, url, body, sig, next) = (http.clone(), url.clone(), body.clone(), sig.clone(), next.clone());
+        let (http, url, body, sig, next) = (
+            http.clone(),
+            url.clone(),
+            body.clone(),
+            sig.clone(),
+            next.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             loop {
@@ -144,13 +194,32 @@ triggers:
         if ts.pending_deliveries(1).await.unwrap().is_empty() {
             break;
         }
-        assert!(Instant::now() < deadline, "deliveries still pending after 10 min");
+        assert!(
+            Instant::now() < deadline,
+            "deliveries still pending after 10 min"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let counts: BTreeMap<String, u64> = ts.decision_counts("gh").await.unwrap().into_iter().collect();
-    println!("decisions: {counts:?}; all decided {:?} after the last 202", started.elapsed() - elapsed);
-    assert_eq!(counts.get("received"), Some(&(n as u64)), "every delivery stored");
-    assert_eq!(counts.get("filtered"), Some(&(n as u64)), "every delivery decided");
+    let counts: BTreeMap<String, u64> = ts
+        .decision_counts("gh")
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    println!(
+        "decisions: {counts:?}; all decided {:?} after the last 202",
+        started.elapsed() - elapsed
+    );
+    assert_eq!(
+        counts.get("received"),
+        Some(&(n as u64)),
+        "every delivery stored"
+    );
+    assert_eq!(
+        counts.get("filtered"),
+        Some(&(n as u64)),
+        "every delivery decided"
+    );
 
     // 2. 202 → session created, one at a time, free worker slot (nothing else queued).
     let mut body2: serde_json::Value = serde_json::from_slice(&body).unwrap();
@@ -175,10 +244,25 @@ triggers:
         let t = Instant::now();
         let dispatch_key = format!("delivery:gh:{key}");
         loop {
-            if store.session_by_dispatch_key(&dispatch_key).await.unwrap().is_some() {
+            if store
+                .session_by_dispatch_key(&dispatch_key)
+                .await
+                .unwrap()
+                .is_some()
+            {
                 break;
             }
-            assert!(t.elapsed() < Duration::from_secs(10), "no session for {key}");
+            if t.elapsed() > Duration::from_secs(10) {
+                let recent = ts
+                    .decisions(&DecisionFilter {
+                        trigger_id: Some("gh".into()),
+                        limit: Some(5),
+                        ..DecisionFilter::default()
+                    })
+                    .await
+                    .unwrap();
+                panic!("no session for {key}: {recent:#?}");
+            }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         to_session.push(t.elapsed());
@@ -190,7 +274,27 @@ triggers:
         pct(&to_session, 0.99),
         to_session.last().unwrap()
     );
-    let d = ts.decisions(&DecisionFilter { trigger_id: Some("gh".into()), decision: Some("dispatched".into()), limit: Some(100), ..Default::default() }).await.unwrap();
-    assert_eq!(d.len(), 50);
+    // The session exists before its `dispatched` decision is written: wait for all 50.
+    let waited = Instant::now();
+    loop {
+        let d = ts
+            .decisions(&DecisionFilter {
+                trigger_id: Some("gh".into()),
+                decision: Some("dispatched".into()),
+                limit: Some(100),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        if d.len() == 50 {
+            break;
+        }
+        assert!(
+            waited.elapsed() < Duration::from_secs(10),
+            "{} of 50 dispatched",
+            d.len()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     stop.cancel();
 }

@@ -158,4 +158,8 @@ impl Host for SupervisorHost {
     fn set_trigger_caps(&self, caps: BTreeMap<String, usize>) {
         self.sup.set_trigger_caps(caps);
     }
+
+    fn add_secrets(&self, secrets: Vec<String>) {
+        self.sup.add_secrets(secrets);
+    }
 }

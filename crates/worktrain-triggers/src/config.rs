@@ -776,6 +776,41 @@ impl TriggerIndex {
     pub fn get(&self, id: &str) -> Option<&Arc<Trigger>> {
         self.triggers.get(id)
     }
+
+    /// Every secret value the file resolves — forge tokens, GitHub App keys, webhook
+    /// secrets and tokens — so the daemon can redact them from what agents and hooks
+    /// print (an agent must never see, or echo into a recorded event, a credential it was
+    /// not given).
+    pub fn secrets(&self) -> Vec<String> {
+        let mut out: Vec<&EnvString> = Vec::new();
+        for identity in self.identities.values() {
+            match identity {
+                IdentityDef::Github(g) => out.push(&g.token),
+                IdentityDef::GithubApp(a) => out.extend(a.private_key.iter()),
+                IdentityDef::Gitlab(g) => out.push(&g.token),
+            }
+        }
+        for t in self.triggers.values() {
+            match &t.source {
+                Source::Webhook(w) => out.push(&w.secret),
+                Source::GithubWebhook(w) => out.push(&w.secret),
+                Source::GitlabWebhook(w) => {
+                    out.extend(w.token.iter());
+                    out.extend(w.signing_token.iter());
+                }
+                Source::GithubPoll(_) | Source::GitlabPoll(_) | Source::Schedule(_) => {}
+            }
+        }
+        let mut values: Vec<String> = out
+            .into_iter()
+            .map(|s| s.value().to_owned())
+            // Short values would redact ordinary words; such secrets are weak anyway.
+            .filter(|v| v.len() >= 8)
+            .collect();
+        values.sort();
+        values.dedup();
+        values
+    }
 }
 
 /// A `triggers.yml` problem, located.
@@ -1214,6 +1249,27 @@ triggers:
             !format!("{idx:?}").contains("s3cret"),
             "secrets never in Debug"
         );
+    }
+
+    #[test]
+    fn secrets_lists_every_resolved_credential_of_useful_length() {
+        let long = EnvSource::Map(
+            [
+                ("GH_SECRET".to_string(), "a-long-webhook-secret".to_string()),
+                ("GH_TOKEN".to_string(), "ghp_0123456789abcdef".to_string()),
+            ]
+            .into(),
+        );
+        let idx = load("triggers.yml", BASE, &long).unwrap();
+        let secrets = idx.secrets();
+        assert_eq!(
+            secrets,
+            ["a-long-webhook-secret", "ghp_0123456789abcdef"],
+            "webhook secret and identity token, once each"
+        );
+        // A six-character value would redact ordinary words; it is left out.
+        let idx = load("triggers.yml", BASE, &env()).unwrap();
+        assert!(!idx.secrets().contains(&"s3cret".to_owned()));
     }
 
     #[test]

@@ -97,6 +97,10 @@ pub trait Host: Send + Sync + 'static {
     ) -> Result<(), HostError>;
     /// Per-trigger running caps changed (from `concurrency` and schedule overlap).
     fn set_trigger_caps(&self, caps: BTreeMap<String, usize>);
+    /// Secret values of a (re)loaded triggers file, to redact from agents' output.
+    fn add_secrets(&self, secrets: Vec<String>) {
+        let _ = secrets;
+    }
 }
 
 /// Where the runtime's clock comes from (tests inject one).
@@ -317,6 +321,7 @@ impl Runtime {
             }
         }
         self.host.set_trigger_caps(caps);
+        self.host.add_secrets(index.secrets());
         let digest = index.digest.clone();
         lock(&self.forges).clear();
         *write(&self.index) = Arc::new(index);

@@ -9,7 +9,10 @@ use worktrain_triggers::env::EnvSource;
 use worktrain_triggers::inbound;
 
 fn payload(name: &str) -> Value {
-    let p = format!("{}/../../../shared/corpora/github-webhooks/{name}", env!("CARGO_MANIFEST_DIR"));
+    let p = format!(
+        "{}/../../../shared/corpora/github-webhooks/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
 }
 
@@ -41,7 +44,9 @@ fn comment_commands_need_an_allowed_author() {
     p["comment"]["body"] = json!("/worktrain run bug-investigation");
     // The recorded comment's author is the repository OWNER: honoured.
     let ev = inbound::github_event("issue_comment", "d1".into(), p.clone());
-    let Verdict::Dispatch(plan) = evaluate(t, &ev, None) else { panic!("{:?}", evaluate(t, &ev, None)) };
+    let Verdict::Dispatch(plan) = evaluate(t, &ev, None) else {
+        panic!("{:?}", evaluate(t, &ev, None))
+    };
     assert_eq!(plan.workflow, "bug-investigation");
     assert_eq!(plan.goal, "Fix #1");
     // Anyone else on a public repository: refused, with who and why.
@@ -49,7 +54,9 @@ fn comment_commands_need_an_allowed_author() {
     let ev = inbound::github_event("issue_comment", "d2".into(), p.clone());
     let v = evaluate(t, &ev, None);
     assert_eq!(kind(&v), Some(DecisionKind::UnauthorizedCommenter));
-    let Verdict::Stop { detail, .. } = v else { unreachable!() };
+    let Verdict::Stop { detail, .. } = v else {
+        unreachable!()
+    };
     assert_eq!(detail["author_association"], "NONE");
     // A workflow not allowed for commands.
     p["comment"]["author_association"] = json!("MEMBER");
@@ -64,14 +71,40 @@ fn comment_commands_need_an_allowed_author() {
 
 #[test]
 fn disabled_repository_filter_and_missing_template_paths() {
-    let idx = load("t.yml", &YML.replace("  - id: t\n", "  - id: t\n    enabled: false\n"), &EnvSource::default()).unwrap();
+    let idx = load(
+        "t.yml",
+        &YML.replace("  - id: t\n", "  - id: t\n    enabled: false\n"),
+        &EnvSource::default(),
+    )
+    .unwrap();
     let ev = inbound::github_event("issues", "d".into(), payload("issues.labeled.json"));
-    assert_eq!(kind(&evaluate(idx.get("t").unwrap(), &ev, None)), Some(DecisionKind::TriggerDisabled));
-    let idx = load("t.yml", &YML.replace("Codertocat/Hello-World", "octo/other"), &EnvSource::default()).unwrap();
-    assert_eq!(kind(&evaluate(idx.get("t").unwrap(), &ev, None)), Some(DecisionKind::Filtered));
-    let idx = load("t.yml", &YML.replace("$.issue.number", "$.issue.numbr"), &EnvSource::default()).unwrap();
+    assert_eq!(
+        kind(&evaluate(idx.get("t").unwrap(), &ev, None)),
+        Some(DecisionKind::TriggerDisabled)
+    );
+    let idx = load(
+        "t.yml",
+        &YML.replace("Codertocat/Hello-World", "octo/other"),
+        &EnvSource::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        kind(&evaluate(idx.get("t").unwrap(), &ev, None)),
+        Some(DecisionKind::Filtered)
+    );
+    let idx = load(
+        "t.yml",
+        &YML.replace("$.issue.number", "$.issue.numbr"),
+        &EnvSource::default(),
+    )
+    .unwrap();
     let v = evaluate(idx.get("t").unwrap(), &ev, None);
-    let Verdict::Stop { kind, reason, .. } = v else { panic!() };
+    let Verdict::Stop { kind, reason, .. } = v else {
+        panic!()
+    };
     assert_eq!(kind, DecisionKind::InvalidPayload);
-    assert_eq!(reason, "goal: `$.issue.numbr` matched nothing in the payload");
+    assert_eq!(
+        reason,
+        "goal: `$.issue.numbr` matched nothing in the payload"
+    );
 }
