@@ -424,6 +424,19 @@ fn a_delivery_persisted_before_a_crash_is_processed_after_restart() {
     assert_eq!(decided.len(), 1, "decided exactly once: {decided:#?}");
 }
 
+/// Wait until the delivery `answer` names is dispatched; its session id.
+#[track_caller]
+fn dispatched_session(rig: &Rig, answer: &Value) -> String {
+    let delivery = answer["delivery"].as_i64().unwrap();
+    let d = wait_for(
+        "the delivery to be dispatched",
+        Duration::from_secs(20),
+        || decision_for(rig, delivery, "dispatched"),
+        || format!("{:#?}\n{}", decisions(rig), rig.log_tail()),
+    );
+    d["session_id"].as_str().unwrap().to_owned()
+}
+
 fn deliver_to(rig: &Rig, trigger: &str, event: &str, id: &str, body: &[u8]) -> (u16, Value) {
     let sig = format!("sha256={}", sign_hex(SECRET.as_bytes(), body));
     rig.post_raw(
@@ -489,14 +502,7 @@ fn workspace_hooks_run_around_the_agent_and_a_failing_setup_fails_the_session() 
 
     let (status, answer) = deliver(&rig, "issues", "hooks-1", &corpus("issues.labeled.json"));
     assert_eq!(status, 202, "{answer}");
-    let delivery = answer["delivery"].as_i64().unwrap();
-    let d = wait_for(
-        "the delivery to be dispatched",
-        Duration::from_secs(20),
-        || decision_for(&rig, delivery, "dispatched"),
-        || format!("{:#?}\n{}", decisions(&rig), rig.log_tail()),
-    );
-    let id = d["session_id"].as_str().unwrap().to_owned();
+    let id = dispatched_session(&rig, &answer);
     rig.wait_run_state(&id, "completed", Duration::from_secs(60));
     let events = rig.events(&id);
     let hooks = events_of(&events, "hook_ran");
@@ -609,14 +615,7 @@ fn a_closed_issue_cancels_its_running_session() {
     let labeled = corpus("issues.labeled.json");
     let (status, answer) = deliver(&rig, "issues", "rec-1", &labeled);
     assert_eq!(status, 202, "{answer}");
-    let delivery = answer["delivery"].as_i64().unwrap();
-    let d = wait_for(
-        "the delivery to be dispatched",
-        Duration::from_secs(20),
-        || decision_for(&rig, delivery, "dispatched"),
-        || format!("{:#?}\n{}", decisions(&rig), rig.log_tail()),
-    );
-    let id = d["session_id"].as_str().unwrap().to_owned();
+    let id = dispatched_session(&rig, &answer);
     rig.wait_run_state(&id, "running", Duration::from_secs(30));
 
     // The same issue, closed (the recorded payload with the state a close carries).
@@ -672,14 +671,7 @@ fn trigger_secrets_are_redacted_from_agent_output() {
     rig.start_daemon();
     let (status, answer) = deliver(&rig, "issues", "secret-1", &corpus("issues.labeled.json"));
     assert_eq!(status, 202, "{answer}");
-    let delivery = answer["delivery"].as_i64().unwrap();
-    let d = wait_for(
-        "the delivery to be dispatched",
-        Duration::from_secs(20),
-        || decision_for(&rig, delivery, "dispatched"),
-        || format!("{:#?}\n{}", decisions(&rig), rig.log_tail()),
-    );
-    let id = d["session_id"].as_str().unwrap().to_owned();
+    let id = dispatched_session(&rig, &answer);
     rig.wait_run_state(&id, "completed", Duration::from_secs(60));
     let log = serde_json::to_string(&rig.events(&id)).unwrap();
     assert!(
@@ -687,10 +679,17 @@ fn trigger_secrets_are_redacted_from_agent_output() {
         "the webhook secret reached the event log"
     );
     assert!(log.contains("leaked:[redacted]"), "{log}");
-    // What the model was sent back holds no secret either.
-    let sent = format!("{:?}", rig.llm.requests());
+    // What the model was sent back holds no secret either — apart from its own tool
+    // call, which the conversation repeats to it.
+    let sent = format!("{:?}", rig.llm.requests()).replace(&format!("echo leaked:{SECRET}"), "");
+    if let Some(at) = sent.find(SECRET) {
+        panic!(
+            "the webhook secret reached the model: …{}…",
+            &sent[at.saturating_sub(200)..(at + 60).min(sent.len())]
+        );
+    }
     assert!(
-        !sent.contains(SECRET),
-        "the webhook secret reached the model"
+        sent.contains("leaked:[redacted]"),
+        "the tool result was sent redacted"
     );
 }
