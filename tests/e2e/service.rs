@@ -33,6 +33,26 @@ fn completions_come_from_the_command_definitions() {
     assert!(bad.stderr.contains("possible values"), "{bad:?}");
 }
 
+/// `worktrain completions bash | head -1` ends quietly: the scripts are larger than a pipe
+/// buffer, so the reader going away must not panic the writer.
+#[test]
+fn completions_into_a_closed_pipe_end_quietly() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = std::process::Command::new("bash")
+            .args([
+                "-c",
+                "set -o pipefail; \"$0\" completions \"$1\" | head -c 10 >/dev/null",
+                crate::support::BIN,
+                shell,
+            ])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{shell}: {stderr}");
+        assert!(out.status.success(), "{shell}: {:?} {stderr}", out.status);
+    }
+}
+
 #[test]
 fn man_pages_cover_every_subcommand() {
     let env = Env::new();

@@ -188,8 +188,11 @@ async fn dispatch(cli: Cli, out: Out) -> Result<Exit, ApiError> {
 fn generate_completions(shell: clap_complete::Shell) -> Exit {
     use clap::CommandFactory;
     let mut cmd = Cli::command();
-    let mut stdout = std::io::stdout();
-    clap_complete::generate(shell, &mut cmd, "worktrain", &mut stdout);
+    // Into memory first: clap_complete panics when its writer fails, and a closed pipe
+    // (`worktrain completions bash | head`) must end output quietly, as everywhere else.
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "worktrain", &mut script);
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
     Exit::Ok
 }
 
