@@ -467,3 +467,44 @@ impl ChainCheck {
         })
     }
 }
+
+/// Whether a candidate run fits the caps, given the runs running now.
+pub(crate) fn fits_caps(
+    caps: &crate::RunCaps,
+    running: &[(Option<String>, Option<String>)],
+    workspace: &Option<String>,
+    trigger: &Option<String>,
+) -> bool {
+    if running.len() >= caps.total {
+        return false;
+    }
+    if caps.per_workspace > 0
+        && workspace.is_some()
+        && running.iter().filter(|(w, _)| w == workspace).count() >= caps.per_workspace
+    {
+        return false;
+    }
+    if let Some(t) = trigger
+        && let Some(cap) = caps.per_trigger.get(t)
+        && running
+            .iter()
+            .filter(|(_, x)| x.as_deref() == Some(t.as_str()))
+            .count()
+            >= *cap
+    {
+        return false;
+    }
+    true
+}
+
+/// A nullable `run_state` column: `None` for sessions never dispatched.
+pub(crate) fn run_state_column(
+    value: Option<String>,
+) -> Result<Option<worktrain_core::run::RunState>, StoreError> {
+    value
+        .map(|s| {
+            worktrain_core::run::RunState::parse(&s)
+                .ok_or_else(|| corrupt(format!("unknown run state `{s}`")))
+        })
+        .transpose()
+}

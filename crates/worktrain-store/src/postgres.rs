@@ -900,13 +900,7 @@ impl EventStore for PgStore {
         .await?;
         rows.iter()
             .map(|r| {
-                let state = match r.try_get::<Option<String>, _>("run_state")? {
-                    Some(s) => Some(
-                        RunState::parse(&s)
-                            .ok_or_else(|| corrupt(format!("unknown run state `{s}`")))?,
-                    ),
-                    None => None,
-                };
+                let state = crate::common::run_state_column(r.try_get("run_state")?)?;
                 Ok((state, to_u64(r.try_get::<i64, _>("n")?)))
             })
             .collect()
@@ -1378,7 +1372,7 @@ impl EventStore for PgStore {
             .fetch_all(&mut *tx)
             .await?;
         for (sid, workspace, trigger) in candidates {
-            if !crate::sqlite::fits_caps(claim.caps, &running, &workspace, &trigger) {
+            if !crate::common::fits_caps(claim.caps, &running, &workspace, &trigger) {
                 continue;
             }
             let (locked,): (bool,) =

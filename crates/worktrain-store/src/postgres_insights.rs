@@ -4,6 +4,7 @@
 //! transaction-scoped advisory lock (SQLite's single write lock does that there), so the
 //! ordinals of histories and notes never collide.
 
+use crate::common::to_u64;
 use async_trait::async_trait;
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
@@ -28,10 +29,6 @@ async fn lock_key(conn: &mut PgConnection, key: &str) -> Result<(), StoreError> 
 
 fn limit(l: Option<u32>) -> i64 {
     i64::from(l.unwrap_or(100).clamp(1, 10_000))
-}
-
-fn to_u64(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
 }
 
 fn to_u32(v: i64) -> u32 {

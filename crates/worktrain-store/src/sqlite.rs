@@ -392,35 +392,6 @@ async fn append_decided(
     Ok(prepared)
 }
 
-/// Whether a candidate run fits the caps, given the runs running now.
-pub(crate) fn fits_caps(
-    caps: &crate::RunCaps,
-    running: &[(Option<String>, Option<String>)],
-    workspace: &Option<String>,
-    trigger: &Option<String>,
-) -> bool {
-    if running.len() >= caps.total {
-        return false;
-    }
-    if caps.per_workspace > 0
-        && workspace.is_some()
-        && running.iter().filter(|(w, _)| w == workspace).count() >= caps.per_workspace
-    {
-        return false;
-    }
-    if let Some(t) = trigger
-        && let Some(cap) = caps.per_trigger.get(t)
-        && running
-            .iter()
-            .filter(|(_, x)| x.as_deref() == Some(t.as_str()))
-            .count()
-            >= *cap
-    {
-        return false;
-    }
-    true
-}
-
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
@@ -903,13 +874,7 @@ impl EventStore for SqliteStore {
         .await?;
         rows.iter()
             .map(|r| {
-                let state = match r.try_get::<Option<String>, _>("run_state")? {
-                    Some(s) => Some(
-                        RunState::parse(&s)
-                            .ok_or_else(|| corrupt(format!("unknown run state `{s}`")))?,
-                    ),
-                    None => None,
-                };
+                let state = crate::common::run_state_column(r.try_get("run_state")?)?;
                 Ok((state, to_u64(r.try_get::<i64, _>("n")?)))
             })
             .collect()
@@ -1361,7 +1326,7 @@ impl EventStore for SqliteStore {
             .fetch_all(&mut *tx)
             .await?;
         for (sid, workspace, trigger) in candidates {
-            if !fits_caps(claim.caps, &running, &workspace, &trigger) {
+            if !crate::common::fits_caps(claim.caps, &running, &workspace, &trigger) {
                 continue;
             }
             let id: SessionId = parse(&sid, "session id")?;

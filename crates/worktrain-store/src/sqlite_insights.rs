@@ -1,6 +1,7 @@
 //! [`InsightsStore`] on SQLite (schema in `migrations/sqlite/0004_insights.sql`). Plain
 //! SQL only: no JSON functions, every list has an explicit `ORDER BY` on columns.
 
+use crate::common::to_u64;
 use async_trait::async_trait;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite};
@@ -15,10 +16,6 @@ use crate::sqlite::SqliteStore;
 
 fn limit(l: Option<u32>) -> i64 {
     i64::from(l.unwrap_or(100).clamp(1, 10_000))
-}
-
-fn to_u64(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
 }
 
 fn to_u32(v: i64) -> u32 {
