@@ -29,6 +29,7 @@ pub mod postgres;
 mod postgres_insights;
 pub mod sqlite;
 mod sqlite_insights;
+pub mod stats;
 pub mod triggers;
 mod url;
 
@@ -591,8 +592,21 @@ pub trait EventStore: Send + Sync + 'static {
     /// covers notifications lost while the listener reconnects).
     fn quiet_recheck(&self) -> Duration;
 
+    /// Samples of the latest `latest` sessions of `workflow` (at most
+    /// [`stats::MAX_SAMPLED_SESSIONS`]) and their step-graph nodes, for per-workflow and
+    /// per-step statistics; read from the projections and the events they point at.
+    async fn workflow_samples(
+        &self,
+        workflow: &WorkflowId,
+        latest: u32,
+    ) -> Result<stats::WorkflowSamples, StoreError>;
+
+    /// Sessions per workflow (all time), with how many completed and how many failed.
+    async fn workflow_counts(&self) -> Result<Vec<stats::WorkflowCounts>, StoreError>;
+
     /// Close the connections (SQLite checkpoints its WAL).
     async fn close(&self);
+
     /// The trace-analysis storage of this backend, when it has one (same database).
     fn insights(&self) -> Option<&dyn InsightsStore> {
         None

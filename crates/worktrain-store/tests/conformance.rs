@@ -115,6 +115,7 @@ macro_rules! all_checks {
             appends_are_announced,
             sessions_copy_between_stores,
             delivery_stages_fold_and_rebuild,
+            workflow_samples_come_from_the_projections,
         );
     };
 }
@@ -2948,5 +2949,104 @@ async fn delivery_stages_fold_and_rebuild(db: &dyn TestDb) {
         s.session(id).await.expect("s").expect("e").run,
         done.run,
         "the delivery folds the same when rebuilt"
+    );
+}
+
+/// An LLM turn of the agent, with its token usage.
+fn llm_turn(input: u64, output: u64) -> NewEvent {
+    body(
+        serde_json::from_value(json!({"type": "agent_activity", "activity": {
+            "type": "llm_turn", "turn": 1, "model": "m",
+            "usage": {"input_tokens": input, "output_tokens": output,
+                      "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0},
+            "stop_reason": "tool_use", "duration_ms": 5, "attempts": 1, "tool_calls": 1}}))
+        .expect("activity"),
+    )
+}
+
+/// Workflow samples: one row per session and per node, with the attempts, the blocked
+/// ones, the entry and closing times of the node's events and the tokens of the LLM turns
+/// recorded while it was open; counts per workflow.
+async fn workflow_samples_come_from_the_projections(db: &dyn TestDb) {
+    let store = db.open(None).await.expect("open");
+    let s = store.as_ref();
+    let wf = worktrain_core::ids::WorkflowId::new("conformance").expect("id");
+    let empty = s.workflow_samples(&wf, 100).await.expect("samples");
+    assert_eq!(empty.total_sessions, 0);
+    assert!(empty.runs.is_empty() && empty.steps.is_empty());
+    assert!(s.workflow_counts().await.expect("counts").is_empty());
+
+    let d = Driver::new();
+    let a = d.start(s, json!({})).await;
+    transition(s, a, |_| vec![llm_turn(100, 20)]).await;
+    // No notes: blocked; then accepted.
+    let blocked = d.submit(s, a, "", json!({})).await;
+    assert_eq!(blocked.status, SessionStatus::Blocked, "{blocked:?}");
+    d.submit(s, a, "planned", json!({})).await;
+    transition(s, a, |_| vec![llm_turn(7, 3)]).await;
+    let b = d.start(s, json!({})).await;
+
+    let samples = s.workflow_samples(&wf, 100).await.expect("samples");
+    assert_eq!(samples.total_sessions, 2);
+    assert_eq!(samples.runs.len(), 2);
+    let run_a = samples.runs.iter().find(|r| r.session_id == a).expect("a");
+    assert_eq!(run_a.tokens, 130);
+    assert_eq!(run_a.status, SessionStatus::InProgress);
+    assert_eq!(run_a.run_state, None);
+    let events = s.events(a, Seq(0), 100).await.expect("events");
+    let at = |seq: Seq| {
+        events
+            .iter()
+            .find(|e| e.seq == seq)
+            .map(|e| e.created_at_ms)
+            .expect("event")
+    };
+    let nodes = s.nodes(a).await.expect("nodes");
+    let steps_a: Vec<_> = samples.steps.iter().filter(|x| x.session_id == a).collect();
+    assert_eq!(steps_a.len(), 2);
+    let (plan, build) = (steps_a[0], steps_a[1]);
+    assert_eq!(
+        (plan.step_id.as_str(), plan.status),
+        ("plan", NodeStatus::Completed)
+    );
+    assert_eq!(
+        (plan.attempts, plan.blocked_attempts, plan.tokens),
+        (2, 1, 120)
+    );
+    assert_eq!(plan.entered_at_ms, at(nodes[0].entered_seq));
+    assert_eq!(
+        plan.closed_at_ms,
+        Some(at(nodes[0].closed_seq.expect("closed")))
+    );
+    assert_eq!(
+        (build.step_id.as_str(), build.status),
+        ("build", NodeStatus::Active)
+    );
+    assert_eq!(
+        (build.attempts, build.blocked_attempts, build.tokens),
+        (0, 0, 10)
+    );
+    assert_eq!(build.closed_at_ms, None);
+    assert_eq!(
+        samples.steps.iter().filter(|x| x.session_id == b).count(),
+        1
+    );
+    // The window is the latest sessions.
+    let latest = s.workflow_samples(&wf, 1).await.expect("samples");
+    assert_eq!(latest.total_sessions, 2);
+    assert_eq!(latest.runs.len(), 1);
+    assert_eq!(latest.runs[0].session_id, b);
+    assert!(latest.steps.iter().all(|x| x.session_id == b));
+
+    let counts = s.workflow_counts().await.expect("counts");
+    assert_eq!(counts.len(), 1);
+    assert_eq!(
+        (
+            counts[0].workflow_id.as_str(),
+            counts[0].sessions,
+            counts[0].complete,
+            counts[0].failed
+        ),
+        ("conformance", 2, 0, 0)
     );
 }

@@ -15,6 +15,7 @@ pub mod queue;
 pub mod session;
 pub mod sessions;
 pub mod triggers;
+pub mod workflow_stats;
 pub mod workflows;
 
 /// A page-level error: a status and a message for the operator.

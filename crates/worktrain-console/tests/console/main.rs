@@ -7,3 +7,4 @@
 mod browser;
 mod harness;
 mod http;
+mod stats;
