@@ -21,7 +21,7 @@ use worktrain_core::activity::AgentActivity;
 use worktrain_core::event::{EventBody, StoredEvent};
 use worktrain_core::ids::{NodeId, Seq, SessionId, StepId};
 use worktrain_core::projection::{NodeRecord, NodeStatus, SessionStatus, SessionSummary};
-use worktrain_core::run::RunState;
+use worktrain_core::run::{DeliveryStage, DeliveryState, RunState};
 use worktrain_engine::{RewindTarget, SessionRef, current_path};
 
 use super::{PageError, elapsed_ms, source_link, status_badge, tokens};
@@ -98,12 +98,15 @@ pub async fn page(
                 @if let Some(b) = branch.as_ref().filter(|b| !b.is_empty()) { dt { "Branch" } dd { code { (b) } } }
                 @if let Some(w) = run.and_then(|r| r.worktree.as_ref()).filter(|w| !w.is_empty()) { dt { "Worktree" } dd class="path" { (w) } }
                 @if let Some(p) = s.parent { dt { "Parent" } dd { a href={(BASE) "/sessions/" (p)} { code { (p) } } } }
+                @if let Some(d) = run.and_then(|r| r.delivery.as_ref()) && let Some(url) = d.pr_url.as_deref() {
+                    dt { "Pull request" } dd { (web_link(url, &d.pr_number.map_or_else(|| url.to_owned(), |n| format!("#{n}")))) }
+                }
             }
         }
         div class="session-body" {
         section class="graph" aria-labelledby="graph-h" {
             h2 id="graph-h" { "Workflow graph" }
-            p class="legend" { span class="k-done" { "done" } " · " span class="k-current" { "current" } " · " span class="k-blocked" { "blocked attempts" } " · " span class="k-skipped" { "skipped" } }
+            p class="legend" { span class="k-done" { "done" } " · " span class="k-current" { "current" } " · " span class="k-blocked" { "blocked attempts" } " · " span class="k-skipped" { "skipped" } " · " span class="k-done" { "×N" } " loop passes" }
             img class="graph" src={(BASE) "/sessions/" (id) "/graph.svg?seq=" (s.last_seq.0)}
                 alt={"Workflow graph of " (s.workflow_id.as_str()) " with this session's path; the step timeline below lists the same steps as text"};
         }
@@ -163,6 +166,7 @@ fn live(l: &Loaded, browser: &Browser) -> Markup {
             }
         }
         (actions(l, browser))
+        (delivery_section(s))
         (timeline(l))
         (waterfall(l))
     }
@@ -185,7 +189,96 @@ fn available(s: &SessionSummary) -> Vec<&'static str> {
             out.push("rewind");
         }
     }
+    if delivery_retryable(s) {
+        out.push("retry-delivery");
+    }
     out
+}
+
+/// A completed session whose delivery failed (and whose run is not going again).
+fn delivery_retryable(s: &SessionSummary) -> bool {
+    s.status == SessionStatus::Complete
+        && s.run.as_ref().is_some_and(|r| {
+            r.trigger.delivery.is_some()
+                && matches!(r.state, RunState::Failed | RunState::Completed)
+                && r.delivery
+                    .as_ref()
+                    .is_some_and(|d| d.state == DeliveryState::Failed)
+        })
+}
+
+/// A link to `url` when it is a plain web address (a forge's answer is untrusted: no
+/// `javascript:` or other schemes), else the text alone.
+fn web_link(url: &str, text: &str) -> Markup {
+    let ok = url::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https"));
+    html! {
+        @if ok { a href=(url) rel="noopener noreferrer" { (text) } } @else { (text) }
+    }
+}
+
+/// The delivery pipeline: each stage of the target with its result, the forge's message
+/// on failure, the pull request (empty for sessions without delivery).
+pub fn delivery_section(s: &SessionSummary) -> Markup {
+    let run = s.run.as_ref();
+    let settings = run.and_then(|r| r.trigger.delivery.as_deref());
+    let info = run.and_then(|r| r.delivery.as_ref());
+    if settings.is_none() && info.is_none() {
+        return html! {};
+    }
+    let mut stages: Vec<DeliveryStage> = settings.map(worktrain_delivery::plan).unwrap_or_default();
+    if let Some(d) = info {
+        for (st, _) in &d.done {
+            if !stages.contains(st) {
+                stages.push(*st);
+            }
+        }
+        if let Some(f) = &d.failure
+            && !stages.contains(&f.stage)
+        {
+            stages.push(f.stage);
+        }
+    }
+    let state = info.map_or("not started", |d| match d.state {
+        DeliveryState::Running => "running",
+        DeliveryState::Delivered => "delivered",
+        DeliveryState::Failed => "failed",
+    });
+    html! {
+        section class="delivery" aria-labelledby="delivery-h" data-delivery=(state) {
+            h2 id="delivery-h" { "Delivery" }
+            p class="meta" {
+                @if let Some(t) = settings { "Target " code { (t.target.as_str()) } " · " }
+                span class={"badge d-" (state.replace(' ', "-"))} { (state) }
+                @if let Some(d) = info { " · attempt " (d.attempt) }
+                @if let Some(d) = info && let Some(url) = d.pr_url.as_deref() {
+                    " · pull request " (web_link(url, &d.pr_number.map_or_else(|| url.to_owned(), |n| format!("#{n}"))))
+                }
+            }
+            ol class="stages" {
+                @for st in &stages {
+                    @let done = info.and_then(|d| d.outcome(*st));
+                    @let failed = info.and_then(|d| d.failure.as_ref()).filter(|f| f.stage == *st);
+                    @let result = if done.is_some() { "done" } else if failed.is_some() { "failed" } else { "pending" };
+                    li class={"stage r-" (result)} data-stage=(st.as_str()) data-result=(result) {
+                        span class={"badge r-" (result)} { (result) } " " strong { (st.as_str()) }
+                        @if let Some(o) = done {
+                            " — " (o.summary)
+                            @if let Some(c) = &o.commit { " " code { (short_hash(c)) } }
+                            @if let Some(u) = &o.url { " " (web_link(u, u)) }
+                            @if !o.findings.is_empty() { " (" (o.findings.len()) " secret-scan findings)" }
+                        }
+                        @if let Some(f) = failed {
+                            div class="stage-error" role="alert" {
+                                strong { "Failed: " } span class="forge-message" { (f.message) }
+                                @if let Some(h) = &f.hint { br; span class="hint" { (h) } }
+                                @if !f.retryable { br; span class="hint" { "Not retryable as things are: fix the cause first." } }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn actions(l: &Loaded, browser: &Browser) -> Markup {
@@ -222,7 +315,7 @@ fn actions(l: &Loaded, browser: &Browser) -> Markup {
                                             @for n in &done_steps { option value=(n.step_id.as_str()) { (n.step_id.as_str()) } }
                                         }
                                     }
-                                    "retry" | "resume" => {}
+                                    "retry" | "resume" | "retry-delivery" => {}
                                     _ => {
                                         label for={"f-" (a)} { "Note (optional)" }
                                         input id={"f-" (a)} name="note" type="text";
@@ -247,6 +340,7 @@ fn label(a: &str) -> &'static str {
         "reject" => "Reject",
         "resume" => "Resume",
         "retry" => "Retry",
+        "retry-delivery" => "Retry delivery",
         "rewind" => "Rewind",
         _ => "Action",
     }
@@ -260,6 +354,7 @@ fn confirm_text(a: &str) -> &'static str {
         "reject" => "The parked output is rejected; the agent must submit a new attempt.",
         "resume" => "The interrupted run is queued again.",
         "retry" => "The run is queued again from where the session stands.",
+        "retry-delivery" => "The delivery continues from the stage that failed; no agent runs.",
         "rewind" => {
             "The session moves back to the chosen step (a new branch of the step graph); retry to run it."
         }
@@ -478,7 +573,7 @@ fn waterfall(l: &Loaded) -> Markup {
 }
 
 /// `GET /console/sessions/{id}/graph.svg`: the workflow graph with this session's path
-/// (done, current, blocked, skipped; loop passes as counts in the tooltip).
+/// (done, current, blocked, skipped; a step completed more than once marked `×N`).
 pub async fn graph_svg(
     State(c): State<Console>,
     Path(id): Path<String>,
@@ -544,12 +639,13 @@ pub async fn graph_svg(
             sel(cur.as_str())
         );
     }
-    style.push_str("</style>");
+    style.push_str(".wt-iter{font:bold 11px sans-serif;fill:#1b5e20}</style>");
     // Our own rules go after the renderer's, so they win.
     let svg = match svg.find("</defs>") {
         Some(i) => format!("{}{}{}", &svg[..i], style, &svg[i..]),
         None => svg,
     };
+    let svg = mark_passes(svg, &done);
     let mut resp = svg.into_response();
     let h = resp.headers_mut();
     h.insert(
@@ -562,6 +658,55 @@ pub async fn graph_svg(
         HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'"),
     );
     Ok(resp)
+}
+
+/// Steps completed more than once on the session's path (loop iterations) get a `×N`
+/// mark in the corner of their box.
+fn mark_passes(mut svg: String, done: &BTreeMap<&str, u32>) -> String {
+    for (step, n) in done.iter().filter(|(_, n)| **n > 1) {
+        let open = format!("<g id=\"step_{}\">", xml_id(step));
+        let Some(start) = svg.find(&open) else {
+            continue;
+        };
+        let Some(end) = svg[start..].find("</g>").map(|e| start + e) else {
+            continue;
+        };
+        let Some((x, y, w)) = first_rect(&svg[start..end]) else {
+            continue;
+        };
+        let mark = format!(
+            "<text class=\"wt-iter\" x=\"{}\" y=\"{}\" text-anchor=\"end\">×{n}<title>{n} passes</title></text>",
+            x + w - 4.0,
+            y + 12.0
+        );
+        svg.insert_str(end, &mark);
+    }
+    svg
+}
+
+/// `x`, `y` and `width` of the first `<rect>` in `group`.
+fn first_rect(group: &str) -> Option<(f64, f64, f64)> {
+    let rect = &group[group.find("<rect")?..];
+    let rect = &rect[..rect.find('>')?];
+    let attr = |name: &str| -> Option<f64> {
+        let key = format!(" {name}=\"");
+        let i = rect.find(&key)? + key.len();
+        rect[i..].split('"').next()?.parse().ok()
+    };
+    Some((attr("x")?, attr("y")?, attr("width")?))
+}
+
+/// The renderer's XML id for a step key (see `worktrain_workflow_tools::graph`).
+fn xml_id(key: &str) -> String {
+    key.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// The renderer's element id for a step (see `worktrain_workflow_tools::graph`).
@@ -611,6 +756,7 @@ pub async fn action(
         },
         "resume" => sup.resume(id).await.map(drop),
         "retry" => sup.retry(id).await.map(drop),
+        "retry-delivery" => sup.retry_delivery(id).await.map(drop),
         "rewind" => {
             let step = text("step").ok_or_else(|| PageError::bad("choose a step to rewind to"))?;
             let step = StepId::new(&step).map_err(|e| PageError::bad(e.to_string()))?;
