@@ -12,11 +12,12 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tracing::{Instrument, debug, info, info_span, warn};
 use worktrain_core::activity::{ChangeDigest, OUTPUT_TAIL_CHARS, digest, tail_chars, text_digest};
+use worktrain_core::machine::Submission;
 
-use crate::driver::{DriverError, RecapItem, StepBrief, StepOutput, StepResult, StepStatus};
+use crate::driver::{DriverError, RecapItem, StepBrief, StepResult, StepStatus};
 use crate::events::{
     AgentEvent, LlmTurnRecord, NudgeReason, RunnerKind, SubmitResult, ToolCallRecord,
     ToolErrorKind, ToolErrorRecord, with_heartbeat,
@@ -193,18 +194,6 @@ impl AgentRunner for LlmAgent {
 }
 
 use crate::run::Flow;
-
-/// Arguments of `complete_step`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CompleteArgs {
-    #[serde(default)]
-    notes: Option<String>,
-    #[serde(default)]
-    artifacts: Vec<Value>,
-    #[serde(default)]
-    context: Map<String, Value>,
-}
 
 /// Arguments of `report_issue`.
 #[derive(Deserialize)]
@@ -679,17 +668,13 @@ impl<'a> Run<'a> {
         step: &StepBrief,
         input: &Value,
     ) -> Flow<(ToolOutput, StepMove, Option<RunOutcome>)> {
-        let args: CompleteArgs = match tools::parse_args(COMPLETE_STEP, input) {
+        // The tool's arguments are the engine's submission shape itself (unknown keys refused).
+        let args: Submission = match tools::parse_args(COMPLETE_STEP, input) {
             Ok(a) => a,
             Err(out) => return Ok((out, StepMove::Stay, None)),
         };
         let notes = args.notes.clone();
-        let output = StepOutput {
-            notes: args.notes,
-            artifacts: args.artifacts,
-            context: args.context,
-        };
-        let result = self.guarded(self.ctx.driver.complete_step(output)).await?;
+        let result = self.guarded(self.ctx.driver.complete_step(args)).await?;
         let (label, reply) = match result {
             Ok(StepResult::Advanced(next)) => {
                 self.stats.steps_completed += 1;
@@ -715,7 +700,7 @@ impl<'a> Run<'a> {
                     (
                         ToolOutput::ok(format!(
                             "BLOCKED: the submission was not accepted. Fix the following, then call complete_step again:\n{}",
-                            prompt::blockers_text(&blockers)
+                            worktrain_core::event::render_blockers(&blockers, "")
                         )),
                         StepMove::Stay,
                         None,

@@ -2,15 +2,16 @@
 //!
 //! The daemon implements it on top of `Engine::advance`/`rehydrate`, holding the session's
 //! tokens itself: an agent only ever sees [`StepBrief`]s (no tokens) and submits
-//! [`StepOutput`]s; the driver injects the advance token. `StepBrief::from_response`,
+//! [`Submission`]s; the driver injects the advance token. `StepBrief::from_response`,
 //! [`StepStatus::from_response`] and [`StepResult::from_response`] translate the engine's
 //! `StepResponse`.
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use worktrain_core::error::{ApiError, Retry};
 use worktrain_core::event::Blocker;
+use worktrain_core::machine::Submission;
 use worktrain_core::response::{Intent, Outcome, StepResponse};
 
 /// The output contract of a step, as the agent sees it.
@@ -164,20 +165,6 @@ impl StepStatus {
     }
 }
 
-/// What the agent submits for the current step (the driver adds the token).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct StepOutput {
-    /// Notes (markdown).
-    #[serde(default)]
-    pub notes: Option<String>,
-    /// Typed artifacts (`{"kind": …}`).
-    #[serde(default)]
-    pub artifacts: Vec<Value>,
-    /// Context changes (`null` deletes a key).
-    #[serde(default)]
-    pub context: Map<String, Value>,
-}
-
 /// What submitting a step's output did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StepResult {
@@ -255,5 +242,5 @@ pub trait StepDriver: Send + Sync {
     /// Where the session stands now.
     async fn current(&self) -> Result<StepStatus, DriverError>;
     /// Submit the current step's output.
-    async fn complete_step(&self, output: StepOutput) -> Result<StepResult, DriverError>;
+    async fn complete_step(&self, output: Submission) -> Result<StepResult, DriverError>;
 }

@@ -31,8 +31,7 @@ pub mod tools;
 pub use agent::{AgentPolicy, LlmAgent, LlmAgentConfig};
 pub use command::{CommandAgent, CommandAgentConfig, PromptDelivery};
 pub use driver::{
-    ContractBrief, DriverError, RecapItem, StepBrief, StepDriver, StepOutput, StepResult,
-    StepStatus,
+    ContractBrief, DriverError, RecapItem, StepBrief, StepDriver, StepResult, StepStatus,
 };
 pub use events::{
     AgentEvent, CountingHeartbeat, EventSink, Heartbeat, LlmTurnRecord, MemorySink, NudgeReason,
@@ -46,7 +45,7 @@ pub use llm::{
 };
 pub use profile::{AgentProfile, LlmProfile};
 pub use run::{
-    AgentRunner, FailureReason, ModelPrice, PriceTable, RunContext, RunLimits, RunOutcome,
+    AgentRunner, FailureReason, ModelPrice, PriceTable, RunBudget, RunContext, RunOutcome,
     RunStats, SteeringInbox,
 };
 pub use sandbox::{
@@ -56,3 +55,7 @@ pub use sandbox::{
 pub use secret::Secret;
 pub use tokio_util::sync::CancellationToken;
 pub use tools::{ToolConfig, ToolOutput};
+
+/// What an agent submits for a step: the engine's own shape, so the agent loop, the
+/// `complete_step` tool and every driver agree on one set of fields.
+pub use worktrain_core::machine::Submission;

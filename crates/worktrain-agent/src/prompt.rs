@@ -170,27 +170,7 @@ pub fn step_section(step: &StepBrief) -> String {
     }
     if !step.blockers.is_empty() {
         s.push_str("\n## Your last submission of this step was blocked\n\n");
-        s.push_str(&blockers_text(&step.blockers));
-    }
-    s
-}
-
-/// Blockers as a list for the model.
-pub fn blockers_text(blockers: &[worktrain_core::event::Blocker]) -> String {
-    let mut s = String::new();
-    for b in blockers {
-        let code = serde_json::to_value(b.code)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
-        let _ = write!(s, "- [{code}] {}", b.message);
-        if let Some(p) = &b.path {
-            let _ = write!(s, " (at {p})");
-        }
-        s.push('\n');
-        if let Some(ex) = &b.example {
-            let _ = writeln!(s, "  example: {ex}");
-        }
+        s.push_str(&worktrain_core::event::render_blockers(&step.blockers, ""));
     }
     s
 }

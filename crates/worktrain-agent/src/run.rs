@@ -14,10 +14,14 @@ use crate::events::{EventSink, Heartbeat, NullSink};
 use crate::guard::PathGuard;
 use crate::llm::Usage;
 
-/// Budgets of one run. `None` means unlimited.
+/// The resolved budgets of one run, as the runners enforce them. `None` means unlimited.
+///
+/// A session's request carries optional overrides ([`worktrain_core::run::RunLimits`], whole
+/// seconds, absent = default); [`RunBudget::with_overrides`] is the one place those are laid
+/// over these defaults.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct RunLimits {
+pub struct RunBudget {
     /// Wall-clock time of the whole run.
     #[serde(with = "crate::duration_serde::option")]
     pub wall_clock: Option<Duration>,
@@ -33,7 +37,7 @@ pub struct RunLimits {
     pub tool_timeout: Duration,
 }
 
-impl Default for RunLimits {
+impl Default for RunBudget {
     fn default() -> Self {
         Self {
             wall_clock: Some(Duration::from_secs(2 * 3600)),
@@ -42,6 +46,34 @@ impl Default for RunLimits {
             max_cost_usd: None,
             tool_timeout: Duration::from_secs(600),
         }
+    }
+}
+
+impl RunBudget {
+    /// The default budget with a session's overrides applied: every limit the request sets
+    /// replaces the default, every limit it leaves out keeps it. `None` (no overrides) is
+    /// the default budget.
+    pub fn with_overrides(overrides: Option<&worktrain_core::run::RunLimits>) -> Self {
+        let mut out = Self::default();
+        let Some(l) = overrides else {
+            return out;
+        };
+        if let Some(s) = l.wall_clock_secs {
+            out.wall_clock = Some(Duration::from_secs(s));
+        }
+        if l.max_turns.is_some() {
+            out.max_turns = l.max_turns;
+        }
+        if l.max_tokens.is_some() {
+            out.max_tokens = l.max_tokens;
+        }
+        if l.max_cost_usd.is_some() {
+            out.max_cost_usd = l.max_cost_usd;
+        }
+        if let Some(s) = l.tool_timeout_secs {
+            out.tool_timeout = Duration::from_secs(s);
+        }
+        out
     }
 }
 
@@ -156,7 +188,7 @@ pub struct RunContext {
     /// Operator messages.
     pub steering: SteeringInbox,
     /// Budgets.
-    pub limits: RunLimits,
+    pub limits: RunBudget,
     /// File-tool confinement; default: [`crate::guard::WorktreeGuard`] on `worktree`.
     pub guard: Option<Arc<dyn PathGuard>>,
     /// Told to the agent first, e.g. that the session was interrupted and resumed.
@@ -194,7 +226,7 @@ impl RunContext {
             heartbeat: Arc::new(|| {}),
             cancel: CancellationToken::new(),
             steering: SteeringInbox::new(),
-            limits: RunLimits::default(),
+            limits: RunBudget::default(),
             guard: None,
             resume_note: None,
             hidden: Vec::new(),
@@ -227,7 +259,7 @@ impl RunContext {
     }
 
     /// Use these limits.
-    pub fn with_limits(mut self, limits: RunLimits) -> Self {
+    pub fn with_limits(mut self, limits: RunBudget) -> Self {
         self.limits = limits;
         self
     }
@@ -406,4 +438,27 @@ pub(crate) async fn record_or_fail(
     sink.record(event)
         .await
         .map_err(|e| failed(FailureReason::RecordingFailed, e.to_string(), stats()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use worktrain_core::run::RunLimits;
+
+    #[test]
+    fn overrides_replace_only_the_limits_they_set() {
+        assert_eq!(RunBudget::with_overrides(None), RunBudget::default());
+        let b = RunBudget::with_overrides(Some(&RunLimits {
+            wall_clock_secs: Some(60),
+            max_tokens: Some(1_000),
+            tool_timeout_secs: Some(5),
+            ..RunLimits::default()
+        }));
+        assert_eq!(b.wall_clock, Some(Duration::from_secs(60)));
+        assert_eq!(b.max_tokens, Some(1_000));
+        assert_eq!(b.tool_timeout, Duration::from_secs(5));
+        // Left out: the defaults stay.
+        assert_eq!(b.max_turns, RunBudget::default().max_turns);
+        assert_eq!(b.max_cost_usd, None);
+    }
 }

@@ -393,22 +393,9 @@ pub enum DaemonAction {
 /// `worktrain spawn`.
 #[derive(Debug, Args)]
 pub struct SpawnArgs {
-    /// Workflow id or path to a workflow file.
-    #[arg(long)]
-    pub workflow: String,
-    /// What the session should achieve.
-    #[arg(long)]
-    pub goal: String,
-    /// Workspace directory (default: the current directory). A git repository gets a
-    /// worktree per session.
-    #[arg(long, value_name = "DIR")]
-    pub workspace: Option<PathBuf>,
-    /// Initial context values (`key=value`; JSON values are parsed; repeatable).
-    #[arg(long = "context", value_name = "KEY=VALUE")]
-    pub context: Vec<String>,
-    /// The session that spawned this one.
-    #[arg(long, value_name = "SESSION")]
-    pub parent: Option<String>,
+    /// The session to start.
+    #[command(flatten)]
+    pub session: NewSessionArgs,
     /// Agent profile from config.yaml (default: `daemon.default_agent`).
     #[arg(long)]
     pub agent: Option<String>,
@@ -517,12 +504,9 @@ pub struct RunArgs {
     /// current step, instead of starting one.
     #[arg(long, value_name = "SESSION", conflicts_with_all = ["workflow", "goal", "context"])]
     pub resume: Option<String>,
-    /// Workspace directory the work happens in (default: the current directory).
-    #[arg(long, value_name = "DIR")]
-    pub workspace: Option<PathBuf>,
-    /// Initial context values (`key=value`; JSON values are parsed).
-    #[arg(long = "context", value_name = "KEY=VALUE")]
-    pub context: Vec<String>,
+    /// Where the session works and the context it starts with.
+    #[command(flatten)]
+    pub setup: SessionSetupArgs,
     /// Read each step's notes from DIR/<step-id>.md (and optional DIR/<step-id>.json with
     /// `{"artifacts": [...], "context": {...}}`) instead of asking.
     #[arg(long, value_name = "DIR")]
@@ -734,25 +718,45 @@ pub struct DiffArgs {
 /// `session start`.
 #[derive(Debug, Args)]
 pub struct StartArgs {
+    /// The session to start.
+    #[command(flatten)]
+    pub session: NewSessionArgs,
+    /// Run unattended: gated steps park until `session approve|reject` (default: interactive,
+    /// where gates tell the agent to ask the user).
+    #[arg(long)]
+    pub autonomous: bool,
+}
+
+/// A new session's workflow, goal, setup and parent: the start arguments `spawn` and
+/// `session start` share (`run` takes the workflow as a positional argument and shares
+/// [`SessionSetupArgs`]).
+#[derive(Debug, Args)]
+pub struct NewSessionArgs {
     /// Workflow id or path to a workflow file.
     #[arg(long)]
     pub workflow: String,
     /// What the session should achieve.
     #[arg(long)]
     pub goal: String,
-    /// Workspace directory.
-    #[arg(long, value_name = "DIR")]
-    pub workspace: Option<PathBuf>,
-    /// Initial context values (`key=value`).
-    #[arg(long = "context", value_name = "KEY=VALUE")]
-    pub context: Vec<String>,
-    /// Run unattended: gated steps park until `session approve|reject` (default: interactive,
-    /// where gates tell the agent to ask the user).
-    #[arg(long)]
-    pub autonomous: bool,
+    /// Where the session works and the context it starts with.
+    #[command(flatten)]
+    pub setup: SessionSetupArgs,
     /// The session that spawned this one.
     #[arg(long, value_name = "SESSION")]
     pub parent: Option<String>,
+}
+
+/// Where a new session works and the context it starts with (`spawn`, `run`,
+/// `session start`).
+#[derive(Debug, Args)]
+pub struct SessionSetupArgs {
+    /// Workspace directory the session works in (default: the current directory). Sessions
+    /// the daemon runs in a git repository get a worktree each.
+    #[arg(long, value_name = "DIR")]
+    pub workspace: Option<PathBuf>,
+    /// Initial context values (`key=value`; JSON values are parsed; repeatable).
+    #[arg(long = "context", value_name = "KEY=VALUE")]
+    pub context: Vec<String>,
 }
 
 /// What an agent submits.

@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value, json};
 use worktrain_core::error::{ApiError, ErrorCode, Retry};
 
+use crate::Ctx;
 use crate::cli::{AwaitArgs, SpawnArgs};
 use crate::client::DaemonClient;
 use crate::output::{Exit, time};
-use crate::{Ctx, context_from, existing_workspace};
 
 /// Exit codes of `worktrain await` (they differ from the general ones; docs/cli.md).
 pub mod await_exit {
@@ -28,12 +28,12 @@ pub mod await_exit {
 /// `worktrain spawn`.
 pub async fn spawn(ctx: &Ctx, a: SpawnArgs) -> Result<Exit, ApiError> {
     let client = DaemonClient::new(ctx)?;
-    let workflow = if worktrain_engine::catalog::is_workflow_path(&a.workflow) {
-        std::fs::canonicalize(Path::new(&a.workflow))
+    let workflow = if worktrain_engine::catalog::is_workflow_path(&a.session.workflow) {
+        std::fs::canonicalize(Path::new(&a.session.workflow))
             .map_err(|e| {
                 ApiError::new(
                     ErrorCode::WorkflowNotFound,
-                    format!("cannot read workflow file {}: {e}", a.workflow),
+                    format!("cannot read workflow file {}: {e}", a.session.workflow),
                     Retry::AfterFix,
                     "check the path, or pass a workflow id from `worktrain workflow list`",
                 )
@@ -41,7 +41,7 @@ pub async fn spawn(ctx: &Ctx, a: SpawnArgs) -> Result<Exit, ApiError> {
             .display()
             .to_string()
     } else {
-        a.workflow.clone()
+        a.session.workflow.clone()
     };
     let mut limits = Map::new();
     if let Some(d) = a.wall_clock {
@@ -58,10 +58,10 @@ pub async fn spawn(ctx: &Ctx, a: SpawnArgs) -> Result<Exit, ApiError> {
     }
     let body = json!({
         "workflow": workflow,
-        "goal": a.goal,
-        "workspace": existing_workspace(a.workspace.as_deref())?,
-        "context": context_from(&a.context)?,
-        "parent": a.parent,
+        "goal": a.session.goal,
+        "workspace": a.session.setup.workspace()?,
+        "context": a.session.setup.context()?,
+        "parent": a.session.parent,
         "agent": a.agent,
         "trigger": a.trigger,
         "limits": limits,

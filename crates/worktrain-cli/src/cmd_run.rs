@@ -15,7 +15,7 @@ use worktrain_engine::{Reply, SessionRef, StartRequest};
 
 use crate::cli::RunArgs;
 use crate::output::{Audience, Exit, print_response};
-use crate::{Ctx, context_from, existing_workspace, home_error};
+use crate::{Ctx, home_error};
 
 /// Optional per-step extras for `--notes-from`: `<step-id>.json`.
 #[derive(Debug, Default, Deserialize)]
@@ -45,13 +45,15 @@ pub async fn run(ctx: &Ctx, args: RunArgs) -> Result<Exit, ApiError> {
             engine.rehydrate(&SessionRef::Id(id)).await?
         }
         (None, Some(workflow), Some(goal)) => {
-            let workflow = ctx.catalog(args.workspace.as_deref()).resolve(workflow)?;
+            let workflow = ctx
+                .catalog(args.setup.workspace.as_deref())
+                .resolve(workflow)?;
             engine
                 .start(StartRequest {
                     workflow,
                     goal: goal.clone(),
-                    workspace: existing_workspace(args.workspace.as_deref())?,
-                    context: context_from(&args.context)?,
+                    workspace: args.setup.workspace()?,
+                    context: args.setup.context()?,
                     mode: SessionMode::Interactive,
                     parent: None,
                 })

@@ -19,7 +19,7 @@ use worktrain_store::SessionFilter;
 
 use crate::cli::{OutputArgs, SessionCommand, SessionsArgs};
 use crate::output::{Audience, Exit, print_response, time};
-use crate::{Ctx, context_from, existing_workspace, workspace_string};
+use crate::{Ctx, context_from, workspace_string};
 
 pub async fn run(ctx: &Ctx, cmd: SessionCommand) -> Result<Exit, ApiError> {
     // Commands served by the daemon (the run's owner) never open the store here.
@@ -52,19 +52,22 @@ pub async fn run(ctx: &Ctx, cmd: SessionCommand) -> Result<Exit, ApiError> {
     let engine = ctx.engine().await?;
     match cmd {
         SessionCommand::Start(a) => {
-            let workflow = ctx.catalog(a.workspace.as_deref()).resolve(&a.workflow)?;
+            let s = a.session;
+            let workflow = ctx
+                .catalog(s.setup.workspace.as_deref())
+                .resolve(&s.workflow)?;
             let reply = engine
                 .start(StartRequest {
                     workflow,
-                    goal: a.goal,
-                    workspace: existing_workspace(a.workspace.as_deref())?,
-                    context: context_from(&a.context)?,
+                    goal: s.goal,
+                    workspace: s.setup.workspace()?,
+                    context: s.setup.context()?,
                     mode: if a.autonomous {
                         SessionMode::Autonomous
                     } else {
                         SessionMode::Interactive
                     },
-                    parent: a.parent.as_deref().map(parse_session_id).transpose()?,
+                    parent: s.parent.as_deref().map(parse_session_id).transpose()?,
                 })
                 .await?;
             Ok(emit(ctx, &reply))

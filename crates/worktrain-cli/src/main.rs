@@ -450,6 +450,18 @@ pub fn home_error(e: HomeError) -> ApiError {
     ApiError::new(code, e.to_string(), Retry::AfterFix, hint)
 }
 
+impl cli::SessionSetupArgs {
+    /// The workspace as the engine and daemon take it: canonical, and checked to exist.
+    pub fn workspace(&self) -> Result<Option<String>, ApiError> {
+        existing_workspace(self.workspace.as_deref())
+    }
+
+    /// The initial context from the `--context key=value` pairs.
+    pub fn context(&self) -> Result<Map<String, Value>, ApiError> {
+        context_from(&self.context)
+    }
+}
+
 /// Parse `key=value` pairs into a context object.
 pub fn context_from(pairs: &[String]) -> Result<Map<String, Value>, ApiError> {
     let mut map = Map::new();

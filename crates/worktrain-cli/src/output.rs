@@ -4,6 +4,7 @@ use std::io::Write;
 
 use serde::Serialize;
 use worktrain_core::error::{ApiError, ErrorCode};
+use worktrain_core::event::render_blockers;
 use worktrain_core::response::{Outcome, StepResponse};
 
 /// Process exit codes. Stable: scripts rely on them.
@@ -141,16 +142,8 @@ pub fn print_response(r: &StepResponse, replayed: bool, audience: Audience) {
             }
             Audience::Run => say!("Blocked — fix these and write the step's notes again:"),
         }
-        for b in &r.blockers {
-            let at = b
-                .path
-                .as_deref()
-                .map(|p| format!(" at `{p}`"))
-                .unwrap_or_default();
-            say!("  - [{}]{at} {}", serde_code(&b.code), b.message);
-            if let Some(ex) = &b.example {
-                say!("    example: {ex}");
-            }
+        for line in render_blockers(&r.blockers, "  ").lines() {
+            say!("{line}");
         }
     }
     if !r.recap.is_empty() {
@@ -241,13 +234,6 @@ pub fn print_response(r: &StepResponse, replayed: bool, audience: Audience) {
         }
         Audience::Run => {}
     }
-}
-
-fn serde_code<T: Serialize>(v: &T) -> String {
-    serde_json::to_value(v)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
 }
 
 /// Format a millisecond timestamp as RFC 3339.

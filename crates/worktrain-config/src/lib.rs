@@ -326,7 +326,7 @@ impl Home {
             report.unchanged.push(token);
         } else {
             let secret = random_bytes()?;
-            let text = format!("wtk_{}\n", hex_encode(&secret));
+            let text = format!("wtk_{}\n", hex::encode(secret));
             write_new(&token, text.as_bytes(), 0o600)?;
             report.created.push(token);
         }
@@ -502,10 +502,6 @@ fn random_bytes() -> Result<[u8; 32], HomeError> {
         source: std::io::Error::other(e.to_string()),
     })?;
     Ok(b)
-}
-
-fn hex_encode(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(unix)]

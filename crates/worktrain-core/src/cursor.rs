@@ -285,7 +285,14 @@ pub fn navigate(
                                 .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
                                 .unwrap_or(0),
                         ),
-                        _ => None,
+                        LoopKind::For {
+                            count: None,
+                            var: None,
+                        }
+                        | LoopKind::While { .. }
+                        | LoopKind::Until { .. }
+                        | LoopKind::ForEach { .. }
+                        | LoopKind::Decision => None,
                     };
                     let e = EventBody::LoopEntered {
                         loop_id: l.id.clone(),
@@ -374,7 +381,11 @@ pub fn navigate(
                         {
                             Some(LoopExitReason::Condition)
                         }
-                        _ => None,
+                        LoopKind::Until { .. }
+                        | LoopKind::While { .. }
+                        | LoopKind::For { .. }
+                        | LoopKind::ForEach { .. }
+                        | LoopKind::Decision => None,
                     }
                 };
                 match reason {

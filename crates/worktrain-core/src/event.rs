@@ -589,6 +589,42 @@ pub struct Blocker {
     pub example: Option<Value>,
 }
 
+/// Blockers as a Markdown list, each line starting with `indent`: `- [code] at `path` what is
+/// wrong`, then the valid example, if any, on the next line. The one rendering the agent's
+/// prompt, the CLI and MCP tool results all show, so a blocker reads the same everywhere.
+///
+/// ```
+/// use worktrain_core::event::{Blocker, BlockerCode, render_blockers};
+///
+/// let b = Blocker {
+///     code: BlockerCode::NotesRequired,
+///     message: "write what you did".into(),
+///     path: None,
+///     example: None,
+/// };
+/// assert_eq!(render_blockers(&[b], "  "), "  - [notes_required] write what you did\n");
+/// ```
+pub fn render_blockers(blockers: &[Blocker], indent: &str) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    for b in blockers {
+        let code = serde_json::to_value(b.code)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let at = b
+            .path
+            .as_deref()
+            .map(|p| format!(" at `{p}`"))
+            .unwrap_or_default();
+        let _ = writeln!(s, "{indent}- [{code}]{at} {}", b.message);
+        if let Some(ex) = &b.example {
+            let _ = writeln!(s, "{indent}  example: `{ex}`");
+        }
+    }
+    s
+}
+
 /// Stable names of event kinds (the `kind` column).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -668,6 +704,47 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// Every kind of event, in declaration order: what the docs' event list and the
+    /// store's `kind` column are checked against.
+    pub const ALL: [EventKind; 36] = [
+        EventKind::SessionStarted,
+        EventKind::NodeEntered,
+        EventKind::StepSkipped,
+        EventKind::BlockSkipped,
+        EventKind::StepBlocked,
+        EventKind::StepCompleted,
+        EventKind::StepParked,
+        EventKind::GateApproved,
+        EventKind::GateRejected,
+        EventKind::LoopEntered,
+        EventKind::LoopPassStarted,
+        EventKind::LoopExited,
+        EventKind::JumpTaken,
+        EventKind::JumpExhausted,
+        EventKind::CheckpointRecorded,
+        EventKind::RunQueued,
+        EventKind::RunStarted,
+        EventKind::RunInterrupted,
+        EventKind::RunRequeued,
+        EventKind::RunFinished,
+        EventKind::CancelRequested,
+        EventKind::Steered,
+        EventKind::AgentActivity,
+        EventKind::StepSnapshotted,
+        EventKind::WorktreeRestored,
+        EventKind::WorkCommitted,
+        EventKind::WorktreeRemoved,
+        EventKind::SessionRewound,
+        EventKind::HookRan,
+        EventKind::SourceIneligible,
+        EventKind::DeliveryStarted,
+        EventKind::DeliveryStageCompleted,
+        EventKind::DeliveryFailed,
+        EventKind::DeliveryFinished,
+        EventKind::SessionCompleted,
+        EventKind::PostMortemRecorded,
+    ];
+
     /// The wire name.
     pub fn as_str(self) -> &'static str {
         match self {

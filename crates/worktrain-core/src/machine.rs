@@ -1457,7 +1457,10 @@ fn parked(summary: &SessionSummary) -> ApiError {
     )
 }
 
-fn not_parked(summary: &SessionSummary) -> ApiError {
+/// The error for approving or rejecting a session that is not parked at a gate. One
+/// definition for the state machine and the engine's look-up of the parked output, so the
+/// CLI, HTTP and MCP all report it alike.
+pub fn not_parked(summary: &SessionSummary) -> ApiError {
     ApiError::new(
         ErrorCode::NotParked,
         format!(

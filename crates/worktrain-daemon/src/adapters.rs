@@ -9,8 +9,7 @@ use async_trait::async_trait;
 use tokio::sync::Mutex;
 use tracing::debug;
 use worktrain_agent::{
-    AgentEvent, DriverError, EventSink, Heartbeat, SinkError, StepDriver, StepOutput, StepResult,
-    StepStatus,
+    AgentEvent, DriverError, EventSink, Heartbeat, SinkError, StepDriver, StepResult, StepStatus,
 };
 use worktrain_core::error::{ApiError, ErrorCode};
 use worktrain_core::event::EventBody;
@@ -72,7 +71,7 @@ impl StepDriver for EngineDriver {
         Ok(StepStatus::from_response(&r))
     }
 
-    async fn complete_step(&self, output: StepOutput) -> Result<StepResult, DriverError> {
+    async fn complete_step(&self, output: Submission) -> Result<StepResult, DriverError> {
         let held = self.token.lock().await.clone();
         let (token, _node) = match held {
             Some(t) => t,
@@ -83,12 +82,7 @@ impl StepDriver for EngineDriver {
                 })?
             }
         };
-        let submission = Submission {
-            notes: output.notes,
-            artifacts: output.artifacts,
-            context: output.context,
-        };
-        match crate::metrics::timed_advance(self.engine.advance(&token, submission)).await {
+        match crate::metrics::timed_advance(self.engine.advance(&token, output)).await {
             Ok(reply) => {
                 self.remember(&reply.response).await;
                 Ok(StepResult::from_response(&reply.response))

@@ -35,10 +35,5 @@ pub mod views;
 /// Whether agent commands can run sandboxed here (probed once); see `worktrain_agent::sandbox`.
 pub use worktrain_agent::sandbox::probe as sandbox_probe;
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
+/// The store's clock, re-exported for the console and CLI (see [`worktrain_store::now_ms`]).
+pub use worktrain_store::now_ms;

@@ -35,32 +35,79 @@ fn event_of(e: &StoredEvent, id: u64) -> Event {
         .data(data)
 }
 
-struct SessionTail {
+/// What a tail follows.
+#[derive(Debug, Clone, Copy)]
+enum Scope {
+    /// One session's events, after `seq`; with `follow`, past the session's end.
+    Session { id: SessionId, follow: bool },
+    /// Every session's events, after the global position.
+    All,
+}
+
+/// One live tail: the scope, where it is, and what it has read but not yet sent.
+struct Tail {
     sup: Arc<Supervisor>,
     appended: tokio::sync::broadcast::Receiver<worktrain_store::Appended>,
-    id: SessionId,
-    cursor: Seq,
-    follow: bool,
+    scope: Scope,
+    /// The last sent event's `seq` (session scope) or global `position` (all).
+    cursor: u64,
     buffer: VecDeque<StoredEvent>,
     done: bool,
     stopping: CancellationToken,
 }
 
-/// The live tail of one session's events after `after`.
-pub fn session_stream(
+impl Tail {
+    /// The next batch after the cursor.
+    async fn read(&self) -> Result<Vec<StoredEvent>, worktrain_store::StoreError> {
+        let store = self.sup.engine().store();
+        match self.scope {
+            Scope::Session { id, .. } => store.events(id, Seq(self.cursor), BATCH).await,
+            Scope::All => store.events_since(self.cursor, BATCH).await,
+        }
+    }
+
+    /// The cursor value of an event in this tail's scope (also its SSE id).
+    fn position_of(&self, e: &StoredEvent) -> u64 {
+        match self.scope {
+            Scope::Session { .. } => e.seq.0,
+            Scope::All => e.position,
+        }
+    }
+
+    /// The closing `end` event, once a session stream (not following) has sent every event
+    /// of a finished session.
+    async fn end(&self) -> Option<Event> {
+        let Scope::Session { id, follow: false } = self.scope else {
+            return None;
+        };
+        let s = self.sup.engine().session(id).await.ok()?;
+        if s.last_seq.0 > self.cursor || !is_finished(&s) {
+            return None;
+        }
+        let data = json!({
+            "session_id": s.session_id,
+            "status": s.status,
+            "run_state": s.run.as_ref().map(|r| r.state),
+            "last_seq": s.last_seq,
+        });
+        Some(Event::default().event("end").data(data.to_string()))
+    }
+}
+
+/// The one tail loop behind both streams: send what is buffered, read the next batch,
+/// end (shutdown, or a finished session), else wait for an append in scope.
+fn tail(
     sup: Arc<Supervisor>,
-    id: SessionId,
-    after: Seq,
-    follow: bool,
+    scope: Scope,
+    after: u64,
 ) -> impl Stream<Item = Result<Event, Infallible>> + Send + 'static {
     let stopping = sup.stopping();
     let appended = sup.engine().store().subscribe();
-    let state = SessionTail {
+    let state = Tail {
         sup,
         appended,
-        id,
+        scope,
         cursor: after,
-        follow,
         buffer: VecDeque::new(),
         done: false,
         stopping,
@@ -68,8 +115,8 @@ pub fn session_stream(
     futures_util::stream::unfold(state, |mut st| async move {
         loop {
             if let Some(e) = st.buffer.pop_front() {
-                st.cursor = e.seq;
-                let ev = event_of(&e, e.seq.0);
+                st.cursor = st.position_of(&e);
+                let ev = event_of(&e, st.cursor);
                 return Some((Ok(ev), st));
             }
             if st.done {
@@ -79,41 +126,31 @@ pub fn session_stream(
                 st.done = true;
                 return Some((Ok(Event::default().event("shutdown").data("{}")), st));
             }
-            match st
-                .sup
-                .engine()
-                .store()
-                .events(st.id, st.cursor, BATCH)
-                .await
-            {
+            match st.read().await {
                 Ok(events) if !events.is_empty() => {
                     st.buffer.extend(events);
                     continue;
                 }
                 Ok(_) => {}
-                Err(e) => {
-                    warn!(session_id = %st.id, error = %e, "event stream: store read failed");
-                }
+                Err(e) => match st.scope {
+                    Scope::Session { id, .. } => {
+                        warn!(session_id = %id, error = %e, "event stream: store read failed");
+                    }
+                    Scope::All => warn!(error = %e, "global event stream: store read failed"),
+                },
             }
-            if !st.follow
-                && let Ok(s) = st.sup.engine().session(st.id).await
-                && s.last_seq <= st.cursor
-                && is_finished(&s)
-            {
+            if let Some(end) = st.end().await {
                 st.done = true;
-                let data = json!({
-                    "session_id": s.session_id,
-                    "status": s.status,
-                    "run_state": s.run.as_ref().map(|r| r.state),
-                    "last_seq": s.last_seq,
-                });
-                return Some((Ok(Event::default().event("end").data(data.to_string())), st));
+                return Some((Ok(end), st));
             }
             let quiet = st.sup.engine().store().quiet_recheck();
-            let id = st.id;
+            let scope = st.scope;
             wait_for_append(
                 &mut st.appended,
-                |a| a.session_id == id,
+                |a| match scope {
+                    Scope::Session { id, .. } => a.session_id == id,
+                    Scope::All => true,
+                },
                 quiet,
                 &st.stopping,
                 None,
@@ -123,13 +160,14 @@ pub fn session_stream(
     })
 }
 
-struct GlobalTail {
+/// The live tail of one session's events after `after`.
+pub fn session_stream(
     sup: Arc<Supervisor>,
-    appended: tokio::sync::broadcast::Receiver<worktrain_store::Appended>,
-    cursor: u64,
-    buffer: VecDeque<StoredEvent>,
-    done: bool,
-    stopping: CancellationToken,
+    id: SessionId,
+    after: Seq,
+    follow: bool,
+) -> impl Stream<Item = Result<Event, Infallible>> + Send + 'static {
+    tail(sup, Scope::Session { id, follow }, after.0)
 }
 
 /// The live tail of every session's events after global position `after`.
@@ -137,42 +175,7 @@ pub fn global_stream(
     sup: Arc<Supervisor>,
     after: u64,
 ) -> impl Stream<Item = Result<Event, Infallible>> + Send + 'static {
-    let stopping = sup.stopping();
-    let appended = sup.engine().store().subscribe();
-    let state = GlobalTail {
-        sup,
-        appended,
-        cursor: after,
-        buffer: VecDeque::new(),
-        done: false,
-        stopping,
-    };
-    futures_util::stream::unfold(state, |mut st| async move {
-        loop {
-            if let Some(e) = st.buffer.pop_front() {
-                st.cursor = e.position;
-                let ev = event_of(&e, e.position);
-                return Some((Ok(ev), st));
-            }
-            if st.done {
-                return None;
-            }
-            if st.stopping.is_cancelled() {
-                st.done = true;
-                return Some((Ok(Event::default().event("shutdown").data("{}")), st));
-            }
-            match st.sup.engine().store().events_since(st.cursor, BATCH).await {
-                Ok(events) if !events.is_empty() => {
-                    st.buffer.extend(events);
-                    continue;
-                }
-                Ok(_) => {}
-                Err(e) => warn!(error = %e, "global event stream: store read failed"),
-            }
-            let quiet = st.sup.engine().store().quiet_recheck();
-            wait_for_append(&mut st.appended, |_| true, quiet, &st.stopping, None).await;
-        }
-    })
+    tail(sup, Scope::All, after)
 }
 
 /// Wait until the store announces an append that `wanted` cares about, the store's quiet

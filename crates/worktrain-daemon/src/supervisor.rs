@@ -26,7 +26,7 @@ use worktrain_core::event::EventBody;
 use worktrain_core::ids::{Seq, SessionId};
 use worktrain_core::projection::SessionSummary;
 use worktrain_core::run::{
-    FailureReason, HookPoint, InterruptReason, RequeueReason, RunEnd, RunLimits, RunState,
+    FailureReason, HookPoint, InterruptReason, RequeueReason, RunEnd, RunState,
 };
 use worktrain_engine::{
     DispatchRequest, Dispatched, Engine, Reply, SessionRef, SessionWorktrees, WorktreeEnd,
@@ -1151,7 +1151,41 @@ impl Supervisor {
                         worktree,
                     } => starts.push((*run, worker.clone(), branch.is_some(), worktree.clone())),
                     EventBody::RunRequeued { reason } => last_requeue = Some(*reason),
-                    _ => {}
+                    // Only the runs' starts and requeues tell where a run stopped.
+                    EventBody::SessionStarted { .. }
+                    | EventBody::NodeEntered { .. }
+                    | EventBody::StepSkipped { .. }
+                    | EventBody::BlockSkipped { .. }
+                    | EventBody::StepBlocked { .. }
+                    | EventBody::StepCompleted { .. }
+                    | EventBody::StepParked { .. }
+                    | EventBody::GateApproved { .. }
+                    | EventBody::GateRejected { .. }
+                    | EventBody::LoopEntered { .. }
+                    | EventBody::LoopPassStarted { .. }
+                    | EventBody::LoopExited { .. }
+                    | EventBody::JumpTaken { .. }
+                    | EventBody::JumpExhausted { .. }
+                    | EventBody::CheckpointRecorded { .. }
+                    | EventBody::SessionRewound { .. }
+                    | EventBody::RunQueued { .. }
+                    | EventBody::RunInterrupted { .. }
+                    | EventBody::RunFinished { .. }
+                    | EventBody::CancelRequested { .. }
+                    | EventBody::Steered { .. }
+                    | EventBody::AgentActivity { .. }
+                    | EventBody::StepSnapshotted { .. }
+                    | EventBody::WorktreeRestored { .. }
+                    | EventBody::HookRan { .. }
+                    | EventBody::SourceIneligible { .. }
+                    | EventBody::PostMortemRecorded { .. }
+                    | EventBody::WorkCommitted { .. }
+                    | EventBody::WorktreeRemoved { .. }
+                    | EventBody::DeliveryStarted { .. }
+                    | EventBody::DeliveryStageCompleted { .. }
+                    | EventBody::DeliveryFailed { .. }
+                    | EventBody::DeliveryFinished { .. }
+                    | EventBody::SessionCompleted { .. } => {}
                 }
             }
         }
@@ -1269,7 +1303,7 @@ impl Supervisor {
             warn!(session_id = %id, error = %e, "snapshot before the first step failed");
         }
         let sink = Arc::new(EngineSink::new(self.engine.clone(), id));
-        let limits = agent_limits(run.as_ref().map(|r| &r.limits));
+        let limits = worktrain_agent::RunBudget::with_overrides(run.as_ref().map(|r| &r.limits));
         let mut ctx = RunContext::new(id.to_string(), dir, driver)
             .with_events(sink)
             .with_heartbeat(beat)
@@ -1485,7 +1519,16 @@ impl Supervisor {
                         (RunState::Parked, SessionStatus::Parked) => {
                             Err(not_run(id, "is parked at a gate; approve or reject it"))
                         }
-                        _ => Ok(vec![EventBody::RunRequeued {
+                        (_, SessionStatus::InProgress | SessionStatus::Blocked)
+                        | (
+                            RunState::Queued
+                            | RunState::Running
+                            | RunState::Interrupted
+                            | RunState::Completed
+                            | RunState::Failed
+                            | RunState::Cancelled,
+                            SessionStatus::Parked,
+                        ) => Ok(vec![EventBody::RunRequeued {
                             reason: RequeueReason::Retry,
                         }]),
                     }
@@ -1592,29 +1635,6 @@ fn worker_prefix(home: &Path) -> String {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     });
     format!("worker-{:08x}-", tag & 0xffff_ffff)
-}
-
-/// Whether `dir` is a git checkout (has `.git`).
-fn agent_limits(l: Option<&RunLimits>) -> worktrain_agent::RunLimits {
-    let mut out = worktrain_agent::RunLimits::default();
-    if let Some(l) = l {
-        if let Some(s) = l.wall_clock_secs {
-            out.wall_clock = Some(Duration::from_secs(s));
-        }
-        if l.max_turns.is_some() {
-            out.max_turns = l.max_turns;
-        }
-        if l.max_tokens.is_some() {
-            out.max_tokens = l.max_tokens;
-        }
-        if l.max_cost_usd.is_some() {
-            out.max_cost_usd = l.max_cost_usd;
-        }
-        if let Some(s) = l.tool_timeout_secs {
-            out.tool_timeout = Duration::from_secs(s);
-        }
-    }
-    out
 }
 
 /// `(modified, length)` of a file, to notice edits cheaply; `None` when unreadable.

@@ -11,7 +11,6 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
 use tracing::{debug, info, warn};
@@ -130,29 +129,6 @@ pub struct Dispatched {
     pub created: bool,
     /// The first step (for a new session).
     pub reply: Option<Reply>,
-}
-
-/// The branch checked out in a git working tree, read from `.git/HEAD` (also for linked
-/// worktrees, whose `.git` file points at the real git dir). `None` when detached or not
-/// a repository.
-pub fn git_branch(workspace: &std::path::Path) -> Option<String> {
-    let dot_git = workspace.join(".git");
-    let git_dir = if dot_git.is_file() {
-        let text = std::fs::read_to_string(&dot_git).ok()?;
-        let target = text.trim().strip_prefix("gitdir:")?.trim().to_owned();
-        let p = std::path::PathBuf::from(target);
-        if p.is_absolute() {
-            p
-        } else {
-            workspace.join(p)
-        }
-    } else {
-        dot_git
-    };
-    let head = std::fs::read_to_string(git_dir.join("HEAD")).ok()?;
-    head.trim()
-        .strip_prefix("ref: refs/heads/")
-        .map(str::to_owned)
 }
 
 /// The engine.
@@ -372,7 +348,7 @@ impl Engine {
                 branch: req
                     .workspace
                     .as_deref()
-                    .and_then(|w| git_branch(std::path::Path::new(w))),
+                    .and_then(|w| worktrain_git::current_branch(std::path::Path::new(w))),
                 workspace: req.workspace,
                 context: req.context,
                 mode: req.mode,
@@ -602,6 +578,15 @@ impl Engine {
         Err(contention(id))
     }
 
+    /// The session an earlier dispatch with idempotency key `key` created, if any: the one
+    /// look-up behind every "same key, same session" answer (HTTP API and engine alike).
+    pub async fn dispatched_session(&self, key: &str) -> Result<Option<SessionId>, ApiError> {
+        self.store
+            .session_by_dispatch_key(key)
+            .await
+            .map_err(store_error)
+    }
+
     /// Create a session and queue its run, in one transaction. With an idempotency key
     /// that was seen before, returns the existing session instead.
     pub async fn dispatch(&self, mut req: DispatchRequest) -> Result<Dispatched, ApiError> {
@@ -609,11 +594,7 @@ impl Engine {
             req.start.workspace = Some(workspace::check_workspace(ws, None)?.display().to_string());
         }
         if let Some(key) = &req.idempotency_key
-            && let Some(existing) = self
-                .store
-                .session_by_dispatch_key(key)
-                .await
-                .map_err(store_error)?
+            && let Some(existing) = self.dispatched_session(key).await?
         {
             return Ok(Dispatched {
                 session_id: existing,
@@ -631,7 +612,7 @@ impl Engine {
                 branch: start
                     .workspace
                     .as_deref()
-                    .and_then(|w| git_branch(std::path::Path::new(w))),
+                    .and_then(|w| worktrain_git::current_branch(std::path::Path::new(w))),
                 workspace: start.workspace,
                 context: start.context,
                 source: start.workflow.source.clone(),
@@ -787,18 +768,7 @@ impl Engine {
         &self,
         summary: &SessionSummary,
     ) -> Result<worktrain_core::event::EventBody, ApiError> {
-        let not_parked = || {
-            ApiError::new(
-                ErrorCode::NotParked,
-                format!(
-                    "session {} is not waiting for approval (status {})",
-                    summary.session_id,
-                    summary.status.as_str()
-                ),
-                Retry::Never,
-                "only a parked session (an autonomous session at a gated step) can be approved or rejected",
-            )
-        };
+        let not_parked = || worktrain_core::machine::not_parked(summary);
         let cur = summary.current.as_ref().ok_or_else(not_parked)?;
         let record = self
             .store
@@ -937,10 +907,7 @@ fn recap(summary: &SessionSummary, nodes: &[NodeRecord], pinned: &Pinned) -> Vec
 
 /// A fresh session id from the clock and the OS random source.
 pub fn new_session_id() -> Result<SessionId, ApiError> {
-    let ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
+    let ms = u64::try_from(worktrain_store::now_ms()).unwrap_or(0);
     let mut r = [0u8; 16];
     getrandom::fill(&mut r).map_err(|e| ApiError::internal(format!("no randomness: {e}")))?;
     Ok(SessionId::from_parts(ms, u128::from_be_bytes(r)))

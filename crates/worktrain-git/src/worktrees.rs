@@ -512,7 +512,8 @@ impl Worktrees {
                     CleanReason::KeptRemovedOnRequest { until: *until }
                 }
                 (LockState::Unlocked, true) => CleanReason::Unowned,
-                _ => continue,
+                // In use, or kept and not yet due: not a candidate.
+                (LockState::InUse | LockState::Kept { .. }, true) => continue,
             };
             let mut entry = CleanEntry {
                 session: Some(session),

@@ -45,13 +45,14 @@ pub fn derive_outcome(s: &SessionSummary) -> (Outcome, Option<String>) {
             Some("waiting at a confirmation gate".to_owned()),
         ),
         (_, Some(state @ (RunState::Failed | RunState::Cancelled))) => {
-            let why = match state {
-                RunState::Cancelled => Some(
+            let why = if state == RunState::Cancelled {
+                Some(
                     reason
                         .map(|r| format!("cancelled: {r}"))
                         .unwrap_or_else(|| "cancelled".to_owned()),
-                ),
-                _ => reason,
+                )
+            } else {
+                reason
             };
             if ended_at_block {
                 (Outcome::Blocked, why.or_else(|| Some("blocked".to_owned())))

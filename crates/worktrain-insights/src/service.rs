@@ -189,13 +189,8 @@ pub struct ProposalsReport {
     pub skipped: u64,
 }
 
-/// The current time in ms.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
+/// The store's clock, re-exported for the insights commands (see [`worktrain_store::now_ms`]).
+pub use worktrain_store::now_ms;
 
 /// Insights over one store.
 pub struct Insights<'a> {

@@ -3,11 +3,11 @@
 
 use std::fmt::Write as _;
 
-use serde::Serialize;
 use serde_json::Value;
 use worktrain_core::condition::Condition;
 use worktrain_core::contract::ContractName;
 use worktrain_core::error::{ApiError, ErrorCode, Retry};
+use worktrain_core::event::render_blockers;
 use worktrain_core::response::{Outcome, StepResponse};
 use worktrain_engine::catalog::CatalogEntry;
 
@@ -19,13 +19,6 @@ macro_rules! ln {
     ($out:expr, $($t:tt)*) => {{
         let _ = writeln!($out, $($t)*);
     }};
-}
-
-fn wire<T: Serialize>(v: &T) -> String {
-    serde_json::to_value(v)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
 }
 
 /// A step response: outcome, step, prompt, guidance, contract, blockers, tokens.
@@ -180,17 +173,7 @@ pub(crate) fn step(r: &StepResponse, replayed: bool) -> String {
             out,
             "### Blocked — your submission was recorded but not accepted"
         );
-        for b in &r.blockers {
-            let at = b
-                .path
-                .as_deref()
-                .map(|p| format!(" at `{p}`"))
-                .unwrap_or_default();
-            ln!(out, "- [{}]{at} {}", wire(&b.code), b.message);
-            if let Some(ex) = &b.example {
-                ln!(out, "  Example: `{ex}`");
-            }
-        }
+        out.push_str(&render_blockers(&r.blockers, ""));
     }
     ln!(out);
     ln!(out, "---");

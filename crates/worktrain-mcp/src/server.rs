@@ -14,7 +14,6 @@ use worktrain_core::condition::Condition;
 use worktrain_core::contract::ContractName;
 use worktrain_core::error::{ApiError, ErrorCode, Retry};
 use worktrain_core::ids::{NodeId, StepId};
-use worktrain_core::machine::Submission;
 use worktrain_core::projection::SessionStatus;
 use worktrain_engine::catalog::{CatalogEntry, SourceKind};
 use worktrain_engine::{
@@ -386,17 +385,8 @@ impl ToolServer {
         let token = args.token.as_str();
         let reply = match args.intent {
             Intent::Advance => {
-                let submission = Submission {
-                    notes: args.notes,
-                    artifacts: args
-                        .artifacts
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(Value::Object)
-                        .collect(),
-                    context: args.context.unwrap_or_default(),
-                };
-                engine.advance(token, submission).await?
+                let token = args.token.clone();
+                engine.advance(&token, args.submission()).await?
             }
             Intent::Rehydrate => {
                 if args.notes.is_some() || args.artifacts.is_some() || args.context.is_some() {
@@ -564,17 +554,7 @@ impl ToolServer {
         let Some(token) = current.response.tokens.advance.clone() else {
             return Ok(bound_result(&current));
         };
-        let submission = worktrain_core::machine::Submission {
-            notes: args.notes,
-            artifacts: args
-                .artifacts
-                .unwrap_or_default()
-                .into_iter()
-                .map(Value::Object)
-                .collect(),
-            context: args.context.unwrap_or_default(),
-        };
-        let reply = engine.advance(&token, submission).await?;
+        let reply = engine.advance(&token, args.submission()).await?;
         Ok(bound_result(&reply))
     }
 }

@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use worktrain_core::error::ApiError;
+use worktrain_core::machine::Submission;
 
 /// One tool as advertised to clients, independent of any MCP SDK.
 #[derive(Debug, Clone)]
@@ -162,6 +163,38 @@ pub(crate) struct CompleteStepArgs {
     /// Changes to the session context, merged by top-level key; a null value deletes the key.
     #[serde(default)]
     pub context: Option<Map<String, Value>>,
+}
+
+impl ContinueWorkflowArgs {
+    /// The step output carried by an "advance" call, in the engine's submission shape.
+    pub(crate) fn submission(self) -> Submission {
+        submission(self.notes, self.artifacts, self.context)
+    }
+}
+
+impl CompleteStepArgs {
+    /// The step output, in the engine's submission shape.
+    pub(crate) fn submission(self) -> Submission {
+        submission(self.notes, self.artifacts, self.context)
+    }
+}
+
+/// The MCP argument fields (documented for agents in the tool schemas, artifacts typed as
+/// objects) turned into the one submission shape the engine takes.
+fn submission(
+    notes: Option<String>,
+    artifacts: Option<Vec<Map<String, Value>>>,
+    context: Option<Map<String, Value>>,
+) -> Submission {
+    Submission {
+        notes,
+        artifacts: artifacts
+            .unwrap_or_default()
+            .into_iter()
+            .map(Value::Object)
+            .collect(),
+        context: context.unwrap_or_default(),
+    }
 }
 
 /// Arguments of `current_step` (session-bound mode): none.

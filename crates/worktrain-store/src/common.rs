@@ -11,8 +11,10 @@ use worktrain_core::projection::{ProjectionChange, SessionSummary, apply};
 
 use crate::{BrokenLink, ChainReport, RawEvent, StoreError};
 
-/// Milliseconds since the Unix epoch.
-pub(crate) fn now_ms() -> i64 {
+/// The wall clock as the store stamps events and leases: milliseconds since the Unix
+/// epoch (0 if the clock is before 1970, `i64::MAX` past the year 292 million). Every crate
+/// that compares a time with a stored one reads it here, so both sides use one clock rule.
+pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -159,7 +161,42 @@ fn sets_queue_order(body: &EventBody) -> bool {
 fn dispatch_key(body: &EventBody) -> Option<&str> {
     match body {
         EventBody::RunQueued { dispatch_key, .. } => dispatch_key.as_deref(),
-        _ => None,
+        // Listed so that a new event carrying a dispatch key is a compile error here.
+        EventBody::SessionStarted { .. }
+        | EventBody::NodeEntered { .. }
+        | EventBody::StepSkipped { .. }
+        | EventBody::BlockSkipped { .. }
+        | EventBody::StepBlocked { .. }
+        | EventBody::StepCompleted { .. }
+        | EventBody::StepParked { .. }
+        | EventBody::GateApproved { .. }
+        | EventBody::GateRejected { .. }
+        | EventBody::LoopEntered { .. }
+        | EventBody::LoopPassStarted { .. }
+        | EventBody::LoopExited { .. }
+        | EventBody::JumpTaken { .. }
+        | EventBody::JumpExhausted { .. }
+        | EventBody::CheckpointRecorded { .. }
+        | EventBody::SessionRewound { .. }
+        | EventBody::RunStarted { .. }
+        | EventBody::RunInterrupted { .. }
+        | EventBody::RunRequeued { .. }
+        | EventBody::RunFinished { .. }
+        | EventBody::CancelRequested { .. }
+        | EventBody::Steered { .. }
+        | EventBody::AgentActivity { .. }
+        | EventBody::StepSnapshotted { .. }
+        | EventBody::WorktreeRestored { .. }
+        | EventBody::HookRan { .. }
+        | EventBody::SourceIneligible { .. }
+        | EventBody::PostMortemRecorded { .. }
+        | EventBody::WorkCommitted { .. }
+        | EventBody::WorktreeRemoved { .. }
+        | EventBody::DeliveryStarted { .. }
+        | EventBody::DeliveryStageCompleted { .. }
+        | EventBody::DeliveryFailed { .. }
+        | EventBody::DeliveryFinished { .. }
+        | EventBody::SessionCompleted { .. } => None,
     }
 }
 

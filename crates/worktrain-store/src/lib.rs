@@ -33,6 +33,7 @@ pub mod stats;
 pub mod triggers;
 mod url;
 
+pub use common::now_ms;
 pub use insights::InsightsStore;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;

@@ -314,7 +314,12 @@ impl Runtime {
         for t in index.triggers.values() {
             let cap = match &t.source {
                 Source::Schedule(s) if s.overlap == Overlap::Queue => Some(1),
-                _ => t.concurrency.cap(),
+                Source::Schedule(_)
+                | Source::Webhook(_)
+                | Source::GithubWebhook(_)
+                | Source::GitlabWebhook(_)
+                | Source::GithubPoll(_)
+                | Source::GitlabPoll(_) => t.concurrency.cap(),
             };
             if let Some(c) = cap {
                 caps.insert(t.id.clone(), c);
@@ -573,7 +578,11 @@ impl Runtime {
                 !SECRET_HEADERS.contains(k)
                     && match &trigger.source {
                         Source::Webhook(g) => !k.eq_ignore_ascii_case(&g.signature_header),
-                        _ => true,
+                        Source::GithubWebhook(_)
+                        | Source::GitlabWebhook(_)
+                        | Source::GithubPoll(_)
+                        | Source::GitlabPoll(_)
+                        | Source::Schedule(_) => true,
                     }
             })
             .map(|(k, v)| (k.to_owned(), Value::String(v.to_owned())))

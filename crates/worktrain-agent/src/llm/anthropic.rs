@@ -1,77 +1,62 @@
 //! Anthropic Messages API.
 
-use async_trait::async_trait;
 use serde_json::{Map, Value, json};
 
-use super::http::{Payload, Transport};
 use super::sse::SseEvent;
 use super::{
-    ChatRequest, ChatResponse, Content, LlmClient, LlmConfig, LlmError, Provider, Role, StopReason,
-    Usage, parse_arguments,
+    ChatRequest, ChatResponse, Content, LlmConfig, LlmError, Role, StopReason, Usage,
+    parse_arguments,
 };
 
-/// Client for `POST {base}/v1/messages`.
-#[derive(Debug)]
-pub struct AnthropicClient {
-    config: LlmConfig,
-    url: String,
-    transport: Transport,
+/// The path of the endpoint below the base URL.
+pub(super) const PATH: &str = "/v1/messages";
+
+/// The headers sent on every request: the API version, and the key (marked sensitive).
+pub(super) fn headers(config: &LlmConfig) -> Result<Vec<(&'static str, String, bool)>, LlmError> {
+    let mut headers = vec![("anthropic-version", config.anthropic_version.clone(), false)];
+    if let Some(key) = config.api_key.resolve()? {
+        headers.push(("x-api-key", key.expose().to_owned(), true));
+    }
+    Ok(headers)
 }
 
-impl AnthropicClient {
-    /// Build from a config (resolves the API key).
-    pub fn new(config: LlmConfig) -> Result<Self, LlmError> {
-        let mut headers = vec![("anthropic-version", config.anthropic_version.clone(), false)];
-        if let Some(key) = config.api_key.resolve()? {
-            headers.push(("x-api-key", key.expose().to_owned(), true));
-        }
-        let transport = Transport::new(config.retry.clone(), config.timeout, headers)?;
-        let url = format!("{}/v1/messages", config.base());
-        Ok(Self {
-            config,
-            url,
-            transport,
-        })
+/// The request body for `req`.
+pub(super) fn body(config: &LlmConfig, req: &ChatRequest) -> Value {
+    let mut body = Map::new();
+    body.insert("model".into(), json!(config.model));
+    body.insert("max_tokens".into(), json!(config.max_tokens));
+    if !req.system.is_empty() {
+        let system = if config.prompt_caching {
+            json!([{"type": "text", "text": req.system, "cache_control": {"type": "ephemeral"}}])
+        } else {
+            json!(req.system)
+        };
+        body.insert("system".into(), system);
     }
-
-    /// The request body for `req`.
-    pub fn body(&self, req: &ChatRequest) -> Value {
-        let mut body = Map::new();
-        body.insert("model".into(), json!(self.config.model));
-        body.insert("max_tokens".into(), json!(self.config.max_tokens));
-        if !req.system.is_empty() {
-            let system = if self.config.prompt_caching {
-                json!([{"type": "text", "text": req.system, "cache_control": {"type": "ephemeral"}}])
-            } else {
-                json!(req.system)
-            };
-            body.insert("system".into(), system);
-        }
+    body.insert(
+        "messages".into(),
+        Value::Array(req.messages.iter().map(message).collect()),
+    );
+    if !req.tools.is_empty() {
         body.insert(
-            "messages".into(),
-            Value::Array(req.messages.iter().map(message).collect()),
+            "tools".into(),
+            Value::Array(
+                req.tools
+                    .iter()
+                    .map(|t| {
+                        json!({"name": t.name, "description": t.description, "input_schema": t.input_schema})
+                    })
+                    .collect(),
+            ),
         );
-        if !req.tools.is_empty() {
-            body.insert(
-                "tools".into(),
-                Value::Array(
-                    req.tools
-                        .iter()
-                        .map(|t| {
-                            json!({"name": t.name, "description": t.description, "input_schema": t.input_schema})
-                        })
-                        .collect(),
-                ),
-            );
-        }
-        if let Some(t) = self.config.temperature {
-            body.insert("temperature".into(), json!(t));
-        }
-        if self.config.stream {
-            body.insert("stream".into(), json!(true));
-        }
-        Value::Object(body)
     }
+    if let Some(t) = config.temperature {
+        body.insert("temperature".into(), json!(t));
+    }
+    if config.stream {
+        body.insert("stream".into(), json!(true));
+    }
+    Value::Object(body)
 }
 
 fn message(m: &super::Message) -> Value {
@@ -143,7 +128,7 @@ fn usage(v: &Value, into: &mut Usage) {
     }
 }
 
-fn parse_message(v: &Value, fallback_model: &str) -> Result<ChatResponse, LlmError> {
+pub(super) fn parse_message(v: &Value, fallback_model: &str) -> Result<ChatResponse, LlmError> {
     let blocks = v
         .get("content")
         .and_then(Value::as_array)
@@ -204,7 +189,10 @@ enum Block {
 }
 
 /// Assemble a message from `message_start` … `message_stop` events.
-fn parse_stream(events: &[SseEvent], fallback_model: &str) -> Result<ChatResponse, LlmError> {
+pub(super) fn parse_stream(
+    events: &[SseEvent],
+    fallback_model: &str,
+) -> Result<ChatResponse, LlmError> {
     let mut blocks: Vec<(u64, Block)> = Vec::new();
     let mut u = Usage::default();
     let mut model = fallback_model.to_owned();
@@ -331,29 +319,4 @@ fn parse_stream(events: &[SseEvent], fallback_model: &str) -> Result<ChatRespons
         usage: u,
         attempts: 1,
     })
-}
-
-#[async_trait]
-impl LlmClient for AnthropicClient {
-    fn provider(&self) -> Provider {
-        Provider::Anthropic
-    }
-
-    fn model(&self) -> &str {
-        &self.config.model
-    }
-
-    async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, LlmError> {
-        let body = self.body(request);
-        let model = self.config.model.clone();
-        let (mut resp, attempts) = self
-            .transport
-            .post(&self.url, &body, self.config.stream, |p| match p {
-                Payload::Json(v) => parse_message(&v, &model),
-                Payload::Events(evs) => parse_stream(&evs, &model),
-            })
-            .await?;
-        resp.attempts = attempts;
-        Ok(resp)
-    }
 }

@@ -109,10 +109,7 @@ impl Transport {
                     }
                 });
             }
-            let wait = match failure.retry_after {
-                Some(ra) => ra.min(self.retry.max_retry_after),
-                None => backoff(&self.retry, attempt),
-            };
+            let wait = retry_wait(&self.retry, attempt, failure.retry_after);
             warn!(url, attempt, wait_ms = wait.as_millis() as u64, error = %failure.error, "LLM call failed; retrying");
             tokio::time::sleep(wait).await;
         }
@@ -207,6 +204,16 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     num("retry-after").map(Duration::from_secs_f64)
 }
 
+/// How long to wait before retry `attempt`: the server's `Retry-After`, capped at
+/// `max_retry_after` (a server asking for an hour does not stall a run for an hour), else
+/// the backoff.
+fn retry_wait(policy: &RetryPolicy, attempt: u32, retry_after: Option<Duration>) -> Duration {
+    match retry_after {
+        Some(ra) => ra.min(policy.max_retry_after),
+        None => backoff(policy, attempt),
+    }
+}
+
 /// Exponential backoff with jitter: a uniform draw from [d/2, d] where
 /// d = initial × 2^(attempt−1), capped at `max_backoff`.
 pub(crate) fn backoff(policy: &RetryPolicy, attempt: u32) -> Duration {
@@ -238,6 +245,25 @@ mod tests {
         assert!(b3 >= Duration::from_millis(200) && b3 <= Duration::from_millis(400));
         let b10 = backoff(&p, 10);
         assert!(b10 >= Duration::from_millis(500) && b10 <= Duration::from_millis(1000));
+    }
+
+    #[test]
+    fn retry_after_is_honoured_up_to_the_cap() {
+        let p = RetryPolicy {
+            max_retries: 5,
+            initial_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(20),
+            max_retry_after: Duration::from_millis(300),
+        };
+        assert_eq!(
+            retry_wait(&p, 1, Some(Duration::from_millis(100))),
+            Duration::from_millis(100)
+        );
+        assert_eq!(
+            retry_wait(&p, 1, Some(Duration::from_secs(3600))),
+            Duration::from_millis(300)
+        );
+        assert!(retry_wait(&p, 2, None) <= Duration::from_millis(20));
     }
 
     #[test]

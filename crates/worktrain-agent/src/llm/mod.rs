@@ -5,6 +5,7 @@
 //! provider translates it to its wire format on every call.
 
 mod anthropic;
+mod client;
 mod http;
 mod openai;
 mod sse;
@@ -16,8 +17,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::Value;
 
-pub use anthropic::AnthropicClient;
-pub use openai::OpenAiClient;
+pub use client::HttpLlmClient;
 
 use crate::secret::Secret;
 
@@ -201,10 +201,7 @@ impl LlmConfig {
 
     /// Build the client for this config (resolves the API key now).
     pub fn build(&self) -> Result<Arc<dyn LlmClient>, LlmError> {
-        match self.provider {
-            Provider::Anthropic => Ok(Arc::new(AnthropicClient::new(self.clone())?)),
-            Provider::OpenAi => Ok(Arc::new(OpenAiClient::new(self.clone())?)),
-        }
+        Ok(Arc::new(HttpLlmClient::new(self.clone())?))
     }
 }
 

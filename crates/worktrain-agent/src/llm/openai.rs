@@ -1,75 +1,60 @@
 //! OpenAI-compatible chat completions.
 
-use async_trait::async_trait;
 use serde_json::{Map, Value, json};
 
-use super::http::{Payload, Transport};
 use super::sse::SseEvent;
 use super::{
-    ChatRequest, ChatResponse, Content, LlmClient, LlmConfig, LlmError, Provider, Role, StopReason,
-    Usage, parse_arguments,
+    ChatRequest, ChatResponse, Content, LlmConfig, LlmError, Role, StopReason, Usage,
+    parse_arguments,
 };
 
-/// Client for `POST {base}/v1/chat/completions`.
-#[derive(Debug)]
-pub struct OpenAiClient {
-    config: LlmConfig,
-    url: String,
-    transport: Transport,
+/// The path of the endpoint below the base URL.
+pub(super) const PATH: &str = "/v1/chat/completions";
+
+/// The headers sent on every request: the key as a bearer token (marked sensitive).
+pub(super) fn headers(config: &LlmConfig) -> Result<Vec<(&'static str, String, bool)>, LlmError> {
+    let mut headers = Vec::new();
+    if let Some(key) = config.api_key.resolve()? {
+        headers.push(("authorization", format!("Bearer {}", key.expose()), true));
+    }
+    Ok(headers)
 }
 
-impl OpenAiClient {
-    /// Build from a config (resolves the API key).
-    pub fn new(config: LlmConfig) -> Result<Self, LlmError> {
-        let mut headers = Vec::new();
-        if let Some(key) = config.api_key.resolve()? {
-            headers.push(("authorization", format!("Bearer {}", key.expose()), true));
-        }
-        let transport = Transport::new(config.retry.clone(), config.timeout, headers)?;
-        let url = format!("{}/v1/chat/completions", config.base());
-        Ok(Self {
-            config,
-            url,
-            transport,
-        })
+/// The request body for `req`.
+pub(super) fn body(config: &LlmConfig, req: &ChatRequest) -> Value {
+    let mut messages = Vec::new();
+    if !req.system.is_empty() {
+        messages.push(json!({"role": "system", "content": req.system}));
     }
-
-    /// The request body for `req`.
-    pub fn body(&self, req: &ChatRequest) -> Value {
-        let mut messages = Vec::new();
-        if !req.system.is_empty() {
-            messages.push(json!({"role": "system", "content": req.system}));
-        }
-        for m in &req.messages {
-            push_message(&mut messages, m);
-        }
-        let mut body = Map::new();
-        body.insert("model".into(), json!(self.config.model));
-        body.insert("max_tokens".into(), json!(self.config.max_tokens));
-        body.insert("messages".into(), Value::Array(messages));
-        if !req.tools.is_empty() {
-            body.insert(
-                "tools".into(),
-                Value::Array(
-                    req.tools
-                        .iter()
-                        .map(|t| {
-                            json!({"type": "function", "function": {
-                                "name": t.name, "description": t.description, "parameters": t.input_schema}})
-                        })
-                        .collect(),
-                ),
-            );
-        }
-        if let Some(t) = self.config.temperature {
-            body.insert("temperature".into(), json!(t));
-        }
-        if self.config.stream {
-            body.insert("stream".into(), json!(true));
-            body.insert("stream_options".into(), json!({"include_usage": true}));
-        }
-        Value::Object(body)
+    for m in &req.messages {
+        push_message(&mut messages, m);
     }
+    let mut body = Map::new();
+    body.insert("model".into(), json!(config.model));
+    body.insert("max_tokens".into(), json!(config.max_tokens));
+    body.insert("messages".into(), Value::Array(messages));
+    if !req.tools.is_empty() {
+        body.insert(
+            "tools".into(),
+            Value::Array(
+                req.tools
+                    .iter()
+                    .map(|t| {
+                        json!({"type": "function", "function": {
+                            "name": t.name, "description": t.description, "parameters": t.input_schema}})
+                    })
+                    .collect(),
+            ),
+        );
+    }
+    if let Some(t) = config.temperature {
+        body.insert("temperature".into(), json!(t));
+    }
+    if config.stream {
+        body.insert("stream".into(), json!(true));
+        body.insert("stream_options".into(), json!({"include_usage": true}));
+    }
+    Value::Object(body)
 }
 
 /// Translate one neutral message: tool results become `tool` messages (first, right
@@ -168,7 +153,7 @@ fn usage(v: &Value) -> Usage {
     }
 }
 
-fn parse_completion(v: &Value, fallback_model: &str) -> Result<ChatResponse, LlmError> {
+pub(super) fn parse_completion(v: &Value, fallback_model: &str) -> Result<ChatResponse, LlmError> {
     let choice = v
         .pointer("/choices/0")
         .ok_or_else(|| LlmError::Protocol("completion has no choices".into()))?;
@@ -227,7 +212,10 @@ struct CallAcc {
     arguments: String,
 }
 
-fn parse_stream(events: &[SseEvent], fallback_model: &str) -> Result<ChatResponse, LlmError> {
+pub(super) fn parse_stream(
+    events: &[SseEvent],
+    fallback_model: &str,
+) -> Result<ChatResponse, LlmError> {
     let mut text = String::new();
     let mut calls: Vec<(u64, CallAcc)> = Vec::new();
     let mut finish = None;
@@ -329,29 +317,4 @@ fn parse_stream(events: &[SseEvent], fallback_model: &str) -> Result<ChatRespons
         usage: u,
         attempts: 1,
     })
-}
-
-#[async_trait]
-impl LlmClient for OpenAiClient {
-    fn provider(&self) -> Provider {
-        Provider::OpenAi
-    }
-
-    fn model(&self) -> &str {
-        &self.config.model
-    }
-
-    async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, LlmError> {
-        let body = self.body(request);
-        let model = self.config.model.clone();
-        let (mut resp, attempts) = self
-            .transport
-            .post(&self.url, &body, self.config.stream, |p| match p {
-                Payload::Json(v) => parse_completion(&v, &model),
-                Payload::Events(evs) => parse_stream(&evs, &model),
-            })
-            .await?;
-        resp.attempts = attempts;
-        Ok(resp)
-    }
 }

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use worktrain_agent::{
     AgentEvent, AgentRunner, CancellationToken, CommandAgent, CommandAgentConfig,
@@ -298,14 +298,12 @@ async fn long_command_keeps_the_heartbeat_and_cancel_kills_it() {
     let task = tokio::spawn(async move { agent.run(ctx).await });
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert!(hb.ticks() >= 6, "only {} ticks in 1.2 s", hb.ticks());
-    let t0 = Instant::now();
     cancel.cancel();
-    let outcome = task.await.unwrap();
+    let outcome = crate::common::finishes(task).await;
     assert!(
         matches!(outcome, RunOutcome::Cancelled { .. }),
         "{outcome:?}"
     );
-    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
     assert!(stub.path().join("bg.pid").exists());
     assert!(
         !crate::common::alive("30.33"),

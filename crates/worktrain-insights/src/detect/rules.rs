@@ -22,7 +22,9 @@ fn call_shape(c: &ToolCall) -> String {
         (Some(cmd), Action::Edit | Action::Test | Action::Run | Action::Search | Action::Read) => {
             normalize::command_shape(cmd)
         }
-        _ => format!("{} {}", c.name, c.action.as_str()),
+        (Some(_), Action::List | Action::Submit | Action::Delegate | Action::Other) | (None, _) => {
+            format!("{} {}", c.name, c.action.as_str())
+        }
     }
 }
 

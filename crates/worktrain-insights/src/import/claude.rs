@@ -160,7 +160,14 @@ impl Parser {
         }
         let summary = match call.action {
             Action::Search => s("pattern").map(|p| format!("{} {p}", call.name)),
-            _ => path.map(|p| format!("{} {}", call.name, self.rel(p))),
+            Action::Read
+            | Action::List
+            | Action::Edit
+            | Action::Test
+            | Action::Run
+            | Action::Submit
+            | Action::Delegate
+            | Action::Other => path.map(|p| format!("{} {}", call.name, self.rel(p))),
         };
         call.command = summary.map(|c| normalize::command_text(&c));
         Ok(call)

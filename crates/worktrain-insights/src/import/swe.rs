@@ -432,7 +432,10 @@ pub(crate) fn import<R: BufRead>(
         .to_owned();
     let source = match format {
         Format::SweAgent => Source::SweAgent,
-        _ => Source::MiniSweAgent,
+        // Only the two SWE formats are read here; the others have readers of their own.
+        Format::MiniSweAgent | Format::ClaudeCode | Format::Codex | Format::CodexExec => {
+            Source::MiniSweAgent
+        }
     };
     let cell = std::rc::Rc::new(std::cell::Cell::new(1u64));
     let bytes_read = std::rc::Rc::new(std::cell::Cell::new(0u64));
