@@ -7,8 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::{Value, json};
 use worktrain_core::error::{ApiError, ErrorCode, Retry};
-use worktrain_core::event::EventBody;
-use worktrain_core::ids::{NodeId, Seq, SessionId};
+use worktrain_core::ids::SessionId;
 use worktrain_engine::{Engine, SessionRef, SessionWorktrees, store_error};
 use worktrain_git::{
     CleanAction, CleanOptions, CleanReason, ListOptions, LockState, Mode, Worktrees,
@@ -239,102 +238,15 @@ async fn clean(
 pub async fn diff(ctx: &Ctx, a: DiffArgs) -> Result<Exit, ApiError> {
     let engine = ctx.engine().await?;
     let id: SessionId = engine.session_id(&SessionRef::parse(&a.session))?;
-    let summary = engine.session(id).await?;
-    let nodes = engine.store().nodes(id).await.map_err(store_error)?;
-    let step_of = |n: NodeId| {
-        nodes
-            .iter()
-            .find(|r| r.node == n)
-            .map(|r| r.step_id.to_string())
-            .unwrap_or_default()
+    let query = worktrain_engine::diff::DiffQuery {
+        step: a.step.clone(),
+        patch: !a.stat,
     };
-    // Snapshots, in the order they were recorded.
-    let mut snaps: Vec<(NodeId, String)> = Vec::new();
-    let mut after = Seq(0);
-    loop {
-        let events = engine
-            .store()
-            .events(id, after, 500)
-            .await
-            .map_err(store_error)?;
-        let Some(last) = events.last() else { break };
-        after = last.seq;
-        for e in events {
-            if let EventBody::StepSnapshotted { node, commit, .. } = e.body {
-                snaps.push((node, commit));
-            }
-        }
-    }
-    if snaps.is_empty() {
-        return Err(ApiError::new(
-            ErrorCode::InvalidInput,
-            format!("session {id} has no step snapshots"),
-            Retry::Never,
-            "snapshots are recorded when a daemon session in a git workspace completes a step",
-        ));
-    }
-    let repo = summary.workspace.clone().ok_or_else(|| {
-        ApiError::invalid_input(
-            format!("session {id} has no workspace"),
-            "snapshots live in the workspace repository",
-        )
-    })?;
-    let wts = open(ctx, Path::new(&repo))?;
-    let git = git2::Repository::open(&repo).map_err(git_error)?;
-    let wanted = a.step.as_deref();
-    let mut out = Vec::new();
-    let mut prev: Option<git2::Oid> = None;
-    for (node, commit) in snaps {
-        let to = git2::Oid::from_str(&commit).map_err(git_error)?;
-        let from = match prev {
-            Some(p) => p,
-            // The first snapshot's parent is the worktree's HEAD when it was taken.
-            None => git
-                .find_commit(to)
-                .and_then(|c| c.parent_id(0))
-                .map_err(git_error)?,
-        };
-        prev = Some(to);
-        // `n0` is the state before the first step: the baseline, not a step's change.
-        if node == NodeId(0) {
-            continue;
-        }
-        let step = step_of(node);
-        let selected = match wanted {
-            None => true,
-            Some(w) => w == step || w == node.to_string(),
-        };
-        if !selected {
-            continue;
-        }
-        let d = wts.diff(from, to).map_err(git_error)?;
-        out.push(json!({
-            "node": node,
-            "step_id": step,
-            "from": from.to_string(),
-            "to": commit,
-            "files_changed": d.stat.files_changed,
-            "insertions": d.stat.insertions,
-            "deletions": d.stat.deletions,
-            "files": d.stat.files.iter().map(|f| json!({
-                "path": f.new_path.as_ref().or(f.old_path.as_ref()),
-                "status": format!("{:?}", f.status).to_lowercase(),
-                "insertions": f.insertions,
-                "deletions": f.deletions,
-                "binary": f.binary,
-            })).collect::<Vec<_>>(),
-            "patch": if a.stat { Value::Null } else { Value::String(d.patch) },
-        }));
-    }
-    if out.is_empty() {
-        return Err(ApiError::invalid_input(
-            format!(
-                "no snapshot of step `{}` in session {id}",
-                wanted.unwrap_or("")
-            ),
-            "`worktrain session show <id>` lists the steps (and nodes) of the session",
-        ));
-    }
+    let steps = engine.session_diff(id, ctx.home.root(), &query).await?;
+    let out: Vec<Value> = steps
+        .iter()
+        .map(|s| serde_json::to_value(s).unwrap_or(Value::Null))
+        .collect();
     if ctx.out.json {
         ctx.out.json(&json!({"session_id": id, "steps": out}));
         return Ok(Exit::Ok);

@@ -27,6 +27,7 @@ use worktrain_core::token::Keyring;
 use worktrain_store::{AppendRequest, EventStore, StoreError};
 
 pub mod catalog;
+pub mod diff;
 pub mod workspace;
 pub mod worktrees;
 

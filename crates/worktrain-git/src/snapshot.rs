@@ -170,6 +170,15 @@ impl Worktrees {
         diff_trees(&repo, Some(&a), &b)
     }
 
+    /// The first parent of a commit of this repository (a snapshot's parent is the
+    /// worktree's HEAD when it was taken).
+    pub fn first_parent(&self, commit: Oid) -> Result<Oid> {
+        let repo = self.open_main()?;
+        repo.find_commit(commit)
+            .and_then(|c| c.parent_id(0))
+            .git(|| format!("reading the parent of {commit}"))
+    }
+
     /// The snapshot recorded under a label, if any.
     pub fn snapshot_of(&self, session: SessionId, node_label: &str) -> Result<Option<Oid>> {
         let refname = snapshot_ref(session, node_label)?;

@@ -27,6 +27,7 @@ pub(super) fn routes() -> Vec<Route> {
         route(Method::POST, "/api/v1/sessions", post(dispatch)),
         route(Method::GET, "/api/v1/sessions", get(list_sessions)),
         route(Method::GET, "/api/v1/sessions/{id}", get(session_detail)),
+        route(Method::GET, "/api/v1/sessions/{id}/diff", get(session_diff)),
     ]
 }
 
@@ -124,14 +125,7 @@ pub async fn dispatch_session(
                 "derive it from what identifies the work (e.g. `review-pr-42`)",
             ));
         }
-        if let Some(existing) = st
-            .sup
-            .engine()
-            .store()
-            .session_by_dispatch_key(key)
-            .await
-            .map_err(store_error)?
-        {
+        if let Some(existing) = st.sup.engine().dispatched_session(key).await? {
             let record = views::load_record(&st.sup, existing).await?;
             return Ok(DispatchAnswer {
                 created: false,
@@ -367,6 +361,39 @@ pub struct SessionDetail {
     pub nodes: Vec<worktrain_core::projection::NodeRecord>,
     /// The worker's lease on it, when running.
     pub lease: Option<worktrain_store::Lease>,
+}
+
+/// `GET /api/v1/sessions/{id}/diff` query.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiffQueryArgs {
+    /// Only this step (its id, or its node as `n3`).
+    pub step: Option<String>,
+    /// The stat only, without the patches.
+    #[serde(default)]
+    pub stat: bool,
+}
+
+/// The session's changes step by step, from its worktree snapshots (the same answer as
+/// `worktrain session diff --json`).
+async fn session_diff(
+    State(st): State<AppState>,
+    SessionPath(id): SessionPath,
+    QueryArgs(q): QueryArgs<DiffQueryArgs>,
+) -> ApiResult<axum::Json<Value>> {
+    let query = worktrain_engine::diff::DiffQuery {
+        step: q.step,
+        patch: !q.stat,
+    };
+    let steps = st
+        .sup
+        .engine()
+        .session_diff(id, st.sup.home(), &query)
+        .await?;
+    Ok(axum::Json(serde_json::json!({
+        "session_id": id,
+        "steps": steps,
+    })))
 }
 
 async fn session_detail(
