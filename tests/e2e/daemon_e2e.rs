@@ -57,6 +57,18 @@ fn assert_tool_processes_dead(rig: &Rig, id: &str) {
     );
 }
 
+// The goals of the lifecycle scenarios (the fake LLM routes on them).
+const COMMIT: &str = "goal-commit-A1";
+const PLAIN: &str = "goal-plain-A2";
+const BLOCKED: &str = "goal-blocked-A3";
+const EARLY: &str = "goal-early-A4";
+const STALL: &str = "goal-stall-A5";
+const TIMEOUT: &str = "goal-timeout-A6";
+const CANCEL: &str = "goal-cancel-A7";
+const STEER: &str = "goal-steer-A8";
+const GATE: &str = "goal-gate-A9";
+const STEER_MSG: &str = "STEER-7f3a: prefer the smaller fix";
+
 /// Success (with tool errors along the way), blocked step and retry, early stop, a stall
 /// in a long tool call, the wall-clock limit, cancel, steer and gate park → approve — nine
 /// sessions at once on one daemon, then the worktree inventory.
@@ -66,16 +78,6 @@ fn lifecycle_scenarios_on_one_daemon() {
         eprintln!("skipped: git is not installed");
         return;
     }
-    const COMMIT: &str = "goal-commit-A1";
-    const PLAIN: &str = "goal-plain-A2";
-    const BLOCKED: &str = "goal-blocked-A3";
-    const EARLY: &str = "goal-early-A4";
-    const STALL: &str = "goal-stall-A5";
-    const TIMEOUT: &str = "goal-timeout-A6";
-    const CANCEL: &str = "goal-cancel-A7";
-    const STEER: &str = "goal-steer-A8";
-    const GATE: &str = "goal-gate-A9";
-    const STEER_MSG: &str = "STEER-7f3a: prefer the smaller fix";
     let commit_cmd = "git add -A && git -c user.name=agent -c user.email=agent@example.invalid commit -qm 'agent work' && git log --oneline -1";
     let mut rig = Rig::new(RigSpec {
         daemon: &["lease_secs: 3", "max_concurrent_sessions: 10"],
@@ -239,335 +241,396 @@ fn lifecycle_scenarios_on_one_daemon() {
         assert_eq!(rig.show(id)["status"], "complete");
     }
 
-    // 1. Success. Files the agent wrote are in the step snapshots; the worktree is gone;
-    //    the branch with the agent's own (unpushed) commit is kept.
-    {
-        let ev = rig.events(&commit);
-        let all_snaps = of_kind(&ev, "step_snapshotted");
-        assert!(
-            all_snaps.iter().any(|s| s["body"]["node"] == 0),
-            "a snapshot before the first step: {:?}",
-            kinds(&ev)
-        );
-        let snaps: Vec<&Value> = all_snaps
-            .into_iter()
-            .filter(|s| s["body"]["node"] != 0)
-            .collect();
-        assert_eq!(snaps.len(), 2, "one snapshot per step: {:?}", kinds(&ev));
-        for s in &snaps {
-            let r = s["body"]["git_ref"].as_str().unwrap();
-            assert!(r.starts_with(&format!("refs/worktrain/{commit}/")), "{s}");
-            assert_eq!(
-                git(&rig.repo, &["rev-parse", "--verify", r]).trim(),
-                s["body"]["commit"].as_str().unwrap(),
-                "snapshot ref {r}"
-            );
-        }
-        let calls = activities(&ev, "tool_call");
-        let failed_edit = calls
-            .iter()
-            .find(|c| c["name"] == "edit_file" && !c["error"].is_null())
-            .unwrap_or_else(|| panic!("the failing edit is recorded: {calls:#?}"));
-        assert_eq!(failed_edit["error"]["kind"], "not_found", "{failed_edit}");
-        let ls = calls
-            .iter()
-            .find(|c| c["name"] == "shell" && c["args"].as_str().unwrap_or("").contains("ls"))
-            .unwrap_or_else(|| panic!("the ls call is recorded: {calls:#?}"));
-        assert_ne!(ls["exit_code"], 0, "{ls}");
-        assert!(
-            ls["error"].is_null(),
-            "a non-zero exit is not a tool error: {ls}"
-        );
-        let reqs = rig.requests_for(COMMIT);
-        assert!(
-            reqs[2].raw.contains("\"is_error\":true"),
-            "the model is told its edit failed: {}",
-            reqs[2].raw
-        );
-        assert!(
-            reqs.iter().all(|r| !r.raw.contains("wt1.")),
-            "a step token reached the model"
-        );
-
-        let diff = rig.env.ok_json(&["session", "diff", &commit]);
-        let steps = diff["steps"].as_array().unwrap();
-        assert_eq!(steps[0]["step_id"], "first", "{diff:#}");
-        let mut files: Vec<&str> = steps[0]["files"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|f| f["path"].as_str().unwrap())
-            .collect();
-        files.sort_unstable();
-        assert_eq!(files, ["README", "src/hello.txt"], "{diff:#}");
-        let patch = steps[0]["patch"].as_str().unwrap();
-        assert!(
-            patch.contains("+hello from the agent") && patch.contains("+hello, edited"),
-            "{patch}"
-        );
-
-        assert!(
-            !rig.worktree_of(&commit).exists(),
-            "the worktree of a completed run is removed"
-        );
-        let branch = format!("worktrain/{commit}");
-        assert_eq!(
-            git(
-                &rig.repo,
-                &["rev-list", "--count", &format!("main..{branch}")]
-            )
-            .trim(),
-            "1",
-            "the branch with the agent's unpushed commit is kept"
-        );
-        assert_eq!(
-            git(&rig.repo, &["show", &format!("{branch}:src/hello.txt")]),
-            "hello from the agent\n"
-        );
-        assert_eq!(
-            git(
-                &rig.repo,
-                &["ls-remote", "origin", &format!("refs/heads/{branch}")]
-            )
-            .trim(),
-            "",
-            "nothing was pushed (delivery is not part of a run)"
-        );
-        // The agent's own commit is the session's work.
-        let r = result_of(&results, &commit);
-        assert_eq!(
-            r["commit"].as_str(),
-            Some(git(&rig.repo, &["rev-parse", &branch]).trim()),
-            "{r:#}"
-        );
-    }
-    // ... and when the agent did not commit, worktrain does: the work is a real commit
-    // on the kept session branch (trailers name the session and the workflow), and the
-    // await result names the branch and the commit. Nothing reported is missing.
-    {
-        let diff = rig.env.ok_json(&["session", "diff", &plain]);
-        let step = &diff["steps"][0];
-        assert_eq!(step["files"][0]["path"], "gen/out.txt", "{diff:#}");
-        assert!(step["patch"].as_str().unwrap().contains("+generated"));
-        assert!(!rig.worktree_of(&plain).exists());
-        let branch = format!("worktrain/{plain}");
-        let r = result_of(&results, &plain);
-        assert_eq!(r["branch"], branch.as_str(), "{r:#}");
-        let commit = r["commit"]
-            .as_str()
-            .expect("the await result names the commit");
-        assert!(
-            r["worktree"].is_null(),
-            "the removed worktree is not reported: {r:#}"
-        );
-        assert_eq!(
-            git(&rig.repo, &["rev-parse", &branch]).trim(),
-            commit,
-            "the branch holds the reported commit"
-        );
-        assert_eq!(
-            git(&rig.repo, &["show", &format!("{branch}:gen/out.txt")]),
-            "generated\n"
-        );
-        let message = git(&rig.repo, &["log", "-1", "--format=%B", &branch]);
-        assert!(
-            message.contains(&format!("Worktrain-Session: {plain}"))
-                && message.contains("Worktrain-Workflow: e2e-one@"),
-            "{message}"
-        );
-        let ev = rig.events(&plain);
-        let committed = of_kind(&ev, "work_committed");
-        assert_eq!(committed.len(), 1, "{:?}", kinds(&ev));
-        assert_eq!(committed[0]["body"]["reason"], "completed");
-        assert_eq!(committed[0]["body"]["commit"], commit);
-        let removed = of_kind(&ev, "worktree_removed");
-        assert_eq!(removed.len(), 1, "{:?}", kinds(&ev));
-        assert_eq!(removed[0]["body"]["branch"], branch.as_str());
-        let order: Vec<String> = kinds(&ev)
-            .into_iter()
-            .filter(|k| {
-                ["work_committed", "worktree_removed", "run_finished"].contains(&k.as_str())
-            })
-            .collect();
-        assert_eq!(
-            order,
-            ["work_committed", "worktree_removed", "run_finished"],
-            "the run is reported finished only once its work is committed"
-        );
-        let shown = rig.detail(&plain);
-        assert_eq!(shown["run"]["commit"], commit, "{shown:#}");
-        assert!(shown["run"].get("worktree").is_none(), "{shown:#}");
-    }
-
-    // 2. Blocked step and retry: notes missing → blocked, the blockers reach the model,
-    //    the second attempt is accepted.
-    {
-        let ev = rig.events(&blocked);
-        assert_eq!(of_kind(&ev, "step_blocked").len(), 1, "{:?}", kinds(&ev));
-        let submitted: Vec<&str> = activities(&ev, "step_submitted")
-            .iter()
-            .map(|a| a["result"].as_str().unwrap_or("?"))
-            .collect();
-        assert_eq!(submitted, ["blocked", "complete"]);
-        let reqs = rig.requests_for(BLOCKED);
-        assert_eq!(reqs.len(), 2);
-        assert!(reqs[1].raw.contains("needs notes"), "{}", reqs[1].raw);
-        let d = rig.detail(&blocked);
-        assert_eq!(d["nodes"][0]["attempts"], 2, "{d:#}");
-        assert_eq!(result_of(&results, &blocked)["notes"], "now with notes");
-    }
-
-    // 3. Early stop: nudged once, then failed agent_stopped_early — never a success; the
-    //    worktree is kept for inspection with the agent's partial work.
-    {
-        assert_eq!(
-            outcome(&early),
-            ("failed".into(), Some("agent_stopped_early".into()))
-        );
-        let s = rig.show(&early);
-        assert_ne!(s["status"], "complete");
-        let ev = rig.events(&early);
-        let nudges = activities(&ev, "nudged");
-        assert_eq!(nudges.len(), 1, "{nudges:#?}");
-        assert_eq!(nudges[0]["reason"], "stopped_early");
-        assert!(of_kind(&ev, "session_completed").is_empty());
-        assert!(of_kind(&ev, "step_completed").is_empty());
-        let reqs = rig.requests_for(EARLY);
-        assert_eq!(reqs.len(), 3, "write, stop, stop after the nudge");
-        assert!(
-            reqs[2]
-                .raw
-                .contains("You ended your turn without calling complete_step"),
-            "{}",
-            reqs[2].raw
-        );
-        assert_eq!(
-            std::fs::read_to_string(rig.worktree_of(&early).join("partial.txt")).unwrap(),
-            "half done\n"
-        );
-    }
-
-    // 4. A tool call longer than the lease: the lease kept being renewed and the heartbeat
-    //    kept ticking while `sleep 8` ran; the run was not killed and completed.
-    {
-        assert!(
-            samples.len() >= 10,
-            "too few samples of the stalled run: {samples:?}"
-        );
-        let mut expiries = Vec::new();
-        for (at, lease, beat) in &samples {
-            let exp = lease["expires_at_ms"]
-                .as_i64()
-                .unwrap_or_else(|| panic!("a running session has a lease: {lease}"));
-            assert!(exp > *at, "the lease lapsed at {at}: {lease}");
-            let beat = beat.as_i64().unwrap_or(0);
-            assert!(
-                at - beat < 2500,
-                "no heartbeat for {} ms during the tool call",
-                at - beat
-            );
-            expiries.push(exp);
-        }
-        expiries.dedup();
-        assert!(
-            expiries.len() >= 4,
-            "the lease was not renewed during the tool call: {expiries:?}"
-        );
-        let ev = rig.events(&stall);
-        let call = activities(&ev, "tool_call")
-            .into_iter()
-            .find(|c| c["name"] == "shell")
-            .cloned()
-            .unwrap();
-        assert!(call["duration_ms"].as_u64().unwrap() >= 8000, "{call}");
-        assert_eq!(call["exit_code"], 0, "{call}");
-        assert!(call["error"].is_null(), "{call}");
-        assert!(
-            rig.requests_for(STALL)[1].raw.contains("slept-well"),
-            "the command's output reached the model"
-        );
-    }
-
-    // 5. The wall-clock limit fires during a long tool call; its process group is killed.
-    {
-        assert_eq!(
-            outcome(&timeout),
-            ("failed".into(), Some("wall_clock_exceeded".into()))
-        );
-        let ev = rig.events(&timeout);
-        let started = of_kind(&ev, "run_started")[0]["created_at_ms"]
-            .as_i64()
-            .unwrap();
-        let finished = of_kind(&ev, "run_finished")[0]["created_at_ms"]
-            .as_i64()
-            .unwrap();
-        assert!(
-            (2_500..15_000).contains(&(finished - started)),
-            "a 3 s wall clock ended the run after {} ms",
-            finished - started
-        );
-        assert_tool_processes_dead(&rig, &timeout);
-    }
-
-    // 6a. Cancel: recorded, run ends cancelled, the tool's process group is killed.
-    {
-        assert_eq!(outcome(&cancel), ("cancelled".into(), None));
-        let ev = rig.events(&cancel);
-        let k = kinds(&ev);
-        let req = k.iter().position(|k| k == "cancel_requested").unwrap();
-        let fin = k.iter().position(|k| k == "run_finished").unwrap();
-        assert!(req < fin, "{k:?}");
-        assert_eq!(ev[fin]["body"]["end"], "cancelled");
-        assert_tool_processes_dead(&rig, &cancel);
-    }
-
-    // 6b. Steer: the message is in the model's next request, not in the one before.
-    {
-        let reqs = rig.requests_for(STEER);
-        assert_eq!(reqs.len(), 2);
-        assert!(!reqs[0].raw.contains(STEER_MSG));
-        assert!(
-            reqs[1].raw.contains(&format!(
-                "Message from the operator (via worktrain): {STEER_MSG}"
-            )),
-            "{}",
-            reqs[1].raw
-        );
-        let ev = rig.events(&steer);
-        assert_eq!(of_kind(&ev, "steered").len(), 1);
-        assert_eq!(activities(&ev, "steering_delivered").len(), 1);
-    }
-
-    // 6c. Gate: parked (run 1 ends `parked`), approved, requeued, run 2 completes.
-    {
-        let ev = rig.events(&gate);
-        let ends: Vec<&Value> = of_kind(&ev, "run_finished")
-            .iter()
-            .map(|e| &e["body"]["end"])
-            .collect();
-        assert_eq!(ends, [&json!("parked"), &json!("completed")]);
-        let requeued = of_kind(&ev, "run_requeued");
-        assert_eq!(requeued.len(), 1);
-        assert_eq!(requeued[0]["body"]["reason"], "gate_decided");
-        assert_eq!(of_kind(&ev, "gate_approved").len(), 1);
-        let runs: Vec<&Value> = of_kind(&ev, "run_started")
-            .iter()
-            .map(|e| &e["body"]["run"])
-            .collect();
-        assert_eq!(runs, [&json!(1), &json!(2)]);
-        let reqs = rig.requests_for(GATE);
-        assert_eq!(reqs.len(), 2);
-        assert!(
-            !reqs[1].raw.contains("daemon restarted") && !reqs[1].raw.contains("interrupted"),
-            "after an approval the agent is not told it was interrupted: {}",
-            reqs[1].raw
-        );
-    }
+    // Each scenario's checks, by name.
+    let f = Finished {
+        rig: &rig,
+        results: &results,
+    };
+    success_keeps_step_snapshots_and_the_agents_commit(&f, &commit);
+    uncommitted_work_becomes_a_commit_on_the_kept_branch(&f, &plain);
+    blocked_step_is_retried_with_the_blockers(&f, &blocked);
+    early_stop_is_nudged_then_failed(&f, &early);
+    long_tool_call_keeps_the_lease_and_heartbeat(&f, &stall, &samples);
+    wall_clock_limit_kills_the_tool(&f, &timeout);
+    cancel_is_recorded_and_kills_the_tool(&f, &cancel);
+    steering_reaches_the_next_request(&f, &steer);
+    gate_parks_then_approval_requeues(&f, &gate);
 
     // No leaks: exactly the failed and cancelled sessions keep (locked, expiring)
     // worktrees; `git worktree list` agrees.
     rig.assert_worktrees_exactly(&[&early, &timeout, &cancel]);
     eprintln!("lifecycle scenarios: {:?}", t0.elapsed());
+}
+
+/// What every lifecycle scenario's checks read once all sessions have finished: the rig
+/// and the `worktrain await` results.
+#[derive(Clone, Copy)]
+struct Finished<'a> {
+    rig: &'a Rig,
+    results: &'a [Value],
+}
+
+impl Finished<'_> {
+    /// The outcome and failure reason `await` reported for a session.
+    fn outcome(&self, id: &str) -> (String, Option<String>) {
+        let r = result_of(self.results, id);
+        (
+            r["outcome"].as_str().unwrap_or("?").to_owned(),
+            r["failure"].as_str().map(str::to_owned),
+        )
+    }
+}
+
+/// Success. Files the agent wrote are in the step snapshots; the worktree is gone;
+/// the branch with the agent's own (unpushed) commit is kept.
+fn success_keeps_step_snapshots_and_the_agents_commit(f: &Finished<'_>, commit: &str) {
+    let Finished { rig, results } = *f;
+    let ev = rig.events(commit);
+    let all_snaps = of_kind(&ev, "step_snapshotted");
+    assert!(
+        all_snaps.iter().any(|s| s["body"]["node"] == 0),
+        "a snapshot before the first step: {:?}",
+        kinds(&ev)
+    );
+    let snaps: Vec<&Value> = all_snaps
+        .into_iter()
+        .filter(|s| s["body"]["node"] != 0)
+        .collect();
+    assert_eq!(snaps.len(), 2, "one snapshot per step: {:?}", kinds(&ev));
+    for s in &snaps {
+        let r = s["body"]["git_ref"].as_str().unwrap();
+        assert!(r.starts_with(&format!("refs/worktrain/{commit}/")), "{s}");
+        assert_eq!(
+            git(&rig.repo, &["rev-parse", "--verify", r]).trim(),
+            s["body"]["commit"].as_str().unwrap(),
+            "snapshot ref {r}"
+        );
+    }
+    let calls = activities(&ev, "tool_call");
+    let failed_edit = calls
+        .iter()
+        .find(|c| c["name"] == "edit_file" && !c["error"].is_null())
+        .unwrap_or_else(|| panic!("the failing edit is recorded: {calls:#?}"));
+    assert_eq!(failed_edit["error"]["kind"], "not_found", "{failed_edit}");
+    let ls = calls
+        .iter()
+        .find(|c| c["name"] == "shell" && c["args"].as_str().unwrap_or("").contains("ls"))
+        .unwrap_or_else(|| panic!("the ls call is recorded: {calls:#?}"));
+    assert_ne!(ls["exit_code"], 0, "{ls}");
+    assert!(
+        ls["error"].is_null(),
+        "a non-zero exit is not a tool error: {ls}"
+    );
+    let reqs = rig.requests_for(COMMIT);
+    assert!(
+        reqs[2].raw.contains("\"is_error\":true"),
+        "the model is told its edit failed: {}",
+        reqs[2].raw
+    );
+    assert!(
+        reqs.iter().all(|r| !r.raw.contains("wt1.")),
+        "a step token reached the model"
+    );
+
+    let diff = rig.env.ok_json(&["session", "diff", commit]);
+    // The daemon answers with the same diff: one implementation, in the engine.
+    assert_eq!(
+        rig.get(&format!("/api/v1/sessions/{commit}/diff")),
+        diff,
+        "GET /api/v1/sessions/{{id}}/diff and `session diff --json` differ"
+    );
+    let stat = rig.get(&format!(
+        "/api/v1/sessions/{commit}/diff?step=first&stat=true"
+    ));
+    assert_eq!(stat["steps"].as_array().map(Vec::len), Some(1), "{stat:#}");
+    assert!(stat["steps"][0]["patch"].is_null(), "{stat:#}");
+    assert_eq!(stat["steps"][0]["files"], diff["steps"][0]["files"]);
+    let steps = diff["steps"].as_array().unwrap();
+    assert_eq!(steps[0]["step_id"], "first", "{diff:#}");
+    let mut files: Vec<&str> = steps[0]["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    files.sort_unstable();
+    assert_eq!(files, ["README", "src/hello.txt"], "{diff:#}");
+    let patch = steps[0]["patch"].as_str().unwrap();
+    assert!(
+        patch.contains("+hello from the agent") && patch.contains("+hello, edited"),
+        "{patch}"
+    );
+
+    assert!(
+        !rig.worktree_of(commit).exists(),
+        "the worktree of a completed run is removed"
+    );
+    let branch = format!("worktrain/{commit}");
+    assert_eq!(
+        git(
+            &rig.repo,
+            &["rev-list", "--count", &format!("main..{branch}")]
+        )
+        .trim(),
+        "1",
+        "the branch with the agent's unpushed commit is kept"
+    );
+    assert_eq!(
+        git(&rig.repo, &["show", &format!("{branch}:src/hello.txt")]),
+        "hello from the agent\n"
+    );
+    assert_eq!(
+        git(
+            &rig.repo,
+            &["ls-remote", "origin", &format!("refs/heads/{branch}")]
+        )
+        .trim(),
+        "",
+        "nothing was pushed (delivery is not part of a run)"
+    );
+    // The agent's own commit is the session's work.
+    let r = result_of(results, commit);
+    assert_eq!(
+        r["commit"].as_str(),
+        Some(git(&rig.repo, &["rev-parse", &branch]).trim()),
+        "{r:#}"
+    );
+}
+
+/// and when the agent did not commit, worktrain does: the work is a real commit
+/// on the kept session branch (trailers name the session and the workflow), and the
+/// await result names the branch and the commit. Nothing reported is missing.
+fn uncommitted_work_becomes_a_commit_on_the_kept_branch(f: &Finished<'_>, plain: &str) {
+    let Finished { rig, results } = *f;
+    let diff = rig.env.ok_json(&["session", "diff", plain]);
+    let step = &diff["steps"][0];
+    assert_eq!(step["files"][0]["path"], "gen/out.txt", "{diff:#}");
+    assert!(step["patch"].as_str().unwrap().contains("+generated"));
+    assert!(!rig.worktree_of(plain).exists());
+    let branch = format!("worktrain/{plain}");
+    let r = result_of(results, plain);
+    assert_eq!(r["branch"], branch.as_str(), "{r:#}");
+    let commit = r["commit"]
+        .as_str()
+        .expect("the await result names the commit");
+    assert!(
+        r["worktree"].is_null(),
+        "the removed worktree is not reported: {r:#}"
+    );
+    assert_eq!(
+        git(&rig.repo, &["rev-parse", &branch]).trim(),
+        commit,
+        "the branch holds the reported commit"
+    );
+    assert_eq!(
+        git(&rig.repo, &["show", &format!("{branch}:gen/out.txt")]),
+        "generated\n"
+    );
+    let message = git(&rig.repo, &["log", "-1", "--format=%B", &branch]);
+    assert!(
+        message.contains(&format!("Worktrain-Session: {plain}"))
+            && message.contains("Worktrain-Workflow: e2e-one@"),
+        "{message}"
+    );
+    let ev = rig.events(plain);
+    let committed = of_kind(&ev, "work_committed");
+    assert_eq!(committed.len(), 1, "{:?}", kinds(&ev));
+    assert_eq!(committed[0]["body"]["reason"], "completed");
+    assert_eq!(committed[0]["body"]["commit"], commit);
+    let removed = of_kind(&ev, "worktree_removed");
+    assert_eq!(removed.len(), 1, "{:?}", kinds(&ev));
+    assert_eq!(removed[0]["body"]["branch"], branch.as_str());
+    let order: Vec<String> = kinds(&ev)
+        .into_iter()
+        .filter(|k| ["work_committed", "worktree_removed", "run_finished"].contains(&k.as_str()))
+        .collect();
+    assert_eq!(
+        order,
+        ["work_committed", "worktree_removed", "run_finished"],
+        "the run is reported finished only once its work is committed"
+    );
+    let shown = rig.detail(plain);
+    assert_eq!(shown["run"]["commit"], commit, "{shown:#}");
+    assert!(shown["run"].get("worktree").is_none(), "{shown:#}");
+}
+
+/// Blocked step and retry: notes missing → blocked, the blockers reach the model,
+/// the second attempt is accepted.
+fn blocked_step_is_retried_with_the_blockers(f: &Finished<'_>, blocked: &str) {
+    let Finished { rig, results } = *f;
+    let ev = rig.events(blocked);
+    assert_eq!(of_kind(&ev, "step_blocked").len(), 1, "{:?}", kinds(&ev));
+    let submitted: Vec<&str> = activities(&ev, "step_submitted")
+        .iter()
+        .map(|a| a["result"].as_str().unwrap_or("?"))
+        .collect();
+    assert_eq!(submitted, ["blocked", "complete"]);
+    let reqs = rig.requests_for(BLOCKED);
+    assert_eq!(reqs.len(), 2);
+    assert!(reqs[1].raw.contains("needs notes"), "{}", reqs[1].raw);
+    let d = rig.detail(blocked);
+    assert_eq!(d["nodes"][0]["attempts"], 2, "{d:#}");
+    assert_eq!(result_of(results, blocked)["notes"], "now with notes");
+}
+
+/// Early stop: nudged once, then failed agent_stopped_early — never a success; the
+/// worktree is kept for inspection with the agent's partial work.
+fn early_stop_is_nudged_then_failed(f: &Finished<'_>, early: &str) {
+    let rig = f.rig;
+    let outcome = |id: &str| f.outcome(id);
+    assert_eq!(
+        outcome(early),
+        ("failed".into(), Some("agent_stopped_early".into()))
+    );
+    let s = rig.show(early);
+    assert_ne!(s["status"], "complete");
+    let ev = rig.events(early);
+    let nudges = activities(&ev, "nudged");
+    assert_eq!(nudges.len(), 1, "{nudges:#?}");
+    assert_eq!(nudges[0]["reason"], "stopped_early");
+    assert!(of_kind(&ev, "session_completed").is_empty());
+    assert!(of_kind(&ev, "step_completed").is_empty());
+    let reqs = rig.requests_for(EARLY);
+    assert_eq!(reqs.len(), 3, "write, stop, stop after the nudge");
+    assert!(
+        reqs[2]
+            .raw
+            .contains("You ended your turn without calling complete_step"),
+        "{}",
+        reqs[2].raw
+    );
+    assert_eq!(
+        std::fs::read_to_string(rig.worktree_of(early).join("partial.txt")).unwrap(),
+        "half done\n"
+    );
+}
+
+/// A tool call longer than the lease: the lease kept being renewed and the heartbeat
+/// kept ticking while `sleep 8` ran; the run was not killed and completed.
+fn long_tool_call_keeps_the_lease_and_heartbeat(
+    f: &Finished<'_>,
+    stall: &str,
+    samples: &[(i64, Value, Value)],
+) {
+    let rig = f.rig;
+    assert!(
+        samples.len() >= 10,
+        "too few samples of the stalled run: {samples:?}"
+    );
+    let mut expiries = Vec::new();
+    for (at, lease, beat) in samples {
+        let exp = lease["expires_at_ms"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("a running session has a lease: {lease}"));
+        assert!(exp > *at, "the lease lapsed at {at}: {lease}");
+        let beat = beat.as_i64().unwrap_or(0);
+        assert!(
+            at - beat < 2500,
+            "no heartbeat for {} ms during the tool call",
+            at - beat
+        );
+        expiries.push(exp);
+    }
+    expiries.dedup();
+    assert!(
+        expiries.len() >= 4,
+        "the lease was not renewed during the tool call: {expiries:?}"
+    );
+    let ev = rig.events(stall);
+    let call = activities(&ev, "tool_call")
+        .into_iter()
+        .find(|c| c["name"] == "shell")
+        .cloned()
+        .unwrap();
+    assert!(call["duration_ms"].as_u64().unwrap() >= 8000, "{call}");
+    assert_eq!(call["exit_code"], 0, "{call}");
+    assert!(call["error"].is_null(), "{call}");
+    assert!(
+        rig.requests_for(STALL)[1].raw.contains("slept-well"),
+        "the command's output reached the model"
+    );
+}
+
+/// The wall-clock limit fires during a long tool call; its process group is killed.
+fn wall_clock_limit_kills_the_tool(f: &Finished<'_>, timeout: &str) {
+    let rig = f.rig;
+    let outcome = |id: &str| f.outcome(id);
+    assert_eq!(
+        outcome(timeout),
+        ("failed".into(), Some("wall_clock_exceeded".into()))
+    );
+    let ev = rig.events(timeout);
+    let started = of_kind(&ev, "run_started")[0]["created_at_ms"]
+        .as_i64()
+        .unwrap();
+    let finished = of_kind(&ev, "run_finished")[0]["created_at_ms"]
+        .as_i64()
+        .unwrap();
+    assert!(
+        (2_500..15_000).contains(&(finished - started)),
+        "a 3 s wall clock ended the run after {} ms",
+        finished - started
+    );
+    assert_tool_processes_dead(rig, timeout);
+}
+
+/// Cancel: recorded, run ends cancelled, the tool's process group is killed.
+fn cancel_is_recorded_and_kills_the_tool(f: &Finished<'_>, cancel: &str) {
+    let rig = f.rig;
+    let outcome = |id: &str| f.outcome(id);
+    assert_eq!(outcome(cancel), ("cancelled".into(), None));
+    let ev = rig.events(cancel);
+    let k = kinds(&ev);
+    let req = k.iter().position(|k| k == "cancel_requested").unwrap();
+    let fin = k.iter().position(|k| k == "run_finished").unwrap();
+    assert!(req < fin, "{k:?}");
+    assert_eq!(ev[fin]["body"]["end"], "cancelled");
+    assert_tool_processes_dead(rig, cancel);
+}
+
+/// Steer: the message is in the model's next request, not in the one before.
+fn steering_reaches_the_next_request(f: &Finished<'_>, steer: &str) {
+    let rig = f.rig;
+    let reqs = rig.requests_for(STEER);
+    assert_eq!(reqs.len(), 2);
+    assert!(!reqs[0].raw.contains(STEER_MSG));
+    assert!(
+        reqs[1].raw.contains(&format!(
+            "Message from the operator (via worktrain): {STEER_MSG}"
+        )),
+        "{}",
+        reqs[1].raw
+    );
+    let ev = rig.events(steer);
+    assert_eq!(of_kind(&ev, "steered").len(), 1);
+    assert_eq!(activities(&ev, "steering_delivered").len(), 1);
+}
+
+/// Gate: parked (run 1 ends `parked`), approved, requeued, run 2 completes.
+fn gate_parks_then_approval_requeues(f: &Finished<'_>, gate: &str) {
+    let rig = f.rig;
+    let ev = rig.events(gate);
+    let ends: Vec<&Value> = of_kind(&ev, "run_finished")
+        .iter()
+        .map(|e| &e["body"]["end"])
+        .collect();
+    assert_eq!(ends, [&json!("parked"), &json!("completed")]);
+    let requeued = of_kind(&ev, "run_requeued");
+    assert_eq!(requeued.len(), 1);
+    assert_eq!(requeued[0]["body"]["reason"], "gate_decided");
+    assert_eq!(of_kind(&ev, "gate_approved").len(), 1);
+    let runs: Vec<&Value> = of_kind(&ev, "run_started")
+        .iter()
+        .map(|e| &e["body"]["run"])
+        .collect();
+    assert_eq!(runs, [&json!(1), &json!(2)]);
+    let reqs = rig.requests_for(GATE);
+    assert_eq!(reqs.len(), 2);
+    assert!(
+        !reqs[1].raw.contains("daemon restarted") && !reqs[1].raw.contains("interrupted"),
+        "after an approval the agent is not told it was interrupted: {}",
+        reqs[1].raw
+    );
 }
 
 /// The kill switch stops the running session (its tool's process group too) and ends

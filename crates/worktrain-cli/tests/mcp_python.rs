@@ -82,16 +82,14 @@ fn python_sdk_drives_the_stdio_server() {
     eprintln!("{}", stdout.lines().rev().nth(1).unwrap_or_default());
 }
 
-/// Not a benchmark (see `benches/mcp_roundtrip.rs` for the numbers): a guard against
-/// gross regressions. With debug logging on, stdout must carry nothing but JSON-RPC
-/// messages, `initialize` must be answered quickly even on a fresh home, and closing
-/// stdin must end the server cleanly.
+/// With debug logging on, stdout must carry nothing but JSON-RPC messages, `initialize`
+/// must be answered on a fresh home, and closing stdin must end the server cleanly. How
+/// fast it starts is measured by `benches/mcp_roundtrip.rs` (startup section), not here.
 #[test]
-fn stdio_server_starts_fast_and_keeps_stdout_clean() {
+fn stdio_server_keeps_stdout_clean_and_ends_on_eof() {
     use std::io::{BufRead, BufReader, Write};
 
     let home = tempfile::tempdir().unwrap();
-    let started = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_worktrain"))
         .arg("mcp")
         .env("WORKTRAIN_HOME", home.path().join("home"))
@@ -114,13 +112,8 @@ fn stdio_server_starts_fast_and_keeps_stdout_clean() {
     );
     let mut line = String::new();
     stdout.read_line(&mut line).unwrap();
-    let startup = started.elapsed();
     let init: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!(init["id"], 1, "{line}");
-    assert!(
-        startup < Duration::from_secs(1),
-        "spawn → initialize response took {startup:?} (the target is ≤ 100 ms in release)"
-    );
     send(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
     send("not json at all");
     send(

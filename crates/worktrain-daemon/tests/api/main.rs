@@ -1076,34 +1076,58 @@ async fn per_workspace_and_per_trigger_caps_hold() {
         assert_eq!(s, StatusCode::CREATED, "{v}");
         ids.push(v["session_id"].as_str().unwrap().to_owned());
     }
-    let (mut max_a, mut max_nightly, mut max_total) = (0, 0, 0);
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let (_, v) = d.get("/api/v1/sessions?run_state=running").await;
-        let running = v["sessions"].as_array().cloned().unwrap_or_default();
-        let in_a = running
+    for id in &ids {
+        while d.run_state(id).await != "completed" {
+            assert!(std::time::Instant::now() < deadline, "runs did not finish");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // The caps, from the event log: replay every run's start and finish in global order
+    // (the store's position) and count what was running at each point. Unlike sampling
+    // the running list, this cannot miss a short overlap.
+    let groups = [
+        ("cap-a1", "a"),
+        ("cap-a2", "a"),
+        ("cap-a3", "a"),
+        ("cap-n1", "nightly"),
+        ("cap-n2", "nightly"),
+    ];
+    let mut changes = Vec::new();
+    for (id, (_, group)) in ids.iter().zip(groups) {
+        let events = d.events(id).await;
+        let kinds: Vec<&str> = events
             .iter()
-            .filter(|s| s["workspace"] == path(&ws_a).as_str())
-            .count();
-        let nightly = running
-            .iter()
-            .filter(|s| s["run"]["trigger"]["id"] == "nightly")
-            .count();
+            .filter_map(|e| e["body"]["type"].as_str())
+            .collect();
+        assert_eq!(
+            kinds.iter().filter(|k| **k == "run_started").count(),
+            1,
+            "{id}: {kinds:?}"
+        );
+        for e in &events {
+            let delta = match e["body"]["type"].as_str() {
+                Some("run_started") => 1,
+                Some("run_finished") => -1,
+                _ => continue,
+            };
+            changes.push((e["position"].as_u64().unwrap(), group, delta));
+        }
+    }
+    changes.sort_by_key(|c| c.0);
+    let (mut in_a, mut nightly, mut total) = (0i32, 0i32, 0i32);
+    let (mut max_a, mut max_nightly, mut max_total) = (0, 0, 0);
+    for (_, group, delta) in changes {
+        total += delta;
+        match group {
+            "a" => in_a += delta,
+            _ => nightly += delta,
+        }
         max_a = max_a.max(in_a);
         max_nightly = max_nightly.max(nightly);
-        max_total = max_total.max(running.len());
-        let mut done = 0;
-        for id in &ids {
-            if d.run_state(id).await == "completed" {
-                done += 1;
-            }
-        }
-        if done == ids.len() {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "runs did not finish");
-        tokio::time::sleep(Duration::from_millis(40)).await;
+        max_total = max_total.max(total);
     }
+    assert_eq!((in_a, nightly), (0, 0), "every started run finished");
     assert_eq!(max_a, 1, "at most one run per workspace");
     assert_eq!(max_nightly, 1, "at most one run of the `nightly` trigger");
     assert!(
