@@ -14,6 +14,7 @@ a rehydrate after RESTARTING the server process on the same home. Exits 0 and pr
 import asyncio
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -248,9 +249,12 @@ async def second_process(session, workspace, session_id, resume_token, advance_b
 async def main(binary, home):
     with tempfile.TemporaryDirectory(prefix="wt-mcp-e2e-") as tmp:
         workspace = os.path.realpath(tmp)
-        # A repository checked out on a branch, so the session records it.
-        (Path(workspace) / ".git").mkdir()
-        (Path(workspace) / ".git" / "HEAD").write_text(f"ref: refs/heads/{BRANCH}\n")
+        # A real repository checked out on a branch (no commit yet), so the session
+        # records the branch.
+        subprocess.run(["git", "init", "-q", workspace], check=True)
+        subprocess.run(
+            ["git", "-C", workspace, "symbolic-ref", "HEAD", f"refs/heads/{BRANCH}"], check=True
+        )
 
         params = server_params(binary, home, workspace)
         async with stdio_client(params) as (read, write):

@@ -81,9 +81,9 @@ impl RunBudget {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelPrice {
-    /// Uncached input.
+    /// Uncached input tokens, USD per million.
     pub input: f64,
-    /// Output.
+    /// Output tokens, USD per million.
     pub output: f64,
     /// Cache writes (default: the input price).
     #[serde(default)]
@@ -181,13 +181,13 @@ pub struct RunContext {
     pub driver: Arc<dyn StepDriver>,
     /// Where events go.
     pub events: Arc<dyn EventSink>,
-    /// Liveness.
+    /// Ticked while the run is alive (also during long tool calls); the daemon renews the lease from it.
     pub heartbeat: Arc<dyn Heartbeat>,
     /// Cancel the run (session cancelled, kill switch, shutdown).
     pub cancel: CancellationToken,
     /// Operator messages.
     pub steering: SteeringInbox,
-    /// Budgets.
+    /// The budgets this run is held to.
     pub limits: RunBudget,
     /// File-tool confinement; default: [`crate::guard::WorktreeGuard`] on `worktree`.
     pub guard: Option<Arc<dyn PathGuard>>,
@@ -314,7 +314,7 @@ pub use worktrain_core::run::FailureReason;
 pub struct RunStats {
     /// LLM calls or process invocations.
     pub turns: u32,
-    /// Tokens.
+    /// Tokens used, summed over the run's LLM calls.
     pub usage: Usage,
     /// Cost in USD (0 when unpriced).
     pub cost_usd: f64,
@@ -335,26 +335,26 @@ pub struct RunStats {
 pub enum RunOutcome {
     /// The workflow is complete.
     Completed {
-        /// Counters.
+        /// What the run did: turns, tool calls, tokens, steps, duration.
         stats: RunStats,
     },
     /// The session was cancelled.
     Cancelled {
-        /// Counters.
+        /// What the run did: turns, tool calls, tokens, steps, duration.
         stats: RunStats,
     },
     /// The session waits at a gate for an operator; run again after approval.
     Parked {
-        /// Counters.
+        /// What the run did: turns, tool calls, tokens, steps, duration.
         stats: RunStats,
     },
     /// The run failed.
     Failed {
-        /// Why.
+        /// Why the run failed.
         reason: FailureReason,
         /// Details for humans.
         detail: String,
-        /// Counters.
+        /// What the run did: turns, tool calls, tokens, steps, duration.
         stats: RunStats,
     },
 }

@@ -112,7 +112,7 @@ impl ToolErrorKind {
 /// A tool call's error, as recorded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ToolErrorRecord {
-    /// Kind.
+    /// What kind of failure (not found, denied, timeout, …).
     pub kind: ToolErrorKind,
     /// Message (redacted, bounded).
     pub message: String,
@@ -274,7 +274,7 @@ pub enum AgentActivity {
     ToolCall(ToolCallRecord),
     /// worktrain sent the agent a corrective message.
     Nudged {
-        /// Why.
+        /// Why the agent was nudged.
         reason: NudgeReason,
         /// Nudges so far for this reason in this step.
         count: u32,

@@ -94,7 +94,7 @@ pub enum Instr {
 pub struct CompiledStep {
     /// Step id (prefixed when it came from a routine).
     pub id: StepId,
-    /// Title.
+    /// The step's title, as the workflow names it.
     pub title: String,
     /// Prompt template.
     pub prompt: String,
@@ -174,7 +174,7 @@ pub struct CompiledJump {
     pub target: StepId,
     /// Target position.
     pub target_pc: Pc,
-    /// Bound.
+    /// Most backward jumps taken before the jump is exhausted.
     pub max_jumps: u32,
 }
 
@@ -190,7 +190,7 @@ pub struct Delegation {
 /// One child of a delegation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CompiledChild {
-    /// Workflow.
+    /// The workflow's id.
     pub workflow: WorkflowId,
     /// Goal template.
     pub goal: String,
@@ -205,12 +205,12 @@ pub struct CompiledChild {
 pub enum LoopKind {
     /// Check before each pass.
     While {
-        /// Condition.
+        /// Evaluated before each pass against the session context.
         condition: Condition,
     },
     /// Check after each pass.
     Until {
-        /// Condition.
+        /// Evaluated before each pass against the session context.
         condition: Condition,
     },
     /// Fixed number of passes.
@@ -241,7 +241,7 @@ pub enum LoopKind {
 pub struct CompiledLoop {
     /// Loop id.
     pub id: StepId,
-    /// Title.
+    /// The step's title, as the workflow names it.
     pub title: String,
     /// Repetition rule.
     pub kind: LoopKind,
@@ -267,15 +267,15 @@ pub struct CompiledWorkflow {
     pub compiler: u32,
     /// Workflow id.
     pub id: WorkflowId,
-    /// Name.
+    /// The workflow's human name.
     pub name: String,
-    /// Description.
+    /// What the workflow does, for catalogs and agents.
     pub description: String,
     /// Author's version string.
     pub version: String,
     /// Language version of the source.
     pub schema_version: u32,
-    /// Tags.
+    /// Free-form labels for finding the workflow.
     pub tags: Vec<String>,
     /// Workflow-level guidance shown with each prompt.
     pub guidance: Vec<String>,

@@ -133,20 +133,20 @@ pub enum EventBody {
     },
     /// A submission did not satisfy the step; the next attempt gets a new token.
     StepBlocked {
-        /// Node.
+        /// The node (one visit of a step in the session's step graph) this is about.
         node: NodeId,
         /// Attempt that was blocked.
         attempt: Attempt,
         /// Hash of the submitted output.
         output_hash: Sha256Hash,
-        /// Why.
+        /// What was wrong with the submission, each blocker saying how to fix it.
         blockers: Vec<Blocker>,
         /// Blob hash of the recorded response (returned again on replay).
         response: Sha256Hash,
     },
     /// A step's output was accepted.
     StepCompleted {
-        /// Node.
+        /// The node (one visit of a step in the session's step graph) this is about.
         node: NodeId,
         /// Accepted attempt.
         attempt: Attempt,
@@ -169,15 +169,15 @@ pub enum EventBody {
     /// An autonomous session's gated step produced valid output; the session waits for
     /// `approve` (which completes the step with this output) or `reject`.
     StepParked {
-        /// Node.
+        /// The node (one visit of a step in the session's step graph) this is about.
         node: NodeId,
-        /// Attempt.
+        /// Which attempt at the node (1-based; each blocked submission starts the next).
         attempt: Attempt,
         /// Hash of the submitted output.
         output_hash: Sha256Hash,
-        /// Notes.
+        /// The notes (markdown) of the accepted output.
         notes: String,
-        /// Artifacts.
+        /// The submitted artifacts, stored as blobs and referenced here by hash.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         artifacts: Vec<ArtifactRef>,
         /// Context changes to apply on approval.
@@ -193,7 +193,7 @@ pub enum EventBody {
     },
     /// A parked step was approved; a `step_completed` with the parked output follows.
     GateApproved {
-        /// Node.
+        /// The node (one visit of a step in the session's step graph) this is about.
         node: NodeId,
         /// Note from the approver.
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -201,11 +201,11 @@ pub enum EventBody {
     },
     /// A parked step was rejected; the agent must submit a new attempt.
     GateRejected {
-        /// Node.
+        /// The node (one visit of a step in the session's step graph) this is about.
         node: NodeId,
         /// The rejected attempt.
         attempt: Attempt,
-        /// Why.
+        /// The operator's reason, as they wrote it.
         note: String,
         /// Blob hash of the recorded response.
         response: Sha256Hash,
@@ -264,7 +264,7 @@ pub enum EventBody {
     },
     /// Progress recorded on the current node without advancing.
     CheckpointRecorded {
-        /// Node.
+        /// The node (one visit of a step in the session's step graph) this is about.
         node: NodeId,
         /// Progress notes.
         notes: String,
@@ -294,7 +294,7 @@ pub enum EventBody {
         agent: String,
         /// What started it.
         trigger: Trigger,
-        /// Budgets.
+        /// Budget overrides of the run (each one left out uses the daemon's default).
         #[serde(default)]
         limits: RunLimits,
         /// Higher runs first.
@@ -327,19 +327,19 @@ pub enum EventBody {
     RunInterrupted {
         /// Run attempt.
         run: u32,
-        /// Why.
+        /// What interrupted the run (daemon restart, lease lost, …).
         reason: InterruptReason,
     },
     /// The run was queued again.
     RunRequeued {
-        /// Why.
+        /// Why the run went back to the queue.
         reason: RequeueReason,
     },
     /// The run ended.
     RunFinished {
         /// Run attempt.
         run: u32,
-        /// How.
+        /// How the run ended (completed, failed, cancelled, parked, …).
         end: RunEnd,
         /// Why it failed.
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -350,7 +350,7 @@ pub enum EventBody {
     },
     /// An operator asked to cancel the run.
     CancelRequested {
-        /// Why.
+        /// The operator's reason, as they wrote it.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         note: Option<String>,
     },
@@ -577,7 +577,7 @@ pub enum BlockerCode {
 /// One actionable reason a submission was blocked.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Blocker {
-    /// Code.
+    /// Which rule blocked the submission (stable, for programs to match on).
     pub code: BlockerCode,
     /// What is wrong and how to fix it.
     pub message: String,
@@ -840,7 +840,7 @@ impl EventBody {
 /// An event to append, with its deterministic idempotency key.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewEvent {
-    /// Payload.
+    /// What happened: the event's kind and its fields.
     pub body: EventBody,
     /// Unique key; a second append with the same key is a no-op.
     pub idempotency_key: Option<String>,
@@ -851,7 +851,7 @@ pub struct NewEvent {
 pub struct StoredEvent {
     /// Global position (for tailing across sessions).
     pub position: u64,
-    /// Session.
+    /// The session this belongs to.
     pub session_id: SessionId,
     /// Sequence number within the session.
     pub seq: Seq,
@@ -864,7 +864,7 @@ pub struct StoredEvent {
     pub prev_hash: Sha256Hash,
     /// This event's chain hash.
     pub hash: Sha256Hash,
-    /// Payload.
+    /// What happened: the event's kind and its fields.
     pub body: EventBody,
 }
 

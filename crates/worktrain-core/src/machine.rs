@@ -56,7 +56,7 @@ impl Submission {
 /// Parameters of a new session.
 #[derive(Debug, Clone, Default)]
 pub struct StartParams {
-    /// Goal.
+    /// What the session should achieve; prompts show it as `{{goal}}`.
     pub goal: String,
     /// Workspace directory.
     pub workspace: Option<String>,

@@ -26,7 +26,7 @@ pub struct RunInfo {
     pub agent: String,
     /// What started it.
     pub trigger: Trigger,
-    /// Budgets.
+    /// Budget overrides of the run (each one left out uses the daemon's default).
     #[serde(default)]
     pub limits: RunLimits,
     /// Queue priority.
@@ -43,7 +43,7 @@ pub struct RunInfo {
     /// Worker holding it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker: Option<String>,
-    /// Worktree.
+    /// Path of the run's git worktree, while it exists.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worktree: Option<String>,
     /// The session branch, while it exists.
@@ -59,7 +59,7 @@ pub struct RunInfo {
     /// Why it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<FailureReason>,
-    /// Details.
+    /// Human-readable detail of the failure or end (e.g. the error message).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
     /// Interruptions so far.
@@ -159,7 +159,7 @@ pub struct Telemetry {
 /// A row of the run queue projection.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QueueRow {
-    /// Session.
+    /// The session this belongs to.
     pub session_id: SessionId,
     /// State (queued or running; finished runs leave the queue).
     pub state: RunState,
@@ -223,7 +223,7 @@ impl SessionStatus {
 /// Where the session stands.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CurrentStep {
-    /// Node.
+    /// The node (one visit of a step in the session's step graph) this is about.
     pub node: NodeId,
     /// Step id.
     pub step_id: StepId,
@@ -248,7 +248,7 @@ pub struct CurrentStep {
 /// session X" and to decide the next advance, in one row.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SessionSummary {
-    /// Session.
+    /// The session this belongs to.
     pub session_id: SessionId,
     /// Workflow id.
     pub workflow_id: WorkflowId,
@@ -258,9 +258,9 @@ pub struct SessionSummary {
     pub workflow_version: String,
     /// Where the workflow came from.
     pub workflow_source: String,
-    /// Goal.
+    /// What the session should achieve, as the dispatcher wrote it.
     pub goal: String,
-    /// Workspace.
+    /// The directory the session works in (absolute), if it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workspace: Option<String>,
     /// Git branch of the workspace at start.
@@ -272,7 +272,7 @@ pub struct SessionSummary {
     /// Parent session.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<SessionId>,
-    /// Status.
+    /// Where the session or node stands now.
     pub status: SessionStatus,
     /// Position in the pinned program.
     #[serde(default)]
@@ -299,7 +299,7 @@ pub struct SessionSummary {
     pub blocked_attempts: u32,
     /// Checkpoints recorded.
     pub checkpoints: u32,
-    /// Rewinds.
+    /// How many times the session was rewound.
     pub rewinds: u32,
     /// Loop passes started.
     #[serde(default)]
@@ -328,7 +328,7 @@ pub struct SessionSummary {
 pub enum NodeStatus {
     /// The current node.
     Active,
-    /// Completed.
+    /// Its step's output was accepted; the session moved on.
     Completed,
     /// Left behind by a rewind (a dead branch).
     Abandoned,
@@ -348,7 +348,7 @@ impl NodeStatus {
 /// One node of the step graph projection.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeRecord {
-    /// Node.
+    /// The node (one visit of a step in the session's step graph) this is about.
     pub node: NodeId,
     /// Step id.
     pub step_id: StepId,
@@ -361,7 +361,7 @@ pub struct NodeRecord {
     pub parent: Option<NodeId>,
     /// Why it was entered.
     pub cause: EntryCause,
-    /// Status.
+    /// Where the session or node stands now.
     pub status: NodeStatus,
     /// Attempts submitted (blocked + completed).
     pub attempts: u16,
@@ -382,9 +382,9 @@ pub struct NodeRecord {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AttemptOutcome {
-    /// Accepted.
+    /// The output was accepted and the step completed.
     Completed,
-    /// Blocked.
+    /// The output was refused with blockers; the agent retries with a new attempt.
     Blocked,
     /// Parked at a gate.
     Parked,
@@ -407,11 +407,11 @@ impl AttemptOutcome {
 /// The record of one submitted attempt: what replay and conflict detection look up.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttemptRecord {
-    /// Node.
+    /// The node (one visit of a step in the session's step graph) this is about.
     pub node: NodeId,
-    /// Attempt.
+    /// Which attempt at the node (1-based; each blocked submission starts the next).
     pub attempt: Attempt,
-    /// Outcome.
+    /// What became of the attempt: completed, blocked or parked.
     pub outcome: AttemptOutcome,
     /// Hash of the submitted output.
     pub output_hash: Sha256Hash,
@@ -428,7 +428,7 @@ pub enum ProjectionChange {
     InsertNode(NodeRecord),
     /// A node was completed or abandoned.
     CloseNode {
-        /// Node.
+        /// The node (one visit of a step in the session's step graph) this is about.
         node: NodeId,
         /// New status.
         status: NodeStatus,
@@ -439,7 +439,7 @@ pub enum ProjectionChange {
     },
     /// A node's attempt counter changed.
     SetNodeAttempts {
-        /// Node.
+        /// The node (one visit of a step in the session's step graph) this is about.
         node: NodeId,
         /// Attempts so far.
         attempts: u16,
@@ -452,9 +452,9 @@ pub enum ProjectionChange {
     RemoveQueue,
     /// A parked attempt was rejected.
     RejectAttempt {
-        /// Node.
+        /// The node (one visit of a step in the session's step graph) this is about.
         node: NodeId,
-        /// Attempt.
+        /// Which attempt at the node (1-based; each blocked submission starts the next).
         attempt: Attempt,
         /// Blob hash of the rejection response.
         response: Sha256Hash,
@@ -469,7 +469,7 @@ pub struct ProjectionError {
     pub seq: Seq,
     /// Event kind.
     pub kind: &'static str,
-    /// Why.
+    /// Why the event cannot be applied to this state.
     pub reason: String,
 }
 

@@ -84,7 +84,7 @@ impl Outcome {
 /// Which workflow a session runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkflowRef {
-    /// Id.
+    /// The workflow's id.
     pub id: WorkflowId,
     /// Author's version.
     pub version: String,
@@ -95,13 +95,13 @@ pub struct WorkflowRef {
 /// The step the agent must do now.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepView {
-    /// Node.
+    /// The node (one visit of a step in the session's step graph) this is about.
     pub node: NodeId,
     /// Attempt expected.
     pub attempt: Attempt,
     /// Step id.
     pub id: StepId,
-    /// Title.
+    /// The step's title, as the workflow names it.
     pub title: String,
     /// Rendered prompt.
     pub prompt: String,
@@ -139,14 +139,14 @@ pub struct LoopPass {
     pub id: StepId,
     /// 1-based pass number.
     pub pass: u32,
-    /// Bound.
+    /// Most passes the loop may make.
     pub max_iterations: u32,
 }
 
 /// Child workflows of a parallel step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DelegationView {
-    /// Children.
+    /// The sessions this step delegated, with their state.
     pub children: Vec<ChildView>,
     /// Join policy.
     pub join: Join,
@@ -202,7 +202,7 @@ pub struct Progress {
 /// One earlier step's notes, for rehydration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecapEntry {
-    /// Node.
+    /// The node (one visit of a step in the session's step graph) this is about.
     pub node: NodeId,
     /// Step id.
     pub step_id: StepId,
@@ -215,7 +215,7 @@ pub struct RecapEntry {
 /// The engine's answer to start/advance/checkpoint/rehydrate/rewind.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepResponse {
-    /// Session.
+    /// The session this belongs to.
     pub session_id: SessionId,
     /// What happened.
     pub outcome: Outcome,
@@ -229,12 +229,12 @@ pub struct StepResponse {
     /// The step to do now (absent when complete).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step: Option<StepView>,
-    /// Tokens.
+    /// The tokens to present next (advance, checkpoint, resume).
     pub tokens: Tokens,
     /// Why the last submission was blocked.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub blockers: Vec<Blocker>,
-    /// Progress.
+    /// How far the session is: steps completed, skipped and left.
     pub progress: Progress,
     /// Earlier notes on the current path (rehydrate only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

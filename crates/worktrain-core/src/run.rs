@@ -520,7 +520,7 @@ pub struct DeliverySettings {
     /// Reviewers to request.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reviewers: Vec<String>,
-    /// Assignees.
+    /// Logins to assign the pull/merge request to.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub assignees: Vec<String>,
     /// The git remote pushed to (default: the workspace's `origin`).

@@ -64,9 +64,9 @@ impl TokenKind {
 /// What a token asserts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TokenClaims {
-    /// Kind.
+    /// Which operation the token allows (advance, checkpoint or resume).
     pub kind: TokenKind,
-    /// Session.
+    /// The session the token belongs to.
     pub session: SessionId,
     /// Step node.
     pub node: NodeId,

@@ -87,7 +87,7 @@ pub fn is_finished(s: &SessionSummary) -> bool {
 /// One session's result for `POST /await` and `worktrain await`.
 #[derive(Debug, Clone, Serialize)]
 pub struct AwaitResult {
-    /// Session.
+    /// The session this record describes.
     pub session_id: SessionId,
     /// Whether the session finished (see [`is_finished`]).
     pub finished: bool,
@@ -100,7 +100,7 @@ pub struct AwaitResult {
     pub status: SessionStatus,
     /// Workflow id.
     pub workflow_id: String,
-    /// Goal.
+    /// What the session should achieve.
     pub goal: String,
     /// Steps completed.
     pub steps_completed: u32,

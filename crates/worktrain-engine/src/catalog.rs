@@ -86,7 +86,7 @@ impl SourceKind {
 /// One workflow file found in a source.
 #[derive(Debug, Clone, Serialize)]
 pub struct CatalogEntry {
-    /// Source.
+    /// Where the workflow was found (bundled, user, project, path).
     pub source: SourceKind,
     /// File path, or `bundled:<name>`.
     pub location: String,
@@ -95,16 +95,16 @@ pub struct CatalogEntry {
     /// The loaded workflow, when valid.
     #[serde(skip)]
     pub definition: Option<WorkflowDefinition>,
-    /// Name.
+    /// The workflow's human name, if it loaded.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// Version.
+    /// The workflow's version string, if it loaded.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
-    /// Description.
+    /// What the workflow does, if it loaded.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-    /// Tags.
+    /// Free-form labels for finding the workflow.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
     /// Why the file failed to load.

@@ -7,6 +7,58 @@
 //! A concurrent writer makes the append fail with a sequence conflict; the operation is
 //! then re-judged against the new state, which turns a racing duplicate into a replay
 //! or a conflict — never a lock error for the caller and never two advances.
+//!
+//! A session from start to completion, on an embedded store:
+//!
+//! ```
+//! use std::sync::Arc;
+//!
+//! use worktrain_core::context::Limits;
+//! use worktrain_core::event::SessionMode;
+//! use worktrain_core::machine::Submission;
+//! use worktrain_core::response::Outcome;
+//! use worktrain_core::token::Keyring;
+//! use worktrain_engine::{Catalog, Engine, StartRequest};
+//! use worktrain_store::{EventStore, StoreOptions, StoreUrl};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let workflow = dir.path().join("hello.yaml");
+//! std::fs::write(
+//!     &workflow,
+//!     "schemaVersion: 1\nid: hello\nname: Hello\ndescription: One step.\nversion: \"1\"\n\
+//!      steps:\n  - id: greet\n    title: Greet\n    prompt: Write a greeting.\n",
+//! )?;
+//! let url = StoreUrl::Sqlite(dir.path().join("worktrain.db"));
+//! let store: Arc<dyn EventStore> = worktrain_store::open(&url, &StoreOptions::default()).await?;
+//! let keyring = Keyring::new([7; 32], "2026-01-01T00:00:00Z".into());
+//! let engine = Engine::new(store, keyring, Limits::default());
+//!
+//! let started = engine
+//!     .start(StartRequest {
+//!         workflow: Catalog::default().resolve(workflow.to_str().unwrap_or_default())?,
+//!         goal: "greet the team".into(),
+//!         workspace: None,
+//!         context: Default::default(),
+//!         mode: SessionMode::Interactive,
+//!         parent: None,
+//!     })
+//!     .await?;
+//! let token = started.response.tokens.advance.clone().unwrap_or_default();
+//! let output = Submission {
+//!     notes: Some("Hello, team!".into()),
+//!     ..Submission::default()
+//! };
+//! let done = engine.advance(&token, output.clone()).await?;
+//! assert_eq!(done.response.outcome, Outcome::Complete);
+//! // The same token with the same output is a replay: the recorded answer, byte for byte.
+//! let again = engine.advance(&token, output).await?;
+//! assert!(again.replayed);
+//! assert_eq!(again.bytes, done.bytes);
+//! # Ok(())
+//! # }
+//! ```
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -88,7 +140,7 @@ pub enum RewindTarget {
 pub struct StartRequest {
     /// The resolved workflow.
     pub workflow: Resolved,
-    /// Goal.
+    /// What the session should achieve, as the dispatcher wrote it.
     pub goal: String,
     /// Workspace directory.
     pub workspace: Option<String>,
@@ -109,7 +161,7 @@ pub struct DispatchRequest {
     pub agent: String,
     /// What started it.
     pub trigger: worktrain_core::run::Trigger,
-    /// Budgets.
+    /// Budget overrides of the run (each one left out uses the daemon's default).
     pub limits: worktrain_core::run::RunLimits,
     /// Queue priority (higher first).
     pub priority: i32,
@@ -842,7 +894,7 @@ fn step_accepted(outcome: worktrain_core::response::Outcome) -> bool {
 /// What happened to a plan handed to the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Persisted {
-    /// Appended.
+    /// The events were appended by this call.
     Written,
     /// Its idempotency key was already recorded: nothing written.
     Duplicate,

@@ -43,9 +43,9 @@ pub struct WorktreeSettings {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CommitAuthor {
-    /// Name.
+    /// Author name of the commits worktrain makes.
     pub name: String,
-    /// E-mail.
+    /// Author e-mail of the commits worktrain makes.
     pub email: String,
 }
 

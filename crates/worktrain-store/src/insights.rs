@@ -53,23 +53,23 @@ pub struct TraceRow {
 /// A trace's columns without its bodies (listing, reports).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TraceHead {
-    /// Id.
+    /// The trace id: `<source>:<native id>`.
     pub trace_id: String,
-    /// Source.
+    /// Where the trace came from (worktrain, claude_code, codex, swe_agent, …).
     pub source: String,
     /// Native id.
     pub native_id: String,
-    /// Workflow.
+    /// The workflow the trace ran, when known.
     pub workflow_id: Option<String>,
-    /// Trigger.
+    /// The trigger label that started it, when known.
     pub trigger: Option<String>,
-    /// Outcome.
+    /// SUCCESS, PARTIAL, BLOCKED, FAILED or UNKNOWN.
     pub outcome: String,
-    /// Start.
+    /// When the trace started (ms since the Unix epoch), when known.
     pub started_at_ms: Option<i64>,
-    /// End.
+    /// When the trace ended (ms since the Unix epoch), when known.
     pub ended_at_ms: Option<i64>,
-    /// Version.
+    /// Re-import marker: a worktrain session's last event seq; 0 for files.
     pub version: i64,
     /// Summary JSON.
     pub summary: String,
@@ -80,15 +80,15 @@ pub struct TraceHead {
 /// One finding of one trace.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FindingRow {
-    /// Trace.
+    /// The trace this belongs to.
     pub trace_id: String,
     /// Position among the trace's findings.
     pub ordinal: u32,
-    /// Detector.
+    /// The detector that found it (e.g. `retry_loop`).
     pub detector: String,
-    /// Severity.
+    /// How bad the finding is (info, warning, error).
     pub severity: String,
-    /// Fingerprint.
+    /// Stable fingerprint: the same pattern at the same step fingerprints alike across sessions.
     pub fingerprint: String,
     /// Workflow (copied from the trace, for grouping).
     pub workflow_id: Option<String>,
@@ -103,7 +103,7 @@ pub struct FindingRow {
 /// A stored trace's body, for re-analysis.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TraceBody {
-    /// Id.
+    /// The trace id: `<source>:<native id>`.
     pub trace_id: String,
     /// Source version.
     pub version: i64,
@@ -114,7 +114,7 @@ pub struct TraceBody {
 /// New findings (and digest) for a stored trace whose content did not change.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FindingsUpdate {
-    /// Trace.
+    /// The trace this belongs to.
     pub trace_id: String,
     /// The new digest (trace and thresholds).
     pub digest: String,
@@ -185,13 +185,13 @@ pub struct GroupFilter {
 /// A fingerprint's recurrence at one workflow step.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FindingGroup {
-    /// Workflow.
+    /// The workflow the trace ran, when known.
     pub workflow_id: String,
-    /// Step.
+    /// The workflow step the pattern recurs at.
     pub step_id: String,
-    /// Fingerprint.
+    /// Stable fingerprint: the same pattern at the same step fingerprints alike across sessions.
     pub fingerprint: String,
-    /// Detector.
+    /// The detector that found it (e.g. `retry_loop`).
     pub detector: String,
     /// Distinct traces with it.
     pub sessions: u64,
@@ -217,13 +217,13 @@ pub struct StepOutcomes {
 pub struct ProposalRow {
     /// Deterministic id (from workflow, step and fingerprint).
     pub proposal_id: String,
-    /// Workflow.
+    /// The workflow the trace ran, when known.
     pub workflow_id: String,
-    /// Step.
+    /// The workflow step the pattern recurs at.
     pub step_id: String,
-    /// Fingerprint.
+    /// Stable fingerprint: the same pattern at the same step fingerprints alike across sessions.
     pub fingerprint: String,
-    /// Detector.
+    /// The detector that found it (e.g. `retry_loop`).
     pub detector: String,
     /// `open`, `applied` or `dismissed`.
     pub status: String,
@@ -255,7 +255,7 @@ pub struct ProposalFilter {
 /// One change of a proposal's status (append-only).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProposalChange {
-    /// Proposal.
+    /// The proposal this status change belongs to.
     pub proposal_id: String,
     /// Position in its history.
     pub ordinal: u32,
@@ -263,20 +263,20 @@ pub struct ProposalChange {
     pub status: String,
     /// Why (dismiss reason, where it was applied).
     pub note: Option<String>,
-    /// When.
+    /// When it happened (ms since the Unix epoch).
     pub at_ms: i64,
 }
 
 /// A note on a trace (a post-mortem), append-only.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NoteRow {
-    /// Trace.
+    /// The trace this belongs to.
     pub trace_id: String,
     /// Position among the trace's notes (assigned by the store).
     pub ordinal: u32,
     /// Kind (`explanation`).
     pub kind: String,
-    /// When.
+    /// When it was recorded (ms since the Unix epoch).
     pub created_at_ms: i64,
     /// Content, JSON.
     pub body: String,

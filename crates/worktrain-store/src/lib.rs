@@ -105,7 +105,7 @@ pub struct SessionFilter {
 /// The outcome of verifying a session's hash chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChainReport {
-    /// Session.
+    /// The session this belongs to.
     pub session_id: SessionId,
     /// Events checked.
     pub events: u64,
@@ -164,7 +164,7 @@ pub struct ProjectionDump {
 /// A worker's lease on a running session (operational state, renewed by heartbeats).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
-    /// Session.
+    /// The session this belongs to.
     pub session_id: SessionId,
     /// Worker holding it.
     pub worker: String,
@@ -267,7 +267,7 @@ pub struct Appended {
 pub struct RawEvent {
     /// Global position in the store it was read from.
     pub position: u64,
-    /// Session.
+    /// The session this belongs to.
     pub session_id: SessionId,
     /// Sequence number within the session.
     pub seq: Seq,
@@ -291,7 +291,7 @@ pub enum StoreError {
     /// Another writer appended first.
     #[error("session {session} moved on: expected last seq {expected}, found {actual}")]
     SeqConflict {
-        /// Session.
+        /// The session this is about.
         session: SessionId,
         /// What the writer expected.
         expected: Seq,
@@ -309,9 +309,9 @@ pub enum StoreError {
     /// A blob is over the size limit.
     #[error("blob of {size} bytes exceeds the limit of {limit} bytes")]
     BlobTooLarge {
-        /// Size.
+        /// The blob's size in bytes.
         size: usize,
-        /// Limit.
+        /// The largest size accepted, in bytes (`limits.blob_bytes`).
         limit: usize,
     },
     /// An append with no events.
@@ -349,7 +349,7 @@ pub enum StoreError {
     Unreachable {
         /// The URL (password removed).
         url: String,
-        /// Why.
+        /// Why the event cannot be applied to this state.
         reason: String,
     },
     /// The database failed.
@@ -419,6 +419,26 @@ impl<T: EventStore + TriggerStore> Store for T {}
 
 /// Open the store at `url` with `options`, creating and migrating its schema as needed.
 /// The one place that turns a location into a backend.
+///
+/// ```
+/// use worktrain_core::ids::SessionId;
+/// use worktrain_store::{StoreOptions, StoreUrl};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let dir = tempfile::tempdir()?;
+/// let url = StoreUrl::Sqlite(dir.path().join("worktrain.db"));
+/// let store = worktrain_store::open(&url, &StoreOptions::default()).await?;
+/// // A new store is empty: no sessions, no events.
+/// assert!(store.session(SessionId::from_parts(1, 1)).await?.is_none());
+/// assert!(store.events_since(0, 10).await?.is_empty());
+/// drop(store);
+/// // Opening it again finds the schema in place (migrations run once).
+/// let again = worktrain_store::open(&url, &StoreOptions::default()).await?;
+/// assert!(again.events_since(0, 10).await?.is_empty());
+/// # Ok(())
+/// # }
+/// ```
 pub async fn open(url: &StoreUrl, options: &StoreOptions) -> Result<Arc<dyn Store>, StoreError> {
     Ok(match url {
         StoreUrl::Sqlite(path) => {

@@ -606,7 +606,7 @@ pub struct Defaults {
     /// Goal template.
     #[serde(default)]
     pub goal: Option<Template>,
-    /// Workspace.
+    /// Where sessions of this trigger work (a path, or a repository to clone).
     #[serde(default)]
     pub workspace: Option<WorkspaceDef>,
     /// Base branch of session worktrees.
@@ -615,16 +615,16 @@ pub struct Defaults {
     /// Agent profile.
     #[serde(default)]
     pub agent: Option<String>,
-    /// Budgets.
+    /// Budget overrides for the runs this trigger starts.
     #[serde(default)]
     pub limits: Option<RunLimits>,
     /// Queue priority.
     #[serde(default)]
     pub priority: Option<i32>,
-    /// Concurrency.
+    /// How many runs of this trigger may run at once, and what happens to more.
     #[serde(default)]
     pub concurrency: Option<Concurrency>,
-    /// Delivery.
+    /// What happens to the finished work (pull request, commit only, webhook, none).
     #[serde(default)]
     pub delivery: Option<DeliverySettings>,
     /// Workspace hooks.
@@ -633,10 +633,10 @@ pub struct Defaults {
     /// Forge identity (polls, reconciliation, GitLab commenter checks, labels).
     #[serde(default)]
     pub identity: Option<String>,
-    /// Retries.
+    /// How a failed dispatch is retried.
     #[serde(default)]
     pub retry: Option<RetryPolicy>,
-    /// Reconciliation.
+    /// What happens to a running session whose source item no longer qualifies.
     #[serde(default)]
     pub reconcile: Option<ReconcilePolicy>,
 }
@@ -667,7 +667,7 @@ pub struct TriggerDef {
     /// Dispatch condition.
     #[serde(default)]
     pub when: Option<Condition>,
-    /// Workspace.
+    /// Where sessions of this trigger work (a path, or a repository to clone).
     #[serde(default)]
     pub workspace: Option<WorkspaceDef>,
     /// Base branch.
@@ -676,7 +676,7 @@ pub struct TriggerDef {
     /// Agent profile.
     #[serde(default)]
     pub agent: Option<String>,
-    /// Budgets.
+    /// Budget overrides for the runs this trigger starts.
     #[serde(default)]
     pub limits: Option<RunLimits>,
     /// Queue priority.
@@ -685,10 +685,10 @@ pub struct TriggerDef {
     /// Review-style sessions (detached worktree).
     #[serde(default)]
     pub readonly: bool,
-    /// Concurrency.
+    /// How many runs of this trigger may run at once, and what happens to more.
     #[serde(default)]
     pub concurrency: Option<Concurrency>,
-    /// Delivery.
+    /// What happens to the finished work (pull request, commit only, webhook, none).
     #[serde(default)]
     pub delivery: Option<DeliverySettings>,
     /// Workspace hooks.
@@ -697,10 +697,10 @@ pub struct TriggerDef {
     /// Forge identity.
     #[serde(default)]
     pub identity: Option<String>,
-    /// Retries.
+    /// How a failed dispatch is retried.
     #[serde(default)]
     pub retry: Option<RetryPolicy>,
-    /// Reconciliation.
+    /// What happens to a running session whose source item no longer qualifies.
     #[serde(default)]
     pub reconcile: Option<ReconcilePolicy>,
 }
@@ -718,37 +718,37 @@ pub enum Workspace {
 /// A trigger with its defaults applied and its references checked.
 #[derive(Debug, Clone, Serialize)]
 pub struct Trigger {
-    /// Id.
+    /// The trigger's id (unique in triggers.yml; names it in decisions and caps).
     pub id: String,
-    /// Enabled.
+    /// Off: events are received and recorded as ignored, nothing is dispatched.
     pub enabled: bool,
-    /// Description.
+    /// What the trigger is for, for the operator.
     pub description: Option<String>,
-    /// Source.
+    /// Where its events come from (webhook, poll or schedule) and that source's settings.
     pub source: Source,
-    /// Workflow.
+    /// The workflow its sessions run (id or path).
     pub workflow: String,
-    /// Goal.
+    /// The session goal, rendered from the event.
     pub goal: Template,
     /// Context mapping.
     pub context: BTreeMap<String, ContextValue>,
-    /// Condition.
+    /// Dispatch only events for which this condition holds.
     pub when: Option<Condition>,
-    /// Workspace.
+    /// Where sessions of this trigger work (a path, or a repository to clone).
     pub workspace: Option<Workspace>,
     /// Base branch.
     pub base_branch: Option<String>,
-    /// Agent.
+    /// Agent profile from config.yaml (default: `daemon.default_agent`).
     pub agent: Option<String>,
-    /// Limits.
+    /// Budget overrides for the runs it starts.
     pub limits: RunLimits,
-    /// Priority.
+    /// Queue priority of its runs (higher runs first).
     pub priority: i32,
-    /// Readonly.
+    /// Review-style runs: a detached worktree, nothing delivered.
     pub readonly: bool,
-    /// Concurrency.
+    /// How many runs of this trigger may run at once, and what happens to more.
     pub concurrency: Concurrency,
-    /// Delivery.
+    /// What happens to the finished work (pull request, commit only, webhook, none).
     pub delivery: Option<DeliverySettings>,
     /// Hooks (trigger's over workspace's).
     pub hooks: Option<WorkspaceHooks>,

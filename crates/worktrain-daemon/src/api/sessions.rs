@@ -54,7 +54,7 @@ pub struct DispatchBody {
     /// A label for what started it (per-trigger caps apply to it).
     #[serde(default)]
     pub trigger: Option<String>,
-    /// Budgets.
+    /// Budget overrides of the run (each one left out uses the daemon's default).
     #[serde(default)]
     pub limits: RunLimits,
     /// Queue priority (higher first).
