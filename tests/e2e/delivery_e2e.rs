@@ -1,5 +1,6 @@
-//! Delivery with the real daemon: a spawn with `--source` and `--delivery pull_request`,
-//! the fake LLM agent edits a file, and the work is committed on the session branch,
+//! Delivery with the real daemon: a spawn with `--source` and `--delivery pull_request`
+//! (or a recorded GitHub webhook delivery to a trigger with `delivery:`), the fake LLM
+//! agent edits a file, and the work is committed on the session branch,
 //! pushed to the bare remote on disk, opened as a pull request on the fake GitHub with
 //! the repository's template filled, reported on the issue; the worktree goes, the
 //! branch stays. Killed between every pair of stages, the daemon finishes on restart
@@ -398,4 +399,200 @@ fn killed_between_every_pair_of_stages_the_daemon_delivers_once_on_restart() {
         assert_eq!(of_kind(&ev, "delivery_finished").len(), 1);
         rig.sigkill_daemon();
     }
+}
+
+/// The real `issues.labeled` delivery of the corpus, signed and POSTed to the daemon,
+/// dispatches a session whose trigger delivers a pull request: the fake LLM agent fixes
+/// the README, the work is committed on the branch, pushed to the bare remote, opened on
+/// the fake GitHub with the repository's own (real, kubernetes) template filled, reported
+/// on the source issue with a commit status; the worktree goes, the branch stays. The
+/// forge receives exactly these requests, in this order, and no others.
+#[test]
+fn a_webhook_delivery_becomes_a_pull_request_on_the_issue_it_came_from() {
+    use crate::triggers::{corpus, deliver, dispatched_session, triggers_yml};
+    if !have_git() {
+        eprintln!("skipped: git is not installed");
+        return;
+    }
+    let goal = "Spelling error in the README";
+    let handoff = json!([{
+        "kind": "handoff", "commitType": "docs", "commitSubject": "fix the README's spelling",
+        "prTitle": "Fix the spelling error in the README",
+        "prBody": "The README said `helo`; it now says `hello`.",
+        "filesChanged": ["README"], "followUps": ["spell-check the docs in CI"]
+    }]);
+    let mut rig = Rig::new(RigSpec {
+        routes: vec![route(
+            goal,
+            vec![
+                write_file("README", "hello, world\n"),
+                Turn::tool(
+                    "complete_step",
+                    json!({"notes": "spelling fixed", "artifacts": handoff}),
+                ),
+            ],
+        )],
+        ..RigSpec::default()
+    });
+    // The repository carries a real pull request template.
+    let template_text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/corpora/pr-templates/github/kubernetes__kubernetes.PULL_REQUEST_TEMPLATE.md"
+    ))
+    .unwrap();
+    std::fs::create_dir_all(rig.repo.join(".github")).unwrap();
+    std::fs::write(
+        rig.repo.join(".github/PULL_REQUEST_TEMPLATE.md"),
+        &template_text,
+    )
+    .unwrap();
+    git(&rig.repo, &["add", "-A"]);
+    git(&rig.repo, &["commit", "-q", "-m", "template"]);
+    git(&rig.repo, &["push", "-q", "origin", "main"]);
+    // The fake GitHub holds the issue the recorded payload is about.
+    let gh = rig.block_on(FakeGithub::start()).unwrap();
+    gh.set_items(
+        "Codertocat/Hello-World",
+        vec![
+            json!({"number": 1, "state": "open", "title": "Spelling error in the README file",
+                    "labels": [{"name": "bug"}], "assignees": [],
+                    "updated_at": "2019-05-15T15:20:18Z"}),
+        ],
+    );
+    let extra = format!(
+        "    delivery:
+      target: pull_request
+      identity: bot
+      labels: [worktrain]
+identities:
+  bot:
+    github: {{token: $E2E_FORGE_TOKEN, api_url: {}}}
+",
+        gh.base_url()
+    );
+    std::fs::write(
+        rig.env.home().join("triggers.yml"),
+        triggers_yml(&rig, &extra),
+    )
+    .unwrap();
+    rig.daemon_env
+        .push(("E2E_FORGE_TOKEN".into(), "t0ken-webhook-e2e".into()));
+    rig.start_daemon();
+
+    let (status, answer) = deliver(
+        &rig,
+        "issues",
+        "delivery-pr-1",
+        &corpus("issues.labeled.json"),
+    );
+    assert_eq!(status, 202, "{answer}\n{}", rig.log_tail());
+    let id = dispatched_session(&rig, &answer);
+    let (code, results) = rig.await_all(&[&id], "120s");
+    let r = result_of(&results, &id);
+    assert_eq!(code, exit::OK, "{r:#}\n{}", rig.log_tail());
+    let pr_url = "https://github.com/Codertocat/Hello-World/pull/2";
+    assert_eq!(r["pr_url"], pr_url, "{r:#}");
+    assert_eq!(r["delivery"]["state"], "delivered", "{r:#}");
+    let detail = rig.detail(&id);
+    assert_eq!(detail["run"]["trigger"]["kind"], "webhook", "{detail:#}");
+    assert_eq!(
+        detail["run"]["trigger"]["source"],
+        "github:Codertocat/Hello-World#1"
+    );
+
+    // The commit on the branch, on the bare remote, with exactly the agent's file.
+    let branch = format!("worktrain/{id}");
+    let head = git(&rig.repo, &["rev-parse", &branch]).trim().to_owned();
+    assert_eq!(
+        remote_head(&rig, &branch),
+        head,
+        "pushed to the bare remote"
+    );
+    assert_eq!(
+        git(&rig.repo, &["log", "-1", "--format=%s", &branch]).trim(),
+        "docs: fix the README's spelling"
+    );
+    assert_eq!(
+        git(&rig.repo, &["diff", "--name-only", "main", &branch]).trim(),
+        "README"
+    );
+    assert_eq!(
+        git(&rig.repo, &["show", &format!("{branch}:README")]),
+        "hello, world\n"
+    );
+
+    // Exactly the requests GitHub received, in order.
+    let requests = gh.requests();
+    let seen: Vec<String> = requests
+        .iter()
+        .map(|q| format!("{} {}", q.method, q.path))
+        .collect();
+    let repo = "/repos/Codertocat/Hello-World";
+    let head_q = format!("Codertocat%3Aworktrain%2F{id}");
+    assert_eq!(
+        seen,
+        [
+            format!("GET {repo}/pulls?head={head_q}&state=open&per_page=100"),
+            format!("POST {repo}/pulls"),
+            format!("POST {repo}/issues/2/labels"),
+            format!("GET {repo}/issues/1/comments?per_page=100"),
+            format!("POST {repo}/issues/1/comments"),
+            format!("POST {repo}/statuses/{head}"),
+        ],
+        "{requests:#?}"
+    );
+    for q in &requests {
+        assert_eq!(
+            q.header("authorization"),
+            Some("Bearer t0ken-webhook-e2e"),
+            "{q:#?}"
+        );
+    }
+    let console = format!("{}/console/sessions/{id}", rig.daemon.as_ref().unwrap().url);
+    let marker = worktrain_delivery::marker(id.parse().unwrap());
+    let footer = format!(
+        "---\n<sub>Delivered by worktrain · session `{id}` · workflow `e2e-one` · [console]({console})</sub>\n{marker}"
+    );
+    let body = worktrain_delivery::template::fill(
+        Some(&template_text),
+        &worktrain_delivery::template::Fill::from_handoff(&handoff[0], Some("#1".into()), footer),
+    );
+    assert!(
+        body.contains("The README said `helo`; it now says `hello`.")
+            && body.contains("**What this PR does / why we need it**:")
+            && body.contains("fixes #1")
+            && body.contains("- spell-check the docs in CI"),
+        "{body}"
+    );
+    assert_eq!(
+        requests[1].body,
+        json!({"title": "Fix the spelling error in the README", "head": branch,
+               "base": "main", "body": body, "draft": false})
+    );
+    assert_eq!(requests[2].body, json!({"labels": ["worktrain"]}));
+    assert_eq!(
+        requests[4].body,
+        json!({"body": format!(
+            "worktrain opened {pr_url} for this: Fix the spelling error in the README\n\n<sub>session `{id}` · workflow `e2e-one` · [session]({console})</sub>\n{marker}"
+        )})
+    );
+    assert_eq!(
+        requests[5].body,
+        json!({"state": "success", "target_url": console,
+               "description": format!("worktrain session {id}"), "context": "worktrain"})
+    );
+
+    // The worktree is gone, the branch stays.
+    assert!(
+        rig.git_worktrees().is_empty(),
+        "worktree removed: {:?}",
+        rig.git_worktrees()
+    );
+    assert_eq!(
+        git(&rig.repo, &["branch", "--list", &branch]).trim(),
+        branch
+    );
+    // The token is in no event.
+    let log = serde_json::to_string(&rig.events(&id)).unwrap();
+    assert!(!log.contains("t0ken-webhook-e2e"));
 }

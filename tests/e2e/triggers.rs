@@ -426,7 +426,7 @@ fn a_delivery_persisted_before_a_crash_is_processed_after_restart() {
 
 /// Wait until the delivery `answer` names is dispatched; its session id.
 #[track_caller]
-fn dispatched_session(rig: &Rig, answer: &Value) -> String {
+pub(crate) fn dispatched_session(rig: &Rig, answer: &Value) -> String {
     let delivery = answer["delivery"].as_i64().unwrap();
     let d = wait_for(
         "the delivery to be dispatched",

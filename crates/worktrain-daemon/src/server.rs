@@ -170,6 +170,9 @@ impl Server {
                 addr: addr.to_owned(),
                 source,
             })?;
+        if let Ok(bound) = listener.local_addr() {
+            sup.set_served_at(bound);
+        }
         Ok(Self {
             listener,
             state: AppState::new(sup, token),

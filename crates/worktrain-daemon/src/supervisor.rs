@@ -143,6 +143,8 @@ pub struct Supervisor {
     secrets: Mutex<Vec<String>>,
     /// Forge clients for delivery (the identities of triggers.yml), once known.
     forges: std::sync::RwLock<Option<Arc<dyn crate::delivery::ForgeSource>>>,
+    /// The address the API is actually served on (the configured one may say port 0).
+    served_at: std::sync::OnceLock<std::net::SocketAddr>,
 }
 
 fn lock<'a, T>(m: &'a Mutex<T>) -> std::sync::MutexGuard<'a, T> {
@@ -236,7 +238,14 @@ impl Supervisor {
             metrics: Metrics::default(),
             secrets: Mutex::new(secrets),
             forges: std::sync::RwLock::new(None),
+            served_at: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Record the address the API server bound (links in pull requests, comments and
+    /// notifications point there, not at a configured port 0).
+    pub fn set_served_at(&self, addr: std::net::SocketAddr) {
+        let _ = self.served_at.set(addr);
     }
 
     /// Where delivery gets its forge clients (the trigger runtime's identities).
@@ -280,7 +289,10 @@ impl Supervisor {
 
     /// A link to the session in the console.
     pub fn console_url(&self, id: SessionId) -> String {
-        format!("http://{}/console/sessions/{id}", self.live().settings.bind)
+        match self.served_at.get() {
+            Some(addr) => format!("http://{addr}/console/sessions/{id}"),
+            None => format!("http://{}/console/sessions/{id}", self.live().settings.bind),
+        }
     }
 
     /// Run (or continue) the delivery of a completed session whose run has delivery
