@@ -45,8 +45,13 @@ fn agent(goal: &str) -> Route {
 /// A rig whose repository has a PR template, a fake GitHub with issue acme/widgets#12,
 /// and a triggers.yml identity pointing at it.
 fn rig_with_forge(goals: &[&str]) -> (Rig, FakeForgeHandle) {
+    rig_with_routes(goals.iter().map(|g| agent(g)).collect())
+}
+
+/// [`rig_with_forge`] with the fake agent's turns given per goal.
+fn rig_with_routes(routes: Vec<Route>) -> (Rig, FakeForgeHandle) {
     let rig = Rig::new(RigSpec {
-        routes: goals.iter().map(|g| agent(g)).collect(),
+        routes,
         ..RigSpec::default()
     });
     std::fs::create_dir_all(rig.repo.join(".github")).unwrap();
@@ -595,4 +600,159 @@ identities:
     // The token is in no event.
     let log = serde_json::to_string(&rig.events(&id)).unwrap();
     assert!(!log.contains("t0ken-webhook-e2e"));
+}
+
+/// With the default `commit: declared`, the delivered commit holds exactly the handoff's
+/// `filesChanged`: a file the agent wrote without declaring it is not committed, not
+/// pushed and not in the pull request — and not lost either: it is committed on the
+/// local branch `worktrain-undeclared/<session>`, named in the commit stage's record.
+#[test]
+fn undeclared_changes_are_not_delivered_and_are_kept_on_their_own_branch() {
+    if !have_git() {
+        eprintln!("skipped: git is not installed");
+        return;
+    }
+    let (mut rig, gh) = rig_with_routes(vec![route(
+        "goal-undeclared-U1",
+        vec![
+            write_file("src/greet.txt", "hello, please\n"),
+            write_file("notes/scratch.md", "what I tried\n"),
+            Turn::tool(
+                "complete_step",
+                json!({"notes": "greeting changed", "artifacts": handoff()}),
+            ),
+        ],
+    )]);
+    rig.daemon_env
+        .push(("E2E_FORGE_TOKEN".into(), "t0ken-e2e".into()));
+    rig.start_daemon();
+    let id = spawn_delivering(&rig, "goal-undeclared-U1");
+    let (code, results) = rig.await_all(&[&id], "120s");
+    let r = result_of(&results, &id);
+    assert_eq!(code, exit::OK, "{r:#}\n{}", rig.log_tail());
+    let branch = format!("worktrain/{id}");
+    assert_eq!(
+        git(&rig.repo, &["diff", "--name-only", "main", &branch]).trim(),
+        "src/greet.txt",
+        "only the declared file is delivered"
+    );
+    let remote = rig.env.dir().join("remote.git");
+    let pushed = git(&remote, &["ls-tree", "-r", "--name-only", &branch]);
+    assert!(!pushed.contains("notes/"), "{pushed}");
+    // Kept: on its own local branch, on top of the delivered commit; never pushed.
+    let kept = format!("worktrain-undeclared/{id}");
+    assert_eq!(
+        git(&rig.repo, &["show", &format!("{kept}:notes/scratch.md")]),
+        "what I tried\n"
+    );
+    assert_eq!(
+        git(&rig.repo, &["rev-parse", &format!("{kept}~1")]),
+        git(&rig.repo, &["rev-parse", &branch])
+    );
+    assert!(
+        git(&remote, &["branch", "--list", &kept]).trim().is_empty(),
+        "the kept branch is not pushed"
+    );
+    // The record says so.
+    let ev = rig.events(&id);
+    let commit = of_kind(&ev, "delivery_stage_completed")
+        .into_iter()
+        .find(|e| e["body"]["stage"] == "commit")
+        .unwrap()["body"]["outcome"]
+        .clone();
+    assert_eq!(
+        commit["undeclared"],
+        json!(["notes/scratch.md"]),
+        "{commit:#}"
+    );
+    assert_eq!(commit["kept_on"], kept.as_str());
+    assert!(
+        commit["summary"].as_str().unwrap().contains(&format!(
+            "1 undeclared file(s) kept on `{kept}`: notes/scratch.md"
+        )),
+        "{commit:#}"
+    );
+    // The worktree is gone; the session branch did not pick the leftovers up.
+    assert!(rig.git_worktrees().is_empty());
+    assert_eq!(of_kind(&ev, "work_committed").len(), 1);
+    assert_eq!(gh.pulls("acme/widgets").len(), 1);
+}
+
+/// Delivery never makes an empty commit. A session that changed nothing: with
+/// `pull_request`, the delivery fails at `commit` ("nothing to deliver"), nothing is
+/// pushed and no pull request is asked for; with `commit_only`, the delivery completes,
+/// its commit stage saying "the session changed nothing" — no commit in either case.
+#[test]
+fn a_session_that_changed_nothing_is_never_an_empty_commit() {
+    if !have_git() {
+        eprintln!("skipped: git is not installed");
+        return;
+    }
+    let nothing = |goal: &str| {
+        route(
+            goal,
+            vec![Turn::tool(
+                "complete_step",
+                json!({"notes": "nothing needed changing", "artifacts": handoff()}),
+            )],
+        )
+    };
+    let (mut rig, gh) = rig_with_routes(vec![nothing("goal-empty-N1"), nothing("goal-empty-N2")]);
+    rig.daemon_env
+        .push(("E2E_FORGE_TOKEN".into(), "t0ken-e2e".into()));
+    rig.start_daemon();
+    let main = git(&rig.repo, &["rev-parse", "main"]).trim().to_owned();
+
+    let id = spawn_delivering(&rig, "goal-empty-N1");
+    let (code, results) = rig.await_all(&[&id], "120s");
+    let r = result_of(&results, &id);
+    assert_eq!(code, exit::FAILURE, "{r:#}");
+    assert_eq!(r["delivery"]["failure"]["stage"], "commit", "{r:#}");
+    let msg = r["delivery"]["failure"]["message"].as_str().unwrap();
+    assert!(
+        msg.starts_with(&format!(
+            "nothing to deliver: `worktrain/{id}` has no commit beyond `main`"
+        )),
+        "{msg}"
+    );
+    let branch = format!("worktrain/{id}");
+    assert_eq!(git(&rig.repo, &["rev-parse", &branch]).trim(), main);
+    assert!(
+        git(
+            &rig.env.dir().join("remote.git"),
+            &["branch", "--list", &branch]
+        )
+        .trim()
+        .is_empty(),
+        "nothing pushed"
+    );
+    let ev = rig.events(&id);
+    assert!(of_kind(&ev, "work_committed").is_empty());
+    assert!(
+        gh.requests().is_empty(),
+        "no forge request: {:#?}",
+        gh.requests()
+    );
+
+    let id = rig.spawn_in_repo("e2e-one", "goal-empty-N2", &["--delivery", "commit_only"]);
+    let (code, results) = rig.await_all(&[&id], "120s");
+    let r = result_of(&results, &id);
+    assert_eq!(code, exit::OK, "{r:#}\n{}", rig.log_tail());
+    assert_eq!(r["delivery"]["state"], "delivered", "{r:#}");
+    let ev = rig.events(&id);
+    assert!(of_kind(&ev, "work_committed").is_empty());
+    let commit = of_kind(&ev, "delivery_stage_completed")
+        .into_iter()
+        .find(|e| e["body"]["stage"] == "commit")
+        .unwrap()["body"]["outcome"]
+        .clone();
+    assert_eq!(
+        commit["summary"], "the session changed nothing",
+        "{commit:#}"
+    );
+    assert_eq!(
+        git(&rig.repo, &["rev-parse", &format!("worktrain/{id}")]).trim(),
+        main,
+        "no commit on the branch"
+    );
 }

@@ -443,6 +443,9 @@ pub struct SpawnArgs {
     /// Let delivery continue when the secret scan finds something (default: block).
     #[arg(long)]
     pub allow_secrets: bool,
+    /// Commit every change of the worktree, not only the handoff's `filesChanged`.
+    #[arg(long)]
+    pub commit_all: bool,
     /// LLM turn budget.
     #[arg(long, value_name = "N")]
     pub max_turns: Option<u32>,

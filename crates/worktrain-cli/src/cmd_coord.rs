@@ -99,6 +99,11 @@ fn delivery_settings(a: &SpawnArgs) -> Option<Value> {
         } else {
             worktrain_core::run::SecretScanPolicy::Block
         },
+        commit: if a.commit_all {
+            worktrain_core::run::CommitScope::All
+        } else {
+            worktrain_core::run::CommitScope::Declared
+        },
         ..worktrain_core::run::DeliverySettings::default()
     };
     serde_json::to_value(s).ok()

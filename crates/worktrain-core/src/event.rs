@@ -503,6 +503,13 @@ pub struct StageOutcome {
     /// Secret scan findings (file and line, never the value).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub findings: Vec<SecretFinding>,
+    /// Commit stage: changed files the handoff did not declare, left out of the commit.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub undeclared: Vec<String>,
+    /// Commit stage: the branch keeping the undeclared changes
+    /// (`worktrain-undeclared/<session>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept_on: Option<String>,
 }
 
 /// A likely secret in the delivered diff: where, and which rule — never the value.

@@ -492,6 +492,21 @@ pub enum SecretScanPolicy {
     Warn,
 }
 
+/// Which changes of the session's worktree the delivery commits.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum CommitScope {
+    /// Exactly the files the handoff declares in `filesChanged`; any other change is kept
+    /// on the branch `worktrain-undeclared/<session>`, out of the delivered commit.
+    /// Without a handoff (targets `commit_only` and `none`), everything.
+    #[default]
+    Declared,
+    /// Every change in the worktree, declared or not.
+    All,
+}
+
 /// A URL the result is POSTed to (target `webhook`). The signing secret is named by its
 /// environment variable, never stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -539,6 +554,9 @@ pub struct DeliverySettings {
     /// Secret scan policy.
     #[serde(default)]
     pub secret_scan: SecretScanPolicy,
+    /// Which changes are committed: the handoff's `filesChanged` (default) or all.
+    #[serde(default, skip_serializing_if = "is_declared")]
+    pub commit: CommitScope,
     /// Target `webhook`: where to POST.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<DeliveryWebhook>,
@@ -559,9 +577,14 @@ impl Default for DeliverySettings {
             report_back: true,
             commit_status: true,
             secret_scan: SecretScanPolicy::default(),
+            commit: CommitScope::default(),
             webhook: None,
         }
     }
+}
+
+fn is_declared(c: &CommitScope) -> bool {
+    *c == CommitScope::Declared
 }
 
 fn yes() -> bool {

@@ -11,7 +11,7 @@ use worktrain_core::event::EventBody;
 use worktrain_core::ids::{Seq, SessionId};
 use worktrain_core::projection::DeliveryInfo;
 use worktrain_core::run::ForgeKind;
-use worktrain_delivery::{ForgeAccess, Host};
+use worktrain_delivery::{CommitFiles, ForgeAccess, Host, HostCommit};
 use worktrain_triggers::config::IdentityDef;
 
 use crate::supervisor::Supervisor;
@@ -160,13 +160,26 @@ impl Host for EngineHost {
         handoff_of(&self.sup, self.id).await
     }
 
-    async fn commit(&self, message: Option<String>) -> Result<Option<String>, String> {
-        self.sup
+    async fn commit(
+        &self,
+        message: Option<String>,
+        files: CommitFiles,
+    ) -> Result<HostCommit, String> {
+        let declared = match files {
+            CommitFiles::All => None,
+            CommitFiles::Declared(paths) => Some(paths),
+        };
+        let work = self
+            .sup
             .engine()
-            .commit_session_work_as(self.id, message)
+            .commit_session_files(self.id, message, declared)
             .await
-            .map(|c| c.map(|c| c.commit))
-            .map_err(|e| e.message)
+            .map_err(|e| e.message)?;
+        Ok(HostCommit {
+            commit: work.committed.map(|c| c.commit),
+            undeclared: work.undeclared,
+            kept_on: work.kept_on,
+        })
     }
 
     async fn cleanup(&self) -> Result<(), String> {

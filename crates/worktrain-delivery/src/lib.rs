@@ -26,8 +26,8 @@ use worktrain_core::event::{EventBody, StageOutcome};
 use worktrain_core::ids::SessionId;
 use worktrain_core::projection::DeliveryInfo;
 use worktrain_core::run::{
-    DeliverySettings, DeliveryStage, DeliveryState, DeliveryTarget, ForgeItem, ForgeKind, ItemKind,
-    SecretScanPolicy, SourceRef,
+    CommitScope, DeliverySettings, DeliveryStage, DeliveryState, DeliveryTarget, ForgeItem,
+    ForgeKind, ItemKind, SecretScanPolicy, SourceRef,
 };
 use worktrain_forge::{CommitStatus, Forge, ForgeError, PullSpec, StatusState};
 
@@ -89,10 +89,15 @@ pub trait Host: Send + Sync {
     async fn record(&self, body: EventBody) -> Result<(), String>;
     /// The session's `handoff` artifact, when a step produced one.
     async fn handoff(&self) -> Result<Option<Value>, String>;
-    /// Commit what the session's worktree holds on its branch (with trailers naming the
-    /// session and workflow; recorded as `work_committed`). `Ok(None)`: nothing to
-    /// commit (or no worktree any more).
-    async fn commit(&self, message: Option<String>) -> Result<Option<String>, String>;
+    /// Commit what the session's worktree holds on its branch — every change, or only
+    /// the declared files (see [`CommitFiles`]) — with trailers naming the session and
+    /// workflow (recorded as `work_committed`). Never an empty commit: `commit: None`
+    /// when nothing (declared) changed, or there is no worktree any more.
+    async fn commit(
+        &self,
+        message: Option<String>,
+        files: CommitFiles,
+    ) -> Result<HostCommit, String>;
     /// Remove the session's worktree (the branch stays).
     async fn cleanup(&self) -> Result<(), String>;
     /// A forge client for `identity` (by name; `None`: the forge's default identity).
@@ -101,6 +106,28 @@ pub trait Host: Send + Sync {
     fn secret(&self, var: &str) -> Option<String> {
         std::env::var(var).ok()
     }
+}
+
+/// Which changes the commit stage asks the host to commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommitFiles {
+    /// Every change of the worktree.
+    All,
+    /// Only these paths (the handoff's `filesChanged`; a directory covers what is under
+    /// it). Other changes are kept off the session branch, on
+    /// `worktrain-undeclared/<session>`.
+    Declared(Vec<String>),
+}
+
+/// What the host committed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostCommit {
+    /// The new commit on the session branch (`None`: nothing to commit).
+    pub commit: Option<String>,
+    /// Changed files left out because they were not declared.
+    pub undeclared: Vec<String>,
+    /// The branch keeping them.
+    pub kept_on: Option<String>,
 }
 
 /// A stage's failure.
@@ -316,6 +343,32 @@ pub async fn deliver(job: &Job, host: &dyn Host, retry: RetryPolicy) -> Result<O
         .ok_or_else(|| HostError("the delivery record is missing".into()))
 }
 
+/// What the commit stage commits: the handoff's `filesChanged` under
+/// `commit: declared` (the default) when there is a handoff; everything under
+/// `commit: all`, without a handoff (nothing was declared) and for target `none`.
+pub fn commit_files(settings: &DeliverySettings, handoff: Option<&Value>) -> CommitFiles {
+    if settings.target == DeliveryTarget::None {
+        // Sent nowhere: the whole work is the session branch's, declared or not.
+        return CommitFiles::All;
+    }
+    match settings.commit {
+        CommitScope::All => CommitFiles::All,
+        CommitScope::Declared => match handoff
+            .and_then(|h| h.get("filesChanged"))
+            .and_then(Value::as_array)
+        {
+            Some(files) => CommitFiles::Declared(
+                files
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect(),
+            ),
+            None => CommitFiles::All,
+        },
+    }
+}
+
 /// The forge item a job reports to, from its source.
 fn source_item(job: &Job) -> Option<ForgeItem> {
     job.source.as_ref().and_then(SourceRef::forge_item)
@@ -471,13 +524,10 @@ async fn run_stage(
             }
         }
         DeliveryStage::Commit => {
-            let message = host
-                .handoff()
-                .await
-                .map_err(host_err)?
-                .as_ref()
-                .and_then(handoff_message);
-            let committed = host.commit(message).await.map_err(|e| StageError {
+            let handoff = host.handoff().await.map_err(host_err)?;
+            let message = handoff.as_ref().and_then(handoff_message);
+            let files = commit_files(&job.settings, handoff.as_ref());
+            let committed = host.commit(message, files).await.map_err(|e| StageError {
                 message: format!("committing failed: {e}"),
                 retryable: false,
                 retry_after: None,
@@ -489,6 +539,11 @@ async fn run_stage(
                     ..StageOutcome::default()
                 });
             };
+            let HostCommit {
+                commit: committed,
+                undeclared,
+                kept_on,
+            } = committed;
             let head = match committed {
                 Some(c) => Some(c),
                 None => git::rev_parse(&job.repo_dir, &format!("refs/heads/{branch}")).await,
@@ -499,22 +554,37 @@ async fn run_stage(
                 job.settings.target,
                 DeliveryTarget::PullRequest | DeliveryTarget::Webhook
             );
+            let kept = match &kept_on {
+                Some(b) if !undeclared.is_empty() => format!(
+                    "; {} undeclared file(s) kept on `{b}`: {}",
+                    undeclared.len(),
+                    undeclared.join(", ")
+                ),
+                Some(b) => format!("; undeclared changes are kept on `{b}`"),
+                None => String::new(),
+            };
             if !has_work && needs_work {
                 return Err(StageError::fatal(
                     format!(
-                        "nothing to deliver: `{branch}` has no commit beyond `{}`",
+                        "nothing to deliver: `{branch}` has no commit beyond `{}`{kept}",
                         job.base
                     ),
-                    "the session changed no files; there is no pull request to open",
+                    if kept_on.is_some() {
+                        "none of the handoff's `filesChanged` changed; declare the files the work is in (or set `delivery.commit: all`) and redo the final step"
+                    } else {
+                        "the session changed no files; there is no pull request to open"
+                    },
                 ));
             }
             Ok(StageOutcome {
                 summary: if has_work {
-                    format!("work committed on `{branch}`")
+                    format!("work committed on `{branch}`{kept}")
                 } else {
-                    "the session changed nothing".into()
+                    format!("the session changed nothing{kept}")
                 },
                 commit: head,
+                undeclared,
+                kept_on,
                 ..StageOutcome::default()
             })
         }
@@ -930,6 +1000,35 @@ mod tests {
             sign(b"Jefe", b"what do ya want for nothing?"),
             "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
+    }
+
+    #[test]
+    fn the_commit_stage_commits_what_the_handoff_declares_unless_told_otherwise() {
+        let handoff = json!({"filesChanged": ["src/a.rs", "docs/"]});
+        let pr = DeliverySettings {
+            target: DeliveryTarget::PullRequest,
+            ..DeliverySettings::default()
+        };
+        assert_eq!(
+            commit_files(&pr, Some(&handoff)),
+            CommitFiles::Declared(vec!["src/a.rs".into(), "docs/".into()])
+        );
+        // Nothing declared (no handoff): everything.
+        assert_eq!(commit_files(&pr, None), CommitFiles::All);
+        let all = DeliverySettings {
+            commit: CommitScope::All,
+            ..pr.clone()
+        };
+        assert_eq!(commit_files(&all, Some(&handoff)), CommitFiles::All);
+        let none = DeliverySettings {
+            target: DeliveryTarget::None,
+            ..pr
+        };
+        assert_eq!(commit_files(&none, Some(&handoff)), CommitFiles::All);
+        // The YAML of the setting.
+        let s: DeliverySettings = serde_json::from_value(json!({"commit": "all"})).unwrap();
+        assert_eq!(s.commit, CommitScope::All);
+        assert!(serde_json::from_value::<DeliverySettings>(json!({"commit": "some"})).is_err());
     }
 
     #[test]

@@ -654,7 +654,7 @@ async fn webhook_target_posts_the_result_signed() {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     let repo = template_repo();
-    repo.edit("notes.txt", "done\n");
+    repo.edit("src/config.rs", "done\n");
     let host = MemHost::new(&repo, Some(handoff()), None);
     let settings = DeliverySettings {
         target: DeliveryTarget::Webhook,

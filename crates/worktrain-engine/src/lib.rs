@@ -85,7 +85,7 @@ pub mod worktrees;
 
 pub use catalog::{Catalog, Resolved};
 pub use worktrees::{
-    Committed, Ended, Prepared, SessionWorktrees, WorktreeError, WorktreeSettings,
+    Committed, DeclaredWork, Ended, Prepared, SessionWorktrees, WorktreeError, WorktreeSettings,
 };
 
 /// How many times an operation is re-judged after losing a race before giving up.
@@ -1092,12 +1092,31 @@ impl Engine {
         id: SessionId,
         message: Option<String>,
     ) -> Result<Option<Committed>, ApiError> {
+        self.commit_session_files(id, message, None)
+            .await
+            .map(|d| d.committed)
+    }
+
+    /// [`Engine::commit_session_work_as`], committing only the `declared` paths when
+    /// given (the handoff's `filesChanged`); the other changes are kept on the branch
+    /// `worktrain-undeclared/<session>` and left out of the session branch.
+    pub async fn commit_session_files(
+        &self,
+        id: SessionId,
+        message: Option<String>,
+        declared: Option<Vec<String>>,
+    ) -> Result<DeclaredWork, ApiError> {
+        let nothing = DeclaredWork {
+            committed: None,
+            undeclared: Vec::new(),
+            kept_on: None,
+        };
         let s = self.summary(id).await?;
         let Some((w, workspace)) = self.live_worktree(&s) else {
-            return Ok(None);
+            return Ok(nothing);
         };
         if s.run.as_ref().is_some_and(|r| r.readonly) {
-            return Ok(None);
+            return Ok(nothing);
         }
         let pinned = self.pinned(s.workflow_hash).await?;
         let subject: String = s
@@ -1126,17 +1145,29 @@ impl Engine {
                 format!("{}@{}", pinned.workflow.id, pinned.hash.short()),
             ),
         ];
-        let committed = w
-            .commit_work(&workspace, id, message, trailers)
-            .await
-            .map_err(|e| {
-                ApiError::new(
-                    ErrorCode::StoreFailure,
-                    format!("committing the work of {id} failed: {e}"),
-                    Retry::AfterFix,
-                    "the worktree is kept as it is; inspect it with `worktrain worktree list`",
-                )
-            })?;
+        let failed = |e: WorktreeError| {
+            ApiError::new(
+                ErrorCode::StoreFailure,
+                format!("committing the work of {id} failed: {e}"),
+                Retry::AfterFix,
+                "the worktree is kept as it is; inspect it with `worktrain worktree list`",
+            )
+        };
+        let work = match declared {
+            None => DeclaredWork {
+                committed: w
+                    .commit_work(&workspace, id, message, trailers)
+                    .await
+                    .map_err(failed)?,
+                undeclared: Vec::new(),
+                kept_on: None,
+            },
+            Some(paths) => w
+                .commit_declared(&workspace, id, paths, message, trailers)
+                .await
+                .map_err(failed)?,
+        };
+        let committed = &work.committed;
         if let Some(c) = &committed {
             let body = worktrain_core::event::EventBody::WorkCommitted {
                 branch: c.branch.clone(),
@@ -1147,7 +1178,7 @@ impl Engine {
             self.transition(id, |_| Ok(vec![body.clone()])).await?;
             info!(session_id = %id, branch = %c.branch, commit = %c.commit, files = c.files, "session work committed");
         }
-        Ok(committed)
+        Ok(work)
     }
 
     /// End the session's worktree when its run ended (`finish`) or ended without running

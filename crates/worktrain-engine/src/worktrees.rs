@@ -101,6 +101,17 @@ pub struct Committed {
     pub files: u32,
 }
 
+/// What [`SessionWorktrees::commit_declared`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeclaredWork {
+    /// The commit of the declared files (`None`: none of them changed).
+    pub committed: Option<Committed>,
+    /// Changed files the declaration did not cover.
+    pub undeclared: Vec<String>,
+    /// The branch that keeps them (`worktrain-undeclared/<session>`).
+    pub kept_on: Option<String>,
+}
+
 /// What ending a worktree did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ended {
@@ -319,6 +330,43 @@ impl SessionWorktrees {
                 commit: oid.to_string(),
                 files: wts.files_changed(oid)?,
             }))
+        })
+        .await
+        .map_err(blocking_error)?
+    }
+
+    /// Commit only the `declared` paths on the session branch; other changes are kept on
+    /// their own branch (see [`Worktrees::commit_declared`]). `commit` is `None` when
+    /// nothing declared changed — then, like [`SessionWorktrees::commit_work`], commits the
+    /// agent made itself on the branch are the session's work.
+    pub async fn commit_declared(
+        &self,
+        workspace: &Path,
+        session: SessionId,
+        declared: Vec<String>,
+        message: String,
+        trailers: Vec<(String, String)>,
+    ) -> Result<DeclaredWork, WorktreeError> {
+        let wts = self.open(workspace, false)?;
+        tokio::task::spawn_blocking(move || {
+            let pairs: Vec<(&str, &str)> = trailers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            let d = wts.commit_declared(session, &declared, &message, &pairs)?;
+            let committed = match d.commit {
+                Some(oid) => Some(Committed {
+                    branch: worktrain_git::branch_name(session),
+                    commit: oid.to_string(),
+                    files: wts.files_changed(oid)?,
+                }),
+                None => None,
+            };
+            Ok(DeclaredWork {
+                committed,
+                undeclared: d.undeclared,
+                kept_on: d.kept_on,
+            })
         })
         .await
         .map_err(blocking_error)?

@@ -1,7 +1,7 @@
 //! The git half of delivery: commit everything in a session's worktree (with trailers
 //! naming the session) and push the session branch.
 
-use git2::{Oid, PushOptions, RemoteCallbacks, Signature};
+use git2::{Oid, PushOptions, RemoteCallbacks, Repository, Signature};
 use worktrain_core::ids::SessionId;
 
 use crate::error::{Error, GitResultExt, Result};
@@ -17,6 +17,38 @@ pub struct Pushed {
     pub refname: String,
     /// The commit now at that ref.
     pub oid: Oid,
+}
+
+/// The result of [`Worktrees::commit_declared`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeclaredCommit {
+    /// The commit of the declared files on the session branch (`None`: none changed).
+    pub commit: Option<Oid>,
+    /// Changed files that were declared (and committed).
+    pub committed: Vec<String>,
+    /// Changed files that were not declared (kept on [`DeclaredCommit::kept_on`]).
+    pub undeclared: Vec<String>,
+    /// The branch holding the undeclared changes, when there are any.
+    pub kept_on: Option<String>,
+}
+
+/// The branch holding a session's undeclared changes: `worktrain-undeclared/<session>`.
+pub fn undeclared_branch_name(session: SessionId) -> String {
+    format!("worktrain-undeclared/{session}")
+}
+
+/// Whether the changed `path` is covered by the declared entry `declared` (the same
+/// path, or a directory above it; a leading `./` and trailing `/` do not matter).
+pub fn is_declared(declared: &str, path: &str) -> bool {
+    let d = declared.trim();
+    let d = d.strip_prefix("./").unwrap_or(d).trim_end_matches('/');
+    if d.is_empty() {
+        return false;
+    }
+    path == d
+        || path
+            .strip_prefix(d)
+            .is_some_and(|rest| rest.starts_with('/'))
 }
 
 impl Worktrees {
@@ -54,6 +86,17 @@ impl Worktrees {
         let tree = wrepo
             .find_tree(tree_id)
             .git(|| format!("reading tree {tree_id}"))?;
+        let sig = self.signature(&wrepo)?;
+        let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
+        let oid = wrepo
+            .commit(Some("HEAD"), &sig, &sig, &full_message, &tree, &parents)
+            .git(|| "committing".into())?;
+        tracing::info!(%oid, "committed");
+        Ok(Some(oid))
+    }
+
+    /// The commit identity: the configured one, else the repository's, else worktrain's.
+    fn signature(&self, wrepo: &Repository) -> Result<Signature<'static>> {
         let identity = match &self.identity {
             Some(id) => id.clone(),
             None => wrepo
@@ -67,14 +110,164 @@ impl Worktrees {
                 })
                 .unwrap_or_else(Identity::worktrain),
         };
-        let sig = Signature::now(&identity.name, &identity.email)
-            .git(|| "making the commit signature".into())?;
-        let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
-        let oid = wrepo
-            .commit(Some("HEAD"), &sig, &sig, &full_message, &tree, &parents)
-            .git(|| "committing".into())?;
-        tracing::info!(%oid, "committed");
-        Ok(Some(oid))
+        Signature::now(&identity.name, &identity.email).git(|| "making the commit signature".into())
+    }
+
+    /// Commit only the `declared` paths of the session's worktree (files, or directories
+    /// as `dir/` or `dir`) on the session branch, with `message` and the trailers. Every
+    /// other change — the files the agent touched but did not declare — is kept, never
+    /// lost: committed on top of that commit on the branch
+    /// [`undeclared_branch_name`] (`worktrain-undeclared/<session>`, outside the session
+    /// branch, so it is neither pushed nor part of a pull request), after which the
+    /// worktree is left clean at the declared commit. Nothing declared changed and nothing
+    /// else either: no commit at all (never an empty one).
+    #[tracing::instrument(level = "info", skip(self, declared, message, trailers), fields(session = %session))]
+    pub fn commit_declared(
+        &self,
+        session: SessionId,
+        declared: &[String],
+        message: &str,
+        trailers: &[(&str, &str)],
+    ) -> Result<DeclaredCommit> {
+        let full_message = compose_message(message, trailers)?;
+        let wrepo = self.open_session(session)?;
+        if wrepo.head_detached().git(|| "reading HEAD".into())? {
+            return Err(Error::ReadOnly { session });
+        }
+        self.ensure_unlocked_index(&wrepo)?;
+        let mut opts = git2::StatusOptions::new();
+        opts.include_untracked(true)
+            .recurse_untracked_dirs(true)
+            .include_ignored(false)
+            .renames_head_to_index(false)
+            .renames_index_to_workdir(false);
+        let statuses = wrepo
+            .statuses(Some(&mut opts))
+            .git(|| "reading the worktree status".into())?;
+        // A path that is not UTF-8 cannot be matched against the declaration; refusing is
+        // better than guessing (the worktree is kept as it is).
+        let mut changed: Vec<String> = statuses
+            .iter()
+            .filter(|e| e.status() != git2::Status::CURRENT && !e.status().is_ignored())
+            .map(|e| e.path().map(str::to_owned))
+            .collect::<std::result::Result<_, _>>()
+            .git(|| "reading a changed path (not UTF-8?)".into())?;
+        changed.sort();
+        changed.dedup();
+        drop(statuses);
+        let (ours, undeclared): (Vec<String>, Vec<String>) = changed
+            .into_iter()
+            .partition(|p| declared.iter().any(|d| is_declared(d, p)));
+        let parent = wrepo.head().and_then(|h| h.peel_to_commit()).ok();
+        let mut index = wrepo.index().git(|| "opening the worktree index".into())?;
+        // Start from the branch's tree: whatever the agent staged on its own does not
+        // decide what is delivered; the declaration does.
+        match &parent {
+            Some(p) => {
+                let tree = p.tree().git(|| "reading HEAD's tree".into())?;
+                index
+                    .read_tree(&tree)
+                    .git(|| "resetting the index to HEAD".into())?;
+            }
+            None => index.clear().git(|| "clearing the index".into())?,
+        }
+        let workdir = wrepo
+            .workdir()
+            .map(std::path::Path::to_path_buf)
+            .ok_or(Error::ReadOnly { session })?;
+        for p in &ours {
+            let path = std::path::Path::new(p);
+            if workdir.join(path).symlink_metadata().is_ok() {
+                index.add_path(path).git(|| format!("staging `{p}`"))?;
+            } else {
+                index
+                    .remove_path(path)
+                    .git(|| format!("staging the deletion of `{p}`"))?;
+            }
+        }
+        index.write().git(|| "writing the worktree index".into())?;
+        let tree_id = index.write_tree().git(|| "writing the tree".into())?;
+        let sig = self.signature(&wrepo)?;
+        let mut commit = None;
+        let mut head = parent;
+        if head.as_ref().is_none_or(|p| p.tree_id() != tree_id) {
+            let tree = wrepo
+                .find_tree(tree_id)
+                .git(|| format!("reading tree {tree_id}"))?;
+            let parents: Vec<&git2::Commit<'_>> = head.iter().collect();
+            let oid = wrepo
+                .commit(Some("HEAD"), &sig, &sig, &full_message, &tree, &parents)
+                .git(|| "committing".into())?;
+            tracing::info!(%oid, files = ours.len(), "committed the declared files");
+            commit = Some(oid);
+            head = Some(
+                wrepo
+                    .find_commit(oid)
+                    .git(|| format!("reading commit {oid}"))?,
+            );
+        }
+        let kept = undeclared_branch_name(session);
+        let mut kept_on = None;
+        if !undeclared.is_empty() {
+            index
+                .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
+                .git(|| "staging the undeclared files".into())?;
+            index
+                .update_all(["*"], None)
+                .git(|| "staging undeclared deletions".into())?;
+            let all_id = index.write_tree().git(|| "writing the tree".into())?;
+            let all = wrepo
+                .find_tree(all_id)
+                .git(|| format!("reading tree {all_id}"))?;
+            let mut listing = String::new();
+            for p in &undeclared {
+                listing.push_str(&format!("- {p}\n"));
+            }
+            let keep_message = compose_message(
+                &format!(
+                    "worktrain: changes not declared by session {session}\n\nThe handoff did not list these files, so they are not part of the\ndelivered commit. They are kept here:\n\n{listing}"
+                ),
+                trailers,
+            )?;
+            let parents: Vec<&git2::Commit<'_>> = head.iter().collect();
+            let oid = wrepo
+                .commit(None, &sig, &sig, &keep_message, &all, &parents)
+                .git(|| "committing the undeclared files".into())?;
+            let keep_commit = wrepo
+                .find_commit(oid)
+                .git(|| format!("reading commit {oid}"))?;
+            wrepo
+                .branch(&kept, &keep_commit, true)
+                .git(|| format!("creating the branch `{kept}`"))?;
+            tracing::warn!(%oid, branch = %kept, files = undeclared.len(), "undeclared changes kept off the delivered commit");
+            kept_on = Some(kept);
+            // Back to the declared commit: the worktree is clean, so nothing undeclared
+            // is committed onto the session branch when it is removed.
+            match &head {
+                Some(h) => {
+                    let tree = h.tree().git(|| "reading HEAD's tree".into())?;
+                    index
+                        .read_tree(&tree)
+                        .git(|| "resetting the index to HEAD".into())?;
+                }
+                None => index.clear().git(|| "clearing the index".into())?,
+            }
+            index.write().git(|| "writing the worktree index".into())?;
+            let mut co = git2::build::CheckoutBuilder::new();
+            co.force().remove_untracked(true);
+            wrepo
+                .checkout_head(Some(&mut co))
+                .git(|| "restoring the worktree to the delivered commit".into())?;
+        } else if wrepo.find_branch(&kept, git2::BranchType::Local).is_ok() {
+            // A retry after a crash between keeping them and recording the stage.
+            kept_on = Some(kept);
+        }
+        Ok(DeclaredCommit {
+            commit,
+            committed: ours,
+            undeclared,
+            kept_on,
+        })
     }
 
     /// Push the session branch `worktrain/<session>` to `refs/heads/<branch>` on

@@ -28,7 +28,7 @@ mod snapshot;
 mod worktrees;
 
 pub use clone::{clone_dir_name, ensure_clone};
-pub use deliver::{Pushed, compose_message};
+pub use deliver::{DeclaredCommit, Pushed, compose_message, is_declared, undeclared_branch_name};
 pub use error::{Error, Result};
 pub use git2::Oid;
 pub use inspect::{current_branch, is_work_tree, local_branch_exists, remote_exists};

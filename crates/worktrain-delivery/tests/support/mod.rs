@@ -14,7 +14,7 @@ use worktrain_core::event::{EventBody, StoredEvent};
 use worktrain_core::ids::{Seq, SessionId, Sha256Hash, WorkflowId};
 use worktrain_core::projection::{DeliveryInfo, SessionSummary, apply};
 use worktrain_core::run::{DeliverySettings, ForgeKind, SourceRef, Trigger, TriggerKind};
-use worktrain_delivery::{ForgeAccess, Host, Job};
+use worktrain_delivery::{CommitFiles, ForgeAccess, Host, HostCommit, Job};
 
 pub fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
@@ -260,13 +260,32 @@ impl Host for MemHost {
         Ok(self.handoff.clone())
     }
 
-    async fn commit(&self, message: Option<String>) -> Result<Option<String>, String> {
+    async fn commit(
+        &self,
+        message: Option<String>,
+        files: CommitFiles,
+    ) -> Result<HostCommit, String> {
         if !self.wt.exists() {
-            return Ok(None);
+            return Ok(HostCommit::default());
         }
-        git(&self.wt, &["add", "-A"]);
-        if git(&self.wt, &["status", "--porcelain"]).is_empty() {
-            return Ok(None);
+        // Staging only what is declared is enough here: the daemon's host (over
+        // worktrain-git) also keeps the rest, which its own tests check.
+        match &files {
+            CommitFiles::All => {
+                git(&self.wt, &["add", "-A"]);
+            }
+            CommitFiles::Declared(paths) => {
+                for p in paths {
+                    // A declared path that does not exist (and never did) matches nothing.
+                    let _ = Command::new("git")
+                        .current_dir(&self.wt)
+                        .args(["add", "-A", "--", p])
+                        .output();
+                }
+            }
+        }
+        if git(&self.wt, &["diff", "--cached", "--name-only"]).is_empty() {
+            return Ok(HostCommit::default());
         }
         let msg = message.unwrap_or_else(|| "work".into());
         git(
@@ -281,7 +300,10 @@ impl Host for MemHost {
             ],
         );
         self.state.lock().unwrap().commits += 1;
-        Ok(Some(git(&self.wt, &["rev-parse", "HEAD"])))
+        Ok(HostCommit {
+            commit: Some(git(&self.wt, &["rev-parse", "HEAD"])),
+            ..HostCommit::default()
+        })
     }
 
     async fn cleanup(&self) -> Result<(), String> {
