@@ -102,6 +102,9 @@ pub struct PushFailure {
     /// The remote refused the update (not a fast-forward, protected branch, hook):
     /// trying again as things are cannot succeed.
     pub rejected: bool,
+    /// The remote wanted credentials that git did not have or that it refused (no
+    /// prompt is ever shown): final until the credentials are fixed.
+    pub auth: bool,
 }
 
 /// Push `refs/heads/<branch>` to the same name on `remote`. Never forced: a remote
@@ -118,6 +121,7 @@ pub async fn push(
         .map_err(|e| PushFailure {
             message: format!("running git: {e}"),
             rejected: false,
+            auth: false,
         })?;
     if out.ok() {
         return Ok(());
@@ -128,9 +132,18 @@ pub async fn push(
         || out.stderr.contains("non-fast-forward")
         || out
             .stderr
-            .contains("does not appear to be a git repository")
-        || out.stderr.contains("Authentication failed")
-        || out.stderr.contains("Permission denied");
+            .contains("does not appear to be a git repository");
+    let auth = [
+        "could not read Username",
+        "could not read Password",
+        "terminal prompts disabled",
+        "Authentication failed",
+        "Permission denied",
+        "The requested URL returned error: 401",
+        "The requested URL returned error: 403",
+    ]
+    .iter()
+    .any(|m| out.stderr.contains(m));
     let mut lines: Vec<&str> = out
         .stdout
         .lines()
@@ -145,6 +158,7 @@ pub async fn push(
     Err(PushFailure {
         message: lines.join("; "),
         rejected,
+        auth,
     })
 }
 

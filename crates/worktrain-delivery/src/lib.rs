@@ -668,9 +668,11 @@ async fn run_stage(
                 .await
                 .map_err(|f| StageError {
                     message: format!("push to `{remote}` failed: {}", f.message),
-                    retryable: !f.rejected,
+                    retryable: !f.rejected && !f.auth,
                     retry_after: None,
-                    hint: Some(if f.rejected {
+                    hint: Some(if f.auth {
+                        "the remote wants credentials git could not give: an HTTPS remote of the source item's repository gets the identity's token; any other remote uses the daemon user's git setup (a credential helper, an SSH key or agent, `core.sshCommand`). Fix them, then `worktrain session retry-delivery`".into()
+                    } else if f.rejected {
                         "the remote refused the branch (worktrain never force-pushes); resolve it on the remote, then retry the delivery".into()
                     } else {
                         "check the network and credentials of the remote".into()

@@ -23,10 +23,14 @@
 //! Other processes (daemon end-to-end tests) use the `fake-llm` binary: it takes a JSON
 //! script file, prints its base URL on stdout and serves `GET /_fake/requests`.
 //!
+//! [`git_http::GitHttpServer`] serves bare repositories over git's smart HTTP protocol
+//! (`git http-backend`) behind Basic auth with a token, for push tests.
+//!
 //! [`postgres::fresh_database`] gives each test its own database on the test PostgreSQL
 //! server (`WORKTRAIN_TEST_POSTGRES_URL`).
 
 pub mod forge;
+pub mod git_http;
 pub mod postgres;
 mod script;
 mod server;
