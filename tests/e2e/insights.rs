@@ -5,10 +5,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use worktrain_testkit::Turn;
+use worktrain_testkit::forge::github::FakeGithub;
 
-use crate::daemon_rig::{Rig, RigSpec, complete, have_git, route, shell};
+use crate::daemon_rig::{Rig, RigSpec, complete, git, have_git, route, shell};
 use crate::support::{Env, exit};
 
 fn corpora() -> PathBuf {
@@ -143,12 +144,9 @@ const BAD: [&str; 3] = ["ins-bad-1", "ins-bad-2", "ins-bad-3"];
 const GOOD: [&str; 3] = ["ins-good-1", "ins-good-2", "ins-good-3"];
 const POST_MORTEM: &str = "- The program no-such-tool-xyz is not installed in the workspace.";
 
-#[test]
-fn sessions_become_findings_proposals_reports_and_post_mortems() {
-    if !have_git() {
-        eprintln!("skipped: git is not installed");
-        return;
-    }
+/// A daemon that ran three failing sessions (a missing tool) and three passing ones of
+/// workflow `e2e-one`, and the ids of those sessions (failing first).
+fn rig_with_recorded_sessions() -> (Rig, Vec<String>) {
     let mut routes = Vec::new();
     for g in BAD {
         routes.push(route(
@@ -184,6 +182,16 @@ fn sessions_become_findings_proposals_reports_and_post_mortems() {
     let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
     let (code, _) = rig.await_all(&refs, "120s");
     assert_eq!(code, 1, "three sessions fail");
+    (rig, ids)
+}
+
+#[test]
+fn sessions_become_findings_proposals_reports_and_post_mortems() {
+    if !have_git() {
+        eprintln!("skipped: git is not installed");
+        return;
+    }
+    let (rig, ids) = rig_with_recorded_sessions();
     let env = &rig.env;
 
     // Sync: the daemon's sessions, with outcomes from the engine's events.
@@ -244,13 +252,14 @@ fn sessions_become_findings_proposals_reports_and_post_mortems() {
         );
     }
 
-    // Without --write: the PR delivery seam says what is missing, nothing changes.
+    // Without --write the change is proposed as a pull request, which needs the workflow
+    // in a repository: this one is not; said, and nothing changes.
     let wf = env.home().join("workflows/e2e-one.yaml");
     let before = std::fs::read_to_string(&wf).unwrap();
     let r = env.run(&["proposals", "apply", &id]);
     r.code(exit::INVALID);
     assert!(
-        r.stderr.contains("delivery pipeline") && r.stderr.contains("--write"),
+        r.stderr.contains("is not inside a git repository") && r.stderr.contains("--write"),
         "{r:?}"
     );
     assert_eq!(std::fs::read_to_string(&wf).unwrap(), before);
@@ -374,4 +383,179 @@ fn insights_on_postgres_match_the_embedded_store() {
     let (a, b) = (findings(&[]), findings(&pg));
     assert_eq!(a, b);
     assert!(!a["findings"].as_array().unwrap().is_empty(), "{a}");
+}
+
+#[test]
+fn an_applied_proposal_is_committed_on_its_branch_pushed_and_opened_as_one_pull_request() {
+    if !have_git() {
+        eprintln!("skipped: git is not installed");
+        return;
+    }
+    let (rig, _ids) = rig_with_recorded_sessions();
+    let env = &rig.env;
+    env.ok_json(&["insights", "sync"]);
+    let list = env.ok_json(&["proposals", "list"]);
+    let id = list["proposals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["detector"] == "environment_failure")
+        .and_then(|p| p["id"].as_str())
+        .unwrap_or_else(|| panic!("{list:#}"))
+        .to_owned();
+
+    // The workflow is kept in the project's repository; the operator has local,
+    // uncommitted work there, including an experiment in the workflow file itself.
+    let repo = &rig.repo;
+    std::fs::create_dir_all(repo.join(".worktrain/workflows")).unwrap();
+    let wf = repo.join(".worktrain/workflows/e2e-one.yaml");
+    std::fs::copy(env.home().join("workflows/e2e-one.yaml"), &wf).unwrap();
+    git(repo, &["add", "-A"]);
+    git(
+        repo,
+        &["commit", "-q", "-m", "keep the workflow in the repository"],
+    );
+    git(repo, &["push", "-q", "origin", "main"]);
+    let main_head = git(repo, &["rev-parse", "HEAD"]).trim().to_owned();
+    let committed = std::fs::read_to_string(&wf).unwrap();
+    std::fs::write(&wf, format!("{committed}# local experiment\n")).unwrap();
+    std::fs::write(repo.join("scratch.txt"), "not mine to commit\n").unwrap();
+    let status_before = git(repo, &["status", "--porcelain"]);
+
+    let gh = rig.block_on(FakeGithub::start()).unwrap();
+    std::fs::write(
+        env.home().join("triggers.yml"),
+        format!(
+            "version: 1\nidentities:\n  bot:\n    github: {{token: t0ken-proposals, api_url: {}}}\n",
+            gh.base_url()
+        ),
+    )
+    .unwrap();
+    let apply = |extra: &[&str]| {
+        let mut args = vec![
+            "proposals",
+            "apply",
+            id.as_str(),
+            "--file",
+            wf.to_str().unwrap(),
+            "--repo",
+            "github:acme/widgets",
+            "--label",
+            "workflow-improvement",
+        ];
+        args.extend_from_slice(extra);
+        env.run(&args)
+    };
+
+    // GitHub fails opening the pull request: said with the forge's message; the branch
+    // is pushed, the proposal stays open.
+    gh.answer_once(
+        "POST",
+        "/repos/acme/widgets/pulls",
+        502,
+        json!({"message": "Server Error"}),
+    );
+    let r = apply(&[]);
+    assert_ne!(r.code, exit::OK, "{r:?}");
+    assert!(r.stderr.contains("opening the pull request"), "{r:?}");
+    let open = env.ok_json(&["proposals", "list", "--status", "open"]);
+    assert!(
+        open["proposals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["id"] == id.as_str()),
+        "{open:#}"
+    );
+    let branch = format!("worktrain/proposal-{id}");
+    let remote = env.dir().join("remote.git");
+    let pushed = git(&remote, &["rev-parse", &format!("refs/heads/{branch}")])
+        .trim()
+        .to_owned();
+
+    // Again: the same commit, one pull request.
+    let r = apply(&[]);
+    r.code(exit::OK);
+    assert!(r.stdout.contains("opened http"), "{r:?}");
+    assert_eq!(
+        git(&remote, &["rev-parse", &format!("refs/heads/{branch}")]).trim(),
+        pushed,
+        "the branch was not committed twice"
+    );
+    // The commit: on top of main, the patched file as it is on main plus the lesson, the
+    // operator's experiment not in it, trailers naming the proposal.
+    assert_eq!(
+        git(&remote, &["rev-parse", &format!("{pushed}^")]).trim(),
+        main_head
+    );
+    let shown = git(
+        &remote,
+        &[
+            "show",
+            &format!("{pushed}:.worktrain/workflows/e2e-one.yaml"),
+        ],
+    );
+    assert!(
+        shown.contains("Lesson from earlier sessions") && shown.contains("no-such-tool-xyz"),
+        "{shown}"
+    );
+    assert!(!shown.contains("# local experiment"), "{shown}");
+    let message = git(&remote, &["log", "-1", "--format=%B", &pushed]);
+    assert!(
+        message.contains(&format!("Worktrain-Proposal: {id}"))
+            && message.contains("Worktrain-Workflow: e2e-one"),
+        "{message}"
+    );
+    let changed = git(&remote, &["diff", "--name-only", &main_head, &pushed]);
+    assert_eq!(changed.trim(), ".worktrain/workflows/e2e-one.yaml");
+    // The checkout is exactly as the operator left it.
+    assert_eq!(git(repo, &["status", "--porcelain"]), status_before);
+    assert_eq!(git(repo, &["rev-parse", "HEAD"]).trim(), main_head);
+    assert!(
+        std::fs::read_to_string(&wf)
+            .unwrap()
+            .ends_with("# local experiment\n")
+    );
+
+    // What GitHub received: one pull request (the failed try and the one that worked),
+    // from the proposal's branch into main, with the evidence, as the identity.
+    let creates: Vec<_> = gh
+        .requests()
+        .into_iter()
+        .filter(|q| q.method == "POST" && q.path == "/repos/acme/widgets/pulls")
+        .collect();
+    assert_eq!(creates.len(), 2, "one failed, one opened");
+    let pr = &creates[1].body;
+    assert_eq!(pr["head"], branch.as_str());
+    assert_eq!(pr["base"], "main");
+    assert!(
+        pr["title"]
+            .as_str()
+            .unwrap()
+            .starts_with("workflow e2e-one:"),
+        "{pr}"
+    );
+    let body = pr["body"].as_str().unwrap();
+    assert!(body.contains(&format!("Proposal `{id}`")), "{body}");
+    assert!(body.contains("**Evidence sessions**"), "{body}");
+    assert!(
+        creates[1]
+            .header("authorization")
+            .unwrap_or_default()
+            .contains("t0ken-proposals")
+    );
+    assert_eq!(gh.pulls("acme/widgets").len(), 1);
+    let labelled = gh.requests().into_iter().any(|q| {
+        q.method == "POST"
+            && q.path.ends_with("/labels")
+            && q.body.to_string().contains("workflow-improvement")
+    });
+    assert!(labelled, "{:?}", gh.requests());
+
+    // Applied, with where it went; applying again is refused.
+    let applied = env.ok_json(&["proposals", "list", "--status", "applied"]);
+    assert_eq!(applied["proposals"][0]["id"], id.as_str(), "{applied:#}");
+    let r = apply(&[]);
+    r.code(exit::INVALID);
+    assert!(r.stderr.contains("already applied"), "{r:?}");
 }

@@ -312,7 +312,9 @@ pub enum ProposalsCommand {
     List(ProposalListArgs),
     /// One proposal: evidence, patch (as a diff against the workflow file), confidence.
     Show(ProposalTarget),
-    /// Apply a proposal: `--write` patches the workflow file in place (lint must pass).
+    /// Apply a proposal (lint must pass): commit the patched workflow on a branch of the
+    /// repository that holds it, push and open a pull request; `--write` patches the
+    /// local file instead.
     Apply(ApplyArgs),
     /// Dismiss a proposal (it stays dismissed when the pattern recurs).
     Dismiss(DismissArgs),
@@ -351,6 +353,27 @@ pub struct ApplyArgs {
     /// The workflow file to patch (default: the one the catalog resolves for the id).
     #[arg(long, value_name = "FILE")]
     pub file: Option<PathBuf>,
+    /// The identity (under `identities:` in triggers.yml) that opens the pull request
+    /// (default: the first of the repository's forge).
+    #[arg(long, conflicts_with = "write")]
+    pub identity: Option<String>,
+    /// The remote the branch is pushed to.
+    #[arg(long, default_value = "origin", conflicts_with = "write")]
+    pub remote: String,
+    /// The forge repository, when the remote's URL does not say it
+    /// (`github:owner/repo`, `gitlab:group/project`).
+    #[arg(long, value_name = "FORGE:REPO", conflicts_with = "write")]
+    pub repo: Option<String>,
+    /// The branch the pull request goes into (default: the branch checked out where
+    /// the workflow file lives).
+    #[arg(long, conflicts_with = "write")]
+    pub base: Option<String>,
+    /// Open the pull request as a draft.
+    #[arg(long, conflicts_with = "write")]
+    pub draft: bool,
+    /// A label for the pull request (repeatable).
+    #[arg(long = "label", value_name = "LABEL", conflicts_with = "write")]
+    pub labels: Vec<String>,
 }
 
 /// `proposals dismiss`.

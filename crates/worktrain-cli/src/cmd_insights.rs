@@ -9,7 +9,7 @@ use worktrain_core::event::EventBody;
 use worktrain_core::ids::SessionId;
 use worktrain_engine::{Catalog, Engine, store_error};
 use worktrain_insights::config::InsightsConfig;
-use worktrain_insights::delivery::{self, ProposalDelivery};
+use worktrain_insights::delivery;
 use worktrain_insights::detect::Finding;
 use worktrain_insights::eval;
 use worktrain_insights::explain::{self, Explanation};
@@ -753,7 +753,7 @@ pub async fn proposals(ctx: &Ctx, cmd: ProposalsCommand) -> Result<Exit, ApiErro
             }
             Ok(Exit::Ok)
         }
-        ProposalsCommand::Apply(a) => apply(ctx, store, &ins, a, None).await,
+        ProposalsCommand::Apply(a) => apply(ctx, store, &ins, a).await,
         ProposalsCommand::Dismiss(DismissArgs { id, reason }) => {
             let change = store
                 .set_proposal_status(
@@ -844,12 +844,150 @@ async fn list(
     Ok(Exit::Ok)
 }
 
+/// The branch a proposal's pull request goes into (`--base`, else the branch checked out
+/// where `file` lives) and `file`'s content on it.
+fn base_version(file: &Path, base: Option<&str>) -> Result<(String, String), ApiError> {
+    let Some(loc) = worktrain_git::change::locate(file) else {
+        return Err(ApiError::new(
+            ErrorCode::InvalidInput,
+            format!(
+                "{} is not inside a git repository, so it cannot be proposed as a pull request",
+                file.display()
+            ),
+            Retry::AfterFix,
+            "pass --write to patch the file in place, or --file with the workflow's copy in a repository",
+        ));
+    };
+    let base = match base {
+        Some(b) => b.to_owned(),
+        None => worktrain_git::current_branch(&loc.root).ok_or_else(|| {
+            ApiError::invalid_input(
+                format!("{} has no branch checked out", loc.root.display()),
+                "name the branch the pull request goes into with --base",
+            )
+        })?,
+    };
+    let bytes = worktrain_git::change::read_file(&loc.root, &base, &loc.path)
+        .map_err(|e| ApiError::invalid_input(e.to_string(), "name an existing branch with --base"))?
+        .ok_or_else(|| {
+            ApiError::invalid_input(
+                format!("{} is not on branch `{base}`", loc.path),
+                "commit the workflow to the base branch first, or pass --write",
+            )
+        })?;
+    let text = String::from_utf8(bytes).map_err(|_| {
+        ApiError::invalid_input(
+            format!("{} on `{base}` is not UTF-8 text", loc.path),
+            "a workflow file is YAML or JSON text",
+        )
+    })?;
+    Ok((base, text))
+}
+
+/// Deliver a patched workflow as a pull request: commit it on the proposal's branch of
+/// the repository holding the file, push, open (or find) the request, as the identity
+/// of triggers.yml that speaks to that forge.
+async fn propose(
+    ctx: &Ctx,
+    a: &ApplyArgs,
+    base: Option<String>,
+    req: &delivery::DeliveryRequest,
+) -> Result<worktrain_delivery::change::ChangeReceipt, ApiError> {
+    use worktrain_core::run::ForgeKind;
+    use worktrain_delivery::change::{ChangeRequest, deliver_change, forge_of};
+
+    let repo = match &a.repo {
+        Some(r) => {
+            let (forge, repo) = r.split_once(':').unwrap_or(("", r));
+            let kind = match forge {
+                "github" => ForgeKind::Github,
+                "gitlab" => ForgeKind::Gitlab,
+                _ => {
+                    return Err(ApiError::invalid_input(
+                        format!("--repo `{r}`: say which forge"),
+                        "write github:owner/repo or gitlab:group/project",
+                    ));
+                }
+            };
+            if !repo.contains('/') {
+                return Err(ApiError::invalid_input(
+                    format!("--repo `{r}`: `{repo}` is not owner/repo"),
+                    "write github:owner/repo or gitlab:group/project",
+                ));
+            }
+            Some((kind, repo.to_owned()))
+        }
+        None => None,
+    };
+    let Some((kind, _)) = repo.clone().or(forge_of(&req.file, &a.remote).await) else {
+        return Err(ApiError::new(
+            ErrorCode::InvalidInput,
+            format!(
+                "cannot tell which forge repository the pull request for {} goes to",
+                req.file.display()
+            ),
+            Retry::AfterFix,
+            "keep the workflow in a repository whose remote is on GitHub/GitLab, name it with --repo github:owner/repo, or pass --write to patch the local file",
+        ));
+    };
+    let config = ctx.config()?;
+    let index = crate::cmd_trigger::load(&crate::cmd_trigger::triggers_path(ctx, &config))?;
+    let (name, def) = index
+        .identity_for(a.identity.as_deref(), kind)
+        .map_err(|e| {
+            ApiError::new(
+                ErrorCode::InvalidInput,
+                e,
+                Retry::AfterFix,
+                "add an identity for the forge to triggers.yml (docs/triggers.md), or pass --write",
+            )
+        })?;
+    let client = worktrain_triggers::identity::connect(def).map_err(|e| {
+        ApiError::invalid_input(
+            format!("identity `{name}`: {e}"),
+            "fix the identity in triggers.yml",
+        )
+    })?;
+    let access = worktrain_delivery::ForgeAccess {
+        client,
+        push_token: def.push_token().map(str::to_owned),
+    };
+    let change = ChangeRequest {
+        file: req.file.clone(),
+        content: req.patched.clone(),
+        branch: req.branch.clone(),
+        base,
+        remote: a.remote.clone(),
+        repo,
+        message: format!(
+            "{}\n\nWorktrain-Proposal: {}\nWorktrain-Workflow: {}\n",
+            req.title, req.proposal_id, req.workflow_id
+        ),
+        title: req.title.clone(),
+        body: req.body.clone(),
+        draft: a.draft,
+        labels: a.labels.clone(),
+    };
+    deliver_change(&change, &access).await.map_err(|e| {
+        ApiError::new(
+            ErrorCode::InvalidInput,
+            format!("delivering the proposal failed: {}", e.message),
+            if e.retryable {
+                Retry::Same
+            } else {
+                Retry::AfterFix
+            },
+            e.hint
+                .unwrap_or_else(|| "fix the cause, then run the same command again".into()),
+        )
+    })
+}
+
 async fn apply(
     ctx: &Ctx,
     store: &dyn InsightsStore,
     ins: &Insights<'_>,
     a: ApplyArgs,
-    delivery: Option<&dyn ProposalDelivery>,
 ) -> Result<Exit, ApiError> {
     let (p, status) = ins
         .proposal(&a.id)
@@ -892,6 +1030,14 @@ async fn apply(
             (loc, text, target)
         }
     };
+    // A pull request changes the file as it is on the base branch, not the operator's
+    // uncommitted copy of it.
+    let (text, base) = if a.write {
+        (text, None)
+    } else {
+        let (base, at_base) = base_version(&target, a.base.as_deref())?;
+        (at_base, Some(base))
+    };
     let yaml = !source_location.ends_with(".json");
     let patched = patch::apply(&text, yaml, &p.patch).map_err(|e| {
         ApiError::new(
@@ -920,33 +1066,39 @@ async fn apply(
         ));
     }
     if !a.write {
-        let Some(d) = delivery else {
-            return Err(ApiError::new(
-                ErrorCode::InvalidInput,
-                "delivering a proposal as a pull request needs the delivery pipeline, which is not available in this build",
-                Retry::AfterFix,
-                "pass --write to patch the local workflow file (then commit it as you usually do)",
-            ));
-        };
         let req = delivery::request(&p, target.clone(), patched.text.clone());
-        let receipt = d.deliver(&req).map_err(|e| {
-            ApiError::new(
-                ErrorCode::Internal,
-                format!("delivery failed: {e}"),
-                Retry::Same,
-                "retry later",
-            )
-        })?;
-        store
+        let receipt = propose(ctx, &a, base, &req).await?;
+        let change = store
             .set_proposal_status(
                 &p.id,
                 ProposalStatus::Applied.as_str(),
-                Some(&format!("delivered on {}", receipt.branch)),
+                Some(&format!(
+                    "pull request {} (branch {})",
+                    receipt.url, receipt.branch
+                )),
                 now_ms(),
             )
             .await
             .map_err(store_error)?;
-        say!("delivered on {}", receipt.branch);
+        if ctx.out.json {
+            ctx.out.json(&json!({
+                "proposal": p.id, "file": target, "pull_request": receipt,
+                "lint_warnings": warnings, "change": change,
+            }));
+        } else {
+            say!(
+                "{} applied: {} {} on branch {} ({}); lint passed with {warnings} warning(s).",
+                p.id,
+                if receipt.reused {
+                    "found the open pull request"
+                } else {
+                    "opened"
+                },
+                receipt.url,
+                receipt.branch,
+                &receipt.commit[..receipt.commit.len().min(12)],
+            );
+        }
         return Ok(Exit::Ok);
     }
     if let Some(dir) = target.parent() {

@@ -38,7 +38,7 @@ fn config_error(e: &ConfigError) -> ApiError {
     )
 }
 
-fn load(path: &Path) -> Result<TriggerIndex, ApiError> {
+pub(crate) fn load(path: &Path) -> Result<TriggerIndex, ApiError> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         ApiError::new(
             ErrorCode::InvalidInput,

@@ -12,7 +12,6 @@ use worktrain_core::ids::{Seq, SessionId};
 use worktrain_core::projection::DeliveryInfo;
 use worktrain_core::run::ForgeKind;
 use worktrain_delivery::{CommitFiles, ForgeAccess, Host, HostCommit};
-use worktrain_triggers::config::IdentityDef;
 
 use crate::supervisor::Supervisor;
 
@@ -27,47 +26,12 @@ pub trait ForgeSource: Send + Sync {
     fn access(&self, identity: Option<&str>, kind: ForgeKind) -> Result<ForgeAccess, String>;
 }
 
-fn kind_of(def: &IdentityDef) -> ForgeKind {
-    match def {
-        IdentityDef::Github(_) | IdentityDef::GithubApp(_) => ForgeKind::Github,
-        IdentityDef::Gitlab(_) => ForgeKind::Gitlab,
-    }
-}
-
 impl ForgeSource for worktrain_triggers::runtime::Runtime {
     fn access(&self, identity: Option<&str>, kind: ForgeKind) -> Result<ForgeAccess, String> {
         let index = self.index();
-        let name = match identity {
-            Some(n) => n.to_owned(),
-            None => index
-                .identities
-                .iter()
-                .find(|(_, d)| kind_of(d) == kind)
-                .map(|(n, _)| n.clone())
-                .ok_or_else(|| {
-                    format!(
-                        "no {} identity under `identities:` in triggers.yml",
-                        kind.as_str()
-                    )
-                })?,
-        };
-        let def = index
-            .identities
-            .get(&name)
-            .ok_or_else(|| format!("no identity `{name}` under `identities:` in triggers.yml"))?;
-        if kind_of(def) != kind {
-            return Err(format!(
-                "identity `{name}` is a {} identity, the item is on {}",
-                kind_of(def).as_str(),
-                kind.as_str()
-            ));
-        }
-        let client = self.forge(&name)?;
-        let push_token = match def {
-            IdentityDef::Github(g) => Some(g.token.value().to_owned()),
-            IdentityDef::Gitlab(g) => Some(g.token.value().to_owned()),
-            IdentityDef::GithubApp(_) => None,
-        };
+        let (name, def) = index.identity_for(identity, kind)?;
+        let client = self.forge(name)?;
+        let push_token = def.push_token().map(str::to_owned);
         Ok(ForgeAccess { client, push_token })
     }
 }

@@ -31,6 +31,7 @@ use worktrain_core::run::{
 };
 use worktrain_forge::{CommitStatus, Forge, ForgeError, PullSpec, StatusState};
 
+pub mod change;
 pub mod git;
 pub mod secrets;
 pub mod template;
@@ -150,6 +151,21 @@ impl StageError {
             retryable: false,
             retry_after: None,
             hint: Some(hint.into()),
+        }
+    }
+
+    fn from_push(remote: &str, f: &git::PushFailure) -> Self {
+        Self {
+            message: format!("push to `{remote}` failed: {}", f.message),
+            retryable: !f.rejected && !f.auth,
+            retry_after: None,
+            hint: Some(if f.auth {
+                "the remote wants credentials git could not give: an HTTPS remote of the forge repository gets the identity's token; any other remote uses the daemon user's git setup (a credential helper, an SSH key or agent, `core.sshCommand`). Fix them, then retry".into()
+            } else if f.rejected {
+                "the remote refused the branch (worktrain never force-pushes); resolve it on the remote, then retry the delivery".into()
+            } else {
+                "check the network and credentials of the remote".into()
+            }),
         }
     }
 
@@ -666,18 +682,7 @@ async fn run_stage(
             };
             git::push(&job.repo_dir, remote, branch, token.as_deref())
                 .await
-                .map_err(|f| StageError {
-                    message: format!("push to `{remote}` failed: {}", f.message),
-                    retryable: !f.rejected && !f.auth,
-                    retry_after: None,
-                    hint: Some(if f.auth {
-                        "the remote wants credentials git could not give: an HTTPS remote of the source item's repository gets the identity's token; any other remote uses the daemon user's git setup (a credential helper, an SSH key or agent, `core.sshCommand`). Fix them, then `worktrain session retry-delivery`".into()
-                    } else if f.rejected {
-                        "the remote refused the branch (worktrain never force-pushes); resolve it on the remote, then retry the delivery".into()
-                    } else {
-                        "check the network and credentials of the remote".into()
-                    }),
-                })?;
+                .map_err(|f| StageError::from_push(remote, &f))?;
             let commit = git::rev_parse(&job.repo_dir, &format!("refs/heads/{branch}")).await;
             Ok(StageOutcome {
                 summary: format!("pushed `{branch}` to `{remote}`"),

@@ -99,16 +99,7 @@ impl Worktrees {
     fn signature(&self, wrepo: &Repository) -> Result<Signature<'static>> {
         let identity = match &self.identity {
             Some(id) => id.clone(),
-            None => wrepo
-                .signature()
-                .ok()
-                .and_then(|s| {
-                    Some(Identity {
-                        name: s.name().ok()?.to_owned(),
-                        email: s.email().ok()?.to_owned(),
-                    })
-                })
-                .unwrap_or_else(Identity::worktrain),
+            None => Identity::of_repo(&wrepo),
         };
         Signature::now(&identity.name, &identity.email).git(|| "making the commit signature".into())
     }

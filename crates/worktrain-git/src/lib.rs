@@ -10,14 +10,18 @@
 //! - list them ([`Worktrees::list`]),
 //! - record, restore and diff step snapshots ([`Worktrees::snapshot`],
 //!   [`Worktrees::restore`], [`Worktrees::diff`]),
-//! - commit and push for delivery ([`Worktrees::commit_all`], [`Worktrees::push`]).
+//! - commit and push for delivery ([`Worktrees::commit_all`], [`Worktrees::push`]),
+//! - commit one file's new content on a branch without touching the checkout
+//!   ([`change::commit_file`]).
 //!
-//! Repositories are always opened by explicit path (never by searching upwards or from
-//! `$GIT_DIR`), and a worktree is only used after checking it belongs to this repository
+//! Repositories are always opened by explicit path (never from `$GIT_DIR`, and never by
+//! searching upwards except in [`change::locate`], whose job is to find the repository
+//! holding a given file), and a worktree is only used after checking it belongs to this repository
 //! and lives where it should. Stale `index.lock` files are handled per
 //! [`lockfile`]'s policy. All calls are blocking. `docs/worktrees.md` describes the
 //! layout and rules; `docs/decisions/0007-worktrees.md` the choices behind them.
 
+pub mod change;
 mod clone;
 mod deliver;
 mod error;

@@ -36,6 +36,19 @@ impl Identity {
             email: "worktrain@localhost".into(),
         }
     }
+
+    /// The repository's configured `user.name`/`user.email`, else worktrain's own.
+    pub(crate) fn of_repo(repo: &git2::Repository) -> Self {
+        repo.signature()
+            .ok()
+            .and_then(|s| {
+                Some(Self {
+                    name: s.name().ok()?.to_owned(),
+                    email: s.email().ok()?.to_owned(),
+                })
+            })
+            .unwrap_or_else(Self::worktrain)
+    }
 }
 
 /// How to reach the repository and where to put worktrees.

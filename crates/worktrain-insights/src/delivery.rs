@@ -1,10 +1,9 @@
-//! The seam between applying a proposal and delivering it as a pull request.
+//! What a proposal delivered as a pull request says: its branch, title and body.
 //!
-//! `worktrain proposals apply --write` patches the local workflow file. Delivering the
-//! patched file on a branch as a pull request is the delivery pipeline's job: it
-//! implements [`ProposalDelivery`], and `proposals apply` (without `--write`) hands it a
-//! [`DeliveryRequest`]. Until a delivery implementation is wired in, `apply` without
-//! `--write` explains that and changes nothing.
+//! `worktrain proposals apply --write` patches the local workflow file; without
+//! `--write` the patched file is committed on [`DeliveryRequest::branch`] of the
+//! repository that holds the workflow and proposed through the delivery pipeline
+//! (`worktrain_delivery::change`), which this crate does not depend on.
 
 use std::path::PathBuf;
 
@@ -15,8 +14,11 @@ use crate::proposals::Proposal;
 /// What to deliver.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DeliveryRequest {
-    /// Proposal id (also a stable idempotency key: delivering twice opens one PR).
+    /// Proposal id.
     pub proposal_id: String,
+    /// The branch the change goes on, derived from the proposal id: delivering again
+    /// reuses the branch and its open pull request, never a second one.
+    pub branch: String,
     /// Workflow id.
     pub workflow_id: String,
     /// The workflow file, relative to the repository root when it is in one.
@@ -29,26 +31,11 @@ pub struct DeliveryRequest {
     pub body: String,
 }
 
-/// Where it went.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct DeliveryReceipt {
-    /// Branch the change was committed on.
-    pub branch: String,
-    /// The pull request, when opened.
-    pub url: Option<String>,
-}
-
-/// Delivers a patched workflow as a change for review.
-pub trait ProposalDelivery: Send + Sync {
-    /// Commit the patched file on a branch and open a pull request (idempotent per
-    /// proposal id).
-    fn deliver(&self, request: &DeliveryRequest) -> Result<DeliveryReceipt, String>;
-}
-
 /// The request for a proposal.
 pub fn request(p: &Proposal, file: PathBuf, patched: String) -> DeliveryRequest {
     DeliveryRequest {
         proposal_id: p.id.clone(),
+        branch: format!("worktrain/proposal-{}", p.id),
         workflow_id: p.workflow.clone(),
         file,
         patched,

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use worktrain_core::run::{DeliverySettings, ReconcileAction, RunLimits, WorkspaceHooks};
+use worktrain_core::run::{
+    DeliverySettings, ForgeKind, ReconcileAction, RunLimits, WorkspaceHooks,
+};
 
 use crate::env::{EnvSource, EnvString, with_env};
 use crate::expr::{EventPattern, JsonPathExpr, Template, duration};
@@ -94,6 +96,26 @@ single_key_enum!(IdentityDef {
     GithubApp = "github_app",
     Gitlab = "gitlab",
 });
+
+impl IdentityDef {
+    /// The forge this identity speaks to.
+    pub fn forge_kind(&self) -> ForgeKind {
+        match self {
+            IdentityDef::Github(_) | IdentityDef::GithubApp(_) => ForgeKind::Github,
+            IdentityDef::Gitlab(_) => ForgeKind::Gitlab,
+        }
+    }
+
+    /// The token an HTTPS push uses (`None` for a GitHub App: the user's git setup
+    /// pushes).
+    pub fn push_token(&self) -> Option<&str> {
+        match self {
+            IdentityDef::Github(g) => Some(g.token.value()),
+            IdentityDef::Gitlab(g) => Some(g.token.value()),
+            IdentityDef::GithubApp(_) => None,
+        }
+    }
+}
 
 /// A GitHub token identity.
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
@@ -775,6 +797,39 @@ impl TriggerIndex {
     /// A trigger by id.
     pub fn get(&self, id: &str) -> Option<&Arc<Trigger>> {
         self.triggers.get(id)
+    }
+
+    /// The identity to act as on `kind`: the one named, else the first (by name) of
+    /// that forge. The error says what to add to `triggers.yml`.
+    pub fn identity_for(
+        &self,
+        identity: Option<&str>,
+        kind: ForgeKind,
+    ) -> Result<(&str, &IdentityDef), String> {
+        let (name, def) = match identity {
+            Some(n) => self
+                .identities
+                .get_key_value(n)
+                .ok_or_else(|| format!("no identity `{n}` under `identities:` in triggers.yml"))?,
+            None => self
+                .identities
+                .iter()
+                .find(|(_, d)| d.forge_kind() == kind)
+                .ok_or_else(|| {
+                    format!(
+                        "no {} identity under `identities:` in triggers.yml",
+                        kind.as_str()
+                    )
+                })?,
+        };
+        if def.forge_kind() != kind {
+            return Err(format!(
+                "identity `{name}` is a {} identity, the item is on {}",
+                def.forge_kind().as_str(),
+                kind.as_str()
+            ));
+        }
+        Ok((name.as_str(), def))
     }
 
     /// Every secret value the file resolves — forge tokens, GitHub App keys, webhook
