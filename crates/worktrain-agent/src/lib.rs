@@ -20,6 +20,7 @@ pub mod duration_serde;
 pub mod events;
 pub mod guard;
 pub mod llm;
+pub mod netproxy;
 pub mod profile;
 pub mod prompt;
 pub mod redact;

@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 
+use crate::netproxy::{self, HostPattern};
 use crate::tools::shell::{CappedBuf, GroupKill, ShellRun, drain};
 
 /// Environment variable naming the session in every command an agent runs.
@@ -73,7 +74,7 @@ pub enum SandboxMode {
 }
 
 /// Network access of sandboxed commands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NetworkPolicy {
     /// The host's network (needed by external agents to reach their model provider, and
@@ -81,6 +82,10 @@ pub enum NetworkPolicy {
     On,
     /// Only a private loopback interface.
     Off,
+    /// A private loopback interface and an HTTP(S) proxy that connects only to these
+    /// hosts (`{allow: [github.com, "*.npmjs.org", "pypi.org:443"]}`; see
+    /// [`crate::netproxy`]).
+    Allow(Vec<HostPattern>),
 }
 
 /// A profile's sandbox settings (`sandbox:` in an agent profile).
@@ -177,7 +182,7 @@ fn probe_now() -> SandboxSupport {
         };
     };
     let mut cmd = std::process::Command::new(&bwrap);
-    cmd.args(namespace_args(NetworkPolicy::Off))
+    cmd.args(namespace_args(&NetworkPolicy::Off))
         .args([
             "--ro-bind",
             "/",
@@ -219,7 +224,7 @@ fn probe_now() -> SandboxSupport {
     }
 }
 
-fn namespace_args(network: NetworkPolicy) -> Vec<&'static str> {
+fn namespace_args(network: &NetworkPolicy) -> Vec<&'static str> {
     let mut a = vec![
         "--unshare-user",
         "--unshare-ipc",
@@ -230,8 +235,9 @@ fn namespace_args(network: NetworkPolicy) -> Vec<&'static str> {
         "--die-with-parent",
         "--new-session",
     ];
-    if network == NetworkPolicy::Off {
-        a.push("--unshare-net");
+    match network {
+        NetworkPolicy::Off | NetworkPolicy::Allow(_) => a.push("--unshare-net"),
+        NetworkPolicy::On => {}
     }
     if rustix::process::geteuid().is_root() {
         // Only a privileged bwrap keeps capabilities; drop them all.
@@ -314,7 +320,30 @@ impl Sandbox {
             .prefix("worktrain-run-")
             .tempdir()
             .map_err(|e| SandboxError::Prepare(format!("private temp dir: {e}")))?;
+        // An allowlist is enforced by a proxy outside and a bridge inside the sandbox;
+        // without a sandbox (`mode: off`) there is nothing to enforce it with.
+        let net = match (&self.policy.network, &bwrap) {
+            (NetworkPolicy::Allow(allow), Some(_)) => {
+                let bridge = netproxy::bridge_program().ok_or_else(|| {
+                    SandboxError::Unavailable(
+                        "network allowlists need the worktrain binary as the sandbox's network bridge".into(),
+                    )
+                })?;
+                let proxy = netproxy::AllowProxy::start(
+                    &tmp.path().join(netproxy::PROXY_SOCKET),
+                    allow.clone(),
+                    session.map(str::to_owned),
+                )
+                .map_err(|e| SandboxError::Prepare(format!("network allowlist proxy: {e}")))?;
+                Some(NetBridge {
+                    program: bridge.to_path_buf(),
+                    proxy,
+                })
+            }
+            (NetworkPolicy::Allow(_) | NetworkPolicy::On | NetworkPolicy::Off, _) => None,
+        };
         Ok(SandboxScope {
+            net,
             bwrap,
             policy: self.policy.clone(),
             hidden: self.hidden.clone(),
@@ -333,6 +362,8 @@ const TMP_INSIDE: &str = "/tmp";
 /// [`SandboxScope::command`], or run one to completion with [`SandboxScope::run`].
 #[derive(Debug)]
 pub struct SandboxScope {
+    /// The allowlist's proxy and bridge, when the policy has one.
+    net: Option<NetBridge>,
     bwrap: Option<PathBuf>,
     policy: SandboxPolicy,
     hidden: Vec<PathBuf>,
@@ -340,6 +371,13 @@ pub struct SandboxScope {
     worktree: PathBuf,
     session: Option<String>,
     tmp: tempfile::TempDir,
+}
+
+/// A run's network allowlist: the proxy serving it and the program bridging to it.
+#[derive(Debug)]
+struct NetBridge {
+    program: PathBuf,
+    proxy: netproxy::AllowProxy,
 }
 
 /// How a command gets its standard input.
@@ -357,6 +395,14 @@ impl SandboxScope {
     /// The (canonical) worktree.
     pub fn worktree(&self) -> &Path {
         &self.worktree
+    }
+
+    /// The destinations the network allowlist refused during this run (`host:port`).
+    pub fn network_denied(&self) -> Vec<String> {
+        self.net
+            .as_ref()
+            .map(|n| n.proxy.denied())
+            .unwrap_or_default()
     }
 
     /// Whether commands are confined (false only for `mode: off`).
@@ -396,6 +442,15 @@ impl SandboxScope {
         if let Some(s) = &self.session {
             out.insert(SESSION_ENV.into(), s.into());
         }
+        if self.net.is_some() {
+            let proxy = format!("http://{}", netproxy::BRIDGE_LISTEN);
+            for name in ["http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"] {
+                out.insert(name.into(), proxy.clone().into());
+            }
+            for name in ["no_proxy", "NO_PROXY"] {
+                out.insert(name.into(), "localhost,127.0.0.1,::1".into());
+            }
+        }
         for (k, v) in self.extra_env.iter().chain(env) {
             out.insert(k.into(), v.into());
         }
@@ -420,7 +475,18 @@ impl SandboxScope {
             }
             Some(bwrap) => {
                 let mut c = tokio::process::Command::new(bwrap);
-                c.args(self.bwrap_args()).arg("--").arg(program).args(args);
+                c.args(self.bwrap_args()).arg("--");
+                if let Some(net) = &self.net {
+                    let socket = Path::new(TMP_INSIDE).join(netproxy::PROXY_SOCKET);
+                    c.arg(&net.program)
+                        .arg(netproxy::BRIDGE_SUBCOMMAND)
+                        .arg("--listen")
+                        .arg(netproxy::BRIDGE_LISTEN)
+                        .arg("--upstream")
+                        .arg(socket)
+                        .arg("--");
+                }
+                c.arg(program).args(args);
                 c
             }
         };
@@ -441,7 +507,7 @@ impl SandboxScope {
     }
 
     fn bwrap_args(&self) -> Vec<OsString> {
-        let mut a: Vec<OsString> = namespace_args(self.policy.network)
+        let mut a: Vec<OsString> = namespace_args(&self.policy.network)
             .into_iter()
             .map(OsString::from)
             .collect();
@@ -486,6 +552,16 @@ impl SandboxScope {
             if let Ok(real) = std::fs::canonicalize(p) {
                 push(&["--bind".as_ref(), real.as_os_str(), real.as_os_str()]);
             }
+        }
+        // The bridge program must be visible even under a hidden path or the host's /tmp.
+        if let Some(net) = &self.net
+            && let Ok(real) = std::fs::canonicalize(&net.program)
+        {
+            push(&[
+                "--ro-bind".as_ref(),
+                real.as_os_str(),
+                net.program.as_os_str(),
+            ]);
         }
         push(&[
             "--bind".as_ref(),

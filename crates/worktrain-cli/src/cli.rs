@@ -48,6 +48,10 @@ pub struct Cli {
 /// Top-level commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Internal: the network bridge inside an allowlisted agent sandbox (started by
+    /// worktrain itself; see docs/agents.md).
+    #[command(name = "sandbox-net-bridge", hide = true)]
+    SandboxNetBridge(NetBridgeArgs),
     /// Create the home directory: config, database, keyring (0600), API token (0600).
     Init,
     /// Walk a workflow interactively in this terminal (initialises the home on first use).
@@ -954,4 +958,18 @@ fn parse_delivery_target(s: &str) -> Result<worktrain_core::run::DeliveryTarget,
     serde_json::from_value(serde_json::Value::String(s.to_owned())).map_err(|_| {
         format!("unknown delivery target `{s}` (pull_request, commit_only, webhook, none)")
     })
+}
+
+/// `worktrain sandbox-net-bridge` (internal).
+#[derive(Debug, Args)]
+pub struct NetBridgeArgs {
+    /// Where to listen inside the sandbox.
+    #[arg(long)]
+    pub listen: String,
+    /// The proxy's Unix socket.
+    #[arg(long)]
+    pub upstream: PathBuf,
+    /// The command and its arguments.
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
 }

@@ -50,6 +50,20 @@ fn main() -> ExitCode {
             });
         }
     };
+    // Inside an allowlisted sandbox: bridge to the proxy and run the command, nothing else.
+    if let Command::SandboxNetBridge(a) = &cli.command {
+        let (program, args) = a.command.split_first().unzip();
+        let code = worktrain_agent::netproxy::bridge_main(
+            &a.listen,
+            &a.upstream,
+            program.map(String::as_str).unwrap_or("true"),
+            args.unwrap_or_default(),
+        );
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
+    if let Ok(me) = std::env::current_exe() {
+        worktrain_agent::netproxy::set_bridge_program(me);
+    }
     // The daemon logs at info by default; other commands only warn.
     let daemon = matches!(&cli.command, Command::Daemon(a) if a.action.is_none());
     init_logging(cli.verbose + u8::from(daemon));
@@ -178,7 +192,7 @@ async fn dispatch(cli: Cli, out: Out) -> Result<Exit, ApiError> {
         Command::Insights(cmd) => cmd_insights::run(&ctx, cmd).await,
         Command::Report(args) => cmd_insights::report(&ctx, args).await,
         Command::Proposals(cmd) => cmd_insights::proposals(&ctx, cmd).await,
-        Command::Completions { .. } | Command::Man(_) => {
+        Command::Completions { .. } | Command::Man(_) | Command::SandboxNetBridge(_) => {
             Err(ApiError::internal("handled before the home is located"))
         }
     }
