@@ -406,6 +406,114 @@ fn a_run_resumed_on_another_daemon_never_silently_starts_over() {
     assert!(!rigs[1].worktree_of(&id).exists());
 }
 
+/// A daemon that stalls past its lease (SIGSTOP) loses its run to another daemon; when it
+/// wakes up, it finds the run taken over (at its next append or lease renewal, whichever
+/// comes first) and stops its own copy at once: no further model turn, nothing recorded
+/// into the new owner's history, and the agent's command never finishes.
+#[test]
+fn a_daemon_that_lost_its_lease_stops_its_run() {
+    if !have_git() {
+        eprintln!("skipped: git is not installed");
+        return;
+    }
+    let Some(db) = postgres_database() else {
+        return;
+    };
+    const GOAL: &str = "work that outlives a stalled daemon";
+    let lines: &[&str] = &["lease_secs: 3"];
+    let mut rigs = vec![
+        Rig::new(RigSpec {
+            daemon: lines,
+            routes: vec![route(
+                GOAL,
+                vec![
+                    shell("touch started && sleep 30 && touch finished-here"),
+                    complete("must not run"),
+                ],
+            )],
+            ..RigSpec::default()
+        }),
+        Rig::new(RigSpec {
+            daemon: lines,
+            ..RigSpec::default()
+        }),
+    ];
+    share_store(&rigs, &db.url);
+    rigs[0].start_daemon();
+    let id = rigs[0].spawn_in_repo("e2e-one", GOAL, &[]);
+    rigs[0].wait_file(&id, "started", Duration::from_secs(60));
+    let started = Instant::now();
+    rigs[1].start_daemon();
+    let stalled = rigs[0].daemon.as_ref().unwrap().pid();
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .args(["-s", sig, &stalled.to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -s {sig} {stalled}");
+    };
+    signal("STOP");
+    // The other daemon takes the run over once the lease has expired.
+    let (code, results) = rigs[1].await_all(&[&id], "90s");
+    signal("CONT");
+    assert_eq!(code, 1, "{results:#?}");
+    let taken_over = rigs[1].events(&id);
+    let first_worker = taken_over
+        .iter()
+        .find(|e| e["body"]["type"] == "run_started")
+        .and_then(|e| e["body"]["worker"].as_str())
+        .unwrap()
+        .to_owned();
+    assert_eq!(worker_pid(&first_worker), stalled);
+    // Awake again, the stalled daemon finds the run taken over and stops its copy.
+    wait_for(
+        "the stalled daemon to notice its lost lease",
+        Duration::from_secs(30),
+        || {
+            rigs[0]
+                .log_tail()
+                .contains("stopping it here")
+                .then_some(())
+        },
+        || rigs[0].log_tail(),
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the takeover took longer than the command; nothing left to observe"
+    );
+    let deadline = started + Duration::from_secs(34);
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // (The worktree stays on the host that lost the run: its work is never deleted. On one
+    // host the new owner also reaps the old run's leftover processes before resuming.)
+    assert!(rigs[0].worktree_of(&id).join("started").exists());
+    assert!(
+        !rigs[0].worktree_of(&id).join("finished-here").exists(),
+        "the command kept running on the daemon that lost its lease"
+    );
+    // Nothing more was recorded, by either daemon, once the new owner had finished.
+    let after = rigs[1].events(&id);
+    assert_eq!(
+        after.len(),
+        taken_over.len(),
+        "{:#?}",
+        &after[taken_over.len()..]
+    );
+    assert!(
+        after
+            .iter()
+            .skip_while(|e| e["body"]["type"] != "run_interrupted")
+            .all(|e| e["body"]["worker"]
+                .as_str()
+                .is_none_or(|w| w != first_worker)),
+        "the stalled daemon recorded after losing its lease: {after:#?}"
+    );
+    // The model was asked once: the run never started over anywhere.
+    assert_eq!(rigs[0].requests_for(GOAL).len(), 1);
+}
+
 /// Webhooks on several daemons: any daemon accepts and persists a delivery, the leader
 /// processes it, and a redelivery to any daemon is recognised in the database — one
 /// session, whichever daemon each copy reached.

@@ -3,11 +3,12 @@
 //! session events.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 use async_trait::async_trait;
 use tokio::sync::Mutex;
-use tracing::debug;
+use tracing::{debug, warn};
+use worktrain_agent::CancellationToken;
 use worktrain_agent::{
     AgentEvent, DriverError, EventSink, Heartbeat, SinkError, StepDriver, StepResult, StepStatus,
 };
@@ -15,7 +16,9 @@ use worktrain_core::error::{ApiError, ErrorCode};
 use worktrain_core::event::EventBody;
 use worktrain_core::ids::{NodeId, SessionId};
 use worktrain_core::machine::Submission;
+use worktrain_core::projection::SessionSummary;
 use worktrain_core::response::StepResponse;
+use worktrain_core::run::RunState;
 use worktrain_engine::{Engine, SessionRef};
 
 /// Drives one session through the engine, holding its current advance token. (The
@@ -24,15 +27,17 @@ use worktrain_engine::{Engine, SessionRef};
 pub struct EngineDriver {
     engine: Arc<Engine>,
     session: SessionId,
+    owner: RunOwner,
     token: Mutex<Option<(String, NodeId)>>,
 }
 
 impl EngineDriver {
-    /// A driver for `session`.
-    pub fn new(engine: Arc<Engine>, session: SessionId) -> Self {
+    /// A driver for `session`'s run `owner`.
+    pub fn new(engine: Arc<Engine>, session: SessionId, owner: RunOwner) -> Self {
         Self {
             engine,
             session,
+            owner,
             token: Mutex::new(None),
         }
     }
@@ -82,6 +87,20 @@ impl StepDriver for EngineDriver {
                 })?
             }
         };
+        // A run taken over by another worker (this daemon stalled past its lease) must
+        // not advance the new owner's session.
+        let summary = self
+            .engine
+            .session(self.session)
+            .await
+            .map_err(|e| DriverError::Failed(e.to_string()))?;
+        if !self.owner.holds(&summary) {
+            warn!(session_id = %self.session, "the run is no longer this daemon's (its lease was taken over); stopping it here");
+            self.owner.give_up();
+            return Err(DriverError::Failed(
+                "the run is no longer this daemon's (its lease was taken over)".into(),
+            ));
+        }
         match crate::metrics::timed_advance(self.engine.advance(&token, output)).await {
             Ok(reply) => {
                 self.remember(&reply.response).await;
@@ -123,31 +142,80 @@ impl StepDriver for EngineDriver {
     }
 }
 
-/// Records agent activity as `agent_activity` events of the session.
+/// Which run of a session this daemon is executing: only while the session's record says
+/// that run is still running on this worker may the agent record or advance anything. A
+/// daemon that stalled past its lease finds the run taken over by another worker and
+/// must not write into the new owner's history.
+#[derive(Debug, Clone)]
+pub struct RunOwner {
+    /// This daemon's worker id.
+    pub worker: String,
+    /// The run number.
+    pub run: u32,
+    /// Set when the run turns out to be another worker's (shared with the lease renewer).
+    pub lost: Arc<AtomicBool>,
+    /// Stops the run.
+    pub cancel: CancellationToken,
+}
+
+impl RunOwner {
+    /// The run is another worker's now: stop it here, at once (the lease renewer would
+    /// notice only at its next round, after the agent took another turn).
+    fn give_up(&self) {
+        self.lost.store(true, Ordering::SeqCst);
+        self.cancel.cancel();
+    }
+
+    /// Whether `s` still has this run running on this worker.
+    pub fn holds(&self, s: &SessionSummary) -> bool {
+        s.run.as_ref().is_some_and(|r| {
+            r.state == RunState::Running
+                && r.run == self.run
+                && r.worker.as_deref() == Some(self.worker.as_str())
+        })
+    }
+}
+
+/// Records agent activity as `agent_activity` events of the session, while the run is
+/// still this worker's (checked in the same transition as the append).
 pub struct EngineSink {
     engine: Arc<Engine>,
     session: SessionId,
+    owner: RunOwner,
 }
 
 impl EngineSink {
-    /// A sink for `session`.
-    pub fn new(engine: Arc<Engine>, session: SessionId) -> Self {
-        Self { engine, session }
+    /// A sink for `session`'s run `owner`.
+    pub fn new(engine: Arc<Engine>, session: SessionId, owner: RunOwner) -> Self {
+        Self {
+            engine,
+            session,
+            owner,
+        }
     }
 }
 
 #[async_trait]
 impl EventSink for EngineSink {
     async fn record(&self, event: AgentEvent) -> Result<(), SinkError> {
+        let mut dropped = false;
         self.engine
-            .transition(self.session, |_| {
+            .transition(self.session, |s| {
+                dropped = !self.owner.holds(s);
+                if dropped {
+                    return Ok(Vec::new());
+                }
                 Ok(vec![EventBody::AgentActivity {
                     activity: event.clone(),
                 }])
             })
             .await
-            .map(|_| ())
-            .map_err(|e| SinkError(e.to_string()))
+            .map_err(|e| SinkError(e.to_string()))?;
+        if dropped {
+            warn!(session_id = %self.session, "the run is no longer this daemon's (its lease was taken over); stopping it here");
+            self.owner.give_up();
+        }
+        Ok(())
     }
 }
 

@@ -34,7 +34,7 @@ use worktrain_engine::{
 };
 use worktrain_store::LeaseRenewal;
 
-use crate::adapters::{EngineDriver, EngineSink, LastBeat};
+use crate::adapters::{EngineDriver, EngineSink, LastBeat, RunOwner};
 use crate::now_ms;
 use crate::profiles::{AgentPool, ProfileStatus};
 
@@ -939,7 +939,7 @@ impl Supervisor {
                                     &summary,
                                     dir.clone(),
                                     in_worktree,
-                                    cancel,
+                                    (cancel, lost.clone()),
                                     steering,
                                     beat,
                                 )
@@ -1286,7 +1286,7 @@ impl Supervisor {
         summary: &SessionSummary,
         dir: PathBuf,
         in_worktree: bool,
-        cancel: CancellationToken,
+        (cancel, lost): (CancellationToken, Arc<AtomicBool>),
         steering: SteeringInbox,
         beat: Arc<LastBeat>,
     ) -> RunOutcome {
@@ -1306,7 +1306,13 @@ impl Supervisor {
             }
         };
         let first_run = run.as_ref().is_some_and(|r| r.run <= 1);
-        let driver = Arc::new(EngineDriver::new(self.engine.clone(), id));
+        let owner = RunOwner {
+            worker: self.worker.clone(),
+            run: run.as_ref().map(|r| r.run).unwrap_or(1),
+            lost,
+            cancel: cancel.clone(),
+        };
+        let driver = Arc::new(EngineDriver::new(self.engine.clone(), id, owner.clone()));
         if first_run
             && in_worktree
             && let Err(e) = self.engine.snapshot_baseline(id).await
@@ -1314,7 +1320,7 @@ impl Supervisor {
             // The state before the first step: what a rewind to the first step restores.
             warn!(session_id = %id, error = %e, "snapshot before the first step failed");
         }
-        let sink = Arc::new(EngineSink::new(self.engine.clone(), id));
+        let sink = Arc::new(EngineSink::new(self.engine.clone(), id, owner));
         let limits = worktrain_agent::RunBudget::with_overrides(run.as_ref().map(|r| &r.limits));
         let mut ctx = RunContext::new(id.to_string(), dir, driver)
             .with_events(sink)
