@@ -574,7 +574,7 @@ async fn network_policy_off_and_on() {
         (NetworkPolicy::On, "reached"),
     ] {
         let scope = Sandbox::new(SandboxPolicy {
-            network,
+            network: network.clone(),
             ..SandboxPolicy::default()
         })
         .scope(dir.path(), None)
