@@ -321,6 +321,30 @@ triggers:
     );
 }
 
+/// Two daemons with 3-second leases on one PostgreSQL store: the first runs `goal`, whose
+/// agent runs `command` (which touches `started` first) and then must not be asked
+/// again; once `started` exists the second daemon starts. The rigs and the session id.
+fn one_run_then_a_second_daemon(db_url: &str, goal: &str, command: &str) -> (Vec<Rig>, String) {
+    let lines: &[&str] = &["lease_secs: 3"];
+    let mut rigs = vec![
+        Rig::new(RigSpec {
+            daemon: lines,
+            routes: vec![route(goal, vec![shell(command), complete("must not run")])],
+            ..RigSpec::default()
+        }),
+        Rig::new(RigSpec {
+            daemon: lines,
+            ..RigSpec::default()
+        }),
+    ];
+    share_store(&rigs, db_url);
+    rigs[0].start_daemon();
+    let id = rigs[0].spawn_in_repo("e2e-one", goal, &[]);
+    rigs[0].wait_file(&id, "started", Duration::from_secs(60));
+    rigs[1].start_daemon();
+    (rigs, id)
+}
+
 /// A run whose daemon died is resumed by another daemon; its worktree (with the agent's
 /// uncommitted changes) stayed with the dead one. The run fails with a recorded reason
 /// instead of silently starting the step over in a fresh worktree, and the agent is not
@@ -335,29 +359,8 @@ fn a_run_resumed_on_another_daemon_never_silently_starts_over() {
         return;
     };
     const GOAL: &str = "work that lives in one worktree";
-    let lines: &[&str] = &["lease_secs: 3"];
-    let mut rigs = vec![
-        Rig::new(RigSpec {
-            daemon: lines,
-            routes: vec![route(
-                GOAL,
-                vec![
-                    shell("touch started && sleep 20.717"),
-                    complete("must not run"),
-                ],
-            )],
-            ..RigSpec::default()
-        }),
-        Rig::new(RigSpec {
-            daemon: lines,
-            ..RigSpec::default()
-        }),
-    ];
-    share_store(&rigs, &db.url);
-    rigs[0].start_daemon();
-    let id = rigs[0].spawn_in_repo("e2e-one", GOAL, &[]);
-    rigs[0].wait_file(&id, "started", Duration::from_secs(60));
-    rigs[1].start_daemon();
+    let (mut rigs, id) =
+        one_run_then_a_second_daemon(&db.url, GOAL, "touch started && sleep 20.717");
     rigs[0].sigkill_daemon();
 
     let (code, results) = rigs[1].await_all(&[&id], "90s");
@@ -420,30 +423,12 @@ fn a_daemon_that_lost_its_lease_stops_its_run() {
         return;
     };
     const GOAL: &str = "work that outlives a stalled daemon";
-    let lines: &[&str] = &["lease_secs: 3"];
-    let mut rigs = vec![
-        Rig::new(RigSpec {
-            daemon: lines,
-            routes: vec![route(
-                GOAL,
-                vec![
-                    shell("touch started && sleep 30 && touch finished-here"),
-                    complete("must not run"),
-                ],
-            )],
-            ..RigSpec::default()
-        }),
-        Rig::new(RigSpec {
-            daemon: lines,
-            ..RigSpec::default()
-        }),
-    ];
-    share_store(&rigs, &db.url);
-    rigs[0].start_daemon();
-    let id = rigs[0].spawn_in_repo("e2e-one", GOAL, &[]);
-    rigs[0].wait_file(&id, "started", Duration::from_secs(60));
     let started = Instant::now();
-    rigs[1].start_daemon();
+    let (rigs, id) = one_run_then_a_second_daemon(
+        &db.url,
+        GOAL,
+        "touch started && sleep 30 && touch finished-here",
+    );
     let stalled = rigs[0].daemon.as_ref().unwrap().pid();
     let signal = |sig: &str| {
         let ok = std::process::Command::new("kill")

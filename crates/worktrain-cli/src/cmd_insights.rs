@@ -890,7 +890,7 @@ fn base_version(file: &Path, base: Option<&str>) -> Result<(String, String), Api
 async fn propose(
     ctx: &Ctx,
     a: &ApplyArgs,
-    base: Option<String>,
+    base: String,
     req: &delivery::DeliveryRequest,
 ) -> Result<worktrain_delivery::change::ChangeReceipt, ApiError> {
     use worktrain_core::run::ForgeKind;
@@ -1065,7 +1065,7 @@ async fn apply(
             "nothing was written; edit the workflow by hand",
         ));
     }
-    if !a.write {
+    if let Some(base) = base {
         let req = delivery::request(&p, target.clone(), patched.text.clone());
         let receipt = propose(ctx, &a, base, &req).await?;
         let change = store

@@ -21,9 +21,9 @@ pub struct ChangeRequest {
     pub content: String,
     /// The branch to put the commit on (same name on the remote).
     pub branch: String,
-    /// The branch the request goes into (default: the branch checked out in the
-    /// repository).
-    pub base: Option<String>,
+    /// The branch the request goes into (and the commit's parent when `branch` does not
+    /// exist yet).
+    pub base: String,
     /// The remote to push to.
     pub remote: String,
     /// The forge repository (default: from the remote's URL).
@@ -107,15 +107,7 @@ pub async fn deliver_change(
             "name an identity of that forge (--identity)",
         ));
     }
-    let base = match &req.base {
-        Some(b) => b.clone(),
-        None => worktrain_git::current_branch(&loc.root).ok_or_else(|| {
-            StageError::fatal(
-                format!("{} has no branch checked out", loc.root.display()),
-                "name the branch the change goes into (--base)",
-            )
-        })?,
-    };
+    let base = req.base.clone();
     let (root, path, content) = (loc.root.clone(), loc.path.clone(), req.content.clone());
     let (branch, message, base_rev) = (req.branch.clone(), req.message.clone(), base.clone());
     let committed = tokio::task::spawn_blocking(move || {
