@@ -99,7 +99,7 @@ impl Worktrees {
     fn signature(&self, wrepo: &Repository) -> Result<Signature<'static>> {
         let identity = match &self.identity {
             Some(id) => id.clone(),
-            None => Identity::of_repo(&wrepo),
+            None => Identity::of_repo(wrepo),
         };
         Signature::now(&identity.name, &identity.email).git(|| "making the commit signature".into())
     }
