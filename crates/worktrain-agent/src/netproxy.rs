@@ -9,7 +9,7 @@
 //! HTTP proxy (`CONNECT` tunnels and plain `http://` requests) that connects only to
 //! hosts on the profile's list and answers anything else with `403` naming the host and
 //! the setting. A program that ignores the proxy variables reaches nothing at all: the
-//! policy fails closed. `docs/decisions/0017-network-allowlist.md` says why this shape.
+//! policy fails closed. `docs/decisions/0018-network-allowlist.md` says why this shape.
 
 use std::fmt;
 use std::io::{Read, Write};
