@@ -400,15 +400,24 @@ async fn session_detail(
     State(st): State<AppState>,
     SessionPath(id): SessionPath,
 ) -> ApiResult<axum::Json<SessionDetail>> {
-    let record = views::load_record(&st.sup, id).await?;
     let store = st.sup.engine().store();
-    let nodes = store.nodes(id).await.map_err(store_error)?;
+    // The lease before the record, and shown only with a running run: a run that ends
+    // between the two reads is then shown ended (its lease dropped), never "running
+    // without a lease", which the opposite order answered under load.
     let lease = store
         .leases()
         .await
         .map_err(store_error)?
         .into_iter()
         .find(|l| l.session_id == id);
+    let record = views::load_record(&st.sup, id).await?;
+    let running = record
+        .summary
+        .run
+        .as_ref()
+        .is_some_and(|r| r.state == worktrain_core::run::RunState::Running);
+    let lease = lease.filter(|_| running);
+    let nodes = store.nodes(id).await.map_err(store_error)?;
     Ok(axum::Json(SessionDetail {
         record,
         nodes,
