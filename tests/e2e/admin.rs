@@ -6,7 +6,7 @@ use serde_json::Value;
 use crate::support::{CONTRACT_WORKFLOW, Env, advance_token, exit, session_id};
 
 /// `session show --json` of every session, keyed by id, as (session, nodes).
-pub fn snapshot(env: &Env) -> Vec<(String, Value, Value)> {
+pub(crate) fn snapshot(env: &Env) -> Vec<(String, Value, Value)> {
     let mut out: Vec<(String, Value, Value)> = env
         .sessions(&[])
         .iter()
@@ -22,7 +22,7 @@ pub fn snapshot(env: &Env) -> Vec<(String, Value, Value)> {
 
 /// Rebuild projections and assert every session reads back identically.
 #[track_caller]
-pub fn assert_rebuild_identical(env: &Env) {
+pub(crate) fn assert_rebuild_identical(env: &Env) {
     let before = snapshot(env);
     let report = env.ok_json(&["admin", "rebuild-projections"]);
     assert_eq!(

@@ -42,13 +42,13 @@ steps:
 ";
 
 /// The fake LLM in a runtime of its own, alive while this value is.
-pub struct Llm {
+pub(crate) struct Llm {
     pub handle: FakeLlmHandle,
     _rt: tokio::runtime::Runtime,
 }
 
 impl Llm {
-    pub fn start(routes: Vec<Route>) -> Self {
+    pub(crate) fn start(routes: Vec<Route>) -> Self {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -64,18 +64,18 @@ impl Llm {
     }
 }
 
-pub fn complete(notes: &str) -> Turn {
+pub(crate) fn complete(notes: &str) -> Turn {
     Turn::tool("complete_step", json!({"notes": notes}))
 }
 
-pub fn stall() -> Turn {
+pub(crate) fn stall() -> Turn {
     Turn::Delay {
         ms: 60_000,
         then: Box::new(Turn::text("late")),
     }
 }
 
-pub fn route(goal: &str, turns: Vec<Turn>) -> Route {
+pub(crate) fn route(goal: &str, turns: Vec<Turn>) -> Route {
     Route {
         contains: goal.to_owned(),
         turns,
@@ -83,7 +83,7 @@ pub fn route(goal: &str, turns: Vec<Turn>) -> Route {
 }
 
 /// Write config.yaml (agent → the fake LLM, no worktrees) and the test workflows.
-pub fn configure(env: &Env, llm: &Llm) {
+pub(crate) fn configure(env: &Env, llm: &Llm) {
     configure_with(env, llm, "{enabled: false}");
     // `spawn` sends the current directory as the workspace: it must be a git working tree.
     if !env.dir().join(".git").exists() {
@@ -92,7 +92,7 @@ pub fn configure(env: &Env, llm: &Llm) {
 }
 
 /// [`configure`] with a `daemon.worktrees` setting.
-pub fn configure_with(env: &Env, llm: &Llm, worktrees: &str) {
+pub(crate) fn configure_with(env: &Env, llm: &Llm, worktrees: &str) {
     let config = format!(
         "daemon:
   lease_secs: 5
@@ -118,14 +118,14 @@ agents:
 }
 
 /// A running `worktrain daemon`; SIGTERM on drop.
-pub struct DaemonProc {
+pub(crate) struct DaemonProc {
     pub child: Child,
     pub url: String,
     pub log: PathBuf,
 }
 
 impl DaemonProc {
-    pub fn start(env: &Env) -> Self {
+    pub(crate) fn start(env: &Env) -> Self {
         let log = env.dir().join(format!(
             "daemon-{}.log",
             Instant::now().elapsed().as_nanos()
@@ -164,11 +164,11 @@ impl DaemonProc {
         }
     }
 
-    pub fn log_text(&self) -> String {
+    pub(crate) fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+    pub(crate) fn terminate(&mut self) -> Option<std::process::ExitStatus> {
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())

@@ -15,7 +15,7 @@ use worktrain_testkit::{FakeLlm, FakeLlmHandle, RecordedRequest, Route, Script, 
 use crate::support::{Env, Run, exit, wait_timeout};
 
 /// One step; the prompt carries the goal (the fake LLM routes on it).
-pub const WF_ONE: &str = "\
+pub(crate) const WF_ONE: &str = "\
 schemaVersion: 1
 id: e2e-one
 name: One
@@ -28,7 +28,7 @@ steps:
 ";
 
 /// Two steps.
-pub const WF_TWO: &str = "\
+pub(crate) const WF_TWO: &str = "\
 schemaVersion: 1
 id: e2e-two
 name: Two
@@ -44,7 +44,7 @@ steps:
 ";
 
 /// A gated step, then one more.
-pub const WF_GATED: &str = "\
+pub(crate) const WF_GATED: &str = "\
 schemaVersion: 1
 id: e2e-gated
 name: Gated
@@ -61,7 +61,7 @@ steps:
 ";
 
 /// Two working steps, then a gate (to stop the run so it can be rewound).
-pub const WF_REWIND: &str = "\
+pub(crate) const WF_REWIND: &str = "\
 schemaVersion: 2
 id: e2e-rewind
 name: Rewind
@@ -81,22 +81,22 @@ steps:
 ";
 
 /// The fake model calls `complete_step` with these notes.
-pub fn complete(notes: &str) -> Turn {
+pub(crate) fn complete(notes: &str) -> Turn {
     Turn::tool("complete_step", json!({ "notes": notes }))
 }
 
 /// The fake model runs a shell command.
-pub fn shell(command: &str) -> Turn {
+pub(crate) fn shell(command: &str) -> Turn {
     Turn::tool("shell", json!({ "command": command }))
 }
 
 /// The fake model writes a file.
-pub fn write_file(path: &str, content: &str) -> Turn {
+pub(crate) fn write_file(path: &str, content: &str) -> Turn {
     Turn::tool("write_file", json!({ "path": path, "content": content }))
 }
 
 /// Turns for requests whose body contains `goal`.
-pub fn route(goal: &str, turns: Vec<Turn>) -> Route {
+pub(crate) fn route(goal: &str, turns: Vec<Turn>) -> Route {
     Route {
         contains: goal.to_owned(),
         turns,
@@ -106,7 +106,7 @@ pub fn route(goal: &str, turns: Vec<Turn>) -> Route {
 /// Poll `probe` every 50 ms until it returns `Some`, at most `limit`; on timeout panic
 /// with `what` and the last observation `describe` gives.
 #[track_caller]
-pub fn wait_for<T>(
+pub(crate) fn wait_for<T>(
     what: &str,
     limit: Duration,
     mut probe: impl FnMut() -> Option<T>,
@@ -129,7 +129,7 @@ pub fn wait_for<T>(
 
 /// Run git in `dir` with a fixed identity; returns stdout (panics on failure).
 #[track_caller]
-pub fn git(dir: &Path, args: &[&str]) -> String {
+pub(crate) fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
         .args(args)
         .current_dir(dir)
@@ -150,7 +150,7 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
 }
 
 /// Whether git is installed (the suite needs it).
-pub fn have_git() -> bool {
+pub(crate) fn have_git() -> bool {
     Command::new("git").arg("--version").output().is_ok()
 }
 
@@ -158,7 +158,7 @@ pub fn have_git() -> bool {
 /// Whether a process with `marker` as one of its arguments is alive (not gone, not a
 /// zombie). Agent commands run in their own PID namespace: a `$!` they write down is not
 /// a pid out here, so the tests mark their sleepers (`sleep 30.123`) instead.
-pub fn alive_marked(marker: &str) -> bool {
+pub(crate) fn alive_marked(marker: &str) -> bool {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return false;
     };
@@ -173,7 +173,7 @@ pub fn alive_marked(marker: &str) -> bool {
 }
 
 /// Whether a process is alive (not gone, not a zombie).
-pub fn alive(pid: u32) -> bool {
+pub(crate) fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => false,
         Ok(stat) => {
@@ -187,7 +187,7 @@ pub fn alive(pid: u32) -> bool {
 }
 
 /// RSS (KiB) and user+system CPU ticks of a process, from /proc.
-pub fn rss_and_cpu(pid: u32) -> (u64, u64) {
+pub(crate) fn rss_and_cpu(pid: u32) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
     let rss = status
         .lines()
@@ -207,7 +207,7 @@ pub fn rss_and_cpu(pid: u32) -> (u64, u64) {
 }
 
 /// Clock ticks per second (`getconf CLK_TCK`, 100 on Linux).
-pub fn clk_tck() -> u64 {
+pub(crate) fn clk_tck() -> u64 {
     Command::new("getconf")
         .arg("CLK_TCK")
         .output()
@@ -217,7 +217,7 @@ pub fn clk_tck() -> u64 {
 }
 
 /// A running `worktrain daemon`: SIGTERM (then SIGKILL) when dropped.
-pub struct Daemon {
+pub(crate) struct Daemon {
     child: Child,
     /// `http://127.0.0.1:PORT`.
     pub url: String,
@@ -227,12 +227,12 @@ pub struct Daemon {
 
 impl Daemon {
     /// The process id.
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// The last few KiB of its log.
-    pub fn log_tail(&self) -> String {
+    pub(crate) fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let start = text.len().saturating_sub(6000);
         let start = (start..text.len())
@@ -242,13 +242,13 @@ impl Daemon {
     }
 
     /// SIGKILL, and reap it.
-    pub fn sigkill(mut self) {
+    pub(crate) fn sigkill(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 
     /// SIGTERM and wait (at most 40 s).
-    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+    pub(crate) fn terminate(&mut self) -> Option<std::process::ExitStatus> {
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())
@@ -269,7 +269,7 @@ impl Drop for Daemon {
 }
 
 /// How a rig is set up.
-pub struct RigSpec<'a> {
+pub(crate) struct RigSpec<'a> {
     /// Extra lines under `daemon:` in config.yaml (indented by two spaces each).
     pub daemon: &'a [&'a str],
     /// Routed fake-LLM turns.
@@ -305,7 +305,7 @@ impl Default for RigSpec<'_> {
 }
 
 /// A home, a fake LLM, a git workspace and (when started) a daemon.
-pub struct Rig {
+pub(crate) struct Rig {
     /// The daemon (when started).
     pub daemon: Option<Daemon>,
     /// The fake LLM.
@@ -324,7 +324,7 @@ pub struct Rig {
 impl Rig {
     /// Initialise a home, start the fake LLM, make the repository and write config.yaml
     /// and the workflows. The daemon is not started.
-    pub fn new(spec: RigSpec<'_>) -> Self {
+    pub(crate) fn new(spec: RigSpec<'_>) -> Self {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -420,18 +420,18 @@ agents:
     }
 
     /// Run `f` on the rig's runtime (where its fake servers live).
-    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+    pub(crate) fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
         self.rt.block_on(f)
     }
 
     /// Start the daemon (`--bind 127.0.0.1:0`) and wait until it serves `/readyz`.
-    pub fn start_daemon(&mut self) -> &Daemon {
+    pub(crate) fn start_daemon(&mut self) -> &Daemon {
         self.start(&[], true)
     }
 
     /// [`Rig::start_daemon`] with extra environment variables; waits until `/readyz`
     /// answers (ready or not) instead of until it is ready.
-    pub fn start_daemon_with(&mut self, env: &[(&str, &str)]) -> &Daemon {
+    pub(crate) fn start_daemon_with(&mut self, env: &[(&str, &str)]) -> &Daemon {
         self.start(env, false)
     }
 
@@ -490,12 +490,12 @@ agents:
     }
 
     /// SIGKILL the daemon.
-    pub fn sigkill_daemon(&mut self) {
+    pub(crate) fn sigkill_daemon(&mut self) {
         self.daemon.take().expect("no daemon to kill").sigkill();
     }
 
     /// The daemon's log tail (for failure messages).
-    pub fn log_tail(&self) -> String {
+    pub(crate) fn log_tail(&self) -> String {
         self.daemon
             .as_ref()
             .map(|d| format!("--- daemon log (tail) ---\n{}", d.log_tail()))
@@ -510,7 +510,7 @@ agents:
     }
 
     /// GET an API path: status and JSON body, whatever the status.
-    pub fn get_any(&self, path: &str) -> Result<(u16, Value), String> {
+    pub(crate) fn get_any(&self, path: &str) -> Result<(u16, Value), String> {
         let url = self.url(path);
         self.rt.block_on(async {
             let r = self
@@ -549,7 +549,12 @@ agents:
     }
 
     /// POST raw bytes with these headers (no bearer token): (status, JSON body or null).
-    pub fn post_raw(&self, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, Value) {
+    pub(crate) fn post_raw(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> (u16, Value) {
         let url = self.url(path);
         let mut req = self.http.post(&url).timeout(Duration::from_secs(30));
         for (k, v) in headers {
@@ -566,7 +571,7 @@ agents:
 
     /// POST JSON to an API path with the bearer token; panics unless 2xx.
     #[track_caller]
-    pub fn post(&self, path: &str, body: Value) -> Value {
+    pub(crate) fn post(&self, path: &str, body: Value) -> Value {
         let url = self.url(path);
         let token = self.token.clone();
         let r = self.rt.block_on(async {
@@ -592,14 +597,14 @@ agents:
 
     /// GET an API path; panics unless 2xx.
     #[track_caller]
-    pub fn get(&self, path: &str) -> Value {
+    pub(crate) fn get(&self, path: &str) -> Value {
         self.try_get(path)
             .unwrap_or_else(|e| panic!("{e}\n{}", self.log_tail()))
     }
 
     /// Dispatch many sessions at once over HTTP from `parallel` concurrent clients;
     /// returns the ids in the order the daemon answered.
-    pub fn dispatch_many(&self, bodies: Vec<Value>, parallel: usize) -> Vec<String> {
+    pub(crate) fn dispatch_many(&self, bodies: Vec<Value>, parallel: usize) -> Vec<String> {
         let url = self.url("/api/v1/sessions");
         let token = self.token.clone();
         let http = self.http.clone();
@@ -644,7 +649,7 @@ agents:
     }
 
     /// Every event of a session through the API (pages of 1000).
-    pub fn api_events(&self, id: &str) -> Vec<Value> {
+    pub(crate) fn api_events(&self, id: &str) -> Vec<Value> {
         let mut out = Vec::new();
         let mut after = 0u64;
         loop {
@@ -662,7 +667,7 @@ agents:
 
     /// `worktrain spawn` (through the CLI); returns the session id.
     #[track_caller]
-    pub fn spawn(&self, workflow: &str, goal: &str, extra: &[&str]) -> String {
+    pub(crate) fn spawn(&self, workflow: &str, goal: &str, extra: &[&str]) -> String {
         let mut args = vec!["spawn", "--workflow", workflow, "--goal", goal];
         args.extend_from_slice(extra);
         let r = self.env.run(&args);
@@ -676,7 +681,7 @@ agents:
 
     /// [`Self::spawn`] of `e2e-one`/… in the rig's repository.
     #[track_caller]
-    pub fn spawn_in_repo(&self, workflow: &str, goal: &str, extra: &[&str]) -> String {
+    pub(crate) fn spawn_in_repo(&self, workflow: &str, goal: &str, extra: &[&str]) -> String {
         let repo = self.repo.to_str().expect("utf-8 path").to_owned();
         let mut args = vec!["--workspace", repo.as_str()];
         args.extend_from_slice(extra);
@@ -684,7 +689,7 @@ agents:
     }
 
     /// `worktrain --json await IDS --all --timeout T`: (exit code, results by session).
-    pub fn await_all(&self, ids: &[&str], timeout: &str) -> (i32, Vec<Value>) {
+    pub(crate) fn await_all(&self, ids: &[&str], timeout: &str) -> (i32, Vec<Value>) {
         let mut args = vec!["--json", "await"];
         args.extend_from_slice(ids);
         args.extend_from_slice(&["--all", "--timeout", timeout]);
@@ -703,31 +708,31 @@ agents:
     }
 
     /// Run the CLI (any exit code).
-    pub fn cli(&self, args: &[&str]) -> Run {
+    pub(crate) fn cli(&self, args: &[&str]) -> Run {
         self.env.run(args)
     }
 
     /// `session show --json` → the session record (from the store; no daemon needed).
     #[track_caller]
-    pub fn show(&self, id: &str) -> Value {
+    pub(crate) fn show(&self, id: &str) -> Value {
         self.env.ok_json(&["session", "show", id])["session"].clone()
     }
 
     /// `session log --json` (from the store).
     #[track_caller]
-    pub fn events(&self, id: &str) -> Vec<Value> {
+    pub(crate) fn events(&self, id: &str) -> Vec<Value> {
         self.env.events(id)
     }
 
     /// `GET /api/v1/sessions/{id}`: the record, step graph and lease.
     #[track_caller]
-    pub fn detail(&self, id: &str) -> Value {
+    pub(crate) fn detail(&self, id: &str) -> Value {
         self.get(&format!("/api/v1/sessions/{id}"))
     }
 
     /// Wait until the session's run is in `state` (asks the daemon).
     #[track_caller]
-    pub fn wait_run_state(&self, id: &str, state: &str, limit: Duration) -> Value {
+    pub(crate) fn wait_run_state(&self, id: &str, state: &str, limit: Duration) -> Value {
         wait_for(
             &format!("{id} to be {state}"),
             limit,
@@ -738,7 +743,7 @@ agents:
 
     /// Wait until the fake agent created `name` in the session's worktree.
     #[track_caller]
-    pub fn wait_file(&self, id: &str, name: &str, limit: Duration) {
+    pub(crate) fn wait_file(&self, id: &str, name: &str, limit: Duration) {
         let path = self.worktree_of(id).join(name);
         wait_for(
             &format!("{} to appear", path.display()),
@@ -749,7 +754,7 @@ agents:
     }
 
     /// Requests the fake LLM received whose body contains `needle`, in order.
-    pub fn requests_for(&self, needle: &str) -> Vec<RecordedRequest> {
+    pub(crate) fn requests_for(&self, needle: &str) -> Vec<RecordedRequest> {
         self.llm
             .requests()
             .into_iter()
@@ -759,7 +764,7 @@ agents:
 
     /// `worktrain worktree list --json` rows.
     #[track_caller]
-    pub fn worktrees(&self) -> Vec<Value> {
+    pub(crate) fn worktrees(&self) -> Vec<Value> {
         self.env.ok_json(&["worktree", "list"])["worktrees"]
             .as_array()
             .cloned()
@@ -767,7 +772,7 @@ agents:
     }
 
     /// Paths of `git worktree list --porcelain` in the repository, the main one excluded.
-    pub fn git_worktrees(&self) -> Vec<PathBuf> {
+    pub(crate) fn git_worktrees(&self) -> Vec<PathBuf> {
         let main = std::fs::canonicalize(&self.repo).expect("canonical repo");
         git(&self.repo, &["worktree", "list", "--porcelain"])
             .lines()
@@ -781,7 +786,7 @@ agents:
     /// for inspection (not "in use") with its directory present; `git worktree list`
     /// agrees; and no stray directory is left under `$WORKTRAIN_HOME/worktrees`.
     #[track_caller]
-    pub fn assert_worktrees_exactly(&self, kept: &[&str]) {
+    pub(crate) fn assert_worktrees_exactly(&self, kept: &[&str]) {
         let rows = self.worktrees();
         let mut listed: Vec<String> = rows
             .iter()
@@ -836,14 +841,14 @@ agents:
     }
 
     /// The path of a session's worktree.
-    pub fn worktree_of(&self, id: &str) -> PathBuf {
+    pub(crate) fn worktree_of(&self, id: &str) -> PathBuf {
         self.env.home().join("worktrees").join(id)
     }
 
     /// Read a pid the fake agent wrote into its worktree.
     #[track_caller]
     /// The text of a file the agent wrote in its worktree (trimmed).
-    pub fn marker_file(&self, id: &str, name: &str) -> String {
+    pub(crate) fn marker_file(&self, id: &str, name: &str) -> String {
         let path = self.worktree_of(id).join(name);
         std::fs::read_to_string(&path)
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
@@ -853,7 +858,7 @@ agents:
 }
 
 /// The `body.type` of every event.
-pub fn kinds(events: &[Value]) -> Vec<String> {
+pub(crate) fn kinds(events: &[Value]) -> Vec<String> {
     events
         .iter()
         .map(|e| e["body"]["type"].as_str().unwrap_or("?").to_owned())
@@ -861,7 +866,7 @@ pub fn kinds(events: &[Value]) -> Vec<String> {
 }
 
 /// The events of one `body.type`.
-pub fn of_kind<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
+pub(crate) fn of_kind<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
     events
         .iter()
         .filter(|e| e["body"]["type"] == kind)
@@ -869,7 +874,7 @@ pub fn of_kind<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
 }
 
 /// The `agent_activity` payloads of one activity type.
-pub fn activities<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
+pub(crate) fn activities<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
     events
         .iter()
         .filter(|e| e["body"]["type"] == "agent_activity")
@@ -880,7 +885,7 @@ pub fn activities<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
 
 /// The await result of one session.
 #[track_caller]
-pub fn result_of<'a>(results: &'a [Value], id: &str) -> &'a Value {
+pub(crate) fn result_of<'a>(results: &'a [Value], id: &str) -> &'a Value {
     results
         .iter()
         .find(|r| r["session_id"] == id)

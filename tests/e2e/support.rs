@@ -10,28 +10,28 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 
 /// The binary under test, built by cargo for this test target.
-pub const BIN: &str = env!("CARGO_BIN_EXE_worktrain");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_worktrain");
 
 /// Exit codes documented in `crates/worktrain-cli/src/output.rs`.
-pub mod exit {
+pub(crate) mod exit {
     /// Success.
-    pub const OK: i32 = 0;
+    pub(crate) const OK: i32 = 0;
     /// Unclassified failure.
-    pub const FAILURE: i32 = 1;
+    pub(crate) const FAILURE: i32 = 1;
     /// Session or workflow not found.
-    pub const NOT_FOUND: i32 = 3;
+    pub(crate) const NOT_FOUND: i32 = 3;
     /// Token rejected.
-    pub const TOKEN: i32 = 4;
+    pub(crate) const TOKEN: i32 = 4;
     /// Submission recorded but the step is blocked.
-    pub const BLOCKED: i32 = 5;
+    pub(crate) const BLOCKED: i32 = 5;
     /// Invalid input (workflow, config, …).
-    pub const INVALID: i32 = 6;
+    pub(crate) const INVALID: i32 = 6;
     /// Transient contention.
-    pub const BUSY: i32 = 8;
+    pub(crate) const BUSY: i32 = 8;
 }
 
 /// What one invocation of the binary did.
-pub struct Run {
+pub(crate) struct Run {
     /// The command line (for failure messages).
     pub argv: String,
     /// Exit code (-1 when killed by a signal).
@@ -57,7 +57,7 @@ impl fmt::Debug for Run {
 impl Run {
     /// Assert the exit code; returns self for chaining.
     #[track_caller]
-    pub fn code(&self, expected: i32) -> &Self {
+    pub(crate) fn code(&self, expected: i32) -> &Self {
         assert_eq!(self.code, expected, "unexpected exit code: {self:?}");
         self.no_panic();
         self
@@ -65,7 +65,7 @@ impl Run {
 
     /// Assert that nothing panicked.
     #[track_caller]
-    pub fn no_panic(&self) -> &Self {
+    pub(crate) fn no_panic(&self) -> &Self {
         assert!(
             !self.stderr.contains("panicked") && self.code != 101,
             "the binary panicked: {self:?}"
@@ -75,14 +75,14 @@ impl Run {
 
     /// Stdout parsed as one JSON document.
     #[track_caller]
-    pub fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_str(self.stdout.trim_end())
             .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}): {self:?}"))
     }
 
     /// Stdout parsed as JSON lines.
     #[track_caller]
-    pub fn json_lines(&self) -> Vec<Value> {
+    pub(crate) fn json_lines(&self) -> Vec<Value> {
         self.stdout
             .lines()
             .filter(|l| !l.trim().is_empty())
@@ -95,7 +95,7 @@ impl Run {
 
     /// The `error.code` of a `--json` error document.
     #[track_caller]
-    pub fn error_code(&self) -> String {
+    pub(crate) fn error_code(&self) -> String {
         let v = self.json();
         v["error"]["code"]
             .as_str()
@@ -106,14 +106,14 @@ impl Run {
 
 /// A private, throw-away worktrain home plus a scratch directory used as the working
 /// directory of every invocation (so no test ever sees the repository or `~/.worktrain`).
-pub struct Env {
+pub(crate) struct Env {
     tmp: tempfile::TempDir,
     home: PathBuf,
 }
 
 impl Env {
     /// A fresh environment whose home does not exist yet.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let tmp = tempfile::Builder::new()
             .prefix("wt-e2e-")
             .tempdir()
@@ -123,24 +123,24 @@ impl Env {
     }
 
     /// A fresh environment with `worktrain init` already run.
-    pub fn initialised() -> Self {
+    pub(crate) fn initialised() -> Self {
         let env = Self::new();
         env.run(&["init"]).code(exit::OK);
         env
     }
 
     /// The home directory.
-    pub fn home(&self) -> &Path {
+    pub(crate) fn home(&self) -> &Path {
         &self.home
     }
 
     /// The scratch directory (also the working directory of every invocation).
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         self.tmp.path()
     }
 
     /// A command for the binary with `--home` set and a hermetic environment.
-    pub fn cmd(&self, args: &[&str]) -> Command {
+    pub(crate) fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(BIN);
         c.arg("--home").arg(&self.home).args(args);
         c.current_dir(self.tmp.path())
@@ -156,12 +156,12 @@ impl Env {
     }
 
     /// Run to completion with stdin closed.
-    pub fn run(&self, args: &[&str]) -> Run {
+    pub(crate) fn run(&self, args: &[&str]) -> Run {
         self.run_stdin(args, None)
     }
 
     /// Run to completion, feeding `input` on stdin (closed stdin when `None`).
-    pub fn run_stdin(&self, args: &[&str], input: Option<&[u8]>) -> Run {
+    pub(crate) fn run_stdin(&self, args: &[&str], input: Option<&[u8]>) -> Run {
         let mut c = self.cmd(args);
         c.stdout(Stdio::piped()).stderr(Stdio::piped());
         c.stdin(if input.is_some() {
@@ -180,21 +180,21 @@ impl Env {
 
     /// Run with `--json`, assert exit 0 and parse the single JSON document.
     #[track_caller]
-    pub fn ok_json(&self, args: &[&str]) -> Value {
+    pub(crate) fn ok_json(&self, args: &[&str]) -> Value {
         let mut full = vec!["--json"];
         full.extend_from_slice(args);
         self.run(&full).code(exit::OK).json()
     }
 
     /// Run with `--json` (any exit code).
-    pub fn run_json(&self, args: &[&str]) -> Run {
+    pub(crate) fn run_json(&self, args: &[&str]) -> Run {
         let mut full = vec!["--json"];
         full.extend_from_slice(args);
         self.run(&full)
     }
 
     /// Write a file under the scratch directory (parents created); returns its path.
-    pub fn write(&self, rel: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+    pub(crate) fn write(&self, rel: &str, contents: impl AsRef<[u8]>) -> PathBuf {
         let path = self.tmp.path().join(rel);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).expect("mkdir");
@@ -205,7 +205,7 @@ impl Env {
 
     /// `session start --workflow W --goal G`, parsed.
     #[track_caller]
-    pub fn start(&self, workflow: &str, goal: &str) -> Value {
+    pub(crate) fn start(&self, workflow: &str, goal: &str) -> Value {
         let v = self.ok_json(&["session", "start", "--workflow", workflow, "--goal", goal]);
         assert_eq!(v["outcome"], "started", "{v}");
         v
@@ -213,13 +213,13 @@ impl Env {
 
     /// `session advance --token T --notes N`, expecting success.
     #[track_caller]
-    pub fn advance(&self, token: &str, notes: &str) -> Value {
+    pub(crate) fn advance(&self, token: &str, notes: &str) -> Value {
         self.ok_json(&["session", "advance", "--token", token, "--notes", notes])
     }
 
     /// Every event of a session (`session log --json`).
     #[track_caller]
-    pub fn events(&self, session: &str) -> Vec<Value> {
+    pub(crate) fn events(&self, session: &str) -> Vec<Value> {
         self.run(&["--json", "session", "log", session])
             .code(exit::OK)
             .json_lines()
@@ -227,13 +227,13 @@ impl Env {
 
     /// `session show --json`.
     #[track_caller]
-    pub fn show(&self, session: &str) -> Value {
+    pub(crate) fn show(&self, session: &str) -> Value {
         self.ok_json(&["session", "show", session])
     }
 
     /// Assert `session verify` reports an intact hash chain.
     #[track_caller]
-    pub fn verify_ok(&self, session: &str) {
+    pub(crate) fn verify_ok(&self, session: &str) {
         let v = self.ok_json(&["session", "verify", session]);
         assert_eq!(
             v["valid"], true,
@@ -243,7 +243,7 @@ impl Env {
 
     /// All session summaries (`sessions --json`).
     #[track_caller]
-    pub fn sessions(&self, extra: &[&str]) -> Vec<Value> {
+    pub(crate) fn sessions(&self, extra: &[&str]) -> Vec<Value> {
         let mut args = vec!["sessions", "--limit", "1000"];
         args.extend_from_slice(extra);
         let v = self.ok_json(&args);
@@ -251,12 +251,12 @@ impl Env {
     }
 
     /// The bytes of a file in the home directory.
-    pub fn home_file(&self, name: &str) -> Vec<u8> {
+    pub(crate) fn home_file(&self, name: &str) -> Vec<u8> {
         std::fs::read(self.home.join(name)).unwrap_or_else(|e| panic!("read {name}: {e}"))
     }
 }
 
-pub fn finish(args: &[&str], status: ExitStatus, raw: Vec<u8>, stderr: Vec<u8>) -> Run {
+pub(crate) fn finish(args: &[&str], status: ExitStatus, raw: Vec<u8>, stderr: Vec<u8>) -> Run {
     Run {
         argv: format!("worktrain {}", args.join(" ")),
         code: status.code().unwrap_or(-1),
@@ -267,14 +267,14 @@ pub fn finish(args: &[&str], status: ExitStatus, raw: Vec<u8>, stderr: Vec<u8>) 
 }
 
 /// Collect a finished child's output into a [`Run`].
-pub fn collect(args: &[&str], child: Child) -> Run {
+pub(crate) fn collect(args: &[&str], child: Child) -> Run {
     let out = child.wait_with_output().expect("wait worktrain");
     finish(args, out.status, out.stdout, out.stderr)
 }
 
 /// A fresh database on the test PostgreSQL server (`None`: PostgreSQL tests are skipped
 /// with `WORKTRAIN_TEST_POSTGRES=skip`; without a server they fail).
-pub fn postgres_database() -> Option<worktrain_testkit::postgres::TestDatabase> {
+pub(crate) fn postgres_database() -> Option<worktrain_testkit::postgres::TestDatabase> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -284,7 +284,7 @@ pub fn postgres_database() -> Option<worktrain_testkit::postgres::TestDatabase> 
 
 /// The advance token of a step response.
 #[track_caller]
-pub fn advance_token(resp: &Value) -> String {
+pub(crate) fn advance_token(resp: &Value) -> String {
     let t = resp["tokens"]["advance"]
         .as_str()
         .unwrap_or_else(|| panic!("no advance token in {resp}"))
@@ -299,7 +299,7 @@ pub fn advance_token(resp: &Value) -> String {
 
 /// The session id of a step response.
 #[track_caller]
-pub fn session_id(resp: &Value) -> String {
+pub(crate) fn session_id(resp: &Value) -> String {
     resp["session_id"]
         .as_str()
         .unwrap_or_else(|| panic!("no session_id in {resp}"))
@@ -307,7 +307,7 @@ pub fn session_id(resp: &Value) -> String {
 }
 
 /// The `body.type` of every event.
-pub fn kinds(events: &[Value]) -> Vec<&str> {
+pub(crate) fn kinds(events: &[Value]) -> Vec<&str> {
     events
         .iter()
         .map(|e| e["body"]["type"].as_str().unwrap_or("?"))
@@ -319,7 +319,7 @@ pub fn kinds(events: &[Value]) -> Vec<&str> {
 /// `step_completed`/`step_skipped`/`session_rewound` is immediately followed by the event
 /// that completes the operation, and nothing follows `session_completed`.
 #[track_caller]
-pub fn assert_whole_operations(events: &[Value]) {
+pub(crate) fn assert_whole_operations(events: &[Value]) {
     let k = kinds(events);
     for (i, e) in events.iter().enumerate() {
         assert_eq!(
@@ -366,11 +366,11 @@ pub fn assert_whole_operations(events: &[Value]) {
 
 /// A small deterministic PRNG (xorshift64*), seeded from the clock; the seed is printed
 /// so a failing run can be reproduced with `WT_E2E_SEED`.
-pub struct Rng(u64);
+pub(crate) struct Rng(u64);
 
 impl Rng {
     /// Seed from `WT_E2E_SEED` or the clock.
-    pub fn seeded(label: &str) -> Self {
+    pub(crate) fn seeded(label: &str) -> Self {
         let seed = std::env::var("WT_E2E_SEED")
             .ok()
             .and_then(|s| s.parse().ok())
@@ -387,12 +387,12 @@ impl Rng {
     }
 
     /// A generator with a fixed seed.
-    pub fn from_seed(seed: u64) -> Self {
+    pub(crate) fn from_seed(seed: u64) -> Self {
         Self(seed | 1)
     }
 
     /// Next value.
-    pub fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;
@@ -402,14 +402,14 @@ impl Rng {
     }
 
     /// A value in `lo..hi`.
-    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+    pub(crate) fn range(&mut self, lo: u64, hi: u64) -> u64 {
         lo + self.next() % (hi - lo)
     }
 }
 
 /// Write an `n`-step workflow (`id`) and a notes directory with one file per step.
 /// Returns (workflow file, notes dir).
-pub fn long_workflow(env: &Env, id: &str, n: usize) -> (PathBuf, PathBuf) {
+pub(crate) fn long_workflow(env: &Env, id: &str, n: usize) -> (PathBuf, PathBuf) {
     let mut yaml = format!(
         "schemaVersion: 1\nid: {id}\nname: Long\ndescription: many steps\nversion: '1'\nsteps:\n"
     );
@@ -432,7 +432,7 @@ pub fn long_workflow(env: &Env, id: &str, n: usize) -> (PathBuf, PathBuf) {
 }
 
 /// Wait for a child at most `limit`; `None` if it is still running.
-pub fn wait_timeout(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+pub(crate) fn wait_timeout(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(status) = child.try_wait().expect("try_wait") {
@@ -446,7 +446,7 @@ pub fn wait_timeout(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
 }
 
 /// A two-step workflow whose second step requires a `review_verdict` artifact.
-pub const CONTRACT_WORKFLOW: &str = "\
+pub(crate) const CONTRACT_WORKFLOW: &str = "\
 schemaVersion: 1
 id: contract-demo
 name: Contract demo

@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 /// hash-chained event store.
 #[derive(Debug, Parser)]
 #[command(name = "worktrain", version, about, long_about = None, propagate_version = true)]
-pub struct Cli {
+pub(crate) struct Cli {
     /// Home directory (config, database, keys). Defaults to $WORKTRAIN_HOME or ~/.worktrain.
     #[arg(long, global = true, value_name = "DIR")]
     pub home: Option<PathBuf>,
@@ -47,7 +47,7 @@ pub struct Cli {
 
 /// Top-level commands.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Internal: the network bridge inside an allowlisted agent sandbox (started by
     /// worktrain itself; see docs/agents.md).
     #[command(name = "sandbox-net-bridge", hide = true)]
@@ -118,7 +118,7 @@ pub enum Command {
 
 /// `worktrain man`.
 #[derive(Debug, Args)]
-pub struct ManArgs {
+pub(crate) struct ManArgs {
     /// Where to write the pages (created if missing).
     #[arg(long, value_name = "DIR")]
     pub dir: PathBuf,
@@ -126,7 +126,7 @@ pub struct ManArgs {
 
 /// `worktrain trigger …`.
 #[derive(Debug, Subcommand)]
-pub enum TriggerCommand {
+pub(crate) enum TriggerCommand {
     /// The active triggers, their decision counts and the last load error (from the
     /// running daemon; without one, from the file).
     List,
@@ -181,7 +181,7 @@ pub enum TriggerCommand {
 
 /// Where the insights settings come from.
 #[derive(Debug, Args, Clone, Default)]
-pub struct InsightsOpts {
+pub(crate) struct InsightsOpts {
     /// Insights settings (detector thresholds, proposal threshold); default
     /// $WORKTRAIN_HOME/insights.yaml when it exists, else the documented defaults.
     #[arg(long = "insights-config", value_name = "FILE")]
@@ -190,7 +190,7 @@ pub struct InsightsOpts {
 
 /// `worktrain insights …`.
 #[derive(Debug, Subcommand)]
-pub enum InsightsCommand {
+pub(crate) enum InsightsCommand {
     /// Import transcripts (files or directories): Claude Code and Codex JSONL, SWE-agent /
     /// mini-SWE-agent trajectories. Idempotent; malformed lines are reported, not fatal.
     Import(TraceImportArgs),
@@ -214,7 +214,7 @@ pub enum InsightsCommand {
 
 /// `insights import`.
 #[derive(Debug, Args)]
-pub struct TraceImportArgs {
+pub(crate) struct TraceImportArgs {
     /// Files or directories (walked for *.jsonl, *.traj, *.traj.json).
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<PathBuf>,
@@ -236,7 +236,7 @@ pub struct TraceImportArgs {
 
 /// `insights eval`.
 #[derive(Debug, Args)]
-pub struct EvalArgs {
+pub(crate) struct EvalArgs {
     /// CSV of `session_or_instance_id,resolved` (header optional).
     #[arg(long, value_name = "FILE")]
     pub labels: PathBuf,
@@ -250,7 +250,7 @@ pub struct EvalArgs {
 
 /// `insights explain`.
 #[derive(Debug, Args)]
-pub struct ExplainArgs {
+pub(crate) struct ExplainArgs {
     /// Session id (ses_…) or trace id (source:id).
     pub target: String,
     /// Agent profile from config.yaml (`kind: llm`); default `daemon.default_agent`.
@@ -263,7 +263,7 @@ pub struct ExplainArgs {
 
 /// `insights show`.
 #[derive(Debug, Args)]
-pub struct ShowArgs {
+pub(crate) struct ShowArgs {
     /// Session id (ses_…) or trace id (source:id).
     pub target: String,
     /// Also list every turn.
@@ -276,7 +276,7 @@ pub struct ShowArgs {
 
 /// `insights findings`.
 #[derive(Debug, Args)]
-pub struct FindingsArgs {
+pub(crate) struct FindingsArgs {
     /// Only this workflow.
     #[arg(long)]
     pub workflow: Option<String>,
@@ -296,7 +296,7 @@ pub struct FindingsArgs {
 
 /// `worktrain report`.
 #[derive(Debug, Args)]
-pub struct ReportArgs {
+pub(crate) struct ReportArgs {
     /// Only sessions that started within this long (e.g. `7d`, `24h`).
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub since: Option<std::time::Duration>,
@@ -311,7 +311,7 @@ pub struct ReportArgs {
 
 /// `worktrain proposals …`.
 #[derive(Debug, Subcommand)]
-pub enum ProposalsCommand {
+pub(crate) enum ProposalsCommand {
     /// Proposals, highest confidence first.
     List(ProposalListArgs),
     /// One proposal: evidence, patch (as a diff against the workflow file), confidence.
@@ -326,7 +326,7 @@ pub enum ProposalsCommand {
 
 /// `proposals list`.
 #[derive(Debug, Args)]
-pub struct ProposalListArgs {
+pub(crate) struct ProposalListArgs {
     /// `open` (default), `applied`, `dismissed` or `all`.
     #[arg(long, default_value = "open")]
     pub status: String,
@@ -340,14 +340,14 @@ pub struct ProposalListArgs {
 
 /// A proposal id.
 #[derive(Debug, Args)]
-pub struct ProposalTarget {
+pub(crate) struct ProposalTarget {
     /// Proposal id (prop_…).
     pub id: String,
 }
 
 /// `proposals apply`.
 #[derive(Debug, Args)]
-pub struct ApplyArgs {
+pub(crate) struct ApplyArgs {
     /// Proposal id (prop_…).
     pub id: String,
     /// Write the patched workflow to the local file (a bundled workflow is written to
@@ -382,7 +382,7 @@ pub struct ApplyArgs {
 
 /// `proposals dismiss`.
 #[derive(Debug, Args)]
-pub struct DismissArgs {
+pub(crate) struct DismissArgs {
     /// Proposal id (prop_…).
     pub id: String,
     /// Why.
@@ -393,7 +393,7 @@ pub struct DismissArgs {
 /// `worktrain daemon`.
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true)]
-pub struct DaemonArgs {
+pub(crate) struct DaemonArgs {
     /// Address to serve on (default: `daemon.bind` from config.yaml, 127.0.0.1:7878).
     /// Port 0 picks a free port; the address is recorded in $WORKTRAIN_HOME/daemon.pid.
     #[arg(long, value_name = "ADDR")]
@@ -410,7 +410,7 @@ pub struct DaemonArgs {
 
 /// `worktrain daemon <action>`: talk to the running daemon.
 #[derive(Debug, Subcommand)]
-pub enum DaemonAction {
+pub(crate) enum DaemonAction {
     /// Re-read config.yaml now (agent profiles, caps, worktree settings). The daemon also
     /// picks up changes by itself within a second; an invalid file is refused with its
     /// line and column, and the previous configuration stays in force.
@@ -419,7 +419,7 @@ pub enum DaemonAction {
 
 /// `worktrain spawn`.
 #[derive(Debug, Args)]
-pub struct SpawnArgs {
+pub(crate) struct SpawnArgs {
     /// The session to start.
     #[command(flatten)]
     pub session: NewSessionArgs,
@@ -487,7 +487,7 @@ pub struct SpawnArgs {
 
 /// `worktrain await`.
 #[derive(Debug, Args)]
-pub struct AwaitArgs {
+pub(crate) struct AwaitArgs {
     /// Session ids.
     #[arg(required = true, value_name = "SESSION")]
     pub sessions: Vec<String>,
@@ -504,7 +504,7 @@ pub struct AwaitArgs {
 
 /// `worktrain worktree …`.
 #[derive(Debug, Subcommand)]
-pub enum WorktreeCommand {
+pub(crate) enum WorktreeCommand {
     /// Every session worktree of every workspace that has daemon sessions: path, branch,
     /// session, age, dirty, ahead, merged.
     List,
@@ -515,7 +515,7 @@ pub enum WorktreeCommand {
 
 /// `worktree clean`.
 #[derive(Debug, Args)]
-pub struct CleanArgs {
+pub(crate) struct CleanArgs {
     /// Only show what would be removed.
     #[arg(long)]
     pub dry_run: bool,
@@ -523,7 +523,7 @@ pub struct CleanArgs {
 
 /// `worktrain run`.
 #[derive(Debug, Args)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     /// Workflow id or path to a workflow file.
     #[arg(required_unless_present = "resume")]
     pub workflow: Option<String>,
@@ -545,7 +545,7 @@ pub struct RunArgs {
 
 /// `worktrain workflow …`.
 #[derive(Debug, Subcommand)]
-pub enum WorkflowCommand {
+pub(crate) enum WorkflowCommand {
     /// List workflows from every source, with shadowing and load errors.
     List(WorkspaceArg),
     /// Show a workflow's metadata, steps and hash.
@@ -569,7 +569,7 @@ pub enum WorkflowCommand {
 
 /// A `--workspace` option.
 #[derive(Debug, Args)]
-pub struct WorkspaceArg {
+pub(crate) struct WorkspaceArg {
     /// Project directory whose .worktrain/workflows is searched (default: the current repository).
     #[arg(long, value_name = "DIR")]
     pub workspace: Option<PathBuf>,
@@ -577,7 +577,7 @@ pub struct WorkspaceArg {
 
 /// One workflow id or file.
 #[derive(Debug, Args)]
-pub struct WorkflowTarget {
+pub(crate) struct WorkflowTarget {
     /// Workflow id or path to a workflow file.
     pub workflow: String,
     /// Project directory whose .worktrain/workflows is searched.
@@ -587,7 +587,7 @@ pub struct WorkflowTarget {
 
 /// `workflow validate`.
 #[derive(Debug, Args)]
-pub struct ValidateArgs {
+pub(crate) struct ValidateArgs {
     /// Workflow files or ids.
     #[arg(required = true)]
     pub workflows: Vec<String>,
@@ -598,7 +598,7 @@ pub struct ValidateArgs {
 
 /// `workflow graph`.
 #[derive(Debug, Args)]
-pub struct GraphArgs {
+pub(crate) struct GraphArgs {
     /// Workflow id or path to a workflow file.
     pub workflow: String,
     /// Output format.
@@ -614,7 +614,7 @@ pub struct GraphArgs {
 
 /// `workflow lint`.
 #[derive(Debug, Args)]
-pub struct LintArgs {
+pub(crate) struct LintArgs {
     /// Workflow files or ids.
     #[arg(required = true)]
     pub workflows: Vec<String>,
@@ -628,7 +628,7 @@ pub struct LintArgs {
 
 /// `workflow simulate`.
 #[derive(Debug, Args)]
-pub struct SimulateArgs {
+pub(crate) struct SimulateArgs {
     /// Workflow id or path to a workflow file.
     pub workflow: String,
     /// Initial context value (`key=value`; JSON values are parsed; repeatable).
@@ -655,7 +655,7 @@ pub struct SimulateArgs {
 
 /// `workflow import`.
 #[derive(Debug, Args)]
-pub struct ImportArgs {
+pub(crate) struct ImportArgs {
     /// WorkRail workflow files, or directories searched recursively for .json files.
     #[arg(required = true, value_name = "FILE|DIR")]
     pub paths: Vec<PathBuf>,
@@ -676,7 +676,7 @@ pub struct ImportArgs {
 
 /// `worktrain session …`.
 #[derive(Debug, Subcommand)]
-pub enum SessionCommand {
+pub(crate) enum SessionCommand {
     /// Start a session; prints the first step and its tokens.
     Start(StartArgs),
     /// Submit the current step's output with its advance token.
@@ -714,7 +714,7 @@ pub enum SessionCommand {
 
 /// A session and an optional note.
 #[derive(Debug, Args)]
-pub struct NoteArgs {
+pub(crate) struct NoteArgs {
     /// Session id.
     pub session: String,
     /// Why (recorded).
@@ -724,7 +724,7 @@ pub struct NoteArgs {
 
 /// `session steer`.
 #[derive(Debug, Args)]
-pub struct SteerArgs {
+pub(crate) struct SteerArgs {
     /// Session id.
     pub session: String,
     /// The message for the agent.
@@ -734,7 +734,7 @@ pub struct SteerArgs {
 
 /// `session diff`.
 #[derive(Debug, Args)]
-pub struct DiffArgs {
+pub(crate) struct DiffArgs {
     /// Session id.
     pub session: String,
     /// Only this step (step id, or a node like `n3`).
@@ -747,7 +747,7 @@ pub struct DiffArgs {
 
 /// `session start`.
 #[derive(Debug, Args)]
-pub struct StartArgs {
+pub(crate) struct StartArgs {
     /// The session to start.
     #[command(flatten)]
     pub session: NewSessionArgs,
@@ -761,7 +761,7 @@ pub struct StartArgs {
 /// `session start` share (`run` takes the workflow as a positional argument and shares
 /// [`SessionSetupArgs`]).
 #[derive(Debug, Args)]
-pub struct NewSessionArgs {
+pub(crate) struct NewSessionArgs {
     /// Workflow id or path to a workflow file.
     #[arg(long)]
     pub workflow: String,
@@ -779,7 +779,7 @@ pub struct NewSessionArgs {
 /// Where a new session works and the context it starts with (`spawn`, `run`,
 /// `session start`).
 #[derive(Debug, Args)]
-pub struct SessionSetupArgs {
+pub(crate) struct SessionSetupArgs {
     /// Workspace directory the session works in (default: the current directory). Sessions
     /// the daemon runs in a git repository get a worktree each.
     #[arg(long, value_name = "DIR")]
@@ -791,7 +791,7 @@ pub struct SessionSetupArgs {
 
 /// What an agent submits.
 #[derive(Debug, Args)]
-pub struct OutputArgs {
+pub(crate) struct OutputArgs {
     /// File with the notes (markdown); `-` reads stdin.
     #[arg(long, value_name = "FILE", conflicts_with = "notes")]
     pub notes_file: Option<PathBuf>,
@@ -808,7 +808,7 @@ pub struct OutputArgs {
 
 /// `session advance`.
 #[derive(Debug, Args)]
-pub struct AdvanceArgs {
+pub(crate) struct AdvanceArgs {
     /// The advance token from the last response.
     #[arg(long)]
     pub token: String,
@@ -819,7 +819,7 @@ pub struct AdvanceArgs {
 
 /// `session checkpoint`.
 #[derive(Debug, Args)]
-pub struct CheckpointArgs {
+pub(crate) struct CheckpointArgs {
     /// The checkpoint token from the last response.
     #[arg(long)]
     pub token: String,
@@ -830,14 +830,14 @@ pub struct CheckpointArgs {
 
 /// `session rehydrate`.
 #[derive(Debug, Args)]
-pub struct RehydrateArgs {
+pub(crate) struct RehydrateArgs {
     /// Session id or any token of the session.
     pub session: String,
 }
 
 /// `session rewind`.
 #[derive(Debug, Args)]
-pub struct RewindArgs {
+pub(crate) struct RewindArgs {
     /// Session id or any token of the session.
     pub session: String,
     /// Step id to go back to (its latest completed node), or a node like `n3`.
@@ -850,7 +850,7 @@ pub struct RewindArgs {
 
 /// `session approve`.
 #[derive(Debug, Args)]
-pub struct ApproveArgs {
+pub(crate) struct ApproveArgs {
     /// Session id or any token of the session.
     pub session: String,
     /// A note recorded with the approval.
@@ -860,7 +860,7 @@ pub struct ApproveArgs {
 
 /// `session reject`.
 #[derive(Debug, Args)]
-pub struct RejectArgs {
+pub(crate) struct RejectArgs {
     /// Session id or any token of the session.
     pub session: String,
     /// What to change (shown to the agent as a blocker).
@@ -870,14 +870,14 @@ pub struct RejectArgs {
 
 /// A session id.
 #[derive(Debug, Args)]
-pub struct SessionIdArg {
+pub(crate) struct SessionIdArg {
     /// Session id (`ses_…`) or any token of the session.
     pub session: String,
 }
 
 /// `session log`.
 #[derive(Debug, Args)]
-pub struct LogArgs {
+pub(crate) struct LogArgs {
     /// Session id or any token of the session.
     pub session: String,
     /// Only events after this sequence number.
@@ -890,7 +890,7 @@ pub struct LogArgs {
 
 /// `worktrain sessions`.
 #[derive(Debug, Args)]
-pub struct SessionsArgs {
+pub(crate) struct SessionsArgs {
     /// Only sessions in this status (in_progress, blocked, parked, complete).
     #[arg(long)]
     pub status: Option<String>,
@@ -913,7 +913,7 @@ pub struct SessionsArgs {
 
 /// `worktrain mcp`.
 #[derive(Debug, Args)]
-pub struct McpArgs {
+pub(crate) struct McpArgs {
     /// Default workspace for tool calls that name none; its .worktrain/workflows is searched
     /// (default: the current directory).
     #[arg(long, value_name = "DIR")]
@@ -926,7 +926,7 @@ pub struct McpArgs {
 
 /// `worktrain keys …`.
 #[derive(Debug, Subcommand)]
-pub enum KeysCommand {
+pub(crate) enum KeysCommand {
     /// Show key ids and creation times (never secrets).
     List,
     /// Make a new signing key; the old one keeps verifying until dropped.
@@ -937,7 +937,7 @@ pub enum KeysCommand {
 
 /// `worktrain admin …`.
 #[derive(Debug, Subcommand)]
-pub enum AdminCommand {
+pub(crate) enum AdminCommand {
     /// Rebuild every projection from the events, in one transaction.
     RebuildProjections,
     /// Copy every session and blob of this store (the configured one, or `--database-url`)
@@ -948,7 +948,7 @@ pub enum AdminCommand {
 
 /// `worktrain admin migrate-store`.
 #[derive(Debug, Args)]
-pub struct MigrateStoreArgs {
+pub(crate) struct MigrateStoreArgs {
     /// The target store: `postgres://USER@HOST/DATABASE` or `sqlite://PATH`.
     #[arg(long, value_name = "URL")]
     pub to: String,

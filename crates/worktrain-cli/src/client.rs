@@ -17,7 +17,7 @@ use worktrain_core::error::{ApiError, ErrorCode, Retry};
 use crate::Ctx;
 
 /// A client of one daemon.
-pub struct DaemonClient {
+pub(crate) struct DaemonClient {
     http: reqwest::Client,
     base: String,
     token: String,
@@ -82,7 +82,7 @@ fn from_wire(status: StatusCode, body: &[u8]) -> ApiError {
 
 impl DaemonClient {
     /// A client for the daemon `ctx` points at.
-    pub fn new(ctx: &Ctx) -> Result<Self, ApiError> {
+    pub(crate) fn new(ctx: &Ctx) -> Result<Self, ApiError> {
         let base = daemon_url(ctx)?;
         let path = ctx.home.path(API_TOKEN_FILE);
         let token = std::fs::read_to_string(&path)
@@ -105,7 +105,7 @@ impl DaemonClient {
     }
 
     /// The daemon's base URL.
-    pub fn base(&self) -> &str {
+    pub(crate) fn base(&self) -> &str {
         &self.base
     }
 
@@ -135,7 +135,7 @@ impl DaemonClient {
     }
 
     /// A request whose success body is JSON of type `T`.
-    pub async fn json<T: DeserializeOwned>(
+    pub(crate) async fn json<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
@@ -146,7 +146,7 @@ impl DaemonClient {
     }
 
     /// Like [`Self::json`] with an explicit client-side timeout.
-    pub async fn json_with_timeout<T: DeserializeOwned>(
+    pub(crate) async fn json_with_timeout<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
@@ -163,18 +163,18 @@ impl DaemonClient {
     }
 
     /// `GET path`.
-    pub async fn get(&self, path: &str) -> Result<Value, ApiError> {
+    pub(crate) async fn get(&self, path: &str) -> Result<Value, ApiError> {
         self.json(Method::GET, path, None).await
     }
 
     /// `POST path` with a JSON body.
-    pub async fn post(&self, path: &str, body: &Value) -> Result<Value, ApiError> {
+    pub(crate) async fn post(&self, path: &str, body: &Value) -> Result<Value, ApiError> {
         self.json(Method::POST, path, Some(body)).await
     }
 }
 
 /// The daemon's base URL (no trailing slash).
-pub fn daemon_url(ctx: &Ctx) -> Result<String, ApiError> {
+pub(crate) fn daemon_url(ctx: &Ctx) -> Result<String, ApiError> {
     if let Some(u) = ctx.daemon.as_deref().filter(|u| !u.trim().is_empty()) {
         return Ok(normalize(u));
     }

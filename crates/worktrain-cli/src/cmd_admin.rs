@@ -28,7 +28,7 @@ struct MigrateReport {
     insights: worktrain_store::insights::InsightsCopy,
 }
 
-pub async fn migrate_store(ctx: &Ctx, args: MigrateStoreArgs) -> Result<Exit, ApiError> {
+pub(crate) async fn migrate_store(ctx: &Ctx, args: MigrateStoreArgs) -> Result<Exit, ApiError> {
     let config = ctx.config()?;
     let from_url = ctx
         .home

@@ -73,7 +73,7 @@ impl Check {
 }
 
 /// Run every check and print the report. `bind` is the `--bind` given with the flag.
-pub async fn check_config(ctx: &Ctx, bind: Option<String>) -> Result<Exit, ApiError> {
+pub(crate) async fn check_config(ctx: &Ctx, bind: Option<String>) -> Result<Exit, ApiError> {
     let checks = collect(ctx, bind).await;
     let ok = checks.iter().all(|c| c.verdict == Verdict::Ok);
     if ctx.out.json {

@@ -14,19 +14,19 @@ use crate::client::DaemonClient;
 use crate::output::{Exit, time};
 
 /// Exit codes of `worktrain await` (they differ from the general ones; docs/cli.md).
-pub mod await_exit {
+pub(crate) mod await_exit {
     /// Every session succeeded (its run completed the workflow).
-    pub const ALL_SUCCEEDED: u8 = 0;
+    pub(crate) const ALL_SUCCEEDED: u8 = 0;
     /// Some session failed or was cancelled — or the daemon could not be asked.
-    pub const SOME_FAILED: u8 = 1;
+    pub(crate) const SOME_FAILED: u8 = 1;
     /// The timeout passed first.
-    pub const TIMEOUT: u8 = 2;
+    pub(crate) const TIMEOUT: u8 = 2;
     /// Usage: bad arguments, unknown or malformed session ids.
-    pub const USAGE: u8 = 3;
+    pub(crate) const USAGE: u8 = 3;
 }
 
 /// `worktrain spawn`.
-pub async fn spawn(ctx: &Ctx, a: SpawnArgs) -> Result<Exit, ApiError> {
+pub(crate) async fn spawn(ctx: &Ctx, a: SpawnArgs) -> Result<Exit, ApiError> {
     let client = DaemonClient::new(ctx)?;
     let workflow = if worktrain_engine::catalog::is_workflow_path(&a.session.workflow) {
         std::fs::canonicalize(Path::new(&a.session.workflow))
@@ -114,7 +114,7 @@ fn usage(message: String) -> ApiError {
 }
 
 /// `worktrain await`: returns the process exit code directly (see [`await_exit`]).
-pub async fn await_sessions(ctx: &Ctx, a: AwaitArgs) -> u8 {
+pub(crate) async fn await_sessions(ctx: &Ctx, a: AwaitArgs) -> u8 {
     match await_inner(ctx, a).await {
         Ok(code) => code,
         Err((code, e)) => {
@@ -290,7 +290,7 @@ fn print_result(r: &Value) {
 }
 
 /// One line on a delivery (`delivered (pull_request)`, `FAILED at push: … — hint`).
-pub fn delivery_line(d: &Value) -> Option<String> {
+pub(crate) fn delivery_line(d: &Value) -> Option<String> {
     let state = d["state"].as_str()?;
     let target = d["target"].as_str().unwrap_or("?");
     Some(match state {
@@ -319,7 +319,7 @@ fn age(ms: i64) -> String {
 }
 
 /// `worktrain status`.
-pub async fn status(ctx: &Ctx) -> Result<Exit, ApiError> {
+pub(crate) async fn status(ctx: &Ctx) -> Result<Exit, ApiError> {
     let client = DaemonClient::new(ctx)?;
     let ready = client.get("/readyz").await?;
     let fetch = |state: &'static str, limit: u32| {
@@ -449,7 +449,7 @@ pub async fn status(ctx: &Ctx) -> Result<Exit, ApiError> {
 }
 
 /// `worktrain kill-all`.
-pub async fn kill_all(ctx: &Ctx) -> Result<Exit, ApiError> {
+pub(crate) async fn kill_all(ctx: &Ctx) -> Result<Exit, ApiError> {
     let client = DaemonClient::new(ctx)?;
     let v = client.post("/api/v1/kill-all", &json!({})).await?;
     if ctx.out.json {
@@ -461,7 +461,7 @@ pub async fn kill_all(ctx: &Ctx) -> Result<Exit, ApiError> {
 }
 
 /// `worktrain console`: a one-time login link to the web console.
-pub async fn console(ctx: &Ctx) -> Result<Exit, ApiError> {
+pub(crate) async fn console(ctx: &Ctx) -> Result<Exit, ApiError> {
     let client = DaemonClient::new(ctx)?;
     let v = client.post("/console/login-links", &json!({})).await?;
     let path = v["path"].as_str().ok_or_else(|| {
@@ -482,7 +482,12 @@ pub async fn console(ctx: &Ctx) -> Result<Exit, ApiError> {
 }
 
 /// `session cancel|steer|resume|retry|approve|reject` through the daemon.
-pub async fn action(ctx: &Ctx, session: &str, action: &str, body: Value) -> Result<Exit, ApiError> {
+pub(crate) async fn action(
+    ctx: &Ctx,
+    session: &str,
+    action: &str,
+    body: Value,
+) -> Result<Exit, ApiError> {
     let id = session
         .trim()
         .parse::<worktrain_core::ids::SessionId>()

@@ -63,7 +63,7 @@ async fn signalled() {
 }
 
 /// `worktrain daemon reload`: the running daemon re-reads config.yaml.
-pub async fn reload(ctx: &Ctx) -> Result<Exit, ApiError> {
+pub(crate) async fn reload(ctx: &Ctx) -> Result<Exit, ApiError> {
     let client = crate::client::DaemonClient::new(ctx)?;
     let report = client
         .post("/api/v1/reload", &serde_json::json!({}))
@@ -91,7 +91,7 @@ pub async fn reload(ctx: &Ctx) -> Result<Exit, ApiError> {
     Ok(Exit::Ok)
 }
 
-pub async fn run(ctx: &Ctx, args: DaemonArgs) -> Result<Exit, ApiError> {
+pub(crate) async fn run(ctx: &Ctx, args: DaemonArgs) -> Result<Exit, ApiError> {
     let config = ctx.config()?;
     let (engine, store) = ctx.engine_with_store().await?;
     let engine = Arc::new(engine);

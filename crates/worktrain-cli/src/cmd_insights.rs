@@ -28,7 +28,7 @@ use crate::cli::{
 use crate::output::Exit;
 
 /// The file `insights.yaml` in the home directory.
-pub const CONFIG_FILE: &str = "insights.yaml";
+pub(crate) const CONFIG_FILE: &str = "insights.yaml";
 
 fn insights_error(e: InsightsError) -> ApiError {
     match e {
@@ -217,7 +217,7 @@ async fn sync_and_refresh(
 }
 
 /// `worktrain insights …`.
-pub async fn run(ctx: &Ctx, cmd: InsightsCommand) -> Result<Exit, ApiError> {
+pub(crate) async fn run(ctx: &Ctx, cmd: InsightsCommand) -> Result<Exit, ApiError> {
     let engine = ctx.engine().await?;
     let store = store_of(&engine)?;
     match cmd {
@@ -625,7 +625,7 @@ async fn explain_cmd(
 }
 
 /// `worktrain report`.
-pub async fn report(ctx: &Ctx, a: ReportArgs) -> Result<Exit, ApiError> {
+pub(crate) async fn report(ctx: &Ctx, a: ReportArgs) -> Result<Exit, ApiError> {
     let engine = ctx.engine().await?;
     let store = store_of(&engine)?;
     let cfg = load_config(ctx, &InsightsOpts::default())?;
@@ -697,7 +697,7 @@ async fn trigger_decisions(
 }
 
 /// `worktrain proposals …`.
-pub async fn proposals(ctx: &Ctx, cmd: ProposalsCommand) -> Result<Exit, ApiError> {
+pub(crate) async fn proposals(ctx: &Ctx, cmd: ProposalsCommand) -> Result<Exit, ApiError> {
     let engine = ctx.engine().await?;
     let store = store_of(&engine)?;
     let cfg = load_config(ctx, &InsightsOpts::default())?;

@@ -12,7 +12,7 @@ use crate::cli::McpArgs;
 use crate::output::Exit;
 use crate::{Ctx, home_error};
 
-pub async fn run(ctx: &Ctx, args: McpArgs) -> Result<Exit, ApiError> {
+pub(crate) async fn run(ctx: &Ctx, args: McpArgs) -> Result<Exit, ApiError> {
     if let Some(socket) = &args.relay {
         return relay(socket).await;
     }

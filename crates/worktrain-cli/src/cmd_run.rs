@@ -31,7 +31,7 @@ struct StepExtras {
 /// paused (an editor that returns at once must not spin).
 const EMPTY_EDITS_BEFORE_PAUSE: u32 = 3;
 
-pub async fn run(ctx: &Ctx, args: RunArgs) -> Result<Exit, ApiError> {
+pub(crate) async fn run(ctx: &Ctx, args: RunArgs) -> Result<Exit, ApiError> {
     if !ctx.home.is_initialised() {
         let report = ctx.home.init().map_err(home_error)?;
         if !ctx.out.json {

@@ -21,7 +21,7 @@ use crate::cli::{OutputArgs, SessionCommand, SessionsArgs};
 use crate::output::{Audience, Exit, print_response, time};
 use crate::{Ctx, context_from, workspace_string};
 
-pub async fn run(ctx: &Ctx, cmd: SessionCommand) -> Result<Exit, ApiError> {
+pub(crate) async fn run(ctx: &Ctx, cmd: SessionCommand) -> Result<Exit, ApiError> {
     // Commands served by the daemon (the run's owner) never open the store here.
     let cmd = match cmd {
         SessionCommand::Cancel(a) => {
@@ -173,7 +173,7 @@ async fn daemon_session(engine: &Engine, session: &str) -> Result<Option<Session
 }
 
 /// Print a reply; blocked submissions exit with [`Exit::Blocked`].
-pub fn emit(ctx: &Ctx, reply: &Reply) -> Exit {
+pub(crate) fn emit(ctx: &Ctx, reply: &Reply) -> Exit {
     if ctx.out.json {
         ctx.out.raw_json(&reply.bytes);
     } else {
@@ -205,7 +205,7 @@ fn parse_rewind_target(s: &str) -> Result<RewindTarget, ApiError> {
 }
 
 /// Read notes, artifacts and context changes from the command line.
-pub fn read_output(a: &OutputArgs) -> Result<Submission, ApiError> {
+pub(crate) fn read_output(a: &OutputArgs) -> Result<Submission, ApiError> {
     let notes = match (&a.notes, &a.notes_file) {
         (Some(n), _) => Some(n.clone()),
         (None, Some(path)) if path.as_os_str() == "-" => {
@@ -242,7 +242,7 @@ fn read_text(path: &Path, what: &str) -> Result<String, ApiError> {
 }
 
 /// Read one artifact object or an array of them from a JSON file.
-pub fn read_artifacts(path: &Path) -> Result<Vec<Value>, ApiError> {
+pub(crate) fn read_artifacts(path: &Path) -> Result<Vec<Value>, ApiError> {
     let text = read_text(path, "artifact")?;
     let value: Value = serde_json::from_str(&text).map_err(|e| {
         ApiError::invalid_input(
@@ -516,7 +516,7 @@ async fn verify(ctx: &Ctx, engine: &Engine, session: &str) -> Result<Exit, ApiEr
     })
 }
 
-pub async fn list(ctx: &Ctx, a: SessionsArgs) -> Result<Exit, ApiError> {
+pub(crate) async fn list(ctx: &Ctx, a: SessionsArgs) -> Result<Exit, ApiError> {
     let engine = ctx.engine().await?;
     let status = a
         .status

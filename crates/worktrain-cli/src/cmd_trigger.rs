@@ -20,7 +20,7 @@ use crate::client::DaemonClient;
 use crate::output::Exit;
 
 /// The triggers file: `--file`, else `daemon.triggers_file` under the home.
-pub fn triggers_path(ctx: &Ctx, config: &Config) -> PathBuf {
+pub(crate) fn triggers_path(ctx: &Ctx, config: &Config) -> PathBuf {
     let f = &config.daemon.triggers_file;
     if f.is_absolute() {
         f.clone()
@@ -71,7 +71,7 @@ fn read_json(path: &Path) -> Result<Value, ApiError> {
 }
 
 /// Run a `trigger` subcommand.
-pub async fn run(ctx: &Ctx, cmd: TriggerCommand) -> Result<Exit, ApiError> {
+pub(crate) async fn run(ctx: &Ctx, cmd: TriggerCommand) -> Result<Exit, ApiError> {
     match cmd {
         TriggerCommand::Validate { file } => {
             let path = match file {

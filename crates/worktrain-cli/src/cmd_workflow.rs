@@ -8,7 +8,7 @@ use crate::Ctx;
 use crate::cli::WorkflowCommand;
 use crate::output::Exit;
 
-pub fn run(ctx: &Ctx, cmd: WorkflowCommand) -> Result<Exit, ApiError> {
+pub(crate) fn run(ctx: &Ctx, cmd: WorkflowCommand) -> Result<Exit, ApiError> {
     match cmd {
         WorkflowCommand::List(args) => list(ctx, args.workspace.as_deref()),
         WorkflowCommand::Show(args) => show(ctx, &args.workflow, args.workspace.as_deref()),

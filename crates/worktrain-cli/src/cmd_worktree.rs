@@ -67,7 +67,7 @@ fn open(ctx: &Ctx, repo: &Path) -> Result<Worktrees, ApiError> {
     Worktrees::new(config).map_err(git_error)
 }
 
-pub async fn run(ctx: &Ctx, cmd: WorktreeCommand) -> Result<Exit, ApiError> {
+pub(crate) async fn run(ctx: &Ctx, cmd: WorktreeCommand) -> Result<Exit, ApiError> {
     let engine = ctx.engine().await?;
     let repos = workspaces(&engine).await?;
     match cmd {
@@ -235,7 +235,7 @@ async fn clean(
 }
 
 /// `worktrain session diff <id> [--step S]`.
-pub async fn diff(ctx: &Ctx, a: DiffArgs) -> Result<Exit, ApiError> {
+pub(crate) async fn diff(ctx: &Ctx, a: DiffArgs) -> Result<Exit, ApiError> {
     let engine = ctx.engine().await?;
     let id: SessionId = engine.session_id(&SessionRef::parse(&a.session))?;
     let query = worktrain_engine::diff::DiffQuery {

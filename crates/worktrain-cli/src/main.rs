@@ -265,6 +265,17 @@ pub struct Ctx {
     pub database_url: Option<String>,
 }
 
+// By hand: the database URL may carry a password.
+impl std::fmt::Debug for Ctx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctx")
+            .field("home", &self.home.root())
+            .field("out", &self.out)
+            .field("daemon", &self.daemon)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Ctx {
     /// The configuration (defaults when the file is absent).
     pub fn config(&self) -> Result<Config, ApiError> {
@@ -466,12 +477,12 @@ pub fn home_error(e: HomeError) -> ApiError {
 
 impl cli::SessionSetupArgs {
     /// The workspace as the engine and daemon take it: canonical, and checked to exist.
-    pub fn workspace(&self) -> Result<Option<String>, ApiError> {
+    pub(crate) fn workspace(&self) -> Result<Option<String>, ApiError> {
         existing_workspace(self.workspace.as_deref())
     }
 
     /// The initial context from the `--context key=value` pairs.
-    pub fn context(&self) -> Result<Map<String, Value>, ApiError> {
+    pub(crate) fn context(&self) -> Result<Map<String, Value>, ApiError> {
         context_from(&self.context)
     }
 }

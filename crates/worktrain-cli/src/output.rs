@@ -31,7 +31,7 @@ pub enum Exit {
 }
 
 /// The exit code for an error code.
-pub fn exit_for(code: ErrorCode) -> Exit {
+pub(crate) fn exit_for(code: ErrorCode) -> Exit {
     match code {
         ErrorCode::SessionNotFound | ErrorCode::WorkflowNotFound => Exit::NotFound,
         ErrorCode::TokenMalformed
@@ -100,7 +100,7 @@ impl Out {
 /// Render a step response for humans.
 /// Who reads a printed response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Audience {
+pub(crate) enum Audience {
     /// Someone who submits with the tokens (`session start|advance|rehydrate|…`): the
     /// tokens and the engine's `next` are shown.
     TokenHolder,
@@ -110,7 +110,7 @@ pub enum Audience {
 }
 
 /// Print a step response for a person.
-pub fn print_response(r: &StepResponse, replayed: bool, audience: Audience) {
+pub(crate) fn print_response(r: &StepResponse, replayed: bool, audience: Audience) {
     let tag = match r.outcome {
         Outcome::Started => "started",
         Outcome::Advanced => "advanced",
@@ -237,7 +237,7 @@ pub fn print_response(r: &StepResponse, replayed: bool, audience: Audience) {
 }
 
 /// Format a millisecond timestamp as RFC 3339.
-pub fn time(ms: i64) -> String {
+pub(crate) fn time(ms: i64) -> String {
     let t =
         std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
     humantime::format_rfc3339_seconds(t).to_string()

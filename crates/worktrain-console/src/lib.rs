@@ -62,6 +62,14 @@ pub struct Console {
     stats: Arc<tokio::sync::Mutex<Option<(Instant, Counts)>>>,
 }
 
+impl std::fmt::Debug for Console {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Console")
+            .field("app", &self.app)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Console {
     /// A console over the API's state.
     pub fn new(app: AppState) -> Self {

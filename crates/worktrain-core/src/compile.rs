@@ -350,6 +350,7 @@ pub trait RoutineResolver {
 }
 
 /// A resolver with no routines.
+#[derive(Debug, Clone, Copy, Default)]
 pub struct NoRoutines;
 
 impl RoutineResolver for NoRoutines {

@@ -108,6 +108,7 @@ struct Accepted {
 }
 
 /// The engine state machine for one pinned workflow.
+#[derive(Debug, Clone, Copy)]
 pub struct Machine<'a> {
     /// The pinned workflow.
     pub pinned: &'a Pinned,

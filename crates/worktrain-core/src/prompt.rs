@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 use crate::condition::ContextPath;
 
 /// Values available to prompt templates.
+#[derive(Debug, Clone, Copy)]
 pub struct PromptVars<'a> {
     /// Session goal.
     pub goal: &'a str,

@@ -31,6 +31,14 @@ pub struct EngineDriver {
     token: Mutex<Option<(String, NodeId)>>,
 }
 
+impl std::fmt::Debug for EngineDriver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineDriver")
+            .field("session", &self.session)
+            .finish_non_exhaustive()
+    }
+}
+
 impl EngineDriver {
     /// A driver for `session`'s run `owner`.
     pub fn new(engine: Arc<Engine>, session: SessionId, owner: RunOwner) -> Self {
@@ -182,6 +190,14 @@ pub struct EngineSink {
     engine: Arc<Engine>,
     session: SessionId,
     owner: RunOwner,
+}
+
+impl std::fmt::Debug for EngineSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineSink")
+            .field("session", &self.session)
+            .finish_non_exhaustive()
+    }
 }
 
 impl EngineSink {

@@ -155,6 +155,16 @@ pub struct Server {
     extensions: Vec<Extension>,
 }
 
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("addr", &self.listener.local_addr().ok())
+            .field("limits", &self.limits)
+            .field("extensions", &self.extensions.len())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Server {
     /// Check and bind `addr` for `sup`'s API.
     pub async fn bind(

@@ -147,6 +147,17 @@ pub struct Supervisor {
     served_at: std::sync::OnceLock<std::net::SocketAddr>,
 }
 
+// By hand: the live settings hold secrets, and the run table is large.
+impl std::fmt::Debug for Supervisor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Supervisor")
+            .field("home", &self.home)
+            .field("worker", &self.worker)
+            .field("stopping", &self.stopping.is_cancelled())
+            .finish_non_exhaustive()
+    }
+}
+
 fn lock<'a, T>(m: &'a Mutex<T>) -> std::sync::MutexGuard<'a, T> {
     // A poisoned lock only means another task panicked while holding it; the map
     // itself is still consistent (every update is a single insert/remove).

@@ -12,7 +12,7 @@ pub const BRANCH_PREFIX: &str = "worktrain/";
 /// Namespace of the hidden snapshot refs: `refs/worktrain/<session>/<node>`.
 pub const SNAPSHOT_NAMESPACE: &str = "refs/worktrain/";
 /// Namespace of refs that pin what a read-only worktree was fetched at.
-pub const FETCHED_NAMESPACE: &str = "refs/worktrain-fetched/";
+pub(crate) const FETCHED_NAMESPACE: &str = "refs/worktrain-fetched/";
 /// Label of the automatic snapshot taken just before [`crate::Worktrees::restore`].
 /// It starts with `_`, which caller labels may not, so it never collides with a node.
 pub const PRE_RESTORE_LABEL: &str = "_pre-restore";

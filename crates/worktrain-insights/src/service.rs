@@ -198,6 +198,14 @@ pub struct Insights<'a> {
     thresholds: Thresholds,
 }
 
+impl std::fmt::Debug for Insights<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Insights")
+            .field("thresholds", &self.thresholds)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<'a> Insights<'a> {
     /// Insights over `store` with these detector thresholds.
     pub fn new(store: &'a dyn InsightsStore, thresholds: Thresholds) -> Self {

@@ -203,14 +203,14 @@ fn submission(
 pub(crate) struct CurrentStepArgs {}
 
 /// Instructions in session-bound mode (an external agent run by the daemon).
-pub const BOUND_INSTRUCTIONS: &str = "You are working on one worktrain session. Call current_step to see what to do now (and the notes of earlier steps), do exactly that, then call complete_step with your notes (plus any artifact or context the step requires). Repeat until complete_step reports the workflow complete. If the outcome is \"blocked\", fix every blocker and call complete_step again. Never claim a check passed unless you ran it.";
+pub(crate) const BOUND_INSTRUCTIONS: &str = "You are working on one worktrain session. Call current_step to see what to do now (and the notes of earlier steps), do exactly that, then call complete_step with your notes (plus any artifact or context the step requires). Repeat until complete_step reports the workflow complete. If the outcome is \"blocked\", fix every blocker and call complete_step again. Never claim a check passed unless you ran it.";
 
 const CURRENT_STEP: &str = "Show the step you must do now in this session: its instructions, guidance, required artifact or context, any blockers from your last attempt, and the notes of earlier steps. Call it first, and whenever you lose track.";
 
 const COMPLETE_STEP: &str = "Submit your output for the current step: notes (what you did and found, with evidence), plus the artifact the step's output contract requires and context keys it must set. Returns the next step, `blocked` with precise blockers (fix them and call again), `parked` (an operator must approve; stop working), or `complete`.";
 
 /// The tools of session-bound mode.
-pub fn bound_definitions() -> &'static [ToolDef] {
+pub(crate) fn bound_definitions() -> &'static [ToolDef] {
     static DEFS: OnceLock<Vec<ToolDef>> = OnceLock::new();
     DEFS.get_or_init(|| {
         vec![
@@ -393,7 +393,7 @@ fn tidy(v: &mut Value) {
 }
 
 /// Every tool, built once (schema generation is cheap but not free).
-pub fn definitions() -> &'static [ToolDef] {
+pub(crate) fn definitions() -> &'static [ToolDef] {
     static DEFS: OnceLock<Vec<ToolDef>> = OnceLock::new();
     DEFS.get_or_init(|| {
         vec![

@@ -125,6 +125,7 @@ macro_rules! all_checks {
 // ---------------------------------------------------------------------------------------
 
 /// A SQLite database in a temporary directory.
+#[derive(Debug)]
 pub struct SqliteDb {
     _dir: tempfile::TempDir,
     path: PathBuf,
@@ -263,6 +264,7 @@ async fn sqlite_uses_wal_and_full_sync() {
 // ---------------------------------------------------------------------------------------
 
 /// A fresh database on the test PostgreSQL server.
+#[derive(Debug)]
 pub struct PgDb {
     db: worktrain_testkit::postgres::TestDatabase,
     raw: tokio::sync::OnceCell<sqlx::PgPool>,

@@ -9,6 +9,7 @@
 
 /// A compiler feature: content appended to the blocks of every step that uses
 /// `promptBlocks`, in this order, after the step's own entries.
+#[derive(Debug)]
 pub struct Feature {
     /// Feature id.
     pub id: &'static str,
@@ -21,6 +22,7 @@ pub struct Feature {
 }
 
 /// One injected entry: literal text or a snippet reference.
+#[derive(Debug)]
 pub enum Part {
     /// Literal text.
     Text(&'static str),

@@ -46,7 +46,7 @@ const MAX_ERROR_BODY: usize = 2000;
 
 impl Transport {
     /// `headers` are sent on every request (auth headers are marked sensitive).
-    pub fn new(
+    pub(super) fn new(
         retry: RetryPolicy,
         timeout: Duration,
         headers: Vec<(&'static str, String, bool)>,
@@ -76,7 +76,7 @@ impl Transport {
     /// POST `body` to `url`, retrying transient failures; `parse` turns a payload into
     /// the result and may itself report a retryable error (a cut stream, an `error`
     /// event). Returns the result and the number of attempts.
-    pub async fn post<T>(
+    pub(super) async fn post<T>(
         &self,
         url: &str,
         body: &Value,

@@ -19,7 +19,7 @@ pub(crate) struct SseParser {
 
 impl SseParser {
     /// Feed bytes; returns the events completed by them.
-    pub fn push(&mut self, chunk: &[u8]) -> Vec<SseEvent> {
+    pub(super) fn push(&mut self, chunk: &[u8]) -> Vec<SseEvent> {
         self.buf.extend_from_slice(chunk);
         let mut out = Vec::new();
         while let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
@@ -37,7 +37,7 @@ impl SseParser {
     }
 
     /// End of stream: dispatch a final event not followed by a blank line.
-    pub fn finish(&mut self) -> Option<SseEvent> {
+    pub(super) fn finish(&mut self) -> Option<SseEvent> {
         if !self.buf.is_empty() {
             let rest = String::from_utf8_lossy(&std::mem::take(&mut self.buf)).into_owned();
             if let Some(ev) = self.line(rest.trim_end_matches('\r')) {

@@ -134,6 +134,15 @@ pub struct ToolEnv {
     pub timeout: Duration,
 }
 
+impl std::fmt::Debug for ToolEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ToolEnv")
+            .field("scope", &self.scope)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Toolbox {
     /// A toolbox with `config`.
     pub fn new(config: ToolConfig) -> Self {

@@ -13,13 +13,13 @@ use worktrain_agent::{
 use worktrain_core::event::{Blocker, BlockerCode};
 
 /// The step token the fake driver "holds"; it must never reach the model.
-pub const TOKEN: &str = "wt1.eyJzZXNzaW9uIjoic2VzXzAxIn0.c2VjcmV0LXNpZ25hdHVyZS10YWc";
+pub(crate) const TOKEN: &str = "wt1.eyJzZXNzaW9uIjoic2VzXzAxIn0.c2VjcmV0LXNpZ25hdHVyZS10YWc";
 /// The fake API key.
-pub const API_KEY: &str = "test-key-0123456789";
+pub(crate) const API_KEY: &str = "test-key-0123456789";
 
 /// One step of the fake workflow.
 #[derive(Debug, Clone)]
-pub struct FakeStep {
+pub(crate) struct FakeStep {
     pub title: String,
     pub prompt: String,
     /// The artifact kind the step requires, if any.
@@ -29,7 +29,7 @@ pub struct FakeStep {
 }
 
 impl FakeStep {
-    pub fn new(title: &str, prompt: &str) -> Self {
+    pub(crate) fn new(title: &str, prompt: &str) -> Self {
         Self {
             title: title.into(),
             prompt: prompt.into(),
@@ -50,13 +50,13 @@ struct State {
 
 /// A StepDriver over a list of steps: notes are required, artifacts per step.
 #[derive(Debug)]
-pub struct FakeDriver {
+pub(crate) struct FakeDriver {
     steps: Vec<FakeStep>,
     state: Mutex<State>,
 }
 
 impl FakeDriver {
-    pub fn new(steps: Vec<FakeStep>) -> Arc<Self> {
+    pub(crate) fn new(steps: Vec<FakeStep>) -> Arc<Self> {
         Arc::new(Self {
             steps,
             state: Mutex::new(State {
@@ -66,7 +66,7 @@ impl FakeDriver {
         })
     }
 
-    pub fn submissions(&self) -> Vec<Submission> {
+    pub(crate) fn submissions(&self) -> Vec<Submission> {
         self.state.lock().unwrap().submissions.clone()
     }
 
@@ -149,13 +149,13 @@ impl StepDriver for FakeDriver {
 /// A driver whose progress is a file an external script appends to (one line per
 /// accepted step): the "stub" an external agent drives.
 #[derive(Debug)]
-pub struct FileDriver {
+pub(crate) struct FileDriver {
     pub dir: PathBuf,
     pub steps: usize,
 }
 
 impl FileDriver {
-    pub fn advances(&self) -> usize {
+    pub(crate) fn advances(&self) -> usize {
         std::fs::read_to_string(self.dir.join("advances"))
             .map(|s| s.lines().count())
             .unwrap_or(0)
@@ -186,7 +186,7 @@ impl StepDriver for FileDriver {
     }
 }
 
-pub fn fast_retry() -> RetryPolicy {
+pub(crate) fn fast_retry() -> RetryPolicy {
     RetryPolicy {
         max_retries: 3,
         initial_backoff: Duration::from_millis(10),
@@ -195,7 +195,7 @@ pub fn fast_retry() -> RetryPolicy {
     }
 }
 
-pub fn llm_config(base: &str, provider: Provider, stream: bool) -> LlmConfig {
+pub(crate) fn llm_config(base: &str, provider: Provider, stream: bool) -> LlmConfig {
     let mut c = LlmConfig::new(
         provider,
         "fake-model",
@@ -209,12 +209,12 @@ pub fn llm_config(base: &str, provider: Provider, stream: bool) -> LlmConfig {
     c
 }
 
-pub fn client(base: &str, provider: Provider, stream: bool) -> Arc<dyn LlmClient> {
+pub(crate) fn client(base: &str, provider: Provider, stream: bool) -> Arc<dyn LlmClient> {
     let c = llm_config(base, provider, stream);
     Arc::new(HttpLlmClient::new(c).unwrap())
 }
 
-pub fn agent_config() -> LlmAgentConfig {
+pub(crate) fn agent_config() -> LlmAgentConfig {
     LlmAgentConfig {
         heartbeat_interval: Duration::from_millis(50),
         policy: AgentPolicy::default(),
@@ -222,18 +222,18 @@ pub fn agent_config() -> LlmAgentConfig {
     }
 }
 
-pub fn agent(base: &str, provider: Provider, stream: bool) -> LlmAgent {
+pub(crate) fn agent(base: &str, provider: Provider, stream: bool) -> LlmAgent {
     LlmAgent::from_llm_config(&llm_config(base, provider, stream), agent_config()).unwrap()
 }
 
-pub fn worktree() -> tempfile::TempDir {
+pub(crate) fn worktree() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join(".git")).unwrap();
     std::fs::write(dir.path().join(".git/config"), "[core]\n").unwrap();
     dir
 }
 
-pub fn write(root: &Path, rel: &str, text: &str) {
+pub(crate) fn write(root: &Path, rel: &str, text: &str) {
     let p = root.join(rel);
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
     std::fs::write(p, text).unwrap();
@@ -243,7 +243,7 @@ pub fn write(root: &Path, rel: &str, text: &str) {
 /// `30.11` of `sleep 30.11`) is still alive (not gone, not a zombie) after a grace second:
 /// a killed orphan is reaped asynchronously. Sandboxed commands live in their own PID
 /// namespace, so a `$!` they print means nothing out here; their arguments do.
-pub fn alive(marker: &str) -> bool {
+pub(crate) fn alive(marker: &str) -> bool {
     let marker = marker.trim();
     let running = || {
         let Ok(dir) = std::fs::read_dir("/proc") else {
@@ -276,7 +276,7 @@ pub fn alive(marker: &str) -> bool {
 /// Await a spawned run that must end without waiting out what it was stuck on (a stalled
 /// LLM call, a long-sleeping tool). The bound only keeps a broken cancellation from
 /// hanging the suite; how fast a run ends is measured by the benchmarks, not here.
-pub async fn finishes<T>(task: tokio::task::JoinHandle<T>) -> T {
+pub(crate) async fn finishes<T>(task: tokio::task::JoinHandle<T>) -> T {
     tokio::time::timeout(Duration::from_secs(120), task)
         .await
         .expect("the run did not end: cancellation did not interrupt it")

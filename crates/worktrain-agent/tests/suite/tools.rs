@@ -13,7 +13,7 @@ use worktrain_agent::{
 
 use crate::common::{worktree, write};
 
-pub fn scope(root: &Path) -> Arc<SandboxScope> {
+pub(crate) fn scope(root: &Path) -> Arc<SandboxScope> {
     Arc::new(
         Sandbox::new(SandboxPolicy::default())
             .scope(root, Some("ses_tools"))

@@ -27,7 +27,7 @@ use worktrain_testkit::{FakeLlm, FakeLlmHandle, Route, Script, ToolCall, Turn};
 use worktrain_triggers::env::EnvSource;
 use worktrain_triggers::runtime::{Runtime, SystemClock};
 
-pub const TWO_STEP: &str = "\
+pub(crate) const TWO_STEP: &str = "\
 schemaVersion: 1
 id: two
 name: Two steps
@@ -42,7 +42,7 @@ steps:
     prompt: 'Build {{goal}}'
 ";
 
-pub const GATED: &str = "\
+pub(crate) const GATED: &str = "\
 schemaVersion: 1
 id: gated
 name: Gated
@@ -59,12 +59,12 @@ steps:
 ";
 
 /// A turn completing the current step with `notes`.
-pub fn complete(notes: &str) -> Turn {
+pub(crate) fn complete(notes: &str) -> Turn {
     Turn::tool("complete_step", json!({"notes": notes}))
 }
 
 /// A turn that waits `ms`, then runs a harmless shell command (the run stays busy).
-pub fn slow_shell(ms: u64) -> Turn {
+pub(crate) fn slow_shell(ms: u64) -> Turn {
     Turn::Delay {
         ms,
         then: Box::new(Turn::tools(vec![ToolCall::new(
@@ -75,14 +75,14 @@ pub fn slow_shell(ms: u64) -> Turn {
 }
 
 /// Requests whose prompt contains `goal` play `turns`.
-pub fn route(goal: &str, turns: Vec<Turn>) -> Route {
+pub(crate) fn route(goal: &str, turns: Vec<Turn>) -> Route {
     Route {
         contains: goal.to_owned(),
         turns,
     }
 }
 
-pub struct Daemon {
+pub(crate) struct Daemon {
     _dir: tempfile::TempDir,
     pub base: String,
     pub token: String,
@@ -122,18 +122,18 @@ fn agent(base: &str) -> Arc<dyn AgentRunner> {
 
 impl Daemon {
     /// A daemon whose agent plays `routes`.
-    pub async fn start(routes: Vec<Route>) -> Self {
+    pub(crate) async fn start(routes: Vec<Route>) -> Self {
         Self::start_with(routes, false).await
     }
 
     /// [`Daemon::start`], with session worktrees (and step snapshots) when `worktrees`.
-    pub async fn start_with(routes: Vec<Route>, worktrees: bool) -> Self {
+    pub(crate) async fn start_with(routes: Vec<Route>, worktrees: bool) -> Self {
         Self::boot(routes, worktrees, None).await
     }
 
     /// [`Daemon::start`], with the trigger runtime over `triggers_yml` (written to the
     /// home's `triggers.yml`).
-    pub async fn start_with_triggers(routes: Vec<Route>, triggers_yml: &str) -> Self {
+    pub(crate) async fn start_with_triggers(routes: Vec<Route>, triggers_yml: &str) -> Self {
         Self::boot(routes, false, Some(triggers_yml)).await
     }
 
@@ -232,7 +232,7 @@ impl Daemon {
         }
     }
 
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         self.sup.shutdown();
         self.stop.cancel();
         if let Some(t) = self.sup_task.take() {
@@ -243,12 +243,12 @@ impl Daemon {
         }
     }
 
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
     /// An API call with the bearer token.
-    pub async fn api(
+    pub(crate) async fn api(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -271,12 +271,17 @@ impl Daemon {
     }
 
     /// Dispatch a session through the API; its id.
-    pub async fn spawn(&self, workflow: &str, goal: &str) -> String {
+    pub(crate) async fn spawn(&self, workflow: &str, goal: &str) -> String {
         self.spawn_in(workflow, goal, None).await
     }
 
     /// Dispatch a session into `workspace`; its id.
-    pub async fn spawn_in(&self, workflow: &str, goal: &str, workspace: Option<&str>) -> String {
+    pub(crate) async fn spawn_in(
+        &self,
+        workflow: &str,
+        goal: &str,
+        workspace: Option<&str>,
+    ) -> String {
         let (s, v) = self
             .api(
                 reqwest::Method::POST,
@@ -288,7 +293,7 @@ impl Daemon {
         v["session_id"].as_str().expect("id").to_owned()
     }
 
-    pub async fn session(&self, id: &str) -> Value {
+    pub(crate) async fn session(&self, id: &str) -> Value {
         let (s, v) = self
             .api(
                 reqwest::Method::GET,
@@ -301,7 +306,7 @@ impl Daemon {
     }
 
     /// Wait until the run reaches `state` (panics after 30 s).
-    pub async fn wait_state(&self, id: &str, state: &str) -> Value {
+    pub(crate) async fn wait_state(&self, id: &str, state: &str) -> Value {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let s = self.session(id).await;
@@ -317,7 +322,7 @@ impl Daemon {
     }
 
     /// The kinds of a session's events.
-    pub async fn event_kinds(&self, id: &str) -> Vec<String> {
+    pub(crate) async fn event_kinds(&self, id: &str) -> Vec<String> {
         let (s, v) = self
             .api(
                 reqwest::Method::GET,
@@ -336,7 +341,7 @@ impl Daemon {
     }
 
     /// Log in over plain HTTP (the login form): (session cookie header, CSRF token).
-    pub async fn http_login(&self) -> (String, String) {
+    pub(crate) async fn http_login(&self) -> (String, String) {
         let page = self
             .http
             .get(self.url("/console/login"))
@@ -378,7 +383,7 @@ impl Daemon {
 }
 
 /// A git repository with one commit on `main`.
-pub fn git_repo() -> tempfile::TempDir {
+pub(crate) fn git_repo() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     let git = |args: &[&str]| {
         let st = std::process::Command::new("git")
@@ -400,7 +405,7 @@ pub fn git_repo() -> tempfile::TempDir {
 }
 
 /// An authenticated GET of a console page: (status, body).
-pub async fn page(d: &Daemon, cookie: &str, path: &str) -> (StatusCode, String) {
+pub(crate) async fn page(d: &Daemon, cookie: &str, path: &str) -> (StatusCode, String) {
     let r = d
         .http
         .get(d.url(path))
@@ -413,7 +418,7 @@ pub async fn page(d: &Daemon, cookie: &str, path: &str) -> (StatusCode, String) 
 }
 
 /// The value of cookie `name` set by `resp`.
-pub fn set_cookie(resp: &reqwest::Response, name: &str) -> Option<String> {
+pub(crate) fn set_cookie(resp: &reqwest::Response, name: &str) -> Option<String> {
     resp.headers()
         .get_all("set-cookie")
         .iter()
@@ -426,7 +431,7 @@ pub fn set_cookie(resp: &reqwest::Response, name: &str) -> Option<String> {
 }
 
 /// The value of the hidden input `name` in `html`.
-pub fn hidden(html: &str, name: &str) -> Option<String> {
+pub(crate) fn hidden(html: &str, name: &str) -> Option<String> {
     let marker = format!("name=\"{name}\" value=\"");
     let i = html.find(&marker)? + marker.len();
     let j = html[i..].find('"')?;
@@ -434,7 +439,7 @@ pub fn hidden(html: &str, name: &str) -> Option<String> {
 }
 
 /// Poll `f` until it returns `Some`, for up to `secs`.
-pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
+pub(crate) async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -466,10 +471,10 @@ fn browser_paths() -> Option<(PathBuf, PathBuf)> {
 
 /// `WORKTRAIN_TEST_BROWSER=skip` says this machine has no Chromium; without it, the
 /// browser tests fail when Chromium is missing (CI installs it and never skips).
-pub const SKIP_ENV: &str = "WORKTRAIN_TEST_BROWSER";
+pub(crate) const SKIP_ENV: &str = "WORKTRAIN_TEST_BROWSER";
 
 /// Screenshots go to `target/console-screenshots/` (CI keeps them as artifacts).
-pub fn screenshot_dir() -> PathBuf {
+pub(crate) fn screenshot_dir() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../target")));
@@ -479,7 +484,7 @@ pub fn screenshot_dir() -> PathBuf {
 }
 
 /// A headless Chromium session (its chromedriver and browser end when this is dropped).
-pub struct Browser {
+pub(crate) struct Browser {
     pub c: Client,
     _driver: tokio::process::Child,
     _profile: tempfile::TempDir,
@@ -489,7 +494,7 @@ pub struct Browser {
 impl Browser {
     /// A fresh browser (empty profile), or `None` when Chromium is absent and
     /// `WORKTRAIN_TEST_BROWSER=skip`.
-    pub async fn start() -> Option<Self> {
+    pub(crate) async fn start() -> Option<Self> {
         let Some((chromium, driver)) = browser_paths() else {
             if std::env::var(SKIP_ENV).as_deref() == Ok("skip") {
                 eprintln!("skipping: no Chromium here and {SKIP_ENV}=skip");
@@ -549,11 +554,11 @@ impl Browser {
         })
     }
 
-    pub async fn goto(&self, url: &str) {
+    pub(crate) async fn goto(&self, url: &str) {
         self.c.goto(url).await.expect("goto");
     }
 
-    pub async fn path(&self) -> String {
+    pub(crate) async fn path(&self) -> String {
         let u = self.c.current_url().await.expect("url");
         match u.query() {
             Some(q) => format!("{}?{q}", u.path()),
@@ -562,19 +567,19 @@ impl Browser {
     }
 
     /// Text of the first element matching `css` (empty when there is none).
-    pub async fn text(&self, css: &str) -> String {
+    pub(crate) async fn text(&self, css: &str) -> String {
         match self.c.find(Locator::Css(css)).await {
             Ok(e) => e.text().await.unwrap_or_default(),
             Err(_) => String::new(),
         }
     }
 
-    pub async fn js(&self, script: &str) -> Value {
+    pub(crate) async fn js(&self, script: &str) -> Value {
         self.c.execute(script, vec![]).await.expect("execute")
     }
 
     /// Log in through the login form (we are on it, or get sent to it).
-    pub async fn login(&self, d: &Daemon) {
+    pub(crate) async fn login(&self, d: &Daemon) {
         if !self.path().await.starts_with("/console/login") {
             self.goto(&d.url("/console/login")).await;
         }
@@ -601,7 +606,7 @@ impl Browser {
     /// Open the `<details>` of an action, fill its field and confirm. Live updates may
     /// replace the section until the form is open (then they wait), so a stale element
     /// means: start again.
-    pub async fn act(&self, action: &str, field: Option<&str>) {
+    pub(crate) async fn act(&self, action: &str, field: Option<&str>) {
         for _ in 0..10 {
             match self.try_act(action, field).await {
                 Ok(()) => return,
@@ -640,12 +645,12 @@ impl Browser {
             .await
     }
 
-    pub async fn screenshot(&self, name: &str) {
+    pub(crate) async fn screenshot(&self, name: &str) {
         let png = self.c.screenshot().await.expect("screenshot");
         std::fs::write(screenshot_dir().join(format!("{name}.png")), png).expect("write");
     }
 
-    pub async fn close(self) {
+    pub(crate) async fn close(self) {
         let _ = self.c.close().await;
     }
 }

@@ -36,7 +36,7 @@ pub(super) fn routes() -> Vec<Route> {
 /// Body with an optional note.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct NoteBody {
+pub(super) struct NoteBody {
     /// The note.
     #[serde(default)]
     pub note: Option<String>,
@@ -45,7 +45,7 @@ pub struct NoteBody {
 /// `steer` body.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SteerBody {
+pub(super) struct SteerBody {
     /// The message for the agent's next turn.
     pub message: String,
 }
@@ -53,7 +53,7 @@ pub struct SteerBody {
 /// An empty body (`{}` or nothing).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct EmptyBody {}
+pub(super) struct EmptyBody {}
 
 async fn record_of(st: &AppState, s: SessionSummary) -> ApiResult<axum::Json<SessionRecord>> {
     let queue = st.sup.engine().store().queue().await.map_err(store_error)?;
@@ -84,7 +84,7 @@ async fn steer(
 
 /// Approve/reject answer.
 #[derive(Debug, Serialize)]
-pub struct GateAnswer {
+pub(super) struct GateAnswer {
     /// `approved` or `rejected`.
     pub outcome: worktrain_core::response::Outcome,
     /// The session after the decision (its run requeued when it had one).

@@ -35,7 +35,7 @@ async fn healthz() -> Response {
 
 /// `/readyz` body.
 #[derive(Debug, Serialize)]
-pub struct Readiness {
+pub(super) struct Readiness {
     /// Accepting work.
     pub ready: bool,
     /// This daemon's worker id.

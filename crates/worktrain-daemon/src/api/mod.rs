@@ -58,6 +58,17 @@ pub struct AppState {
     stats: Arc<StatsCache>,
 }
 
+// By hand: the token is a secret, and the supervisor is large.
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("body_limit", &self.body_limit)
+            .field("timeout", &self.timeout)
+            .field("triggers", &self.triggers.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 impl AppState {
     /// State for `sup`, authenticating with `token`; limits from the daemon settings.
     pub fn new(sup: Arc<Supervisor>, token: ApiToken) -> Self {
@@ -92,6 +103,17 @@ pub struct Route {
     pub long: bool,
     /// The handler.
     pub handler: MethodRouter<AppState>,
+}
+
+impl std::fmt::Debug for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Route")
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .field("auth", &self.auth)
+            .field("long", &self.long)
+            .finish_non_exhaustive()
+    }
 }
 
 fn route(method: Method, path: &'static str, handler: MethodRouter<AppState>) -> Route {

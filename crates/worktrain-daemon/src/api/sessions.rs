@@ -229,7 +229,7 @@ pub async fn dispatch_session(
 /// `GET /api/v1/sessions` query.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ListQuery {
+pub(super) struct ListQuery {
     /// Workflow status.
     pub status: Option<String>,
     /// Run state, or `none` for sessions without a run.
@@ -250,7 +250,7 @@ pub struct ListQuery {
 
 /// A page of sessions.
 #[derive(Debug, Serialize)]
-pub struct SessionPage {
+pub(super) struct SessionPage {
     /// The sessions, most recently updated first (queued/running/interrupted filters:
     /// queue order).
     pub sessions: Vec<SessionRecord>,
@@ -353,7 +353,7 @@ async fn list_sessions(
 
 /// `GET /api/v1/sessions/{id}` body.
 #[derive(Debug, Serialize)]
-pub struct SessionDetail {
+pub(super) struct SessionDetail {
     /// The session.
     #[serde(flatten)]
     pub record: SessionRecord,
@@ -366,7 +366,7 @@ pub struct SessionDetail {
 /// `GET /api/v1/sessions/{id}/diff` query.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct DiffQueryArgs {
+pub(super) struct DiffQueryArgs {
     /// Only this step (its id, or its node as `n3`).
     pub step: Option<String>,
     /// The stat only, without the patches.

@@ -48,7 +48,7 @@ pub(super) fn routes() -> Vec<Route> {
 /// `GET /api/v1/sessions/{id}/events` query.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct EventsQuery {
+pub(super) struct EventsQuery {
     /// Only events with `seq > after`.
     pub after: Option<u64>,
     /// Page size (default 100, at most 1000).
@@ -88,7 +88,7 @@ async fn session_events(
 /// Stream query.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct StreamQuery {
+pub(super) struct StreamQuery {
     /// Start after this `seq` (session stream) or `position` (global stream);
     /// `Last-Event-ID` takes precedence.
     pub after: Option<u64>,
@@ -143,7 +143,7 @@ async fn global_stream(
 /// `POST /api/v1/await` body.
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct AwaitBody {
+pub(super) struct AwaitBody {
     /// Sessions to wait for.
     pub sessions: Vec<String>,
     /// `all` (default) or `any`.
@@ -157,7 +157,7 @@ pub struct AwaitBody {
 /// Wait for every session or for the first.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum AwaitMode {
+pub(super) enum AwaitMode {
     /// Until every session finished.
     #[default]
     All,
@@ -167,7 +167,7 @@ pub enum AwaitMode {
 
 /// `POST /api/v1/await` answer.
 #[derive(Debug, Serialize)]
-pub struct AwaitAnswer {
+pub(super) struct AwaitAnswer {
     /// The condition holds.
     pub done: bool,
     /// The wait ended by its timeout.

@@ -19,7 +19,7 @@ use worktrain_daemon::supervisor::Supervisor;
 use worktrain_engine::Engine;
 use worktrain_testkit::{FakeLlm, FakeLlmHandle, Route, Script, ToolCall, Turn};
 
-pub const ONE_STEP: &str = "\
+pub(crate) const ONE_STEP: &str = "\
 schemaVersion: 1
 id: one
 name: One step
@@ -31,7 +31,7 @@ steps:
     prompt: 'Do the work: {{goal}}'
 ";
 
-pub const GATED: &str = "\
+pub(crate) const GATED: &str = "\
 schemaVersion: 1
 id: gated
 name: Gated
@@ -47,7 +47,7 @@ steps:
     prompt: 'Finish {{goal}}'
 ";
 
-pub const TWO_STEP: &str = "\
+pub(crate) const TWO_STEP: &str = "\
 schemaVersion: 1
 id: two
 name: Two steps
@@ -63,7 +63,7 @@ steps:
 ";
 
 /// A fresh git working tree (`git init`) to dispatch into.
-pub fn git_workspace() -> tempfile::TempDir {
+pub(crate) fn git_workspace() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     let st = std::process::Command::new("git")
         .args(["init", "-q"])
@@ -75,12 +75,12 @@ pub fn git_workspace() -> tempfile::TempDir {
 }
 
 /// A turn completing the current step.
-pub fn complete(notes: &str) -> Turn {
+pub(crate) fn complete(notes: &str) -> Turn {
     Turn::tool("complete_step", json!({"notes": notes}))
 }
 
 /// A turn completing the step with artifacts.
-pub fn complete_with(notes: &str, artifacts: Value) -> Turn {
+pub(crate) fn complete_with(notes: &str, artifacts: Value) -> Turn {
     Turn::tool(
         "complete_step",
         json!({"notes": notes, "artifacts": artifacts}),
@@ -88,7 +88,7 @@ pub fn complete_with(notes: &str, artifacts: Value) -> Turn {
 }
 
 /// A turn that runs a harmless shell command after `ms` milliseconds.
-pub fn slow_shell(ms: u64) -> Turn {
+pub(crate) fn slow_shell(ms: u64) -> Turn {
     Turn::Delay {
         ms,
         then: Box::new(Turn::tools(vec![ToolCall::new(
@@ -99,14 +99,14 @@ pub fn slow_shell(ms: u64) -> Turn {
 }
 
 /// A route: requests containing `goal` play `turns`.
-pub fn route(goal: &str, turns: Vec<Turn>) -> Route {
+pub(crate) fn route(goal: &str, turns: Vec<Turn>) -> Route {
     Route {
         contains: goal.to_owned(),
         turns,
     }
 }
 
-pub struct Daemon {
+pub(crate) struct Daemon {
     pub _dir: tempfile::TempDir,
     pub base: String,
     pub token: String,
@@ -119,7 +119,7 @@ pub struct Daemon {
     sup_task: Option<JoinHandle<()>>,
 }
 
-pub struct Options {
+pub(crate) struct Options {
     pub settings: DaemonSettings,
     /// Client limits of the HTTP server.
     pub server_limits: ServerLimits,
@@ -140,7 +140,7 @@ impl Default for Options {
     }
 }
 
-pub fn fast_retry() -> RetryPolicy {
+pub(crate) fn fast_retry() -> RetryPolicy {
     RetryPolicy {
         max_retries: 1,
         initial_backoff: Duration::from_millis(10),
@@ -167,11 +167,11 @@ fn agent(base: &str) -> Arc<dyn AgentRunner> {
 }
 
 impl Daemon {
-    pub async fn start(script: impl Into<Script>) -> Self {
+    pub(crate) async fn start(script: impl Into<Script>) -> Self {
         Self::start_with(script, Options::default()).await
     }
 
-    pub async fn start_with(script: impl Into<Script>, opts: Options) -> Self {
+    pub(crate) async fn start_with(script: impl Into<Script>, opts: Options) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let home = Home::locate(Some(dir.path().join("home"))).expect("home");
         home.init().expect("init");
@@ -187,7 +187,7 @@ impl Daemon {
     }
 
     /// Start a (new) daemon on an existing home and fake LLM.
-    pub async fn boot(
+    pub(crate) async fn boot(
         dir: tempfile::TempDir,
         home: Home,
         fake: FakeLlmHandle,
@@ -249,7 +249,7 @@ impl Daemon {
     }
 
     /// Graceful stop: supervisor interrupts its runs; the server stops.
-    pub async fn stop(mut self) -> (tempfile::TempDir, Home, FakeLlmHandle) {
+    pub(crate) async fn stop(mut self) -> (tempfile::TempDir, Home, FakeLlmHandle) {
         self.sup.shutdown();
         self.stop.cancel();
         if let Some(t) = self.sup_task.take() {
@@ -261,11 +261,11 @@ impl Daemon {
         (self._dir, self.home, self.fake)
     }
 
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
-    pub async fn req(
+    pub(crate) async fn req(
         &self,
         method: Method,
         path: &str,
@@ -285,16 +285,16 @@ impl Daemon {
         (status, v)
     }
 
-    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+    pub(crate) async fn get(&self, path: &str) -> (StatusCode, Value) {
         self.req(Method::GET, path, None).await
     }
 
-    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+    pub(crate) async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
         self.req(Method::POST, path, Some(body)).await
     }
 
     /// Dispatch and return the session id.
-    pub async fn spawn(&self, workflow: &str, goal: &str) -> String {
+    pub(crate) async fn spawn(&self, workflow: &str, goal: &str) -> String {
         let (s, v) = self
             .post(
                 "/api/v1/sessions",
@@ -305,13 +305,13 @@ impl Daemon {
         v["session_id"].as_str().expect("id").to_owned()
     }
 
-    pub async fn session(&self, id: &str) -> Value {
+    pub(crate) async fn session(&self, id: &str) -> Value {
         let (s, v) = self.get(&format!("/api/v1/sessions/{id}")).await;
         assert_eq!(s, StatusCode::OK, "{v}");
         v
     }
 
-    pub async fn run_state(&self, id: &str) -> String {
+    pub(crate) async fn run_state(&self, id: &str) -> String {
         self.session(id).await["run"]["state"]
             .as_str()
             .unwrap_or("-")
@@ -319,7 +319,7 @@ impl Daemon {
     }
 
     /// Wait until the run reaches `state` (panics after 20 s with the session).
-    pub async fn wait_state(&self, id: &str, state: &str) -> Value {
+    pub(crate) async fn wait_state(&self, id: &str, state: &str) -> Value {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let s = self.session(id).await;
@@ -335,7 +335,7 @@ impl Daemon {
     }
 
     /// Every event of a session.
-    pub async fn events(&self, id: &str) -> Vec<Value> {
+    pub(crate) async fn events(&self, id: &str) -> Vec<Value> {
         let (s, v) = self
             .get(&format!("/api/v1/sessions/{id}/events?limit=1000"))
             .await;
@@ -344,7 +344,7 @@ impl Daemon {
     }
 }
 
-pub fn kinds(events: &[Value]) -> Vec<String> {
+pub(crate) fn kinds(events: &[Value]) -> Vec<String> {
     events
         .iter()
         .map(|e| e["body"]["type"].as_str().unwrap_or("?").to_owned())

@@ -205,8 +205,7 @@ async fn refuses_non_loopback_without_allow_remote() {
     let token = worktrain_daemon::auth::ApiToken::new("t").unwrap();
     let err = worktrain_daemon::server::Server::bind(d.sup.clone(), token, "0.0.0.0:0")
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     let msg = err.to_string();
     assert!(msg.contains("allow_remote"), "{msg}");
     assert!(worktrain_daemon::server::check_bind("0.0.0.0:7878".parse().unwrap(), true).is_ok());

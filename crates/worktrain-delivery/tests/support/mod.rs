@@ -16,7 +16,7 @@ use worktrain_core::projection::{DeliveryInfo, SessionSummary, apply};
 use worktrain_core::run::{DeliverySettings, ForgeKind, SourceRef, Trigger, TriggerKind};
 use worktrain_delivery::{CommitFiles, ForgeAccess, Host, HostCommit, Job};
 
-pub fn git(dir: &Path, args: &[&str]) -> String {
+pub(crate) fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
         .current_dir(dir)
         .args(args)
@@ -35,7 +35,7 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
 }
 
 /// A bare remote, a clone with `main`, and a session worktree on `worktrain/<id>`.
-pub struct Repo {
+pub(crate) struct Repo {
     pub _tmp: tempfile::TempDir,
     pub remote: PathBuf,
     pub ws: PathBuf,
@@ -45,7 +45,7 @@ pub struct Repo {
 }
 
 impl Repo {
-    pub fn new(files: &[(&str, &str)]) -> Self {
+    pub(crate) fn new(files: &[(&str, &str)]) -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let remote = tmp.path().join("remote.git");
         let ws = tmp.path().join("ws");
@@ -91,13 +91,13 @@ impl Repo {
     }
 
     /// The agent's edit.
-    pub fn edit(&self, path: &str, content: &str) {
+    pub(crate) fn edit(&self, path: &str, content: &str) {
         let f = self.wt.join(path);
         std::fs::create_dir_all(f.parent().unwrap()).unwrap();
         std::fs::write(f, content).unwrap();
     }
 
-    pub fn job(&self, settings: DeliverySettings, source: Option<&str>) -> Job {
+    pub(crate) fn job(&self, settings: DeliverySettings, source: Option<&str>) -> Job {
         Job {
             session: self.session,
             workflow: "coding-task".into(),
@@ -112,7 +112,7 @@ impl Repo {
     }
 
     /// The remote's commit for the session branch.
-    pub fn remote_head(&self) -> Option<String> {
+    pub(crate) fn remote_head(&self) -> Option<String> {
         let out = Command::new("git")
             .current_dir(&self.remote)
             .args([
@@ -129,7 +129,7 @@ impl Repo {
     }
 }
 
-pub fn handoff() -> Value {
+pub(crate) fn handoff() -> Value {
     json!({
         "kind": "handoff",
         "commitType": "fix",
@@ -143,7 +143,7 @@ pub fn handoff() -> Value {
 
 /// Which record calls fail (to simulate a crash between an action and its record).
 #[derive(Default)]
-pub struct HostState {
+pub(crate) struct HostState {
     pub summary: Option<SessionSummary>,
     pub events: Vec<EventBody>,
     /// Fail the record of this many more events, then refuse all records ("crashed").
@@ -151,7 +151,7 @@ pub struct HostState {
     pub commits: u32,
 }
 
-pub struct MemHost {
+pub(crate) struct MemHost {
     pub state: Mutex<HostState>,
     pub handoff: Option<Value>,
     pub wt: PathBuf,
@@ -160,7 +160,11 @@ pub struct MemHost {
 }
 
 impl MemHost {
-    pub fn new(repo: &Repo, handoff: Option<Value>, forge: Option<ForgeAccess>) -> Arc<Self> {
+    pub(crate) fn new(
+        repo: &Repo,
+        handoff: Option<Value>,
+        forge: Option<ForgeAccess>,
+    ) -> Arc<Self> {
         let h = Arc::new(Self {
             state: Mutex::new(HostState::default()),
             handoff,
@@ -211,11 +215,11 @@ impl MemHost {
     }
 
     /// Restart: the recorded events stay, the crash switch goes.
-    pub fn restart(&self) {
+    pub(crate) fn restart(&self) {
         self.state.lock().unwrap().crash_after_records = None;
     }
 
-    pub fn kinds(&self) -> Vec<&'static str> {
+    pub(crate) fn kinds(&self) -> Vec<&'static str> {
         self.state
             .lock()
             .unwrap()
@@ -225,7 +229,7 @@ impl MemHost {
             .collect()
     }
 
-    pub fn delivery_info(&self) -> Option<DeliveryInfo> {
+    pub(crate) fn delivery_info(&self) -> Option<DeliveryInfo> {
         self.state
             .lock()
             .unwrap()
@@ -327,7 +331,7 @@ impl Host for MemHost {
     }
 }
 
-pub fn access(kind: ForgeKind, base: &str) -> ForgeAccess {
+pub(crate) fn access(kind: ForgeKind, base: &str) -> ForgeAccess {
     let url = match kind {
         ForgeKind::Github => base.to_owned(),
         ForgeKind::Gitlab => format!("{base}/api/v4"),
@@ -343,7 +347,7 @@ pub fn access(kind: ForgeKind, base: &str) -> ForgeAccess {
     }
 }
 
-pub fn corpus(rel: &str) -> PathBuf {
+pub(crate) fn corpus(rel: &str) -> PathBuf {
     PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../../shared/corpora/"

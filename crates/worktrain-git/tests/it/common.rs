@@ -10,7 +10,7 @@ use tempfile::TempDir;
 use worktrain_core::ids::SessionId;
 use worktrain_git::{Identity, Worktrees, WorktreesConfig};
 
-pub struct Fixture {
+pub(crate) struct Fixture {
     pub tmp: TempDir,
     pub remote: PathBuf,
     pub repo: PathBuf,
@@ -21,18 +21,18 @@ pub struct Fixture {
 static NEXT: AtomicU64 = AtomicU64::new(1);
 
 /// A fresh, unique session id.
-pub fn session() -> SessionId {
+pub(crate) fn session() -> SessionId {
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     SessionId::from_parts(1_700_000_000_000 + n, u128::from(n) * 7919)
 }
 
-pub fn sig() -> Signature<'static> {
+pub(crate) fn sig() -> Signature<'static> {
     Signature::now("Test", "test@example.com").unwrap()
 }
 
 /// Commit `files` (path, content; `None` deletes) on top of `parent` in `repo` and move
 /// `refname` there.
-pub fn commit_files(
+pub(crate) fn commit_files(
     repo: &Repository,
     refname: &str,
     files: &[(&str, Option<&str>)],
@@ -71,7 +71,7 @@ pub fn commit_files(
 impl Fixture {
     /// Remote with `main` (README.md, src/lib.rs, .gitignore) and `refs/pull/7/head`;
     /// the workspace is a clone; remote `origin`.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let remote = tmp.path().join("remote.git");
         let bare = Repository::init_bare(&remote).unwrap();
@@ -108,7 +108,7 @@ impl Fixture {
         }
     }
 
-    pub fn config(repo: &Path, home: &Path) -> WorktreesConfig {
+    pub(crate) fn config(repo: &Path, home: &Path) -> WorktreesConfig {
         let mut config = WorktreesConfig::new(repo, home);
         config.identity = Some(Identity {
             name: "Agent".into(),
@@ -117,22 +117,22 @@ impl Fixture {
         config
     }
 
-    pub fn bare(&self) -> Repository {
+    pub(crate) fn bare(&self) -> Repository {
         Repository::open_bare(&self.remote).unwrap()
     }
 
-    pub fn workspace(&self) -> Repository {
+    pub(crate) fn workspace(&self) -> Repository {
         Repository::open(&self.repo).unwrap()
     }
 
     /// Add a commit to the remote's `main` (upstream moved on).
-    pub fn advance_remote_main(&self, files: &[(&str, Option<&str>)]) -> Oid {
+    pub(crate) fn advance_remote_main(&self, files: &[(&str, Option<&str>)]) -> Oid {
         commit_files(&self.bare(), "refs/heads/main", files, "upstream change")
     }
 }
 
 /// Run the git CLI (for cross-checks only); `None` when git is not installed.
-pub fn git(dir: &Path, args: &[&str]) -> Option<String> {
+pub(crate) fn git(dir: &Path, args: &[&str]) -> Option<String> {
     let out = Command::new("git")
         .arg("-C")
         .arg(dir)
@@ -149,13 +149,13 @@ pub fn git(dir: &Path, args: &[&str]) -> Option<String> {
     Some(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-pub fn write(path: &Path, content: &str) {
+pub(crate) fn write(path: &Path, content: &str) {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).unwrap();
     }
     std::fs::write(path, content).unwrap();
 }
 
-pub fn read(path: &Path) -> String {
+pub(crate) fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap()
 }

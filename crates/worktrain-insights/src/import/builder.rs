@@ -10,7 +10,7 @@ use crate::model::{
 use crate::normalize::{self, ShellInfo};
 
 /// Results at least this large are checked for whether the agent's next turn used them.
-pub const LARGE_OUTPUT_BYTES: u64 = 4 * 1024;
+pub(super) const LARGE_OUTPUT_BYTES: u64 = 4 * 1024;
 /// Calls waiting for their result, at most (older ones are given up as missing).
 const MAX_PENDING: usize = 4096;
 /// Bytes scanned at each end of a large output for the words the agent might use.

@@ -9,13 +9,13 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 use worktrain_workrail::{Input, NoteKind, Outcome, Status, import, read_inputs};
 
-pub const CORPUS: &str = concat!(
+pub(crate) const CORPUS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../../../shared/corpora/workrail-workflows"
 );
 
 /// A corpus file by its path inside the corpus.
-pub fn path(rel: &str) -> PathBuf {
+pub(crate) fn path(rel: &str) -> PathBuf {
     Path::new(CORPUS).join(rel)
 }
 
@@ -27,7 +27,7 @@ fn rel(location: &str) -> String {
 
 /// Import the whole corpus directory, as `worktrain workflow import <corpus>` does (once
 /// per test run: every conversion is also linted, which explores every routing).
-pub fn import_corpus() -> Vec<(String, Outcome)> {
+pub(crate) fn import_corpus() -> Vec<(String, Outcome)> {
     static ONCE: std::sync::OnceLock<Vec<(String, Outcome)>> = std::sync::OnceLock::new();
     ONCE.get_or_init(|| {
         let inputs = read_inputs(Path::new(CORPUS)).unwrap();

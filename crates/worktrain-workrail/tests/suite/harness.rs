@@ -27,7 +27,7 @@ use crate::corpus;
 use crate::oracle::{Rendered, Script, WorkRail};
 
 /// A worktrain session on the machine, folded in memory.
-pub struct Session<'p> {
+pub(crate) struct Session<'p> {
     pinned: &'p Pinned,
     keyring: Keyring,
     limits: Limits,
@@ -36,7 +36,7 @@ pub struct Session<'p> {
 }
 
 impl<'p> Session<'p> {
-    pub fn start(pinned: &'p Pinned, context: Map<String, Value>) -> (Self, StepResponse) {
+    pub(crate) fn start(pinned: &'p Pinned, context: Map<String, Value>) -> (Self, StepResponse) {
         let mut s = Session {
             pinned,
             keyring: Keyring::new([9; 32], "k".into()),
@@ -88,7 +88,7 @@ impl<'p> Session<'p> {
         }
     }
 
-    pub fn submit(&mut self, sub: Submission) -> StepResponse {
+    pub(crate) fn submit(&mut self, sub: Submission) -> StepResponse {
         let summary = self.summary.clone().expect("started");
         let cur = summary.current.clone().expect("a current step");
         let claims = TokenClaims {
@@ -110,7 +110,7 @@ impl<'p> Session<'p> {
         }
     }
 
-    pub fn complete(&self) -> bool {
+    pub(crate) fn complete(&self) -> bool {
         self.summary
             .as_ref()
             .is_some_and(|s| s.status == SessionStatus::Complete)
@@ -119,14 +119,14 @@ impl<'p> Session<'p> {
 
 /// One step as worktrain shows it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Shown {
+pub(crate) struct Shown {
     pub step: String,
     pub prompt: String,
     pub gate: bool,
 }
 
 /// Convert `text` and run it on worktrain with `script`.
-pub fn run_worktrain(
+pub(crate) fn run_worktrain(
     file: &str,
     text: &str,
     context: &Map<String, Value>,
@@ -201,7 +201,7 @@ pub fn run_worktrain(
 }
 
 /// What worktrain should show for a step WorkRail rendered as `w`.
-pub fn expected(w: &Rendered) -> String {
+pub(crate) fn expected(w: &Rendered) -> String {
     let mut out = w.base.clone();
     out.push_str(&w.requirements);
     if let Some((c, required)) = &w.contract
@@ -227,13 +227,13 @@ pub fn expected(w: &Rendered) -> String {
 }
 
 /// Compare a corpus file on both sides; returns the step ids WorkRail entered.
-pub fn compare(file: &str, context: Value, script: &Script) -> Vec<String> {
+pub(crate) fn compare(file: &str, context: Value, script: &Script) -> Vec<String> {
     let text = std::fs::read_to_string(corpus::path(file)).unwrap();
     compare_text(file, &text, context, script)
 }
 
 /// Compare a WorkRail document on both sides; returns the step ids WorkRail entered.
-pub fn compare_text(file: &str, text: &str, context: Value, script: &Script) -> Vec<String> {
+pub(crate) fn compare_text(file: &str, text: &str, context: Value, script: &Script) -> Vec<String> {
     let wf: WrWorkflow = serde_json::from_str(text).unwrap();
     let context = context.as_object().cloned().unwrap();
     let workrail = WorkRail::compile(wf).run(context.clone(), script);

@@ -20,7 +20,7 @@ use worktrain_workrail::source::{PromptValue, WrBody, WrStep, WrWorkflow};
 // ---------------------------------------------------------------------------------------
 
 /// `String(value)`.
-pub fn js_string(v: &Value) -> String {
+pub(crate) fn js_string(v: &Value) -> String {
     match v {
         Value::Null => "null".into(),
         Value::Bool(b) => b.to_string(),
@@ -82,7 +82,7 @@ fn lenient_equals(a: Option<&Value>, b: Option<&Value>) -> bool {
 }
 
 /// `evaluateCondition`: no condition holds; errors evaluate to false.
-pub fn evaluate(c: Option<&Value>, ctx: &Map<String, Value>) -> bool {
+pub(crate) fn evaluate(c: Option<&Value>, ctx: &Map<String, Value>) -> bool {
     match c {
         None => true,
         Some(Value::Object(m)) if m.is_empty() => true,
@@ -156,7 +156,7 @@ fn eval_unsafe(c: &Map<String, Value>, ctx: &Map<String, Value>) -> Option<bool>
 }
 
 /// `resolveContextTemplates`: `{{ident.path}}` (not `wr.`) from the context.
-pub fn resolve_templates(text: &str, ctx: &Map<String, Value>) -> String {
+pub(crate) fn resolve_templates(text: &str, ctx: &Map<String, Value>) -> String {
     let mut out = String::new();
     let mut i = 0;
     while i < text.len() {
@@ -295,7 +295,7 @@ struct Loop {
 }
 
 /// A WorkRail session on a compiled workflow.
-pub struct WorkRail {
+pub(crate) struct WorkRail {
     wf: WrWorkflow,
     top: Vec<WrStep>,
     body_ids: BTreeSet<String>,
@@ -313,7 +313,7 @@ struct Frame {
 
 /// What WorkRail shows for one pending step, section by section.
 #[derive(Debug, Clone, Default)]
-pub struct Rendered {
+pub(crate) struct Rendered {
     /// Step id.
     pub step: String,
     /// The loop banner before the prompt.
@@ -335,11 +335,11 @@ pub struct Rendered {
 }
 
 /// Scripted answers, by step id: consumed in order, the last one repeats.
-pub type Script = BTreeMap<String, Vec<Answer>>;
+pub(crate) type Script = BTreeMap<String, Vec<Answer>>;
 
 /// One answer: context changes, a loop decision, assessment levels.
 #[derive(Debug, Clone, Default)]
-pub struct Answer {
+pub(crate) struct Answer {
     /// Context delta.
     pub context: Map<String, Value>,
     /// `continue` or `stop`.
@@ -350,7 +350,7 @@ pub struct Answer {
 
 impl WorkRail {
     /// Compile a document.
-    pub fn compile(wf: WrWorkflow) -> Self {
+    pub(crate) fn compile(wf: WrWorkflow) -> Self {
         let mut steps = BTreeMap::new();
         for s in &wf.steps {
             steps.insert(s.id.clone(), s.clone());
@@ -508,7 +508,7 @@ impl WorkRail {
 
     /// Run the workflow with `script` from `context`; returns what WorkRail shows for each
     /// pending step, in order.
-    pub fn run(&self, mut context: Map<String, Value>, script: &Script) -> Vec<Rendered> {
+    pub(crate) fn run(&self, mut context: Map<String, Value>, script: &Script) -> Vec<Rendered> {
         let mut completed: Vec<String> = Vec::new();
         let mut stack: Vec<Frame> = Vec::new();
         let mut artifacts: Vec<Value> = Vec::new();
@@ -796,7 +796,7 @@ impl WorkRail {
     }
 
     /// The `require_followup` guidance WorkRail shows when `levels` are submitted for `step`.
-    pub fn followups(&self, step: &str, levels: &Map<String, Value>) -> Vec<String> {
+    pub(crate) fn followups(&self, step: &str, levels: &Map<String, Value>) -> Vec<String> {
         let s = &self.steps[step];
         let refs = s.assessment_refs.clone().unwrap_or_default();
         let mut out = Vec::new();

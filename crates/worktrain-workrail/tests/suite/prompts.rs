@@ -13,21 +13,21 @@ use crate::corpus;
 use crate::harness::{Session, compare};
 use crate::oracle::{Answer, Script, WorkRail};
 
-pub fn ctx(v: Value) -> Answer {
+pub(crate) fn ctx(v: Value) -> Answer {
     Answer {
         context: v.as_object().cloned().unwrap(),
         ..Answer::default()
     }
 }
 
-pub fn decide(d: &'static str) -> Answer {
+pub(crate) fn decide(d: &'static str) -> Answer {
     Answer {
         decision: Some(d),
         ..Answer::default()
     }
 }
 
-pub fn script(entries: Vec<(&str, Vec<Answer>)>) -> Script {
+pub(crate) fn script(entries: Vec<(&str, Vec<Answer>)>) -> Script {
     entries
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
