@@ -962,14 +962,14 @@ fn parse_delivery_target(s: &str) -> Result<worktrain_core::run::DeliveryTarget,
 
 /// `worktrain sandbox-net-bridge` (internal).
 #[derive(Debug, Args)]
-pub struct NetBridgeArgs {
+pub(crate) struct NetBridgeArgs {
     /// Where to listen inside the sandbox.
     #[arg(long)]
-    pub listen: String,
+    pub(crate) listen: String,
     /// The proxy's Unix socket.
     #[arg(long)]
-    pub upstream: PathBuf,
+    pub(crate) upstream: PathBuf,
     /// The command and its arguments.
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
-    pub command: Vec<String>,
+    pub(crate) command: Vec<String>,
 }
