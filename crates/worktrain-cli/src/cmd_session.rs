@@ -551,6 +551,7 @@ pub(crate) async fn list(ctx: &Ctx, a: SessionsArgs) -> Result<Exit, ApiError> {
             run: None,
             limit: Some(a.limit),
             offset: Some(a.offset),
+            ..SessionFilter::default()
         })
         .await
         .map_err(store_error)?;

@@ -96,10 +96,35 @@ pub struct SessionFilter {
     /// running and interrupted runs are listed in claim order (priority, then queue
     /// order); everything else most recently updated first.
     pub run: Option<RunFilter>,
+    /// Only sessions a trigger started (those of its `dispatched` decisions).
+    pub trigger: Option<String>,
+    /// Keyset paging in the most-recently-updated order: only sessions listed after this
+    /// one. Unlike `offset`, a page stays the same when sessions are added meanwhile.
+    /// Not used for the claim order.
+    pub after: Option<SessionCursor>,
     /// Page size (default 50, at most 1000).
     pub limit: Option<u32>,
     /// Rows to skip.
     pub offset: Option<u32>,
+}
+
+/// A position in the sessions list (most recently updated first): the last row seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionCursor {
+    /// Its last update (ms).
+    pub updated_at_ms: i64,
+    /// Its id (orders sessions updated in the same millisecond).
+    pub session_id: SessionId,
+}
+
+impl SessionCursor {
+    /// The cursor after `s`.
+    pub fn of(s: &SessionSummary) -> Self {
+        Self {
+            updated_at_ms: s.updated_at_ms,
+            session_id: s.session_id,
+        }
+    }
 }
 
 /// The outcome of verifying a session's hash chain.

@@ -921,6 +921,23 @@ impl EventStore for SqliteStore {
                 None => return Ok(Vec::new()),
             }
         }
+        if let Some(trigger) = &filter.trigger {
+            qb.push(
+                " AND s.session_id IN (SELECT d.session_id FROM trigger_decisions d \
+                 WHERE d.decision = 'dispatched' AND d.trigger_id = ",
+            )
+            .push_bind(trigger.clone())
+            .push(")");
+        }
+        if let Some(c) = filter.after.filter(|_| !queue_order) {
+            qb.push(" AND (s.updated_at_ms < ")
+                .push_bind(c.updated_at_ms)
+                .push(" OR (s.updated_at_ms = ")
+                .push_bind(c.updated_at_ms)
+                .push(" AND s.session_id < ")
+                .push_bind(c.session_id.to_string())
+                .push("))");
+        }
         match filter.run {
             None => {}
             Some(RunFilter::NoRun) => {

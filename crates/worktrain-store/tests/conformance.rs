@@ -35,8 +35,8 @@ use worktrain_core::run::{
 use worktrain_core::token::{Keyring, TokenClaims, TokenKind};
 use worktrain_store::sqlite::{SCHEMA_VERSION, SqliteOptions};
 use worktrain_store::{
-    AppendOutcome, AppendRequest, EventStore, LeaseRenewal, RunFilter, SessionFilter, SqliteStore,
-    StoreError, StoreOptions, StoreUrl,
+    AppendOutcome, AppendRequest, EventStore, LeaseRenewal, RunFilter, SessionCursor,
+    SessionFilter, SqliteStore, StoreError, StoreOptions, StoreUrl,
 };
 
 // ---------------------------------------------------------------------------------------
@@ -116,6 +116,7 @@ macro_rules! all_checks {
             sessions_copy_between_stores,
             delivery_stages_fold_and_rebuild,
             workflow_samples_come_from_the_projections,
+            keyset_pages_ignore_sessions_added_meanwhile,
         );
     };
 }
@@ -3051,4 +3052,41 @@ async fn workflow_samples_come_from_the_projections(db: &dyn TestDb) {
         ),
         ("conformance", 2, 0, 0)
     );
+}
+
+/// Keyset paging: each page starts after the last row of the previous one, so sessions
+/// added meanwhile (newer) never push rows from one page onto the next.
+async fn keyset_pages_ignore_sessions_added_meanwhile(db: &dyn TestDb) {
+    let store = db.open(None).await.expect("open");
+    let s = store.as_ref();
+    let d = Driver::new();
+    let mut first = Vec::new();
+    for _ in 0..5 {
+        first.push(d.start(s, json!({})).await);
+    }
+    let page = |after: Option<SessionCursor>| SessionFilter {
+        after,
+        limit: Some(2),
+        ..SessionFilter::default()
+    };
+    let p1 = s.sessions(&page(None)).await.expect("page 1");
+    assert_eq!(p1.len(), 2);
+    for _ in 0..3 {
+        d.start(s, json!({})).await;
+    }
+    let mut seen: Vec<SessionId> = p1.iter().map(|x| x.session_id).collect();
+    let mut cursor = p1.last().map(SessionCursor::of);
+    loop {
+        let p = s.sessions(&page(cursor)).await.expect("page");
+        if p.is_empty() {
+            break;
+        }
+        seen.extend(p.iter().map(|x| x.session_id));
+        cursor = p.last().map(SessionCursor::of);
+    }
+    let mut expected = first.clone();
+    expected.sort();
+    let mut got = seen.clone();
+    got.sort();
+    assert_eq!(got, expected, "every first session once, none added later");
 }

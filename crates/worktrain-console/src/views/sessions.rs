@@ -1,5 +1,6 @@
 //! The sessions list: status, workflow, goal, source, workspace and branch, current step,
-//! elapsed, tokens and cost; filters, text search, paging and counts per run state.
+//! elapsed, tokens and cost; filters (state, workflow, trigger, workspace), text search,
+//! keyset paging (a page does not shift when sessions are added) and counts per run state.
 //! The live part (`#live`) is re-fetched from [`rows`] when the SSE stream says a
 //! session changed.
 
@@ -10,7 +11,7 @@ use serde::Deserialize;
 use worktrain_core::ids::WorkflowId;
 use worktrain_core::projection::SessionSummary;
 use worktrain_core::run::RunState;
-use worktrain_store::{RunFilter, SessionFilter};
+use worktrain_store::{RunFilter, SessionCursor, SessionFilter};
 
 use super::{PageError, elapsed_ms, source_link, status_badge, tokens};
 use crate::auth::Browser;
@@ -32,12 +33,16 @@ pub struct ListQuery {
     /// Workspace directory.
     #[serde(default)]
     pub workspace: Option<String>,
+    /// Trigger id: sessions it started.
+    #[serde(default)]
+    pub trigger: Option<String>,
     /// Text in goal, workflow id or branch.
     #[serde(default)]
     pub q: Option<String>,
-    /// Rows to skip (the page cursor).
+    /// The page cursor: the last session of the previous page, as
+    /// `<updated_at_ms>.<session id>` (none: the newest page).
     #[serde(default)]
-    pub after: Option<u32>,
+    pub after: Option<String>,
 }
 
 fn non_empty(s: &Option<String>) -> Option<&str> {
@@ -62,26 +67,45 @@ impl ListQuery {
             workspace: non_empty(&self.workspace).map(str::to_owned),
             text: non_empty(&self.q).map(str::to_owned),
             run,
+            trigger: non_empty(&self.trigger).map(str::to_owned),
+            after: self.cursor()?,
             limit: Some(PAGE + 1),
-            offset: Some(self.after.unwrap_or(0)),
+            offset: None,
         })
     }
 
-    /// The query string of this filter at another page.
-    fn at(&self, after: u32) -> String {
+    fn cursor(&self) -> Result<Option<SessionCursor>, PageError> {
+        let Some(raw) = non_empty(&self.after) else {
+            return Ok(None);
+        };
+        let bad = || {
+            PageError::bad(format!(
+                "`after={raw}` is not a page cursor (`<updated_at_ms>.<session id>`); start again from the first page"
+            ))
+        };
+        let (ms, id) = raw.split_once('.').ok_or_else(bad)?;
+        Ok(Some(SessionCursor {
+            updated_at_ms: ms.parse().map_err(|_| bad())?,
+            session_id: id.parse().map_err(|_| bad())?,
+        }))
+    }
+
+    /// The query string of this filter at the page after `after` (none: the first page).
+    fn at(&self, after: Option<SessionCursor>) -> String {
         let mut s = url::form_urlencoded::Serializer::new(String::new());
         for (k, v) in [
             ("state", &self.state),
             ("workflow", &self.workflow),
             ("workspace", &self.workspace),
+            ("trigger", &self.trigger),
             ("q", &self.q),
         ] {
             if let Some(v) = non_empty(v) {
                 s.append_pair(k, v);
             }
         }
-        if after > 0 {
-            s.append_pair("after", &after.to_string());
+        if let Some(c) = after {
+            s.append_pair("after", &format!("{}.{}", c.updated_at_ms, c.session_id));
         }
         s.finish()
     }
@@ -120,11 +144,12 @@ pub async fn page(
                 }
             }
             label { "Workflow " input name="workflow" value=[q.workflow.as_deref()] size="14"; }
+            label { "Trigger " input name="trigger" value=[q.trigger.as_deref()] size="12"; }
             label { "Workspace " input name="workspace" value=[q.workspace.as_deref()] size="18"; }
             label { "Search " input type="search" name="q" value=[q.q.as_deref()] placeholder="goal, workflow, branch"; }
             button type="submit" { "Filter" }
         }
-        section id="live" data-live={(BASE) "/sessions/rows?" (q.at(q.after.unwrap_or(0)))}
+        section id="live" data-live={(BASE) "/sessions/rows?" (q.at(q.cursor()?))}
             data-stream={(BASE) "/live/sessions"} data-mark=(mark) aria-live="polite" {
             (live(&q, &rows, more, &stats, now))
         }
@@ -149,7 +174,7 @@ fn live(
     stats: &crate::Counts,
     now: i64,
 ) -> Markup {
-    let after = q.after.unwrap_or(0);
+    let first_page = non_empty(&q.after).is_none();
     html! {
         ul class="counts" aria-label="Sessions by state" {
             @for (state, n) in &stats.by_state {
@@ -182,11 +207,11 @@ fn live(
             }
         }
         nav class="pager" aria-label="Pages" {
-            @if after > 0 {
-                a href={(BASE) "/sessions?" (q.at(after.saturating_sub(PAGE)))} rel="prev" { "← Newer" }
+            @if !first_page {
+                a href={(BASE) "/sessions?" (q.at(None))} rel="first" { "← Newest" }
             }
-            @if more {
-                a href={(BASE) "/sessions?" (q.at(after + PAGE))} rel="next" { "Older →" }
+            @if more && let Some(last) = rows.last() {
+                a href={(BASE) "/sessions?" (q.at(Some(SessionCursor::of(last))))} rel="next" { "Older →" }
             }
         }
     }

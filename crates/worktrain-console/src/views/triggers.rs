@@ -128,6 +128,7 @@ pub async fn log(
     let body = html! {
         nav class="crumbs" aria-label="Breadcrumb" { a href={(BASE) "/triggers"} { "Triggers" } " / " code { (id) } }
         h1 { "Decisions of " code { (id) } }
+        p { a href={(BASE) "/sessions?trigger=" (id)} { "Sessions it started" } }
         @if rows.is_empty() { p class="empty" { "No decisions." } }
         @else {
             div class="table-wrap" {

@@ -8,4 +8,5 @@ mod browser;
 mod detail;
 mod harness;
 mod http;
+mod paging;
 mod stats;

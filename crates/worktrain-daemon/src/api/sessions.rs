@@ -332,6 +332,7 @@ async fn list_sessions(
             run: run_filter,
             limit: Some(limit + 1),
             offset: Some(start),
+            ..SessionFilter::default()
         })
         .await
         .map_err(store_error)?;
