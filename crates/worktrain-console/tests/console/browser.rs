@@ -6,7 +6,7 @@ use fantoccini::Locator;
 use serde_json::{Value, json};
 use worktrain_testkit::Turn;
 
-use crate::harness::{Browser, Daemon, complete, eventually, route, slow_shell};
+use crate::harness::{Browser, Daemon, complete, eventually, group_members, route, slow_shell};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_through_the_form_and_the_cookie_is_out_of_scripts_reach() {
@@ -387,4 +387,124 @@ async fn dispatch_from_the_browser_starts_a_session() {
     assert_eq!(s["context"]["ticket"], "ABC-1", "{s:#}");
     b.close().await;
     d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reject_retry_and_rewind_from_the_page_change_the_session() {
+    let Some(b) = Browser::start().await else {
+        return;
+    };
+    let d = Daemon::start(vec![
+        route(
+            "reject-goal",
+            vec![
+                complete("**Proposal**: rename everything"),
+                complete("**Proposal**: rename one function, with tests"),
+                complete("finished"),
+            ],
+        ),
+        route(
+            "retry-goal",
+            vec![
+                Turn::Error {
+                    status: 400,
+                    retry_after: None,
+                    message: Some("model refused the request".into()),
+                },
+                complete("planned after the retry"),
+                complete("built after the retry"),
+            ],
+        ),
+    ])
+    .await;
+    // Reject a parked gate: the agent must submit a new attempt, which parks again.
+    let gated = d.spawn("gated", "reject-goal").await;
+    d.wait_state(&gated, "parked").await;
+    b.goto(&d.url(&format!("/console/sessions/{gated}"))).await;
+    b.login(&d).await;
+    b.act("reject", Some("too broad: one function, with tests"))
+        .await;
+    eventually(20, "the second proposal", || async {
+        let kinds = d.event_kinds(&gated).await;
+        (kinds.contains(&"gate_rejected".to_owned())
+            && kinds.iter().filter(|k| *k == "step_parked").count() == 2)
+            .then_some(())
+    })
+    .await;
+    eventually(15, "the page to show the new proposal", || async {
+        b.text("ol.steps")
+            .await
+            .contains("with tests")
+            .then_some(())
+    })
+    .await;
+
+    // Retry a failed run: it runs again and completes.
+    let failed = d.spawn("two", "retry-goal").await;
+    d.wait_state(&failed, "failed").await;
+    b.goto(&d.url(&format!("/console/sessions/{failed}"))).await;
+    b.act("retry", None).await;
+    let s: Value = d.wait_state(&failed, "completed").await;
+    assert_eq!(s["status"], "complete", "{s:#}");
+    assert!(
+        d.event_kinds(&failed)
+            .await
+            .contains(&"run_requeued".to_owned())
+    );
+    eventually(15, "the page to show the completed run", || async {
+        b.text(".status-line")
+            .await
+            .contains("completed")
+            .then_some(())
+    })
+    .await;
+
+    // Rewind the completed session to its first step.
+    b.act("rewind", None).await;
+    eventually(10, "the rewind event", || async {
+        d.event_kinds(&failed)
+            .await
+            .contains(&"session_rewound".to_owned())
+            .then_some(())
+    })
+    .await;
+    let s = d.session(&failed).await;
+    assert_eq!(s["current"]["step_id"], "plan", "{s:#}");
+    eventually(15, "the page to show the rewound session", || async {
+        b.text(".status-line")
+            .await
+            .contains("at plan")
+            .then_some(())
+    })
+    .await;
+    b.close().await;
+    d.stop().await;
+}
+
+/// A browser test that panics drops its browser while unwinding: chromedriver and every
+/// Chromium process it started (one process group) are gone afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_browser_test_leaves_no_chromium_behind() {
+    let Some(b) = Browser::start().await else {
+        return;
+    };
+    b.goto("about:blank").await;
+    let group = b.group;
+    let members = group_members(group);
+    assert!(
+        members
+            .iter()
+            .any(|(_, comm)| comm.starts_with("chrom") && !comm.contains("driver")),
+        "Chromium runs in chromedriver's process group: {members:?}"
+    );
+    let failed = tokio::spawn(async move {
+        let _b = b;
+        panic!("a failing browser test");
+    })
+    .await;
+    assert!(failed.is_err_and(|e| e.is_panic()));
+    eventually(10, "every process of the group to end", || async {
+        group_members(group).is_empty().then_some(())
+    })
+    .await;
 }

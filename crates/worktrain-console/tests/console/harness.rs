@@ -483,9 +483,13 @@ pub(crate) fn screenshot_dir() -> PathBuf {
     dir
 }
 
-/// A headless Chromium session (its chromedriver and browser end when this is dropped).
+/// A headless Chromium session. chromedriver runs in a process group of its own, which
+/// the browser processes it starts inherit; dropping this (also while a test panics)
+/// kills the whole group, so no Chromium outlives its test.
 pub(crate) struct Browser {
     pub c: Client,
+    /// chromedriver's pid: also its process group id.
+    pub group: u32,
     _driver: tokio::process::Child,
     _profile: tempfile::TempDir,
     _turn: tokio::sync::MutexGuard<'static, ()>,
@@ -516,8 +520,10 @@ impl Browser {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true)
+            .process_group(0)
             .spawn()
             .expect("chromedriver");
+        let group = child.id().expect("chromedriver pid");
         let profile = tempfile::tempdir().expect("profile");
         let caps: Capabilities = serde_json::from_value(json!({
             "browserName": "chrome",
@@ -548,6 +554,7 @@ impl Browser {
         };
         Some(Self {
             c,
+            group,
             _driver: child,
             _profile: profile,
             _turn: turn,
@@ -651,6 +658,46 @@ impl Browser {
     }
 
     pub(crate) async fn close(self) {
-        let _ = self.c.close().await;
+        let _ = self.c.clone().close().await;
     }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        kill_group(self.group);
+    }
+}
+
+/// SIGKILL to every process of group `pgid` (chromedriver and the browsers it started).
+pub(crate) fn kill_group(pgid: u32) {
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", "--", &format!("-{pgid}")])
+        .stderr(std::process::Stdio::null())
+        .status();
+}
+
+/// The live processes of group `pgid` (from `/proc`), zombies excluded.
+pub(crate) fn group_members(pgid: u32) -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid pgrp …`; comm may contain spaces and parentheses.
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
+        let comm = stat[stat.find('(').map_or(0, |i| i + 1)..close].to_owned();
+        let rest: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        if rest.len() > 2 && rest[0] != "Z" && rest[2].parse::<u32>().ok() == Some(pgid) {
+            out.push((pid, comm));
+        }
+    }
+    out
 }
