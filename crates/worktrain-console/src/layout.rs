@@ -7,12 +7,13 @@ use crate::assets::{CSS, JS};
 use crate::auth::Browser;
 
 /// The navigation entries: (path under the console, label).
-const NAV: [(&str, &str); 6] = [
+const NAV: [(&str, &str); 7] = [
     ("/sessions", "Sessions"),
     ("/queue", "Queue"),
     ("/approvals", "Approvals"),
     ("/triggers", "Triggers"),
     ("/workflows", "Workflows"),
+    ("/insights", "Insights"),
     ("/dispatch", "Dispatch"),
 ];
 

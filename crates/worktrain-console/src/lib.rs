@@ -158,6 +158,13 @@ pub fn router(console: Console) -> Router {
             "/console/workflows/{id}/graph.svg",
             get(views::workflows::graph_svg),
         )
+        .route("/console/insights", get(views::insights::page))
+        .route("/console/proposals", get(views::insights::proposals))
+        .route("/console/proposals/{id}", get(views::insights::proposal))
+        .route(
+            "/console/proposals/{id}/dismiss",
+            post(views::insights::dismiss),
+        )
         .route("/console/dispatch", get(views::dispatch::page))
         .route("/console/dispatch", post(views::dispatch::submit))
         .route("/console/logout", post(auth::logout))

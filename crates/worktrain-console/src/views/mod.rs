@@ -11,6 +11,7 @@ use crate::layout;
 pub mod approvals;
 pub mod diff;
 pub mod dispatch;
+pub mod insights;
 pub mod queue;
 pub mod session;
 pub mod sessions;

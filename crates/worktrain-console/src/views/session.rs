@@ -1,8 +1,9 @@
 //! One session: header (status with its reason, goal, workflow and hash, source, branch),
 //! the workflow graph with this session's path, a timeline of steps (notes, artifacts,
 //! context changes, blocked attempts with their blockers, gate decisions, steering,
-//! snapshots), the agent trace as a waterfall, and the operator actions — each behind a
-//! confirmation and each recorded as an event by the supervisor.
+//! snapshots), the agent trace as a waterfall, the delivery stages, the session's
+//! trace-analysis findings (evidence links to waterfall rows), and the operator actions —
+//! each behind a confirmation and each recorded as an event by the supervisor.
 //!
 //! The page reads the summary and step-graph projections plus at most [`MAX_EVENTS`] of
 //! the latest events (bounded whatever the history). The live part (`#live`) is
@@ -81,6 +82,7 @@ pub async fn page(
     let branch = run
         .and_then(|r| r.branch.clone())
         .or_else(|| s.branch.clone());
+    let findings = super::insights::session_findings(&c, &id.to_string()).await?;
     let body = html! {
         nav class="crumbs" aria-label="Breadcrumb" { a href={(BASE) "/sessions"} { "Sessions" } " / " code { (id) } }
         header class="session-head" {
@@ -109,6 +111,7 @@ pub async fn page(
             p class="legend" { span class="k-done" { "done" } " · " span class="k-current" { "current" } " · " span class="k-blocked" { "blocked attempts" } " · " span class="k-skipped" { "skipped" } " · " span class="k-done" { "×N" } " loop passes" }
             img class="graph" src={(BASE) "/sessions/" (id) "/graph.svg?seq=" (s.last_seq.0)}
                 alt={"Workflow graph of " (s.workflow_id.as_str()) " with this session's path; the step timeline below lists the same steps as text"};
+            (super::insights::findings_section(&findings))
         }
         section id="live" data-live={(BASE) "/sessions/" (id) "/live"} data-stream={(BASE) "/live/sessions/" (id)}
             data-mark=(crate::live::mark_text(Some((id, s.last_seq.0)))) aria-live="polite" {
@@ -489,6 +492,8 @@ fn timeline(l: &Loaded) -> Markup {
 
 /// One bar of the waterfall.
 struct Bar {
+    /// The event's sequence number (the row's anchor, `#seq-<n>`).
+    seq: u64,
     start: i64,
     dur: u64,
     label: String,
@@ -504,6 +509,7 @@ fn waterfall(l: &Loaded) -> Markup {
         };
         match activity {
             AgentActivity::LlmTurn(t) => bars.push(Bar {
+                seq: e.seq.0,
                 start: e.created_at_ms - i64::try_from(t.duration_ms).unwrap_or(0),
                 dur: t.duration_ms,
                 label: format!("LLM turn {}", t.turn),
@@ -518,6 +524,7 @@ fn waterfall(l: &Loaded) -> Markup {
                 error: false,
             }),
             AgentActivity::ToolCall(c) => bars.push(Bar {
+                seq: e.seq.0,
                 start: e.created_at_ms - i64::try_from(c.duration_ms).unwrap_or(0),
                 dur: c.duration_ms,
                 label: c.name.clone(),
@@ -554,7 +561,7 @@ fn waterfall(l: &Loaded) -> Markup {
                         @for b in &bars {
                             @let x = ((b.start - t0) as f64 / span * 1000.0).round();
                             @let w = ((b.dur as f64) / span * 1000.0).round().max(2.0);
-                            tr class=[b.error.then_some("err")] {
+                            tr id={"seq-" (b.seq)} class=[b.error.then_some("err")] {
                                 td { (b.label) @if b.error { " " strong { "(failed)" } } }
                                 td class="num" { (human_ms(i64::try_from(b.dur).unwrap_or(i64::MAX))) }
                                 td class="detail" { (b.detail) }

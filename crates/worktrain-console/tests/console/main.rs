@@ -8,5 +8,6 @@ mod browser;
 mod detail;
 mod harness;
 mod http;
+mod insights;
 mod paging;
 mod stats;
