@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use serde_json::{Value, json};
-use worktrain_core::error::{ApiError, ErrorCode, Retry};
+use worktrain_core::error::ApiError;
 use worktrain_core::ids::SessionId;
+use worktrain_engine::diff::git_error;
 use worktrain_engine::{Engine, SessionRef, SessionWorktrees, store_error};
 use worktrain_git::{
     CleanAction, CleanOptions, CleanReason, ListOptions, LockState, Mode, Worktrees,
@@ -18,15 +19,6 @@ use worktrain_store::SessionFilter;
 use crate::Ctx;
 use crate::cli::{CleanArgs, DiffArgs, WorktreeCommand};
 use crate::output::Exit;
-
-fn git_error(e: impl std::fmt::Display) -> ApiError {
-    ApiError::new(
-        ErrorCode::StoreFailure,
-        format!("git: {e}"),
-        Retry::AfterFix,
-        "check the workspace repository",
-    )
-}
 
 /// Workspaces of sessions that ran under the daemon and are git repositories.
 async fn workspaces(engine: &Engine) -> Result<BTreeSet<PathBuf>, ApiError> {

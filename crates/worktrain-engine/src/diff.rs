@@ -61,7 +61,8 @@ pub struct FileDiff {
     pub binary: bool,
 }
 
-fn git_error(e: impl std::fmt::Display) -> ApiError {
+/// Map a git failure (reading or writing the workspace repository) to the API error shape.
+pub fn git_error(e: impl std::fmt::Display) -> ApiError {
     ApiError::new(
         ErrorCode::StoreFailure,
         format!("git: {e}"),
