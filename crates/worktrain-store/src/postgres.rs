@@ -1620,64 +1620,14 @@ impl EventStore for PgStore {
         workflow: &worktrain_core::ids::WorkflowId,
         latest: u32,
     ) -> Result<crate::stats::WorkflowSamples, StoreError> {
-        use crate::stats::{self, StepColumns};
-        let wf = workflow.as_str().to_owned();
-        let limit = i64::from(latest.clamp(1, stats::MAX_SAMPLED_SESSIONS));
-        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE workflow_id = $1")
-            .bind(&wf)
-            .fetch_one(&self.pool)
-            .await?;
-        // Built from constants only (the accessor and placeholders); values are bound.
-        let runs = sqlx::query(sqlx::AssertSqlSafe(stats::runs_sql(
-            stats::pg_json_int,
+        crate::stats::workflow_samples!(
+            &self.pool,
+            workflow,
+            latest,
+            crate::stats::pg_json_int,
             "$1",
-            "$2",
-        )))
-        .bind(&wf)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(|r| {
-            stats::run_sample(
-                &r.try_get::<String, _>("session_id")?,
-                &r.try_get::<String, _>("status")?,
-                r.try_get("run_state")?,
-                r.try_get("created_at_ms")?,
-                r.try_get("tokens")?,
-            )
-        })
-        .collect::<Result<Vec<_>, StoreError>>()?;
-        // Built from constants only (the accessor and placeholders); values are bound.
-        let steps = sqlx::query(sqlx::AssertSqlSafe(stats::steps_sql(
-            stats::pg_json_int,
-            "$1",
-            "$2",
-        )))
-        .bind(&wf)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(|r| {
-            StepColumns {
-                session_id: r.try_get("session_id")?,
-                step_id: r.try_get("step_id")?,
-                status: r.try_get("status")?,
-                attempts: r.try_get("attempts")?,
-                blocked: r.try_get("blocked")?,
-                entered_at_ms: r.try_get("entered_at_ms")?,
-                closed_at_ms: r.try_get("closed_at_ms")?,
-                tokens: r.try_get("tokens")?,
-            }
-            .sample()
-        })
-        .collect::<Result<Vec<_>, StoreError>>()?;
-        Ok(stats::WorkflowSamples {
-            total_sessions: to_u64(total),
-            runs,
-            steps,
-        })
+            "$2"
+        )
     }
 
     async fn workflow_counts(&self) -> Result<Vec<crate::stats::WorkflowCounts>, StoreError> {

@@ -192,3 +192,65 @@ impl StepColumns {
         })
     }
 }
+
+/// The body of `EventStore::workflow_samples` on one backend: the same queries and row
+/// mapping everywhere, with the backend's pool, JSON accessor and placeholders (`$1` or
+/// `?1`). A macro, because the row and pool types differ per backend while the code does not.
+macro_rules! workflow_samples {
+    ($pool:expr, $workflow:expr, $latest:expr, $json_int:expr, $p1:literal, $p2:literal) => {{
+        use $crate::stats::{self, StepColumns};
+        let wf = $workflow.as_str().to_owned();
+        let limit = i64::from($latest.clamp(1, stats::MAX_SAMPLED_SESSIONS));
+        let total: i64 = sqlx::query_scalar(concat!(
+            "SELECT COUNT(*) FROM sessions WHERE workflow_id = ",
+            $p1
+        ))
+        .bind(&wf)
+        .fetch_one($pool)
+        .await?;
+        // Built from constants only (the accessor and placeholders); values are bound.
+        let runs = sqlx::query(sqlx::AssertSqlSafe(stats::runs_sql($json_int, $p1, $p2)))
+            .bind(&wf)
+            .bind(limit)
+            .fetch_all($pool)
+            .await?
+            .iter()
+            .map(|r| {
+                stats::run_sample(
+                    &r.try_get::<String, _>("session_id")?,
+                    &r.try_get::<String, _>("status")?,
+                    r.try_get("run_state")?,
+                    r.try_get("created_at_ms")?,
+                    r.try_get("tokens")?,
+                )
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        // Built from constants only (the accessor and placeholders); values are bound.
+        let steps = sqlx::query(sqlx::AssertSqlSafe(stats::steps_sql($json_int, $p1, $p2)))
+            .bind(&wf)
+            .bind(limit)
+            .fetch_all($pool)
+            .await?
+            .iter()
+            .map(|r| {
+                StepColumns {
+                    session_id: r.try_get("session_id")?,
+                    step_id: r.try_get("step_id")?,
+                    status: r.try_get("status")?,
+                    attempts: r.try_get("attempts")?,
+                    blocked: r.try_get("blocked")?,
+                    entered_at_ms: r.try_get("entered_at_ms")?,
+                    closed_at_ms: r.try_get("closed_at_ms")?,
+                    tokens: r.try_get("tokens")?,
+                }
+                .sample()
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(stats::WorkflowSamples {
+            total_sessions: to_u64(total),
+            runs,
+            steps,
+        })
+    }};
+}
+pub(crate) use workflow_samples;
