@@ -32,7 +32,8 @@ use worktrain_core::run::{
 use worktrain_forge::{CommitStatus, Forge, ForgeError, PullSpec, StatusState};
 
 pub mod change;
-pub mod git;
+/// The `git` command line (see [`worktrain_git::cli`]).
+pub use worktrain_git::cli as git;
 pub mod secrets;
 pub mod template;
 

@@ -11,6 +11,8 @@
 //! - record, restore and diff step snapshots ([`Worktrees::snapshot`],
 //!   [`Worktrees::restore`], [`Worktrees::diff`]),
 //! - commit and push for delivery ([`Worktrees::commit_all`], [`Worktrees::push`]),
+//! - run the `git` command line with a sanitised environment where libgit2 cannot
+//!   reach a remote ([`cli`]),
 //! - commit one file's new content on a branch without touching the checkout
 //!   ([`change::commit_file`]).
 //!
@@ -22,6 +24,7 @@
 //! layout and rules; `docs/decisions/0007-worktrees.md` the choices behind them.
 
 pub mod change;
+pub mod cli;
 mod clone;
 mod deliver;
 mod error;

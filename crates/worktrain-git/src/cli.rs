@@ -6,9 +6,7 @@
 //! `GIT_CONFIG_*` variables: never on the command line, where `ps` shows it.
 
 use std::path::Path;
-use std::process::Stdio;
-
-use tokio::process::Command;
+use std::process::{Command, Stdio};
 
 /// Environment variables passed through to `git` (the user's own git setup).
 const PASS: &[&str] = &[
@@ -53,17 +51,16 @@ impl Output {
     }
 }
 
-/// Run `git args…` in `dir` with the sanitised environment; `token`, when given, is sent
+/// `git args…` in `dir` with the sanitised environment; `token`, when given, is sent
 /// as HTTP basic auth (`x-access-token:<token>`) to HTTPS remotes.
-pub async fn run(dir: &Path, args: &[&str], token: Option<&str>) -> std::io::Result<Output> {
+fn command(dir: &Path, args: &[&str], token: Option<&str>) -> Command {
     let mut cmd = Command::new("git");
     cmd.current_dir(dir)
         .args(args)
         .env_clear()
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+        .stderr(Stdio::piped());
     for k in PASS {
         if let Some(v) = std::env::var_os(k) {
             cmd.env(k, v);
@@ -86,12 +83,28 @@ pub async fn run(dir: &Path, args: &[&str], token: Option<&str>) -> std::io::Res
                 ),
             );
     }
-    let out = cmd.output().await?;
-    Ok(Output {
+    cmd
+}
+
+fn output(out: std::process::Output) -> Output {
+    Output {
         code: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    })
+    }
+}
+
+/// Run `git args…` in `dir` with the sanitised environment; `token`, when given, is sent
+/// as HTTP basic auth (`x-access-token:<token>`) to HTTPS remotes.
+pub async fn run(dir: &Path, args: &[&str], token: Option<&str>) -> std::io::Result<Output> {
+    let mut cmd = tokio::process::Command::from(command(dir, args, token));
+    cmd.kill_on_drop(true);
+    Ok(output(cmd.output().await?))
+}
+
+/// [`run`] for callers on a blocking thread (the worktree operations).
+pub fn run_blocking(dir: &Path, args: &[&str], token: Option<&str>) -> std::io::Result<Output> {
+    Ok(output(command(dir, args, token).output()?))
 }
 
 /// Why a push did not go through.
