@@ -146,33 +146,66 @@ pub async fn push(
         || out
             .stderr
             .contains("does not appear to be a git repository");
-    let auth = [
-        "could not read Username",
-        "could not read Password",
-        "terminal prompts disabled",
-        "Authentication failed",
-        "Permission denied",
-        "The requested URL returned error: 401",
-        "The requested URL returned error: 403",
-    ]
-    .iter()
-    .any(|m| out.stderr.contains(m));
-    let mut lines: Vec<&str> = out
-        .stdout
-        .lines()
-        .filter(|l| l.starts_with('!'))
-        .chain(out.stderr.lines().filter(|l| {
-            l.starts_with("error:") || l.starts_with("fatal:") || l.contains("rejected")
-        }))
-        .collect();
-    if lines.is_empty() {
-        lines = out.stderr.lines().take(5).collect();
-    }
     Err(PushFailure {
-        message: lines.join("; "),
+        message: out.error_lines(),
         rejected,
-        auth,
+        auth: out.auth_failed(),
     })
+}
+
+impl Output {
+    /// git's error lines (`!` porcelain lines, `error:`/`fatal:`, rejections), else the
+    /// first lines of its standard error.
+    pub fn error_lines(&self) -> String {
+        let mut lines: Vec<&str> = self
+            .stdout
+            .lines()
+            .filter(|l| l.starts_with('!'))
+            .chain(self.stderr.lines().filter(|l| {
+                l.starts_with("error:") || l.starts_with("fatal:") || l.contains("rejected")
+            }))
+            .collect();
+        if lines.is_empty() {
+            lines = self.stderr.lines().take(5).collect();
+        }
+        lines.join("; ")
+    }
+
+    /// The remote wanted credentials that git did not have or that it refused (no
+    /// prompt is ever shown): final until the credentials are fixed.
+    pub fn auth_failed(&self) -> bool {
+        [
+            "could not read Username",
+            "could not read Password",
+            "terminal prompts disabled",
+            "Authentication failed",
+            "Permission denied",
+            "The requested URL returned error: 401",
+            "The requested URL returned error: 403",
+        ]
+        .iter()
+        .any(|m| self.stderr.contains(m))
+    }
+
+    /// The network or the server failed (name resolution, connection, timeout, 5xx, a
+    /// cut transfer): the same command may work later.
+    pub fn transient_failure(&self) -> bool {
+        [
+            "Could not resolve host",
+            "Connection refused",
+            "Connection timed out",
+            "Operation timed out",
+            "Connection reset",
+            "The requested URL returned error: 5",
+            "RPC failed",
+            "early EOF",
+            "unexpected disconnect",
+            "Could not read from remote repository",
+        ]
+        .iter()
+        .any(|m| self.stderr.contains(m))
+            && !self.auth_failed()
+    }
 }
 
 /// `git rev-parse --verify <rev>^{commit}`.

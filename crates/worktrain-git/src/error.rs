@@ -109,6 +109,19 @@ pub enum Error {
         /// The remote's reason.
         message: String,
     },
+    /// `git fetch` or `git push` (the command line, with the user's git setup) failed.
+    #[error("git {action} with `{remote}` failed: {message}")]
+    Remote {
+        /// `fetch` or `push`.
+        action: &'static str,
+        /// The remote's name.
+        remote: String,
+        /// git's error lines.
+        message: String,
+        /// The network or the remote failed (not the credentials, not a refusal):
+        /// trying again later may work.
+        transient: bool,
+    },
     /// An `index.lock` is held by a live process or is too young to be judged stale.
     #[error("`{}` is locked ({}); retry once the other git operation has finished", path.display(), describe_lock(*age, holders))]
     IndexLocked {
@@ -146,6 +159,7 @@ impl Error {
             Error::ReadOnly { .. } => "worktree_read_only",
             Error::PushRejected { .. } => "push_rejected",
             Error::IndexLocked { .. } => "index_locked",
+            Error::Remote { .. } => "git_remote_failed",
         }
     }
 
@@ -153,6 +167,7 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::IndexLocked { .. } => true,
+            Error::Remote { transient, .. } => *transient,
             Error::Git { source, .. } => {
                 matches!(
                     source.code(),

@@ -1158,21 +1158,74 @@ fn delete_ref_if_exists(repo: &Repository, name: &str) -> Result<()> {
 }
 
 pub(crate) fn fetch(repo: &Repository, remote_name: &str, specs: &[String]) -> Result<()> {
+    // The `git` command line, so the user's own setup applies (credential helpers, SSH
+    // agent and config, `insteadOf`, HTTPS): libgit2 here has neither TLS nor SSH nor
+    // credential helpers. Without a `git` program, libgit2 still reaches local remotes.
+    let dir = repo.workdir().unwrap_or_else(|| repo.path()).to_path_buf();
+    let mut args = vec![
+        "fetch",
+        "--quiet",
+        "--no-tags",
+        // No FETCH_HEAD: concurrent sessions would fight over that one file.
+        "--no-write-fetch-head",
+        "--no-recurse-submodules",
+        remote_name,
+    ];
+    args.extend(specs.iter().map(String::as_str));
+    let mut attempt = 0u32;
+    loop {
+        let out = match crate::cli::run_blocking(&dir, &args, None) {
+            Ok(out) => out,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return fetch_with_libgit2(repo, remote_name, specs);
+            }
+            Err(source) => {
+                return Err(Error::Io {
+                    context: "running `git fetch` in",
+                    path: dir,
+                    source,
+                });
+            }
+        };
+        if out.ok() {
+            tracing::debug!(remote = remote_name, ?specs, "fetched");
+            return Ok(());
+        }
+        // A ref the remote does not have fetches nothing (as libgit2 does): the caller
+        // finds its target ref absent and says which revision was not found.
+        if out.stderr.contains("couldn't find remote ref") {
+            tracing::debug!(remote = remote_name, ?specs, "the remote lacks the ref");
+            return Ok(());
+        }
+        // Another session updating the same ref at the same moment: retry briefly.
+        if out.stderr.contains("cannot lock ref") && attempt < 5 {
+            attempt += 1;
+            std::thread::sleep(Duration::from_millis(25 << attempt));
+            continue;
+        }
+        return Err(Error::Remote {
+            action: "fetch",
+            remote: remote_name.to_owned(),
+            message: out.error_lines(),
+            transient: out.transient_failure(),
+        });
+    }
+}
+
+fn fetch_with_libgit2(repo: &Repository, remote_name: &str, specs: &[String]) -> Result<()> {
     let mut remote = repo
         .find_remote(remote_name)
         .git(|| format!("looking up remote `{remote_name}`"))?;
     let mut attempt = 0u32;
     loop {
         let mut opts = FetchOptions::new();
-        // No FETCH_HEAD: concurrent sessions would fight over that one file.
         opts.download_tags(AutotagOption::None)
             .update_fetchhead(false);
         match remote.fetch(specs, Some(&mut opts), Some("worktrain: fetch")) {
             Ok(()) => {
-                tracing::debug!(remote = remote_name, ?specs, "fetched");
+                tracing::debug!(remote = remote_name, ?specs, "fetched (libgit2)");
                 return Ok(());
             }
-            // Another session updating the same ref at the same moment: retry briefly.
             Err(e) if e.code() == git2::ErrorCode::Locked && attempt < 5 => {
                 attempt += 1;
                 std::thread::sleep(Duration::from_millis(25 << attempt));

@@ -309,3 +309,62 @@ fn a_tampered_dot_git_file_is_refused() {
         rows[0].problem
     );
 }
+
+/// A private repository over HTTP(S) whose credentials come from the user's own git
+/// setup (a credential helper, as `gh auth setup-git` or a password manager configure
+/// it): the base is fetched with them, as `git fetch` in that checkout would.
+#[test]
+fn create_fetches_the_base_with_the_users_own_git_credentials() {
+    if git(std::path::Path::new("."), &["--version"]).is_none() {
+        eprintln!("skipped: git is not installed");
+        return;
+    }
+    let fx = Fixture::new();
+    let upstream = fx.advance_remote_main(&[("PRIVATE.md", Some("behind a login\n"))]);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let root = fx.tmp.path().to_path_buf();
+    let server = rt
+        .block_on(worktrain_testkit::git_http::GitHttpServer::start(
+            root,
+            "s3cret-token",
+        ))
+        .unwrap();
+    let url = format!("{}/remote.git", server.base_url());
+    git(&fx.repo, &["remote", "set-url", "origin", &url]).unwrap();
+    let store = fx.tmp.path().join("git-credentials");
+    let host = server.base_url().trim_start_matches("http://");
+    fs::write(
+        &store,
+        format!("http://x-access-token:s3cret-token@{host}\n"),
+    )
+    .unwrap();
+    git(
+        &fx.repo,
+        &[
+            "config",
+            "credential.helper",
+            &format!("store --file={}", store.display()),
+        ],
+    )
+    .unwrap();
+    let _ = fs::remove_file(fx.repo.join(".git/FETCH_HEAD"));
+    let s = session();
+
+    let wt = fx.wts.create(s, "main").unwrap();
+
+    assert_eq!(wt.head, upstream);
+    assert_eq!(read(&wt.path.join("PRIVATE.md")), "behind a login\n");
+    let requests = server.requests();
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.authorized && r.user.as_deref() == Some("x-access-token")),
+        "{requests:?}"
+    );
+    // No FETCH_HEAD: concurrent sessions would fight over it.
+    assert!(!fx.repo.join(".git/FETCH_HEAD").exists());
+}
