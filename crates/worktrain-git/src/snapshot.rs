@@ -190,6 +190,50 @@ impl Worktrees {
         }
     }
 
+    /// Push the session's snapshot `node_label` to the configured remote under the same
+    /// hidden ref, so a daemon on another host can take the session over from it (see
+    /// [`Worktrees::fetch_snapshots`] and [`Worktrees::adopt`]). The ref is replaced on
+    /// the remote (a snapshot retaken after a rewind is not a fast-forward); only
+    /// `refs/worktrain/…` is ever pushed this way. Runs the `git` command line, so the
+    /// user's own git setup applies.
+    #[tracing::instrument(level = "info", skip(self), fields(session = %session))]
+    pub fn push_snapshot(&self, session: SessionId, node_label: &str) -> Result<()> {
+        let refname = snapshot_ref(session, node_label)?;
+        let remote = self.remote_for_snapshots()?;
+        let spec = format!("+{refname}:{refname}");
+        let dir = self.repo_dir();
+        let out = crate::cli::run_blocking(&dir, &["push", "--quiet", &remote, &spec], None)
+            .io("running `git push` in", &dir)?;
+        if !out.ok() {
+            return Err(Error::Remote {
+                action: "push",
+                remote,
+                message: out.error_lines(),
+                transient: out.transient_failure(),
+            });
+        }
+        tracing::info!(%remote, %refname, "snapshot shared");
+        Ok(())
+    }
+
+    /// Fetch every snapshot ref of the session from the configured remote (replacing
+    /// local ones of the same name).
+    #[tracing::instrument(level = "info", skip(self), fields(session = %session))]
+    pub fn fetch_snapshots(&self, session: SessionId) -> Result<()> {
+        let remote = self.remote_for_snapshots()?;
+        let prefix = snapshot_prefix(session);
+        let repo = self.open_main()?;
+        crate::worktrees::fetch(&repo, &remote, &[format!("+{prefix}*:{prefix}*")])
+    }
+
+    fn remote_for_snapshots(&self) -> Result<String> {
+        self.remote.clone().ok_or(Error::Invalid {
+            what: "remote",
+            value: String::new(),
+            reason: "sharing snapshots needs a configured remote (`daemon.worktrees.remote`)",
+        })
+    }
+
     /// All snapshots of a session, ordered by label.
     pub fn snapshots(&self, session: SessionId) -> Result<Vec<Snapshot>> {
         let repo = self.open_main()?;

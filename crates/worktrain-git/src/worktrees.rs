@@ -18,6 +18,7 @@ use crate::names::{
     self, LockState, META_FILE, Meta, Mode, branch_name, branch_ref, detach_branch_name,
     fetched_ref, in_use_reason, kept_reason,
 };
+use crate::snapshot::Restored;
 
 /// Name and e-mail used for commits made by [`Worktrees::commit_all`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -394,6 +395,92 @@ impl Worktrees {
             base: Some(base_ref),
             reattached: false,
         })
+    }
+
+    /// Take over a session whose worktree is on another host: make its worktree here
+    /// from `snapshot` (a step snapshot fetched with [`Worktrees::fetch_snapshots`]).
+    /// The branch `worktrain/<session>` is put at the snapshot's parent — the branch's
+    /// commit when the snapshot was taken, with every commit the agent had made — and the
+    /// files are restored to the snapshot (uncommitted and untracked changes included),
+    /// so the worktree is as it was when that step was accepted. A local branch of the
+    /// session that is not an ancestor of that commit is never moved (its commits would
+    /// be lost): that is an error.
+    #[tracing::instrument(level = "info", skip(self), fields(session = %session))]
+    pub fn adopt(&self, session: SessionId, snapshot: Oid) -> Result<(SessionWorktree, Restored)> {
+        let repo = self.open_main()?;
+        let commit = repo
+            .find_commit(snapshot)
+            .git(|| format!("reading snapshot {snapshot}"))?;
+        let parent = commit.parent_id(0).map_err(|_| Error::Invalid {
+            what: "snapshot",
+            value: snapshot.to_string(),
+            reason: "has no parent commit (it was taken on an unborn branch)",
+        })?;
+        drop(commit);
+        let branch_refname = branch_ref(session);
+        if let Ok(local) = repo.refname_to_id(&branch_refname)
+            && local != parent
+            && !repo
+                .graph_descendant_of(parent, local)
+                .git(|| format!("comparing `{branch_refname}` with {parent}"))?
+        {
+            return Err(Error::Invalid {
+                what: "session branch",
+                value: branch_name(session),
+                reason: "exists here with commits the snapshot does not contain; it is left as it is",
+            });
+        }
+        let wt = match self.reattach(&repo, session)? {
+            Some(existing) => existing,
+            None => {
+                let path = self.prepare_path(session)?;
+                let branch = repo
+                    .reference(
+                        &branch_refname,
+                        parent,
+                        true,
+                        &format!(
+                            "worktrain: session {session} taken over from snapshot {snapshot}"
+                        ),
+                    )
+                    .git(|| format!("setting `{branch_refname}`"))?;
+                if let Some(holder) = checked_out_in(&repo, &branch_refname)? {
+                    return Err(Error::BranchCheckedOut {
+                        branch: branch_name(session),
+                        worktree: holder,
+                    });
+                }
+                let wt = self.add_worktree(&repo, session, &path, &branch)?;
+                self.write_meta(
+                    session,
+                    &Meta {
+                        base: None,
+                        created: Some(SystemTime::now()),
+                        mode: Mode::Branch,
+                    },
+                )?;
+                wt.lock(Some(&in_use_reason(session)))
+                    .git(|| format!("locking the worktree of {session}"))?;
+                SessionWorktree {
+                    session,
+                    path,
+                    mode: Mode::Branch,
+                    branch: Some(branch_name(session)),
+                    head: parent,
+                    base: None,
+                    reattached: false,
+                }
+            }
+        };
+        let restored = self.restore(session, snapshot)?;
+        tracing::info!(path = %wt.path.display(), %snapshot, head = %parent, "worktree taken over from a shared snapshot");
+        Ok((wt, restored))
+    }
+
+    /// The directory `git` runs in for this repository (its checkout, or the bare
+    /// repository itself).
+    pub(crate) fn repo_dir(&self) -> PathBuf {
+        self.repo_path.clone()
     }
 
     /// Create a read-only worktree for the session, detached at `rev`: a ref on the

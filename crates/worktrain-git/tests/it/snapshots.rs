@@ -349,3 +349,145 @@ fn snapshots_of_different_sessions_do_not_mix() {
     assert!(files_of(&repo, sb).contains_key("b.txt"));
     assert_eq!(fx.wts.snapshots(a).unwrap().len(), 1);
 }
+
+/// Host A runs a session and shares its step snapshot through the remote; host B (its
+/// own clone and home) takes the session over: same branch commits, same uncommitted
+/// and untracked files, nothing of A's later, unsnapshotted work.
+#[test]
+fn a_shared_snapshot_recreates_the_worktree_on_another_host() {
+    if git(Path::new("."), &["--version"]).is_none() {
+        eprintln!("skipped: git is not installed");
+        return;
+    }
+    let fx = Fixture::new();
+    let s = session();
+    let a = fx.wts.create(s, "main").unwrap();
+    write(
+        &a.path.join("src/lib.rs"),
+        "pub fn one() -> u32 {\n    2\n}\n",
+    );
+    git(&a.path, &["add", "src/lib.rs"]).unwrap();
+    git(
+        &a.path,
+        &[
+            "-c",
+            "user.name=A",
+            "-c",
+            "user.email=a@x",
+            "commit",
+            "-qm",
+            "agent commit",
+        ],
+    )
+    .unwrap();
+    let agent_commit = fx
+        .workspace()
+        .refname_to_id(&format!("refs/heads/worktrain/{s}"))
+        .unwrap();
+    write(&a.path.join("README.md"), "# demo, edited\n");
+    write(&a.path.join("notes/new.txt"), "untracked\n");
+    write(&a.path.join("debug.log"), "ignored\n");
+    let snap = fx.wts.snapshot(s, "n1").unwrap();
+    fx.wts.push_snapshot(s, "n1").unwrap();
+    // Work after the snapshot is not carried over.
+    write(&a.path.join("later.txt"), "after the step\n");
+
+    let on_remote = fx
+        .bare()
+        .refname_to_id(&format!("refs/worktrain/{s}/n1"))
+        .unwrap();
+    assert_eq!(on_remote, snap);
+
+    let host_b = fx.tmp.path().join("host-b");
+    let repo_b = host_b.join("workspace");
+    Repository::clone(fx.remote.to_str().unwrap(), &repo_b).unwrap();
+    let wts_b = worktrain_git::Worktrees::new(crate::common::Fixture::config(
+        &repo_b,
+        &host_b.join("home"),
+    ))
+    .unwrap();
+    assert_eq!(wts_b.snapshot_of(s, "n1").unwrap(), None);
+    wts_b.fetch_snapshots(s).unwrap();
+    assert_eq!(wts_b.snapshot_of(s, "n1").unwrap(), Some(snap));
+
+    let (b, restored) = wts_b.adopt(s, snap).unwrap();
+    assert_eq!(restored.snapshot, snap);
+    assert_eq!(
+        b.head, agent_commit,
+        "the branch carries the agent's commit"
+    );
+    assert_eq!(
+        Repository::open(&repo_b)
+            .unwrap()
+            .refname_to_id(&format!("refs/heads/worktrain/{s}"))
+            .unwrap(),
+        agent_commit
+    );
+    assert_eq!(
+        read(&b.path.join("src/lib.rs")),
+        "pub fn one() -> u32 {\n    2\n}\n"
+    );
+    assert_eq!(read(&b.path.join("README.md")), "# demo, edited\n");
+    assert_eq!(read(&b.path.join("notes/new.txt")), "untracked\n");
+    assert!(!b.path.join("later.txt").exists());
+    assert!(
+        !b.path.join("debug.log").exists(),
+        "ignored files are not shared"
+    );
+    // Locked in use, like any session worktree; a second adopt re-attaches.
+    let (again, _) = wts_b.adopt(s, snap).unwrap();
+    assert!(again.reattached);
+    assert_eq!(read(&again.path.join("README.md")), "# demo, edited\n");
+}
+
+/// A local session branch with commits the snapshot lacks is never moved back.
+#[test]
+fn adopting_never_moves_a_session_branch_that_has_other_commits() {
+    if git(Path::new("."), &["--version"]).is_none() {
+        eprintln!("skipped: git is not installed");
+        return;
+    }
+    let fx = Fixture::new();
+    let s = session();
+    let a = fx.wts.create(s, "main").unwrap();
+    write(&a.path.join("x.txt"), "x\n");
+    let snap = fx.wts.snapshot(s, "n1").unwrap();
+    fx.wts.push_snapshot(s, "n1").unwrap();
+
+    let host_b = fx.tmp.path().join("host-b");
+    let repo_b = host_b.join("workspace");
+    Repository::clone(fx.remote.to_str().unwrap(), &repo_b).unwrap();
+    let rb = Repository::open(&repo_b).unwrap();
+    let main = rb.refname_to_id("refs/heads/main").unwrap();
+    rb.reference(&format!("refs/heads/worktrain/{s}"), main, true, "t")
+        .unwrap();
+    let own = crate::common::commit_files(
+        &rb,
+        &format!("refs/heads/worktrain/{s}"),
+        &[("mine.txt", Some("only here\n"))],
+        "local work",
+    );
+    let wts_b = worktrain_git::Worktrees::new(crate::common::Fixture::config(
+        &repo_b,
+        &host_b.join("home"),
+    ))
+    .unwrap();
+    wts_b.fetch_snapshots(s).unwrap();
+    let err = wts_b.adopt(s, snap).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Invalid {
+                what: "session branch",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        rb.refname_to_id(&format!("refs/heads/worktrain/{s}"))
+            .unwrap(),
+        own
+    );
+    assert!(!wts_b.path_for(s).exists());
+}
