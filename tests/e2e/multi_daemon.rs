@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use worktrain_testkit::Turn;
 
 use crate::daemon_rig::{
-    Rig, RigSpec, complete, have_git, kinds, result_of, route, shell, wait_for,
+    Rig, RigSpec, complete, git, have_git, kinds, result_of, route, shell, wait_for, write_file,
 };
 use crate::support::postgres_database;
 
@@ -407,6 +407,186 @@ fn a_run_resumed_on_another_daemon_never_silently_starts_over() {
     // The agent never ran again, and no fresh worktree was made for it.
     assert_eq!(rigs[0].requests_for(GOAL).len(), 1);
     assert!(!rigs[1].worktree_of(&id).exists());
+}
+
+/// Host A (sharing its snapshots when `a_shares`) runs a two-step session on a
+/// PostgreSQL store and dies in the second step; host B (sharing on) gets its own clone
+/// of the repository at the same path and starts. The rigs, the session and the repository.
+fn killed_mid_step_then_host_b(
+    db_url: &str,
+    a_shares: bool,
+) -> (Vec<Rig>, String, std::path::PathBuf) {
+    const GOAL: &str = "work carried to another host";
+    let lines: &[&str] = &["lease_secs: 3"];
+    let mut rigs = vec![
+        Rig::new(RigSpec {
+            daemon: lines,
+            routes: vec![route(
+                GOAL,
+                vec![
+                    write_file("kept.txt", "written on host A"),
+                    complete("first step done"),
+                    shell("touch started && sleep 20.713"),
+                    shell("cat kept.txt > seen.txt && ls"),
+                    complete("second step done"),
+                ],
+            )],
+            ..RigSpec::default()
+        }),
+        Rig::new(RigSpec {
+            daemon: lines,
+            ..RigSpec::default()
+        }),
+    ];
+    share_store(&rigs, db_url);
+    for (i, rig) in rigs.iter().enumerate() {
+        if i == 0 && !a_shares {
+            continue;
+        }
+        let path = rig.env.home().join("config.yaml");
+        let config = std::fs::read_to_string(&path).unwrap();
+        let shared = config.replace(
+            "keep_failed_hours: 1}",
+            "keep_failed_hours: 1, share_snapshots: true}",
+        );
+        assert_ne!(shared, config);
+        std::fs::write(&path, shared).unwrap();
+    }
+    rigs[0].start_daemon();
+    let id = rigs[0].spawn_in_repo("e2e-two", GOAL, &[]);
+    rigs[0].wait_file(&id, "started", Duration::from_secs(60));
+    rigs[0].sigkill_daemon();
+    // Host B: its own clone of the same remote at the same path (nothing of host A's
+    // refs, branch or worktree), its own home.
+    let repo = rigs[0].repo.clone();
+    let remote = rigs[0].env.dir().join("remote.git");
+    std::fs::remove_dir_all(&repo).unwrap();
+    git(
+        rigs[0].env.dir(),
+        &[
+            "clone",
+            "-q",
+            remote.to_str().unwrap(),
+            repo.to_str().unwrap(),
+        ],
+    );
+    let shared = git(
+        &repo,
+        &["ls-remote", "origin", &format!("refs/worktrain/{id}/*")],
+    );
+    assert_eq!(
+        shared.contains(&format!("refs/worktrain/{id}/n1")),
+        a_shares,
+        "{shared}"
+    );
+    rigs[1].start_daemon();
+
+    (rigs, id, repo)
+}
+
+/// Host A did not share its snapshots: host B, which would take the run over, finds
+/// none and fails it with the reason recorded — it does not start the step over.
+#[test]
+fn a_takeover_without_the_snapshot_on_the_remote_fails_with_the_reason() {
+    if !have_git() {
+        eprintln!("skipped: git is not installed");
+        return;
+    }
+    let Some(db) = postgres_database() else {
+        return;
+    };
+    let (rigs, id, repo) = killed_mid_step_then_host_b(&db.url, false);
+    let (code, results) = rigs[1].await_all(&[&id], "90s");
+    assert_eq!(code, 1, "{results:#?}");
+    let r = result_of(&results, &id);
+    assert_eq!(
+        (r["outcome"].as_str(), r["failure"].as_str()),
+        (Some("failed"), Some("worktree_failed")),
+        "{r:#}"
+    );
+    let events = rigs[1].events(&id);
+    let fin = events.last().unwrap();
+    let detail = fin["body"]["detail"].as_str().unwrap_or("");
+    assert!(
+        detail.contains("is not on `origin`") && detail.contains("not started over silently"),
+        "{fin}"
+    );
+    assert!(!kinds(&events).contains(&"worktree_restored".to_owned()));
+    assert!(!rigs[1].worktree_of(&id).exists());
+    assert!(
+        git(&repo, &["branch", "--list", &format!("worktrain/{id}")])
+            .trim()
+            .is_empty(),
+        "no session branch was made on host B"
+    );
+}
+
+/// With `share_snapshots`, every step snapshot is pushed to the workspace's remote. The
+/// daemon running a session dies mid-step; another daemon — on another host: its own home
+/// and its own clone of the repository — takes the run over from the last snapshot: the
+/// work of the accepted step (an uncommitted file) is in its worktree, the interrupted step
+/// runs again there, and the session completes with all of it on its branch.
+#[test]
+fn a_run_taken_over_by_another_host_continues_from_its_shared_snapshot() {
+    if !have_git() {
+        eprintln!("skipped: git is not installed");
+        return;
+    }
+    let Some(db) = postgres_database() else {
+        return;
+    };
+    let (rigs, id, repo) = killed_mid_step_then_host_b(&db.url, true);
+    let (code, results) = rigs[1].await_all(&[&id], "90s");
+    assert_eq!(code, 0, "{results:#?}\n{}", rigs[1].log_tail());
+    assert_eq!(result_of(&results, &id)["outcome"], "completed");
+    let events = rigs[1].events(&id);
+    let k = kinds(&events);
+    let resumed = k
+        .iter()
+        .rposition(|k| k == "run_started")
+        .expect("run started");
+    assert!(
+        k[..resumed].contains(&"run_interrupted".to_owned()),
+        "{k:?}"
+    );
+    let restored = events[resumed..]
+        .iter()
+        .find(|e| e["body"]["type"] == "worktree_restored")
+        .unwrap_or_else(|| panic!("no worktree_restored after the takeover: {k:?}"));
+    let snapshot_n1 = events
+        .iter()
+        .find(|e| {
+            e["body"]["type"] == "step_snapshotted"
+                && e["body"]["git_ref"]
+                    .as_str()
+                    .is_some_and(|r| r.ends_with("/n1"))
+        })
+        .unwrap_or_else(|| panic!("no snapshot of n1: {k:?}"));
+    assert_eq!(restored["body"]["commit"], snapshot_n1["body"]["commit"]);
+    let workers: Vec<&str> = events
+        .iter()
+        .filter(|e| e["body"]["type"] == "run_started")
+        .map(|e| e["body"]["worker"].as_str().unwrap())
+        .collect();
+    assert_ne!(
+        worker_pid(workers[0]),
+        worker_pid(workers[workers.len() - 1])
+    );
+    // The accepted step's work came across; the interrupted step ran again over there.
+    let branch = format!("worktrain/{id}");
+    assert_eq!(
+        git(&repo, &["show", &format!("{branch}:kept.txt")]).trim(),
+        "written on host A"
+    );
+    assert_eq!(
+        git(&repo, &["show", &format!("{branch}:seen.txt")]).trim(),
+        "written on host A"
+    );
+    // What host A did after the last snapshot (the interrupted step) is not carried.
+    assert!(
+        !git(&repo, &["ls-tree", "--name-only", &branch]).contains("started"),
+        "work after the snapshot came across"
+    );
 }
 
 /// A daemon that stalls past its lease (SIGSTOP) loses its run to another daemon; when it

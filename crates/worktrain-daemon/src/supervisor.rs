@@ -1147,8 +1147,9 @@ impl Supervisor {
 
     /// When this run continues (resumed after an interruption, or after a gate) work whose
     /// worktree lives with another daemon — another host or home, which several daemons
-    /// on one PostgreSQL store make possible — the reason it must not start: its changes
-    /// are not here, and a fresh worktree would silently start the work over. A retry
+    /// on one PostgreSQL store make possible — where it is: its changes are not here, and
+    /// a fresh worktree would silently start the work over. With shared snapshots the
+    /// worktree is taken over from the last one; otherwise the run fails, and a retry
     /// (an operator's explicit choice) starts over from the base branch here.
     async fn worktree_elsewhere(&self, id: SessionId, summary: &SessionSummary) -> Option<String> {
         let run = summary.run.as_ref()?;
@@ -1231,7 +1232,7 @@ impl Supervisor {
             return None;
         }
         Some(format!(
-            "run {} continues run {prev_run}, whose worktree (branch worktrain/{id}) is with worker {prev_worker} on another host or home; worktrees are not carried between daemons, so it is not started over silently here. Retry it (`worktrain session retry {id}`) to start over from the base branch on this daemon",
+            "run {} continues run {prev_run}, whose worktree (branch worktrain/{id}) is with worker {prev_worker} on another host or home",
             run.run
         ))
     }
@@ -1247,8 +1248,18 @@ impl Supervisor {
         let run = summary.run.as_ref();
         match summary.workspace.as_deref().map(Path::new) {
             Some(ws) if worktrees.applies_to(ws) => {
-                if let Some(detail) = self.worktree_elsewhere(id, summary).await {
-                    return Err(detail);
+                if let Some(elsewhere) = self.worktree_elsewhere(id, summary).await {
+                    if !worktrees.settings().share_snapshots {
+                        return Err(format!(
+                            "{elsewhere}; worktrees are not carried between daemons (`daemon.worktrees.share_snapshots` is off), so it is not started over silently here. Retry it (`worktrain session retry {id}`) to start over from the base branch on this daemon"
+                        ));
+                    }
+                    return match self.engine.take_over_worktree(id).await {
+                        Ok(path) => Ok((path, true)),
+                        Err(e) => Err(format!(
+                            "{elsewhere}; taking it over from its shared snapshot failed: {e}. It is not started over silently here. Retry it (`worktrain session retry {id}`) to start over from the base branch on this daemon"
+                        )),
+                    };
                 }
                 let prepared = worktrees
                     .prepare(

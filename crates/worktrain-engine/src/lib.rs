@@ -1077,6 +1077,71 @@ impl Engine {
         Ok(Some(body))
     }
 
+    /// The run continues one whose worktree is on another host (its daemon died): make
+    /// the worktree here from the shared snapshot of the step the run resumes at (the one
+    /// taken when the step before it was accepted, or before the first step) and record
+    /// `worktree_restored`. The error says why it could not be done; the caller fails the
+    /// run with it rather than starting the step over in a fresh worktree.
+    pub async fn take_over_worktree(&self, id: SessionId) -> Result<PathBuf, String> {
+        let w = self
+            .worktrees
+            .as_ref()
+            .ok_or("session worktrees are disabled on this daemon")?;
+        let s = self.summary(id).await.map_err(|e| e.message)?;
+        let workspace = PathBuf::from(
+            s.workspace
+                .as_deref()
+                .ok_or("the session has no workspace")?,
+        );
+        let step = s
+            .current
+            .as_ref()
+            .ok_or("the session has no current step to resume")?;
+        let node = self
+            .store
+            .node(id, step.node)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("the current node is missing")?;
+        let wanted = node.parent.unwrap_or(NodeId(0));
+        let mut expected = None;
+        let mut after = worktrain_core::ids::Seq(0);
+        loop {
+            let page = self
+                .store
+                .events(id, after, 1000)
+                .await
+                .map_err(|e| e.to_string())?;
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            for e in &page {
+                if let worktrain_core::event::EventBody::StepSnapshotted { node, commit, .. } =
+                    &e.body
+                    && *node == wanted
+                {
+                    expected = Some(commit.clone());
+                }
+            }
+        }
+        let expected = expected.ok_or_else(|| {
+            format!("no snapshot of step {wanted} was recorded, so there is nothing to resume from")
+        })?;
+        let (prepared, (restored, backup)) = w
+            .adopt(&workspace, id, wanted.to_string(), expected)
+            .await
+            .map_err(|e| e.0)?;
+        let body = worktrain_core::event::EventBody::WorktreeRestored {
+            node: step.node,
+            commit: restored,
+            backup,
+        };
+        self.transition(id, |_| Ok(vec![body.clone()]))
+            .await
+            .map_err(|e| e.message)?;
+        info!(session_id = %id, %wanted, path = %prepared.path.display(), "worktree taken over from a shared snapshot");
+        Ok(prepared.path)
+    }
+
     /// The workflow completed: commit everything in the session's worktree on its branch
     /// (trailers name the session and the workflow) and record `work_committed`. When the
     /// agent committed its work itself, that commit is recorded. `None`: the session

@@ -33,6 +33,10 @@ pub struct WorktreeSettings {
     pub base_branch: String,
     /// Keep the worktree of a failed session this long for inspection, in hours.
     pub keep_failed_hours: u64,
+    /// Push every step snapshot to `remote` (hidden refs `refs/worktrain/<session>/…`),
+    /// so that when a daemon dies, another daemon on another host takes its runs over
+    /// from the last snapshot instead of failing them. For several daemons on one store.
+    pub share_snapshots: bool,
     /// Author and committer of the sessions' commits (default: the repository's git
     /// configuration, else `worktrain <worktrain@localhost>`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -56,6 +60,7 @@ impl Default for WorktreeSettings {
             remote: "origin".into(),
             base_branch: "main".into(),
             keep_failed_hours: 72,
+            share_snapshots: false,
             author: None,
         }
     }
@@ -251,10 +256,74 @@ impl SessionWorktrees {
         session: SessionId,
         label: String,
     ) -> Result<(String, String), WorktreeError> {
-        let wts = self.open(workspace, false)?;
+        let share = self.settings.share_snapshots;
+        let wts = self.open(workspace, share)?;
         tokio::task::spawn_blocking(move || {
             let oid = wts.snapshot(session, &label)?;
+            if share && let Err(e) = wts.push_snapshot(session, &label) {
+                // The step goes on; a takeover from this snapshot will then fail with a
+                // recorded reason instead of starting over.
+                tracing::warn!(session_id = %session, %label, error = %e, "sharing the step snapshot failed");
+            }
             Ok((snapshot_ref(session, &label)?, oid.to_string()))
+        })
+        .await
+        .map_err(blocking_error)?
+    }
+
+    /// Make the session's worktree here from its snapshot `label` on the remote (see
+    /// [`WorktreeSettings::share_snapshots`]): fetch the session's snapshots, check that
+    /// `label` is the commit the event log recorded (`expected`), and adopt it. Returns
+    /// the worktree and `(restored, backup)` as [`SessionWorktrees::restore`] does.
+    pub async fn adopt(
+        &self,
+        workspace: &Path,
+        session: SessionId,
+        label: String,
+        expected: String,
+    ) -> Result<(Prepared, (String, String)), WorktreeError> {
+        if !self.settings.share_snapshots {
+            return Err(WorktreeError(
+                "snapshots are not shared (`daemon.worktrees.share_snapshots: false`)".into(),
+            ));
+        }
+        if self.settings.remote.is_empty()
+            || !worktrain_git::remote_exists(workspace, &self.settings.remote)
+        {
+            return Err(WorktreeError(format!(
+                "the repository `{}` has no remote `{}` to take snapshots from",
+                workspace.display(),
+                self.settings.remote
+            )));
+        }
+        let wts = self.open(workspace, true)?;
+        let remote = self.settings.remote.clone();
+        tokio::task::spawn_blocking(move || {
+            wts.fetch_snapshots(session)?;
+            let found = wts.snapshot_of(session, &label)?;
+            let oid = match found {
+                Some(oid) if oid.to_string() == expected => oid,
+                Some(other) => {
+                    return Err(WorktreeError(format!(
+                        "snapshot {label} on `{remote}` is {other}, but the session recorded {expected} (its push failed or was overwritten)"
+                    )));
+                }
+                None => {
+                    return Err(WorktreeError(format!(
+                        "snapshot {label} ({expected}) is not on `{remote}` (its push failed, or the remote was pruned)"
+                    )));
+                }
+            };
+            let (wt, restored) = wts.adopt(session, oid)?;
+            Ok((
+                Prepared {
+                    path: wt.path,
+                    branch: wt.branch,
+                    base: wt.base,
+                    note: Some(format!("taken over from snapshot {label} ({oid}) on `{remote}`")),
+                },
+                (restored.snapshot.to_string(), restored.backup.to_string()),
+            ))
         })
         .await
         .map_err(blocking_error)?
