@@ -85,6 +85,9 @@ pub(crate) enum Command {
     KillAll,
     /// Print a one-time login link to the daemon's web console (valid 5 minutes).
     Console,
+    /// The sessions and a session's live trace in a full-screen terminal UI (needs a
+    /// terminal; `worktrain status` is the non-interactive briefing).
+    Watch(WatchArgs),
     /// Session worktrees (read-only inventory and cleanup; works without the daemon).
     #[command(subcommand)]
     Worktree(WorktreeCommand),
@@ -500,6 +503,54 @@ pub(crate) struct AwaitArgs {
     /// Give up after this long (e.g. `30m`, `90s`); exit 2. Default: wait indefinitely.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub timeout: Option<std::time::Duration>,
+}
+
+/// `worktrain watch`.
+#[derive(Debug, Args)]
+pub(crate) struct WatchArgs {
+    /// Show only sessions in this state: a run state (`queued`, `running`, `parked`,
+    /// `interrupted`, `completed`, `failed`, `cancelled`) or, for sessions without a
+    /// daemon run, a workflow status (`in_progress`, `blocked`, `parked`, `complete`).
+    /// `f` cycles through them.
+    #[arg(long, value_name = "STATE")]
+    pub status: Option<String>,
+    /// Open this session's live trace at start.
+    #[arg(long, value_name = "SESSION")]
+    pub session: Option<String>,
+    /// Draw into an off-screen buffer and print frames instead of using the terminal
+    /// (for tests: see `--script`).
+    #[arg(long, hide = true)]
+    pub dump: bool,
+    /// `--dump`: width and height of the buffer.
+    #[arg(long, hide = true, value_name = "WxH", default_value = "160x40", value_parser = parse_size)]
+    pub size: (u16, u16),
+    /// `--dump`: steps in order: `wait=TEXT` (until the screen shows it; the frame is
+    /// printed) or `key=NAME` (a character, enter, esc, up, down, end).
+    #[arg(long, hide = true, value_name = "STEP")]
+    pub script: Vec<String>,
+    /// `--dump`: give up (exit 1, last frame printed) after this long.
+    #[arg(long, hide = true, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub timeout: std::time::Duration,
+}
+
+impl WatchArgs {
+    /// Whether to open a trace at start.
+    pub(crate) fn open(&self) -> bool {
+        self.session.is_some()
+    }
+}
+
+fn parse_size(s: &str) -> Result<(u16, u16), String> {
+    let (w, h) = s
+        .split_once('x')
+        .ok_or_else(|| format!("`{s}` is not WIDTHxHEIGHT"))?;
+    let n = |v: &str| {
+        v.parse::<u16>()
+            .ok()
+            .filter(|n| (10..=1000).contains(n))
+            .ok_or_else(|| format!("`{v}` is not a size from 10 to 1000"))
+    };
+    Ok((n(w)?, n(h)?))
 }
 
 /// `worktrain worktree …`.

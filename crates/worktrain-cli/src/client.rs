@@ -171,6 +171,30 @@ impl DaemonClient {
     pub(crate) async fn post(&self, path: &str, body: &Value) -> Result<Value, ApiError> {
         self.json(Method::POST, path, Some(body)).await
     }
+
+    /// `GET path` of a server-sent-event stream: the open response, whose body the caller
+    /// reads chunk by chunk. No overall timeout (a stream lives as long as the daemon);
+    /// the connect timeout still applies.
+    pub(crate) async fn stream(&self, path: &str) -> Result<reqwest::Response, ApiError> {
+        let url = format!("{}{path}", self.base);
+        let resp = self
+            .http
+            .get(&url)
+            .bearer_auth(&self.token)
+            .header(reqwest::header::ACCEPT, "text/event-stream")
+            .send()
+            .await
+            .map_err(|e| unreachable(&self.base, &e))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let bytes = resp
+                .bytes()
+                .await
+                .map_err(|e| unreachable(&self.base, &e))?;
+            return Err(from_wire(status, &bytes));
+        }
+        Ok(resp)
+    }
 }
 
 /// The daemon's base URL (no trailing slash).

@@ -454,7 +454,8 @@ async fn log(
     Ok(Exit::Ok)
 }
 
-fn summarize(fields: &Map<String, Value>) -> String {
+/// Event fields as `k=v` pairs, long strings cut (one log line).
+pub(crate) fn summarize(fields: &Map<String, Value>) -> String {
     let mut parts = Vec::new();
     for (k, v) in fields {
         let text = match v {

@@ -22,6 +22,7 @@ mod cmd_trigger;
 mod cmd_workflow;
 mod cmd_worktree;
 mod output;
+mod watch;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -187,6 +188,7 @@ async fn dispatch(cli: Cli, out: Out) -> Result<Exit, ApiError> {
         Command::Status => cmd_coord::status(&ctx).await,
         Command::KillAll => cmd_coord::kill_all(&ctx).await,
         Command::Console => cmd_coord::console(&ctx).await,
+        Command::Watch(args) => watch::run(&ctx, args).await,
         Command::Worktree(cmd) => cmd_worktree::run(&ctx, cmd).await,
         Command::Trigger(cmd) => cmd_trigger::run(&ctx, cmd).await,
         Command::Insights(cmd) => cmd_insights::run(&ctx, cmd).await,

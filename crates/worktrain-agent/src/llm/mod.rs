@@ -8,7 +8,7 @@ mod anthropic;
 mod client;
 mod http;
 mod openai;
-mod sse;
+pub mod sse;
 
 use std::sync::Arc;
 use std::time::Duration;

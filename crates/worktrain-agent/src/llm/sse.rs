@@ -1,8 +1,9 @@
-//! A minimal server-sent-events parser: bytes in, `(event, data)` pairs out.
+//! A minimal server-sent-events parser: bytes in, `(event, data)` pairs out. The LLM
+//! providers stream through it, and so does `worktrain watch` (the daemon's event streams).
 
 /// One dispatched event.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct SseEvent {
+pub struct SseEvent {
     /// The `event:` field, if any.
     pub event: Option<String>,
     /// The `data:` lines joined by `\n`.
@@ -11,7 +12,7 @@ pub(crate) struct SseEvent {
 
 /// Incremental parser; feed it chunks as they arrive.
 #[derive(Debug, Default)]
-pub(crate) struct SseParser {
+pub struct SseParser {
     buf: Vec<u8>,
     event: Option<String>,
     data: Vec<String>,
@@ -19,7 +20,7 @@ pub(crate) struct SseParser {
 
 impl SseParser {
     /// Feed bytes; returns the events completed by them.
-    pub(super) fn push(&mut self, chunk: &[u8]) -> Vec<SseEvent> {
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<SseEvent> {
         self.buf.extend_from_slice(chunk);
         let mut out = Vec::new();
         while let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
@@ -37,7 +38,7 @@ impl SseParser {
     }
 
     /// End of stream: dispatch a final event not followed by a blank line.
-    pub(super) fn finish(&mut self) -> Option<SseEvent> {
+    pub fn finish(&mut self) -> Option<SseEvent> {
         if !self.buf.is_empty() {
             let rest = String::from_utf8_lossy(&std::mem::take(&mut self.buf)).into_owned();
             if let Some(ev) = self.line(rest.trim_end_matches('\r')) {
