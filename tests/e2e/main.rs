@@ -29,6 +29,7 @@ mod sandbox_e2e;
 mod service;
 mod session;
 mod store;
+mod watch;
 mod workflow;
 mod workflow_import;
 mod workflow_tools;

@@ -74,6 +74,20 @@ struct EventsPage {
     events: Vec<StoredEvent>,
 }
 
+/// `GET /api/v1/sessions/{id}` as a summary. That answer carries `nodes` twice — the
+/// summary's node count and the step graph (the graph comes last, and wins in a JSON
+/// map) — so the count is taken back from the graph's length.
+async fn fetch_summary(client: &DaemonClient, id: SessionId) -> Result<SessionSummary, ApiError> {
+    let mut v: Value = client.get(&format!("/api/v1/sessions/{id}")).await?;
+    if let Some(graph) = v.get("nodes").and_then(Value::as_array) {
+        let count = graph.len();
+        v["nodes"] = json!(count);
+    }
+    serde_json::from_value(v).map_err(|e| {
+        ApiError::internal(format!("the daemon's answer about session {id} does not parse: {e}"))
+    })
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -128,9 +142,7 @@ pub(crate) async fn run(ctx: &Ctx, a: WatchArgs) -> Result<Exit, ApiError> {
                 "pass a session id as `worktrain sessions` prints it",
             )
         })?;
-        let s: SessionSummary = client
-            .json(reqwest::Method::GET, &format!("/api/v1/sessions/{id}"), None)
-            .await?;
+        let s = fetch_summary(&client, id).await?;
         app.upsert(s);
         app.selected = Some(id);
     }
@@ -285,9 +297,7 @@ fn execute(
             Effect::Quit => quit = true,
             Effect::Refetch(id) => {
                 tokio::spawn(async move {
-                    let r: Result<SessionSummary, ApiError> = client
-                        .json(reqwest::Method::GET, &format!("/api/v1/sessions/{id}"), None)
-                        .await;
+                    let r = fetch_summary(&client, id).await;
                     let msg = match r {
                         Ok(s) => Msg::Session(Box::new(s)),
                         Err(e) => Msg::Failed(e.message),
@@ -375,8 +385,15 @@ async fn interactive(
         let Some(msg) = rx.recv().await else {
             break Ok(Exit::Ok);
         };
-        let effects = update(&mut app, msg);
-        if execute(&app, effects, &client, &tx) {
+        // Everything already waiting goes in before the next draw (one redraw per burst).
+        let mut quit = false;
+        let mut next = Some(msg);
+        while let Some(msg) = next {
+            let effects = update(&mut app, msg);
+            quit |= execute(&app, effects, &client, &tx);
+            next = rx.try_recv().ok();
+        }
+        if quit {
             break Ok(Exit::Ok);
         }
     };
@@ -472,7 +489,7 @@ where
     let mut frames = 0u32;
     let mut print = |text: &str, why: &str| {
         frames += 1;
-        say!("--- frame {frames}: {why} ---\n{text}");
+        say!("--- frame {frames}: {why} ---\n{text}--- end of frame {frames} ---");
     };
     if open {
         let effects = app.key(state::press(KeyCode::Enter));

@@ -277,7 +277,8 @@ fn clip(s: &str, max: usize) -> String {
 /// A trace line's fields in `k=v` form (`worktrain session log` style).
 fn fields(v: &Value) -> String {
     let mut m: Map<String, Value> = v.as_object().cloned().unwrap_or_default();
-    m.remove("type");
+    // Hashes and blob references say nothing to a person reading a trace.
+    m.retain(|k, _| k != "type" && k != "response" && !k.ends_with("hash"));
     crate::cmd_session::summarize(&m)
 }
 
