@@ -481,6 +481,81 @@ async fn reject_retry_and_rewind_from_the_page_change_the_session() {
     d.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_from_the_page_continues_an_interrupted_run() {
+    let Some(b) = Browser::start().await else {
+        return;
+    };
+    let mut slow = Vec::new();
+    for _ in 0..40 {
+        slow.push(slow_shell(500));
+    }
+    let d = Daemon::start(vec![route("resume-goal", slow)]).await;
+    let id = d.spawn("two", "resume-goal").await;
+    d.wait_state(&id, "running").await;
+    // A graceful stop interrupts the run; the next daemon serves the console before its
+    // supervisor recovers anything, so the run waits, interrupted, for an operator.
+    let mut d = d
+        .restart_held(vec![route(
+            "resume-goal",
+            vec![
+                complete("planned after the resume"),
+                complete("built after the resume"),
+            ],
+        )])
+        .await;
+    let s = d.session(&id).await;
+    assert_eq!(s["run"]["state"], "interrupted", "{s:#}");
+    b.goto(&d.url(&format!("/console/sessions/{id}"))).await;
+    b.login(&d).await;
+    assert!(
+        b.text(".status-line").await.contains("interrupted"),
+        "{}",
+        b.text("main").await
+    );
+    b.screenshot("session-interrupted").await;
+    // Resume, with its confirmation: the run is queued again, recorded as an event.
+    b.act("resume", None).await;
+    let s = d.wait_state(&id, "queued").await;
+    assert_eq!(s["run"]["requeue_reason"], "resume", "{s:#}");
+    let (_, page) = d
+        .api(
+            reqwest::Method::GET,
+            &format!("/api/v1/sessions/{id}/events?limit=1000"),
+            None,
+        )
+        .await;
+    let requeued: Vec<&Value> = page["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| e["body"]["type"] == "run_requeued")
+        .collect();
+    assert_eq!(requeued.len(), 1, "{page:#}");
+    assert_eq!(requeued[0]["body"]["reason"], "resume", "{page:#}");
+    eventually(15, "the page to show the queued run", || async {
+        b.text(".status-line")
+            .await
+            .contains("queued")
+            .then_some(())
+    })
+    .await;
+    // The session continues where it stood and completes.
+    d.release();
+    let s = d.wait_state(&id, "completed").await;
+    assert_eq!(s["status"], "complete", "{s:#}");
+    assert_eq!(s["run"]["run"], 2, "a second attempt of the same run: {s:#}");
+    eventually(15, "the page to show the completed run", || async {
+        b.text(".status-line")
+            .await
+            .contains("completed")
+            .then_some(())
+    })
+    .await;
+    b.close().await;
+    d.stop().await;
+}
+
 /// A browser test that panics drops its browser while unwinding: chromedriver and every
 /// Chromium process it started (one process group) are gone afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

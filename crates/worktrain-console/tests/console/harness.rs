@@ -128,17 +128,53 @@ impl Daemon {
 
     /// [`Daemon::start`], with session worktrees (and step snapshots) when `worktrees`.
     pub(crate) async fn start_with(routes: Vec<Route>, worktrees: bool) -> Self {
-        Self::boot(routes, worktrees, None).await
+        Self::boot(routes, worktrees, None, None, true).await
     }
 
     /// [`Daemon::start`], with the trigger runtime over `triggers_yml` (written to the
     /// home's `triggers.yml`).
     pub(crate) async fn start_with_triggers(routes: Vec<Route>, triggers_yml: &str) -> Self {
-        Self::boot(routes, false, Some(triggers_yml)).await
+        Self::boot(routes, false, Some(triggers_yml), None, true).await
     }
 
-    async fn boot(routes: Vec<Route>, worktrees: bool, triggers_yml: Option<&str>) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
+    /// Stop gracefully (running sessions' runs are interrupted), then start again on the
+    /// same home with a new agent playing `routes` — its supervisor held: the console and
+    /// API serve, but nothing recovers or claims runs (so an interrupted run stays
+    /// interrupted) until [`Daemon::release`].
+    pub(crate) async fn restart_held(self, routes: Vec<Route>) -> Self {
+        let Daemon {
+            _dir: dir,
+            sup,
+            stop,
+            server,
+            sup_task,
+            ..
+        } = self;
+        sup.shutdown();
+        stop.cancel();
+        if let Some(t) = sup_task {
+            let _ = t.await;
+        }
+        if let Some(t) = server {
+            let _ = t.await;
+        }
+        Self::boot(routes, false, None, Some(dir), false).await
+    }
+
+    /// Start a held supervisor: it recovers runs, then schedules as usual.
+    pub(crate) fn release(&mut self) {
+        assert!(self.sup_task.is_none(), "the supervisor already runs");
+        self.sup_task = Some(tokio::spawn(self.sup.clone().run()));
+    }
+
+    async fn boot(
+        routes: Vec<Route>,
+        worktrees: bool,
+        triggers_yml: Option<&str>,
+        reuse: Option<tempfile::TempDir>,
+        supervise: bool,
+    ) -> Self {
+        let dir = reuse.unwrap_or_else(|| tempfile::tempdir().expect("tempdir"));
         let home = Home::locate(Some(dir.path().join("home"))).expect("home");
         home.init().expect("init");
         for (name, text) in [("two.yaml", TWO_STEP), ("gated.yaml", GATED)] {
@@ -212,7 +248,7 @@ impl Daemon {
         let server_task = tokio::spawn(async move {
             let _ = server.run(async move { s2.cancelled().await }).await;
         });
-        let sup_task = tokio::spawn(sup.clone().run());
+        let sup_task = supervise.then(|| tokio::spawn(sup.clone().run()));
         Self {
             _dir: dir,
             base: format!("http://{addr}"),
@@ -228,7 +264,7 @@ impl Daemon {
             _fake: fake,
             stop,
             server: Some(server_task),
-            sup_task: Some(sup_task),
+            sup_task,
         }
     }
 
