@@ -152,7 +152,10 @@ fn watch_shows_a_live_session_appear_advance_and_its_trace() {
     let second = frame(&rx, "saw `▶ step second`", &rig);
     assert!(second.contains("✓ step completed"), "{second}");
     assert!(second.contains("│ First step **done**."), "{second}");
-    assert!(second.contains("step second  ·"), "header on step second: {second}");
+    assert!(
+        second.contains("step second  ·"),
+        "header on step second: {second}"
+    );
     let done = frame(&rx, "saw `session_completed`", &rig);
     let _ = frame(&rx, "script done", &rig);
     let r = collect(&["watch"], child);
@@ -166,15 +169,27 @@ fn watch_shows_a_live_session_appear_advance_and_its_trace() {
     crate::daemon_rig::wait_for(
         "the first run to end",
         Duration::from_secs(30),
-        || (rig.get(&format!("/api/v1/sessions/{id}"))["run"]["state"] == "completed").then_some(()),
+        || {
+            (rig.get(&format!("/api/v1/sessions/{id}"))["run"]["state"] == "completed")
+                .then_some(())
+        },
         || rig.log_tail(),
     );
     let gated = rig.spawn_in_repo("e2e-gated", "gate-goal", &[]);
     crate::daemon_rig::wait_for(
         "the gate",
         Duration::from_secs(30),
-        || (rig.get(&format!("/api/v1/sessions/{gated}"))["run"]["state"] == "parked").then_some(()),
-        || format!("{:#}\n{}", rig.get(&format!("/api/v1/sessions/{gated}")), rig.log_tail()),
+        || {
+            (rig.get(&format!("/api/v1/sessions/{gated}"))["run"]["state"] == "parked")
+                .then_some(())
+        },
+        || {
+            format!(
+                "{:#}\n{}",
+                rig.get(&format!("/api/v1/sessions/{gated}")),
+                rig.log_tail()
+            )
+        },
     );
     let (child, rx) = watch(
         &rig,
@@ -210,5 +225,9 @@ fn watch_shows_a_live_session_appear_advance_and_its_trace() {
         .into_iter()
         .find(|e| e["body"]["type"] == "gate_approved")
         .expect("gate_approved");
-    assert_eq!(approved["body"]["note"], json!("from worktrain watch"), "{approved}");
+    assert_eq!(
+        approved["body"]["note"],
+        json!("from worktrain watch"),
+        "{approved}"
+    );
 }

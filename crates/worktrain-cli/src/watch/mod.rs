@@ -84,7 +84,9 @@ async fn fetch_summary(client: &DaemonClient, id: SessionId) -> Result<SessionSu
         v["nodes"] = json!(count);
     }
     serde_json::from_value(v).map_err(|e| {
-        ApiError::internal(format!("the daemon's answer about session {id} does not parse: {e}"))
+        ApiError::internal(format!(
+            "the daemon's answer about session {id} does not parse: {e}"
+        ))
     })
 }
 

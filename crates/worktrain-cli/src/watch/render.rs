@@ -175,8 +175,8 @@ fn sessions(f: &mut Frame<'_>, area: Rect, app: &App) {
     )
     .header(
         Row::new([
-            "STATUS", "SESSION", "WORKFLOW", "GOAL", "SOURCE", "STEP", "ELAPSED", "TOKENS",
-            "COST", "PR",
+            "STATUS", "SESSION", "WORKFLOW", "GOAL", "SOURCE", "STEP", "ELAPSED", "TOKENS", "COST",
+            "PR",
         ])
         .style(Style::default().add_modifier(Modifier::BOLD)),
     )
@@ -229,11 +229,11 @@ fn trace(f: &mut Frame<'_>, area: Rect, app: &App, t: &Trace) {
         None => vec![Line::from("(session not in the list)")],
     };
     f.render_widget(
-        Paragraph::new(head_lines)
-            .block(Block::default().borders(Borders::ALL).title(format!(
-                " Session {} ",
-                t.id
-            ))),
+        Paragraph::new(head_lines).block(
+            Block::default()
+                .borders(Borders::ALL)
+                .title(format!(" Session {} ", t.id)),
+        ),
         head,
     );
     let mut lines: Vec<Line<'static>> = Vec::new();
@@ -323,9 +323,11 @@ pub(crate) fn trace_lines(e: &StoredEvent) -> Vec<Line<'static>> {
                 Style::default().fg(Color::Red),
                 format!("✗ blocked ({} blocker(s))", blockers.len()),
             )];
-            v.extend(blockers.iter().map(|b| {
-                Line::from(format!("{:>15}│ {}", "", clip(&b.message, 200)))
-            }));
+            v.extend(
+                blockers
+                    .iter()
+                    .map(|b| Line::from(format!("{:>15}│ {}", "", clip(&b.message, 200)))),
+            );
             v
         }
         EventBody::AgentActivity { activity } => vec![activity_line(&prefix, activity)],
@@ -422,7 +424,10 @@ fn activity_line(prefix: &str, a: &AgentActivity) -> Line<'static> {
             ),
         ),
     };
-    Line::from(vec![Span::raw(prefix.to_owned()), Span::styled(text, style)])
+    Line::from(vec![
+        Span::raw(prefix.to_owned()),
+        Span::styled(text, style),
+    ])
 }
 
 /// A buffer as text: one line per row, trailing spaces trimmed (what `--dump` prints

@@ -313,11 +313,7 @@ impl App {
         {
             // Keep whatever the stream added meanwhile after the loaded page.
             let after = events.last().map(|e| e.seq.0).unwrap_or(0);
-            let newer: Vec<StoredEvent> = t
-                .events
-                .drain(..)
-                .filter(|e| e.seq.0 > after)
-                .collect();
+            let newer: Vec<StoredEvent> = t.events.drain(..).filter(|e| e.seq.0 > after).collect();
             t.events = events.into_iter().chain(newer).collect();
             while t.events.len() > MAX_TRACE {
                 t.events.pop_front();
@@ -365,7 +361,9 @@ impl App {
                 KeyCode::Esc | KeyCode::Backspace => self.view = View::List,
                 KeyCode::Up | KeyCode::Char('k') => t.scroll_back = t.scroll_back.saturating_add(1),
                 KeyCode::PageUp => t.scroll_back = t.scroll_back.saturating_add(10),
-                KeyCode::Down | KeyCode::Char('j') => t.scroll_back = t.scroll_back.saturating_sub(1),
+                KeyCode::Down | KeyCode::Char('j') => {
+                    t.scroll_back = t.scroll_back.saturating_sub(1)
+                }
                 KeyCode::PageDown => t.scroll_back = t.scroll_back.saturating_sub(10),
                 KeyCode::End | KeyCode::Char('G') => t.scroll_back = 0,
                 _ => {}

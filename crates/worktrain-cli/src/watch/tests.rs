@@ -175,7 +175,10 @@ fn a_session_row_shows_status_workflow_goal_source_step_and_tokens() {
         assert!(row.contains(want), "`{want}` missing from the row: {row}");
     }
     assert!(text.contains("STATUS") && text.contains("ELAPSED") && text.contains("PR"));
-    assert!(text.contains("1 sessions: 1 running, 0 queued, 0 parked"), "{text}");
+    assert!(
+        text.contains("1 sessions: 1 running, 0 queued, 0 parked"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -204,7 +207,10 @@ fn a_streamed_event_moves_the_row_and_a_new_session_appears() {
 
     // A session started after the list was read appears from its first event.
     let other = sid(3);
-    assert!(app.apply_event(&ev(other, 1, started("brand new"))).is_empty());
+    assert!(
+        app.apply_event(&ev(other, 1, started("brand new")))
+            .is_empty()
+    );
     let text = screen(&app);
     assert!(row_of(&text, other).contains("brand new"), "{text}");
     // An unknown session seen mid-way is fetched.
@@ -230,10 +236,7 @@ fn selection_moves_and_enter_opens_the_live_trace_and_esc_goes_back() {
     app.key(press(KeyCode::Up));
     assert_eq!(app.current().unwrap().session_id, idb);
 
-    assert_eq!(
-        app.key(press(KeyCode::Enter)),
-        vec![Effect::LoadTrace(idb)]
-    );
+    assert_eq!(app.key(press(KeyCode::Enter)), vec![Effect::LoadTrace(idb)]);
     assert!(screen(&app).contains("loading…"));
     app.trace_loaded(idb, events);
     let text = screen(&app);
@@ -337,12 +340,7 @@ fn the_filter_hides_other_states_and_cycles() {
 
 #[test]
 fn dump_scripts_parse_waits_and_keys() {
-    let s = Script::parse(&[
-        "wait=running".into(),
-        "key=enter".into(),
-        "key=y".into(),
-    ])
-    .unwrap();
+    let s = Script::parse(&["wait=running".into(), "key=enter".into(), "key=y".into()]).unwrap();
     assert_eq!(
         s.0.into_iter().collect::<Vec<_>>(),
         vec![

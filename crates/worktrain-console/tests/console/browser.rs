@@ -544,7 +544,10 @@ async fn resume_from_the_page_continues_an_interrupted_run() {
     d.release();
     let s = d.wait_state(&id, "completed").await;
     assert_eq!(s["status"], "complete", "{s:#}");
-    assert_eq!(s["run"]["run"], 2, "a second attempt of the same run: {s:#}");
+    assert_eq!(
+        s["run"]["run"], 2,
+        "a second attempt of the same run: {s:#}"
+    );
     eventually(15, "the page to show the completed run", || async {
         b.text(".status-line")
             .await
