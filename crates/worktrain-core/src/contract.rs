@@ -31,15 +31,20 @@ pub enum ContractName {
     Handoff,
     /// `{kind: assessment, dimensions: {name: level}}`.
     Assessment,
+    /// `{kind: pr_review, verdict: approve|request_changes|comment, body, comments: [{path, line, side?, startLine?, body}]}`
+    /// — a review to post on the pull/merge request the session came from (delivery
+    /// target `review_comment`).
+    PrReview,
 }
 
 impl ContractName {
     /// Every contract, for listings.
-    pub const ALL: [ContractName; 4] = [
+    pub const ALL: [ContractName; 5] = [
         ContractName::LoopControl,
         ContractName::ReviewVerdict,
         ContractName::Handoff,
         ContractName::Assessment,
+        ContractName::PrReview,
     ];
 
     /// The wire name.
@@ -49,6 +54,7 @@ impl ContractName {
             ContractName::ReviewVerdict => "review_verdict",
             ContractName::Handoff => "handoff",
             ContractName::Assessment => "assessment",
+            ContractName::PrReview => "pr_review",
         }
     }
 
@@ -78,6 +84,16 @@ impl ContractName {
                 "kind": "assessment",
                 "dimensions": {"risk": "low", "size": "small"},
                 "rationale": "Touches one module with good test coverage."
+            }),
+            ContractName::PrReview => json!({
+                "kind": "pr_review",
+                "verdict": "request_changes",
+                "body": "The parser is sound; two edge cases are unhandled.",
+                "comments": [
+                    {"path": "src/config.rs", "line": 42, "body": "An empty file panics here."},
+                    {"path": "src/config.rs", "startLine": 50, "line": 55, "side": "RIGHT",
+                     "body": "This block duplicates `load_env`."}
+                ]
             }),
         }
     }
@@ -165,6 +181,63 @@ impl ContractName {
                 Some(_) => v.push("dimensions", "must be a non-empty object of name → level"),
                 None => v.push("dimensions", "required: an object of name → level"),
             },
+            ContractName::PrReview => {
+                v.one_of(obj, "verdict", &["approve", "request_changes", "comment"]);
+                v.string(obj, "body");
+                match obj.get("comments") {
+                    None => {}
+                    Some(Value::Array(items)) => {
+                        for (i, c) in items.iter().enumerate() {
+                            let at = format!("comments[{i}]");
+                            let Some(c) = c.as_object() else {
+                                v.push(&at, "each comment must be an object {path, line, body}");
+                                continue;
+                            };
+                            for key in c.keys() {
+                                if !["path", "line", "side", "startLine", "body"]
+                                    .contains(&key.as_str())
+                                {
+                                    v.push(
+                                        &format!("{at}.{key}"),
+                                        "unknown field; a comment has path, line, side, startLine and body",
+                                    );
+                                }
+                            }
+                            v.nested_string(c, &at, "path");
+                            v.nested_string(c, &at, "body");
+                            let line = c.get("line").and_then(Value::as_u64).filter(|l| *l >= 1);
+                            if line.is_none() {
+                                v.push(
+                                    &format!("{at}.line"),
+                                    "required: a positive integer (the line in the new file)",
+                                );
+                            }
+                            if let Some(side) = c.get("side")
+                                && !matches!(side.as_str(), Some("LEFT" | "RIGHT"))
+                            {
+                                v.push(
+                                    &format!("{at}.side"),
+                                    "must be `RIGHT` (the new file) or `LEFT` (the old file)",
+                                );
+                            }
+                            if let Some(start) = c.get("startLine") {
+                                match (start.as_u64().filter(|s| *s >= 1), line) {
+                                    (None, _) => v.push(
+                                        &format!("{at}.startLine"),
+                                        "must be a positive integer (the first line of the range)",
+                                    ),
+                                    (Some(s), Some(l)) if s >= l => v.push(
+                                        &format!("{at}.startLine"),
+                                        "must be less than `line` (a range runs from startLine to line)",
+                                    ),
+                                    (Some(_), _) => {}
+                                }
+                            }
+                        }
+                    }
+                    Some(_) => v.push("comments", "must be a list of {path, line, body}"),
+                }
+            }
         }
         v.0
     }
@@ -254,6 +327,46 @@ mod tests {
         for c in ContractName::ALL {
             assert_eq!(c.validate(&c.example()), vec![], "{c}");
         }
+    }
+
+    #[test]
+    fn pr_review_problems_name_the_field() {
+        let c = ContractName::PrReview;
+        let paths =
+            |v: Value| -> Vec<String> { c.validate(&v).into_iter().map(|p| p.path).collect() };
+        assert_eq!(
+            paths(json!({"kind": "pr_review", "verdict": "lgtm", "body": ""})),
+            vec!["verdict", "body"]
+        );
+        assert_eq!(
+            paths(
+                json!({"kind": "pr_review", "verdict": "comment", "body": "b",
+                         "comments": [{"path": "a.rs", "line": 0, "body": "x"},
+                                      {"path": "a.rs", "line": 3, "side": "right", "body": "x"},
+                                      {"path": "a.rs", "line": 3, "startLine": 5, "body": "x"},
+                                      {"line": 3, "body": "x", "position": 4},
+                                      "not an object"]})
+            ),
+            vec![
+                "comments[0].line",
+                "comments[1].side",
+                "comments[2].startLine",
+                "comments[3].position",
+                "comments[3].path",
+                "comments[4]"
+            ]
+        );
+        assert_eq!(
+            paths(json!({"kind": "pr_review", "verdict": "approve", "body": "b", "comments": {}})),
+            vec!["comments"]
+        );
+        // Comments are optional; a range runs upwards.
+        assert!(paths(json!({"kind": "pr_review", "verdict": "approve", "body": "ok"})).is_empty());
+        assert!(
+            paths(json!({"kind": "pr_review", "verdict": "comment", "body": "b",
+                         "comments": [{"path": "a.rs", "startLine": 2, "line": 4, "side": "LEFT", "body": "x"}]}))
+            .is_empty()
+        );
     }
 
     #[test]

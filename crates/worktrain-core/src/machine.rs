@@ -963,7 +963,7 @@ impl Machine<'_> {
                         });
                     }
                 }
-                ContractName::ReviewVerdict | ContractName::Handoff => {}
+                ContractName::ReviewVerdict | ContractName::Handoff | ContractName::PrReview => {}
             }
         }
         // The derived keys must still fit the context limit.

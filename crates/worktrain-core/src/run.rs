@@ -428,6 +428,8 @@ pub enum DeliveryStage {
     ReportBack,
     /// POST the result to the delivery webhook.
     Webhook,
+    /// Post the `pr_review` artifact as a review on the source pull/merge request.
+    Review,
     /// Remove the worktree (the branch stays).
     Cleanup,
 }
@@ -443,6 +445,7 @@ impl DeliveryStage {
             DeliveryStage::PullRequest => "pull_request",
             DeliveryStage::ReportBack => "report_back",
             DeliveryStage::Webhook => "webhook",
+            DeliveryStage::Review => "review",
             DeliveryStage::Cleanup => "cleanup",
         }
     }

@@ -479,7 +479,7 @@ impl schemars::JsonSchema for Confirmation {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OutputContractSpec {
-    /// The contract (`loop_control`, `review_verdict`, `handoff`, `assessment`).
+    /// The contract (`loop_control`, `review_verdict`, `handoff`, `assessment`, `pr_review`).
     pub contract: ContractName,
     /// When false, the artifact is validated if present but may be omitted.
     #[serde(default = "default_true", skip_serializing_if = "Clone::clone")]

@@ -20,6 +20,10 @@ fn committed_schema() -> Value {
 #[test]
 fn committed_schema_matches_the_types() {
     let generated = worktrain_core::workflow::json_schema();
+    if std::env::var_os("UPDATE_SCHEMA").is_some() {
+        let text = serde_json::to_string_pretty(&generated).unwrap() + "\n";
+        std::fs::write(repo().join("spec/workflow.schema.json"), text).unwrap();
+    }
     assert!(
         generated == committed_schema(),
         "spec/workflow.schema.json is stale: regenerate it with `worktrain workflow schema > spec/workflow.schema.json`"

@@ -59,6 +59,15 @@ impl EngineHost {
 
 /// The last `handoff` artifact of a session's accepted steps.
 pub async fn handoff_of(sup: &Supervisor, id: SessionId) -> Result<Option<Value>, String> {
+    artifact_of(sup, id, "handoff").await
+}
+
+/// The last artifact of `kind` among a session's accepted steps.
+pub async fn artifact_of(
+    sup: &Supervisor,
+    id: SessionId,
+    kind: &str,
+) -> Result<Option<Value>, String> {
     let store = sup.engine().store();
     let mut after = Seq(0);
     let mut found = None;
@@ -74,7 +83,7 @@ pub async fn handoff_of(sup: &Supervisor, id: SessionId) -> Result<Option<Value>
                 && let Some(a) = artifacts
                     .iter()
                     .rev()
-                    .find(|a| a.kind.as_deref() == Some("handoff"))
+                    .find(|a| a.kind.as_deref() == Some(kind))
             {
                 found = Some(a.hash);
             }
@@ -85,10 +94,10 @@ pub async fn handoff_of(sup: &Supervisor, id: SessionId) -> Result<Option<Value>
         .blob(hash)
         .await
         .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("the handoff artifact's blob {hash} is missing"))?;
+        .ok_or_else(|| format!("the {kind} artifact's blob {hash} is missing"))?;
     serde_json::from_slice(&bytes)
         .map(Some)
-        .map_err(|e| format!("the handoff artifact is not JSON: {e}"))
+        .map_err(|e| format!("the {kind} artifact is not JSON: {e}"))
 }
 
 #[async_trait]
@@ -122,6 +131,10 @@ impl Host for EngineHost {
 
     async fn handoff(&self) -> Result<Option<Value>, String> {
         handoff_of(&self.sup, self.id).await
+    }
+
+    async fn review(&self) -> Result<Option<Value>, String> {
+        artifact_of(&self.sup, self.id, "pr_review").await
     }
 
     async fn commit(

@@ -128,10 +128,12 @@ pub async fn deliver_change(
             "check the repository (`git status`, `git fsck`)",
         )
     })?;
-    let token = (url.starts_with("https://") && parse_remote(&url) == Some((kind, repo.clone())))
-        .then_some(access.push_token.as_deref())
-        .flatten();
-    git::push(&loc.root, &req.remote, &req.branch, token)
+    let token = if url.starts_with("https://") && parse_remote(&url) == Some((kind, repo.clone())) {
+        crate::push_token(access).await?
+    } else {
+        None
+    };
+    git::push(&loc.root, &req.remote, &req.branch, token.as_deref())
         .await
         .map_err(|f| StageError::from_push(&req.remote, &f))?;
     let spec = PullSpec {

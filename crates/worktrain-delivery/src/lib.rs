@@ -29,7 +29,10 @@ use worktrain_core::run::{
     CommitScope, DeliverySettings, DeliveryStage, DeliveryState, DeliveryTarget, ForgeItem,
     ForgeKind, ItemKind, SecretScanPolicy, SourceRef,
 };
-use worktrain_forge::{CommitStatus, Forge, ForgeError, PullSpec, StatusState};
+use worktrain_forge::{
+    CommitStatus, DiffSide, Forge, ForgeError, InlineComment, PullSpec, ReviewSpec, ReviewVerdict,
+    StatusState,
+};
 
 pub mod change;
 /// The `git` command line (see [`worktrain_git::cli`]).
@@ -91,6 +94,9 @@ pub trait Host: Send + Sync {
     async fn record(&self, body: EventBody) -> Result<(), String>;
     /// The session's `handoff` artifact, when a step produced one.
     async fn handoff(&self) -> Result<Option<Value>, String>;
+    /// The session's last `pr_review` artifact (what the `review_comment` target posts),
+    /// when a step produced one.
+    async fn review(&self) -> Result<Option<Value>, String>;
     /// Commit what the session's worktree holds on its branch — every change, or only
     /// the declared files (see [`CommitFiles`]) — with trailers naming the session and
     /// workflow (recorded as `work_committed`). Never an empty commit: `commit: None`
@@ -247,7 +253,9 @@ pub fn plan(settings: &DeliverySettings) -> Vec<DeliveryStage> {
         }
         // Not delivered anywhere, but never lost: the work is a commit on the branch.
         DeliveryTarget::None => vec![S::Commit, S::Cleanup],
-        DeliveryTarget::ReviewComment => vec![S::Handoff, S::Commit, S::Cleanup],
+        // Nothing is pushed or opened: the review goes on the source pull request. What
+        // the session changed anyway stays a local commit on its branch (never lost).
+        DeliveryTarget::ReviewComment => vec![S::Handoff, S::Commit, S::Review, S::Cleanup],
     }
 }
 
@@ -257,9 +265,7 @@ pub fn check(settings: &DeliverySettings) -> Result<(), String> {
         DeliveryTarget::Webhook if settings.webhook.is_none() => {
             Err("delivery target `webhook` needs `webhook: {url: …, secret_env: …}`".into())
         }
-        DeliveryTarget::ReviewComment => Err(
-            "delivery target `review_comment` is not available in this version; use `pull_request`, `commit_only`, `webhook` or `none`".into(),
-        ),
+        DeliveryTarget::ReviewComment => Ok(()),
         DeliveryTarget::PullRequest
         | DeliveryTarget::CommitOnly
         | DeliveryTarget::Webhook
@@ -386,6 +392,19 @@ pub fn commit_files(settings: &DeliverySettings, handoff: Option<&Value>) -> Com
     }
 }
 
+/// The token an HTTPS push of `access`'s identity sends: its configured token, or the
+/// one it mints (a GitHub App's installation token, renewed when it runs out).
+pub async fn push_token(access: &ForgeAccess) -> Result<Option<String>, StageError> {
+    if let Some(t) = &access.push_token {
+        return Ok(Some(t.clone()));
+    }
+    access
+        .client
+        .push_token()
+        .await
+        .map_err(|e| StageError::from_forge("getting the GitHub App installation token", &e))
+}
+
 /// The forge item a job reports to, from its source.
 fn source_item(job: &Job) -> Option<ForgeItem> {
     job.source.as_ref().and_then(SourceRef::forge_item)
@@ -430,6 +449,108 @@ pub fn parse_remote(url: &str) -> Option<(ForgeKind, String)> {
         return None;
     };
     (path.contains('/')).then(|| (kind, path.to_owned()))
+}
+
+/// The checked `pr_review` artifact of a `review_comment` delivery, as the review to post
+/// on the source pull/merge request.
+async fn review_of(job: &Job, host: &dyn Host) -> Result<ReviewSpec, StageError> {
+    let retry_host = |e: String| StageError {
+        message: e,
+        retryable: true,
+        retry_after: None,
+        hint: None,
+    };
+    let Some(item) = source_item(job).filter(|i| i.kind != ItemKind::Issue) else {
+        return Err(StageError::fatal(
+            format!(
+                "the `review_comment` target needs a pull/merge request source; the session's source is {}",
+                job.source
+                    .as_ref()
+                    .map(|s| format!("`{s}`"))
+                    .unwrap_or_else(|| "missing".into())
+            ),
+            "dispatch it from a pull_request / merge_request event, or `worktrain spawn --source github:owner/repo#12` (GitLab: `gitlab:group/project!7`)",
+        ));
+    };
+    let Some(a) = host.review().await.map_err(retry_host)? else {
+        return Err(StageError::fatal(
+            "no `pr_review` artifact: the workflow's final step did not submit one",
+            "the final step must submit `{kind: pr_review, verdict: approve|request_changes|comment, body, comments: [{path, line, side?, startLine?, body}]}` (outputContract: {contract: pr_review}); rewind to it and retry the delivery",
+        ));
+    };
+    let problems = ContractName::PrReview.validate(&a);
+    if !problems.is_empty() {
+        let all: Vec<String> = problems
+            .iter()
+            .map(|p| {
+                format!(
+                    "{}: {}",
+                    if p.path.is_empty() {
+                        "(artifact)"
+                    } else {
+                        &p.path
+                    },
+                    p.message
+                )
+            })
+            .collect();
+        return Err(StageError::fatal(
+            format!("the `pr_review` artifact is invalid: {}", all.join("; ")),
+            "fix the final step's review (rewind to it) and retry the delivery",
+        ));
+    }
+    // Validated above: the fields are there and well-typed.
+    let verdict = a
+        .get("verdict")
+        .and_then(Value::as_str)
+        .and_then(ReviewVerdict::parse)
+        .unwrap_or(ReviewVerdict::Comment);
+    let comments = a
+        .get("comments")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|c| InlineComment {
+            path: c
+                .get("path")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            line: c.get("line").and_then(Value::as_u64).unwrap_or(1),
+            start_line: c.get("startLine").and_then(Value::as_u64),
+            side: match c.get("side").and_then(Value::as_str) {
+                Some("LEFT") => DiffSide::Left,
+                Some(_) | None => DiffSide::Right,
+            },
+            body: c
+                .get("body")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+        })
+        .collect();
+    let console = job
+        .console_url
+        .as_deref()
+        .map(|u| format!(" · [session]({u})"))
+        .unwrap_or_default();
+    let body = format!(
+        "{}\n\n<sub>Reviewed by worktrain · session `{}` · workflow `{}`{console}</sub>",
+        a.get("body")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .trim_end(),
+        job.session,
+        job.workflow
+    );
+    Ok(ReviewSpec {
+        repo: item.repo,
+        number: item.number,
+        verdict,
+        body,
+        comments,
+        marker: marker(job.session),
+    })
 }
 
 fn handoff_message(h: &Value) -> Option<String> {
@@ -491,10 +612,19 @@ async fn run_stage(
     match stage {
         DeliveryStage::Handoff => {
             if job.settings.target == DeliveryTarget::ReviewComment {
-                return Err(StageError::fatal(
-                    "the `review_comment` target is not available in this version",
-                    "use `pull_request`, `commit_only`, `webhook` or `none`",
-                ));
+                let review = review_of(job, host).await?;
+                return Ok(StageOutcome {
+                    summary: format!(
+                        "a `{}` review with {} inline comment(s) for {}",
+                        review.verdict.as_str(),
+                        review.comments.len(),
+                        job.source
+                            .as_ref()
+                            .map(ToString::to_string)
+                            .unwrap_or_default()
+                    ),
+                    ..StageOutcome::default()
+                });
             }
             let required = matches!(
                 job.settings.target,
@@ -675,9 +805,10 @@ async fn run_stage(
                     if url.starts_with("https://")
                         && parse_remote(&url) == Some((item.forge, item.repo.clone())) =>
                 {
-                    host.forge(job.settings.identity.as_deref(), item.forge)
-                        .ok()
-                        .and_then(|a| a.push_token)
+                    match host.forge(job.settings.identity.as_deref(), item.forge) {
+                        Ok(access) => push_token(&access).await?,
+                        Err(_) => None,
+                    }
                 }
                 Some(_) | None => None,
             };
@@ -828,6 +959,50 @@ async fn run_stage(
                     done.join(", ")
                 },
                 url,
+                ..StageOutcome::default()
+            })
+        }
+        DeliveryStage::Review => {
+            let spec = review_of(job, host).await?;
+            let forge_kind = source_item(job)
+                .map(|i| i.forge)
+                .unwrap_or(ForgeKind::Github);
+            let access = host
+                .forge(job.settings.identity.as_deref(), forge_kind)
+                .map_err(|e| {
+                    StageError::fatal(
+                        e,
+                        "configure an identity in triggers.yml and name it in `delivery.identity`",
+                    )
+                })?;
+            let r = access
+                .client
+                .post_review(&spec)
+                .await
+                .map_err(|e| StageError::from_forge("posting the review", &e))?;
+            let place = match forge_kind {
+                ForgeKind::Github => format!("{}#{}", spec.repo, spec.number),
+                ForgeKind::Gitlab => format!("{}!{}", spec.repo, spec.number),
+            };
+            Ok(StageOutcome {
+                summary: if r.reused {
+                    format!("found the review posted earlier on {place}")
+                } else if r.folded > 0 {
+                    format!(
+                        "posted a `{}` review on {place}: {} inline comment(s), {} on lines outside the diff put in the summary",
+                        spec.verdict.as_str(),
+                        r.inline,
+                        r.folded
+                    )
+                } else {
+                    format!(
+                        "posted a `{}` review on {place} with {} inline comment(s)",
+                        spec.verdict.as_str(),
+                        r.inline
+                    )
+                },
+                url: r.url,
+                number: Some(spec.number),
                 ..StageOutcome::default()
             })
         }
@@ -1050,7 +1225,17 @@ mod tests {
             target: DeliveryTarget::ReviewComment,
             ..DeliverySettings::default()
         };
-        assert!(check(&review).is_err());
+        assert_eq!(check(&review), Ok(()));
+        assert_eq!(
+            plan(&review),
+            vec![
+                DeliveryStage::Handoff,
+                DeliveryStage::Commit,
+                DeliveryStage::Review,
+                DeliveryStage::Cleanup
+            ],
+            "no push, no pull request"
+        );
         assert_eq!(check(&DeliverySettings::default()), Ok(()));
     }
 }

@@ -11,8 +11,9 @@ use worktrain_core::run::{ForgeKind, ItemKind};
 
 use crate::http_util::{RateLimit, next_link};
 use crate::{
-    CommentRef, CommitStatus, Credentials, Forge, ForgeError, Item, ItemState, ListKind, ListQuery,
-    Listing, PullRequest, PullSpec, StatusState, is_pull_exists,
+    CommentRef, CommitStatus, Credentials, DiffSide, Forge, ForgeError, InlineComment, Item,
+    ItemState, ListKind, ListQuery, Listing, PullRequest, PullSpec, ReviewRef, ReviewSpec,
+    ReviewVerdict, StatusState, commentable_lines, is_pull_exists, review_body,
 };
 
 /// github.com's API.
@@ -26,10 +27,21 @@ pub const MAX_PAGES: u32 = 100;
 pub struct GithubClient {
     api: String,
     octo: Octocrab,
+    /// A GitHub App installation (its pushes use the installation token).
+    app: bool,
 }
 
 fn net(e: octocrab::Error) -> ForgeError {
-    ForgeError::Network(e.to_string())
+    match e {
+        // An error answer octocrab read itself (e.g. the App's installation-token
+        // exchange): classified like any other answer, not as a network failure.
+        octocrab::Error::GitHub { source, .. } => {
+            let h = source.headers.clone().unwrap_or_default();
+            let body = json!({ "message": source.message }).to_string();
+            ForgeError::from_answer(source.status_code.as_u16(), &h, &body)
+        }
+        other => ForgeError::Network(other.to_string()),
+    }
 }
 
 impl GithubClient {
@@ -41,6 +53,7 @@ impl GithubClient {
             .map_err(|e| ForgeError::Invalid(format!("API URL `{api}`: {e}")))?
             .set_connect_timeout(Some(Duration::from_secs(10)))
             .set_read_timeout(Some(Duration::from_secs(60)));
+        let app = matches!(credentials, Credentials::GithubApp { .. });
         let octo = match credentials {
             Credentials::Token(t) => builder.personal_token(t).build().map_err(net)?,
             Credentials::GithubApp {
@@ -62,7 +75,7 @@ impl GithubClient {
                     .map_err(net)?
             }
         };
-        Ok(Self { api, octo })
+        Ok(Self { api, octo, app })
     }
 
     async fn get(
@@ -239,6 +252,48 @@ pub fn parse_item(v: &Value) -> Option<Item> {
             .to_owned(),
         raw: v.clone(),
     })
+}
+
+impl GithubClient {
+    /// Every page of a JSON list (bounded by [`MAX_PAGES`]).
+    async fn all_pages(&self, first: String) -> Result<Vec<Value>, ForgeError> {
+        let mut url = first;
+        let mut out = Vec::new();
+        for _ in 0..MAX_PAGES {
+            let (v, h) = self.get_json(&url).await?;
+            out.extend(v.as_array().into_iter().flatten().cloned());
+            match next_link(&h) {
+                Some(next) => url = next,
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A review comment in GitHub's shape (`line`/`side`, `start_line`/`start_side`).
+fn github_comment(c: &InlineComment) -> Value {
+    let side = match c.side {
+        DiffSide::Left => "LEFT",
+        DiffSide::Right => "RIGHT",
+    };
+    let mut v = json!({"path": c.path, "line": c.line, "side": side, "body": c.body});
+    if let Some(s) = c.start_line {
+        v["start_line"] = json!(s);
+        v["start_side"] = json!(side);
+    }
+    v
+}
+
+/// A review from GitHub's answer.
+fn review_of(v: &Value, inline: usize, folded: usize, reused: bool) -> ReviewRef {
+    ReviewRef {
+        id: v.get("id").and_then(Value::as_u64).unwrap_or(0),
+        url: v.get("html_url").and_then(Value::as_str).map(str::to_owned),
+        inline,
+        folded,
+        reused,
+    }
 }
 
 #[async_trait]
@@ -467,5 +522,102 @@ impl Forge for GithubClient {
                     "description": st.description, "context": st.context}),
         )
         .await
+    }
+
+    async fn post_review(&self, spec: &ReviewSpec) -> Result<ReviewRef, ForgeError> {
+        let (repo, n) = (&spec.repo, spec.number);
+        let (pull, _) = self
+            .get_json(&format!("{}/repos/{repo}/pulls/{n}", self.api))
+            .await?;
+        let head = pull
+            .pointer("/head/sha")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ForgeError::Invalid(format!("pull request {repo}#{n} has no head sha")))?
+            .to_owned();
+        // Posted by an earlier attempt whose record was lost: found by its marker.
+        let reviews = self
+            .all_pages(format!(
+                "{}/repos/{repo}/pulls/{n}/reviews?per_page=100",
+                self.api
+            ))
+            .await?;
+        if let Some(r) = reviews.iter().find(|r| {
+            r.get("body")
+                .and_then(Value::as_str)
+                .is_some_and(|b| b.contains(&spec.marker))
+        }) {
+            return Ok(review_of(r, 0, 0, true));
+        }
+        // GitHub refuses a whole review (422) when one comment is off the diff, so the
+        // comments whose lines the diff does not show go into the summary up front.
+        let files = self
+            .all_pages(format!(
+                "{}/repos/{repo}/pulls/{n}/files?per_page=100",
+                self.api
+            ))
+            .await?;
+        let mut lines = std::collections::BTreeMap::new();
+        for f in &files {
+            if let (Some(name), Some(patch)) = (
+                f.get("filename").and_then(Value::as_str),
+                f.get("patch").and_then(Value::as_str),
+            ) {
+                lines.insert(name.to_owned(), commentable_lines(patch));
+            }
+        }
+        let (inline, folded): (Vec<&InlineComment>, Vec<&InlineComment>) =
+            spec.comments.iter().partition(|c| {
+                lines.get(&c.path).is_some_and(|set| {
+                    set.contains(&(c.side, c.line))
+                        && c.start_line.is_none_or(|s| set.contains(&(c.side, s)))
+                })
+            });
+        let event = match spec.verdict {
+            ReviewVerdict::Approve => "APPROVE",
+            ReviewVerdict::RequestChanges => "REQUEST_CHANGES",
+            ReviewVerdict::Comment => "COMMENT",
+        };
+        let url = format!("{}/repos/{repo}/pulls/{n}/reviews", self.api);
+        let request = |inline: &[&InlineComment], folded: &[&InlineComment]| {
+            json!({
+                "commit_id": head,
+                "event": event,
+                "body": review_body(spec, folded, &spec.marker),
+                "comments": inline.iter().map(|c| github_comment(c)).collect::<Vec<_>>(),
+            })
+        };
+        let (status, h, text) = self
+            .write(http::Method::POST, &url, &request(&inline, &folded))
+            .await?;
+        let (status, h, text, inline_n, folded_n) = if status == 422 && !inline.is_empty() {
+            // The diff moved (or a line we thought commentable is not): every comment
+            // goes into the summary rather than losing the review.
+            tracing::warn!(repo = %repo, number = n, answer = %text.chars().take(300).collect::<String>(),
+                "GitHub refused the review's inline comments; posting them in the summary");
+            let all: Vec<&InlineComment> = spec.comments.iter().collect();
+            let (s, h, t) = self
+                .write(http::Method::POST, &url, &request(&[], &all))
+                .await?;
+            (s, h, t, 0, all.len())
+        } else {
+            (status, h, text, inline.len(), folded.len())
+        };
+        if !(200..300).contains(&status) {
+            return Err(ForgeError::from_answer(status, &h, &text));
+        }
+        let v: Value = serde_json::from_str(&text)
+            .map_err(|e| ForgeError::Invalid(format!("GitHub's review answer: {e}")))?;
+        Ok(review_of(&v, inline_n, folded_n, false))
+    }
+
+    async fn push_token(&self) -> Result<Option<String>, ForgeError> {
+        if !self.app {
+            return Ok(None);
+        }
+        use secrecy::ExposeSecret as _;
+        // octocrab keeps the installation token and asks for a new one when it has less
+        // than 30 s left.
+        let t = self.octo.installation_token().await.map_err(net)?;
+        Ok(Some(t.expose_secret().to_owned()))
     }
 }

@@ -287,6 +287,185 @@ pub trait Forge: Send + Sync + 'static {
 
     /// Set a commit status.
     async fn commit_status(&self, status: &CommitStatus) -> Result<(), ForgeError>;
+
+    /// Post a review on a pull/merge request: the verdict, the summary and inline
+    /// comments on the diff (GitHub: one review with `commit_id` = the head; GitLab: a
+    /// discussion per inline comment, a summary note, an approval for `approve`).
+    /// Comments on lines outside the diff are folded into the summary. Idempotent: every
+    /// part carries `spec.marker`, and what a forge already holds is never posted again.
+    async fn post_review(&self, spec: &ReviewSpec) -> Result<ReviewRef, ForgeError>;
+
+    /// A token for HTTPS git pushes that this identity mints itself — a GitHub App's
+    /// installation token, fetched (or renewed when it expires) on demand. `None` for
+    /// token identities: their configured token is used.
+    async fn push_token(&self) -> Result<Option<String>, ForgeError>;
+}
+
+/// The verdict of a review.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReviewVerdict {
+    /// Approve the change.
+    Approve,
+    /// Ask for changes before it can merge.
+    RequestChanges,
+    /// Comment only, no verdict.
+    Comment,
+}
+
+impl ReviewVerdict {
+    /// The artifact's spelling (`approve`, `request_changes`, `comment`).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "approve" => Some(Self::Approve),
+            "request_changes" => Some(Self::RequestChanges),
+            "comment" => Some(Self::Comment),
+            _ => None,
+        }
+    }
+
+    /// The artifact's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Approve => "approve",
+            Self::RequestChanges => "request_changes",
+            Self::Comment => "comment",
+        }
+    }
+}
+
+/// Which side of the diff an inline comment is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub enum DiffSide {
+    /// The old file (a removed or context line, numbered in the old file).
+    Left,
+    /// The new file (an added or context line, numbered in the new file).
+    Right,
+}
+
+/// One inline comment of a review.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InlineComment {
+    /// Path in the repository.
+    pub path: String,
+    /// The (last) line commented on, 1-based, in the file of `side`.
+    pub line: u64,
+    /// The first line of a multi-line range.
+    pub start_line: Option<u64>,
+    /// Old or new file.
+    pub side: DiffSide,
+    /// Markdown.
+    pub body: String,
+}
+
+/// A review to post (see [`Forge::post_review`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReviewSpec {
+    /// `owner/repo` or the GitLab project path.
+    pub repo: String,
+    /// Pull request number or merge request iid.
+    pub number: u64,
+    /// Verdict.
+    pub verdict: ReviewVerdict,
+    /// The summary (markdown).
+    pub body: String,
+    /// Inline comments.
+    pub comments: Vec<InlineComment>,
+    /// A hidden HTML comment naming the session: finds what an earlier attempt posted.
+    pub marker: String,
+}
+
+/// A review as posted (or found).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReviewRef {
+    /// The review's (GitHub) or summary note's (GitLab) id.
+    pub id: u64,
+    /// Its web address.
+    pub url: Option<String>,
+    /// Inline comments posted on the diff.
+    pub inline: usize,
+    /// Inline comments folded into the summary (their lines are not in the diff).
+    pub folded: usize,
+    /// True when an earlier attempt had posted it already (nothing was posted now).
+    pub reused: bool,
+}
+
+/// The summary of a review: the body, the comments that could not go on the diff (with
+/// their place), and the marker last.
+pub fn review_body(spec: &ReviewSpec, folded: &[&InlineComment], marker: &str) -> String {
+    let mut b = spec.body.trim_end().to_owned();
+    if !folded.is_empty() {
+        b.push_str("\n\n**Comments on lines outside the diff**\n");
+        for c in folded {
+            let lines = match c.start_line {
+                Some(s) => format!("{s}-{}", c.line),
+                None => c.line.to_string(),
+            };
+            let side = match c.side {
+                DiffSide::Left => " (old file)",
+                DiffSide::Right => "",
+            };
+            b.push_str(&format!(
+                "\n- `{}:{lines}`{side}: {}",
+                c.path,
+                c.body.trim()
+            ));
+        }
+    }
+    b.push_str("\n\n");
+    b.push_str(marker);
+    b
+}
+
+/// The lines of a unified diff patch (GitHub's `patch` of a pull request file, GitLab's
+/// `diff`) a review comment can be placed on: `(side, line)` for every added, removed and
+/// context line of its hunks.
+pub fn commentable_lines(patch: &str) -> std::collections::BTreeSet<(DiffSide, u64)> {
+    let mut out = std::collections::BTreeSet::new();
+    let (mut old, mut new) = (0u64, 0u64);
+    let mut in_hunk = false;
+    for l in patch.lines() {
+        if let Some(rest) = l.strip_prefix("@@ ") {
+            // `@@ -a,b +c,d @@`
+            let mut parts = rest.split_whitespace();
+            let o = parts.next().and_then(|p| p.strip_prefix('-'));
+            let n = parts.next().and_then(|p| p.strip_prefix('+'));
+            let start = |s: Option<&str>| {
+                s.and_then(|s| s.split(',').next())
+                    .and_then(|x| x.parse::<u64>().ok())
+            };
+            match (start(o), start(n)) {
+                (Some(a), Some(c)) => {
+                    old = a;
+                    new = c;
+                    in_hunk = true;
+                }
+                _ => in_hunk = false,
+            }
+            continue;
+        }
+        if !in_hunk {
+            continue;
+        }
+        match l.as_bytes().first() {
+            Some(b'+') => {
+                out.insert((DiffSide::Right, new));
+                new += 1;
+            }
+            Some(b'-') => {
+                out.insert((DiffSide::Left, old));
+                old += 1;
+            }
+            Some(b'\\') => {}
+            Some(_) | None => {
+                out.insert((DiffSide::Left, old));
+                out.insert((DiffSide::Right, new));
+                old += 1;
+                new += 1;
+            }
+        }
+    }
+    out
 }
 
 /// A pull/merge request to open (see [`Forge::open_pull`]).

@@ -105,6 +105,72 @@ pub struct ForgeState {
     /// One-shot answers: the first request matching method and path (without query)
     /// gets this status and body, once.
     pub answers: Vec<(String, String, u16, Value)>,
+    /// The changed files of a pull/merge request, (repo, number) → `[{filename, patch}]`
+    /// (GitHub's `pulls/{n}/files` shape). Inline review comments must sit on a line of
+    /// these patches; without an entry every line is accepted.
+    pub pull_files: BTreeMap<(String, u64), Vec<Value>>,
+    /// GitHub reviews posted: (repo, number, the review as answered, its comments).
+    pub reviews: Vec<(String, u64, Value, Vec<Value>)>,
+    /// GitLab merge request discussions posted: (project, iid, the request body).
+    pub discussions: Vec<(String, u64, Value)>,
+    /// GitLab merge requests approved: (project, iid).
+    pub approvals: Vec<(String, u64)>,
+    /// GitHub: the App whose installation tokens this fake issues (see
+    /// [`FakeForgeHandle::require_app`]); then every other request needs one of them.
+    pub app: Option<FakeApp>,
+    /// Installation tokens issued: (token, expiry in Unix seconds).
+    pub app_tokens: Vec<(String, u64)>,
+}
+
+/// A GitHub App as the fake GitHub knows it: it verifies the App's JWTs (RS256) with the
+/// public key and issues installation tokens that live `token_ttl_secs`.
+#[derive(Debug, Clone)]
+pub struct FakeApp {
+    /// The App id (the JWT's `iss`).
+    pub app_id: u64,
+    /// The installation id tokens are issued for.
+    pub installation_id: u64,
+    /// The App's public key (PEM).
+    pub public_key_pem: String,
+    /// Lifetime of the tokens issued.
+    pub token_ttl_secs: u64,
+}
+
+/// The (side, line) pairs of a unified diff patch a review comment can be on: `"RIGHT"`
+/// for added and context lines (new numbering), `"LEFT"` for removed and context lines.
+pub fn patch_lines(patch: &str) -> std::collections::BTreeSet<(&'static str, u64)> {
+    let mut out = std::collections::BTreeSet::new();
+    let (mut old, mut new, mut hunk) = (0u64, 0u64, false);
+    for l in patch.lines() {
+        if let Some(h) = l.strip_prefix("@@ -") {
+            let num = |s: &str| {
+                s.split([',', ' '])
+                    .next()
+                    .and_then(|x| x.parse::<u64>().ok())
+            };
+            let plus = h.split_once(" +").map(|(_, r)| r).unwrap_or("");
+            if let (Some(o), Some(n)) = (num(h), num(plus)) {
+                (old, new, hunk) = (o, n, true);
+            }
+            continue;
+        }
+        if !hunk {
+            continue;
+        }
+        if l.starts_with('+') {
+            out.insert(("RIGHT", new));
+            new += 1;
+        } else if l.starts_with('-') {
+            out.insert(("LEFT", old));
+            old += 1;
+        } else if !l.starts_with('\\') {
+            out.insert(("RIGHT", new));
+            out.insert(("LEFT", old));
+            old += 1;
+            new += 1;
+        }
+    }
+    out
 }
 
 /// A running fake forge; stops when dropped.
@@ -180,6 +246,35 @@ impl FakeForgeHandle {
             .filter(|(_, (r, n, _))| r == repo && *n == number)
             .map(|(i, (_, _, b))| (i as u64 + 1, b.clone()))
             .collect()
+    }
+
+    /// Set the changed files of a pull/merge request (`[{filename, patch}]`).
+    pub fn set_pull_files(&self, repo: &str, number: u64, files: Vec<Value>) {
+        self.state()
+            .pull_files
+            .insert((repo.to_owned(), number), files);
+    }
+
+    /// GitHub reviews on one pull request: (the review, its inline comments).
+    pub fn reviews_on(&self, repo: &str, number: u64) -> Vec<(Value, Vec<Value>)> {
+        self.state()
+            .reviews
+            .iter()
+            .filter(|(r, n, _, _)| r == repo && *n == number)
+            .map(|(_, _, v, c)| (v.clone(), c.clone()))
+            .collect()
+    }
+
+    /// From now on, act as GitHub does for an App: issue installation tokens to
+    /// `POST /app/installations/{id}/access_tokens` with a valid JWT of `app`, and
+    /// refuse (`401 Bad credentials`) any other request without a live token.
+    pub fn require_app(&self, app: FakeApp) {
+        self.state().app = Some(app);
+    }
+
+    /// Installation tokens issued so far: (token, expiry in Unix seconds).
+    pub fn app_tokens(&self) -> Vec<(String, u64)> {
+        self.state().app_tokens.clone()
     }
 
     /// Replace a repository's items.

@@ -388,7 +388,9 @@ pub fn simulate(pinned: &Pinned, script: &Script) -> Result<Trace, SimError> {
                         .collect();
                     json!({"kind": "assessment", "dimensions": dims})
                 }
-                ContractName::ReviewVerdict | ContractName::Handoff => c.contract.example(),
+                ContractName::ReviewVerdict | ContractName::Handoff | ContractName::PrReview => {
+                    c.contract.example()
+                }
             };
             artifacts.push(artifact);
         }

@@ -261,7 +261,18 @@ impl Host for MemHost {
     }
 
     async fn handoff(&self) -> Result<Option<Value>, String> {
-        Ok(self.handoff.clone())
+        // A `review_comment` session's final artifact is its review.
+        Ok(self
+            .handoff
+            .clone()
+            .filter(|h| h.get("kind").and_then(Value::as_str) != Some("pr_review")))
+    }
+
+    async fn review(&self) -> Result<Option<Value>, String> {
+        Ok(self
+            .handoff
+            .clone()
+            .filter(|h| h.get("kind").and_then(Value::as_str) == Some("pr_review")))
     }
 
     async fn commit(

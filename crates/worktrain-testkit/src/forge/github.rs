@@ -4,7 +4,9 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::{FakeForgeHandle, Fault, ForgeState, Replay, json, page, query_pairs, start};
+use super::{
+    FakeForgeHandle, Fault, ForgeState, Replay, json, page, patch_lines, query_pairs, start,
+};
 
 /// The fake GitHub API.
 #[derive(Debug)]
@@ -112,6 +114,142 @@ fn not_found() -> Response {
     )
 }
 
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn bad_credentials() -> Response {
+    json(
+        StatusCode::UNAUTHORIZED,
+        &json!({"message": "Bad credentials", "documentation_url": "https://docs.github.com/rest", "status": "401"}),
+    )
+}
+
+/// `POST /app/installations/{id}/access_tokens`: the App's JWT (RS256, `iss` = the App
+/// id, issued no later than now, at most 10 minutes long) buys an installation token.
+fn access_token(st: &mut ForgeState, app: &super::FakeApp, id: &str, auth: &str) -> Response {
+    let Some(jwt) = auth.strip_prefix("Bearer ") else {
+        return bad_credentials();
+    };
+    let Ok(key) = jsonwebtoken::DecodingKey::from_rsa_pem(app.public_key_pem.as_bytes()) else {
+        return bad_credentials();
+    };
+    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+    v.set_required_spec_claims(&["exp", "iat", "iss"]);
+    v.leeway = 0;
+    let Ok(data) = jsonwebtoken::decode::<Value>(jwt, &key, &v) else {
+        return json(
+            StatusCode::UNAUTHORIZED,
+            &json!({"message": "A JSON web token could not be decoded", "documentation_url": "https://docs.github.com/rest"}),
+        );
+    };
+    let c = data.claims;
+    let now = unix_now();
+    let (iat, exp) = (
+        c["iat"].as_u64().unwrap_or(0),
+        c["exp"].as_u64().unwrap_or(0),
+    );
+    if c["iss"].as_u64() != Some(app.app_id)
+        && c["iss"].as_str() != Some(app.app_id.to_string().as_str())
+    {
+        return json(
+            StatusCode::UNAUTHORIZED,
+            &json!({"message": "'Issuer' claim ('iss') must be an Integer", "documentation_url": "https://docs.github.com/rest"}),
+        );
+    }
+    if iat > now + 60 || exp <= iat || exp - iat > 600 {
+        return json(
+            StatusCode::UNAUTHORIZED,
+            &json!({"message": "'Expiration time' claim ('exp') is too far in the future", "documentation_url": "https://docs.github.com/rest"}),
+        );
+    }
+    if id.parse::<u64>().ok() != Some(app.installation_id) {
+        return not_found();
+    }
+    let token = format!("ghs_fakeInstallationToken{:04}", st.app_tokens.len() + 1);
+    let expires = now + app.token_ttl_secs;
+    st.app_tokens.push((token.clone(), expires));
+    let at =
+        chrono::DateTime::<chrono::Utc>::from_timestamp(i64::try_from(expires).unwrap_or(0), 0)
+            .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+            .unwrap_or_default();
+    json(
+        StatusCode::CREATED,
+        &json!({"token": token, "expires_at": at,
+                "permissions": {"contents": "write", "issues": "write", "pull_requests": "write", "metadata": "read"},
+                "repository_selection": "all"}),
+    )
+}
+
+/// A pull request (an item that is one).
+fn pull(st: &ForgeState, repo: &str, n: u64) -> Option<Value> {
+    st.items
+        .get(repo)?
+        .iter()
+        .find(|v| v["number"] == n && v.get("pull_request").is_some())
+        .cloned()
+}
+
+/// `POST /repos/{o}/{r}/pulls/{n}/reviews`, checked the way GitHub does: the event, and
+/// every inline comment on a line of the diff (else `422`, and nothing is posted).
+fn create_review(st: &mut ForgeState, repo: &str, n: u64, body: &Value) -> Response {
+    let Some(pr) = pull(st, repo, n) else {
+        return not_found();
+    };
+    let unprocessable = |errors: Value| {
+        json(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &json!({"message": "Unprocessable Entity", "errors": errors,
+                    "documentation_url": "https://docs.github.com/rest/pulls/reviews#create-a-review-for-a-pull-request",
+                    "status": "422"}),
+        )
+    };
+    let state = match body["event"].as_str() {
+        Some("APPROVE") => "APPROVED",
+        Some("REQUEST_CHANGES") => "CHANGES_REQUESTED",
+        Some("COMMENT") => "COMMENTED",
+        _ => return unprocessable(json!(["Event is not included in the list"])),
+    };
+    if state != "APPROVED" && body["body"].as_str().is_none_or(str::is_empty) {
+        return unprocessable(json!(["Body can't be blank"]));
+    }
+    let comments: Vec<Value> = body["comments"].as_array().cloned().unwrap_or_default();
+    if let Some(files) = st.pull_files.get(&(repo.to_owned(), n)) {
+        for c in &comments {
+            let lines = files
+                .iter()
+                .find(|f| f["filename"] == c["path"])
+                .and_then(|f| f["patch"].as_str())
+                .map(patch_lines)
+                .unwrap_or_default();
+            let side = c["side"].as_str().unwrap_or("RIGHT");
+            let ok = |l: &Value| l.as_u64().is_some_and(|l| lines.contains(&(side, l)));
+            if !ok(&c["line"]) || (!c["start_line"].is_null() && !ok(&c["start_line"])) {
+                return unprocessable(json!([
+                    "Pull request review thread line must be part of the diff and Pull request review thread diff hunk can't be blank"
+                ]));
+            }
+        }
+    }
+    let id = 80 + st.reviews.len() as u64;
+    let review = json!({
+        "id": id, "node_id": format!("PRR_kwDOfake{id}"),
+        "user": {"login": "worktrain[bot]", "type": "Bot"},
+        "body": body["body"], "state": state,
+        "html_url": format!("https://github.com/{repo}/pull/{n}#pullrequestreview-{id}"),
+        "pull_request_url": format!("https://api.github.com/repos/{repo}/pulls/{n}"),
+        "submitted_at": "2026-01-01T00:00:00Z",
+        "commit_id": body["commit_id"].as_str().or(pr["head"]["sha"].as_str()),
+        "author_association": "NONE"
+    });
+    st.reviews
+        .push((repo.to_owned(), n, review.clone(), comments));
+    json(StatusCode::OK, &review)
+}
+
 fn handle(
     st: &mut ForgeState,
     method: &Method,
@@ -129,7 +267,61 @@ fn handle(
         );
     }
     let segs: Vec<&str> = uri.path().trim_matches('/').split('/').collect();
+    if let Some(app) = st.app.clone() {
+        let auth = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        if let ("POST", ["app", "installations", id, "access_tokens"]) =
+            (method.as_str(), segs.as_slice())
+        {
+            return access_token(st, &app, id, auth);
+        }
+        let token = auth
+            .strip_prefix("Bearer ")
+            .or_else(|| auth.strip_prefix("token "))
+            .unwrap_or_default();
+        let now = unix_now();
+        if !st
+            .app_tokens
+            .iter()
+            .any(|(t, exp)| t == token && *exp > now)
+        {
+            return bad_credentials();
+        }
+    }
     match (method.as_str(), segs.as_slice()) {
+        ("GET", ["repos", o, r, "pulls", n]) => {
+            let n: u64 = n.parse().unwrap_or(0);
+            match pull(st, &format!("{o}/{r}"), n) {
+                Some(v) => json(StatusCode::OK, &v),
+                None => not_found(),
+            }
+        }
+        ("GET", ["repos", o, r, "pulls", n, "files"]) => {
+            let n: u64 = n.parse().unwrap_or(0);
+            let files = st
+                .pull_files
+                .get(&(format!("{o}/{r}"), n))
+                .cloned()
+                .unwrap_or_default();
+            page(st, uri, headers, files, "x-ratelimit-")
+        }
+        ("GET", ["repos", o, r, "pulls", n, "reviews"]) => {
+            let repo = format!("{o}/{r}");
+            let n: u64 = n.parse().unwrap_or(0);
+            let list: Vec<Value> = st
+                .reviews
+                .iter()
+                .filter(|(r, m, _, _)| *r == repo && *m == n)
+                .map(|(_, _, v, _)| v.clone())
+                .collect();
+            page(st, uri, headers, list, "x-ratelimit-")
+        }
+        ("POST", ["repos", o, r, "pulls", n, "reviews"]) => {
+            let n: u64 = n.parse().unwrap_or(0);
+            create_review(st, &format!("{o}/{r}"), n, body)
+        }
         ("GET", ["repos", o, r, what @ ("issues" | "pulls")])
             if !query_pairs(uri).contains_key("head") =>
         {

@@ -4,7 +4,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use super::{FakeForgeHandle, Fault, ForgeState, json, page, query_pairs, start};
+use super::{FakeForgeHandle, Fault, ForgeState, json, page, patch_lines, query_pairs, start};
 
 /// The fake GitLab API (base URL ends in `/api/v4`).
 #[derive(Debug)]
@@ -19,6 +19,79 @@ impl FakeGitlab {
 
 fn decode(s: &str) -> String {
     s.replace("%2F", "/").replace("%2f", "/")
+}
+
+/// The approvals of a merge request for the calling user (`GET …/approvals`).
+fn approvals(iid: u64, approved: bool) -> Value {
+    json!({
+        "iid": iid, "approved": approved, "approvals_required": 0, "approvals_left": 0,
+        "user_has_approved": approved, "user_can_approve": !approved,
+        "approved_by": if approved {
+            json!([{"user": {"id": 1, "username": "worktrain-bot", "name": "worktrain bot"}}])
+        } else {
+            json!([])
+        }
+    })
+}
+
+/// `POST …/merge_requests/:iid/discussions` with a `text` position: the SHAs must be the
+/// merge request's `diff_refs`, the line one of the diff (the changed files set with
+/// `set_pull_files`), else `400` as GitLab answers an invalid line code.
+fn discussion(st: &mut ForgeState, project: &str, iid: u64, body: &Value) -> Response {
+    let bad = |m: &str| json(StatusCode::BAD_REQUEST, &json!({"message": m}));
+    let Some(mr) = st
+        .items
+        .get(&format!("{project}:merge_requests"))
+        .and_then(|l| l.iter().find(|v| v["iid"] == iid))
+        .cloned()
+    else {
+        return json(StatusCode::NOT_FOUND, &json!({"message": "404 Not found"}));
+    };
+    let text = body["body"].as_str().unwrap_or_default().to_owned();
+    if text.is_empty() {
+        return bad("400 Bad request - Note {:note=>[\"can't be blank\"]}");
+    }
+    let pos = &body["position"];
+    if !pos.is_null() {
+        for k in ["base_sha", "start_sha", "head_sha"] {
+            if pos[k] != mr["diff_refs"][k] {
+                return bad(
+                    "400 Bad request - Note {:line_code=>[\"can't be blank\", \"must be a valid line code\"]}",
+                );
+            }
+        }
+        if let Some(files) = st.pull_files.get(&(project.to_owned(), iid)) {
+            let (side, line) = match (pos["new_line"].as_u64(), pos["old_line"].as_u64()) {
+                (Some(l), _) => ("RIGHT", l),
+                (None, Some(l)) => ("LEFT", l),
+                (None, None) => ("RIGHT", 0),
+            };
+            let ok = files
+                .iter()
+                .find(|f| f["filename"] == pos["new_path"])
+                .and_then(|f| f["patch"].as_str())
+                .is_some_and(|p| patch_lines(p).contains(&(side, line)));
+            if !ok {
+                return bad(
+                    "400 Bad request - Note {:line_code=>[\"can't be blank\", \"must be a valid line code\"]}",
+                );
+            }
+        }
+    }
+    st.discussions.push((project.to_owned(), iid, body.clone()));
+    st.comments
+        .push((format!("{project}:merge_requests"), iid, text.clone()));
+    let note_id = st.comments.len();
+    json(
+        StatusCode::CREATED,
+        &json!({
+            "id": format!("{:040x}", note_id), "individual_note": false,
+            "notes": [{"id": note_id, "type": if pos.is_null() { Value::Null } else { json!("DiffNote") },
+                       "body": text, "author": {"id": 1, "username": "worktrain-bot"},
+                       "system": false, "noteable_type": "MergeRequest", "noteable_iid": iid,
+                       "position": pos, "resolvable": true, "resolved": false}]
+        }),
+    )
 }
 
 fn handle(
@@ -61,6 +134,30 @@ fn handle(
     let segs: Vec<&str> = path.split('/').collect();
     let nf = || json(StatusCode::NOT_FOUND, &json!({"message": "404 Not Found"}));
     match (method.as_str(), segs.as_slice()) {
+        ("POST", ["projects", p, "merge_requests", n, "discussions"]) => {
+            let project = decode(p);
+            let n: u64 = n.parse().unwrap_or(0);
+            discussion(st, &project, n, body)
+        }
+        ("GET", ["projects", p, "merge_requests", n, "approvals"]) => {
+            let project = decode(p);
+            let n: u64 = n.parse().unwrap_or(0);
+            let approved = st.approvals.contains(&(project, n));
+            json(StatusCode::OK, &approvals(n, approved))
+        }
+        ("POST", ["projects", p, "merge_requests", n, "approve"]) => {
+            let project = decode(p);
+            let n: u64 = n.parse().unwrap_or(0);
+            if st.approvals.contains(&(project.clone(), n)) {
+                // What GitLab answers a second approval by the same user.
+                return json(
+                    StatusCode::UNAUTHORIZED,
+                    &json!({"message": "401 Unauthorized"}),
+                );
+            }
+            st.approvals.push((project, n));
+            json(StatusCode::CREATED, &approvals(n, true))
+        }
         ("GET", ["projects", p, "merge_requests"])
             if query_pairs(uri).contains_key("source_branch") =>
         {
