@@ -24,6 +24,7 @@ mod keys;
 mod malformed;
 mod multi_daemon;
 mod never_lost;
+mod review_e2e;
 mod run;
 mod sandbox_e2e;
 mod service;

@@ -447,8 +447,9 @@ pub(crate) struct SpawnArgs {
     /// Wall-clock budget (e.g. `30m`).
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub wall_clock: Option<std::time::Duration>,
-    /// What happens to the finished work: `pull_request`, `commit_only`, `webhook`,
-    /// `none` (default: commit on the session branch).
+    /// What happens to the finished work: `pull_request`, `commit_only`,
+    /// `review_comment` (a review on the `--source` pull request), `webhook`, `none`
+    /// (default: commit on the session branch).
     #[arg(long, value_name = "TARGET", value_parser = parse_delivery_target)]
     pub delivery: Option<worktrain_core::run::DeliveryTarget>,
     /// The outside item the session works on (`github:owner/repo#123`,
@@ -1007,7 +1008,7 @@ pub(crate) struct MigrateStoreArgs {
 
 fn parse_delivery_target(s: &str) -> Result<worktrain_core::run::DeliveryTarget, String> {
     serde_json::from_value(serde_json::Value::String(s.to_owned())).map_err(|_| {
-        format!("unknown delivery target `{s}` (pull_request, commit_only, webhook, none)")
+        format!("unknown delivery target `{s}` (pull_request, commit_only, review_comment, webhook, none)")
     })
 }
 

@@ -120,6 +120,10 @@ pub struct ForgeState {
     pub app: Option<FakeApp>,
     /// Installation tokens issued: (token, expiry in Unix seconds).
     pub app_tokens: Vec<(String, u64)>,
+    /// Lost answers: the first request matching method and path (without query) is
+    /// carried out, then answered with this status instead (a gateway timing out after
+    /// the forge acted), once.
+    pub lost_answers: Vec<(String, String, u16)>,
 }
 
 /// A GitHub App as the fake GitHub knows it: it verifies the App's JWTs (RS256) with the
@@ -221,6 +225,14 @@ impl FakeForgeHandle {
         self.state()
             .answers
             .push((method.to_owned(), path.to_owned(), status, body));
+    }
+
+    /// Carry out the next `method` request for `path` (no query), then answer `status`
+    /// (e.g. `502`) as if the answer was lost on the way back, once.
+    pub fn lose_answer_once(&self, method: &str, path: &str, status: u16) {
+        self.state()
+            .lost_answers
+            .push((method.to_owned(), path.to_owned(), status));
     }
 
     /// Pull/merge requests of a repository (items that are pull requests).
@@ -376,7 +388,19 @@ async fn serve(
         }
         return resp;
     }
-    (s.handler)(&mut st, &method, &uri, &headers, &parsed)
+    let resp = (s.handler)(&mut st, &method, &uri, &headers, &parsed);
+    if let Some(i) = st
+        .lost_answers
+        .iter()
+        .position(|(m, p, _)| m == method.as_str() && p == uri.path())
+    {
+        let (_, _, status, ..) = st.lost_answers.remove(i);
+        return json(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+            &serde_json::json!({"message": "Server Error"}),
+        );
+    }
+    resp
 }
 
 async fn start(handler: Handler, state: ForgeState) -> std::io::Result<FakeForgeHandle> {

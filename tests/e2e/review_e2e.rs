@@ -1,0 +1,208 @@
+//! The `review_comment` delivery target with the real daemon: `spawn --source
+//! github:acme/widgets#7 --delivery review_comment` runs the review workflow of
+//! docs/delivery.md, the fake LLM agent submits the documented `pr_review` artifact, and
+//! exactly one review with its inline comments lands on the fake GitHub — through a
+//! final forge error, `retry-delivery`, and a retried request whose answer was lost.
+
+use serde_json::{Value, json};
+use worktrain_testkit::Turn;
+use worktrain_testkit::forge::FakeForgeHandle;
+use worktrain_testkit::forge::github::FakeGithub;
+
+use crate::daemon_rig::{Rig, RigSpec, git, have_git, of_kind, result_of, route};
+use crate::support::exit;
+
+const HEAD: &str = "6dcb09b5b57875f334f61aebed695e2e4193db5e";
+const REVIEWS: &str = "/repos/acme/widgets/pulls/7/reviews";
+
+/// The fenced block of docs/delivery.md in `lang` that contains `needle`.
+fn doc_block(lang: &str, needle: &str) -> String {
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/delivery.md"
+    ))
+    .unwrap();
+    let fence = format!("```{lang}\n");
+    doc.split(&fence)
+        .skip(1)
+        .filter_map(|b| b.split("```").next())
+        .find(|b| b.contains(needle))
+        .unwrap_or_else(|| panic!("no ```{lang} block with {needle} in docs/delivery.md"))
+        .to_owned()
+}
+
+fn rig_with_pull(artifact: Value) -> (Rig, FakeForgeHandle) {
+    let rig = Rig::new(RigSpec {
+        routes: vec![route(
+            "goal-review-V1",
+            vec![Turn::tool(
+                "complete_step",
+                json!({"notes": "reviewed", "artifacts": [artifact]}),
+            )],
+        )],
+        ..RigSpec::default()
+    });
+    std::fs::write(
+        rig.env.home().join("workflows/review-pr.yaml"),
+        doc_block("yaml", "id: review-pr"),
+    )
+    .unwrap();
+    let gh = rig.block_on(FakeGithub::start()).unwrap();
+    gh.set_items(
+        "acme/widgets",
+        vec![
+            json!({"number": 7, "state": "open", "title": "Load config lazily",
+                    "labels": [], "assignees": [], "updated_at": "2026-01-01T00:00:00Z",
+                    "html_url": "https://github.com/acme/widgets/pull/7",
+                    "pull_request": {"html_url": "https://github.com/acme/widgets/pull/7"},
+                    "head": {"ref": "lazy", "label": "someone:lazy", "sha": HEAD},
+                    "base": {"ref": "main"}}),
+        ],
+    );
+    // The diff shows new lines 40-43 of src/config.rs: line 42 takes an inline comment,
+    // the documented range 50-55 does not.
+    gh.set_pull_files(
+        "acme/widgets",
+        7,
+        vec![json!({"filename": "src/config.rs", "status": "modified",
+                    "patch": "@@ -40,3 +40,4 @@ fn load() {\n     let raw = read()?;\n+    let cfg = parse(&raw)?;\n     validate(&cfg)?;\n     Ok(cfg)\n"})],
+    );
+    std::fs::write(
+        rig.env.home().join("triggers.yml"),
+        format!(
+            "version: 1\nidentities:\n  bot:\n    github: {{token: $E2E_FORGE_TOKEN, api_url: {}}}\n",
+            gh.base_url()
+        ),
+    )
+    .unwrap();
+    (rig, gh)
+}
+
+fn review_posts(gh: &FakeForgeHandle) -> Vec<Value> {
+    gh.requests()
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.path == REVIEWS)
+        .map(|r| r.body)
+        .collect()
+}
+
+#[test]
+fn a_review_session_posts_one_review_with_inline_comments_and_retries_never_duplicate_it() {
+    if !have_git() {
+        eprintln!("skipped: git is not installed");
+        return;
+    }
+    let artifact: Value = serde_json::from_str(&doc_block("json", "\"pr_review\"")).unwrap();
+    let (mut rig, gh) = rig_with_pull(artifact);
+    rig.daemon_env
+        .push(("E2E_FORGE_TOKEN".into(), "t0ken-e2e".into()));
+    // First attempt: a final refusal, nothing posted.
+    gh.answer_once(
+        "POST",
+        REVIEWS,
+        403,
+        json!({"message": "Resource not accessible by integration",
+               "documentation_url": "https://docs.github.com/rest/pulls/reviews#create-a-review-for-a-pull-request",
+               "status": "403"}),
+    );
+    rig.start_daemon();
+    let id = rig.spawn_in_repo(
+        "review-pr",
+        "goal-review-V1",
+        &[
+            "--delivery",
+            "review_comment",
+            "--source",
+            "github:acme/widgets#7",
+        ],
+    );
+    let (code, results) = rig.await_all(&[&id], "120s");
+    let r = result_of(&results, &id);
+    assert_eq!(code, exit::FAILURE, "{r:#}\n{}", rig.log_tail());
+    assert_eq!(r["delivery"]["failure"]["stage"], "review", "{r:#}");
+    assert_eq!(r["delivery"]["failure"]["retryable"], false);
+    let msg = r["delivery"]["failure"]["message"].as_str().unwrap();
+    assert_eq!(
+        msg,
+        "posting the review: 403: Resource not accessible by integration (the token lacks a scope or permission for this)"
+    );
+    assert!(gh.reviews_on("acme/widgets", 7).is_empty());
+
+    // Retried: GitHub acts on the review but the answer is lost (502); the retry of the
+    // request finds the review by its marker instead of posting another.
+    gh.lose_answer_once("POST", REVIEWS, 502);
+    let retried = rig.cli(&["session", "retry-delivery", &id]);
+    assert_eq!(retried.code, exit::OK, "{retried:?}");
+    let (code, results) = rig.await_all(&[&id], "120s");
+    let r = result_of(&results, &id);
+    assert_eq!(code, exit::OK, "{r:#}\n{}", rig.log_tail());
+    assert_eq!(r["delivery"]["state"], "delivered", "{r:#}");
+    assert_eq!(r["delivery"]["attempt"], 2);
+
+    let reviews = gh.reviews_on("acme/widgets", 7);
+    assert_eq!(reviews.len(), 1, "{reviews:#?}");
+    let (review, comments) = &reviews[0];
+    assert_eq!(review["state"], "CHANGES_REQUESTED");
+    assert_eq!(review["commit_id"], HEAD);
+    assert_eq!(
+        comments,
+        &vec![json!({"path": "src/config.rs", "line": 42, "side": "RIGHT",
+                     "body": "An empty file panics here."})]
+    );
+    let body = review["body"].as_str().unwrap();
+    assert!(
+        body.starts_with("The parser is sound; two edge cases are unhandled."),
+        "{body}"
+    );
+    assert!(
+        body.contains("- `src/config.rs:50-55`: This block duplicates `load_env`."),
+        "{body}"
+    );
+    assert!(body.contains(&format!("session `{id}`")), "{body}");
+    assert!(
+        body.ends_with(&format!("<!-- worktrain:session={id} -->")),
+        "{body}"
+    );
+    // Two POSTs: the refused one and the one whose answer was lost; none after it.
+    assert_eq!(review_posts(&gh).len(), 2, "{:#?}", review_posts(&gh));
+    let auth = gh
+        .requests()
+        .into_iter()
+        .find(|q| q.method == "POST" && q.path == REVIEWS)
+        .and_then(|q| q.header("authorization").map(str::to_owned))
+        .unwrap_or_default();
+    assert!(auth.contains("t0ken-e2e"), "the identity's token: {auth}");
+
+    let ev = rig.events(&id);
+    let done: Vec<&Value> = of_kind(&ev, "delivery_stage_completed")
+        .into_iter()
+        .filter(|e| e["body"]["stage"] == "review")
+        .collect();
+    assert_eq!(done.len(), 1);
+    assert_eq!(
+        done[0]["body"]["outcome"]["summary"],
+        "found the review posted earlier on acme/widgets#7"
+    );
+    assert_eq!(
+        done[0]["body"]["outcome"]["url"],
+        "https://github.com/acme/widgets/pull/7#pullrequestreview-80"
+    );
+    // Nothing pushed, no pull request opened; the worktree is gone.
+    let remote_branches = git(
+        &rig.env.dir().join("remote.git"),
+        &["branch", "--list", &format!("worktrain/{id}")],
+    );
+    assert!(remote_branches.trim().is_empty(), "{remote_branches}");
+    assert!(
+        gh.requests()
+            .iter()
+            .all(|q| q.path != "/repos/acme/widgets/pulls")
+    );
+    assert!(rig.git_worktrees().is_empty(), "{:?}", rig.git_worktrees());
+
+    // Delivered: another retry is refused, and still one review.
+    let again = rig.cli(&["session", "retry-delivery", &id]);
+    assert_ne!(again.code, exit::OK);
+    assert!(again.stderr.contains("already delivered"), "{again:?}");
+    assert_eq!(gh.reviews_on("acme/widgets", 7).len(), 1);
+}
