@@ -11,6 +11,7 @@ mod support;
 mod triggers;
 
 mod admin;
+mod app_e2e;
 mod concurrency;
 mod crash;
 mod daemon;

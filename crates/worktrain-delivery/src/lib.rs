@@ -73,7 +73,8 @@ pub struct Job {
 pub struct ForgeAccess {
     /// The client.
     pub client: Arc<dyn Forge>,
-    /// A token for HTTPS pushes (`None` for App identities: the git setup is used).
+    /// The configured token for HTTPS pushes (`None` for App identities: the client
+    /// mints an installation token, see [`push_token`]).
     pub push_token: Option<String>,
 }
 

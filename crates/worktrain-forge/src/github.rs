@@ -78,6 +78,17 @@ impl GithubClient {
         Ok(Self { api, octo, app })
     }
 
+    /// A URL of this API as the path octocrab joins to its base. octocrab only sends
+    /// an App's installation token with requests that name no host (or name
+    /// api.github.com), so an absolute URL of GitHub Enterprise Server (or a local fake)
+    /// would go out without credentials; a URL elsewhere stays absolute (and unsigned).
+    fn relative(&self, url: &str) -> String {
+        match url.strip_prefix(&self.api) {
+            Some(rest) if rest.starts_with('/') => rest.to_owned(),
+            Some(_) | None => url.to_owned(),
+        }
+    }
+
     async fn get(
         &self,
         url: &str,
@@ -95,7 +106,7 @@ impl GithubClient {
         }
         let resp = self
             .octo
-            ._get_with_headers(url, Some(headers))
+            ._get_with_headers(self.relative(url), Some(headers))
             .await
             .map_err(net)?;
         let status = resp.status().as_u16();
@@ -105,7 +116,11 @@ impl GithubClient {
     }
 
     async fn post(&self, url: &str, body: &Value) -> Result<(), ForgeError> {
-        let resp = self.octo._post(url, Some(body)).await.map_err(net)?;
+        let resp = self
+            .octo
+            ._post(self.relative(url), Some(body))
+            .await
+            .map_err(net)?;
         let status = resp.status().as_u16();
         let h = resp.headers().clone();
         let text = self.octo.body_to_string(resp).await.map_err(net)?;
@@ -124,9 +139,9 @@ impl GithubClient {
         body: &Value,
     ) -> Result<(u16, http::HeaderMap, String), ForgeError> {
         let resp = if method == http::Method::PATCH {
-            self.octo._patch(url, Some(body)).await
+            self.octo._patch(self.relative(url), Some(body)).await
         } else {
-            self.octo._post(url, Some(body)).await
+            self.octo._post(self.relative(url), Some(body)).await
         }
         .map_err(net)?;
         let status = resp.status().as_u16();

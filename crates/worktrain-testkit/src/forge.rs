@@ -140,6 +140,26 @@ pub struct FakeApp {
     pub token_ttl_secs: u64,
 }
 
+/// A GitHub App key pair made for tests only (`fixtures/README.md`): no real App's key.
+pub mod test_app_key {
+    /// The private key (PKCS#1 PEM, as GitHub hands out App keys).
+    pub const PRIVATE_PEM: &str = include_str!("../fixtures/github-app-test-only.private-key.pem");
+    /// The public key (SPKI PEM) the fake GitHub verifies JWTs with.
+    pub const PUBLIC_PEM: &str = include_str!("../fixtures/github-app-test-only.public-key.pem");
+}
+
+impl FakeApp {
+    /// An App with the test key pair ([`test_app_key`]) whose tokens live `ttl_secs`.
+    pub fn with_test_key(app_id: u64, installation_id: u64, ttl_secs: u64) -> Self {
+        Self {
+            app_id,
+            installation_id,
+            public_key_pem: test_app_key::PUBLIC_PEM.to_owned(),
+            token_ttl_secs: ttl_secs,
+        }
+    }
+}
+
 /// The (side, line) pairs of a unified diff patch a review comment can be on: `"RIGHT"`
 /// for added and context lines (new numbering), `"LEFT"` for removed and context lines.
 pub fn patch_lines(patch: &str) -> std::collections::BTreeSet<(&'static str, u64)> {

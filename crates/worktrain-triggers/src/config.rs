@@ -106,8 +106,8 @@ impl IdentityDef {
         }
     }
 
-    /// The token an HTTPS push uses (`None` for a GitHub App: the user's git setup
-    /// pushes).
+    /// The configured token an HTTPS push uses (`None` for a GitHub App: its client
+    /// mints an installation token for the push, see `Forge::push_token`).
     pub fn push_token(&self) -> Option<&str> {
         match self {
             IdentityDef::Github(g) => Some(g.token.value()),
