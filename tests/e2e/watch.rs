@@ -76,7 +76,7 @@ fn frame(rx: &mpsc::Receiver<String>, why: &str, rig: &Rig) -> String {
 }
 
 #[test]
-fn watch_shows_a_live_session_appear_advance_and_its_trace() {
+fn watch_shows_a_live_session_appear_advance_and_its_trace_and_acts_on_sessions() {
     if !crate::daemon_rig::have_git() {
         return;
     }
@@ -93,6 +93,10 @@ fn watch_shows_a_live_session_appear_advance_and_its_trace() {
             route(
                 "gate-goal",
                 vec![complete("Proposal: rename it"), complete("finished")],
+            ),
+            route(
+                "cancel-goal",
+                (0..60).map(|_| slow(500, shell("echo busy"))).collect(),
             ),
         ],
         ..RigSpec::default()
@@ -229,5 +233,57 @@ fn watch_shows_a_live_session_appear_advance_and_its_trace() {
         approved["body"]["note"],
         json!("from worktrain watch"),
         "{approved}"
+    );
+
+    // Cancel a running session from the list: select it, `c`, then `y`.
+    let busy = rig.spawn_in_repo("e2e-two", "cancel-goal", &[]);
+    crate::daemon_rig::wait_for(
+        "the busy run",
+        Duration::from_secs(30),
+        || {
+            (rig.get(&format!("/api/v1/sessions/{busy}"))["run"]["state"] == "running")
+                .then_some(())
+        },
+        || rig.log_tail(),
+    );
+    let (child, rx) = watch(
+        &rig,
+        &["--status", "running"],
+        &[
+            "wait=cancel-goal",
+            "key=c",
+            "wait=(y/n)",
+            "key=y",
+            "wait=cancel requested for",
+            "wait=none running",
+        ],
+    );
+    let ask = frame(&rx, "saw `(y/n)`", &rig);
+    assert!(
+        ask.contains(&format!("Cancel session {busy}? (y/n)")),
+        "{ask}"
+    );
+    // Once cancelled, the run leaves the `running` filter by itself.
+    let gone = frame(&rx, "saw `none running`", &rig);
+    assert!(
+        !gone
+            .lines()
+            .any(|l| l.starts_with('│') && l.contains(&busy)),
+        "{gone}"
+    );
+    let _ = frame(&rx, "script done", &rig);
+    let r = collect(&["watch"], child);
+    assert_eq!(r.code, 0, "{r:?}");
+    let s = rig.get(&format!("/api/v1/sessions/{busy}"));
+    assert_eq!(s["run"]["state"], "cancelled", "{s:#}");
+    let cancel = rig
+        .api_events(&busy)
+        .into_iter()
+        .find(|e| e["body"]["type"] == "cancel_requested")
+        .expect("cancel_requested");
+    assert_eq!(
+        cancel["body"]["note"],
+        json!("from worktrain watch"),
+        "{cancel}"
     );
 }
