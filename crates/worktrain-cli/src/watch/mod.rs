@@ -38,6 +38,9 @@ use state::{Action, App, Effect, Filter, Link};
 /// Sessions loaded at start (the newest); later ones arrive over the stream.
 const FIRST_PAGE: u32 = 200;
 
+/// Longest silence on the event stream before it is taken for dead and reopened.
+const STREAM_IDLE: Duration = Duration::from_secs(45);
+
 /// Events of a session loaded when its trace opens (its tail).
 const TRACE_PAGE: u64 = 500;
 
@@ -203,7 +206,12 @@ async fn follow(client: Arc<DaemonClient>, mut after: u64, tx: mpsc::Sender<Msg>
                 pause = Duration::from_millis(500);
                 let mut parser = SseParser::default();
                 let why = loop {
-                    match resp.chunk().await {
+                    // The daemon sends a keep-alive comment every 15 s: a longer silence
+                    // is a dead connection (a half-open TCP connection never errors).
+                    let Ok(next) = tokio::time::timeout(STREAM_IDLE, resp.chunk()).await else {
+                        break format!("no data for {}s", STREAM_IDLE.as_secs());
+                    };
+                    match next {
                         Ok(Some(bytes)) => {
                             for ev in parser.push(&bytes) {
                                 match ev.event.as_deref() {
