@@ -71,11 +71,23 @@ pub fn git_error(e: impl std::fmt::Display) -> ApiError {
     )
 }
 
+/// Events searched around a step's completion for its snapshot (the engine records it in
+/// the same append as the completion, just before it; older daemons just after).
+const LOOKAHEAD: u32 = 100;
+
+/// One step to diff: its node, step id, the snapshot before it (`None`: the parent of
+/// its own snapshot, the worktree's HEAD then) and its own snapshot.
+type Planned = (NodeId, String, Option<String>, String);
+
 impl Engine {
     /// The changes of session `id`, step by step, read from its worktree snapshots in the
     /// workspace repository (`home` is the worktrain home the session's worktrees live
-    /// under). Errors say why there is nothing to show: no snapshots (not a daemon run in
-    /// a git workspace), no workspace, or no snapshot of the asked step.
+    /// under). Each completed step's change is from the snapshot of the step before it on
+    /// the session's path (its parent node — so loops and rewinds diff against what the
+    /// step really started from — or the baseline before the first step) to its own.
+    /// Only the snapshots of the steps shown are read, never the whole event log. Errors
+    /// say why there is nothing to show: no snapshots (not a daemon run in a git
+    /// workspace), no workspace, or no snapshot of the asked step.
     pub async fn session_diff(
         &self,
         id: SessionId,
@@ -84,35 +96,56 @@ impl Engine {
     ) -> Result<Vec<StepDiff>, ApiError> {
         let summary = self.session(id).await?;
         let nodes = self.store.nodes(id).await.map_err(store_error)?;
-        // Snapshots, in the order they were recorded.
-        let mut snaps: Vec<(NodeId, String, String)> = Vec::new();
-        let mut after = Seq(0);
-        loop {
-            let events = self
-                .store
-                .events(id, after, 500)
-                .await
-                .map_err(store_error)?;
-            let Some(last) = events.last() else { break };
-            after = last.seq;
-            for e in events {
-                if let EventBody::StepSnapshotted { node, commit, .. } = e.body {
-                    let step = nodes
-                        .iter()
-                        .find(|r| r.node == node)
-                        .map(|r| r.step_id.to_string())
-                        .unwrap_or_default();
-                    snaps.push((node, step, commit));
-                }
-            }
+        let mut plan: Vec<Planned> = Vec::new();
+        let mut baseline: Option<Option<String>> = None;
+        for rec in &nodes {
+            let selected = match query.step.as_deref() {
+                None => true,
+                Some(w) => w == rec.step_id.as_str() || w == rec.node.to_string(),
+            };
+            let Some(closed) = rec.closed_seq.filter(|_| selected) else {
+                continue;
+            };
+            let Some(to) = self.snapshot_near(id, rec.node, closed).await? else {
+                continue;
+            };
+            let parent_closed = match rec.parent {
+                Some(p) => nodes
+                    .iter()
+                    .find(|r| r.node == p)
+                    .and_then(|r| r.closed_seq.map(|c| (p, c))),
+                None => None,
+            };
+            let from = match parent_closed {
+                Some((p, c)) => self.snapshot_near(id, p, c).await?,
+                None => None,
+            };
+            let from = match from {
+                Some(f) => Some(f),
+                None => match &baseline {
+                    Some(b) => b.clone(),
+                    None => {
+                        let b = self.snapshot_near(id, NodeId(0), Seq(0)).await?;
+                        baseline = Some(b.clone());
+                        b
+                    }
+                },
+            };
+            plan.push((rec.node, rec.step_id.to_string(), from, to));
         }
-        if snaps.is_empty() {
-            return Err(ApiError::new(
-                ErrorCode::InvalidInput,
-                format!("session {id} has no step snapshots"),
-                Retry::Never,
-                "snapshots are recorded when a daemon session in a git workspace completes a step",
-            ));
+        if plan.is_empty() {
+            return Err(match &query.step {
+                None => ApiError::new(
+                    ErrorCode::InvalidInput,
+                    format!("session {id} has no step snapshots"),
+                    Retry::Never,
+                    "snapshots are recorded when a daemon session in a git workspace completes a step",
+                ),
+                Some(step) => ApiError::invalid_input(
+                    format!("no snapshot of step `{step}` in session {id}"),
+                    "`worktrain session show <id>` lists the steps (and nodes) of the session",
+                ),
+            });
         }
         let repo = summary.workspace.clone().ok_or_else(|| {
             ApiError::invalid_input(
@@ -121,54 +154,54 @@ impl Engine {
             )
         })?;
         let home = home.to_path_buf();
-        let q = query.clone();
-        let out = tokio::task::spawn_blocking(move || diffs(&repo, &home, &snaps, &q))
+        let patch = query.patch;
+        tokio::task::spawn_blocking(move || diffs(&repo, &home, &plan, patch))
             .await
-            .map_err(|e| ApiError::internal(format!("the diff task failed: {e}")))??;
-        if out.is_empty() {
-            return Err(ApiError::invalid_input(
-                format!(
-                    "no snapshot of step `{}` in session {id}",
-                    query.step.as_deref().unwrap_or("")
-                ),
-                "`worktrain session show <id>` lists the steps (and nodes) of the session",
-            ));
-        }
-        Ok(out)
+            .map_err(|e| ApiError::internal(format!("the diff task failed: {e}")))?
+    }
+
+    /// The snapshot commit recorded for `node`, looked up in the events around `around`
+    /// (the node's completion).
+    async fn snapshot_near(
+        &self,
+        id: SessionId,
+        node: NodeId,
+        around: Seq,
+    ) -> Result<Option<String>, ApiError> {
+        let from = Seq(around.0.saturating_sub(u64::from(LOOKAHEAD) / 2));
+        let events = self
+            .store
+            .events(id, from, LOOKAHEAD)
+            .await
+            .map_err(store_error)?;
+        Ok(events.into_iter().find_map(|e| match e.body {
+            EventBody::StepSnapshotted {
+                node: n, commit, ..
+            } if n == node => Some(commit),
+            _ => None,
+        }))
     }
 }
 
-/// The git part (blocking): each selected step's diff against the snapshot before it.
+/// The git part (blocking): each planned step's diff.
 fn diffs(
     repo: &str,
     home: &Path,
-    snaps: &[(NodeId, String, String)],
-    query: &DiffQuery,
+    plan: &[Planned],
+    patch: bool,
 ) -> Result<Vec<StepDiff>, ApiError> {
     let mut config = WorktreesConfig::new(Path::new(repo), home);
     config.remote = None;
     let wts = Worktrees::new(config).map_err(git_error)?;
     let mut out = Vec::new();
-    let mut prev: Option<Oid> = None;
-    for (node, step, commit) in snaps {
+    for (node, step, from, commit) in plan {
         let to = Oid::from_str(commit).map_err(git_error)?;
-        let from = match prev {
-            Some(p) => p,
-            // The first snapshot's parent is the worktree's HEAD when it was taken.
+        let from = match from {
+            Some(f) => Oid::from_str(f).map_err(git_error)?,
+            // Without a snapshot before it, the step started from the worktree's HEAD
+            // when its own snapshot was taken.
             None => wts.first_parent(to).map_err(git_error)?,
         };
-        prev = Some(to);
-        // `n0` is the state before the first step: the baseline, not a step's change.
-        if *node == NodeId(0) {
-            continue;
-        }
-        let selected = match query.step.as_deref() {
-            None => true,
-            Some(w) => w == step || w == node.to_string(),
-        };
-        if !selected {
-            continue;
-        }
         let d = wts.diff(from, to).map_err(git_error)?;
         out.push(StepDiff {
             node: *node,
@@ -190,7 +223,7 @@ fn diffs(
                     binary: f.binary,
                 })
                 .collect(),
-            patch: query.patch.then_some(d.patch),
+            patch: patch.then_some(d.patch),
         });
     }
     Ok(out)
