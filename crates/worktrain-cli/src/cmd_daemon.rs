@@ -130,6 +130,8 @@ pub(crate) async fn run(ctx: &Ctx, args: DaemonArgs) -> Result<Exit, ApiError> {
     );
     // Delivery opens pull requests and comments with the identities of triggers.yml.
     supervisor.set_forges(triggers.clone());
+    // Run ends are notified to the `notifications:` of triggers.yml (read at each end).
+    supervisor.set_notifiers(triggers.clone());
     if let Some(e) = triggers.status().error {
         return Err(invalid(
             e.to_string(),

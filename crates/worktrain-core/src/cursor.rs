@@ -136,6 +136,8 @@ impl Cursor {
             | EventBody::DeliveryStarted { .. }
             | EventBody::DeliveryStageCompleted { .. }
             | EventBody::DeliveryFailed { .. }
+            | EventBody::NotificationSent { .. }
+            | EventBody::NotificationFailed { .. }
             | EventBody::DeliveryFinished { .. }
             | EventBody::WorkCommitted { .. }
             | EventBody::WorktreeRemoved { .. }

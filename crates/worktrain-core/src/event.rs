@@ -8,8 +8,8 @@ use crate::compile::{LoopIndex, Pc, StepIndex};
 use crate::cursor::{Cursor, LoopDecision};
 use crate::ids::{Attempt, NodeId, Seq, SessionId, Sha256Hash, StepId, WorkflowId};
 use crate::run::{
-    DeliveryStage, DeliveryTarget, FailureReason, HookPoint, InterruptReason, ReconcileAction,
-    RequeueReason, RunEnd, RunLimits, SourceRef, Trigger,
+    DeliveryStage, DeliveryTarget, FailureReason, HookPoint, InterruptReason, NotificationFailure,
+    NotifyEvent, ReconcileAction, RequeueReason, RunEnd, RunLimits, SourceRef, Trigger,
 };
 use crate::workflow::GateKind;
 
@@ -477,6 +477,35 @@ pub enum EventBody {
         /// Where the work went.
         target: DeliveryTarget,
     },
+    /// A notifier (Slack, Discord, a signed webhook) received the message about this
+    /// session's `event`. Names the notifier, never its URL or secret.
+    NotificationSent {
+        /// The notifier's name in `triggers.yml`.
+        notifier: String,
+        /// What it was told about.
+        event: NotifyEvent,
+        /// The receiver's HTTP status.
+        status: u16,
+        /// Requests made (more than one after a 5xx or 429).
+        attempts: u32,
+    },
+    /// A notification was not delivered: rate limited, rejected or unreachable. Never
+    /// fatal: the session is unaffected. Names the notifier, never its URL or secret.
+    NotificationFailed {
+        /// The notifier's name in `triggers.yml`.
+        notifier: String,
+        /// What it was to be told about.
+        event: NotifyEvent,
+        /// Why it was not delivered.
+        reason: NotificationFailure,
+        /// The receiver's last HTTP status, when it answered.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        status: Option<u16>,
+        /// Requests made (0 when rate limited).
+        attempts: u32,
+        /// What went wrong, for humans (never the URL).
+        message: String,
+    },
     /// The workflow reached its end.
     SessionCompleted {
         /// The last node completed, if any step ran.
@@ -704,6 +733,10 @@ pub enum EventKind {
     DeliveryFailed,
     /// See [`EventBody::DeliveryFinished`].
     DeliveryFinished,
+    /// See [`EventBody::NotificationSent`].
+    NotificationSent,
+    /// See [`EventBody::NotificationFailed`].
+    NotificationFailed,
     /// See [`EventBody::SessionCompleted`].
     SessionCompleted,
     /// See [`EventBody::PostMortemRecorded`].
@@ -713,7 +746,7 @@ pub enum EventKind {
 impl EventKind {
     /// Every kind of event, in declaration order: what the docs' event list and the
     /// store's `kind` column are checked against.
-    pub const ALL: [EventKind; 36] = [
+    pub const ALL: [EventKind; 38] = [
         EventKind::SessionStarted,
         EventKind::NodeEntered,
         EventKind::StepSkipped,
@@ -748,6 +781,8 @@ impl EventKind {
         EventKind::DeliveryStageCompleted,
         EventKind::DeliveryFailed,
         EventKind::DeliveryFinished,
+        EventKind::NotificationSent,
+        EventKind::NotificationFailed,
         EventKind::SessionCompleted,
         EventKind::PostMortemRecorded,
     ];
@@ -789,6 +824,8 @@ impl EventKind {
             EventKind::DeliveryStageCompleted => "delivery_stage_completed",
             EventKind::DeliveryFailed => "delivery_failed",
             EventKind::DeliveryFinished => "delivery_finished",
+            EventKind::NotificationSent => "notification_sent",
+            EventKind::NotificationFailed => "notification_failed",
             EventKind::SessionCompleted => "session_completed",
             EventKind::PostMortemRecorded => "post_mortem_recorded",
         }
@@ -833,6 +870,8 @@ impl EventBody {
             EventBody::DeliveryStageCompleted { .. } => EventKind::DeliveryStageCompleted,
             EventBody::DeliveryFailed { .. } => EventKind::DeliveryFailed,
             EventBody::DeliveryFinished { .. } => EventKind::DeliveryFinished,
+            EventBody::NotificationSent { .. } => EventKind::NotificationSent,
+            EventBody::NotificationFailed { .. } => EventKind::NotificationFailed,
             EventBody::SessionCompleted { .. } => EventKind::SessionCompleted,
             EventBody::PostMortemRecorded { .. } => EventKind::PostMortemRecorded,
         }

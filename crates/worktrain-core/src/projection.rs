@@ -896,6 +896,9 @@ pub fn apply(
         EventBody::StepSnapshotted { .. }
         | EventBody::HookRan { .. }
         | EventBody::SourceIneligible { .. }
+        // Notifications are a record for the operator; they change no state.
+        | EventBody::NotificationSent { .. }
+        | EventBody::NotificationFailed { .. }
         | EventBody::PostMortemRecorded { .. } => {}
         EventBody::WorktreeRestored { .. } => {
             if let Some(r) = s.run.as_mut() {

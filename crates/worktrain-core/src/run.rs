@@ -739,3 +739,96 @@ pub enum ReconcileAction {
     /// Leave it running (the decision is still recorded).
     Keep,
 }
+
+/// What a notifier is told about: the moments of a session an operator wants to hear of.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum NotifyEvent {
+    /// The run completed (and its delivery, when it has one, succeeded).
+    Completed,
+    /// The run failed (for any reason but a failed delivery).
+    Failed,
+    /// The run parked at a confirmation gate until someone approves or rejects it.
+    WaitingForApproval,
+    /// The workflow completed but a delivery stage failed.
+    DeliveryFailed,
+}
+
+impl NotifyEvent {
+    /// Every event, in declaration order (the default of a notifier's `events`).
+    pub const ALL: [NotifyEvent; 4] = [
+        NotifyEvent::Completed,
+        NotifyEvent::Failed,
+        NotifyEvent::WaitingForApproval,
+        NotifyEvent::DeliveryFailed,
+    ];
+
+    /// Wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotifyEvent::Completed => "completed",
+            NotifyEvent::Failed => "failed",
+            NotifyEvent::WaitingForApproval => "waiting_for_approval",
+            NotifyEvent::DeliveryFailed => "delivery_failed",
+        }
+    }
+}
+
+/// Where a notifier posts: the message format it speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum NotifierKind {
+    /// A Slack incoming webhook (`{"text", "blocks"}`).
+    Slack,
+    /// A Discord webhook (`{"content"}`, at most 2000 characters).
+    Discord,
+    /// Any HTTP endpoint: a JSON document, HMAC-SHA256-signed like the `webhook`
+    /// delivery target.
+    Webhook,
+}
+
+impl NotifierKind {
+    /// Wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotifierKind::Slack => "slack",
+            NotifierKind::Discord => "discord",
+            NotifierKind::Webhook => "webhook",
+        }
+    }
+}
+
+/// Why a notification was not delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotificationFailure {
+    /// The notifier's rate limit was exhausted; the message was dropped.
+    RateLimited,
+    /// The receiver answered with an error status (after the retries a 5xx or 429 gets).
+    Rejected,
+    /// The receiver could not be reached (connection refused, timeout, DNS).
+    Unreachable,
+}
+
+impl NotificationFailure {
+    /// Wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotificationFailure::RateLimited => "rate_limited",
+            NotificationFailure::Rejected => "rejected",
+            NotificationFailure::Unreachable => "unreachable",
+        }
+    }
+}

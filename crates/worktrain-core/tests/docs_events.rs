@@ -49,6 +49,8 @@ fn in_all(k: EventKind) -> bool {
         | EventKind::DeliveryStageCompleted
         | EventKind::DeliveryFailed
         | EventKind::DeliveryFinished
+        | EventKind::NotificationSent
+        | EventKind::NotificationFailed
         | EventKind::SessionCompleted
         | EventKind::PostMortemRecorded => EventKind::ALL.contains(&k),
     }

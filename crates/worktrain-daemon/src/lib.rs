@@ -23,6 +23,7 @@ pub mod hooks;
 pub mod leader;
 pub mod mcp;
 pub mod metrics;
+pub mod notify;
 pub mod orphans;
 pub mod pidfile;
 pub mod profiles;

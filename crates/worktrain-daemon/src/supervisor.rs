@@ -145,6 +145,10 @@ pub struct Supervisor {
     forges: std::sync::RwLock<Option<Arc<dyn crate::delivery::ForgeSource>>>,
     /// The address the API is actually served on (the configured one may say port 0).
     served_at: std::sync::OnceLock<std::net::SocketAddr>,
+    /// The notifiers of triggers.yml, once known.
+    notifiers: std::sync::RwLock<Option<Arc<dyn crate::notify::NotifierSource>>>,
+    /// Rate limits of the notifiers (token buckets by notifier name).
+    notify_limiter: worktrain_delivery::notify::RateLimiter,
 }
 
 // By hand: the live settings hold secrets, and the run table is large.
@@ -250,6 +254,8 @@ impl Supervisor {
             secrets: Mutex::new(secrets),
             forges: std::sync::RwLock::new(None),
             served_at: std::sync::OnceLock::new(),
+            notifiers: std::sync::RwLock::new(None),
+            notify_limiter: worktrain_delivery::notify::RateLimiter::default(),
         })
     }
 
@@ -265,6 +271,27 @@ impl Supervisor {
             .forges
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(forges);
+    }
+
+    /// Where run ends are notified (the `notifications:` of triggers.yml).
+    pub fn set_notifiers(&self, notifiers: Arc<dyn crate::notify::NotifierSource>) {
+        *self
+            .notifiers
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(notifiers);
+    }
+
+    /// The notifiers, when configured.
+    pub fn notifiers(&self) -> Option<Arc<dyn crate::notify::NotifierSource>> {
+        self.notifiers
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The notifiers' rate limits.
+    pub fn notify_limiter(&self) -> &worktrain_delivery::notify::RateLimiter {
+        &self.notify_limiter
     }
 
     /// The forge clients for delivery, when configured.
@@ -1035,9 +1062,12 @@ impl Supervisor {
                 }
             }
         }
+        // Whether this worker's transition wrote the run's end (the last judgement counts).
+        let wrote_end = AtomicBool::new(false);
         let recorded = self
             .engine
             .transition(id, |s| {
+                wrote_end.store(false, Ordering::SeqCst);
                 let Some(r) = &s.run else {
                     return Ok(Vec::new());
                 };
@@ -1055,6 +1085,7 @@ impl Supervisor {
                         reason: InterruptReason::Shutdown,
                     }]);
                 }
+                wrote_end.store(true, Ordering::SeqCst);
                 Ok(vec![EventBody::RunFinished {
                     run: run_no,
                     end,
@@ -1064,7 +1095,16 @@ impl Supervisor {
             })
             .await;
         let recorded = match recorded {
-            Ok(_) => true,
+            // Only the end this worker recorded is notified (an empty transition: another
+            // worker owns the run now).
+            Ok(_) => {
+                if wrote_end.load(Ordering::SeqCst)
+                    && let Some(event) = crate::notify::event_of(end, reason)
+                {
+                    crate::notify::spawn(&self, id, event, reason, detail.clone());
+                }
+                true
+            }
             Err(e) => {
                 warn!(session_id = %id, error = %e, "recording the end of a run failed; the lease will expire and recovery decides");
                 false
@@ -1208,6 +1248,8 @@ impl Supervisor {
                     | EventBody::DeliveryStarted { .. }
                     | EventBody::DeliveryStageCompleted { .. }
                     | EventBody::DeliveryFailed { .. }
+                    | EventBody::NotificationSent { .. }
+                    | EventBody::NotificationFailed { .. }
                     | EventBody::DeliveryFinished { .. }
                     | EventBody::SessionCompleted { .. } => {}
                 }

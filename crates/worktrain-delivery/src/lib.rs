@@ -37,6 +37,7 @@ use worktrain_forge::{
 pub mod change;
 /// The `git` command line (see [`worktrain_git::cli`]).
 pub use worktrain_git::cli as git;
+pub mod notify;
 pub mod secrets;
 pub mod template;
 
@@ -1109,24 +1110,17 @@ pub async fn post_signed(
     payload: &Value,
 ) -> Result<(), StageError> {
     let body = serde_json::to_vec(payload).map_err(|e| StageError::fatal(e.to_string(), ""))?;
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .map_err(|e| StageError::fatal(e.to_string(), ""))?;
-    let mut req = client
-        .post(url)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .header(reqwest::header::USER_AGENT, "worktrain");
-    if let Some(secret) = secret {
-        req = req.header(SIGNATURE_HEADER, sign(secret.as_bytes(), &body));
-    }
-    let resp = req.body(body).send().await.map_err(|e| StageError {
-        message: format!("POST {url}: {e}"),
-        retryable: true,
-        retry_after: None,
-        hint: None,
-    })?;
-    let status = resp.status().as_u16();
+    let client =
+        http_client(Duration::from_secs(30)).map_err(|e| StageError::fatal(e.to_string(), ""))?;
+    let answer = post_json(&client, url, secret, body)
+        .await
+        .map_err(|e| StageError {
+            message: format!("POST {url}: {e}"),
+            retryable: true,
+            retry_after: None,
+            hint: None,
+        })?;
+    let status = answer.status;
     if (200..300).contains(&status) {
         Ok(())
     } else {
@@ -1137,6 +1131,48 @@ pub async fn post_signed(
             hint: Some("check the receiving endpoint".into()),
         })
     }
+}
+
+/// An HTTP client for signed POSTs, with a whole-request timeout.
+pub(crate) fn http_client(timeout: Duration) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder().timeout(timeout).build()
+}
+
+/// What a receiver answered to a signed POST.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Answer {
+    /// The HTTP status.
+    pub status: u16,
+    /// Its `Retry-After`, in seconds, when it sent one.
+    pub retry_after: Option<Duration>,
+}
+
+/// POST the JSON `body` to `url`, signed with `secret` when given: the one signing POST of
+/// the `webhook` delivery target and of the notifiers.
+pub(crate) async fn post_json(
+    client: &reqwest::Client,
+    url: &str,
+    secret: Option<&str>,
+    body: Vec<u8>,
+) -> reqwest::Result<Answer> {
+    let mut req = client
+        .post(url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .header(reqwest::header::USER_AGENT, "worktrain");
+    if let Some(secret) = secret {
+        req = req.header(SIGNATURE_HEADER, sign(secret.as_bytes(), &body));
+    }
+    let resp = req.body(body).send().await?;
+    let retry_after = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    Ok(Answer {
+        status: resp.status().as_u16(),
+        retry_after,
+    })
 }
 
 #[cfg(test)]

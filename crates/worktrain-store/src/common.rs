@@ -195,6 +195,8 @@ fn dispatch_key(body: &EventBody) -> Option<&str> {
         | EventBody::DeliveryStarted { .. }
         | EventBody::DeliveryStageCompleted { .. }
         | EventBody::DeliveryFailed { .. }
+        | EventBody::NotificationSent { .. }
+        | EventBody::NotificationFailed { .. }
         | EventBody::DeliveryFinished { .. }
         | EventBody::SessionCompleted { .. } => None,
     }

@@ -26,12 +26,16 @@
 //! [`git_http::GitHttpServer`] serves bare repositories over git's smart HTTP protocol
 //! (`git http-backend`) behind Basic auth with a token, for push tests.
 //!
+//! [`receiver::FakeReceiver`] stands in for Slack and Discord incoming webhooks and any
+//! signed-webhook endpoint: it records requests and answers from scripted replies.
+//!
 //! [`postgres::fresh_database`] gives each test its own database on the test PostgreSQL
 //! server (`WORKTRAIN_TEST_POSTGRES_URL`).
 
 pub mod forge;
 pub mod git_http;
 pub mod postgres;
+pub mod receiver;
 mod script;
 mod server;
 mod wire;

@@ -10,7 +10,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use worktrain_core::run::{
-    DeliverySettings, ForgeKind, ReconcileAction, RunLimits, WorkspaceHooks,
+    DeliverySettings, ForgeKind, NotifierKind, NotifyEvent, ReconcileAction, RunLimits,
+    WorkspaceHooks,
 };
 
 use crate::env::{EnvSource, EnvString, with_env};
@@ -33,9 +34,81 @@ pub struct TriggersFile {
     /// Forge credentials by name; triggers and delivery name them.
     #[serde(default)]
     pub identities: BTreeMap<String, IdentityDef>,
+    /// Notifiers by name (Slack, Discord, signed webhooks): told when sessions complete,
+    /// fail, wait for approval or fail delivery. Global ones hear of every session;
+    /// triggers add others with `notify:`.
+    #[serde(default)]
+    pub notifications: BTreeMap<String, NotifierDef>,
     /// The triggers.
     #[serde(default)]
     pub triggers: Vec<TriggerDef>,
+}
+
+/// One notifier of `notifications:`. Its URL and secret come from the environment
+/// (`$SLACK_WEBHOOK_URL`): a Slack or Discord webhook URL is itself a credential.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NotifierDef {
+    /// The message format: `slack`, `discord` or `webhook` (a signed JSON document).
+    pub kind: NotifierKind,
+    /// Where to POST (`https://hooks.slack.com/services/…`); usually `$VAR`.
+    pub url: EnvString,
+    /// `webhook` only, and required there: the HMAC-SHA256 key signing the body
+    /// (`X-Worktrain-Signature-256: sha256=<hex>`, like the `webhook` delivery target).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<EnvString>,
+    /// What it is told about (default: all of `completed`, `failed`,
+    /// `waiting_for_approval`, `delivery_failed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<Vec<NotifyEvent>>,
+    /// `true` (default): told about every session. `false`: only about the sessions of
+    /// triggers that name it in `notify.to`.
+    #[serde(default = "yes")]
+    pub global: bool,
+    /// Messages per minute at most (a token bucket: bursts up to this many, refilled
+    /// evenly); beyond it a message is dropped and recorded as `notification_failed:
+    /// rate_limited`. Default 30.
+    #[serde(default = "thirty")]
+    pub max_per_minute: u32,
+}
+
+fn thirty() -> u32 {
+    30
+}
+
+impl NotifierDef {
+    /// Whether this notifier is told about `event`.
+    pub fn wants(&self, event: NotifyEvent) -> bool {
+        self.events.as_ref().is_none_or(|e| e.contains(&event))
+    }
+}
+
+/// A trigger's notifications: notifiers added for its sessions, whether the global ones
+/// hear of them too, and which events count.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerNotify {
+    /// Notifiers (names under `notifications:`) told about this trigger's sessions, in
+    /// addition to the global ones.
+    #[serde(default)]
+    pub to: Vec<String>,
+    /// `false`: the global notifiers are not told about this trigger's sessions.
+    #[serde(default = "yes")]
+    pub global: bool,
+    /// Only these events of this trigger's sessions are notified (each notifier's own
+    /// `events` still apply). Default: all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<Vec<NotifyEvent>>,
+}
+
+impl Default for TriggerNotify {
+    fn default() -> Self {
+        Self {
+            to: Vec::new(),
+            global: true,
+            events: None,
+        }
+    }
 }
 
 /// Implements `Deserialize` for an enum written as a map with exactly one key naming the
@@ -725,6 +798,9 @@ pub struct TriggerDef {
     /// What happens to a running session whose source item no longer qualifies.
     #[serde(default)]
     pub reconcile: Option<ReconcilePolicy>,
+    /// Notifications about this trigger's sessions (besides the global notifiers).
+    #[serde(default)]
+    pub notify: Option<TriggerNotify>,
 }
 
 /// Where sessions work, resolved.
@@ -780,6 +856,8 @@ pub struct Trigger {
     pub retry: RetryPolicy,
     /// Reconcile policy.
     pub reconcile: ReconcilePolicy,
+    /// Notifications about its sessions.
+    pub notify: TriggerNotify,
 }
 
 /// A parsed, validated `triggers.yml`.
@@ -789,6 +867,8 @@ pub struct TriggerIndex {
     pub triggers: BTreeMap<String, Arc<Trigger>>,
     /// Identities by name.
     pub identities: BTreeMap<String, IdentityDef>,
+    /// Notifiers by name.
+    pub notifiers: BTreeMap<String, NotifierDef>,
     /// SHA-256 of the file's bytes (hex), to tell reloads apart.
     pub digest: String,
 }
@@ -797,6 +877,31 @@ impl TriggerIndex {
     /// A trigger by id.
     pub fn get(&self, id: &str) -> Option<&Arc<Trigger>> {
         self.triggers.get(id)
+    }
+
+    /// The notifiers told about `event` of a session started by `trigger` (`None`, or an
+    /// id no longer configured: a spawned session, which the global notifiers hear of),
+    /// by name, each once.
+    pub fn notifiers_for(
+        &self,
+        trigger: Option<&str>,
+        event: NotifyEvent,
+    ) -> Vec<(&str, &NotifierDef)> {
+        let default = TriggerNotify::default();
+        let notify = trigger
+            .and_then(|t| self.triggers.get(t))
+            .map_or(&default, |t| &t.notify);
+        if notify.events.as_ref().is_some_and(|e| !e.contains(&event)) {
+            return Vec::new();
+        }
+        self.notifiers
+            .iter()
+            .filter(|(name, def)| {
+                ((def.global && notify.global) || notify.to.iter().any(|n| n == *name))
+                    && def.wants(event)
+            })
+            .map(|(name, def)| (name.as_str(), def))
+            .collect()
     }
 
     /// The identity to act as on `kind`: the one named, else the first (by name) of
@@ -844,6 +949,10 @@ impl TriggerIndex {
                 IdentityDef::GithubApp(a) => out.extend(a.private_key.iter()),
                 IdentityDef::Gitlab(g) => out.push(&g.token),
             }
+        }
+        for n in self.notifiers.values() {
+            out.push(&n.url);
+            out.extend(n.secret.iter());
         }
         for t in self.triggers.values() {
             match &t.source {
@@ -1014,6 +1123,67 @@ fn resolve(
                 format!("identities.{name}.github_app"),
                 line_of(text, &format!("{name}:"), 0),
                 "give exactly one of `private_key` and `private_key_file`".into(),
+            ));
+        }
+    }
+    for (name, n) in &f.notifications {
+        let at = format!("notifications.{name}");
+        let line = line_of(text, &format!("{name}:"), 0);
+        if !valid_id(name) {
+            return Err(err(
+                at,
+                line,
+                format!("notifier name `{name}` must be 1–64 letters, digits, `-` or `_`"),
+            ));
+        }
+        let url = n.url.value();
+        let scheme_ok = url::Url::parse(url)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+        if scheme_ok.is_none() {
+            // Never echo the value: it is usually a secret webhook URL.
+            return Err(err(
+                format!("{at}.url"),
+                line_of(text, n.url.raw(), 0).or(line),
+                format!(
+                    "`{}` is not an http(s) URL (write the webhook URL, or `$VAR` naming the variable that holds it)",
+                    n.url.raw()
+                ),
+            ));
+        }
+        match (n.kind, &n.secret) {
+            (NotifierKind::Webhook, None) => {
+                return Err(err(
+                    format!("{at}.secret"),
+                    line,
+                    "a `webhook` notifier signs what it sends: add `secret: $VAR` naming the variable holding the HMAC key".into(),
+                ));
+            }
+            (NotifierKind::Slack | NotifierKind::Discord, Some(s)) => {
+                return Err(err(
+                    format!("{at}.secret"),
+                    line_of(text, s.raw(), 0).or(line),
+                    format!(
+                        "only `webhook` notifiers are signed; a {} webhook URL is its own secret: remove `secret`",
+                        n.kind.as_str()
+                    ),
+                ));
+            }
+            (NotifierKind::Webhook, Some(_))
+            | (NotifierKind::Slack | NotifierKind::Discord, None) => {}
+        }
+        if n.events.as_ref().is_some_and(Vec::is_empty) {
+            return Err(err(
+                format!("{at}.events"),
+                line,
+                "`events: []` would never notify; list some of completed, failed, waiting_for_approval, delivery_failed (or leave it out for all)".into(),
+            ));
+        }
+        if n.max_per_minute == 0 {
+            return Err(err(
+                format!("{at}.max_per_minute"),
+                line_of(text, "max_per_minute:", 0).or(line),
+                "max_per_minute must be at least 1".into(),
             ));
         }
     }
@@ -1218,6 +1388,32 @@ fn resolve(
                 "max_dispatch_attempts must be at least 1".into(),
             ));
         }
+        let notify = t.notify.unwrap_or_default();
+        if let Some(unknown) = notify
+            .to
+            .iter()
+            .find(|n| !f.notifications.contains_key(n.as_str()))
+        {
+            return Err(err(
+                format!("{at}.notify.to"),
+                line_of(text, unknown, 0).or(line),
+                format!(
+                    "notifier `{unknown}` is not defined under `notifications:` (known: {})",
+                    f.notifications
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+        if notify.events.as_ref().is_some_and(Vec::is_empty) {
+            return Err(err(
+                format!("{at}.notify.events"),
+                line,
+                "`events: []` would never notify; leave it out for all events".into(),
+            ));
+        }
         let trigger = Trigger {
             id: id.clone(),
             enabled: t.enabled,
@@ -1239,12 +1435,14 @@ fn resolve(
             identity,
             retry,
             reconcile,
+            notify,
         };
         triggers.insert(id, Arc::new(trigger));
     }
     Ok(TriggerIndex {
         triggers,
         identities: f.identities,
+        notifiers: f.notifications,
         digest,
     })
 }

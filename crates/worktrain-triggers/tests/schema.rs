@@ -35,6 +35,11 @@ pub fn example_env() -> EnvSource {
                 "-----BEGIN RSA PRIVATE KEY-----\n…\n-----END RSA PRIVATE KEY-----",
             ),
             ("GITLAB_TOKEN", "glpat-example"),
+            (
+                "SLACK_WEBHOOK_URL",
+                "https://hooks.slack.com/services/T000/B000/XXXX",
+            ),
+            ("OPS_WEBHOOK_SECRET", "ops-hook-secret"),
             ("HOME", "/home/me"),
         ]
         .into_iter()

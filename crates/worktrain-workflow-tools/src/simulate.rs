@@ -298,6 +298,8 @@ impl Sim<'_> {
             | EventBody::DeliveryStarted { .. }
             | EventBody::DeliveryStageCompleted { .. }
             | EventBody::DeliveryFailed { .. }
+            | EventBody::NotificationSent { .. }
+            | EventBody::NotificationFailed { .. }
             | EventBody::DeliveryFinished { .. }
             | EventBody::WorkCommitted { .. }
             | EventBody::WorktreeRemoved { .. } => return,

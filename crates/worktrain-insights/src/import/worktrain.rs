@@ -204,6 +204,8 @@ impl SessionTrace {
             | EventBody::DeliveryStarted { .. }
             | EventBody::DeliveryStageCompleted { .. }
             | EventBody::DeliveryFailed { .. }
+            | EventBody::NotificationSent { .. }
+            | EventBody::NotificationFailed { .. }
             | EventBody::DeliveryFinished { .. }
             | EventBody::HookRan { .. }
             | EventBody::SourceIneligible { .. }
