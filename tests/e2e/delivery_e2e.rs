@@ -756,3 +756,79 @@ fn a_session_that_changed_nothing_is_never_an_empty_commit() {
         "no commit on the branch"
     );
 }
+
+/// Notifications about delivery: a failed delivery is its own moment (`delivery_failed`,
+/// with the stage and the forge's message), and a delivered session's message links the
+/// pull request it opened.
+#[test]
+fn delivery_notifies_a_failed_delivery_and_links_the_pull_request_it_opened() {
+    if !have_git() {
+        eprintln!("skipped: git is not installed");
+        return;
+    }
+    let (mut rig, gh) = rig_with_forge(&["goal-deliver-notify-D1", "goal-deliver-notify-D2"]);
+    let slack = rig
+        .block_on(worktrain_testkit::receiver::FakeReceiver::start())
+        .unwrap();
+    let file = rig.env.home().join("triggers.yml");
+    let text = std::fs::read_to_string(&file).unwrap()
+        + "notifications:\n  team-slack:\n    kind: slack\n    url: $E2E_SLACK_URL\n    events: [completed, delivery_failed]\n";
+    std::fs::write(&file, text).unwrap();
+    rig.daemon_env.extend([
+        ("E2E_FORGE_TOKEN".into(), "t0ken-e2e".into()),
+        ("E2E_SLACK_URL".into(), slack.url("/services/T0/B0/dlv")),
+    ]);
+    gh.answer_once(
+        "GET",
+        "/repos/acme/widgets/pulls",
+        401,
+        json!({"message": "Bad credentials", "documentation_url": "https://docs.github.com/rest"}),
+    );
+    rig.start_daemon();
+    let failed = spawn_delivering(&rig, "goal-deliver-notify-D1");
+    let (code, _) = rig.await_all(&[&failed], "120s");
+    assert_eq!(code, exit::FAILURE);
+    let got = rig.block_on(slack.wait_for(1, Duration::from_secs(30)));
+    assert_eq!(got.len(), 1, "{got:#?}");
+    let t = got[0].body["text"].as_str().unwrap().to_owned();
+    assert!(
+        t.contains(&format!("session {failed}: delivery failed")),
+        "{t}"
+    );
+    assert!(t.contains("delivery failed at pull_request"), "{t}");
+    assert!(t.contains("401: Bad credentials"), "{t}");
+    assert!(t.contains("Source: github:acme/widgets#12"), "{t}");
+
+    let delivered = spawn_delivering(&rig, "goal-deliver-notify-D2");
+    let (code, results) = rig.await_all(&[&delivered], "120s");
+    assert_eq!(code, exit::OK, "{:#}", result_of(&results, &delivered));
+    let got = rig.block_on(slack.wait_for(2, Duration::from_secs(30)));
+    assert_eq!(got.len(), 2, "{got:#?}");
+    let md = got[1].body["blocks"][0]["text"]["text"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        md.contains(&format!("session {delivered} completed")),
+        "{md}"
+    );
+    assert!(
+        md.contains("<https://github.com/acme/widgets/pull/13|Pull request>"),
+        "{md}"
+    );
+    assert!(md.contains(&format!(
+        "/console/sessions/{delivered}|Open in the console>"
+    )));
+    wait_for(
+        "the notification events",
+        Duration::from_secs(30),
+        || {
+            let ev = rig.events(&failed);
+            let sent = of_kind(&ev, "notification_sent");
+            (sent.len() == 1 && sent[0]["body"]["event"] == "delivery_failed").then_some(())
+        },
+        || format!("{:#?}", rig.events(&failed).last()),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(slack.requests().len(), 2, "one message per session");
+}

@@ -234,7 +234,10 @@ fn check(e: &Example) {
                     .chars()
                     .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
                     .collect();
-                if !name.is_empty() {
+                if name.ends_with("_URL") {
+                    // Webhook URLs of notifiers must be URLs.
+                    vars.insert(name, "https://hooks.example.com/T000/B000".to_owned());
+                } else if !name.is_empty() {
                     vars.insert(name, "example-secret-value".to_owned());
                 }
             }

@@ -25,6 +25,7 @@ mod keys;
 mod malformed;
 mod multi_daemon;
 mod never_lost;
+mod notify_e2e;
 mod review_e2e;
 mod run;
 mod sandbox_e2e;
