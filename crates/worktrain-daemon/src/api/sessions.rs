@@ -352,16 +352,34 @@ async fn list_sessions(
     }))
 }
 
-/// `GET /api/v1/sessions/{id}` body.
-#[derive(Debug, Serialize)]
+/// `GET /api/v1/sessions/{id}` body: the record's fields, then `nodes` (the step graph)
+/// and `lease`. The record's own `nodes` (a count) is left out — one key, one meaning;
+/// the graph's length is that count.
+#[derive(Debug)]
 pub(super) struct SessionDetail {
     /// The session.
-    #[serde(flatten)]
     pub record: SessionRecord,
     /// Its step graph.
     pub nodes: Vec<worktrain_core::projection::NodeRecord>,
     /// The worker's lease on it, when running.
     pub lease: Option<worktrain_store::Lease>,
+}
+
+impl Serialize for SessionDetail {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{Error as _, SerializeMap as _};
+        let record = serde_json::to_value(&self.record).map_err(S::Error::custom)?;
+        let serde_json::Value::Object(fields) = record else {
+            return Err(S::Error::custom("a session record is a JSON object"));
+        };
+        let mut map = serializer.serialize_map(None)?;
+        for (k, v) in fields.iter().filter(|(k, _)| *k != "nodes") {
+            map.serialize_entry(k, v)?;
+        }
+        map.serialize_entry("nodes", &self.nodes)?;
+        map.serialize_entry("lease", &self.lease)?;
+        map.end()
+    }
 }
 
 /// `GET /api/v1/sessions/{id}/diff` query.

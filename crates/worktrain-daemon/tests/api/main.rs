@@ -253,6 +253,57 @@ async fn dispatch_runs_to_completion_and_idempotency_key_returns_the_same_sessio
     assert_eq!(list["sessions"].as_array().unwrap().len(), 1);
 }
 
+/// A JSON object never has a key twice: strict parsers reject it, others keep one of the
+/// two silently. The detail's `nodes` is the step graph (the record's node count is its
+/// length).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_session_detail_has_each_key_once() {
+    let d = Daemon::start(script(vec![route("goal-keys", vec![complete("done")])])).await;
+    let (_, first) = d
+        .post(
+            "/api/v1/sessions",
+            json!({"workflow": "one", "goal": "goal-keys"}),
+        )
+        .await;
+    let id = first["session_id"].as_str().unwrap().to_owned();
+    d.wait_state(&id, "completed").await;
+    let text = d
+        .http
+        .get(d.url(&format!("/api/v1/sessions/{id}")))
+        .bearer_auth(&d.token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // Top-level keys, in order, as the server wrote them.
+    let mut keys = Vec::new();
+    let mut de = serde_json::Deserializer::from_str(&text);
+    struct Keys<'a>(&'a mut Vec<String>);
+    impl<'de> serde::de::Visitor<'de> for Keys<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an object")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<(), A::Error> {
+            while let Some(k) = m.next_key::<String>()? {
+                m.next_value::<serde::de::IgnoredAny>()?;
+                self.0.push(k);
+            }
+            Ok(())
+        }
+    }
+    serde::Deserializer::deserialize_map(&mut de, Keys(&mut keys)).unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    for k in &keys {
+        assert!(seen.insert(k.as_str()), "key `{k}` twice in {text}");
+    }
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["nodes"].as_array().map(Vec::len), Some(1), "{v:#}");
+    assert_eq!(v["session_id"], id.as_str());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn telemetry_and_metrics_equal_the_sum_over_llm_turn_events() {
     let usage = |i, o, cw, cr| worktrain_testkit::Usage {
