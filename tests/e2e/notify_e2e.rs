@@ -12,7 +12,9 @@ use worktrain_delivery::{SIGNATURE_HEADER, sign};
 use worktrain_testkit::Turn;
 use worktrain_testkit::receiver::{FakeReceiver, Received, Reply};
 
-use crate::daemon_rig::{Rig, RigSpec, complete, have_git, of_kind, result_of, route, wait_for};
+use crate::daemon_rig::{
+    Rig, RigSpec, complete, have_git, of_kind, result_of, route, shell, wait_for,
+};
 use crate::support::exit;
 
 /// Secret parts of the receivers' URLs and the HMAC key: never in logs or events.
@@ -353,4 +355,113 @@ fn a_500_is_retried_a_dead_receiver_is_recorded_and_the_rate_limit_drops_with_a_
         "{log}"
     );
     assert!(!log.contains("discordTokenSecret42") && !log.contains(HOOK_SECRET));
+}
+
+/// `trigger validate` lists the notifiers by name and kind, never their URLs or secrets;
+/// a run that recovery fails (too many interruptions) is notified as failed; runs the
+/// operator's kill switch stops are not (the operator knows, and a kill switch over many
+/// sessions would be a burst of messages).
+#[test]
+fn validate_lists_notifiers_recovery_failures_notify_and_the_kill_switch_does_not() {
+    if !have_git() {
+        eprintln!("skipped: git is not installed");
+        return;
+    }
+    let mut rig = Rig::new(RigSpec {
+        daemon: &["lease_secs: 3", "max_interruptions: 0"],
+        routes: vec![
+            route(
+                "goal-notify-crash-C1",
+                vec![shell("touch started && sleep 3"), complete("never again")],
+            ),
+            route(
+                "goal-notify-kill-C2",
+                vec![shell("touch started && sleep 30"), complete("never")],
+            ),
+        ],
+        ..RigSpec::default()
+    });
+    let ops = rig.block_on(FakeReceiver::start()).unwrap();
+    let text = triggers_yml("")
+        .replace(
+            "  team-slack:\n    kind: slack\n    url: $E2E_SLACK_URL\n",
+            "",
+        )
+        .replace(
+            "  team-discord:\n    kind: discord\n    url: $E2E_DISCORD_URL\n",
+            "",
+        );
+    std::fs::write(rig.env.home().join("triggers.yml"), text).unwrap();
+    let vars = [
+        ("E2E_OPS_URL".to_owned(), ops.url("/hooks/worktrain")),
+        ("E2E_OPS_SECRET".to_owned(), HOOK_SECRET.to_owned()),
+    ];
+
+    let out = rig
+        .env
+        .cmd(&["--json", "trigger", "validate"])
+        .envs(vars.iter().cloned())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["notifiers"][0]["name"], "ops", "{v:#}");
+    assert_eq!(v["notifiers"][0]["kind"], "webhook", "{v:#}");
+    assert_eq!(
+        v["notifiers"][0]["events"].as_array().unwrap().len(),
+        4,
+        "{v:#}"
+    );
+    let human = rig
+        .env
+        .cmd(&["trigger", "validate"])
+        .envs(vars.iter().cloned())
+        .output()
+        .unwrap();
+    let human = String::from_utf8_lossy(&human.stdout).into_owned();
+    assert!(
+        human.contains("1 notifier(s): ops (webhook, global)"),
+        "{human}"
+    );
+    for shown in [&stdout, &human] {
+        assert!(
+            !shown.contains("/hooks/worktrain") && !shown.contains(HOOK_SECRET),
+            "{shown}"
+        );
+    }
+
+    rig.daemon_env.extend(vars);
+    rig.start_daemon();
+    let crashed = rig.spawn_in_repo("e2e-one", "goal-notify-crash-C1", &[]);
+    rig.wait_file(&crashed, "started", Duration::from_secs(30));
+    rig.sigkill_daemon();
+    rig.start_daemon();
+    let (_, results) = rig.await_all(&[&crashed], "60s");
+    assert_eq!(
+        result_of(&results, &crashed)["failure"],
+        "too_many_interruptions"
+    );
+    let reqs = received(&rig, &ops, 1);
+    assert_eq!(reqs.len(), 1, "{reqs:#?}");
+    assert_eq!(reqs[0].body["event"], "failed");
+    assert_eq!(reqs[0].body["session_id"], crashed.as_str());
+    assert_eq!(reqs[0].body["reason"], "too_many_interruptions");
+    let ev = notification_events(&rig, &crashed, 1);
+    assert_eq!(ev[0]["body"]["type"], "notification_sent", "{ev:#?}");
+
+    let killed = rig.spawn_in_repo("e2e-one", "goal-notify-kill-C2", &[]);
+    rig.wait_file(&killed, "started", Duration::from_secs(30));
+    rig.cli(&["kill-all"]).code(exit::OK);
+    let (_, results) = rig.await_all(&[&killed], "60s");
+    assert_eq!(result_of(&results, &killed)["failure"], "killed");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(ops.requests().len(), 1, "nobody is told about a kill");
+    let ev = rig.events(&killed);
+    assert!(of_kind(&ev, "notification_sent").is_empty());
+    assert!(of_kind(&ev, "notification_failed").is_empty());
 }

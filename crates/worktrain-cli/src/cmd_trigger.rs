@@ -80,9 +80,24 @@ pub(crate) async fn run(ctx: &Ctx, cmd: TriggerCommand) -> Result<Exit, ApiError
             };
             let index = load(&path)?;
             if ctx.out.json {
+                // Notifiers by name and kind: never their URL or secret.
+                let notifiers: Vec<_> = index
+                    .notifiers
+                    .iter()
+                    .map(|(name, n)| {
+                        json!({
+                            "name": name,
+                            "kind": n.kind,
+                            "events": n.events.clone().unwrap_or_else(|| worktrain_core::run::NotifyEvent::ALL.to_vec()),
+                            "global": n.global,
+                            "max_per_minute": n.max_per_minute,
+                        })
+                    })
+                    .collect();
                 ctx.out.json(&json!({
                     "file": path, "valid": true,
                     "triggers": index.triggers.keys().collect::<Vec<_>>(),
+                    "notifiers": notifiers,
                 }));
             } else {
                 say!(
@@ -96,6 +111,22 @@ pub(crate) async fn run(ctx: &Ctx, cmd: TriggerCommand) -> Result<Exit, ApiError
                         .collect::<Vec<_>>()
                         .join(", ")
                 );
+                if !index.notifiers.is_empty() {
+                    say!(
+                        "  {} notifier(s): {}",
+                        index.notifiers.len(),
+                        index
+                            .notifiers
+                            .iter()
+                            .map(|(name, n)| format!(
+                                "{name} ({}{})",
+                                n.kind.as_str(),
+                                if n.global { ", global" } else { "" }
+                            ))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                }
             }
             Ok(Exit::Ok)
         }

@@ -8,8 +8,6 @@
 //! taken at dispatch): a rotated webhook URL applies at once, and no URL or secret is
 //! ever copied into a session's events.
 
-use std::sync::Arc;
-
 use worktrain_core::ids::SessionId;
 use worktrain_core::projection::SessionSummary;
 use worktrain_core::run::{FailureReason, NotifyEvent, RunEnd, TriggerKind};
@@ -45,10 +43,13 @@ pub fn event_of(end: RunEnd, reason: Option<FailureReason>) -> Option<NotifyEven
     match end {
         RunEnd::Completed => Some(NotifyEvent::Completed),
         RunEnd::Parked => Some(NotifyEvent::WaitingForApproval),
-        RunEnd::Failed if reason == Some(FailureReason::DeliveryFailed) => {
-            Some(NotifyEvent::DeliveryFailed)
-        }
-        RunEnd::Failed => Some(NotifyEvent::Failed),
+        RunEnd::Failed => match reason {
+            Some(FailureReason::DeliveryFailed) => Some(NotifyEvent::DeliveryFailed),
+            // The operator's kill switch stopped it: they know (and a kill switch over
+            // many sessions would otherwise be a burst of messages).
+            Some(FailureReason::Killed) => None,
+            _ => Some(NotifyEvent::Failed),
+        },
         // The operator cancelled it: they know.
         RunEnd::Cancelled => None,
     }
@@ -67,7 +68,7 @@ fn trigger_of(summary: &SessionSummary) -> Option<String> {
 /// Tell the notifiers that want it about `event` of session `id`, in the background;
 /// every result is recorded on the session. Returns at once.
 pub fn spawn(
-    sup: &Arc<Supervisor>,
+    sup: &Supervisor,
     id: SessionId,
     event: NotifyEvent,
     reason: Option<FailureReason>,
@@ -76,9 +77,11 @@ pub fn spawn(
     let Some(source) = sup.notifiers() else {
         return;
     };
-    let sup = sup.clone();
+    let engine = sup.engine().clone();
+    let limiter = sup.notify_limiter();
+    let console_url = sup.console_url(id);
     tokio::spawn(async move {
-        let summary = match sup.engine().session(id).await {
+        let summary = match engine.session(id).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(session_id = %id, error = %e.message, "notifications skipped: the session could not be read");
@@ -109,27 +112,60 @@ pub fn spawn(
             pr_url: run
                 .and_then(|r| r.delivery.as_ref())
                 .and_then(|d| d.pr_url.clone()),
-            console_url: sup.console_url(id),
+            console_url,
         };
         // One task per notifier: a slow receiver does not hold up the others.
         let mut set = tokio::task::JoinSet::new();
         for target in targets {
-            let sup = sup.clone();
+            let engine = engine.clone();
+            let limiter = limiter.clone();
             let notice = notice.clone();
             set.spawn(async move {
                 let result = worktrain_delivery::notify::notify(
                     &target,
                     &notice,
-                    sup.notify_limiter(),
+                    &limiter,
                     &worktrain_delivery::RetryPolicy::default(),
                 )
                 .await;
                 let body = result.event(&target.name, notice.event);
-                if let Err(e) = sup.engine().transition(id, |_| Ok(vec![body.clone()])).await {
+                if let Err(e) = engine.transition(id, |_| Ok(vec![body.clone()])).await {
                     tracing::warn!(session_id = %id, notifier = %target.name, error = %e.message, "recording a notification's result failed");
                 }
             });
         }
         while set.join_next().await.is_some() {}
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_run_end_is_one_moment_or_none() {
+        use FailureReason as F;
+        assert_eq!(
+            event_of(RunEnd::Completed, None),
+            Some(NotifyEvent::Completed)
+        );
+        assert_eq!(
+            event_of(RunEnd::Parked, None),
+            Some(NotifyEvent::WaitingForApproval)
+        );
+        assert_eq!(
+            event_of(RunEnd::Failed, Some(F::DeliveryFailed)),
+            Some(NotifyEvent::DeliveryFailed),
+            "a failed delivery is its own moment, not also `failed`"
+        );
+        for r in [
+            F::AgentStoppedEarly,
+            F::TooManyInterruptions,
+            F::WallClockExceeded,
+        ] {
+            assert_eq!(event_of(RunEnd::Failed, Some(r)), Some(NotifyEvent::Failed));
+        }
+        assert_eq!(event_of(RunEnd::Failed, Some(F::Killed)), None);
+        assert_eq!(event_of(RunEnd::Cancelled, None), None);
+    }
 }

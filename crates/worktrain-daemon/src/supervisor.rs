@@ -148,7 +148,7 @@ pub struct Supervisor {
     /// The notifiers of triggers.yml, once known.
     notifiers: std::sync::RwLock<Option<Arc<dyn crate::notify::NotifierSource>>>,
     /// Rate limits of the notifiers (token buckets by notifier name).
-    notify_limiter: worktrain_delivery::notify::RateLimiter,
+    notify_limiter: Arc<worktrain_delivery::notify::RateLimiter>,
 }
 
 // By hand: the live settings hold secrets, and the run table is large.
@@ -255,7 +255,7 @@ impl Supervisor {
             forges: std::sync::RwLock::new(None),
             served_at: std::sync::OnceLock::new(),
             notifiers: std::sync::RwLock::new(None),
-            notify_limiter: worktrain_delivery::notify::RateLimiter::default(),
+            notify_limiter: Arc::new(worktrain_delivery::notify::RateLimiter::default()),
         })
     }
 
@@ -290,8 +290,8 @@ impl Supervisor {
     }
 
     /// The notifiers' rate limits.
-    pub fn notify_limiter(&self) -> &worktrain_delivery::notify::RateLimiter {
-        &self.notify_limiter
+    pub fn notify_limiter(&self) -> Arc<worktrain_delivery::notify::RateLimiter> {
+        self.notify_limiter.clone()
     }
 
     /// The forge clients for delivery, when configured.
@@ -773,6 +773,12 @@ impl Supervisor {
                 state = summary.run.as_ref().map(|r| r.state.as_str()).unwrap_or("-"),
                 "recovered a run whose worker was gone"
             );
+            // A run recovery ended (too many interruptions) is a failure to tell about.
+            if let Some(run) = summary.run.as_ref().filter(|r| r.state == RunState::Failed)
+                && let Some(event) = crate::notify::event_of(RunEnd::Failed, run.failure)
+            {
+                crate::notify::spawn(self, id, event, run.failure, run.detail.clone());
+            }
             self.wake();
         }
         Ok(())
