@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 pub struct Usage {
     /// Input tokens not read from or written to the cache.
     pub input_tokens: u64,
-    /// Output tokens.
+    /// Tokens the model generated.
     pub output_tokens: u64,
     /// Input tokens written to the prompt cache.
     pub cache_creation_input_tokens: u64,
@@ -123,11 +123,11 @@ pub struct ToolErrorRecord {
 pub struct ToolCallRecord {
     /// Turn that asked for it.
     pub turn: u32,
-    /// Tool name.
+    /// Name of the tool the model called (e.g. `read_file`).
     pub name: String,
     /// Argument summary, secrets redacted, bounded.
     pub args: String,
-    /// Wall time.
+    /// Wall time of the call, in milliseconds.
     pub duration_ms: u64,
     /// Size of the result returned to the model.
     pub result_bytes: u64,
@@ -212,9 +212,9 @@ pub enum NudgeReason {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OutputStream {
-    /// Standard output.
+    /// The process's standard output.
     Stdout,
-    /// Standard error.
+    /// The process's standard error.
     Stderr,
 }
 
@@ -263,7 +263,7 @@ impl SubmitResult {
 pub enum AgentActivity {
     /// The run began.
     RunStarted {
-        /// Which runner.
+        /// Which runner drives the run: the built-in LLM loop or an external command.
         runner: RunnerKind,
         /// Model (LLM runner) or program (command runner).
         detail: String,
@@ -281,12 +281,12 @@ pub enum AgentActivity {
     },
     /// Operator messages were delivered to the agent.
     SteeringDelivered {
-        /// How many.
+        /// Number of operator messages delivered in this turn.
         messages: u32,
     },
     /// The agent reported a problem (`report_issue`).
     IssueReported {
-        /// Short title.
+        /// Short title, as the agent wrote it.
         title: String,
         /// Details (redacted).
         details: String,
@@ -295,7 +295,7 @@ pub enum AgentActivity {
     },
     /// The agent submitted a step; the engine answered.
     StepSubmitted {
-        /// Step key.
+        /// The step attempt submitted (`<node>#<attempt>`).
         step: String,
         /// The engine's answer.
         result: SubmitResult,
@@ -304,16 +304,16 @@ pub enum AgentActivity {
     ProcessStarted {
         /// The program and arguments (redacted).
         command: String,
-        /// Process id.
+        /// OS process id; `None` when the process had already exited when it was asked for.
         pid: Option<u32>,
         /// 1-based invocation within the run.
         invocation: u32,
     },
     /// A chunk of an external agent's output (redacted).
     Output {
-        /// Which stream.
+        /// Which stream the chunk came from.
         stream: OutputStream,
-        /// The text.
+        /// The chunk, redacted and bounded; not necessarily whole lines.
         text: String,
     },
     /// An external agent process ended.
@@ -322,7 +322,7 @@ pub enum AgentActivity {
         code: Option<i32>,
         /// Whether worktrain killed it (timeout, cancel, limit).
         killed: bool,
-        /// Wall time.
+        /// Wall time of the process, in milliseconds.
         duration_ms: u64,
     },
 }

@@ -58,7 +58,7 @@ pub enum Instr {
     },
     /// Start of a loop: decide whether to run a(nother) pass or exit to `exit`.
     LoopHead {
-        /// The loop.
+        /// The loop this head starts, as an index into [`CompiledWorkflow::loops`].
         #[serde(rename = "loop")]
         loop_: LoopIndex,
         /// Where execution continues when the loop exits.
@@ -66,7 +66,7 @@ pub enum Instr {
     },
     /// End of a loop pass: evaluate the decision, `until` and the bound; then back to `head`.
     LoopTail {
-        /// The loop.
+        /// The loop this tail ends, as an index into [`CompiledWorkflow::loops`].
         #[serde(rename = "loop")]
         loop_: LoopIndex,
         /// The loop's head.
@@ -96,7 +96,8 @@ pub struct CompiledStep {
     pub id: StepId,
     /// The step's title, as the workflow names it.
     pub title: String,
-    /// Prompt template.
+    /// Prompt template shown to the agent; rendered against the session goal and context
+    /// (see [`crate::prompt`]) when the step is entered.
     pub prompt: String,
     /// Conditional prompt fragments.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -104,7 +105,7 @@ pub struct CompiledStep {
     /// Run condition; `None` means always.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_condition: Option<Condition>,
-    /// Confirmation requirement.
+    /// Whether (and when) a human must confirm the step; `None` means the step never asks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub confirmation: Option<ConfirmationRule>,
     /// Contract of the required artifact.
@@ -133,7 +134,7 @@ pub struct CompiledStep {
 pub struct CompiledFragment {
     /// When it applies.
     pub when: Condition,
-    /// The text.
+    /// Text appended to the step's prompt when [`Self::when`] holds.
     pub text: String,
 }
 
@@ -141,7 +142,7 @@ pub struct CompiledFragment {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ConfirmationRule {
-    /// Who confirms.
+    /// Who confirms: a person, or the coordinating process (script or parent session).
     pub kind: GateKind,
     /// Only when this holds on entry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -152,11 +153,11 @@ pub struct ConfirmationRule {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CompiledContract {
-    /// The contract.
+    /// Name of the contract the artifact must satisfy (e.g. `loop_control`).
     pub contract: ContractName,
     /// Whether the artifact must be present.
     pub required: bool,
-    /// Assessment dimensions.
+    /// Assessment dimensions the artifact rates, by name; empty when the contract has none.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub dimensions: BTreeMap<String, DimensionSpec>,
     /// Where assessment levels are written in the context.
@@ -172,7 +173,7 @@ pub struct CompiledJump {
     pub condition: Condition,
     /// Target entry id.
     pub target: StepId,
-    /// Target position.
+    /// Program position of the target entry (resolved from [`Self::target`] at compile time).
     pub target_pc: Pc,
     /// Most backward jumps taken before the jump is exhausted.
     pub max_jumps: u32,
@@ -183,7 +184,7 @@ pub struct CompiledJump {
 pub struct Delegation {
     /// Children to run.
     pub children: Vec<CompiledChild>,
-    /// Join policy.
+    /// Whether the parent step waits for every child or only the first to finish.
     pub join: Join,
 }
 
@@ -192,9 +193,9 @@ pub struct Delegation {
 pub struct CompiledChild {
     /// The workflow's id.
     pub workflow: WorkflowId,
-    /// Goal template.
+    /// Goal template of the child session, rendered against the parent's context.
     pub goal: String,
-    /// Initial context.
+    /// Context the child session starts with; empty when none is given.
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub context: Map<String, Value>,
 }
@@ -215,7 +216,7 @@ pub enum LoopKind {
     },
     /// Fixed number of passes.
     For {
-        /// Literal count.
+        /// Literal number of passes; `None` when `var` gives it instead.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         count: Option<u32>,
         /// Or a context path read on entry.
@@ -224,11 +225,11 @@ pub enum LoopKind {
     },
     /// One pass per array element.
     ForEach {
-        /// The array.
+        /// Context path of the array iterated, read when the loop is entered.
         over: ContextPath,
-        /// Element variable.
+        /// Context key that holds the current element during a pass.
         item: String,
-        /// Index variable.
+        /// Context key that holds the current 0-based index during a pass.
         index: String,
     },
     /// Only the decision step's `loop_control` artifact (and the bound) ends it.
@@ -239,22 +240,22 @@ pub enum LoopKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CompiledLoop {
-    /// Loop id.
+    /// The loop's id, as written in the workflow (prefixed when it came from a routine).
     pub id: StepId,
     /// The step's title, as the workflow names it.
     pub title: String,
-    /// Repetition rule.
+    /// Repetition rule: what decides whether another pass runs.
     pub kind: LoopKind,
     /// Bound on passes.
     pub max_iterations: u32,
     /// The decision step, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decision_step: Option<StepIndex>,
-    /// Head position.
+    /// Position of the loop's [`Instr::LoopHead`] in [`CompiledWorkflow::program`].
     pub head: Pc,
-    /// Tail position.
+    /// Position of the loop's [`Instr::LoopTail`] in [`CompiledWorkflow::program`].
     pub tail: Pc,
-    /// Enclosing loop.
+    /// The loop this one is nested in; `None` for a top-level loop.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<LoopIndex>,
 }
@@ -265,7 +266,7 @@ pub struct CompiledLoop {
 pub struct CompiledWorkflow {
     /// [`COMPILER_VERSION`] at compile time.
     pub compiler: u32,
-    /// Workflow id.
+    /// The workflow's id, as written in its source.
     pub id: WorkflowId,
     /// The workflow's human name.
     pub name: String,
@@ -285,9 +286,9 @@ pub struct CompiledWorkflow {
     /// Meant to run without a human.
     #[serde(default)]
     pub unattended: bool,
-    /// Step table.
+    /// Every step, in source order; [`StepIndex`] indexes it.
     pub steps: Vec<CompiledStep>,
-    /// Loop table.
+    /// Every loop, in source order; [`LoopIndex`] indexes it. Empty without loops.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub loops: Vec<CompiledLoop>,
     /// Control-flow program.
@@ -299,7 +300,7 @@ pub struct CompiledWorkflow {
 /// A compiled workflow together with its canonical bytes and hash.
 #[derive(Debug, Clone)]
 pub struct Pinned {
-    /// The program.
+    /// The compiled workflow, shared (sessions pinned to the same hash share one copy).
     pub workflow: Arc<CompiledWorkflow>,
     /// RFC 8785 canonical JSON of `workflow`.
     pub canonical: Vec<u8>,
@@ -338,7 +339,7 @@ impl Pinned {
 pub struct RoutineSource {
     /// Where it came from (for errors and cycle detection).
     pub location: String,
-    /// Its text.
+    /// The routine file's YAML text, parsed like a workflow source.
     pub text: String,
 }
 

@@ -162,7 +162,7 @@ pub enum Condition {
     And(Vec<Condition>),
     /// At least one must hold (non-empty).
     Or(Vec<Condition>),
-    /// Negation.
+    /// Holds when the inner condition does not.
     Not(Box<Condition>),
 }
 

@@ -26,7 +26,7 @@ pub enum LoopDecision {
 /// One active loop.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Frame {
-    /// The loop.
+    /// The loop, as an index into the compiled workflow's loop table.
     #[serde(rename = "loop")]
     pub loop_: LoopIndex,
     /// Passes started so far (the current pass is `passes - 1`).
@@ -43,7 +43,8 @@ pub struct Frame {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Cursor {
-    /// Program counter.
+    /// Program counter: the position in [`crate::compile::CompiledWorkflow::program`]
+    /// execution resumes at.
     pub pc: Pc,
     /// Active loops, outermost first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -203,9 +204,9 @@ fn scope_of(
 pub enum Stop {
     /// Enter this step.
     Enter {
-        /// Its position.
+        /// Position of the step's instruction.
         pc: Pc,
-        /// The step.
+        /// The step to enter, as an index into the step table.
         step: StepIndex,
     },
     /// The program ended.

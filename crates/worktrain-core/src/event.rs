@@ -26,7 +26,7 @@ pub enum SessionMode {
 }
 
 impl SessionMode {
-    /// Wire name.
+    /// Name used on the wire and in storage (`interactive`, `autonomous`).
     pub fn as_str(self) -> &'static str {
         match self {
             SessionMode::Interactive => "interactive",
@@ -54,9 +54,9 @@ pub enum LoopExitReason {
 pub struct LoopDecisionRecord {
     /// The loop it applies to (only that loop).
     pub loop_id: StepId,
-    /// Its index.
+    /// Index of that loop in [`crate::compile::CompiledWorkflow::loops`].
     pub loop_index: LoopIndex,
-    /// The decision.
+    /// Whether another pass runs or the loop stops.
     pub decision: LoopDecision,
 }
 
@@ -66,7 +66,7 @@ pub struct LoopDecisionRecord {
 pub enum EventBody {
     /// A session began, pinned to a compiled workflow.
     SessionStarted {
-        /// Workflow id.
+        /// Id of the workflow the session runs.
         workflow_id: WorkflowId,
         /// Hash of the pinned compiled workflow (also its blob hash).
         workflow_hash: Sha256Hash,
@@ -82,7 +82,7 @@ pub enum EventBody {
         /// Git branch checked out in the workspace when the session started.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         branch: Option<String>,
-        /// Initial context.
+        /// Context the session starts with (start inputs, trigger data); empty when none.
         context: Map<String, Value>,
         /// Interactive or autonomous.
         #[serde(default, skip_serializing_if = "is_interactive")]
@@ -95,11 +95,11 @@ pub enum EventBody {
     NodeEntered {
         /// The new node.
         node: NodeId,
-        /// Step id.
+        /// Id of the step entered.
         step_id: StepId,
-        /// Step index.
+        /// Index of the step in the compiled workflow's step table.
         step: StepIndex,
-        /// Program position.
+        /// Program position of the step's instruction.
         pc: Pc,
         /// Node this one follows in the step graph.
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -113,9 +113,9 @@ pub enum EventBody {
     /// A step was passed over because its run condition was false. It will not run
     /// later when the context changes.
     StepSkipped {
-        /// Step id.
+        /// Id of the step skipped.
         step_id: StepId,
-        /// Program position.
+        /// Program position of the skipped step's instruction.
         pc: Pc,
         /// The condition that was false, rendered.
         condition: String,
@@ -148,7 +148,7 @@ pub enum EventBody {
     StepCompleted {
         /// The node (one visit of a step in the session's step graph) this is about.
         node: NodeId,
-        /// Accepted attempt.
+        /// The attempt whose output was accepted.
         attempt: Attempt,
         /// Hash of the submitted output.
         output_hash: Sha256Hash,
@@ -212,9 +212,9 @@ pub enum EventBody {
     },
     /// A loop was entered (a frame is pushed).
     LoopEntered {
-        /// Loop id.
+        /// Id of the loop, as written in the workflow.
         loop_id: StepId,
-        /// Loop index.
+        /// Index of the loop in the compiled workflow's loop table.
         loop_index: LoopIndex,
         /// For `for` loops, the count read on entry.
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -222,9 +222,9 @@ pub enum EventBody {
     },
     /// A loop pass began.
     LoopPassStarted {
-        /// Loop id.
+        /// Id of the loop, as written in the workflow.
         loop_id: StepId,
-        /// Loop index.
+        /// Index of the loop in the compiled workflow's loop table.
         loop_index: LoopIndex,
         /// 0-based pass number.
         iteration: u32,
@@ -233,11 +233,11 @@ pub enum EventBody {
     },
     /// A loop ended.
     LoopExited {
-        /// Loop id.
+        /// Id of the loop, as written in the workflow.
         loop_id: StepId,
-        /// Loop index.
+        /// Index of the loop in the compiled workflow's loop table.
         loop_index: LoopIndex,
-        /// Passes run.
+        /// Number of passes that ran (0 when the loop was exited before its first pass).
         passes: u32,
         /// Why it ended.
         reason: LoopExitReason,
@@ -250,7 +250,7 @@ pub enum EventBody {
         step_id: StepId,
         /// The target entry.
         target: StepId,
-        /// Target position.
+        /// Program position of the target entry, where execution continues.
         pc: Pc,
         /// Jumps taken by this step so far, including this one.
         count: u32,
@@ -259,16 +259,17 @@ pub enum EventBody {
     JumpExhausted {
         /// The step carrying the jump.
         step_id: StepId,
-        /// The bound.
+        /// The step's `maxJumps` bound, reached by earlier jumps.
         max_jumps: u32,
     },
     /// Progress recorded on the current node without advancing.
     CheckpointRecorded {
         /// The node (one visit of a step in the session's step graph) this is about.
         node: NodeId,
-        /// Progress notes.
+        /// Progress notes (markdown) written by the agent.
         notes: String,
-        /// Context changes.
+        /// Context changes merged into the session context (`null` deletes a key); empty when
+        /// the checkpoint only records notes.
         #[serde(default, skip_serializing_if = "Map::is_empty")]
         context_delta: Map<String, Value>,
         /// Hash identifying this checkpoint's content (for idempotency).
@@ -316,7 +317,7 @@ pub enum EventBody {
         run: u32,
         /// The worker (daemon instance).
         worker: String,
-        /// Worktree directory.
+        /// Worktree directory the run works in; `None` when the run has no worktree.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         worktree: Option<String>,
         /// Branch checked out in it.
@@ -325,7 +326,7 @@ pub enum EventBody {
     },
     /// The run stopped without ending (shutdown, lost lease).
     RunInterrupted {
-        /// Run attempt.
+        /// Run attempt that was interrupted (as in [`EventBody::RunStarted`]).
         run: u32,
         /// What interrupted the run (daemon restart, lease lost, …).
         reason: InterruptReason,
@@ -337,7 +338,7 @@ pub enum EventBody {
     },
     /// The run ended.
     RunFinished {
-        /// Run attempt.
+        /// Run attempt that ended (as in [`EventBody::RunStarted`]).
         run: u32,
         /// How the run ended (completed, failed, cancelled, parked, …).
         end: RunEnd,
@@ -356,13 +357,13 @@ pub enum EventBody {
     },
     /// An operator message for the agent's next turn.
     Steered {
-        /// The message.
+        /// The operator's message, delivered verbatim to the agent on its next turn.
         message: String,
     },
     /// Something the agent did: an LLM turn, a tool call, a nudge, output of an external
     /// agent (tagged by `type`; see [`AgentActivity`]).
     AgentActivity {
-        /// The activity.
+        /// What the agent did (an LLM turn, a tool call, process output, …).
         activity: AgentActivity,
     },
     /// The worktree state when a step completed, as a commit on a hidden ref.
@@ -371,7 +372,7 @@ pub enum EventBody {
         node: NodeId,
         /// The ref (`refs/worktrain/<session>/<node>`).
         git_ref: String,
-        /// Commit id.
+        /// Id of the snapshot commit `git_ref` points to.
         commit: String,
     },
     /// After a rewind, the session's worktree was restored to the state it had when the
@@ -386,9 +387,9 @@ pub enum EventBody {
     },
     /// A workspace hook ran in the session's worktree.
     HookRan {
-        /// Which hook.
+        /// Which point of the session's life the hook runs at.
         hook: HookPoint,
-        /// The command.
+        /// The shell command, as configured.
         command: String,
         /// Exit code, when it exited.
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -455,14 +456,14 @@ pub enum EventBody {
     },
     /// A delivery stage finished with this result.
     DeliveryStageCompleted {
-        /// The stage.
+        /// The delivery stage that finished.
         stage: DeliveryStage,
         /// What it did.
         outcome: StageOutcome,
     },
     /// A delivery stage failed; the work stays on the branch (and the worktree is kept).
     DeliveryFailed {
-        /// The stage.
+        /// The delivery stage that failed; later stages did not run.
         stage: DeliveryStage,
         /// What went wrong (the forge's or git's message; never a secret).
         message: String,
@@ -903,7 +904,8 @@ pub struct StoredEvent {
     pub seq: Seq,
     /// When it was appended (ms since the Unix epoch).
     pub created_at_ms: i64,
-    /// Idempotency key.
+    /// Key given by the writer so that a retried append is recognised instead of stored twice;
+    /// `None` when the append had none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
     /// Hash of the previous event in the session (zero for the first).

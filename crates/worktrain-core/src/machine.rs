@@ -58,17 +58,17 @@ impl Submission {
 pub struct StartParams {
     /// What the session should achieve; prompts show it as `{{goal}}`.
     pub goal: String,
-    /// Workspace directory.
+    /// Directory the session works in (absolute); `None` when it has none.
     pub workspace: Option<String>,
     /// Git branch of the workspace, when known.
     pub branch: Option<String>,
-    /// Initial context.
+    /// Context the session starts with (start inputs); recorded in `session_started`.
     pub context: Map<String, Value>,
     /// Where the workflow came from.
     pub source: String,
     /// Interactive or autonomous.
     pub mode: SessionMode,
-    /// Parent session.
+    /// The session that spawned this one; `None` for a top-level session.
     pub parent: Option<SessionId>,
 }
 
@@ -79,7 +79,7 @@ pub struct Plan {
     pub events: Vec<NewEvent>,
     /// Blobs referenced by the events (content-addressed).
     pub blobs: Vec<Vec<u8>>,
-    /// The response.
+    /// The answer returned to the caller once the events are persisted.
     pub response: StepResponse,
     /// The response's exact bytes (also stored as a blob when replayable).
     pub response_bytes: Vec<u8>,
@@ -114,7 +114,8 @@ pub struct Machine<'a> {
     pub pinned: &'a Pinned,
     /// Keys for minting tokens.
     pub keyring: &'a Keyring,
-    /// Size limits.
+    /// Size limits on submissions (notes, artifacts, context); exceeding one blocks the
+    /// submission.
     pub limits: &'a Limits,
 }
 

@@ -22,20 +22,20 @@ use crate::workflow::GateKind;
 pub struct RunInfo {
     /// Where the run stands.
     pub state: RunState,
-    /// Agent profile.
+    /// Name of the agent profile that drives the run (from the daemon's agent profiles).
     pub agent: String,
     /// What started it.
     pub trigger: Trigger,
     /// Budget overrides of the run (each one left out uses the daemon's default).
     #[serde(default)]
     pub limits: RunLimits,
-    /// Queue priority.
+    /// Queue priority: higher runs first; runs of equal priority run in queue order.
     #[serde(default)]
     pub priority: i32,
     /// Review-style run.
     #[serde(default)]
     pub readonly: bool,
-    /// Base ref.
+    /// Git ref the worktree starts from; `None` uses the repository's configured base.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base: Option<String>,
     /// Run attempts started.
@@ -95,7 +95,7 @@ pub struct DeliveryInfo {
     pub target: DeliveryTarget,
     /// Running, delivered or failed.
     pub state: DeliveryState,
-    /// Attempts started.
+    /// Delivery attempts started (1 for the first; `worktrain session retry-delivery` adds one).
     pub attempt: u32,
     /// Stages done (never run again), with their results.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -106,7 +106,7 @@ pub struct DeliveryInfo {
     /// The pull/merge request, once opened.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pr_url: Option<String>,
-    /// Its number.
+    /// Number of the pull/merge request on its forge, once opened.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pr_number: Option<u64>,
     /// Secret scan findings (file and line).
@@ -124,7 +124,7 @@ impl DeliveryInfo {
 /// A failed delivery stage.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeliveryFailure {
-    /// The stage.
+    /// The delivery stage that failed.
     pub stage: DeliveryStage,
     /// What went wrong.
     pub message: String,
@@ -150,7 +150,7 @@ pub struct Telemetry {
     pub cache_tokens: u64,
     /// Cost in USD, summed over the LLM turns whose model has a price (0 when none has).
     pub cost_usd: f64,
-    /// Tool calls.
+    /// Tool calls made by the agent, whatever their result (see `tool_errors`).
     pub tool_calls: u64,
     /// Tool calls that failed or were denied.
     pub tool_errors: u64,
@@ -171,7 +171,7 @@ pub struct QueueRow {
     /// Trigger id, for per-trigger caps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trigger: Option<String>,
-    /// Agent profile.
+    /// Name of the agent profile that drives the run.
     pub agent: String,
     /// Queue order: when it was (re)queued.
     pub queued_at_ms: i64,
@@ -225,11 +225,11 @@ impl SessionStatus {
 pub struct CurrentStep {
     /// The node (one visit of a step in the session's step graph) this is about.
     pub node: NodeId,
-    /// Step id.
+    /// Id of the step the node visits.
     pub step_id: StepId,
     /// Step index in the pinned workflow.
     pub step: StepIndex,
-    /// Program position.
+    /// Program position of the step's instruction in the pinned workflow.
     pub pc: Pc,
     /// Attempt expected next.
     pub attempt: Attempt,
@@ -250,7 +250,7 @@ pub struct CurrentStep {
 pub struct SessionSummary {
     /// The session this belongs to.
     pub session_id: SessionId,
-    /// Workflow id.
+    /// Id of the workflow the session runs (pinned by `workflow_hash`).
     pub workflow_id: WorkflowId,
     /// Pinned workflow hash.
     pub workflow_hash: Sha256Hash,
@@ -269,7 +269,7 @@ pub struct SessionSummary {
     /// Interactive or autonomous.
     #[serde(default)]
     pub mode: SessionMode,
-    /// Parent session.
+    /// The session that spawned this one; `None` for a top-level session.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<SessionId>,
     /// Where the session or node stands now.
@@ -280,7 +280,8 @@ pub struct SessionSummary {
     /// Current step (none when complete).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current: Option<CurrentStep>,
-    /// Session context.
+    /// Session context: the start context with every accepted step's and checkpoint's
+    /// context changes merged in.
     pub context: Map<String, Value>,
     /// Last event's sequence number.
     pub last_seq: Seq,
@@ -288,23 +289,23 @@ pub struct SessionSummary {
     pub last_hash: Sha256Hash,
     /// Nodes created so far.
     pub nodes: u32,
-    /// Steps completed.
+    /// Steps whose output was accepted (each loop pass or rewind counts again).
     pub steps_completed: u32,
     /// Steps skipped by their run condition.
     pub steps_skipped: u32,
     /// Guarded blocks (loops, routine includes) skipped by their run condition.
     #[serde(default)]
     pub blocks_skipped: u32,
-    /// Blocked submissions.
+    /// Submissions the engine blocked (returned with blockers).
     pub blocked_attempts: u32,
-    /// Checkpoints recorded.
+    /// Checkpoints recorded (progress saved without advancing).
     pub checkpoints: u32,
     /// How many times the session was rewound.
     pub rewinds: u32,
     /// Loop passes started.
     #[serde(default)]
     pub loop_passes: u32,
-    /// Jumps taken.
+    /// `jumpIf` jumps taken, over all steps.
     #[serde(default)]
     pub jumps: u32,
     /// The daemon run, for sessions dispatched to the daemon.
@@ -350,13 +351,13 @@ impl NodeStatus {
 pub struct NodeRecord {
     /// The node (one visit of a step in the session's step graph) this is about.
     pub node: NodeId,
-    /// Step id.
+    /// Id of the step the node visits.
     pub step_id: StepId,
-    /// Step index.
+    /// Index of the step in the pinned workflow's step table.
     pub step: StepIndex,
-    /// Program position.
+    /// Program position of the step's instruction.
     pub pc: Pc,
-    /// Parent node.
+    /// The node this one follows in the step graph; `None` for the first node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<NodeId>,
     /// Why it was entered.
@@ -430,11 +431,11 @@ pub enum ProjectionChange {
     CloseNode {
         /// The node (one visit of a step in the session's step graph) this is about.
         node: NodeId,
-        /// New status.
+        /// Status the node closes with ([`NodeStatus::Completed`] or [`NodeStatus::Abandoned`]).
         status: NodeStatus,
         /// Notes, when completed.
         notes: Option<String>,
-        /// Closing event.
+        /// Sequence number of the event that closed the node.
         closed_seq: Seq,
     },
     /// A node's attempt counter changed.
@@ -465,9 +466,9 @@ pub enum ProjectionChange {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("event {seq} ({kind}) cannot be applied: {reason}")]
 pub struct ProjectionError {
-    /// Sequence number.
+    /// Sequence number of the offending event within its session.
     pub seq: Seq,
-    /// Event kind.
+    /// Event kind (the `type` tag, e.g. `step_completed`).
     pub kind: &'static str,
     /// Why the event cannot be applied to this state.
     pub reason: String,

@@ -10,20 +10,20 @@ use crate::condition::ContextPath;
 /// Values available to prompt templates.
 #[derive(Debug, Clone, Copy)]
 pub struct PromptVars<'a> {
-    /// Session goal.
+    /// What the session should achieve; `{{goal}}` renders it.
     pub goal: &'a str,
     /// Workspace, when set.
     pub workspace: Option<&'a str>,
     /// Session id, rendered.
     pub session_id: &'a str,
-    /// Session context.
+    /// Session context; `{{context.<path>}}` reads it.
     pub context: &'a Map<String, Value>,
 }
 
 /// One piece of a template.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Piece<'a> {
-    /// Literal text.
+    /// Literal text, copied to the output as is.
     Text(&'a str),
     /// `\{{`: a literal `{{` in the rendered text.
     EscapedOpen,

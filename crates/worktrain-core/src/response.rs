@@ -8,7 +8,7 @@ use crate::event::Blocker;
 use crate::ids::{Attempt, NodeId, SessionId, Sha256Hash, StepId, WorkflowId};
 use crate::workflow::{GateKind, Join};
 
-/// What happened.
+/// What an operation did to the session: the first thing a caller of the engine reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
@@ -88,7 +88,7 @@ pub struct WorkflowRef {
     pub id: WorkflowId,
     /// Author's version.
     pub version: String,
-    /// Pinned hash.
+    /// Hash of the compiled workflow the session is pinned to.
     pub hash: Sha256Hash,
 }
 
@@ -97,13 +97,14 @@ pub struct WorkflowRef {
 pub struct StepView {
     /// The node (one visit of a step in the session's step graph) this is about.
     pub node: NodeId,
-    /// Attempt expected.
+    /// The attempt the next submission counts as (the advance token is bound to it).
     pub attempt: Attempt,
-    /// Step id.
+    /// The step's id, as written in the workflow.
     pub id: StepId,
     /// The step's title, as the workflow names it.
     pub title: String,
-    /// Rendered prompt.
+    /// The step's prompt, rendered against the goal and the session context (fragments
+    /// whose condition holds are included).
     pub prompt: String,
     /// Workflow guidance that applies to every step.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -135,7 +136,7 @@ pub struct StepView {
 /// The loop pass a step runs in.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LoopPass {
-    /// Loop id.
+    /// The loop's id, as written in the workflow.
     pub id: StepId,
     /// 1-based pass number.
     pub pass: u32,
@@ -148,18 +149,18 @@ pub struct LoopPass {
 pub struct DelegationView {
     /// The sessions this step delegated, with their state.
     pub children: Vec<ChildView>,
-    /// Join policy.
+    /// Whether the step waits for every child or only for the first to finish.
     pub join: Join,
 }
 
 /// One child to run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChildView {
-    /// Workflow id.
+    /// Id of the workflow the child runs.
     pub workflow: WorkflowId,
-    /// Rendered goal.
+    /// The child's goal, rendered against the parent's context.
     pub goal: String,
-    /// Initial context.
+    /// Context the child starts with; empty when none is given.
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub context: serde_json::Map<String, Value>,
 }
@@ -188,10 +189,10 @@ pub struct Tokens {
     pub resume: String,
 }
 
-/// Progress counters.
+/// How far the session is, in steps (loop passes and rewinds count again).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Progress {
-    /// Steps completed.
+    /// Steps whose output was accepted.
     pub completed: u32,
     /// Steps skipped by their run condition.
     pub skipped: u32,
@@ -204,11 +205,11 @@ pub struct Progress {
 pub struct RecapEntry {
     /// The node (one visit of a step in the session's step graph) this is about.
     pub node: NodeId,
-    /// Step id.
+    /// Id of the step that was completed.
     pub step_id: StepId,
-    /// Step title.
+    /// The step's title, as the workflow names it.
     pub title: String,
-    /// Notes submitted.
+    /// The notes (markdown) accepted with the step's output.
     pub notes: String,
 }
 
@@ -217,11 +218,11 @@ pub struct RecapEntry {
 pub struct StepResponse {
     /// The session this belongs to.
     pub session_id: SessionId,
-    /// What happened.
+    /// What the operation did (started, advanced, blocked, …).
     pub outcome: Outcome,
     /// What to do next.
     pub intent: Intent,
-    /// Pinned workflow.
+    /// The workflow the session is pinned to (id, version, hash).
     pub workflow: WorkflowRef,
     /// The session's goal (agents that do not read `{{goal}}` in prompts still see it).
     #[serde(default)]

@@ -36,7 +36,7 @@ impl RunState {
         RunState::Cancelled,
     ];
 
-    /// Wire name.
+    /// The name of this value on the wire (events, API, config files) and in logs.
     pub fn as_str(self) -> &'static str {
         match self {
             RunState::Queued => "queued",
@@ -112,7 +112,7 @@ pub enum FailureReason {
 }
 
 impl FailureReason {
-    /// Wire name.
+    /// The name of this value on the wire (events, API, config files) and in logs.
     pub fn as_str(self) -> &'static str {
         match self {
             FailureReason::AgentStoppedEarly => "agent_stopped_early",
@@ -268,7 +268,7 @@ pub enum ItemKind {
 /// The parts of a [`SourceRef`] naming an issue, pull request or merge request.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ForgeItem {
-    /// The forge.
+    /// Which forge hosts the item (GitHub or GitLab).
     pub forge: ForgeKind,
     /// `owner/repo` (GitHub) or the project's full path (GitLab).
     pub repo: String,
@@ -435,7 +435,7 @@ pub enum DeliveryStage {
 }
 
 impl DeliveryStage {
-    /// Wire name.
+    /// The name of this value on the wire (events, API, config files) and in logs.
     pub fn as_str(self) -> &'static str {
         match self {
             DeliveryStage::Handoff => "handoff",
@@ -470,7 +470,7 @@ pub enum DeliveryState {
 }
 
 impl DeliveryTarget {
-    /// Wire name.
+    /// The name of this value on the wire (events, API, config files) and in logs.
     pub fn as_str(self) -> &'static str {
         match self {
             DeliveryTarget::PullRequest => "pull_request",
@@ -614,7 +614,7 @@ pub enum HookPoint {
 }
 
 impl HookPoint {
-    /// Wire name.
+    /// The name of this value on the wire (events, API, config files) and in logs.
     pub fn as_str(self) -> &'static str {
         match self {
             HookPoint::Setup => "setup",
@@ -693,7 +693,7 @@ pub enum TriggerKind {
     Poll,
     /// A cron schedule.
     Cron,
-    /// The console.
+    /// An operator's click in the web console.
     Console,
 }
 
@@ -775,7 +775,7 @@ impl NotifyEvent {
         NotifyEvent::DeliveryFailed,
     ];
 
-    /// Wire name.
+    /// The name of this value on the wire (events, API, config files) and in logs.
     pub fn as_str(self) -> &'static str {
         match self {
             NotifyEvent::Completed => "completed",
@@ -800,7 +800,7 @@ pub enum NotifierKind {
 }
 
 impl NotifierKind {
-    /// Wire name.
+    /// The name of this value on the wire (events, API, config files) and in logs.
     pub fn as_str(self) -> &'static str {
         match self {
             NotifierKind::Slack => "slack",
@@ -823,7 +823,7 @@ pub enum NotificationFailure {
 }
 
 impl NotificationFailure {
-    /// Wire name.
+    /// The name of this value on the wire (events, API, config files) and in logs.
     pub fn as_str(self) -> &'static str {
         match self {
             NotificationFailure::RateLimited => "rate_limited",

@@ -68,7 +68,7 @@ pub struct TokenClaims {
     pub kind: TokenKind,
     /// The session the token belongs to.
     pub session: SessionId,
-    /// Step node.
+    /// The step node the token was minted for; a token for an earlier node is stale.
     pub node: NodeId,
     /// Attempt of that node.
     pub attempt: Attempt,
@@ -281,7 +281,7 @@ pub enum TokenError {
     /// Signed by a key that was rotated out.
     #[error("token signed with retired key {0}")]
     RetiredKey(KeyId),
-    /// Signature mismatch.
+    /// The HMAC does not match the claims: the token was altered or forged.
     #[error("token signature does not match")]
     BadSignature,
 }

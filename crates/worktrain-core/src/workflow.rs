@@ -378,7 +378,7 @@ pub enum Confirmation {
     When(Condition),
     /// A gate of a given kind, optionally conditional.
     Gate {
-        /// Who confirms.
+        /// Who confirms: a person, or the coordinating process.
         kind: GateKind,
         /// Only when this holds on entry.
         when: Option<Condition>,
@@ -396,7 +396,7 @@ pub enum GateKind {
 }
 
 impl GateKind {
-    /// Wire name.
+    /// Name used on the wire and in workflow files (`human_approval`, `coordinator_eval`).
     pub fn as_str(self) -> &'static str {
         match self {
             GateKind::HumanApproval => "human_approval",

@@ -35,7 +35,7 @@ pub enum HttpCode {
 }
 
 impl HttpCode {
-    /// Wire name.
+    /// The name of this value on the wire (events, API, config files) and in logs.
     pub fn as_str(self) -> &'static str {
         match self {
             HttpCode::Unauthorized => "unauthorized",
@@ -63,7 +63,7 @@ pub enum Code {
 }
 
 impl Code {
-    /// Wire name.
+    /// The name of this value on the wire (events, API, config files) and in logs.
     pub fn as_str(self) -> &'static str {
         match self {
             Code::Api(c) => c.as_str(),

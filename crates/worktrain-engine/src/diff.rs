@@ -34,13 +34,13 @@ pub struct StepDiff {
     pub from: String,
     /// The step's own snapshot.
     pub to: String,
-    /// Files changed.
+    /// Number of files the step changed.
     pub files_changed: usize,
-    /// Lines added.
+    /// Lines added over all files (binary files count none).
     pub insertions: usize,
-    /// Lines removed.
+    /// Lines removed over all files (binary files count none).
     pub deletions: usize,
-    /// Per file.
+    /// One entry per changed file (see [`FileDiff`]).
     pub files: Vec<FileDiff>,
     /// The unified patch, when asked for (`null` otherwise).
     pub patch: Option<String>,
@@ -53,9 +53,9 @@ pub struct FileDiff {
     pub path: Option<PathBuf>,
     /// `added`, `deleted`, `modified`, `renamed`, `copied`, `typechange` or `other`.
     pub status: String,
-    /// Lines added.
+    /// Lines added in this file (0 for a binary file).
     pub insertions: usize,
-    /// Lines removed.
+    /// Lines removed in this file (0 for a binary file).
     pub deletions: usize,
     /// Binary content (no line counts).
     pub binary: bool,

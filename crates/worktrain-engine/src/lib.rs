@@ -98,7 +98,7 @@ const RECAP_BUDGET: usize = 32 * 1024;
 /// A response, its exact bytes and whether it was replayed from the record.
 #[derive(Debug, Clone)]
 pub struct Reply {
-    /// The response.
+    /// The engine's answer (outcome, the step to do now, the tokens for it).
     pub response: StepResponse,
     /// Its bytes, exactly as stored (identical on replay).
     pub bytes: Vec<u8>,
@@ -142,9 +142,10 @@ pub struct StartRequest {
     pub workflow: Resolved,
     /// What the session should achieve, as the dispatcher wrote it.
     pub goal: String,
-    /// Workspace directory.
+    /// Directory the session works in (absolute); `None` for a session without one. Its git
+    /// branch, when it is a repository, is recorded at start.
     pub workspace: Option<String>,
-    /// Initial context.
+    /// Context the session starts with (start inputs, trigger data); empty for none.
     pub context: Map<String, Value>,
     /// Interactive (gates are advisory) or autonomous (gated steps park).
     pub mode: SessionMode,
@@ -157,7 +158,7 @@ pub struct StartRequest {
 pub struct DispatchRequest {
     /// What to start.
     pub start: StartRequest,
-    /// Agent profile.
+    /// Name of the agent profile that will drive the run (from the daemon's agent profiles).
     pub agent: String,
     /// What started it.
     pub trigger: worktrain_core::run::Trigger,
@@ -176,7 +177,7 @@ pub struct DispatchRequest {
 /// The result of a dispatch.
 #[derive(Debug, Clone)]
 pub struct Dispatched {
-    /// The session.
+    /// The session created, or the existing one the idempotency key named.
     pub session_id: SessionId,
     /// False when the idempotency key matched an existing session.
     pub created: bool,
@@ -184,7 +185,10 @@ pub struct Dispatched {
     pub reply: Option<Reply>,
 }
 
-/// The engine.
+/// The use cases of a session — start, advance, checkpoint, rehydrate, rewind, dispatch — over
+/// an [`EventStore`]. Cheap to share behind an `Arc`; every operation is one read of the
+/// session summary and one atomic append, so several engines (and daemons) may serve the
+/// same store. See the crate docs for a session from start to completion.
 pub struct Engine {
     store: Arc<dyn EventStore>,
     keyring: Keyring,
@@ -284,17 +288,17 @@ impl Engine {
         self.worktrees.as_ref()
     }
 
-    /// The store.
+    /// The event store the engine reads and appends to.
     pub fn store(&self) -> &Arc<dyn EventStore> {
         &self.store
     }
 
-    /// The keyring.
+    /// The keyring step tokens are minted with and verified against.
     pub fn keyring(&self) -> &Keyring {
         &self.keyring
     }
 
-    /// The limits.
+    /// Size limits applied to submissions (notes, artifacts, context).
     pub fn limits(&self) -> &Limits {
         &self.limits
     }

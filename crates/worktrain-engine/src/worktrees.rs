@@ -152,7 +152,7 @@ impl SessionWorktrees {
         }
     }
 
-    /// The settings.
+    /// The worktree settings this manager was built with (remote, base branch, retention, …).
     pub fn settings(&self) -> &WorktreeSettings {
         &self.settings
     }

@@ -34,7 +34,7 @@ pub enum Source {
 }
 
 impl Source {
-    /// Wire name.
+    /// The name of this value on the wire (events, API, config files) and in logs.
     pub fn as_str(self) -> &'static str {
         match self {
             Source::Worktrain => "worktrain",
@@ -81,7 +81,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// Wire name.
+    /// The name of this value on the wire (events, API, config files) and in logs.
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Success => "SUCCESS",
@@ -174,7 +174,7 @@ pub enum Action {
 }
 
 impl Action {
-    /// Wire name.
+    /// The name of this value on the wire (events, API, config files) and in logs.
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Read => "read",

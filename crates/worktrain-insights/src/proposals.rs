@@ -32,7 +32,7 @@ pub enum ProposalStatus {
 }
 
 impl ProposalStatus {
-    /// Wire name.
+    /// The name of this value on the wire (events, API, config files) and in logs.
     pub fn as_str(self) -> &'static str {
         match self {
             ProposalStatus::Open => "open",

@@ -57,7 +57,7 @@ pub struct TraceHead {
     pub trace_id: String,
     /// Where the trace came from (worktrain, claude_code, codex, swe_agent, …).
     pub source: String,
-    /// Native id.
+    /// The trace's id in its source (session id, file name, …).
     pub native_id: String,
     /// The workflow the trace ran, when known.
     pub workflow_id: Option<String>,
@@ -105,7 +105,7 @@ pub struct FindingRow {
 pub struct TraceBody {
     /// The trace id: `<source>:<native id>`.
     pub trace_id: String,
-    /// Source version.
+    /// The source's version of the trace this body was stored from (see [`TraceRow::version`]).
     pub version: i64,
     /// The normalised trace, JSON.
     pub trace: String,
@@ -229,13 +229,13 @@ pub struct ProposalRow {
     pub status: String,
     /// Confidence, 0 to 1.
     pub confidence: f64,
-    /// Evidence sessions.
+    /// Number of distinct sessions the pattern was seen in (the proposal's evidence).
     pub sessions: u64,
     /// The proposal, JSON.
     pub body: String,
-    /// First proposed.
+    /// When the proposal was first stored (ms since the Unix epoch).
     pub created_at_ms: i64,
-    /// Last changed.
+    /// When its evidence or status last changed (ms since the Unix epoch).
     pub updated_at_ms: i64,
 }
 
@@ -259,7 +259,7 @@ pub struct ProposalChange {
     pub proposal_id: String,
     /// Position in its history.
     pub ordinal: u32,
-    /// New status.
+    /// Status after the change (`open`, `applied` or `dismissed`).
     pub status: String,
     /// Why (dismiss reason, where it was applied).
     pub note: Option<String>,
@@ -337,7 +337,7 @@ pub trait InsightsStore: Send + Sync {
     /// status and creation time. Returns whether it was new.
     async fn upsert_proposal(&self, row: &ProposalRow) -> Result<bool, StoreError>;
 
-    /// One proposal.
+    /// The proposal with this id; `None` when there is none.
     async fn proposal(&self, proposal_id: &str) -> Result<Option<ProposalRow>, StoreError>;
 
     /// Proposals, highest confidence first (ties by id).

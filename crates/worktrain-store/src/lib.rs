@@ -43,7 +43,7 @@ pub use url::StoreUrl;
 /// A batch of events to append to one session, atomically.
 #[derive(Debug, Clone)]
 pub struct AppendRequest {
-    /// The session.
+    /// The session the events are appended to (created by its first `session_started`).
     pub session_id: SessionId,
     /// The sequence number of the last event the writer saw (0 for a new session).
     /// If the log has moved on, the append fails with [`StoreError::SeqConflict`].
@@ -132,7 +132,7 @@ impl SessionCursor {
 pub struct ChainReport {
     /// The session this belongs to.
     pub session_id: SessionId,
-    /// Events checked.
+    /// Number of events whose hashes were checked.
     pub events: u64,
     /// Hash of the last valid event.
     pub head: Sha256Hash,
@@ -155,16 +155,16 @@ pub struct BrokenLink {
     pub seq: Seq,
     /// Global position of that event.
     pub position: u64,
-    /// What failed.
+    /// What failed (which hash did not match, in words).
     pub reason: String,
 }
 
 /// Counts from a projection rebuild.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RebuildReport {
-    /// Sessions rebuilt.
+    /// Number of sessions whose projections were rebuilt from their events.
     pub sessions: u64,
-    /// Events folded.
+    /// Number of events folded, over all sessions.
     pub events: u64,
 }
 
@@ -302,7 +302,8 @@ pub struct RawEvent {
     pub payload: String,
     /// Timestamp (ms since the Unix epoch).
     pub created_at_ms: i64,
-    /// Idempotency key.
+    /// Key the writer supplied so that a retried append is recognised instead of stored
+    /// twice; `None` when the event was appended without one.
     pub idempotency_key: Option<String>,
     /// Hash of the previous event of the session.
     pub prev_hash: Sha256Hash,
@@ -310,7 +311,8 @@ pub struct RawEvent {
     pub hash: Sha256Hash,
 }
 
-/// Store failures.
+/// Why a store operation failed. [`StoreError::SeqConflict`] is the expected outcome of a
+/// concurrent write (re-read and decide again); the others are errors to report.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// Another writer appended first.
@@ -326,7 +328,7 @@ pub enum StoreError {
     /// A dispatch key is already taken by another session; nothing was written.
     #[error("dispatch key `{key}` already belongs to session {session}")]
     DispatchKeyTaken {
-        /// The key.
+        /// The dispatch key that was asked for.
         key: String,
         /// The session dispatched with it.
         session: SessionId,
@@ -353,7 +355,7 @@ pub enum StoreError {
         "the database schema is at version {found}, newer than this worktrain understands ({supported}); upgrade worktrain"
     )]
     SchemaTooNew {
-        /// Version found.
+        /// Schema version recorded in the database.
         found: i64,
         /// Highest version this build knows.
         supported: i64,
@@ -590,7 +592,7 @@ pub trait EventStore: Send + Sync + 'static {
     /// always). `None`: another process leads.
     async fn try_lead(&self, role: &str) -> Result<Option<Box<dyn LeaderLock>>, StoreError>;
 
-    /// Every lease.
+    /// Every run lease currently held, expired or not (for operators and reclaiming).
     async fn leases(&self) -> Result<Vec<Lease>, StoreError>;
 
     /// The session dispatched with this idempotency key, if any.

@@ -18,9 +18,9 @@ pub const MAX_SAMPLED_SESSIONS: u32 = 5_000;
 /// One session of a workflow.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunSample {
-    /// Session.
+    /// The sampled session.
     pub session_id: SessionId,
-    /// Workflow status.
+    /// Where the session's workflow stands (in progress, blocked, parked, complete).
     pub status: SessionStatus,
     /// Run state (none: never ran under the daemon).
     pub run_state: Option<RunState>,
@@ -33,11 +33,11 @@ pub struct RunSample {
 /// One node of the step graph (one pass of one step) of such a session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepSample {
-    /// Session.
+    /// The session the node belongs to.
     pub session_id: SessionId,
-    /// Step.
+    /// Id of the step the node visits, as written in the workflow.
     pub step_id: String,
-    /// Node state.
+    /// Whether the node is still active, completed or abandoned.
     pub status: NodeStatus,
     /// Attempts submitted for the node.
     pub attempts: u64,
@@ -65,9 +65,9 @@ pub struct WorkflowSamples {
 /// Session counts of one workflow, all time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkflowCounts {
-    /// Workflow.
+    /// Id of the workflow the counts are for.
     pub workflow_id: String,
-    /// Sessions.
+    /// Sessions started with the workflow, whatever their state.
     pub sessions: u64,
     /// Of which reached the workflow's end.
     pub complete: u64,
@@ -171,7 +171,8 @@ pub(crate) struct StepColumns {
 }
 
 impl StepColumns {
-    /// The sample.
+    /// Convert the row into a [`StepSample`]; a status or id that does not parse is
+    /// reported as [`crate::StoreError::Corrupt`].
     pub(crate) fn sample(self) -> Result<StepSample, crate::StoreError> {
         use crate::common::{corrupt, enum_from, parse, to_u64};
         Ok(StepSample {

@@ -29,7 +29,7 @@ pub struct NewDelivery {
 pub enum DeliveryInsert {
     /// New: stored as pending, with its `received` decision.
     Stored {
-        /// Delivery id.
+        /// Id of the stored delivery (also its order of arrival).
         id: i64,
     },
     /// The same delivery key was seen before: a `duplicate` decision was recorded instead.
@@ -44,15 +44,17 @@ pub enum DeliveryInsert {
 pub struct Delivery {
     /// Id (also the order of arrival).
     pub id: i64,
-    /// Trigger.
+    /// Id of the trigger the delivery arrived for.
     pub trigger_id: String,
-    /// Delivery key.
+    /// The sender's delivery id (e.g. GitHub's `X-GitHub-Delivery`): a redelivery with the
+    /// same key is recorded as a duplicate, not run twice.
     pub delivery_key: String,
     /// When it arrived.
     pub received_at_ms: i64,
-    /// Kept headers.
+    /// Request headers kept for inspection, as a JSON object; secret-bearing headers
+    /// (signatures, tokens) are dropped before storing.
     pub headers: Value,
-    /// Raw body.
+    /// The request body exactly as received (not serialised with the delivery).
     #[serde(skip)]
     pub body: Vec<u8>,
     /// `pending` until decided, then `done`.
@@ -64,7 +66,7 @@ pub struct Delivery {
 /// A decision to record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NewDecision {
-    /// Trigger.
+    /// Id of the trigger that made the decision.
     pub trigger_id: String,
     /// Kind (`dispatched`, `filtered`, …).
     pub decision: String,
@@ -87,9 +89,9 @@ pub struct NewDecision {
 pub struct Decision {
     /// Position in the log.
     pub id: i64,
-    /// When.
+    /// When the decision was recorded (ms since the Unix epoch).
     pub created_at_ms: i64,
-    /// What.
+    /// The decision itself, as it was recorded.
     #[serde(flatten)]
     pub body: NewDecision,
 }
@@ -124,7 +126,7 @@ pub enum SourceState {
 }
 
 impl SourceState {
-    /// Wire name.
+    /// The name of this value on the wire (events, API, config files) and in logs.
     pub fn as_str(self) -> &'static str {
         match self {
             SourceState::Active => "active",
@@ -150,13 +152,13 @@ impl SourceState {
 /// A source item (`github:owner/repo#123`) and the sessions started for it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SourceItem {
-    /// The item.
+    /// The item's source reference (`github:owner/repo#123`).
     pub source: String,
     /// The trigger that last dispatched it.
     pub trigger_id: String,
     /// Its latest session.
     pub session_id: Option<String>,
-    /// State.
+    /// Where the item stands (see [`SourceState`]).
     pub state: SourceState,
     /// Sessions started in the current budget.
     pub attempts: u32,
@@ -164,14 +166,14 @@ pub struct SourceItem {
     pub next_attempt_at_ms: Option<i64>,
     /// The dispatch snapshot retries repeat (workflow, goal, context, …).
     pub request: Value,
-    /// Last change.
+    /// When the row last changed (ms since the Unix epoch).
     pub updated_at_ms: i64,
 }
 
 /// A poll's cursor.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct PollCursor {
-    /// Trigger.
+    /// Id of the poll trigger this cursor belongs to.
     pub trigger_id: String,
     /// ETag of the first page of the last full listing.
     pub etag: Option<String>,
@@ -188,7 +190,7 @@ pub struct PollCursor {
 /// A schedule's state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScheduleState {
-    /// Trigger.
+    /// Id of the schedule trigger this state belongs to.
     pub trigger_id: String,
     /// The cron expression and zone it was computed with.
     pub cron: String,
@@ -215,7 +217,7 @@ pub trait TriggerStore: Send + Sync + 'static {
     /// Pending deliveries, oldest first.
     async fn pending_deliveries(&self, limit: u32) -> Result<Vec<Delivery>, StoreError>;
 
-    /// One delivery.
+    /// The delivery with this id; `None` when there is none.
     async fn delivery(&self, id: i64) -> Result<Option<Delivery>, StoreError>;
 
     /// Mark a delivery decided and record the decisions, in one transaction.

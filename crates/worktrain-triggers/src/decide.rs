@@ -55,7 +55,7 @@ pub enum DecisionKind {
 }
 
 impl DecisionKind {
-    /// Wire name.
+    /// The name of this value on the wire (events, API, config files) and in logs.
     pub fn as_str(self) -> &'static str {
         match self {
             DecisionKind::Received => "received",

@@ -80,7 +80,7 @@ impl DetectorId {
         DetectorId::UnverifiedFinish,
     ];
 
-    /// Wire name.
+    /// The name of this value on the wire (events, API, config files) and in logs.
     pub fn as_str(self) -> &'static str {
         match self {
             DetectorId::RepeatedCall => "repeated_call",
@@ -155,7 +155,7 @@ pub enum Severity {
 }
 
 impl Severity {
-    /// Wire name.
+    /// The name of this value on the wire (events, API, config files) and in logs.
     pub fn as_str(self) -> &'static str {
         match self {
             Severity::Info => "info",

@@ -51,7 +51,7 @@ impl Format {
         }
     }
 
-    /// Wire name.
+    /// The name of this value on the wire (events, API, config files) and in logs.
     pub fn as_str(self) -> &'static str {
         self.source().as_str()
     }
