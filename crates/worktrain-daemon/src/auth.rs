@@ -29,12 +29,12 @@ impl std::fmt::Debug for ApiToken {
 /// The token file is missing, unreadable or empty.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
-    /// Reading failed.
+    /// The token file could not be read (missing, permissions, …).
     #[error("cannot read the API token {path}: {source} (run `worktrain init`)")]
     Read {
-        /// The file.
+        /// Path of the token file.
         path: String,
-        /// Why.
+        /// The underlying I/O error.
         source: std::io::Error,
     },
     /// The file is empty.

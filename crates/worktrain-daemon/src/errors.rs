@@ -90,7 +90,7 @@ pub struct ErrorBody {
 pub struct HttpError {
     /// HTTP status.
     pub status: StatusCode,
-    /// Body.
+    /// The JSON body: error code, message, whether and when to retry, what to do.
     pub body: ErrorBody,
 }
 
@@ -248,5 +248,6 @@ impl IntoResponse for HttpError {
     }
 }
 
-/// Handler results.
+/// What API handlers return: their answer, or an [`HttpError`] rendered as a JSON error
+/// response.
 pub type ApiResult<T> = Result<T, HttpError>;

@@ -168,19 +168,19 @@ pub struct SessionStats {
     pub by_run_state: BTreeMap<&'static str, u64>,
     /// Sessions by workflow status.
     pub by_status: BTreeMap<&'static str, u64>,
-    /// Input tokens.
+    /// Uncached input tokens, summed over the scanned sessions.
     pub input_tokens: u64,
-    /// Output tokens.
+    /// Output tokens, summed over the scanned sessions.
     pub output_tokens: u64,
-    /// Cache tokens.
+    /// Prompt-cache tokens (read and written), summed over the scanned sessions.
     pub cache_tokens: u64,
     /// LLM turns.
     pub turns: u64,
-    /// Tool calls.
+    /// Tool calls, summed over the scanned sessions.
     pub tool_calls: u64,
     /// Failed or denied tool calls.
     pub tool_errors: u64,
-    /// Sessions scanned.
+    /// Sessions read to compute these numbers (at most [`STATS_SCAN_CAP`]).
     pub scanned: u64,
     /// The scan stopped at [`STATS_SCAN_CAP`].
     pub truncated: bool,

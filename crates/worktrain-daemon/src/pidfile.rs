@@ -31,7 +31,7 @@ pub enum PidLockError {
     Io {
         /// The pid file.
         path: PathBuf,
-        /// Why.
+        /// The underlying I/O error.
         source: std::io::Error,
     },
 }
@@ -46,7 +46,7 @@ pub struct PidLock {
 /// What a pid file says about a live daemon.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DaemonInfo {
-    /// Its pid.
+    /// Process id of the daemon that holds the lock.
     pub pid: u32,
     /// The address it serves, once known.
     pub addr: Option<String>,

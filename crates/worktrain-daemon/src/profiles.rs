@@ -18,7 +18,7 @@ pub enum AgentSlot {
     Ready {
         /// `llm` or `command`.
         kind: &'static str,
-        /// The runner.
+        /// The runner that drives sessions with this profile.
         runner: Arc<dyn AgentRunner>,
     },
     /// Configured, but it cannot be used as it stands.
@@ -53,7 +53,7 @@ pub struct AgentPool {
 /// A profile's state as `/readyz` and `worktrain status` show it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ProfileStatus {
-    /// Profile name.
+    /// The profile's name, as in the daemon's agent profiles.
     pub name: String,
     /// `llm` or `command`.
     pub kind: String,

@@ -29,7 +29,7 @@ pub enum ServeError {
     BadAddress {
         /// The address given.
         addr: String,
-        /// Why.
+        /// Why it does not parse.
         message: String,
     },
     /// A non-loopback address without consent.
@@ -39,18 +39,18 @@ pub enum ServeError {
          every route except /healthz needs the API token)"
     )]
     RemoteNotAllowed {
-        /// The address.
+        /// The non-loopback address asked for.
         addr: SocketAddr,
     },
-    /// Binding failed.
+    /// The address could not be bound (in use, no permission, …).
     #[error("cannot listen on {addr}: {source}")]
     Bind {
-        /// The address.
+        /// The address given.
         addr: String,
-        /// Why.
+        /// The underlying I/O error.
         source: std::io::Error,
     },
-    /// Serving failed.
+    /// The server stopped with an I/O error after it started.
     #[error("the HTTP server failed: {0}")]
     Serve(std::io::Error),
 }

@@ -41,7 +41,7 @@ use crate::profiles::{AgentPool, ProfileStatus};
 /// Counters for `/metrics` and `/readyz`.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    /// Runs claimed.
+    /// Runs this daemon claimed from the queue since it started (resumes and retries count again).
     pub runs_started: AtomicU64,
     /// Runs that ended completed.
     pub runs_completed: AtomicU64,
@@ -70,7 +70,7 @@ struct Running {
 /// What the API shows about a running session beyond the store.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Liveness {
-    /// Session.
+    /// The running session this is about.
     pub session_id: SessionId,
     /// Last agent heartbeat (ms since the epoch; 0 before the first).
     pub last_heartbeat_ms: i64,
@@ -116,7 +116,9 @@ pub struct ReloadReport {
     pub agents: Vec<ProfileStatus>,
 }
 
-/// The supervisor.
+/// Runs queued sessions: claims them from the store's queue within the configured caps,
+/// holds their leases, drives each with its agent profile, recovers interrupted runs and
+/// applies operator actions (cancel, steer, kill switch). One per daemon process.
 pub struct Supervisor {
     engine: Arc<Engine>,
     live: std::sync::RwLock<Arc<Live>>,
@@ -136,7 +138,7 @@ pub struct Supervisor {
     /// Running caps of configured triggers (from triggers.yml; `max_per_trigger` in
     /// config.yaml wins).
     trigger_caps: std::sync::RwLock<BTreeMap<String, usize>>,
-    /// Counters.
+    /// Counters of this daemon's runs, for `/metrics` and `/readyz`.
     pub metrics: Metrics,
     /// Secret values redacted from everything agents see or record: the API token, the
     /// signing keys and the configured provider keys.
@@ -397,7 +399,7 @@ impl Supervisor {
                 .any(|m| m == worktrain_agent::SandboxMode::Required)
     }
 
-    /// The engine.
+    /// The engine the supervisor advances sessions with (shared with the API).
     pub fn engine(&self) -> &Arc<Engine> {
         &self.engine
     }

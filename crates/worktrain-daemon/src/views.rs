@@ -96,13 +96,13 @@ pub struct AwaitResult {
     /// Run state (`queued`, `running`, `parked`, …, `completed`, `failed`, `cancelled`);
     /// `null` for a session that never ran under the daemon.
     pub outcome: Option<RunState>,
-    /// Workflow status.
+    /// Where the session's workflow stands (in progress, blocked, parked, complete).
     pub status: SessionStatus,
-    /// Workflow id.
+    /// Id of the workflow the session runs.
     pub workflow_id: String,
     /// What the session should achieve.
     pub goal: String,
-    /// Steps completed.
+    /// Steps whose output was accepted (loop passes and rewinds count again).
     pub steps_completed: u32,
     /// The current step, when not complete.
     pub current_step: Option<String>,

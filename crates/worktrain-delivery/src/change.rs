@@ -28,9 +28,9 @@ pub struct ChangeRequest {
     pub remote: String,
     /// The forge repository (default: from the remote's URL).
     pub repo: Option<(ForgeKind, String)>,
-    /// Commit message.
+    /// Message of the commit that carries the session's work (subject, blank line, body).
     pub message: String,
-    /// Request title.
+    /// Title of the pull/merge request.
     pub title: String,
     /// Request body (markdown).
     pub body: String,

@@ -49,7 +49,7 @@ pub fn marker(session: SessionId) -> String {
 /// What the pipeline needs to know about the session.
 #[derive(Debug, Clone)]
 pub struct Job {
-    /// The session.
+    /// The session whose work is delivered.
     pub session: SessionId,
     /// Its workflow id.
     pub workflow: String,
@@ -72,7 +72,7 @@ pub struct Job {
 /// A forge client with the token used for HTTPS pushes, for one identity.
 #[derive(Clone)]
 pub struct ForgeAccess {
-    /// The client.
+    /// The forge API client, acting as this identity.
     pub client: Arc<dyn Forge>,
     /// The configured token for HTTPS pushes (`None` for App identities: the client
     /// mints an installation token, see [`push_token`]).
@@ -209,7 +209,8 @@ pub struct RetryPolicy {
     pub tries: u32,
     /// First backoff (doubled each time).
     pub backoff: Duration,
-    /// Longest wait.
+    /// Longest wait allowed between tries: when the next backoff or the forge's `Retry-After`
+    /// would exceed it, the stage fails now instead of waiting.
     pub max_wait: Duration,
 }
 

@@ -31,13 +31,14 @@ const DETAIL_MAX: usize = 600;
 /// What a message is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Notice {
-    /// The moment.
+    /// The moment of the run being told (completed, failed, waiting for approval, delivery
+    /// failed).
     pub event: NotifyEvent,
-    /// The session.
+    /// The session the notice is about.
     pub session: SessionId,
     /// Its workflow id.
     pub workflow: String,
-    /// Its goal.
+    /// The session's goal, as the dispatcher wrote it.
     pub goal: String,
     /// The outside item it works on (`github:acme/widgets#12`).
     pub source: Option<String>,
@@ -83,18 +84,18 @@ impl std::fmt::Debug for Target {
 pub enum Delivered {
     /// The receiver accepted it (2xx).
     Sent {
-        /// Its status.
+        /// The HTTP status the receiver answered with.
         status: u16,
-        /// Requests made.
+        /// HTTP requests made, retries included (1 when the first one was accepted).
         attempts: u32,
     },
     /// It was not delivered.
     Failed {
-        /// Why.
+        /// What kind of failure ended the tries (rejected, unreachable, …).
         reason: NotificationFailure,
         /// The receiver's last status, when it answered.
         status: Option<u16>,
-        /// Requests made.
+        /// HTTP requests made before giving up, retries included.
         attempts: u32,
         /// For humans; never the URL.
         message: String,

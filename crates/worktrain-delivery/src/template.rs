@@ -27,7 +27,8 @@ pub const GITHUB_TEMPLATE_DIR: &str = ".github/PULL_REQUEST_TEMPLATE";
 pub struct Fill {
     /// The description (the handoff's `prBody`).
     pub body: String,
-    /// Files changed.
+    /// Files the work changed, as the handoff lists them (`filesChanged`); empty leaves the
+    /// section out.
     pub files: Vec<String>,
     /// Follow-ups.
     pub follow_ups: Vec<String>,

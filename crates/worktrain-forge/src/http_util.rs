@@ -10,7 +10,8 @@ use serde::Serialize;
 pub struct RateLimit {
     /// Requests allowed per window.
     pub limit: Option<u64>,
-    /// Requests left.
+    /// Requests left in the current window (`x-ratelimit-remaining` / `ratelimit-remaining`);
+    /// `None` when the forge did not say.
     pub remaining: Option<u64>,
     /// When the window resets (Unix seconds).
     pub reset: Option<u64>,

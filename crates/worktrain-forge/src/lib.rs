@@ -34,9 +34,9 @@ pub enum Credentials {
     Token(String),
     /// A GitHub App installation.
     GithubApp {
-        /// App id.
+        /// The GitHub App's numeric id (signs the JWT that mints installation tokens).
         app_id: u64,
-        /// Installation id.
+        /// Id of the App's installation on the account or organisation that owns the repositories.
         installation_id: u64,
         /// The App's private key (PEM).
         private_key_pem: String,
@@ -60,11 +60,11 @@ impl std::fmt::Debug for Credentials {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ItemState {
-    /// Open.
+    /// Open: still being worked on.
     Open,
-    /// Closed.
+    /// Closed without being merged (issues are always closed, never merged).
     Closed,
-    /// Merged.
+    /// Merged (pull and merge requests only).
     Merged,
 }
 
@@ -77,11 +77,11 @@ pub struct Item {
     pub kind: ItemKind,
     /// A GitHub pull request.
     pub pull: bool,
-    /// Title.
+    /// The item's title, as on the forge.
     pub title: String,
-    /// State.
+    /// Whether the item is open, closed or merged.
     pub state: ItemState,
-    /// Label names.
+    /// Names of the labels on the item (GitHub label names, GitLab labels).
     pub labels: Vec<String>,
     /// Assignee logins / usernames.
     pub assignees: Vec<String>,
@@ -107,11 +107,11 @@ pub enum ListKind {
 pub struct ListQuery {
     /// `owner/repo` or the GitLab project path.
     pub repo: String,
-    /// What.
+    /// Which kind of item to list.
     pub kind: ListKind,
     /// All of these labels.
     pub labels: Vec<String>,
-    /// Assigned to.
+    /// Only items assigned to this login / username; `None` for any assignee.
     pub assignee: Option<String>,
     /// A search query instead of label/assignee filters (GitHub search syntax, GitLab `search`).
     pub query: Option<String>,
@@ -127,13 +127,13 @@ pub enum Listing {
         /// Rate-limit headers of the answer.
         rate: RateLimit,
     },
-    /// Every page.
+    /// The items, all pages fetched.
     Items {
         /// Items of all pages.
         items: Vec<Item>,
         /// ETag of the first page.
         etag: Option<String>,
-        /// Pages fetched.
+        /// Number of pages fetched (the paging stops at the last page).
         pages: u32,
         /// Rate-limit headers of the last answer.
         rate: RateLimit,
@@ -156,7 +156,7 @@ pub enum ForgeError {
     /// An HTTP error answer.
     #[error("{status}: {message}{}", hint.as_deref().map(|h| format!(" ({h})")).unwrap_or_default())]
     Http {
-        /// Status code.
+        /// The HTTP status code of the answer.
         status: u16,
         /// The forge's message.
         message: String,
@@ -245,7 +245,8 @@ pub trait Forge: Send + Sync + 'static {
     /// not change answers [`Listing::NotModified`].
     async fn list(&self, query: &ListQuery, etag: Option<&str>) -> Result<Listing, ForgeError>;
 
-    /// One item.
+    /// The issue, pull request or merge request `number` of `repo`; an unknown number is an
+    /// error from the forge (404).
     async fn item(&self, repo: &str, kind: ItemKind, number: u64) -> Result<Item, ForgeError>;
 
     /// GitLab: the project access level of a user (`None`: not a member). GitHub: `None`.
@@ -354,7 +355,7 @@ pub struct InlineComment {
     pub start_line: Option<u64>,
     /// Old or new file.
     pub side: DiffSide,
-    /// Markdown.
+    /// The comment's text (markdown), posted as written.
     pub body: String,
 }
 
@@ -365,11 +366,11 @@ pub struct ReviewSpec {
     pub repo: String,
     /// Pull request number or merge request iid.
     pub number: u64,
-    /// Verdict.
+    /// Approve, request changes, or comment only.
     pub verdict: ReviewVerdict,
     /// The summary (markdown).
     pub body: String,
-    /// Inline comments.
+    /// Comments on lines of the diff; empty for a summary-only review.
     pub comments: Vec<InlineComment>,
     /// A hidden HTML comment naming the session: finds what an earlier attempt posted.
     pub marker: String,
@@ -477,7 +478,7 @@ pub struct PullSpec {
     pub head: String,
     /// The branch it goes into.
     pub base: String,
-    /// Title.
+    /// Title of the pull/merge request.
     pub title: String,
     /// Body (markdown).
     pub body: String,
@@ -518,7 +519,7 @@ pub struct CommentRef {
 pub enum StatusState {
     /// Work in progress.
     Pending,
-    /// Done.
+    /// Completed successfully.
     Success,
     /// Did not succeed.
     Failure,
@@ -529,13 +530,13 @@ pub enum StatusState {
 pub struct CommitStatus {
     /// `owner/repo` or the GitLab project path.
     pub repo: String,
-    /// The commit.
+    /// The full commit id the status is set on.
     pub sha: String,
-    /// State.
+    /// Pending, success or failure.
     pub state: StatusState,
     /// The link (the session in the console).
     pub target_url: Option<String>,
-    /// One line.
+    /// A one-line description shown next to the status (the forges cut long ones).
     pub description: String,
     /// The status's name (`worktrain`).
     pub context: String,

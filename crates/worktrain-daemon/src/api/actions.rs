@@ -37,7 +37,7 @@ pub(super) fn routes() -> Vec<Route> {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct NoteBody {
-    /// The note.
+    /// The operator's note (reason, instructions), recorded with the action; optional.
     #[serde(default)]
     pub note: Option<String>,
 }

@@ -36,7 +36,7 @@ async fn healthz() -> Response {
 /// `/readyz` body.
 #[derive(Debug, Serialize)]
 pub(super) struct Readiness {
-    /// Accepting work.
+    /// Whether this daemon accepts work now: it is not stopping, and no profile requires a sandbox that is unavailable.
     pub ready: bool,
     /// This daemon's worker id.
     pub worker: String,
@@ -46,7 +46,7 @@ pub(super) struct Readiness {
     pub interrupted: usize,
     /// Sessions running in this daemon.
     pub running: usize,
-    /// Their ids.
+    /// Ids of the sessions counted in `running`.
     pub running_sessions: Vec<SessionId>,
     /// Whether agent commands can run sandboxed, and why not. Not ready while a profile
     /// requires the sandbox and it is unavailable (those runs would fail at once).

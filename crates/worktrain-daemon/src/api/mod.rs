@@ -101,7 +101,7 @@ pub struct Route {
     pub auth: bool,
     /// Long-poll or stream: exempt from the request timeout.
     pub long: bool,
-    /// The handler.
+    /// The axum handler serving the route.
     pub handler: MethodRouter<AppState>,
 }
 

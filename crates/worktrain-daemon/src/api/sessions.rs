@@ -42,7 +42,7 @@ pub struct DispatchBody {
     /// Absolute path of the workspace (a git repository gets a worktree per session).
     #[serde(default)]
     pub workspace: Option<String>,
-    /// Initial context.
+    /// Context the session starts with (start inputs); empty when not given.
     #[serde(default)]
     pub context: Map<String, Value>,
     /// The session that spawned this one.
@@ -83,7 +83,7 @@ pub struct DispatchBody {
 pub struct DispatchAnswer {
     /// False when the idempotency key matched an existing session.
     pub created: bool,
-    /// The session.
+    /// The session's record, its fields flattened into the answer.
     #[serde(flatten)]
     pub record: SessionRecord,
 }
@@ -230,11 +230,12 @@ pub async fn dispatch_session(
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ListQuery {
-    /// Workflow status.
+    /// Only sessions whose workflow status is this (`in_progress`, `blocked`, `parked`,
+    /// `complete`).
     pub status: Option<String>,
     /// Run state, or `none` for sessions without a run.
     pub run_state: Option<String>,
-    /// Workflow id.
+    /// Only sessions of this workflow id.
     pub workflow: Option<String>,
     /// Workspace directory (it and everything inside it).
     pub workspace: Option<String>,
@@ -357,7 +358,7 @@ async fn list_sessions(
 /// the graph's length is that count.
 #[derive(Debug)]
 pub(super) struct SessionDetail {
-    /// The session.
+    /// The session's record, written first.
     pub record: SessionRecord,
     /// Its step graph.
     pub nodes: Vec<worktrain_core::projection::NodeRecord>,

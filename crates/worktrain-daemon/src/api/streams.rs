@@ -85,7 +85,7 @@ async fn session_events(
     })))
 }
 
-/// Stream query.
+/// Query of the server-sent event streams (one session's events, or all sessions').
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct StreamQuery {

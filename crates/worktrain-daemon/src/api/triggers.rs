@@ -55,15 +55,15 @@ fn unknown(id: &str) -> HttpError {
 /// One trigger in the list.
 #[derive(Debug, Serialize)]
 pub struct TriggerSummary {
-    /// Id.
+    /// The trigger's id, as in `triggers.yml`.
     pub id: String,
     /// Provider (`github_webhook`, `schedule`, …).
     pub provider: &'static str,
-    /// Enabled.
+    /// Whether the trigger is enabled in `triggers.yml`.
     pub enabled: bool,
-    /// Workflow.
+    /// Id of the workflow the trigger starts.
     pub workflow: String,
-    /// Description.
+    /// The trigger's description from `triggers.yml`, when it has one.
     pub description: Option<String>,
     /// `/webhooks/<id>` for webhook triggers.
     pub webhook_path: Option<String>,
@@ -120,7 +120,7 @@ pub struct DecisionQuery {
 /// A page of decisions.
 #[derive(Debug, Serialize)]
 pub struct DecisionPage {
-    /// Newest first.
+    /// The decisions of this page, newest first.
     pub decisions: Vec<Decision>,
     /// Pass as `before` for the next page.
     pub next_before: Option<i64>,
@@ -159,7 +159,7 @@ async fn decisions(
 pub struct EventBody {
     /// The event name (`issues`, `Merge Request Hook`, …).
     pub event: Option<String>,
-    /// The payload.
+    /// The event's payload (JSON), as the forge would send it; `test` uses an empty object when it is left out.
     pub payload: Option<Value>,
 }
 
