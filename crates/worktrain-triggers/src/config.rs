@@ -828,13 +828,14 @@ pub struct Trigger {
     pub workflow: String,
     /// The session goal, rendered from the event.
     pub goal: Template,
-    /// Context mapping.
+    /// How the session's start context is built from the event: for each context key, a
+    /// JSONPath query, a template or a literal value.
     pub context: BTreeMap<String, ContextValue>,
     /// Dispatch only events for which this condition holds.
     pub when: Option<Condition>,
     /// Where sessions of this trigger work (a path, or a repository to clone).
     pub workspace: Option<Workspace>,
-    /// Base branch.
+    /// Base branch the session branch starts from; `None` uses the workspace's default.
     pub base_branch: Option<String>,
     /// Agent profile from config.yaml (default: `daemon.default_agent`).
     pub agent: Option<String>,
@@ -850,11 +851,12 @@ pub struct Trigger {
     pub delivery: Option<DeliverySettings>,
     /// Hooks (trigger's over workspace's).
     pub hooks: Option<WorkspaceHooks>,
-    /// Identity name.
+    /// Name of the forge identity from config.yaml, used for polls, reconciliation, commenter
+    /// checks and labels; `None` when the trigger names none.
     pub identity: Option<String>,
-    /// Retry policy.
+    /// Automatic retries of a source item whose session failed.
     pub retry: RetryPolicy,
-    /// Reconcile policy.
+    /// What happens to a running session whose source item stops qualifying.
     pub reconcile: ReconcilePolicy,
     /// Notifications about its sessions.
     pub notify: TriggerNotify,
@@ -981,7 +983,7 @@ impl TriggerIndex {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
 #[error("{}", self.render())]
 pub struct ConfigError {
-    /// The file.
+    /// Path of the `triggers.yml` file the problem is in.
     pub file: String,
     /// 1-based line (when known).
     pub line: Option<usize>,

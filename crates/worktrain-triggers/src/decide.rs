@@ -83,11 +83,11 @@ impl DecisionKind {
 /// A session to dispatch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
-    /// Workflow.
+    /// The workflow to run (id or path), from the trigger.
     pub workflow: String,
-    /// Rendered goal.
+    /// The session goal, rendered from the event with the trigger's goal template.
     pub goal: String,
-    /// Mapped context.
+    /// The start context, mapped from the event by the trigger's `context`.
     pub context: Map<String, Value>,
     /// The source item.
     pub source: Option<SourceRef>,
@@ -102,18 +102,18 @@ pub enum Verdict {
     Dispatch(Plan),
     /// A `retry` command for the source item.
     Retry {
-        /// The item.
+        /// The issue/PR/MR the command was written on.
         source: SourceRef,
-        /// Who asked.
+        /// Login/username of the commenter (already checked to be allowed to ask).
         author: String,
     },
     /// Answer a ping.
     Ping,
     /// Record and stop.
     Stop {
-        /// The decision.
+        /// The decision to record (`filtered`, `trigger_disabled`, …).
         kind: DecisionKind,
-        /// For humans.
+        /// Why, in words for the operator (shown in the trigger's log).
         reason: String,
         /// Structured detail (failed condition, value seen, …).
         detail: Value,

@@ -16,15 +16,15 @@ pub enum ExprError {
     /// A singular query matched nothing.
     #[error("`{path}` matched nothing in the payload")]
     Missing {
-        /// The query.
+        /// The JSONPath query, as written.
         path: String,
     },
     /// A template slot matched more than one value.
     #[error("`{path}` matched {count} values; a template slot needs exactly one")]
     Ambiguous {
-        /// The query.
+        /// The JSONPath query, as written.
         path: String,
-        /// Matches.
+        /// Number of values it matched (more than one).
         count: usize,
     },
 }
@@ -51,7 +51,7 @@ impl JsonPathExpr {
         })
     }
 
-    /// The text.
+    /// The query's text, as written in `triggers.yml`.
     pub fn as_str(&self) -> &str {
         &self.text
     }
@@ -274,7 +274,7 @@ impl schemars::JsonSchema for Template {
 pub struct Pattern(regex::Regex);
 
 impl Pattern {
-    /// Parse.
+    /// Compile `text` as a regular expression; the error says what is wrong with it.
     pub fn parse(text: &str) -> Result<Self, String> {
         regex::Regex::new(text)
             .map(Self)
@@ -286,7 +286,7 @@ impl Pattern {
         self.0.is_match(s)
     }
 
-    /// The text.
+    /// The expression's text, as written.
     pub fn as_str(&self) -> &str {
         self.0.as_str()
     }
@@ -422,7 +422,7 @@ pub mod duration {
         Text(String),
     }
 
-    /// Deserialize.
+    /// Read a duration written as a number of seconds (`90`) or as humantime text (`"5m"`).
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         match Raw::deserialize(d)? {
             Raw::Secs(s) => Ok(Duration::from_secs(s)),

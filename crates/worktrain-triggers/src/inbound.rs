@@ -29,11 +29,11 @@ pub enum Provider {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ItemStatus {
-    /// Open.
+    /// Open (or reopened).
     Open,
     /// Closed without merging.
     Closed,
-    /// Merged.
+    /// Merged (pull and merge requests only).
     Merged,
 }
 
@@ -42,7 +42,7 @@ pub enum ItemStatus {
 pub struct ItemState {
     /// Open, closed, merged.
     pub status: ItemStatus,
-    /// Label names.
+    /// Names of the labels on the item.
     pub labels: Vec<String>,
     /// Assignee logins/usernames.
     pub assignees: Vec<String>,
@@ -51,7 +51,7 @@ pub struct ItemState {
 /// A comment that may carry a command.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Comment {
-    /// Text.
+    /// The comment's text (markdown), where a command is looked for.
     pub body: String,
     /// Author login/username.
     pub author: String,
@@ -64,7 +64,8 @@ pub struct Comment {
 /// One event, normalised.
 #[derive(Debug, Clone, Serialize)]
 pub struct Inbound {
-    /// Sender kind.
+    /// Which kind of sender the event came from (generic webhook, GitHub, GitLab, poll or
+    /// schedule).
     pub provider: Provider,
     /// Event name (`issues`, `pull_request`, `merge_request`, `note`, `push`, …).
     pub event: String,

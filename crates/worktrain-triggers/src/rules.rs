@@ -36,9 +36,9 @@ pub enum Condition {
     Not(Box<Condition>),
     /// A test on a query.
     Test {
-        /// The query.
+        /// The JSONPath query whose matches are tested.
         path: JsonPathExpr,
-        /// The test.
+        /// The test applied to what the query matched.
         test: Test,
     },
 }

@@ -38,33 +38,34 @@ use crate::verify::{self, Headers, Rejection};
 /// A session the runtime asks the host to start.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DispatchSpec {
-    /// Trigger id.
+    /// Id of the trigger that asks (recorded as the run's trigger; counts against its cap).
     pub trigger_id: String,
     /// Webhook, poll or cron.
     pub kind: TriggerKind,
-    /// Workflow.
+    /// The workflow the session runs (id or path), from the trigger.
     pub workflow: String,
-    /// Goal.
+    /// The session goal, rendered from the event with the trigger's goal template.
     pub goal: String,
-    /// Context.
+    /// The session's start context, mapped from the event by the trigger's `context`.
     pub context: Map<String, Value>,
-    /// Workspace.
+    /// Where the session works (a path, or a repository to clone); `None` for no workspace.
     pub workspace: Option<Workspace>,
-    /// Base branch.
+    /// Base branch the session branch starts from; `None` uses the workspace's default.
     pub base: Option<String>,
-    /// Agent profile.
+    /// Agent profile to run with; `None` uses the daemon's default agent.
     pub agent: Option<String>,
-    /// Budgets.
+    /// Budget overrides of the run (each one left out uses the daemon's default).
     pub limits: RunLimits,
-    /// Priority.
+    /// Queue priority of the run (higher runs first).
     pub priority: i32,
-    /// Readonly.
+    /// Review-style run: a detached worktree, nothing delivered.
     pub readonly: bool,
-    /// Source item.
+    /// The issue/PR/MR the session works on, when the event is about one (for reconciliation
+    /// and retries).
     pub source: Option<SourceRef>,
-    /// Delivery settings.
+    /// What happens to the finished work; `None` uses the daemon's default delivery.
     pub delivery: Option<DeliverySettings>,
-    /// Hooks.
+    /// Workspace hooks for the session (the trigger's over the workspace's); `None` for none.
     pub hooks: Option<WorkspaceHooks>,
     /// Deterministic idempotency key (a redelivery or a reprocessing after a crash finds
     /// the same session).
@@ -105,7 +106,7 @@ pub trait Host: Send + Sync + 'static {
 
 /// Where the runtime's clock comes from (tests inject one).
 pub trait Clock: Send + Sync + 'static {
-    /// Now.
+    /// The current time, in UTC (schedules and retry backoff are computed from it).
     fn now(&self) -> DateTime<Utc>;
 }
 
@@ -124,7 +125,7 @@ impl Clock for SystemClock {
 pub enum IngestOutcome {
     /// Persisted; processing follows (`202`).
     Accepted {
-        /// Delivery id.
+        /// Id of the stored delivery, which is processed after the answer.
         delivery: i64,
     },
     /// Seen before (`200`): recorded as a duplicate, nothing else happens.
@@ -149,7 +150,7 @@ pub enum IngestOutcome {
 /// How the current index was loaded.
 #[derive(Debug, Clone, Serialize)]
 pub struct LoadStatus {
-    /// The file.
+    /// Path of the `triggers.yml` file the index is loaded from.
     pub file: String,
     /// Whether it exists.
     pub present: bool,
@@ -170,7 +171,9 @@ type Pending = (NewDelivery, oneshot::Sender<Result<DeliveryInsert, String>>);
 /// of forged requests must not fill the store.
 const REJECTIONS_PER_MINUTE: u32 = 60;
 
-/// The runtime.
+/// The trigger runtime of one daemon (see the module docs): the current trigger index, the
+/// webhook intake, schedules and source-item bookkeeping, with every decision recorded in
+/// the [`TriggerStore`].
 pub struct Runtime {
     store: Arc<dyn TriggerStore>,
     host: Arc<dyn Host>,
@@ -303,7 +306,7 @@ impl Runtime {
         read(&self.status).clone()
     }
 
-    /// The store.
+    /// The trigger store deliveries, decisions, cursors and schedules are kept in.
     pub fn store(&self) -> &Arc<dyn TriggerStore> {
         &self.store
     }

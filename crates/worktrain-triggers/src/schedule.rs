@@ -124,7 +124,7 @@ impl CronSchedule {
         self.after(after).next()
     }
 
-    /// The zone.
+    /// The IANA time zone the cron expression is evaluated in.
     pub fn timezone(&self) -> chrono_tz::Tz {
         self.tz
     }

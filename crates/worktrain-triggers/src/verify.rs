@@ -63,7 +63,7 @@ pub enum Rejection {
     /// The header is present but not in the expected form.
     #[error("malformed `{header}` header: {problem}")]
     Malformed {
-        /// Header.
+        /// Name of the malformed header.
         header: String,
         /// What is wrong.
         problem: String,
@@ -78,7 +78,7 @@ pub enum Rejection {
         timestamp: i64,
         /// Distance from now.
         skew_secs: i64,
-        /// Allowed distance.
+        /// The replay window: the largest distance from now accepted, in seconds.
         window_secs: u64,
     },
 }
