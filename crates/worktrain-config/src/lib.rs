@@ -34,7 +34,7 @@ pub const WORKFLOWS_DIR: &str = "workflows";
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// Storage settings.
+    /// Where the event store lives and how it is opened (the `store:` section).
     pub store: StoreConfig,
     /// Size limits on agent submissions.
     pub limits: Limits,
@@ -69,7 +69,7 @@ pub struct DaemonSettings {
     pub body_limit_bytes: usize,
     /// Request timeout for ordinary API calls, in seconds (long-polls have their own).
     pub request_timeout_secs: u64,
-    /// Worktree policy.
+    /// How sessions get their git worktrees: remote, base branch, retention, snapshot sharing.
     pub worktrees: WorktreeSettings,
     /// The triggers file, relative to the home directory unless absolute (hot-reloaded).
     pub triggers_file: std::path::PathBuf,
@@ -97,7 +97,7 @@ impl Default for DaemonSettings {
     }
 }
 
-/// Storage settings.
+/// The `store:` section of `config.yaml`: where the event store lives and how it is opened.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
@@ -187,15 +187,15 @@ pub enum HomeError {
     /// I/O failed.
     #[error("{path}: {source}")]
     Io {
-        /// The file.
+        /// The file or directory the operation was on.
         path: PathBuf,
-        /// The error.
+        /// The underlying I/O error.
         source: std::io::Error,
     },
     /// `config.yaml` is invalid.
     #[error("{path}:{line}:{column}: {message}")]
     Config {
-        /// The file.
+        /// Path of the `config.yaml` file.
         path: PathBuf,
         /// Line (1-based; 0 when unknown).
         line: usize,
@@ -207,7 +207,7 @@ pub enum HomeError {
     /// The keyring is unreadable.
     #[error("{path}: invalid keyring: {message}")]
     Keyring {
-        /// The file.
+        /// Path of the keyring file.
         path: PathBuf,
         /// What is wrong.
         message: String,
@@ -215,7 +215,7 @@ pub enum HomeError {
     /// The home has not been initialised.
     #[error("{path} is not initialised: run `worktrain init`")]
     NotInitialised {
-        /// The home.
+        /// The home directory that lacks its files.
         path: PathBuf,
     },
 }
@@ -270,7 +270,8 @@ impl Home {
         })
     }
 
-    /// The directory.
+    /// The home directory itself (`WORKTRAIN_HOME`, else `~/.worktrain`); the other paths are
+    /// inside it.
     pub fn root(&self) -> &Path {
         &self.root
     }

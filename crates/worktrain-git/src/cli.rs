@@ -38,9 +38,10 @@ const PASS: &[&str] = &[
 pub struct Output {
     /// Exit code (`None`: killed by a signal).
     pub code: Option<i32>,
-    /// Standard output.
+    /// Everything `git` wrote to standard output (lossily decoded as UTF-8).
     pub stdout: String,
-    /// Standard error.
+    /// Everything `git` wrote to standard error (lossily decoded as UTF-8), where its error
+    /// messages are.
     pub stderr: String,
 }
 

@@ -35,13 +35,13 @@ pub enum Error {
     /// The session has no worktree registered in this repository.
     #[error("session {session} has no worktree in this repository")]
     NoWorktree {
-        /// The session.
+        /// The session whose worktree was looked for.
         session: SessionId,
     },
     /// The worktree is registered but its directory is gone.
     #[error("the worktree directory of session {session} (`{}`) is missing", path.display())]
     WorktreeMissing {
-        /// The session.
+        /// The session whose worktree directory is missing.
         session: SessionId,
         /// Where the directory should be.
         path: PathBuf,
@@ -49,7 +49,7 @@ pub enum Error {
     /// The target directory exists but is not this session's worktree.
     #[error("`{}` already exists and is not the worktree of session {session}", path.display())]
     PathOccupied {
-        /// The session.
+        /// The session whose worktree was to be created there.
         session: SessionId,
         /// The occupied path.
         path: PathBuf,
@@ -60,7 +60,7 @@ pub enum Error {
         "worktree of session {session} is not where it should be: expected {expected}, found {found}"
     )]
     Misplaced {
-        /// The session.
+        /// The session whose worktree is misplaced.
         session: SessionId,
         /// What was expected (a path or a repository).
         expected: String,
@@ -82,7 +82,7 @@ pub enum Error {
         what: &'static str,
         /// The rejected value.
         value: String,
-        /// Why.
+        /// Why the value is refused (what it must be).
         reason: &'static str,
     },
     /// A revision could not be resolved to a commit.
@@ -96,7 +96,7 @@ pub enum Error {
     /// The worktree is a read-only (detached) one; it has no branch to commit to or push.
     #[error("the worktree of session {session} is read-only (detached HEAD)")]
     ReadOnly {
-        /// The session.
+        /// The session whose worktree is read-only.
         session: SessionId,
     },
     /// The remote refused a pushed reference.
@@ -127,7 +127,7 @@ pub enum Error {
     IndexLocked {
         /// The lock file.
         path: PathBuf,
-        /// Its age.
+        /// Age of the lock file (from its modification time).
         age: Duration,
         /// Processes seen holding it (empty: none seen, but the lock is younger than the
         /// stale threshold).

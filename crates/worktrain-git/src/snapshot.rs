@@ -51,9 +51,9 @@ pub struct FileStat {
     pub new_path: Option<PathBuf>,
     /// Added, deleted, modified, renamed, typechange, …
     pub status: ChangeKind,
-    /// Lines added.
+    /// Lines added in this file (0 for a binary file).
     pub insertions: usize,
-    /// Lines removed.
+    /// Lines removed in this file (0 for a binary file).
     pub deletions: usize,
     /// Binary content (no line counts).
     pub binary: bool,
@@ -62,15 +62,15 @@ pub struct FileStat {
 /// The kind of a file change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChangeKind {
-    /// New file.
+    /// The file is new in the later snapshot.
     Added,
-    /// File removed.
+    /// The file is gone from the later snapshot.
     Deleted,
     /// Content or mode changed.
     Modified,
     /// Moved (with or without edits).
     Renamed,
-    /// Copied.
+    /// Copied from another file (`old_path`), with or without edits.
     Copied,
     /// Changed between file, symlink and submodule.
     TypeChange,
@@ -81,13 +81,13 @@ pub enum ChangeKind {
 /// Totals of a diff.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct DiffStat {
-    /// Files changed.
+    /// Number of files that differ between the two snapshots.
     pub files_changed: usize,
-    /// Lines added.
+    /// Lines added over all files (binary files count none).
     pub insertions: usize,
-    /// Lines removed.
+    /// Lines removed over all files (binary files count none).
     pub deletions: usize,
-    /// Per file.
+    /// One entry per changed file (see [`FileStat`]).
     pub files: Vec<FileStat>,
 }
 

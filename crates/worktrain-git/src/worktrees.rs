@@ -254,7 +254,7 @@ pub enum CleanReason {
 /// What was (or would be) done.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CleanAction {
-    /// Removed.
+    /// The worktree directory was removed (its branch stays).
     Removed,
     /// Dry run: would be removed.
     WouldRemove,
@@ -271,7 +271,7 @@ pub struct CleanEntry {
     pub path: PathBuf,
     /// Why it is a candidate.
     pub reason: CleanReason,
-    /// What happened.
+    /// What was done to it (removed, would be removed in a dry run, or skipped and why).
     pub action: CleanAction,
     /// The commit that preserved the worktree's uncommitted changes on its branch
     /// before removal, when there were any.
