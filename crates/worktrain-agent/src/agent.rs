@@ -74,12 +74,13 @@ pub struct LlmAgentConfig {
     pub recap_budget: usize,
     /// Prices for the cost limit and cost accounting.
     pub prices: PriceTable,
-    /// Misbehaviour policy.
+    /// How misbehaviour is handled: how many nudges an agent that stops early or repeats a
+    /// failing tool call gets, and when failed tool calls fail the run.
     pub policy: AgentPolicy,
     /// Heartbeat interval while waiting on the model or a tool.
     #[serde(with = "crate::duration_serde")]
     pub heartbeat_interval: Duration,
-    /// Tool limits.
+    /// Limits of the agent's file and shell tools (bytes and entries returned, the shell used).
     pub tools: ToolConfig,
     /// Where the shell tool's commands run (default: sandboxed, no network).
     pub sandbox: crate::sandbox::SandboxPolicy,

@@ -68,7 +68,7 @@ pub enum Escape {
     Invalid {
         /// The path as given.
         path: PathBuf,
-        /// Why.
+        /// Why the path is not usable.
         reason: &'static str,
     },
     /// The file system could not be inspected.
@@ -85,7 +85,7 @@ pub enum Escape {
 /// A worktree root that agent file paths are confined to.
 #[derive(Debug, Clone)]
 pub struct Confined {
-    /// Canonical root.
+    /// The root with symlinks resolved: every path is checked against it.
     root: PathBuf,
     /// The root as given (made absolute), so absolute paths written that way match too.
     given_root: PathBuf,

@@ -28,11 +28,11 @@ pub struct ContractBrief {
 /// One earlier step's notes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecapItem {
-    /// Step id.
+    /// Id of the earlier step, as written in the workflow.
     pub step_id: String,
-    /// Step title.
+    /// The earlier step's title.
     pub title: String,
-    /// Notes submitted.
+    /// The notes (markdown) accepted with that step's output.
     pub notes: String,
 }
 
@@ -42,12 +42,12 @@ pub struct StepBrief {
     /// Identity of this step *attempt* (`<node>#<attempt>`): changes whenever the
     /// session moves (advance, new attempt after a block), so runners can detect progress.
     pub key: String,
-    /// Step id.
+    /// Id of the step, as written in the workflow (several attempts share it; see `key`).
     pub step_id: String,
     /// The session's goal.
     #[serde(default)]
     pub goal: String,
-    /// Title.
+    /// The step's title, as the workflow names it.
     pub title: String,
     /// The rendered step prompt.
     pub prompt: String,

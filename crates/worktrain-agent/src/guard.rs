@@ -48,7 +48,7 @@ impl DenyReason {
 pub struct PathDenied {
     /// The path as given.
     pub path: String,
-    /// Why.
+    /// Why access is denied (outside the worktree, a symlink leading out, inside `.git`, …).
     pub reason: DenyReason,
 }
 

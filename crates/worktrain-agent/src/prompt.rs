@@ -64,13 +64,13 @@ pub fn rules_files(root: &Path, names: &[String], max_bytes: usize) -> Vec<(Stri
 /// Everything the system prompt is made of.
 #[derive(Debug, Clone)]
 pub struct PromptParts<'a> {
-    /// Product preamble.
+    /// The product preamble, put first in every system prompt.
     pub preamble: &'a str,
     /// Worktree path shown to the agent.
     pub worktree: &'a Path,
     /// Rules files (name, text).
     pub rules: &'a [(String, String)],
-    /// Earlier steps.
+    /// Notes of the earlier steps on the current path (bounded by the recap budget).
     pub recap: &'a [RecapItem],
     /// The current step.
     pub step: &'a StepBrief,

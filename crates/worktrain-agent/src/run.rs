@@ -159,7 +159,7 @@ impl SteeringInbox {
         }
     }
 
-    /// Messages waiting.
+    /// Number of messages waiting to be delivered.
     pub fn len(&self) -> usize {
         self.0.lock().map(|q| q.len()).unwrap_or(0)
     }
@@ -185,7 +185,7 @@ pub struct RunContext {
     pub heartbeat: Arc<dyn Heartbeat>,
     /// Cancel the run (session cancelled, kill switch, shutdown).
     pub cancel: CancellationToken,
-    /// Operator messages.
+    /// Operator messages to deliver on the agent's next turn.
     pub steering: SteeringInbox,
     /// The budgets this run is held to.
     pub limits: RunBudget,
@@ -324,9 +324,9 @@ pub struct RunStats {
     pub tool_errors: u32,
     /// Steps the engine accepted during the run.
     pub steps_completed: u32,
-    /// Nudges sent.
+    /// Corrective messages sent to the agent during the run.
     pub nudges: u32,
-    /// Wall time.
+    /// Wall time of the run, in milliseconds.
     pub duration_ms: u64,
 }
 

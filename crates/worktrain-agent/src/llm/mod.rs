@@ -66,7 +66,7 @@ impl std::fmt::Display for Provider {
 pub enum ApiKeySource {
     /// Read from this environment variable when the client is built.
     Env(String),
-    /// This value.
+    /// The key itself, written in the config (kept secret: never logged or shown).
     Value(Secret),
     /// Send no key.
     None,
@@ -127,7 +127,7 @@ impl Default for RetryPolicy {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LlmConfig {
-    /// Wire format.
+    /// Which wire format the server speaks (Anthropic Messages or OpenAI chat completions).
     pub provider: Provider,
     /// Base URL without the `/v1/…` path (default: the provider's public API).
     #[serde(default)]
@@ -145,7 +145,7 @@ pub struct LlmConfig {
     /// Timeout of one HTTP attempt (whole response, including a stream).
     #[serde(default = "default_timeout", with = "crate::duration_serde")]
     pub timeout: Duration,
-    /// Retry policy.
+    /// How failed calls are retried (429, 5xx, timeouts, connection errors).
     #[serde(default)]
     pub retry: RetryPolicy,
     /// `anthropic-version` header.
@@ -210,20 +210,20 @@ impl LlmConfig {
 pub enum Role {
     /// worktrain (tool results, step prompts, nudges, operator messages).
     User,
-    /// The model.
+    /// The model (its answers and tool calls).
     Assistant,
 }
 
 /// One piece of a message.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Content {
-    /// Text.
+    /// Plain text.
     Text(String),
     /// The model asks worktrain to run a tool.
     ToolUse {
         /// Call id, echoed in the result.
         id: String,
-        /// Tool name.
+        /// Name of the tool to run, one of the offered [`ToolSpec`]s.
         name: String,
         /// Arguments. A string when the model sent arguments that are not valid JSON.
         input: Value,
@@ -232,7 +232,7 @@ pub enum Content {
     ToolResult {
         /// The call answered.
         tool_use_id: String,
-        /// Result text.
+        /// The tool's result (or error message), as text for the model.
         content: String,
         /// Whether the call failed.
         is_error: bool,
@@ -242,7 +242,7 @@ pub enum Content {
 /// One message of the conversation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Message {
-    /// Speaker.
+    /// Who said it.
     pub role: Role,
     /// Pieces, in order.
     pub content: Vec<Content>,
@@ -261,7 +261,7 @@ impl Message {
 /// A tool the model may call.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ToolSpec {
-    /// Name.
+    /// The tool's name, as the model calls it.
     pub name: String,
     /// What it does, for the model.
     pub description: String,
@@ -272,11 +272,11 @@ pub struct ToolSpec {
 /// One call's input.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChatRequest {
-    /// System prompt.
+    /// The system prompt (instructions, rules, the current step).
     pub system: String,
     /// Conversation so far; starts with a user message.
     pub messages: Vec<Message>,
-    /// Tools offered.
+    /// Tools the model may call in this turn; empty offers none.
     pub tools: Vec<ToolSpec>,
 }
 
@@ -323,7 +323,7 @@ pub struct ChatResponse {
     pub content: Vec<Content>,
     /// Why it stopped.
     pub stop_reason: StopReason,
-    /// Tokens.
+    /// Tokens this call used, by kind (input, output, cache reads and writes).
     pub usage: Usage,
     /// HTTP attempts made (1 without retries).
     pub attempts: u32,
@@ -385,7 +385,7 @@ pub enum LlmError {
     /// Every attempt failed with a retryable error.
     #[error("gave up after {attempts} attempts; last error: {last}")]
     RetriesExhausted {
-        /// Attempts made.
+        /// HTTP attempts made, the first included.
         attempts: u32,
         /// The last error.
         last: Box<LlmError>,
@@ -409,9 +409,9 @@ impl LlmError {
 /// A chat model with tool calling.
 #[async_trait]
 pub trait LlmClient: Send + Sync {
-    /// Provider.
+    /// The wire format this client speaks.
     fn provider(&self) -> Provider;
-    /// Model name.
+    /// The model the client asks for, as configured.
     fn model(&self) -> &str;
     /// One model turn (retried per the client's policy). Cancel by dropping the future.
     async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, LlmError>;

@@ -73,7 +73,8 @@ impl CappedBuf {
         }
     }
 
-    /// Append bytes.
+    /// Append bytes: the first half of the cap is kept, then only the latest bytes (the
+    /// middle is dropped).
     pub fn push(&mut self, mut data: &[u8]) {
         self.total += data.len();
         let head_cap = self.cap / 2;
@@ -89,7 +90,7 @@ impl CappedBuf {
         }
     }
 
-    /// Bytes seen.
+    /// Bytes pushed in total, including those dropped.
     pub fn total(&self) -> usize {
         self.total
     }
@@ -138,7 +139,7 @@ pub struct ShellRun {
     pub stdout: String,
     /// Captured stderr (capped).
     pub stderr: String,
-    /// Wall time.
+    /// Wall time of the command, until it exited or was killed.
     pub duration: Duration,
 }
 
