@@ -26,7 +26,7 @@ use worktrain_core::workflow::Join;
 /// An output format of [`render`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum GraphFormat {
-    /// Indented outline.
+    /// An indented plain-text outline, for terminals.
     Text,
     /// Graphviz DOT.
     Dot,
@@ -35,7 +35,7 @@ pub enum GraphFormat {
 }
 
 impl GraphFormat {
-    /// Every format.
+    /// Every format; parsing a format name (`FromStr`) searches this list.
     pub const ALL: [GraphFormat; 3] = [GraphFormat::Text, GraphFormat::Dot, GraphFormat::Svg];
 
     /// The name used on the command line (`text`, `dot`, `svg`).
@@ -404,7 +404,7 @@ pub enum NodeKind {
     },
 }
 
-/// One node.
+/// One node of the laid-out graph: a step, a loop head or tail, a guard, … (see [`NodeKind`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
     /// Stable identifier (`step:plan`, `loop:verify`, `guard:fix`, …).
@@ -442,14 +442,14 @@ pub enum EdgeKind {
     Spawn,
 }
 
-/// One edge.
+/// One edge of the laid-out graph, between two nodes by index.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Edge {
     /// Source node index.
     pub from: usize,
     /// Target node index.
     pub to: usize,
-    /// Meaning.
+    /// What the edge means (sequence, loop pass, skip, jump, …).
     pub kind: EdgeKind,
     /// Label (may be empty).
     pub label: String,

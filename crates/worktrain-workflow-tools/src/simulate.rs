@@ -21,7 +21,7 @@ use worktrain_core::token::{Keyring, TokenClaims};
 /// Scripted agent behaviour.
 #[derive(Debug, Clone, Default)]
 pub struct Script {
-    /// Initial context.
+    /// Context the simulated session starts with (the start inputs).
     pub context: Map<String, Value>,
     /// Context delta submitted each time a step completes, by step id.
     pub at: BTreeMap<String, Map<String, Value>>,
@@ -49,7 +49,7 @@ pub const DEFAULT_TIME_BUDGET: std::time::Duration = std::time::Duration::from_s
 pub enum TraceItem {
     /// A step was entered.
     Enter {
-        /// Step id.
+        /// Id of the step entered.
         step: String,
         /// Loop passes enclosing it, outermost first (`loop#pass`).
         #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -60,7 +60,7 @@ pub enum TraceItem {
     },
     /// A step was skipped.
     Skip {
-        /// Step id.
+        /// Id of the step skipped.
         step: String,
         /// The false condition.
         condition: String,
@@ -74,7 +74,7 @@ pub enum TraceItem {
     },
     /// A loop pass began.
     Pass {
-        /// Loop id.
+        /// Id of the loop whose pass began.
         #[serde(rename = "loop")]
         loop_: String,
         /// 1-based pass.
@@ -82,26 +82,26 @@ pub enum TraceItem {
     },
     /// A loop ended.
     Exit {
-        /// Loop id.
+        /// Id of the loop that ended.
         #[serde(rename = "loop")]
         loop_: String,
-        /// Passes run.
+        /// Number of passes the loop ran.
         passes: u32,
-        /// Why.
+        /// Why the loop ended (condition, decision, count exhausted, `maxIterations`).
         reason: LoopExitReason,
     },
     /// A jump was taken.
     Jump {
-        /// From step.
+        /// Id of the step carrying the `jumpIf`.
         from: String,
-        /// To entry.
+        /// Id of the entry jumped back to.
         to: String,
         /// Count so far.
         count: u32,
     },
     /// A jump's bound was reached.
     JumpExhausted {
-        /// Step id.
+        /// Id of the step whose jump bound was reached (execution fell through).
         step: String,
     },
     /// The workflow completed.
@@ -111,7 +111,7 @@ pub enum TraceItem {
 /// The path a simulation took.
 #[derive(Debug, Clone, Serialize)]
 pub struct Trace {
-    /// Workflow id.
+    /// Id of the simulated workflow.
     pub workflow: String,
     /// What happened, in order.
     pub path: Vec<TraceItem>,
@@ -121,7 +121,7 @@ pub struct Trace {
     pub completed: bool,
     /// Events the run recorded.
     pub events: usize,
-    /// Final context.
+    /// The session context at the end: the start context with every step's delta merged in.
     pub context: Map<String, Value>,
 }
 
@@ -131,9 +131,9 @@ pub enum SimError {
     /// A scripted output was blocked.
     #[error("step `{step}` was blocked: {reasons}")]
     Blocked {
-        /// Step id.
+        /// Id of the step whose scripted output was blocked.
         step: String,
-        /// Blocker messages.
+        /// The blockers' messages, joined with `; `.
         reasons: String,
     },
     /// The engine refused an operation.
@@ -147,7 +147,7 @@ pub enum SimError {
         "stopped at the simulation cap of {cap} step entries; the workflow may enter up to {bound} (pass a larger max_nodes to go further, or script the loops to end sooner)"
     )]
     Capped {
-        /// The cap.
+        /// The cap that was reached, in step entries ([`DEFAULT_MAX_NODES`]).
         cap: u64,
         /// The compiler's bound.
         bound: u64,
