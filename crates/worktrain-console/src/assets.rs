@@ -18,7 +18,7 @@ pub struct Asset {
     pub name: String,
     /// MIME type.
     pub content_type: &'static str,
-    /// Content.
+    /// The file's bytes, embedded in the binary at build time.
     pub bytes: &'static [u8],
 }
 
@@ -38,7 +38,7 @@ impl Asset {
     }
 }
 
-/// The stylesheet.
+/// The console's stylesheet, served under a content-hashed name (cacheable forever).
 pub static CSS: LazyLock<Asset> = LazyLock::new(|| {
     Asset::new(
         "console",

@@ -115,7 +115,7 @@ impl Console {
 pub struct Counts {
     /// (run state or `none`, sessions).
     pub by_state: Vec<(&'static str, u64)>,
-    /// All sessions.
+    /// All sessions in the store, whatever their state.
     pub total: u64,
 }
 

@@ -17,7 +17,7 @@ use super::PageError;
 use crate::auth::Browser;
 use crate::{BASE, Console, layout};
 
-/// Diffs kept.
+/// Step diffs kept in memory; when full, the oldest is dropped first.
 const CACHE: usize = 16;
 /// Longest patch shown (bytes); the rest is cut with a note.
 const MAX_PATCH: usize = 512 * 1024;

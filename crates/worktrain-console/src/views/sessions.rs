@@ -27,10 +27,11 @@ pub struct ListQuery {
     /// Run state (`queued`, `running`, …) or `none`.
     #[serde(default)]
     pub state: Option<String>,
-    /// Workflow id.
+    /// Only sessions of this workflow id; `None` or empty for every workflow.
     #[serde(default)]
     pub workflow: Option<String>,
-    /// Workspace directory.
+    /// Only sessions whose workspace is this directory or inside it; `None` or empty for
+    /// every workspace.
     #[serde(default)]
     pub workspace: Option<String>,
     /// Trigger id: sessions it started.

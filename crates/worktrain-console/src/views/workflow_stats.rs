@@ -40,7 +40,7 @@ pub struct Numbers {
     pub durations: Vec<i64>,
     /// Tokens, in total.
     pub tokens: u64,
-    /// Attempts submitted.
+    /// Attempts submitted for the step, over the sampled sessions.
     pub attempts: u64,
     /// Of which blocked.
     pub blocked: u64,
