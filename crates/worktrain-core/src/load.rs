@@ -207,6 +207,24 @@ impl fmt::Display for WorkflowError {
 
 /// Parse a workflow file's text. `file_name` is used for format detection and error messages.
 /// Files written for an older `schemaVersion` are upgraded first (see [`upgrade`]).
+///
+/// ```
+/// use worktrain_core::load::parse_workflow;
+///
+/// let good = "schemaVersion: 1\nid: hello\nname: Hello\ndescription: One step.\n\
+///             version: \"1\"\nsteps:\n  - id: greet\n    title: Greet\n    prompt: Say hello.\n";
+/// let def = parse_workflow("hello.yaml", good)?;
+/// assert_eq!(def.id.as_str(), "hello");
+/// assert_eq!(def.steps.len(), 1);
+///
+/// // A mistake is reported with the file, the line and what is wrong.
+/// let typo = good.replace("title:", "titel:");
+/// let err = parse_workflow("hello.yaml", &typo).unwrap_err();
+/// assert_eq!(err.file.as_deref(), Some("hello.yaml"));
+/// assert_eq!(err.line, Some(8));
+/// assert!(err.to_string().starts_with("hello.yaml:8"), "{err}");
+/// # Ok::<(), worktrain_core::load::WorkflowError>(())
+/// ```
 pub fn parse_workflow(file_name: &str, text: &str) -> Result<WorkflowDefinition, WorkflowError> {
     parse_document(
         file_name,

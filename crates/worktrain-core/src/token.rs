@@ -116,6 +116,34 @@ mod secret_b64 {
 
 /// The keyring: a current key that signs, and optionally the previous key, which still
 /// verifies (so tokens survive one rotation).
+///
+/// ```
+/// use worktrain_core::ids::{Attempt, NodeId, SessionId};
+/// use worktrain_core::token::{Keyring, TokenClaims, TokenError, TokenKind};
+///
+/// let mut keyring = Keyring::new([7; 32], "2026-01-01T00:00:00Z".into());
+/// let claims = TokenClaims {
+///     kind: TokenKind::Advance,
+///     session: SessionId::from_parts(1_767_225_600_000, 42),
+///     node: NodeId(1),
+///     attempt: Attempt(1),
+/// };
+/// let token = keyring.mint(claims);
+/// assert!(token.starts_with("wt1."));
+/// assert_eq!(keyring.verify(&token)?, claims);
+///
+/// // A token signed with another secret is refused.
+/// let other = Keyring::new([8; 32], "2026-01-01T00:00:00Z".into());
+/// assert!(matches!(keyring.verify(&other.mint(claims)), Err(TokenError::BadSignature)));
+///
+/// // After a rotation, tokens of the previous key still verify ...
+/// keyring.rotate([9; 32], "2026-02-01T00:00:00Z".into());
+/// assert_eq!(keyring.verify(&token)?, claims);
+/// // ... until the previous key is dropped.
+/// keyring.drop_previous();
+/// assert!(matches!(keyring.verify(&token), Err(TokenError::RetiredKey(_))));
+/// # Ok::<(), TokenError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Keyring {

@@ -561,6 +561,60 @@ impl Engine {
     }
 
     /// The current step, fresh tokens and a recap of earlier notes. Writes nothing.
+    ///
+    /// With [`Engine::checkpoint`], progress is saved without advancing; rehydrating finds
+    /// the session again by its id (or any of its tokens), e.g. from another process:
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use worktrain_core::context::Limits;
+    /// # use worktrain_core::event::SessionMode;
+    /// # use worktrain_core::token::Keyring;
+    /// # use worktrain_engine::{Catalog, Engine, StartRequest};
+    /// # use worktrain_store::{EventStore, StoreOptions, StoreUrl};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let workflow = dir.path().join("draft.yaml");
+    /// # std::fs::write(
+    /// #     &workflow,
+    /// #     "schemaVersion: 1\nid: draft\nname: Draft\ndescription: Two steps.\nversion: \"1\"\n\
+    /// #      steps:\n  - id: outline\n    title: Outline\n    prompt: Outline it.\n  - id: write\n    title: Write\n    prompt: Write it.\n",
+    /// # )?;
+    /// # let url = StoreUrl::Sqlite(dir.path().join("worktrain.db"));
+    /// # let store: Arc<dyn EventStore> = worktrain_store::open(&url, &StoreOptions::default()).await?;
+    /// # let keyring = Keyring::new([7; 32], "2026-01-01T00:00:00Z".into());
+    /// # let engine = Engine::new(store, keyring, Limits::default());
+    /// # let started = engine
+    /// #     .start(StartRequest {
+    /// #         workflow: Catalog::default().resolve(workflow.to_str().unwrap_or_default())?,
+    /// #         goal: "the release notes".into(),
+    /// #         workspace: None,
+    /// #         context: Default::default(),
+    /// #         mode: SessionMode::Interactive,
+    /// #         parent: None,
+    /// #     })
+    /// #     .await?;
+    /// use worktrain_core::response::Outcome;
+    /// use worktrain_engine::SessionRef;
+    ///
+    /// // `started` is the reply of `Engine::start` (first step: `outline`).
+    /// let token = started.response.tokens.checkpoint.clone().unwrap_or_default();
+    /// let mut context = serde_json::Map::new();
+    /// context.insert("sections".into(), 3.into());
+    /// let saved = engine.checkpoint(&token, "Three sections so far.", context).await?;
+    /// assert_eq!(saved.response.outcome, Outcome::Checkpointed);
+    ///
+    /// let id = started.response.session_id.to_string();
+    /// let found = engine.rehydrate(&SessionRef::parse(&id)).await?;
+    /// assert_eq!(found.response.outcome, Outcome::Rehydrated);
+    /// let step = found.response.step.as_ref().map(|s| s.id.as_str());
+    /// assert_eq!(step, Some("outline"));
+    /// // Fresh tokens: the agent can go on from here.
+    /// assert!(found.response.tokens.advance.is_some());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn rehydrate(&self, target: &SessionRef) -> Result<Reply, ApiError> {
         let id = self.session_id(target)?;
         let summary = self.summary(id).await?;
@@ -577,6 +631,59 @@ impl Engine {
     }
 
     /// Move a session back to an earlier step; records the rewind and starts a branch.
+    /// The step is named by id (its latest completed visit on the current path) or by
+    /// node; the earlier visits stay in the step graph.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use worktrain_core::context::Limits;
+    /// # use worktrain_core::event::SessionMode;
+    /// # use worktrain_core::token::Keyring;
+    /// # use worktrain_engine::{Catalog, Engine, StartRequest};
+    /// # use worktrain_store::{EventStore, StoreOptions, StoreUrl};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let workflow = dir.path().join("draft.yaml");
+    /// # std::fs::write(
+    /// #     &workflow,
+    /// #     "schemaVersion: 1\nid: draft\nname: Draft\ndescription: Two steps.\nversion: \"1\"\n\
+    /// #      steps:\n  - id: outline\n    title: Outline\n    prompt: Outline it.\n  - id: write\n    title: Write\n    prompt: Write it.\n",
+    /// # )?;
+    /// # let url = StoreUrl::Sqlite(dir.path().join("worktrain.db"));
+    /// # let store: Arc<dyn EventStore> = worktrain_store::open(&url, &StoreOptions::default()).await?;
+    /// # let keyring = Keyring::new([7; 32], "2026-01-01T00:00:00Z".into());
+    /// # let engine = Engine::new(store, keyring, Limits::default());
+    /// # let started = engine
+    /// #     .start(StartRequest {
+    /// #         workflow: Catalog::default().resolve(workflow.to_str().unwrap_or_default())?,
+    /// #         goal: "the release notes".into(),
+    /// #         workspace: None,
+    /// #         context: Default::default(),
+    /// #         mode: SessionMode::Interactive,
+    /// #         parent: None,
+    /// #     })
+    /// #     .await?;
+    /// use worktrain_core::ids::StepId;
+    /// use worktrain_core::machine::Submission;
+    /// use worktrain_core::response::Outcome;
+    /// use worktrain_engine::{RewindTarget, SessionRef};
+    ///
+    /// // `started` is the reply of `Engine::start`; complete the first step.
+    /// let token = started.response.tokens.advance.clone().unwrap_or_default();
+    /// let output = Submission { notes: Some("Outlined.".into()), ..Submission::default() };
+    /// let next = engine.advance(&token, output).await?;
+    /// assert_eq!(next.response.step.as_ref().map(|s| s.id.as_str()), Some("write"));
+    ///
+    /// // The outline was wrong: go back to it.
+    /// let session = SessionRef::Id(started.response.session_id);
+    /// let to = RewindTarget::Step(StepId::new("outline")?);
+    /// let back = engine.rewind(&session, &to, Some("wrong audience".into())).await?;
+    /// assert_eq!(back.response.outcome, Outcome::Rewound);
+    /// assert_eq!(back.response.step.as_ref().map(|s| s.id.as_str()), Some("outline"));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn rewind(
         &self,
         target: &SessionRef,

@@ -22,6 +22,28 @@ impl StoreUrl {
     ///   resolved by [`StoreUrl::relative_to`]); `sqlite:///var/lib/wt.db`: absolute.
     /// * `postgres://…` or `postgresql://…`: handed to the PostgreSQL driver as is
     ///   (`sslmode`, `host`, `application_name`, … are honoured).
+    ///
+    /// ```
+    /// use std::path::{Path, PathBuf};
+    ///
+    /// use worktrain_store::StoreUrl;
+    ///
+    /// // A relative SQLite path lives in the worktrain home.
+    /// let url = StoreUrl::parse("sqlite://worktrain.db")?.relative_to(Path::new("/srv/worktrain"));
+    /// assert!(url == StoreUrl::Sqlite(PathBuf::from("/srv/worktrain/worktrain.db")));
+    /// assert_eq!(url.backend(), "sqlite");
+    ///
+    /// // A PostgreSQL URL is kept as is; its password never reaches logs.
+    /// let pg = StoreUrl::parse("postgres://wt:s3cret@db.internal/worktrain")?;
+    /// assert_eq!(pg.backend(), "postgres");
+    /// assert!(pg.has_password());
+    /// assert!(!pg.redacted().contains("s3cret"));
+    ///
+    /// // Anything else is refused with what to write instead.
+    /// let err = StoreUrl::parse("mysql://localhost/worktrain").unwrap_err();
+    /// assert!(err.to_string().contains("sqlite://"), "{err}");
+    /// # Ok::<(), worktrain_store::StoreError>(())
+    /// ```
     pub fn parse(text: &str) -> Result<Self, StoreError> {
         let text = text.trim();
         let invalid = |reason: &str| StoreError::InvalidUrl {
