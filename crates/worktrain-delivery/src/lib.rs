@@ -1040,9 +1040,18 @@ async fn run_stage(
                     )
                 })?),
             };
-            post_signed(&hook.url, secret.as_deref(), &payload).await?;
+            let url = match env_reference(&hook.url) {
+                None => hook.url.clone(),
+                Some(var) => host.secret(var).ok_or_else(|| {
+                    StageError::fatal(
+                        format!("the webhook URL variable `{var}` is not set"),
+                        "set it in the daemon's environment",
+                    )
+                })?,
+            };
+            post_signed(&url, secret.as_deref(), &payload).await?;
             Ok(StageOutcome {
-                summary: format!("posted to {}", hook.url),
+                summary: format!("posted to {}", redact_url(&url)),
                 ..StageOutcome::default()
             })
         }
@@ -1113,10 +1122,13 @@ pub async fn post_signed(
     let body = serde_json::to_vec(payload).map_err(|e| StageError::fatal(e.to_string(), ""))?;
     let client =
         http_client(Duration::from_secs(30)).map_err(|e| StageError::fatal(e.to_string(), ""))?;
+    // The URL may carry its credential: messages name its origin only, and the HTTP
+    // client's error text (which names the whole URL) is taken without it.
+    let shown = redact_url(url);
     let answer = post_json(&client, url, secret, body)
         .await
         .map_err(|e| StageError {
-            message: format!("POST {url}: {e}"),
+            message: format!("POST {shown}: {}", e.without_url()),
             retryable: true,
             retry_after: None,
             hint: None,
@@ -1126,11 +1138,40 @@ pub async fn post_signed(
         Ok(())
     } else {
         Err(StageError {
-            message: format!("POST {url} answered {status}"),
+            message: format!("POST {shown} answered {status}"),
             retryable: status >= 500 || status == 429,
             retry_after: None,
             hint: Some("check the receiving endpoint".into()),
         })
+    }
+}
+
+/// `NAME` when `value` is a whole `$NAME` or `${NAME}` reference (a URL kept in the
+/// daemon's environment, so that it is never stored with the session's settings).
+pub fn env_reference(value: &str) -> Option<&str> {
+    let name = value
+        .strip_prefix("${")
+        .and_then(|v| v.strip_suffix('}'))
+        .or_else(|| value.strip_prefix('$'))?;
+    (!name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        .then_some(name)
+}
+
+/// A URL as it may be shown in events and logs: its scheme, host and port, with any
+/// path, query or user info (where webhook URLs carry their tokens) replaced by `…`.
+pub fn redact_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => {
+            let host = u.host_str().unwrap_or("");
+            let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
+            let rest = if u.path() == "/" && u.query().is_none() && u.username().is_empty() {
+                "/"
+            } else {
+                "/…"
+            };
+            format!("{}://{host}{port}{rest}", u.scheme())
+        }
+        Err(_) => "(an invalid URL)".into(),
     }
 }
 

@@ -678,3 +678,100 @@ async fn webhook_target_posts_the_result_signed() {
     assert_eq!(v["handoff"]["prTitle"], "Handle empty config files");
     assert_eq!(v["commit"], git(&repo.ws, &["rev-parse", &repo.branch]));
 }
+
+/// A webhook URL often carries its credential (`/hooks/<token>`, `?token=`): it is never
+/// written into the session's events — not on success, not in a failure message (where
+/// the HTTP client's own error text would name the URL).
+#[tokio::test]
+async fn a_webhook_url_never_reaches_the_events() {
+    let app = axum::Router::new().route(
+        "/hooks/{token}",
+        axum::routing::post(|| async { (axum::http::StatusCode::BAD_GATEWAY, "down") }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    const TOKEN: &str = "T0KEN-in-the-path";
+    const QUERY: &str = "qs-s3cret";
+    let url = format!("http://{addr}/hooks/{TOKEN}?key={QUERY}");
+    let settings = |url: &str| DeliverySettings {
+        target: DeliveryTarget::Webhook,
+        webhook: Some(worktrain_core::run::DeliveryWebhook {
+            url: url.to_owned(),
+            secret_env: None,
+        }),
+        ..DeliverySettings::default()
+    };
+    let events_of = |host: &MemHost| format!("{:?}", host.state.lock().unwrap().events);
+
+    // The receiver answers 502: a failure message.
+    let repo = template_repo();
+    repo.edit("src/config.rs", "done\n");
+    let host = MemHost::new(&repo, Some(handoff()), None);
+    let out = deliver(&repo.job(settings(&url), None), host.as_ref(), fast())
+        .await
+        .unwrap();
+    assert!(matches!(out, Outcome::Failed(_)), "{out:?}");
+    let recorded = events_of(&host);
+    assert!(recorded.contains("answered 502"), "{recorded}");
+    assert!(
+        !recorded.contains(TOKEN) && !recorded.contains(QUERY),
+        "{recorded}"
+    );
+
+    // The URL kept in the daemon's environment (`$VAR`): the settings hold the name only.
+    let repo = template_repo();
+    repo.edit("src/config.rs", "done\n");
+    let host = MemHost::new(&repo, Some(handoff()), None);
+    host.state
+        .lock()
+        .unwrap()
+        .secrets
+        .push(("HOOK_URL".into(), url.clone()));
+    let out = deliver(
+        &repo.job(settings("${HOOK_URL}"), None),
+        host.as_ref(),
+        fast(),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(out, Outcome::Failed(_)), "{out:?}");
+    let recorded = events_of(&host);
+    assert!(
+        recorded.contains("answered 502"),
+        "reached the receiver: {recorded}"
+    );
+    assert!(
+        !recorded.contains(TOKEN) && !recorded.contains(QUERY),
+        "{recorded}"
+    );
+    // An unset variable is a final failure naming it.
+    let repo = template_repo();
+    repo.edit("src/config.rs", "done\n");
+    let host = MemHost::new(&repo, Some(handoff()), None);
+    let out = deliver(
+        &repo.job(settings("$NO_SUCH_HOOK_URL"), None),
+        host.as_ref(),
+        fast(),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(out, Outcome::Failed(_)), "{out:?}");
+    assert!(events_of(&host).contains("`NO_SUCH_HOOK_URL` is not set"));
+
+    // Nobody listens: the client's connection error.
+    server.abort();
+    let _ = server.await;
+    let repo = template_repo();
+    repo.edit("src/config.rs", "done\n");
+    let host = MemHost::new(&repo, Some(handoff()), None);
+    let out = deliver(&repo.job(settings(&url), None), host.as_ref(), fast())
+        .await
+        .unwrap();
+    assert!(matches!(out, Outcome::Failed(_)), "{out:?}");
+    let recorded = events_of(&host);
+    assert!(
+        !recorded.contains(TOKEN) && !recorded.contains(QUERY),
+        "{recorded}"
+    );
+}

@@ -149,6 +149,8 @@ pub(crate) struct HostState {
     /// Fail the record of this many more events, then refuse all records ("crashed").
     pub crash_after_records: Option<usize>,
     pub commits: u32,
+    /// More variables `secret` answers (name, value).
+    pub secrets: Vec<(String, String)>,
 }
 
 pub(crate) struct MemHost {
@@ -332,7 +334,14 @@ impl Host for MemHost {
     }
 
     fn secret(&self, var: &str) -> Option<String> {
-        (var == "WT_DELIVERY_TEST_HOOK_SECRET").then(|| "s3cret".to_owned())
+        if var == "WT_DELIVERY_TEST_HOOK_SECRET" {
+            return Some("s3cret".to_owned());
+        }
+        let st = self.state.lock().unwrap();
+        st.secrets
+            .iter()
+            .find(|(k, _)| k == var)
+            .map(|(_, v)| v.clone())
     }
 
     fn forge(&self, _identity: Option<&str>, _forge: ForgeKind) -> Result<ForgeAccess, String> {
