@@ -410,6 +410,15 @@ async fn log(
         return Err(not_found(id));
     }
     let mut cursor = Seq(after);
+    // Subscribed before the first read, so an append in between still wakes the wait:
+    // PostgreSQL announces every process's appends; on SQLite, appends by other
+    // processes are unannounced and found by re-reading at most every 200 ms.
+    let mut appended = engine.store().subscribe();
+    let recheck = engine
+        .store()
+        .quiet_recheck()
+        .min(Duration::from_millis(200));
+    let never = tokio_util::sync::CancellationToken::new();
     loop {
         let events = engine
             .store()
@@ -448,7 +457,14 @@ async fn log(
             if done {
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            worktrain_daemon::sse::wait_for_append(
+                &mut appended,
+                |a| a.session_id == id,
+                recheck,
+                &never,
+                None,
+            )
+            .await;
         }
     }
     Ok(Exit::Ok)
