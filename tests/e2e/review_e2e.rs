@@ -206,3 +206,129 @@ fn a_review_session_posts_one_review_with_inline_comments_and_retries_never_dupl
     assert!(again.stderr.contains("already delivered"), "{again:?}");
     assert_eq!(gh.reviews_on("acme/widgets", 7).len(), 1);
 }
+
+/// A recorded `pull_request.opened` delivery to a trigger whose delivery target is
+/// `review_comment`: the session's source is the pull request the webhook was about, and
+/// the review lands there, on the head commit the payload names.
+#[test]
+fn a_pull_request_webhook_gets_its_review_from_the_session_it_starts() {
+    use crate::triggers::{SECRET, corpus, deliver, dispatched_session};
+    if !have_git() {
+        eprintln!("skipped: git is not installed");
+        return;
+    }
+    let payload: Value = serde_json::from_slice(&corpus("pull_request.opened.json")).unwrap();
+    let head = payload["pull_request"]["head"]["sha"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let title = payload["pull_request"]["title"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let number = payload["number"].as_u64().unwrap();
+    let repo_name = payload["repository"]["full_name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let artifact: Value = serde_json::from_str(&doc_block("json", "\"pr_review\"")).unwrap();
+    let mut rig = Rig::new(RigSpec {
+        routes: vec![route(
+            &format!("Review PR #{number}"),
+            vec![Turn::tool(
+                "complete_step",
+                json!({"notes": "reviewed", "artifacts": [artifact]}),
+            )],
+        )],
+        ..RigSpec::default()
+    });
+    std::fs::write(
+        rig.env.home().join("workflows/review-pr.yaml"),
+        doc_block("yaml", "id: review-pr"),
+    )
+    .unwrap();
+    let gh = rig.block_on(FakeGithub::start()).unwrap();
+    gh.set_items(
+        &repo_name,
+        vec![json!({"number": number, "state": "open", "title": title,
+                    "labels": [], "assignees": [], "updated_at": "2019-05-15T15:20:33Z",
+                    "pull_request": {"html_url": format!("https://github.com/{repo_name}/pull/{number}")},
+                    "head": {"ref": "changes", "sha": head}, "base": {"ref": "master"}})],
+    );
+    gh.set_pull_files(
+        &repo_name,
+        number,
+        vec![json!({"filename": "src/config.rs", "status": "modified",
+                    "patch": "@@ -40,3 +40,4 @@ fn load() {\n     let raw = read()?;\n+    let cfg = parse(&raw)?;\n     validate(&cfg)?;\n     Ok(cfg)\n"})],
+    );
+    std::fs::write(
+        rig.env.home().join("triggers.yml"),
+        format!(
+            "version: 1
+defaults:
+  workspace: {{path: {repo}}}
+triggers:
+  - id: gh-labeled
+    source:
+      github_webhook:
+        secret: {SECRET}
+        events: [pull_request.opened]
+    workflow: review-pr
+    goal: 'Review PR #{{{{ $.pull_request.number }}}}: {{{{ $.pull_request.title }}}}'
+    delivery:
+      target: review_comment
+      identity: bot
+identities:
+  bot:
+    github: {{token: $E2E_FORGE_TOKEN, api_url: {api}}}
+",
+            repo = rig.repo.display(),
+            api = gh.base_url()
+        ),
+    )
+    .unwrap();
+    rig.daemon_env
+        .push(("E2E_FORGE_TOKEN".into(), "t0ken-pr-webhook".into()));
+    rig.start_daemon();
+
+    let (status, answer) = deliver(
+        &rig,
+        "pull_request",
+        "delivery-review-1",
+        &corpus("pull_request.opened.json"),
+    );
+    assert_eq!(status, 202, "{answer}\n{}", rig.log_tail());
+    let id = dispatched_session(&rig, &answer);
+    let (code, results) = rig.await_all(&[&id], "120s");
+    let r = result_of(&results, &id);
+    assert_eq!(code, exit::OK, "{r:#}\n{}", rig.log_tail());
+    assert_eq!(r["delivery"]["state"], "delivered", "{r:#}");
+    let reviews = gh.reviews_on(&repo_name, number);
+    assert_eq!(reviews.len(), 1, "{reviews:#?}");
+    let (review, comments) = &reviews[0];
+    assert_eq!(review["commit_id"], head.as_str());
+    assert_eq!(review["state"], "CHANGES_REQUESTED");
+    assert_eq!(comments.len(), 1, "{comments:#?}");
+    assert_eq!(comments[0]["path"], "src/config.rs");
+    assert!(
+        review["body"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("<!-- worktrain:session={id} -->"))
+    );
+    // A redelivery of the same webhook starts nothing and posts nothing.
+    let (status, again) = deliver(
+        &rig,
+        "pull_request",
+        "delivery-review-1",
+        &corpus("pull_request.opened.json"),
+    );
+    assert!(status == 200 || status == 202, "{again}");
+    let sessions = rig.cli(&["--json", "sessions"]).json();
+    assert_eq!(
+        sessions["sessions"].as_array().map(Vec::len),
+        Some(1),
+        "{sessions:#}"
+    );
+    assert_eq!(gh.reviews_on(&repo_name, number).len(), 1);
+}

@@ -14,7 +14,7 @@ use worktrain_triggers::verify::sign_hex;
 use crate::daemon_rig::{Rig, RigSpec, complete, have_git, route, shell, wait_for};
 use crate::support::exit;
 
-const SECRET: &str = "e2e-webhook-secret";
+pub(crate) const SECRET: &str = "e2e-webhook-secret";
 
 pub(crate) fn corpus(name: &str) -> Vec<u8> {
     let path = concat!(
