@@ -93,13 +93,6 @@ async fn fetch_summary(client: &DaemonClient, id: SessionId) -> Result<SessionSu
     })
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
 /// `worktrain watch`.
 pub(crate) async fn run(ctx: &Ctx, a: WatchArgs) -> Result<Exit, ApiError> {
     let filter = match a.status.as_deref() {
@@ -126,7 +119,7 @@ pub(crate) async fn run(ctx: &Ctx, a: WatchArgs) -> Result<Exit, ApiError> {
         ));
     }
     let client = Arc::new(DaemonClient::new(ctx)?);
-    let mut app = App::new(client.base(), filter, now_ms());
+    let mut app = App::new(client.base(), filter, worktrain_store::now_ms());
     // Where the stream starts: the newest event before the list is read, so nothing
     // falls between the two (events already in the list are skipped by their seq).
     let head = head_position(&client).await?;
@@ -286,7 +279,7 @@ fn update(app: &mut App, msg: Msg) -> Vec<Effect> {
             Vec::new()
         }
         Msg::Tick => {
-            app.now_ms = now_ms();
+            app.now_ms = worktrain_store::now_ms();
             Vec::new()
         }
     }
