@@ -272,6 +272,65 @@ async fn advance_latency(dir: &std::path::Path) {
     );
 }
 
+/// What SQLite costs through sqlx on this machine, with the store's settings (WAL,
+/// `synchronous=FULL`, 512-byte pages): one durable commit of one small row, and one
+/// read round trip. The floor an advance is measured against (docs/benchmarks.md).
+async fn sqlite_floor(dir: &std::path::Path) {
+    use sqlx::sqlite::{
+        SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+    };
+    let connect = SqliteConnectOptions::new()
+        .filename(dir.join("floor.db"))
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .page_size(512);
+    let pool = SqlitePoolOptions::new()
+        .max_connections(4)
+        .test_before_acquire(false)
+        .connect_with(connect)
+        .await
+        .unwrap();
+    sqlx::query("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let n = 2_000;
+    let mut commits = Vec::with_capacity(n);
+    let mut reads = Vec::with_capacity(n);
+    for i in 0..n {
+        let t0 = Instant::now();
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
+        sqlx::query("INSERT INTO t (v) VALUES (?)")
+            .bind(format!("row {i}"))
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        commits.push(t0.elapsed());
+        let t0 = Instant::now();
+        let _: (i64,) = sqlx::query_as("SELECT v IS NOT NULL FROM t WHERE id = ?")
+            .bind(i64::try_from(i + 1).unwrap_or(1))
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        reads.push(t0.elapsed());
+    }
+    commits.sort();
+    reads.sort();
+    println!("SQLite through sqlx, the store's settings (the floor of an advance)");
+    println!(
+        "  durable commit of one row (begin, insert, commit): p50 {}  p99 {}",
+        fmt(percentile(&commits, 0.5)),
+        fmt(percentile(&commits, 0.99))
+    );
+    println!(
+        "  one read round trip (acquire, select one row): p50 {}  p99 {}",
+        fmt(percentile(&reads, 0.5)),
+        fmt(percentile(&reads, 0.99))
+    );
+}
+
 /// Dispatch throughput, then claims by 1, 2 and 3 workers (each its own store handle and
 /// connection pool, like separate daemons): claim latency and claim-and-finish cycles per
 /// second. Every claim counts the running runs and takes the cluster-wide claim lock, as
@@ -569,6 +628,9 @@ fn main() {
         let wants =
             |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
         if wants("advance") {
+            if std::env::var("BENCH_DATABASE_URL").map_or(true, |u| u.is_empty()) {
+                sqlite_floor(dir.path()).await;
+            }
             advance_latency(dir.path()).await;
         }
         if wants("append") {

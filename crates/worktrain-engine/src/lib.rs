@@ -357,21 +357,25 @@ impl Engine {
             .ok_or_else(|| not_found(id))
     }
 
+    /// Append `plan` after `known`, the summary the plan was decided on (`None` for a new
+    /// session).
     async fn persist(
         &self,
-        expected: worktrain_core::ids::Seq,
+        known: Option<&SessionSummary>,
         id: SessionId,
         plan: &Plan,
     ) -> Result<Persisted, ApiError> {
-        let outcome = self
-            .store
-            .append(AppendRequest {
-                session_id: id,
-                expected_seq: expected,
-                events: plan.events.clone(),
-                blobs: plan.blobs.clone(),
-            })
-            .await;
+        let expected = known.map_or(Seq(0), |s| s.last_seq);
+        let request = AppendRequest {
+            session_id: id,
+            expected_seq: expected,
+            events: plan.events.clone(),
+            blobs: plan.blobs.clone(),
+        };
+        let outcome = match known {
+            Some(known) => self.store.append_after(known, request).await,
+            None => self.store.append(request).await,
+        };
         match outcome {
             Ok(o) if !o.duplicate => Ok(Persisted::Written),
             Ok(_) => Ok(Persisted::Duplicate),
@@ -413,7 +417,7 @@ impl Engine {
                 source: req.workflow.source.clone(),
             },
         )?;
-        if self.persist(worktrain_core::ids::Seq(0), id, &plan).await? != Persisted::Written {
+        if self.persist(None, id, &plan).await? != Persisted::Written {
             return Err(ApiError::internal(
                 "a fresh session id collided with an existing session",
             ));
@@ -431,13 +435,13 @@ impl Engine {
     pub async fn advance(&self, token: &str, submission: Submission) -> Result<Reply, ApiError> {
         let claims = self.keyring.verify(token)?;
         for round in 0..MAX_REJUDGE {
-            let summary = self.summary(claims.session).await?;
-            let pinned = self.pinned(summary.workflow_hash).await?;
-            let mut prior = self
+            let (summary, mut prior) = self
                 .store
-                .attempt(claims.session, claims.node, claims.attempt)
+                .session_and_attempt(claims.session, claims.node, claims.attempt)
                 .await
                 .map_err(store_error)?;
+            let summary = summary.ok_or_else(|| not_found(claims.session))?;
+            let pinned = self.pinned(summary.workflow_hash).await?;
             // The same output as the attempt just blocked would be blocked the same way:
             // answer with that recorded response and write nothing, so a client that
             // resubmits in a loop (an editor that returns at once, a stuck agent) cannot
@@ -487,9 +491,7 @@ impl Engine {
                     {
                         plan.events.push(event);
                     }
-                    if self
-                        .persist(summary.last_seq, claims.session, &plan)
-                        .await?
+                    if self.persist(Some(&summary), claims.session, &plan).await?
                         == Persisted::Written
                     {
                         info!(
@@ -534,10 +536,7 @@ impl Engine {
                     replayed: true,
                 });
             }
-            match self
-                .persist(summary.last_seq, claims.session, &plan)
-                .await?
-            {
+            match self.persist(Some(&summary), claims.session, &plan).await? {
                 Persisted::Written => {
                     info!(session_id = %claims.session, node = %claims.node, "checkpoint recorded");
                     return Ok(Reply {
@@ -721,7 +720,7 @@ impl Engine {
             let plan =
                 self.machine(&pinned)
                     .rewind(&summary, &path_owned, chosen, reason.clone())?;
-            if self.persist(summary.last_seq, id, &plan).await? == Persisted::Written {
+            if self.persist(Some(&summary), id, &plan).await? == Persisted::Written {
                 info!(session_id = %id, target = %chosen.node, "session rewound");
                 // The files go back with the steps — unless an agent is working in the
                 // worktree right now; then the restore waits for the run's next start.
@@ -912,7 +911,7 @@ impl Engine {
                 }
                 GateDecision::Reject(note) => machine.reject(&summary, note.clone())?,
             };
-            match self.persist(summary.last_seq, id, &plan).await? {
+            match self.persist(Some(&summary), id, &plan).await? {
                 Persisted::Written => {
                     info!(session_id = %id, decision = decision.as_str(), "gate decided");
                     return Ok(Reply {

@@ -496,6 +496,21 @@ pub trait EventStore: Send + Sync + 'static {
     /// all in one transaction.
     async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError>;
 
+    /// [`append`](Self::append) by a writer that has just read `known`, the session's
+    /// summary at `request.expected_seq`. A backend may build the batch on it instead of
+    /// reading the summary again inside the transaction: the unique `(session, seq)` key
+    /// still refuses the batch if the log has moved on, and the outcome is then exactly
+    /// what `append` would say (a conflict, or the duplicate of an earlier batch). A
+    /// `known` at another seq is ignored. The default is `append`.
+    async fn append_after(
+        &self,
+        known: &SessionSummary,
+        request: AppendRequest,
+    ) -> Result<AppendOutcome, StoreError> {
+        let _ = known;
+        self.append(request).await
+    }
+
     /// The session summary (one row; never a log scan).
     async fn session(&self, id: SessionId) -> Result<Option<SessionSummary>, StoreError>;
 
@@ -519,6 +534,22 @@ pub trait EventStore: Send + Sync + 'static {
         node: NodeId,
         attempt: Attempt,
     ) -> Result<Option<AttemptRecord>, StoreError>;
+
+    /// The session summary and the record of one of its attempts, read together: what an
+    /// advance decides on. A backend answers it in one round trip where it can; the
+    /// default reads [`session`](Self::session) then [`attempt`](Self::attempt).
+    async fn session_and_attempt(
+        &self,
+        id: SessionId,
+        node: NodeId,
+        attempt: Attempt,
+    ) -> Result<(Option<SessionSummary>, Option<AttemptRecord>), StoreError> {
+        let Some(summary) = self.session(id).await? else {
+            return Ok((None, None));
+        };
+        let record = self.attempt(id, node, attempt).await?;
+        Ok((Some(summary), record))
+    }
 
     /// Events of one session with `seq > after`, at most `limit`.
     async fn events(

@@ -1033,6 +1033,36 @@ impl EventStore for PgStore {
         .transpose()
     }
 
+    async fn session_and_attempt(
+        &self,
+        id: SessionId,
+        node: NodeId,
+        attempt: Attempt,
+    ) -> Result<(Option<SessionSummary>, Option<AttemptRecord>), StoreError> {
+        // One statement, one round trip to the server: an advance reads both.
+        let row = sqlx::query(
+            "SELECT s.summary, a.node, a.attempt, a.outcome, a.output_hash, a.response, a.seq
+             FROM sessions s LEFT JOIN session_attempts a
+               ON a.session_id = s.session_id AND a.node = $1 AND a.attempt = $2
+             WHERE s.session_id = $3",
+        )
+        .bind(i64::from(node.0))
+        .bind(i64::from(attempt.0))
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            return Ok((None, None));
+        };
+        let summary: SessionSummary =
+            serde_json::from_str(&row.try_get::<String, _>("summary")?).map_err(corrupt)?;
+        let record = match row.try_get::<Option<i64>, _>("node")? {
+            Some(_) => Some(row_to_attempt(&row)?),
+            None => None,
+        };
+        Ok((Some(summary), record))
+    }
+
     async fn events(
         &self,
         id: SessionId,

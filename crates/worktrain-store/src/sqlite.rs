@@ -88,10 +88,15 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "insights",
         include_str!("../migrations/sqlite/0007_insights.sql"),
     ),
+    (
+        8,
+        "keys apart from large rows",
+        include_str!("../migrations/sqlite/0008_keys_apart_from_large_rows.sql"),
+    ),
 ];
 
 /// The schema version this build creates and understands.
-pub const SCHEMA_VERSION: i64 = 7;
+pub const SCHEMA_VERSION: i64 = 8;
 
 /// Rows per multi-row INSERT (9 parameters each, well under SQLite's limit).
 const INSERT_CHUNK: usize = 500;
@@ -208,6 +213,10 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new()
             .max_connections(options.max_connections.max(1))
             .min_connections(1)
+            // A connection to a local file does not go stale the way a socket does; the
+            // default ping before every acquire would cost each read and each append one
+            // more hop to SQLite's worker thread (docs/benchmarks.md).
+            .test_before_acquire(false)
             .connect_with(connect)
             .await
             .map_err(|e| StoreError::Unreachable {
@@ -331,6 +340,100 @@ impl SqliteStore {
             )?;
         }
         batch.run(conn).await
+    }
+
+    /// Append `request`; with `known` (the session's summary at `expected_seq`, just read
+    /// by the writer) the batch is built on it without reading the summary again, and the
+    /// unique `(session, seq)` key refuses it if the log has moved on.
+    async fn append_with(
+        &self,
+        known: Option<&SessionSummary>,
+        request: AppendRequest,
+    ) -> Result<AppendOutcome, StoreError> {
+        let AppendRequest {
+            session_id,
+            expected_seq,
+            events,
+            blobs,
+        } = request;
+        if events.is_empty() {
+            return Err(StoreError::EmptyAppend);
+        }
+        if let Some(big) = blobs.iter().find(|b| b.len() > self.blob_limit) {
+            return Err(StoreError::BlobTooLarge {
+                size: big.len(),
+                limit: self.blob_limit,
+            });
+        }
+        let first_key = events[0].idempotency_key.clone();
+        let batch_len = events.len();
+        let sid = session_id.to_string();
+        // Round trips: begin, read the summary (unless the writer just read it), one batch
+        // of writes, commit. A duplicate batch is found by its idempotency key's unique
+        // index (or, when the writer's seq is stale, by looking the key up before
+        // reporting a conflict).
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let summary = match known {
+            Some(known) => Some(known.clone()),
+            None => load_summary(&mut tx, session_id).await?,
+        };
+        let actual = summary.as_ref().map(|s| s.last_seq).unwrap_or(Seq(0));
+        if actual != expected_seq {
+            let dup = match first_key.as_deref() {
+                Some(key) => duplicate_of(&mut tx, key, batch_len).await?,
+                None => None,
+            };
+            tx.rollback().await?;
+            return match dup {
+                Some(dup) => Ok(dup),
+                None => Err(StoreError::SeqConflict {
+                    session: session_id,
+                    expected: expected_seq,
+                    actual,
+                }),
+            };
+        }
+        let prepared = prepare_append(session_id, summary, events, now_ms())?;
+        for key in &prepared.dispatch_keys {
+            if let Some(owner) = dispatch_owner(&mut tx, key).await? {
+                tx.rollback().await?;
+                return Err(StoreError::DispatchKeyTaken {
+                    key: key.clone(),
+                    session: owner,
+                });
+            }
+        }
+        let written = match Self::write_prepared(&mut tx, &sid, &prepared, &blobs).await {
+            Ok(()) => tx.commit().await.map_err(StoreError::from),
+            Err(e) => Err(e),
+        };
+        match written {
+            Ok(()) => {}
+            Err(StoreError::Database(e)) if is_unique_violation(&e) => {
+                return self
+                    .rejudge(
+                        session_id,
+                        expected_seq,
+                        first_key.as_deref(),
+                        batch_len,
+                        &prepared.dispatch_keys,
+                        e,
+                    )
+                    .await;
+            }
+            Err(e) => return Err(e),
+        }
+        let summary = prepared.summary;
+        let _ = self.appended.send(Appended {
+            session_id,
+            last_seq: summary.last_seq,
+        });
+        Ok(AppendOutcome {
+            first_seq: Seq(actual.0 + 1),
+            last_seq: summary.last_seq,
+            duplicate: false,
+            summary,
+        })
     }
 
     /// After a unique constraint failed: what the committed state says the append was.
@@ -779,86 +882,18 @@ impl EventStore for SqliteStore {
     }
 
     async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
-        let AppendRequest {
-            session_id,
-            expected_seq,
-            events,
-            blobs,
-        } = request;
-        if events.is_empty() {
-            return Err(StoreError::EmptyAppend);
-        }
-        if let Some(big) = blobs.iter().find(|b| b.len() > self.blob_limit) {
-            return Err(StoreError::BlobTooLarge {
-                size: big.len(),
-                limit: self.blob_limit,
-            });
-        }
-        let first_key = events[0].idempotency_key.clone();
-        let batch_len = events.len();
-        let sid = session_id.to_string();
-        // Round trips: begin, read the summary, one batch of writes, commit. A duplicate
-        // batch is found by its idempotency key's unique index (or, when the writer's seq
-        // is stale, by looking the key up before reporting a conflict).
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let summary = load_summary(&mut tx, session_id).await?;
-        let actual = summary.as_ref().map(|s| s.last_seq).unwrap_or(Seq(0));
-        if actual != expected_seq {
-            let dup = match first_key.as_deref() {
-                Some(key) => duplicate_of(&mut tx, key, batch_len).await?,
-                None => None,
-            };
-            tx.rollback().await?;
-            return match dup {
-                Some(dup) => Ok(dup),
-                None => Err(StoreError::SeqConflict {
-                    session: session_id,
-                    expected: expected_seq,
-                    actual,
-                }),
-            };
-        }
-        let prepared = prepare_append(session_id, summary, events, now_ms())?;
-        for key in &prepared.dispatch_keys {
-            if let Some(owner) = dispatch_owner(&mut tx, key).await? {
-                tx.rollback().await?;
-                return Err(StoreError::DispatchKeyTaken {
-                    key: key.clone(),
-                    session: owner,
-                });
-            }
-        }
-        let written = match Self::write_prepared(&mut tx, &sid, &prepared, &blobs).await {
-            Ok(()) => tx.commit().await.map_err(StoreError::from),
-            Err(e) => Err(e),
-        };
-        match written {
-            Ok(()) => {}
-            Err(StoreError::Database(e)) if is_unique_violation(&e) => {
-                return self
-                    .rejudge(
-                        session_id,
-                        expected_seq,
-                        first_key.as_deref(),
-                        batch_len,
-                        &prepared.dispatch_keys,
-                        e,
-                    )
-                    .await;
-            }
-            Err(e) => return Err(e),
-        }
-        let summary = prepared.summary;
-        let _ = self.appended.send(Appended {
-            session_id,
-            last_seq: summary.last_seq,
-        });
-        Ok(AppendOutcome {
-            first_seq: Seq(actual.0 + 1),
-            last_seq: summary.last_seq,
-            duplicate: false,
-            summary,
-        })
+        self.append_with(None, request).await
+    }
+
+    async fn append_after(
+        &self,
+        known: &SessionSummary,
+        request: AppendRequest,
+    ) -> Result<AppendOutcome, StoreError> {
+        let known = (known.session_id == request.session_id
+            && known.last_seq == request.expected_seq)
+            .then_some(known);
+        self.append_with(known, request).await
     }
 
     async fn session(&self, id: SessionId) -> Result<Option<SessionSummary>, StoreError> {
@@ -1007,6 +1042,36 @@ impl EventStore for SqliteStore {
         .as_ref()
         .map(row_to_attempt)
         .transpose()
+    }
+
+    async fn session_and_attempt(
+        &self,
+        id: SessionId,
+        node: NodeId,
+        attempt: Attempt,
+    ) -> Result<(Option<SessionSummary>, Option<AttemptRecord>), StoreError> {
+        // One statement: an advance reads both before it decides.
+        let row = sqlx::query(
+            "SELECT s.summary, a.node, a.attempt, a.outcome, a.output_hash, a.response, a.seq
+             FROM sessions s LEFT JOIN session_attempts a
+               ON a.session_id = s.session_id AND a.node = ? AND a.attempt = ?
+             WHERE s.session_id = ?",
+        )
+        .bind(i64::from(node.0))
+        .bind(i64::from(attempt.0))
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            return Ok((None, None));
+        };
+        let summary: SessionSummary =
+            serde_json::from_str(&row.try_get::<String, _>("summary")?).map_err(corrupt)?;
+        let record = match row.try_get::<Option<i64>, _>("node")? {
+            Some(_) => Some(row_to_attempt(&row)?),
+            None => None,
+        };
+        Ok((Some(summary), record))
     }
 
     async fn events(

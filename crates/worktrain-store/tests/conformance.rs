@@ -25,7 +25,7 @@ use serde_json::{Map, Value, json};
 use worktrain_core::compile::{Pinned, compile};
 use worktrain_core::context::Limits;
 use worktrain_core::event::{EntryCause, EventBody, NewEvent, SessionMode, StoredEvent};
-use worktrain_core::ids::{NodeId, Seq, SessionId, Sha256Hash, StepId};
+use worktrain_core::ids::{Attempt, NodeId, Seq, SessionId, Sha256Hash, StepId};
 use worktrain_core::load::parse_workflow;
 use worktrain_core::machine::{AdvanceDecision, Machine, Plan, StartParams, Submission};
 use worktrain_core::projection::{NodeRecord, NodeStatus, SessionStatus, SessionSummary};
@@ -117,6 +117,7 @@ macro_rules! all_checks {
             delivery_stages_fold_and_rebuild,
             workflow_samples_come_from_the_projections,
             keyset_pages_ignore_sessions_added_meanwhile,
+            append_after_a_read_is_append,
         );
     };
 }
@@ -752,6 +753,128 @@ async fn append_rejects_stale_writer(db: &dyn TestDb) {
         })
         .await;
     assert!(matches!(r, Err(StoreError::EmptyAppend)), "{r:?}");
+}
+
+/// What an advance does: read the summary and the attempt together
+/// (`session_and_attempt`), decide, then `append_after` that read. Each answer is the one
+/// `session`, `attempt` and `append` give: a write on a current read; the same conflict
+/// for a stale read, the log untouched; the duplicate for a batch that already landed; and
+/// a read of another seq is not trusted.
+async fn append_after_a_read_is_append(db: &dyn TestDb) {
+    let store = db.open(None).await.expect("open");
+    let store = store.as_ref();
+    let d = Driver::new();
+    let id = d.start(store, json!({})).await;
+    let (summary, record) = store
+        .session_and_attempt(id, NodeId(1), Attempt(1))
+        .await
+        .expect("read");
+    let seen = summary.expect("the session");
+    assert_eq!(Some(&seen), store.session(id).await.expect("s").as_ref());
+    assert_eq!(record, None, "nothing submitted yet");
+    let missing = SessionId::from_parts(1_600_000_000_000, 1);
+    assert_eq!(
+        store
+            .session_and_attempt(missing, NodeId(1), Attempt(1))
+            .await
+            .expect("read"),
+        (None, None)
+    );
+
+    // Writer A appends after its read.
+    let request = |expected: Seq, n: u32, key: Option<&str>, blob: &[u8]| AppendRequest {
+        session_id: id,
+        expected_seq: expected,
+        events: vec![checkpoint_event(1, n, key.map(str::to_owned))],
+        blobs: vec![blob.to_vec()],
+    };
+    let a = store
+        .append_after(
+            &seen,
+            request(seen.last_seq, 1, Some("writer-a"), b"blob a"),
+        )
+        .await
+        .expect("writer A");
+    assert!(!a.duplicate);
+    assert_eq!(a.first_seq, Seq(seen.last_seq.0 + 1));
+    assert_eq!(
+        Some(&a.summary),
+        store.session(id).await.expect("s").as_ref()
+    );
+    assert_eq!(a.summary.checkpoints, 1);
+    assert!(
+        store
+            .blob(Sha256Hash::of(b"blob a"))
+            .await
+            .expect("b")
+            .is_some()
+    );
+    let before = all_events(store, id).await;
+
+    // Writer B read the same summary: stale. The conflict `append` gives, nothing written.
+    let b = store
+        .append_after(&seen, request(seen.last_seq, 2, None, b"blob b"))
+        .await;
+    assert!(
+        matches!(b, Err(StoreError::SeqConflict { expected, actual, .. })
+            if expected == seen.last_seq && actual == a.last_seq),
+        "{b:?}"
+    );
+    assert_eq!(all_events(store, id).await, before);
+    assert_eq!(
+        store.blob(Sha256Hash::of(b"blob b")).await.expect("b"),
+        None
+    );
+    assert!(store.verify(id).await.expect("v").expect("e").is_valid());
+
+    // A's batch sent again after the same (now stale) read: the duplicate of what landed.
+    let again = store
+        .append_after(
+            &seen,
+            request(seen.last_seq, 1, Some("writer-a"), b"blob a"),
+        )
+        .await
+        .expect("duplicate");
+    assert!(again.duplicate);
+    assert_eq!((again.first_seq, again.last_seq), (a.first_seq, a.last_seq));
+    assert_eq!(all_events(store, id).await, before);
+
+    // A read of another seq is ignored: the batch is built on the stored summary.
+    let c = store
+        .append_after(&seen, request(a.last_seq, 3, None, b"blob c"))
+        .await
+        .expect("writer C");
+    assert_eq!(c.summary.checkpoints, 2, "built on the stored summary");
+    assert_eq!(
+        Some(&c.summary),
+        store.session(id).await.expect("s").as_ref()
+    );
+    assert!(store.verify(id).await.expect("v").expect("e").is_valid());
+
+    // After a submission, the attempt record comes back with the summary.
+    let after = d.submit(store, id, "planned", json!({})).await;
+    let (summary, record) = store
+        .session_and_attempt(id, NodeId(1), Attempt(1))
+        .await
+        .expect("read");
+    assert_eq!(summary.as_ref(), Some(&after));
+    let record = record.expect("attempt 1 at node 1 is recorded");
+    assert_eq!(
+        Some(&record),
+        store
+            .attempt(id, NodeId(1), Attempt(1))
+            .await
+            .expect("a")
+            .as_ref()
+    );
+    assert_eq!(
+        store
+            .session_and_attempt(id, NodeId(1), Attempt(2))
+            .await
+            .expect("read")
+            .1,
+        None
+    );
 }
 
 /// Many events per append commit together or not at all — including blobs and projections.
@@ -2813,6 +2936,93 @@ async fn sqlite_v3_database_migrates() {
         .await
         .expect("reopen");
     assert!(again.dump_projections().await.expect("dump") == now);
+}
+
+/// v8 moves blobs, nodes and attempts from WITHOUT ROWID trees (whose large rows were
+/// read in full at every key comparison) into table b-trees with a unique key index: a
+/// v7 store migrates with every row, key and guard kept.
+#[tokio::test]
+async fn sqlite_v7_database_migrates_to_keyed_tables() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("v7.db");
+    let d = Driver::new();
+    let old = SqliteStore::open_at_version(&path, SqliteOptions::default(), 7)
+        .await
+        .expect("v7");
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let id = d.start(&old, json!({"n": n})).await;
+        d.submit(&old, id, "planned", json!({})).await;
+        d.checkpoint(&old, id, "halfway").await;
+        ids.push(id);
+    }
+    let before = old.dump_projections().await.expect("dump");
+    let (blobs,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM blobs")
+        .fetch_one(old.pool())
+        .await
+        .expect("count");
+    assert!(blobs > 0);
+    old.close().await;
+
+    let store = SqliteStore::open(&path, SqliteOptions::default())
+        .await
+        .expect("open migrates");
+    assert_eq!(store.schema_version().await.expect("v"), SCHEMA_VERSION);
+    assert!(store.dump_projections().await.expect("dump") == before);
+    let (after,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM blobs")
+        .fetch_one(store.pool())
+        .await
+        .expect("count");
+    assert_eq!(after, blobs);
+    for table in ["blobs", "session_nodes", "session_attempts"] {
+        let (sql,): (String,) = sqlx::query_as("SELECT sql FROM sqlite_master WHERE name = ?")
+            .bind(table)
+            .fetch_one(store.pool())
+            .await
+            .expect("table");
+        assert!(
+            !sql.to_uppercase().contains("WITHOUT ROWID"),
+            "{table}: {sql}"
+        );
+    }
+    for id in &ids {
+        assert!(store.verify(*id).await.expect("v").expect("e").is_valid());
+        let summary = store.session(*id).await.expect("s").expect("e");
+        let (s, record) = store
+            .session_and_attempt(*id, NodeId(1), Attempt(1))
+            .await
+            .expect("read");
+        assert_eq!(s.as_ref(), Some(&summary));
+        assert!(record.is_some(), "the attempt at node 1 survived");
+    }
+    // Keys and guards hold: a blob is stored once and never updated; an attempt key is
+    // unique; the session keeps advancing.
+    let hash = Sha256Hash::of(b"after v8");
+    assert_eq!(store.put_blob(b"after v8").await.expect("put"), hash);
+    assert_eq!(store.put_blob(b"after v8").await.expect("put again"), hash);
+    let r = sqlx::query("UPDATE blobs SET size = 0")
+        .execute(store.pool())
+        .await;
+    assert!(
+        r.is_err_and(|e| e.to_string().contains("immutable")),
+        "blobs stay immutable"
+    );
+    let r = sqlx::query(
+        "INSERT INTO session_attempts SELECT session_id, node, attempt, outcome, output_hash, \
+         response, seq FROM session_attempts LIMIT 1",
+    )
+    .execute(store.pool())
+    .await;
+    assert!(r.is_err(), "an attempt key is unique");
+    d.submit(&store, ids[0], "implemented", json!({})).await;
+    assert!(
+        store
+            .verify(ids[0])
+            .await
+            .expect("v")
+            .expect("e")
+            .is_valid()
+    );
 }
 
 /// A dump with each stored summary read into this build's `SessionSummary` and written
