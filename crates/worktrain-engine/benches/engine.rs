@@ -298,6 +298,7 @@ async fn sqlite_floor(dir: &std::path::Path) {
     let n = 2_000;
     let mut commits = Vec::with_capacity(n);
     let mut reads = Vec::with_capacity(n);
+    let mut batched = Vec::with_capacity(n);
     for i in 0..n {
         let t0 = Instant::now();
         let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
@@ -309,6 +310,13 @@ async fn sqlite_floor(dir: &std::path::Path) {
         tx.commit().await.unwrap();
         commits.push(t0.elapsed());
         let t0 = Instant::now();
+        sqlx::query("BEGIN IMMEDIATE; INSERT INTO t (v) VALUES (?); COMMIT")
+            .bind(format!("row {i} in one statement batch"))
+            .execute(&pool)
+            .await
+            .unwrap();
+        batched.push(t0.elapsed());
+        let t0 = Instant::now();
         let _: (i64,) = sqlx::query_as("SELECT v IS NOT NULL FROM t WHERE id = ?")
             .bind(i64::try_from(i + 1).unwrap_or(1))
             .fetch_one(&pool)
@@ -318,11 +326,17 @@ async fn sqlite_floor(dir: &std::path::Path) {
     }
     commits.sort();
     reads.sort();
+    batched.sort();
     println!("SQLite through sqlx, the store's settings (the floor of an advance)");
     println!(
         "  durable commit of one row (begin, insert, commit): p50 {}  p99 {}",
         fmt(percentile(&commits, 0.5)),
         fmt(percentile(&commits, 0.99))
+    );
+    println!(
+        "  the same as one batch (begin; insert; commit): p50 {}  p99 {}",
+        fmt(percentile(&batched, 0.5)),
+        fmt(percentile(&batched, 0.99))
     );
     println!(
         "  one read round trip (acquire, select one row): p50 {}  p99 {}",
