@@ -1137,10 +1137,12 @@ pub async fn post_signed(
     if (200..300).contains(&status) {
         Ok(())
     } else {
+        let retryable = status >= 500 || status == 429;
         Err(StageError {
             message: format!("POST {shown} answered {status}"),
-            retryable: status >= 500 || status == 429,
-            retry_after: None,
+            retryable,
+            // The receiver's own pacing comes first; the policy's backoff otherwise.
+            retry_after: answer.retry_after.filter(|_| retryable),
             hint: Some("check the receiving endpoint".into()),
         })
     }

@@ -775,3 +775,87 @@ async fn a_webhook_url_never_reaches_the_events() {
         "{recorded}"
     );
 }
+
+/// A receiver that answers 429 or 503 with `Retry-After` is asked again no sooner than it
+/// said; one that asks for longer than the policy allows ends the attempt, retryable,
+/// without being asked again in it.
+#[tokio::test]
+async fn a_webhook_receivers_retry_after_is_honoured() {
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+    type Seen = Arc<Mutex<Vec<Instant>>>;
+    async fn receiver(answers: Vec<(u16, Option<&'static str>)>) -> (String, Seen) {
+        let seen: Seen = Arc::default();
+        let s = seen.clone();
+        let answers = Arc::new(answers);
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move || {
+                let s = s.clone();
+                let answers = answers.clone();
+                async move {
+                    let n = {
+                        let mut s = s.lock().unwrap();
+                        s.push(Instant::now());
+                        s.len() - 1
+                    };
+                    let (status, retry_after) = answers.get(n).copied().unwrap_or((200, None));
+                    let mut r = axum::response::Response::builder().status(status);
+                    if let Some(v) = retry_after {
+                        r = r.header("retry-after", v);
+                    }
+                    r.body(axum::body::Body::from("answer")).unwrap()
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (format!("http://{addr}/hook"), seen)
+    }
+    let settings = |url: String| DeliverySettings {
+        target: DeliveryTarget::Webhook,
+        webhook: Some(worktrain_core::run::DeliveryWebhook {
+            url,
+            secret_env: None,
+        }),
+        ..DeliverySettings::default()
+    };
+
+    // 429 with Retry-After: 1, then 503 with Retry-After: 1, then 200: delivered on the
+    // third POST, each retry at least a second after the answer that asked for it (the
+    // policy's own backoff is 10 ms).
+    let (url, seen) = receiver(vec![(429, Some("1")), (503, Some("1"))]).await;
+    let repo = template_repo();
+    repo.edit("src/config.rs", "done\n");
+    let host = MemHost::new(&repo, Some(handoff()), None);
+    let out = deliver(&repo.job(settings(url), None), host.as_ref(), fast())
+        .await
+        .unwrap();
+    assert!(matches!(out, Outcome::Delivered(_)), "{out:?}");
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 3);
+    for pair in seen.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(gap >= Duration::from_millis(950), "retried after {gap:?}");
+    }
+
+    // Retry-After: 3600 is longer than the policy's longest wait (2 s): the attempt ends
+    // after one POST, recorded as retryable.
+    let (url, seen) = receiver(vec![(429, Some("3600"))]).await;
+    let repo = template_repo();
+    repo.edit("src/config.rs", "done\n");
+    let host = MemHost::new(&repo, Some(handoff()), None);
+    let out = deliver(&repo.job(settings(url), None), host.as_ref(), fast())
+        .await
+        .unwrap();
+    assert!(matches!(out, Outcome::Failed(_)), "{out:?}");
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        1,
+        "not asked again within the attempt"
+    );
+    let recorded = format!("{:?}", host.state.lock().unwrap().events);
+    assert!(recorded.contains("answered 429"), "{recorded}");
+    assert!(recorded.contains("retryable: true"), "{recorded}");
+}
