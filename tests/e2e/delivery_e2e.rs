@@ -236,6 +236,99 @@ fn spawn_with_source_delivers_a_pull_request_end_to_end() {
     );
 }
 
+/// The remote is HTTPS for real, on a private certificate authority (a forge behind a
+/// company's own CA): the daemon is given that authority the way an operator would
+/// (`GIT_SSL_CAINFO` in its environment) and the token by the user's git credential
+/// helper. The worktree's base is fetched and the branch pushed over TLS, authenticated;
+/// the pull request opens as usual.
+#[test]
+fn a_forge_on_a_private_certificate_authority_gets_the_push_over_https() {
+    use worktrain_testkit::git_http::{GitHttpServer, TestCa};
+    if !have_git() {
+        eprintln!("skipped: git is not installed");
+        return;
+    }
+    const PUSH_TOKEN: &str = "ghp_httpsPushT0kenNeverShown";
+    let (mut rig, gh) = rig_with_forge(&["goal-deliver-E1"]);
+    rig.daemon_env
+        .push(("E2E_FORGE_TOKEN".into(), "t0ken-e2e".into()));
+    let tls_dir = rig.env.dir().join("tls");
+    std::fs::create_dir_all(&tls_dir).unwrap();
+    let ca = TestCa::generate(&tls_dir).unwrap();
+    let server = rig
+        .block_on(GitHttpServer::start_tls(
+            rig.env.dir().to_path_buf(),
+            PUSH_TOKEN,
+            &ca.cert_pem,
+            &ca.key_pem,
+        ))
+        .unwrap();
+    let url = format!("{}/remote.git", server.base_url());
+    assert!(url.starts_with("https://localhost:"), "{url}");
+    git(&rig.repo, &["remote", "set-url", "origin", &url]);
+    let store = rig.env.dir().join("git-credentials");
+    std::fs::write(
+        &store,
+        format!(
+            "{}\n",
+            server
+                .base_url()
+                .replace("https://", &format!("https://x-access-token:{PUSH_TOKEN}@"))
+        ),
+    )
+    .unwrap();
+    git(
+        &rig.repo,
+        &[
+            "config",
+            "credential.helper",
+            &format!("store --file={}", store.display()),
+        ],
+    );
+    rig.daemon_env.push((
+        "GIT_SSL_CAINFO".into(),
+        ca.ca_pem.to_str().unwrap().to_owned(),
+    ));
+    rig.start_daemon();
+    let id = spawn_delivering(&rig, "goal-deliver-E1");
+    let (code, results) = rig.await_all(&[&id], "120s");
+    let r = result_of(&results, &id);
+    assert_eq!(code, exit::OK, "{r:#}\n{}", rig.log_tail());
+    assert_eq!(r["delivery"]["state"], "delivered", "{r:#}");
+    assert_eq!(
+        r["pr_url"], "https://github.com/acme/widgets/pull/13",
+        "{r:#}"
+    );
+    let branch = format!("worktrain/{id}");
+    let head = git(&rig.repo, &["rev-parse", &branch]).trim().to_owned();
+    assert_eq!(remote_head(&rig, &branch), head, "pushed over HTTPS");
+    let requests = server.requests();
+    let pushes: Vec<_> = requests
+        .iter()
+        .filter(|q| q.method == "POST" && q.path == "/remote.git/git-receive-pack")
+        .collect();
+    assert_eq!(pushes.len(), 1, "{requests:#?}");
+    assert!(pushes[0].authorized, "{requests:#?}");
+    assert!(
+        requests
+            .iter()
+            .any(|q| q.method == "POST" && q.path == "/remote.git/git-upload-pack" && q.authorized),
+        "the worktree's base was fetched over HTTPS too: {requests:#?}"
+    );
+    let opened = gh
+        .requests()
+        .into_iter()
+        .filter(|q| q.method == "POST" && q.path == "/repos/acme/widgets/pulls")
+        .count();
+    assert_eq!(opened, 1, "one pull request");
+    let ev = format!("{:?}", rig.events(&id));
+    assert!(!ev.contains(PUSH_TOKEN), "the token reached the events");
+    assert!(
+        !rig.log_tail().contains(PUSH_TOKEN),
+        "the token reached the log"
+    );
+}
+
 /// A forge failure is `delivery_failed` with the stage and the forge's message in
 /// `await`, the API and `worktrain status`; after the fix, `retry-delivery` continues
 /// from that stage (nothing is pushed or committed twice).

@@ -164,17 +164,23 @@ impl StageError {
     }
 
     fn from_push(remote: &str, f: &git::PushFailure) -> Self {
+        let hint = match f.kind {
+            git::PushFailureKind::Auth => {
+                "the remote wants credentials git could not give: an HTTPS remote of the forge repository gets the identity's token; any other remote uses the daemon user's git setup (a credential helper, an SSH key or agent, `core.sshCommand`). Fix them, then retry"
+            }
+            git::PushFailureKind::Rejected => {
+                "the remote refused the branch (worktrain never force-pushes); resolve it on the remote, then retry the delivery"
+            }
+            git::PushFailureKind::UntrustedCertificate => {
+                "git does not trust the remote's TLS certificate: give it the certificate authority (`http.sslCAInfo` in the daemon user's git config, or `GIT_SSL_CAINFO` in the daemon's environment) — never turn verification off — then retry the delivery"
+            }
+            git::PushFailureKind::Other => "check the network and credentials of the remote",
+        };
         Self {
             message: format!("push to `{remote}` failed: {}", f.message),
-            retryable: !f.rejected && !f.auth,
+            retryable: f.kind.retryable(),
             retry_after: None,
-            hint: Some(if f.auth {
-                "the remote wants credentials git could not give: an HTTPS remote of the forge repository gets the identity's token; any other remote uses the daemon user's git setup (a credential helper, an SSH key or agent, `core.sshCommand`). Fix them, then retry".into()
-            } else if f.rejected {
-                "the remote refused the branch (worktrain never force-pushes); resolve it on the remote, then retry the delivery".into()
-            } else {
-                "check the network and credentials of the remote".into()
-            }),
+            hint: Some(hint.into()),
         }
     }
 

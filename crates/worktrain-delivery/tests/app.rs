@@ -165,7 +165,10 @@ async fn an_app_identity_pushes_over_https_basic_auth_with_its_installation_toke
     };
     // Without credentials the server refuses the push.
     let refused = dgit::push(&repo.ws, "origin", &repo.branch, None).await;
-    assert!(refused.unwrap_err().auth);
+    assert_eq!(
+        refused.unwrap_err().kind,
+        worktrain_delivery::git::PushFailureKind::Auth
+    );
     // The push stage's token for an App identity: the installation token.
     let token = push_token(&access).await.unwrap();
     assert_eq!(token.as_deref(), Some(FIRST_TOKEN));

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use support::{MemHost, Repo, git, handoff};
 use worktrain_core::run::{DeliverySettings, DeliveryStage, DeliveryTarget, ForgeKind};
 use worktrain_delivery::{ForgeAccess, Outcome, RetryPolicy, deliver};
-use worktrain_testkit::git_http::GitHttpServer;
+use worktrain_testkit::git_http::{GitHttpServer, TestCa};
 
 const TOKEN: &str = "ghs_pushT0kenThatMustNeverBeSeen1234";
 
@@ -194,6 +194,61 @@ async fn a_push_the_server_refuses_for_want_of_credentials_is_a_recorded_final_f
     );
     // The work is kept: committed on the branch, the worktree still there.
     assert!(repo.wt.exists());
+    assert_ne!(
+        git(&repo.ws, &["rev-parse", &repo.branch]),
+        git(&repo.ws, &["rev-parse", "main"])
+    );
+}
+
+/// HTTPS for real, to a remote whose certificate comes from a private certificate
+/// authority that git was not told to trust (the daemon's own environment decides what
+/// git trusts; the positive case, with `GIT_SSL_CAINFO` given to the daemon, is
+/// `tests/e2e/delivery_e2e.rs::a_forge_on_a_private_certificate_authority_gets_the_push_over_https`).
+/// The push fails on the certificate, final, with a hint that names the settings and never
+/// suggests turning verification off; no request reaches the server.
+#[tokio::test]
+async fn a_push_to_an_untrusted_https_remote_fails_on_its_certificate() {
+    let repo = Repo::new(&[]);
+    let ca = TestCa::generate(repo._tmp.path()).unwrap();
+    let server = GitHttpServer::start_tls(
+        repo._tmp.path().to_path_buf(),
+        TOKEN,
+        &ca.cert_pem,
+        &ca.key_pem,
+    )
+    .await
+    .unwrap();
+    assert!(server.base_url().starts_with("https://"));
+    http_origin(&repo, &server);
+    repo.edit("src/config.rs", "pub fn load() {}\n");
+    let host = MemHost::new(&repo, Some(handoff()), Some(identity(None)));
+    let out = deliver(
+        &repo.job(pushed_settings(), Some("github:acme/widgets#12")),
+        host.as_ref(),
+        fast(),
+    )
+    .await
+    .unwrap();
+    let Outcome::Failed(d) = out else {
+        panic!("{out:?}")
+    };
+    let f = d.failure.unwrap();
+    assert_eq!(f.stage, DeliveryStage::Push);
+    assert!(
+        f.message.contains("certificate"),
+        "git's words: {}",
+        f.message
+    );
+    assert!(!f.retryable, "retrying cannot fix trust: {f:?}");
+    let hint = f.hint.unwrap_or_default();
+    assert!(
+        hint.contains("http.sslCAInfo") && hint.contains("GIT_SSL_CAINFO"),
+        "{hint}"
+    );
+    assert!(!hint.contains("sslVerify"), "{hint}");
+    assert_eq!(repo.remote_head(), None, "nothing pushed");
+    assert!(server.requests().is_empty(), "{:#?}", server.requests());
+    // The work is kept on its branch.
     assert_ne!(
         git(&repo.ws, &["rev-parse", &repo.branch]),
         git(&repo.ws, &["rev-parse", "main"])

@@ -113,12 +113,34 @@ pub fn run_blocking(dir: &Path, args: &[&str], token: Option<&str>) -> std::io::
 pub struct PushFailure {
     /// git's message (its `error:`/`!` lines).
     pub message: String,
+    /// What kind of failure it is: whether trying again can help.
+    pub kind: PushFailureKind,
+}
+
+/// The kinds of push failure, by what it takes to get past them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushFailureKind {
     /// The remote refused the update (not a fast-forward, protected branch, hook):
     /// trying again as things are cannot succeed.
-    pub rejected: bool,
+    Rejected,
     /// The remote wanted credentials that git did not have or that it refused (no
     /// prompt is ever shown): final until the credentials are fixed.
-    pub auth: bool,
+    Auth,
+    /// git does not trust the remote's TLS certificate (a private certificate authority
+    /// it was not given): final until git is told to trust it.
+    UntrustedCertificate,
+    /// Anything else (the network, the server, git itself): may work later.
+    Other,
+}
+
+impl PushFailureKind {
+    /// Whether the same push may succeed later without anyone fixing anything.
+    pub fn retryable(self) -> bool {
+        match self {
+            Self::Rejected | Self::Auth | Self::UntrustedCertificate => false,
+            Self::Other => true,
+        }
+    }
 }
 
 /// Push `refs/heads/<branch>` to the same name on `remote`. Never forced: a remote
@@ -134,8 +156,7 @@ pub async fn push(
         .await
         .map_err(|e| PushFailure {
             message: format!("running git: {e}"),
-            rejected: false,
-            auth: false,
+            kind: PushFailureKind::Other,
         })?;
     if out.ok() {
         return Ok(());
@@ -147,10 +168,18 @@ pub async fn push(
         || out
             .stderr
             .contains("does not appear to be a git repository");
+    let kind = if rejected {
+        PushFailureKind::Rejected
+    } else if out.auth_failed() {
+        PushFailureKind::Auth
+    } else if out.certificate_untrusted() {
+        PushFailureKind::UntrustedCertificate
+    } else {
+        PushFailureKind::Other
+    };
     Err(PushFailure {
         message: out.error_lines(),
-        rejected,
-        auth: out.auth_failed(),
+        kind,
     })
 }
 
@@ -183,6 +212,18 @@ impl Output {
             "Permission denied",
             "The requested URL returned error: 401",
             "The requested URL returned error: 403",
+        ]
+        .iter()
+        .any(|m| self.stderr.contains(m))
+    }
+
+    /// git refused the remote's TLS certificate (curl's words through git): an authority
+    /// git was not told to trust, a name that does not match, an expired certificate.
+    pub fn certificate_untrusted(&self) -> bool {
+        [
+            "server certificate verification failed",
+            "SSL certificate problem",
+            "no alternative certificate subject name",
         ]
         .iter()
         .any(|m| self.stderr.contains(m))

@@ -75,7 +75,56 @@ impl GitHttpServer {
         })
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// The same server behind TLS: `https://localhost:PORT`, presenting the certificate
+    /// chain `cert_pem` (leaf first) with its private key `key_pem` — as a forge on a
+    /// private certificate authority does (see [`TestCa`]).
+    pub async fn start_tls(
+        root: PathBuf,
+        token: &str,
+        cert_pem: &[u8],
+        key_pem: &[u8],
+    ) -> std::io::Result<Self> {
+        use tokio_rustls::rustls;
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
+        let certs = CertificateDer::pem_slice_iter(cert_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| invalid(format!("certificate PEM: {e}")))?;
+        let key =
+            PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| invalid(format!("key PEM: {e}")))?;
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| invalid(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| invalid(e.to_string()))?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr: SocketAddr = listener.local_addr()?;
+        let inner = Arc::new(Inner {
+            root,
+            token: token.to_owned(),
+            requests: Mutex::new(Vec::new()),
+        });
+        let app = Router::new().fallback(handle).with_state(inner.clone());
+        let tls = TlsListener {
+            tcp: listener,
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+        };
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(tls, app).await;
+        });
+        Ok(Self {
+            base_url: format!("https://localhost:{}", addr.port()),
+            inner,
+            task,
+        })
+    }
+
+    /// `http://127.0.0.1:PORT` (or `https://localhost:PORT` from
+    /// [`start_tls`](Self::start_tls)).
     pub fn base_url(&self) -> &str {
         &self.base_url
     }
@@ -87,6 +136,125 @@ impl GitHttpServer {
             .lock()
             .map(|r| r.clone())
             .unwrap_or_default()
+    }
+}
+
+/// A TCP listener that completes a TLS handshake before handing a connection to axum; a
+/// client that fails the handshake (one that does not trust the certificate) is dropped.
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((stream, addr)) = self.tcp.accept().await else {
+                continue;
+            };
+            if let Ok(Ok(tls)) = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                self.acceptor.accept(stream),
+            )
+            .await
+            {
+                return (tls, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
+}
+
+/// A private certificate authority and a server certificate it signed for `localhost`
+/// and `127.0.0.1`, made with the `openssl` program in a directory: what a forge on a
+/// company's own CA presents, and what a client must be told to trust (`ca_pem`).
+#[derive(Debug)]
+pub struct TestCa {
+    /// The authority's certificate (PEM file): what clients trust.
+    pub ca_pem: PathBuf,
+    /// The server's certificate chain (PEM, leaf first).
+    pub cert_pem: Vec<u8>,
+    /// The server's private key (PEM).
+    pub key_pem: Vec<u8>,
+}
+
+impl TestCa {
+    /// Make the authority and the server certificate under `dir`.
+    pub fn generate(dir: &std::path::Path) -> std::io::Result<Self> {
+        let run = |args: &[&str]| -> std::io::Result<()> {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(std::io::Error::other(format!(
+                    "openssl {}: {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&out.stderr)
+                )))
+            }
+        };
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=worktrain test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ])?;
+        run(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ])?;
+        std::fs::write(
+            dir.join("server.ext"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+        )?;
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+            "-out",
+            "server.pem",
+        ])?;
+        Ok(Self {
+            ca_pem: dir.join("ca.pem"),
+            cert_pem: std::fs::read(dir.join("server.pem"))?,
+            key_pem: std::fs::read(dir.join("server.key"))?,
+        })
     }
 }
 
