@@ -8,6 +8,9 @@
 //!   `BENCH_REQUESTS` requests each (default 200), and their size before compression;
 //! - how long an appended event takes to reach an open page's SSE stream;
 //! - process RSS before and after opening `BENCH_PAGES` live streams (default 50).
+//!
+//! `BENCH_KEEP_HOME=1` keeps the filled worktrain home (its path is printed), so that the
+//! real daemon can be started on it and measured alone.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
@@ -192,10 +195,16 @@ async fn run() {
     let events = env_usize("BENCH_EVENTS", 1_000_000);
     let requests = env_usize("BENCH_REQUESTS", 200);
     let pages = env_usize("BENCH_PAGES", 50);
-    let dir = match std::env::var("BENCH_DIR") {
+    let mut dir = match std::env::var("BENCH_DIR") {
         Ok(d) => tempfile::tempdir_in(d).unwrap(),
         Err(_) => tempfile::tempdir().unwrap(),
     };
+    // BENCH_KEEP_HOME=1 leaves the filled home behind, to start a real daemon on it
+    // (docs/benchmarks.md measures that daemon's own RSS with pages open).
+    if std::env::var_os("BENCH_KEEP_HOME").is_some() {
+        dir.disable_cleanup(true);
+        println!("home kept: {}", dir.path().join("home").display());
+    }
     let home = Home::locate(Some(dir.path().join("home"))).unwrap();
     home.init().unwrap();
     std::fs::write(home.path("workflows").join("bench.yaml"), WORKFLOW).unwrap();
