@@ -821,6 +821,26 @@ async fn run_stage(
                 }
                 Some(_) | None => None,
             };
+            // The commit stage may have run on another daemon host (one that died before
+            // the push): without its commit here, git would only say the refspec matches
+            // nothing, which reads like a network problem.
+            if let Some(commit) = state
+                .outcome(DeliveryStage::Commit)
+                .and_then(|o| o.commit.as_deref())
+                && (git::rev_parse(&job.repo_dir, commit).await.is_none()
+                    || git::rev_parse(&job.repo_dir, &format!("refs/heads/{branch}"))
+                        .await
+                        .is_none())
+            {
+                return Err(StageError::fatal(
+                    format!(
+                        "the delivery's commit {} (branch `{branch}`) is not in this repository at {}",
+                        &commit[..commit.len().min(12)],
+                        job.repo_dir.display()
+                    ),
+                    "the commit stage ran on another daemon host: retry the delivery there (its repository has the commit), or push the branch from there",
+                ));
+            }
             git::push(&job.repo_dir, remote, branch, token.as_deref())
                 .await
                 .map_err(|f| StageError::from_push(remote, &f))?;

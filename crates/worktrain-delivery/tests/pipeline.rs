@@ -859,3 +859,57 @@ async fn a_webhook_receivers_retry_after_is_honoured() {
     assert!(recorded.contains("answered 429"), "{recorded}");
     assert!(recorded.contains("retryable: true"), "{recorded}");
 }
+
+/// The commit stage ran on one daemon host and that host died before the push; the
+/// delivery is retried by a daemon whose repository does not have the commit. The push
+/// must not go on (git would say "src refspec … does not match any", taken for a network
+/// problem and retried): it fails at once, final, naming the commit and what to do.
+#[tokio::test]
+async fn a_push_without_the_recorded_commit_in_this_repository_fails_saying_where_it_is() {
+    let repo = template_repo();
+    repo.edit("src/config.rs", "pub fn load() {}\n");
+    let settings = DeliverySettings {
+        target: DeliveryTarget::CommitOnly,
+        remote: Some("origin".into()),
+        ..DeliverySettings::default()
+    };
+    let host = MemHost::new(&repo, Some(handoff()), None);
+    // The first host commits, then cannot reach the remote (moved away for now).
+    let moved = repo.remote.with_extension("moved");
+    std::fs::rename(&repo.remote, &moved).unwrap();
+    let first = deliver(&repo.job(settings.clone(), None), host.as_ref(), fast())
+        .await
+        .unwrap();
+    assert!(matches!(first, Outcome::Failed(_)), "{first:?}");
+    std::fs::rename(&moved, &repo.remote).unwrap();
+    let commit = host
+        .delivery_info()
+        .unwrap()
+        .done
+        .iter()
+        .find(|(s, _)| *s == DeliveryStage::Commit)
+        .and_then(|(_, o)| o.commit.clone())
+        .unwrap();
+    // Another host: its repository has neither the session's worktree nor its branch.
+    git(
+        &repo.ws,
+        &["worktree", "remove", "--force", repo.wt.to_str().unwrap()],
+    );
+    git(&repo.ws, &["branch", "-D", &repo.branch]);
+    git(&repo.ws, &["reflog", "expire", "--expire=now", "--all"]);
+    git(&repo.ws, &["gc", "-q", "--prune=now"]);
+    let out = deliver(&repo.job(settings, None), host.as_ref(), fast())
+        .await
+        .unwrap();
+    let Outcome::Failed(d) = out else {
+        panic!("{out:?}")
+    };
+    assert_eq!(d.attempt, 2, "the retry continued from the push");
+    let f = d.failure.unwrap();
+    assert_eq!(f.stage, DeliveryStage::Push);
+    assert!(!f.retryable, "{f:?}");
+    assert!(f.message.contains(&commit[..12]), "{}", f.message);
+    let hint = f.hint.unwrap_or_default();
+    assert!(hint.contains("host"), "{hint}");
+    assert_eq!(repo.remote_head(), None, "nothing pushed");
+}
