@@ -24,6 +24,9 @@ const N: usize = 500;
 const CAP: usize = 6;
 /// Schedule period (seconds).
 const TICK: u64 = 2;
+/// Every `SLOW_EVERY`th session is slow (2 s): enough of them that the leader is surely
+/// running one when the test looks (with fewer, a fast store finished them all first).
+const SLOW_EVERY: usize = 5;
 
 fn now_ms() -> i64 {
     i64::try_from(
@@ -81,7 +84,7 @@ fn three_daemons_on_one_postgres_store_run_every_session_once_through_a_sigkill(
             Rig::new(RigSpec {
                 daemon: daemon_lines,
                 // One model for the whole cluster (the first rig's): a resumed run asks it
-                // again, whichever daemon resumes it. Every 20th session is slow (2 s), so
+                // again, whichever daemon resumes it. Every SLOW_EVERY-th session is slow, so
                 // that the SIGKILL surely finds one running on the leader.
                 turns: if i == 0 {
                     (0..N + 200).map(|_| slow_complete()).collect()
@@ -90,7 +93,7 @@ fn three_daemons_on_one_postgres_store_run_every_session_once_through_a_sigkill(
                 },
                 routes: if i == 0 {
                     (0..N)
-                        .filter(|i| i % 20 == 0)
+                        .filter(|i| i % SLOW_EVERY == 0)
                         .map(|i| {
                             route(
                                 &format!("slow #{i:04}"),
@@ -151,7 +154,7 @@ triggers:
                     let bodies: Vec<Value> = (0..N)
                         .filter(|i| i % DAEMONS == d)
                         .map(|i| {
-                            let kind = if i % 20 == 0 { "slow " } else { "" };
+                            let kind = if i % SLOW_EVERY == 0 { "slow " } else { "" };
                             json!({"workflow": "e2e-one", "goal": format!("cluster {kind}#{i:04}")})
                         })
                         .collect();
