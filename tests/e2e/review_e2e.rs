@@ -332,3 +332,65 @@ identities:
     );
     assert_eq!(gh.reviews_on(&repo_name, number).len(), 1);
 }
+
+/// A workflow that ends, as the bundled mr-review does, with a `review_verdict` (not a
+/// `pr_review`): the daemon posts it as the review — `blocking` requests changes, the
+/// located finding is an inline comment, the summary opens with the verdict.
+#[test]
+fn a_workflow_ending_with_a_review_verdict_gets_it_posted_as_the_review() {
+    if !have_git() {
+        eprintln!("skipped: git is not installed");
+        return;
+    }
+    let verdict = json!({
+        "kind": "review_verdict",
+        "verdict": "blocking",
+        "summary": "The parsed config is never validated.",
+        "findings": [
+            {"severity": "blocking", "file": "src/config.rs", "line": 42,
+             "message": "`cfg` is used before `validate` can reject it."},
+            {"severity": "nit", "message": "The module lacks a doc comment."}
+        ]
+    });
+    let (mut rig, gh) = rig_with_pull(verdict);
+    std::fs::write(
+        rig.env.home().join("workflows/verdict-review.yaml"),
+        "schemaVersion: 1\nid: verdict-review\nname: Verdict review\ndescription: review ending with a verdict\nversion: '1'\nsteps:\n  - id: verdict\n    title: Give the verdict\n    prompt: Review {{goal}} and submit a review_verdict.\n    outputContract: {contract: review_verdict}\n",
+    )
+    .unwrap();
+    rig.daemon_env
+        .push(("E2E_FORGE_TOKEN".into(), "t0ken-e2e".into()));
+    rig.start_daemon();
+    let id = rig.spawn_in_repo(
+        "verdict-review",
+        "goal-review-V1",
+        &[
+            "--delivery",
+            "review_comment",
+            "--source",
+            "github:acme/widgets#7",
+        ],
+    );
+    let (code, results) = rig.await_all(&[&id], "120s");
+    let r = result_of(&results, &id);
+    assert_eq!(code, exit::OK, "{r:#}\n{}", rig.log_tail());
+    assert_eq!(r["delivery"]["state"], "delivered", "{r:#}");
+    let posts = review_posts(&gh);
+    assert_eq!(posts.len(), 1, "{posts:#?}");
+    assert_eq!(posts[0]["event"], "REQUEST_CHANGES");
+    assert_eq!(posts[0]["commit_id"], HEAD);
+    assert_eq!(
+        posts[0]["comments"],
+        json!([{"path": "src/config.rs", "line": 42, "side": "RIGHT",
+                "body": "**blocking**: `cfg` is used before `validate` can reject it."}])
+    );
+    let body = posts[0]["body"].as_str().unwrap();
+    assert!(
+        body.starts_with("**Verdict: blocking.** The parsed config is never validated."),
+        "{body}"
+    );
+    assert!(
+        body.contains("- **nit**: The module lacks a doc comment."),
+        "{body}"
+    );
+}

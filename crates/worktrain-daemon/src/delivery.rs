@@ -134,7 +134,11 @@ impl Host for EngineHost {
     }
 
     async fn review(&self) -> Result<Option<Value>, String> {
-        artifact_of(&self.sup, self.id, "pr_review").await
+        match artifact_of(&self.sup, self.id, "pr_review").await? {
+            Some(review) => Ok(Some(review)),
+            // The bundled mr-review workflow ends with a verdict instead.
+            None => artifact_of(&self.sup, self.id, "review_verdict").await,
+        }
     }
 
     async fn commit(

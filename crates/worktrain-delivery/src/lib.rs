@@ -97,7 +97,8 @@ pub trait Host: Send + Sync {
     /// The session's `handoff` artifact, when a step produced one.
     async fn handoff(&self) -> Result<Option<Value>, String>;
     /// The session's last `pr_review` artifact (what the `review_comment` target posts),
-    /// when a step produced one.
+    /// else its last `review_verdict` (the bundled mr-review workflow's; posted through
+    /// [`pr_review_from_verdict`]), when a step produced one.
     async fn review(&self) -> Result<Option<Value>, String>;
     /// Commit what the session's worktree holds on its branch — every change, or only
     /// the declared files (see [`CommitFiles`]) — with trailers naming the session and
@@ -460,6 +461,90 @@ pub fn parse_remote(url: &str) -> Option<(ForgeKind, String)> {
     (path.contains('/')).then(|| (kind, path.to_owned()))
 }
 
+/// An artifact checked against its contract: a fatal failure listing every problem, whose
+/// hint says to fix the final step's `what` (handoff, review), or nothing.
+fn check_artifact(contract: ContractName, a: &Value, what: &str) -> Result<(), StageError> {
+    let problems = contract.validate(a);
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let all: Vec<String> = problems
+        .iter()
+        .map(|p| {
+            format!(
+                "{}: {}",
+                if p.path.is_empty() {
+                    "(artifact)"
+                } else {
+                    &p.path
+                },
+                p.message
+            )
+        })
+        .collect();
+    Err(StageError::fatal(
+        format!(
+            "the `{}` artifact is invalid: {}",
+            contract.as_str(),
+            all.join("; ")
+        ),
+        format!("fix the final step's {what} (rewind to it) and retry the delivery"),
+    ))
+}
+
+/// A (checked) `review_verdict` — the bundled mr-review workflow's final artifact — as the
+/// `pr_review` to post: `blocking` requests changes; `minor` and `clean` comment (an
+/// approval is only ever posted from a `pr_review` that says `approve`). The body opens
+/// with the verdict and the summary; a finding with a file and line becomes an inline
+/// comment led by its severity, one without a location a line of the body.
+pub fn pr_review_from_verdict(verdict: &Value) -> Value {
+    let said = verdict
+        .get("verdict")
+        .and_then(Value::as_str)
+        .unwrap_or("minor");
+    let event = if said == "blocking" {
+        "request_changes"
+    } else {
+        "comment"
+    };
+    let mut body = format!("**Verdict: {said}.**");
+    if let Some(summary) = verdict
+        .get("summary")
+        .and_then(Value::as_str)
+        .filter(|s| !s.trim().is_empty())
+    {
+        body.push(' ');
+        body.push_str(summary.trim());
+    }
+    let mut comments = Vec::new();
+    let mut general = Vec::new();
+    for f in verdict
+        .get("findings")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let severity = f.get("severity").and_then(Value::as_str).unwrap_or("minor");
+        let message = f.get("message").and_then(Value::as_str).unwrap_or_default();
+        let text = format!("**{severity}**: {message}");
+        match (
+            f.get("file").and_then(Value::as_str),
+            f.get("line").and_then(Value::as_u64),
+        ) {
+            (Some(path), Some(line)) => {
+                comments.push(json!({"path": path, "line": line, "body": text}));
+            }
+            (Some(path), None) => general.push(format!("- `{path}`: {text}")),
+            (None, _) => general.push(format!("- {text}")),
+        }
+    }
+    if !general.is_empty() {
+        body.push_str("\n\n");
+        body.push_str(&general.join("\n"));
+    }
+    json!({"kind": "pr_review", "verdict": event, "body": body, "comments": comments})
+}
+
 /// The checked `pr_review` artifact of a `review_comment` delivery, as the review to post
 /// on the source pull/merge request.
 async fn review_of(job: &Job, host: &dyn Host) -> Result<ReviewSpec, StageError> {
@@ -481,33 +566,17 @@ async fn review_of(job: &Job, host: &dyn Host) -> Result<ReviewSpec, StageError>
             "dispatch it from a pull_request / merge_request event, or `worktrain spawn --source github:owner/repo#12` (GitLab: `gitlab:group/project!7`)",
         ));
     };
-    let Some(a) = host.review().await.map_err(retry_host)? else {
+    let Some(mut a) = host.review().await.map_err(retry_host)? else {
         return Err(StageError::fatal(
             "no `pr_review` artifact: the workflow's final step did not submit one",
-            "the final step must submit `{kind: pr_review, verdict: approve|request_changes|comment, body, comments: [{path, line, side?, startLine?, body}]}` (outputContract: {contract: pr_review}); rewind to it and retry the delivery",
+            "the final step must submit `{kind: pr_review, verdict: approve|request_changes|comment, body, comments: [{path, line, side?, startLine?, body}]}` (outputContract: {contract: pr_review}), or a `review_verdict` as the bundled mr-review workflow does; rewind to it and retry the delivery",
         ));
     };
-    let problems = ContractName::PrReview.validate(&a);
-    if !problems.is_empty() {
-        let all: Vec<String> = problems
-            .iter()
-            .map(|p| {
-                format!(
-                    "{}: {}",
-                    if p.path.is_empty() {
-                        "(artifact)"
-                    } else {
-                        &p.path
-                    },
-                    p.message
-                )
-            })
-            .collect();
-        return Err(StageError::fatal(
-            format!("the `pr_review` artifact is invalid: {}", all.join("; ")),
-            "fix the final step's review (rewind to it) and retry the delivery",
-        ));
+    if a.get("kind").and_then(Value::as_str) == Some(ContractName::ReviewVerdict.as_str()) {
+        check_artifact(ContractName::ReviewVerdict, &a, "review")?;
+        a = pr_review_from_verdict(&a);
     }
+    check_artifact(ContractName::PrReview, &a, "review")?;
     // Validated above: the fields are there and well-typed.
     let verdict = a
         .get("verdict")
@@ -649,27 +718,7 @@ async fn run_stage(
                     ..StageOutcome::default()
                 }),
                 Some(h) => {
-                    let problems = ContractName::Handoff.validate(&h);
-                    if !problems.is_empty() {
-                        let all: Vec<String> = problems
-                            .iter()
-                            .map(|p| {
-                                format!(
-                                    "{}: {}",
-                                    if p.path.is_empty() {
-                                        "(artifact)"
-                                    } else {
-                                        &p.path
-                                    },
-                                    p.message
-                                )
-                            })
-                            .collect();
-                        return Err(StageError::fatal(
-                            format!("the `handoff` artifact is invalid: {}", all.join("; ")),
-                            "fix the final step's handoff (rewind to it) and retry the delivery",
-                        ));
-                    }
+                    check_artifact(ContractName::Handoff, &h, "handoff")?;
                     Ok(StageOutcome {
                         summary: handoff_message(&h)
                             .and_then(|m| m.lines().next().map(str::to_owned))

@@ -413,3 +413,100 @@ async fn gitlab_review_is_discussions_a_summary_note_and_one_approval() {
     assert_eq!(gl.state().approvals.len(), 1);
     assert_eq!(gl.state().discussions.len(), 2);
 }
+
+/// The bundled mr-review workflow ends with a `review_verdict`, not a `pr_review`: it is
+/// posted all the same — `blocking` as request changes, findings with a file and line as
+/// inline comments (severity first), findings without one and those off the diff in the
+/// summary, which opens with the verdict. A `clean` verdict is a comment, never an
+/// approval: approving is left to a workflow that says `approve` in a `pr_review`.
+#[tokio::test]
+async fn an_mr_review_verdict_is_posted_as_the_review() {
+    let verdict = json!({
+        "kind": "review_verdict",
+        "verdict": "blocking",
+        "summary": "The loader loses the third value.",
+        "findings": [
+            {"severity": "blocking", "file": "src/config.rs", "line": 12,
+             "message": "`c` is computed and never read."},
+            {"severity": "nit", "message": "The module could use a doc comment."},
+            {"severity": "minor", "file": "src/config.rs", "line": 90,
+             "message": "An empty file panics here."}
+        ]
+    });
+    let repo = Repo::new(&[]);
+    let gh = github_with_pull().await;
+    let host = MemHost::new(
+        &repo,
+        Some(verdict),
+        Some(access(ForgeKind::Github, gh.base_url())),
+    );
+    let job = repo.job(settings(), Some("github:acme/widgets#7"));
+    let out = deliver(&job, host.as_ref(), fast()).await.unwrap();
+    assert!(matches!(out, Outcome::Delivered(_)), "{out:?}");
+    let posts = review_posts(&gh);
+    assert_eq!(posts.len(), 1, "{posts:#?}");
+    let p = &posts[0];
+    assert_eq!(p["event"], "REQUEST_CHANGES");
+    assert_eq!(p["commit_id"], HEAD);
+    assert_eq!(
+        p["comments"],
+        json!([{"path": "src/config.rs", "line": 12, "side": "RIGHT",
+                "body": "**blocking**: `c` is computed and never read."}])
+    );
+    let body = p["body"].as_str().unwrap();
+    assert!(
+        body.starts_with("**Verdict: blocking.** The loader loses the third value."),
+        "{body}"
+    );
+    assert!(
+        body.contains("**nit**: The module could use a doc comment."),
+        "{body}"
+    );
+    assert!(
+        body.contains("src/config.rs:90") && body.contains("An empty file panics here."),
+        "{body}"
+    );
+
+    // Clean: a comment that says so.
+    let repo = Repo::new(&[]);
+    let gh = github_with_pull().await;
+    let host = MemHost::new(
+        &repo,
+        Some(json!({"kind": "review_verdict", "verdict": "clean",
+                    "summary": "Reads well; tests cover the new path.", "findings": []})),
+        Some(access(ForgeKind::Github, gh.base_url())),
+    );
+    let job = repo.job(settings(), Some("github:acme/widgets#7"));
+    let out = deliver(&job, host.as_ref(), fast()).await.unwrap();
+    assert!(matches!(out, Outcome::Delivered(_)), "{out:?}");
+    let posts = review_posts(&gh);
+    assert_eq!(posts[0]["event"], "COMMENT");
+    assert!(
+        posts[0]["body"]
+            .as_str()
+            .unwrap()
+            .starts_with("**Verdict: clean.** Reads well")
+    );
+
+    // An invalid verdict fails at handoff naming the field.
+    let repo = Repo::new(&[]);
+    let gh = github_with_pull().await;
+    let host = MemHost::new(
+        &repo,
+        Some(json!({"kind": "review_verdict", "verdict": "fine", "findings": []})),
+        Some(access(ForgeKind::Github, gh.base_url())),
+    );
+    let job = repo.job(settings(), Some("github:acme/widgets#7"));
+    let out = deliver(&job, host.as_ref(), fast()).await.unwrap();
+    let Outcome::Failed(d) = out else {
+        panic!("{out:?}")
+    };
+    let f = d.failure.unwrap();
+    assert_eq!(f.stage, DeliveryStage::Handoff);
+    assert!(
+        f.message.contains("review_verdict") && f.message.contains("verdict"),
+        "{}",
+        f.message
+    );
+    assert!(review_posts(&gh).is_empty());
+}

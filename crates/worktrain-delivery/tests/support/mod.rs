@@ -264,17 +264,11 @@ impl Host for MemHost {
 
     async fn handoff(&self) -> Result<Option<Value>, String> {
         // A `review_comment` session's final artifact is its review.
-        Ok(self
-            .handoff
-            .clone()
-            .filter(|h| h.get("kind").and_then(Value::as_str) != Some("pr_review")))
+        Ok(self.handoff.clone().filter(|h| !is_review(h)))
     }
 
     async fn review(&self) -> Result<Option<Value>, String> {
-        Ok(self
-            .handoff
-            .clone()
-            .filter(|h| h.get("kind").and_then(Value::as_str) == Some("pr_review")))
+        Ok(self.handoff.clone().filter(is_review))
     }
 
     async fn commit(
@@ -373,4 +367,12 @@ pub(crate) fn corpus(rel: &str) -> PathBuf {
         "/../../../shared/corpora/"
     ))
     .join(rel)
+}
+
+/// A review artifact (`pr_review`, or the `review_verdict` of the bundled mr-review).
+fn is_review(a: &Value) -> bool {
+    matches!(
+        a.get("kind").and_then(Value::as_str),
+        Some("pr_review" | "review_verdict")
+    )
 }
