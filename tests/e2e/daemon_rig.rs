@@ -318,6 +318,8 @@ pub(crate) struct Rig {
     pub env: Env,
     /// Extra environment variables of the daemon process.
     pub daemon_env: Vec<(String, String)>,
+    /// The daemon's `--bind` (default `127.0.0.1:0`).
+    bind: Option<String>,
     rt: tokio::runtime::Runtime,
 }
 
@@ -415,6 +417,7 @@ agents:
             repo,
             env,
             daemon_env: Vec::new(),
+            bind: None,
             rt,
         }
     }
@@ -435,6 +438,12 @@ agents:
         self.start(env, false)
     }
 
+    /// [`Rig::start_daemon`] on a fixed address (a restart keeps its clients' URL).
+    pub(crate) fn start_daemon_at(&mut self, bind: &str) -> &Daemon {
+        self.bind = Some(bind.to_owned());
+        self.start(&[], true)
+    }
+
     fn start(&mut self, env: &[(&str, &str)], wait_ready: bool) -> &Daemon {
         assert!(self.daemon.is_none(), "a daemon is already running");
         let _ = std::fs::remove_file(self.env.home().join("daemon.pid"));
@@ -442,7 +451,8 @@ agents:
             .map(|d| d.count())
             .unwrap_or(0);
         let log = self.env.dir().join(format!("daemon-{n}.log"));
-        let mut c = self.env.cmd(&["daemon", "--bind", "127.0.0.1:0"]);
+        let bind = self.bind.clone().unwrap_or_else(|| "127.0.0.1:0".into());
+        let mut c = self.env.cmd(&["daemon", "--bind", &bind]);
         c.envs(env.iter().copied());
         for (k, v) in &self.daemon_env {
             c.env(k, v);

@@ -287,3 +287,48 @@ fn watch_shows_a_live_session_appear_advance_and_its_trace_and_acts_on_sessions(
         "{cancel}"
     );
 }
+
+/// The daemon dies under an open `worktrain watch` and comes back on the same address:
+/// the screen says the stream is down and reconnecting, then live again, and a session
+/// dispatched to the restarted daemon appears without restarting watch.
+#[test]
+fn watch_reconnects_when_the_daemon_restarts() {
+    if !crate::daemon_rig::have_git() {
+        return;
+    }
+    let mut rig = Rig::new(RigSpec {
+        routes: vec![route(
+            "after-restart-goal",
+            vec![complete("done"), complete("done")],
+        )],
+        ..RigSpec::default()
+    });
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let bind = format!("127.0.0.1:{port}");
+    rig.start_daemon_at(&bind);
+    let (child, rx) = watch(
+        &rig,
+        &["--daemon", &format!("http://{bind}")],
+        &[
+            "wait=·  live",
+            "wait=reconnecting",
+            "wait=·  live",
+            "wait=after-restart-goal",
+        ],
+    );
+    let _ = frame(&rx, "saw `·  live`", &rig);
+    rig.sigkill_daemon();
+    let down = frame(&rx, "saw `reconnecting`", &rig);
+    assert!(down.contains("stream down"), "{down}");
+    rig.start_daemon_at(&bind);
+    let _ = frame(&rx, "saw `·  live`", &rig);
+    let id = rig.spawn_in_repo("e2e-two", "after-restart-goal", &[]);
+    let list = frame(&rx, "saw `after-restart-goal`", &rig);
+    assert!(list.contains(&id), "{list}");
+    let _ = frame(&rx, "script done", &rig);
+    let r = collect(&["watch"], child);
+    assert_eq!(r.code, 0, "{r:?}");
+}
