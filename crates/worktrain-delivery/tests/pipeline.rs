@@ -901,11 +901,11 @@ async fn a_push_without_the_recorded_commit_in_this_repository_fails_saying_wher
     let out = deliver(&repo.job(settings, None), host.as_ref(), fast())
         .await
         .unwrap();
-    let Outcome::Failed(d) = out else {
+    let Outcome::Failed(d) = &out else {
         panic!("{out:?}")
     };
     assert_eq!(d.attempt, 2, "the retry continued from the push");
-    let f = d.failure.unwrap();
+    let f = failure(out);
     assert_eq!(f.stage, DeliveryStage::Push);
     assert!(!f.retryable, "{f:?}");
     assert!(f.message.contains(&commit[..12]), "{}", f.message);

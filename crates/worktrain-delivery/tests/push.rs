@@ -11,7 +11,7 @@ mod support;
 
 use std::sync::{Arc, Mutex};
 
-use support::{MemHost, Repo, git, handoff};
+use support::{MemHost, Repo, failure, git, handoff};
 use worktrain_core::run::{DeliverySettings, DeliveryStage, DeliveryTarget, ForgeKind};
 use worktrain_delivery::{ForgeAccess, Outcome, RetryPolicy, deliver};
 use worktrain_testkit::git_http::{GitHttpServer, TestCa};
@@ -229,10 +229,7 @@ async fn a_push_to_an_untrusted_https_remote_fails_on_its_certificate() {
     )
     .await
     .unwrap();
-    let Outcome::Failed(d) = out else {
-        panic!("{out:?}")
-    };
-    let f = d.failure.unwrap();
+    let f = failure(out);
     assert_eq!(f.stage, DeliveryStage::Push);
     assert!(
         f.message.contains("certificate"),

@@ -497,11 +497,7 @@ async fn an_mr_review_verdict_is_posted_as_the_review() {
         Some(access(ForgeKind::Github, gh.base_url())),
     );
     let job = repo.job(settings(), Some("github:acme/widgets#7"));
-    let out = deliver(&job, host.as_ref(), fast()).await.unwrap();
-    let Outcome::Failed(d) = out else {
-        panic!("{out:?}")
-    };
-    let f = d.failure.unwrap();
+    let f = failure(deliver(&job, host.as_ref(), fast()).await.unwrap());
     assert_eq!(f.stage, DeliveryStage::Handoff);
     assert!(
         f.message.contains("review_verdict") && f.message.contains("verdict"),

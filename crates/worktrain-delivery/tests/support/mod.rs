@@ -376,3 +376,16 @@ fn is_review(a: &Value) -> bool {
         Some("pr_review" | "review_verdict")
     )
 }
+
+/// The recorded failure of a delivery that must have failed.
+#[allow(dead_code)] // not every test binary that includes this module asks for it
+pub(crate) fn failure(
+    out: worktrain_delivery::Outcome,
+) -> worktrain_core::projection::DeliveryFailure {
+    match out {
+        worktrain_delivery::Outcome::Failed(d) => {
+            d.failure.expect("a failed delivery records its failure")
+        }
+        other => panic!("expected a failed delivery, got {other:?}"),
+    }
+}
