@@ -10,6 +10,7 @@
 //!   `worktrain_tool_calls_total`, `worktrain_tool_errors_total` — sums of every scanned
 //!   session's telemetry (the `agent_activity` events folded into its summary).
 //! - `worktrain_queue_depth` (queued runs), `worktrain_running_sessions` (in this daemon),
+//!   `worktrain_running_sessions_peak` (the most at once since start),
 //!   `worktrain_interrupted_sessions` — from the run queue and the supervisor.
 //! - `worktrain_runs_total{event}` — this process's supervisor counters (started,
 //!   completed, failed, cancelled, parked, interrupted); they restart at zero with the
@@ -316,6 +317,17 @@ pub fn render(
         "Sessions running in this daemon.",
     );
     let _ = writeln!(out, "worktrain_running_sessions {}", sup.running().len());
+    counter(
+        &mut out,
+        "worktrain_running_sessions_peak",
+        "gauge",
+        "The most runs this daemon held at once since it started.",
+    );
+    let _ = writeln!(
+        out,
+        "worktrain_running_sessions_peak {}",
+        sup.metrics.running_peak.load(Ordering::Relaxed)
+    );
     counter(
         &mut out,
         "worktrain_interrupted_sessions",

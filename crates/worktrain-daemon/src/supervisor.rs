@@ -53,6 +53,9 @@ pub struct Metrics {
     pub runs_parked: AtomicU64,
     /// Runs interrupted by shutdown.
     pub runs_interrupted: AtomicU64,
+    /// The most runs this daemon held at once since it started (a run holds its slot
+    /// until its worktree is dealt with): whether the daemon used all its slots.
+    pub running_peak: AtomicU64,
 }
 
 struct Running {
@@ -909,7 +912,14 @@ impl Supervisor {
             running.beat.clone(),
             running.lost.clone(),
         );
-        lock(&self.runs).insert(id, running);
+        let held = {
+            let mut runs = lock(&self.runs);
+            runs.insert(id, running);
+            runs.len()
+        };
+        self.metrics
+            .running_peak
+            .fetch_max(u64::try_from(held).unwrap_or(u64::MAX), Ordering::Relaxed);
         if self.killing.load(Ordering::SeqCst) || self.kill_epoch.load(Ordering::SeqCst) != epoch {
             // The kill switch ran while this run was being claimed.
             task_parts.3.store(true, Ordering::SeqCst);
@@ -1142,8 +1152,10 @@ impl Supervisor {
             }
         }
         // Once the end (or the interruption) is recorded nobody holds the run; a lease
-        // left behind would only delay whoever resumes it.
-        if recorded {
+        // left behind would only delay whoever resumes it. The append that recorded an
+        // end dropped the lease with it; an interruption keeps the run queued, so its
+        // lease is released here.
+        if recorded && (interrupted || !wrote_end.load(Ordering::SeqCst)) {
             let _ = self.engine.store().release_lease(id, &self.worker).await;
         }
         lock(&self.runs).remove(&id);

@@ -73,9 +73,9 @@ use worktrain_core::event::SessionMode;
 use worktrain_core::ids::{Attempt, NodeId, Seq, SessionId, Sha256Hash, StepId};
 use worktrain_core::machine::{AdvanceDecision, Machine, Plan, StartParams, Submission};
 use worktrain_core::projection::AttemptOutcome;
-use worktrain_core::projection::{NodeRecord, NodeStatus, SessionSummary};
+use worktrain_core::projection::{NodeRecord, NodeStatus, SessionStatus, SessionSummary};
 use worktrain_core::response::{RecapEntry, StepResponse};
-use worktrain_core::token::Keyring;
+use worktrain_core::token::{Keyring, TokenClaims};
 use worktrain_store::{AppendRequest, EventStore, StoreError};
 
 pub mod catalog;
@@ -349,6 +349,24 @@ impl Engine {
         }
     }
 
+    /// The summary to decide an advance on without reading the store, when the store's
+    /// handle holds one in which the token's attempt is still the open one (current, not
+    /// parked): then no record of that attempt exists yet — an attempt's record is
+    /// written by the append that blocks it (and moves on to the next attempt), parks it,
+    /// or completes it (and enters the next node or completes the session). Only on the
+    /// first round: if the summary is behind the log, the append built on it is refused
+    /// (its seq, or the attempt's idempotency key, is taken) and the next round reads.
+    fn open_attempt(&self, round: usize, claims: TokenClaims) -> Option<Arc<SessionSummary>> {
+        if round != 0 {
+            return None;
+        }
+        let recent = self.store.recent_summary(claims.session)?;
+        let open = recent.current.as_ref().is_some_and(|c| {
+            c.node == claims.node && c.attempt == claims.attempt && c.parked.is_none()
+        }) && recent.status != SessionStatus::Parked;
+        open.then_some(recent)
+    }
+
     async fn summary(&self, id: SessionId) -> Result<SessionSummary, ApiError> {
         self.store
             .session(id)
@@ -435,12 +453,18 @@ impl Engine {
     pub async fn advance(&self, token: &str, submission: Submission) -> Result<Reply, ApiError> {
         let claims = self.keyring.verify(token)?;
         for round in 0..MAX_REJUDGE {
-            let (summary, mut prior) = self
-                .store
-                .session_and_attempt(claims.session, claims.node, claims.attempt)
-                .await
-                .map_err(store_error)?;
-            let summary = summary.ok_or_else(|| not_found(claims.session))?;
+            let (summary, mut prior) = match self.open_attempt(round, claims) {
+                Some(recent) => (recent, None),
+                None => {
+                    let (summary, prior) = self
+                        .store
+                        .session_and_attempt(claims.session, claims.node, claims.attempt)
+                        .await
+                        .map_err(store_error)?;
+                    let summary = summary.ok_or_else(|| not_found(claims.session))?;
+                    (Arc::new(summary), prior)
+                }
+            };
             let pinned = self.pinned(summary.workflow_hash).await?;
             // The same output as the attempt just blocked would be blocked the same way:
             // answer with that recorded response and write nothing, so a client that
@@ -859,12 +883,15 @@ impl Engine {
                 .collect();
             match self
                 .store
-                .append(AppendRequest {
-                    session_id: id,
-                    expected_seq: summary.last_seq,
-                    events,
-                    blobs: Vec::new(),
-                })
+                .append_after(
+                    &summary,
+                    AppendRequest {
+                        session_id: id,
+                        expected_seq: summary.last_seq,
+                        events,
+                        blobs: Vec::new(),
+                    },
+                )
                 .await
             {
                 Ok(outcome) => return Ok(outcome.summary),

@@ -410,6 +410,85 @@ async fn replay_is_byte_identical_and_writes_nothing() {
     assert_eq!(again.bytes, last.bytes);
 }
 
+/// The engine decides an advance on the summary its store handle last wrote, without
+/// reading it back. When another process has moved the session on meanwhile, the append
+/// built on it is refused and the advance is decided again on what the log says: a replay
+/// of what the other process recorded, a conflict, or a normal advance — never a second
+/// record of one attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_advance_on_a_session_another_process_moved_on_is_decided_on_the_log() {
+    let env = Env::new().await;
+    let other = env.second_engine(keyring()).await;
+    let started = env.start(&quick_task(), json!({})).await;
+    let id = started.response.session_id;
+    let t1 = advance_token(&started);
+    assert!(
+        env.store.recent_summary(id).is_some(),
+        "this handle holds the summary it wrote"
+    );
+
+    // The other process submits step 1 first.
+    let theirs = other
+        .advance(&t1, notes("done"))
+        .await
+        .expect("other advance");
+    assert!(!theirs.replayed);
+    let mark = env.mark(id).await;
+    // This engine's summary is behind the log: the same submission is a replay of theirs,
+    // a different one is a conflict, and neither writes anything.
+    let ours = env
+        .engine
+        .advance(&t1, notes("done"))
+        .await
+        .expect("replay");
+    assert!(ours.replayed);
+    assert_eq!(ours.bytes, theirs.bytes);
+    expect_err(
+        env.engine.advance(&t1, notes("done, differently")).await,
+        ErrorCode::TokenConflict,
+    );
+    assert_eq!(env.mark(id).await, mark);
+
+    // The other process records a checkpoint on step 2: the attempt is still open, but
+    // the log moved on. This engine's advance is recorded once, after the checkpoint.
+    let t2 = advance_token(&theirs);
+    let ours_seen = env
+        .store
+        .recent_summary(id)
+        .expect("read back by the replay");
+    other
+        .checkpoint(&checkpoint_token(&theirs), "halfway", Map::new())
+        .await
+        .expect("checkpoint elsewhere");
+    assert!(
+        env.store
+            .recent_summary(id)
+            .is_some_and(|s| s.last_seq == ours_seen.last_seq)
+    );
+    let done = env
+        .engine
+        .advance(&t2, notes("verified"))
+        .await
+        .expect("advance");
+    assert!(!done.replayed);
+    assert_eq!(done.response.outcome, Outcome::Complete);
+    let events = env.events(id).await;
+    assert_eq!(step_completed_count(&events), 2, "one record per attempt");
+    let kinds = env.kinds(id).await;
+    let checkpoint = kinds.iter().position(|k| *k == "checkpoint_recorded");
+    let last_step = kinds.iter().rposition(|k| *k == "step_completed");
+    assert!(checkpoint < last_step, "{kinds:?}");
+    assert!(
+        env.store
+            .verify(id)
+            .await
+            .expect("verify")
+            .expect("exists")
+            .is_valid()
+    );
+    assert_eq!(env.summary(id).await.checkpoints, 1);
+}
+
 #[tokio::test]
 async fn same_token_different_output_is_a_conflict() {
     let env = Env::new().await;

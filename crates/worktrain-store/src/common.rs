@@ -151,6 +151,18 @@ pub(crate) struct PreparedAppend {
     pub dispatch_keys: Vec<String>,
 }
 
+impl PreparedAppend {
+    /// Whether the batch ends the session's run (its queue row goes, and the run is over
+    /// when the batch is): the run's lease goes in the same transaction, as the claim that
+    /// started the run created it.
+    pub(crate) fn ends_run(&self) -> bool {
+        self.changes
+            .iter()
+            .any(|(_, c)| matches!(c, ProjectionChange::RemoveQueue))
+            && self.summary.run.as_ref().is_none_or(|r| r.state.is_final())
+    }
+}
+
 fn sets_queue_order(body: &EventBody) -> bool {
     matches!(
         body,
@@ -546,4 +558,70 @@ pub(crate) fn run_state_column(
                 .ok_or_else(|| corrupt(format!("unknown run state `{s}`")))
         })
         .transpose()
+}
+
+/// How many sessions [`RecentSummaries`] holds per generation.
+const RECENT_SUMMARIES: usize = 512;
+
+/// The summaries a store handle last wrote or read, per session: what
+/// [`EventStore::recent_summary`](crate::EventStore::recent_summary) answers from.
+///
+/// Bounded by two generations of at most [`RECENT_SUMMARIES`] sessions: when the newer
+/// fills, the older is dropped and the newer takes its place, so a session still being
+/// advanced stays while idle ones age out. An entry never goes back in time: a summary at
+/// a lower `last_seq` than the one held (a read that raced a write) is ignored.
+#[derive(Debug, Default)]
+pub(crate) struct RecentSummaries {
+    generations: std::sync::Mutex<RecentGenerations>,
+}
+
+#[derive(Debug, Default)]
+struct RecentGenerations {
+    newer: std::collections::HashMap<SessionId, std::sync::Arc<SessionSummary>>,
+    older: std::collections::HashMap<SessionId, std::sync::Arc<SessionSummary>>,
+}
+
+impl RecentSummaries {
+    fn lock(&self) -> std::sync::MutexGuard<'_, RecentGenerations> {
+        // The maps are consistent after any panic (each operation is one insert or
+        // remove), so a poisoned lock is still usable.
+        self.generations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The summary held for `id`, if any.
+    pub(crate) fn get(&self, id: SessionId) -> Option<std::sync::Arc<SessionSummary>> {
+        let g = self.lock();
+        g.newer.get(&id).or_else(|| g.older.get(&id)).cloned()
+    }
+
+    /// Hold `summary`, unless a later one of the same session is held already.
+    pub(crate) fn put(&self, summary: &SessionSummary) {
+        let mut g = self.lock();
+        let id = summary.session_id;
+        let held = g.newer.get(&id).or_else(|| g.older.get(&id));
+        if held.is_some_and(|h| h.last_seq > summary.last_seq) {
+            return;
+        }
+        g.older.remove(&id);
+        if g.newer.len() >= RECENT_SUMMARIES && !g.newer.contains_key(&id) {
+            g.older = std::mem::take(&mut g.newer);
+        }
+        g.newer.insert(id, std::sync::Arc::new(summary.clone()));
+    }
+
+    /// Drop what is held for `id`.
+    pub(crate) fn forget(&self, id: SessionId) {
+        let mut g = self.lock();
+        g.newer.remove(&id);
+        g.older.remove(&id);
+    }
+
+    /// Drop everything (after projections were rebuilt).
+    pub(crate) fn clear(&self) {
+        let mut g = self.lock();
+        g.newer.clear();
+        g.older.clear();
+    }
 }

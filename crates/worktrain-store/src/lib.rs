@@ -511,6 +511,15 @@ pub trait EventStore: Send + Sync + 'static {
         self.append(request).await
     }
 
+    /// The session's summary as this handle last wrote or read it, answered without a
+    /// read; `None` when it holds none (never written or read here, aged out, or dropped
+    /// after a conflict). It is a summary the session really had, but another process or
+    /// handle may have appended since: an [`append_after`](Self::append_after) built on it
+    /// is then refused exactly as one built on any stale read (a conflict, or the duplicate
+    /// of an earlier batch). The engine decides an advance on it and reads only when it is
+    /// missing or refused.
+    fn recent_summary(&self, id: SessionId) -> Option<Arc<SessionSummary>>;
+
     /// The session summary (one row; never a log scan).
     async fn session(&self, id: SessionId) -> Result<Option<SessionSummary>, StoreError>;
 

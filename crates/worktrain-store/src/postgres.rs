@@ -40,9 +40,9 @@ use worktrain_core::projection::{
 use worktrain_core::run::RunState;
 
 use crate::common::{
-    ChainCheck, PreparedAppend, RawColumns, SessionRow, corrupt, enum_from, enum_str, now_ms,
-    parse, prepare_append, prepare_import, raw_to_stored, search_needle, to_i64, to_u64,
-    workspace_prefix,
+    ChainCheck, PreparedAppend, RawColumns, RecentSummaries, SessionRow, corrupt, enum_from,
+    enum_str, now_ms, parse, prepare_append, prepare_import, raw_to_stored, search_needle, to_i64,
+    to_u64, workspace_prefix,
 };
 use crate::{
     AppendOutcome, AppendRequest, Appended, ChainReport, Claim, EventStore, LeaderLock, Lease,
@@ -126,6 +126,7 @@ pub struct PgStore {
     url: String,
     appended: broadcast::Sender<Appended>,
     listening: Arc<Mutex<bool>>,
+    recent: Arc<RecentSummaries>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -204,6 +205,7 @@ impl PgStore {
             url: redacted,
             appended: broadcast::channel(1024).0,
             listening: Arc::new(Mutex::new(false)),
+            recent: Arc::default(),
         };
         store.migrate().await?;
         Ok(store)
@@ -264,6 +266,12 @@ impl PgStore {
                 .await?;
         }
         upsert_summary(conn, &prepared.summary).await?;
+        if prepared.ends_run() {
+            sqlx::query("DELETE FROM run_leases WHERE session_id = $1")
+                .bind(&sid)
+                .execute(&mut *conn)
+                .await?;
+        }
         // Projection changes that need no position go first, outside the position lock.
         for (_, change) in &prepared.changes {
             if !matches!(change, ProjectionChange::UpsertQueue(_)) {
@@ -827,6 +835,7 @@ impl EventStore for PgStore {
         let actual = summary.as_ref().map(|s| s.last_seq).unwrap_or(Seq(0));
         if actual != expected_seq {
             tx.rollback().await?;
+            self.recent.forget(session_id);
             return Err(StoreError::SeqConflict {
                 session: session_id,
                 expected: expected_seq,
@@ -865,6 +874,8 @@ impl EventStore for PgStore {
         match written {
             Ok(()) => {}
             Err(StoreError::Database(e)) if is_unique_violation(&e) => {
+                // What this handle held of the session is behind the log.
+                self.recent.forget(session_id);
                 return self
                     .rejudge(
                         session_id,
@@ -879,12 +890,17 @@ impl EventStore for PgStore {
             Err(e) => return Err(e),
         }
         let summary = prepared.summary;
+        self.recent.put(&summary);
         Ok(AppendOutcome {
             first_seq: Seq(actual.0 + 1),
             last_seq: summary.last_seq,
             duplicate: false,
             summary,
         })
+    }
+
+    fn recent_summary(&self, id: SessionId) -> Option<Arc<SessionSummary>> {
+        self.recent.get(id)
     }
 
     async fn session(&self, id: SessionId) -> Result<Option<SessionSummary>, StoreError> {
@@ -1060,6 +1076,7 @@ impl EventStore for PgStore {
             Some(_) => Some(row_to_attempt(&row)?),
             None => None,
         };
+        self.recent.put(&summary);
         Ok((Some(summary), record))
     }
 
@@ -1250,6 +1267,8 @@ impl EventStore for PgStore {
             }
         }
         tx.commit().await?;
+        // Summaries held from before were folded by another build, perhaps differently.
+        self.recent.clear();
         Ok(report)
     }
 
@@ -1469,6 +1488,7 @@ impl EventStore for PgStore {
                 running.push((workspace, trigger));
             }
             tx.commit().await?;
+            self.recent.put(&after);
             return Ok(Some(after));
         }
         tx.rollback().await?;
@@ -1537,6 +1557,7 @@ impl EventStore for PgStore {
                 .await?;
             let prepared = append_decided(&mut tx, summary, bodies).await?;
             tx.commit().await?;
+            self.recent.put(&prepared.summary);
             out.push(prepared.summary);
         }
         Ok(out)

@@ -30,9 +30,9 @@ use worktrain_core::projection::{
 use worktrain_core::run::RunState;
 
 use crate::common::{
-    ChainCheck, PreparedAppend, RawColumns, SessionRow, corrupt, enum_from, enum_str, now_ms,
-    parse, prepare_append, prepare_import, raw_to_stored, search_needle, to_i64, to_u64,
-    workspace_prefix,
+    ChainCheck, PreparedAppend, RawColumns, RecentSummaries, SessionRow, corrupt, enum_from,
+    enum_str, now_ms, parse, prepare_append, prepare_import, raw_to_stored, search_needle, to_i64,
+    to_u64, workspace_prefix,
 };
 use crate::{
     AppendOutcome, AppendRequest, Appended, ChainReport, Claim, EventStore, LeaderLock, Lease,
@@ -166,6 +166,8 @@ impl From<&StoreOptions> for SqliteOptions {
 #[derive(Clone)]
 pub struct SqliteStore {
     pub(crate) pool: SqlitePool,
+    writer: std::sync::Arc<tokio::sync::Mutex<Writer>>,
+    recent: std::sync::Arc<RecentSummaries>,
     blob_limit: usize,
     appended: broadcast::Sender<Appended>,
 }
@@ -209,7 +211,20 @@ impl SqliteStore {
             // frame, so the page size sets the bytes written per advance (512: ~12 KB;
             // 4096: ~50 KB; docs/benchmarks.md). Only new databases take it; an existing
             // one keeps its page size until `VACUUM`ed with another.
-            .page_size(512);
+            .page_size(512)
+            // SQLite checkpoints the WAL into the database when it reaches this many
+            // pages, inside the commit that crosses it. Its default of 1,000 assumes 4 KiB
+            // pages (a 4 MB WAL); with 512-byte pages that is every ~35 advances. 8,000
+            // pages keeps the WAL at ~4 MB, checkpoints 8x less often, and a checkpoint
+            // copies each page once however often it was rewritten meanwhile.
+            .pragma("wal_autocheckpoint", "8000");
+        let writer_conn =
+            sqlx::ConnectOptions::connect(&connect)
+                .await
+                .map_err(|e| StoreError::Unreachable {
+                    url: format!("sqlite://{}", path.display()),
+                    reason: e.to_string(),
+                })?;
         let pool = SqlitePoolOptions::new()
             .max_connections(options.max_connections.max(1))
             .min_connections(1)
@@ -225,6 +240,11 @@ impl SqliteStore {
             })?;
         Ok(Self {
             pool,
+            writer: std::sync::Arc::new(tokio::sync::Mutex::new(Writer {
+                conn: writer_conn,
+                maybe_open: false,
+            })),
+            recent: std::sync::Arc::default(),
             blob_limit: options.blob_limit,
             appended: broadcast::channel(1024).0,
         })
@@ -265,7 +285,8 @@ impl SqliteStore {
     /// Fill the derived session columns that a migration added empty (v5).
     async fn backfill_session_columns(&self) -> Result<(), StoreError> {
         loop {
-            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+            let mut writer = self.writer().await?;
+            let mut tx = sqlx::Connection::begin_with(&mut writer.conn, "BEGIN IMMEDIATE").await?;
             let rows: Vec<(String,)> =
                 sqlx::query_as("SELECT summary FROM sessions WHERE search_text IS NULL LIMIT 500")
                     .fetch_all(&mut *tx)
@@ -307,6 +328,27 @@ impl SqliteStore {
         Ok(v.unwrap_or(0))
     }
 
+    /// A session's append has committed: hold its summary for the next decision and wake
+    /// the readers waiting for it.
+    fn committed(&self, summary: &SessionSummary) {
+        self.recent.put(summary);
+        let _ = self.appended.send(Appended {
+            session_id: summary.session_id,
+            last_seq: summary.last_seq,
+        });
+    }
+
+    /// The writer connection, rolled back first if an abandoned batch may have left a
+    /// transaction open.
+    pub(crate) async fn writer(&self) -> Result<tokio::sync::OwnedMutexGuard<Writer>, StoreError> {
+        let mut writer = std::sync::Arc::clone(&self.writer).lock_owned().await;
+        if writer.maybe_open {
+            writer.roll_back().await;
+            writer.maybe_open = false;
+        }
+        Ok(writer)
+    }
+
     /// The underlying pool (tests use it to attempt forbidden writes).
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
@@ -320,8 +362,19 @@ impl SqliteStore {
         prepared: &PreparedAppend,
         blobs: &[Vec<u8>],
     ) -> Result<(), StoreError> {
-        let now = now_ms();
         let mut batch = Batch::new();
+        Self::batch_prepared(&mut batch, sid, prepared, blobs)?;
+        batch.run(conn).await
+    }
+
+    /// Add a prepared append's statements to `batch`.
+    fn batch_prepared(
+        batch: &mut Batch,
+        sid: &str,
+        prepared: &PreparedAppend,
+        blobs: &[Vec<u8>],
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
         for blob in blobs {
             batch.blob(blob, now);
         }
@@ -339,7 +392,12 @@ impl SqliteStore {
                 row.sets_queue_order,
             )?;
         }
-        batch.run(conn).await
+        if prepared.ends_run() {
+            batch
+                .next("DELETE FROM run_leases WHERE session_id = ")
+                .push_bind(sid);
+        }
+        Ok(())
     }
 
     /// Append `request`; with `known` (the session's summary at `expected_seq`, just read
@@ -368,22 +426,35 @@ impl SqliteStore {
         let first_key = events[0].idempotency_key.clone();
         let batch_len = events.len();
         let sid = session_id.to_string();
-        // Round trips: begin, read the summary (unless the writer just read it), one batch
-        // of writes, commit. A duplicate batch is found by its idempotency key's unique
-        // index (or, when the writer's seq is stale, by looking the key up before
-        // reporting a conflict).
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        // Round trips: read the summary (unless the writer just read it), then one batch
+        // that begins, writes and commits. A duplicate batch is found by its idempotency
+        // key's unique index (or, when the writer's seq is stale, by looking the key up
+        // before reporting a conflict); a stale read by the unique `(session, seq)` key.
+        let mut writer = self.writer().await?;
         let summary = match known {
             Some(known) => Some(known.clone()),
-            None => load_summary(&mut tx, session_id).await?,
+            // A new session: built on nothing. If the session exists after all, its first
+            // event's seq is taken and the batch is refused like any stale one.
+            None if expected_seq == Seq(0)
+                && matches!(
+                    events[0].body,
+                    worktrain_core::event::EventBody::SessionStarted { .. }
+                ) =>
+            {
+                None
+            }
+            None => load_summary(&mut writer.conn, session_id).await?,
         };
         let actual = summary.as_ref().map(|s| s.last_seq).unwrap_or(Seq(0));
         if actual != expected_seq {
+            // Read just now (a `known` is only passed at the expected seq): the current one.
+            if let Some(current) = &summary {
+                self.recent.put(current);
+            }
             let dup = match first_key.as_deref() {
-                Some(key) => duplicate_of(&mut tx, key, batch_len).await?,
+                Some(key) => duplicate_of(&mut writer.conn, key, batch_len).await?,
                 None => None,
             };
-            tx.rollback().await?;
             return match dup {
                 Some(dup) => Ok(dup),
                 None => Err(StoreError::SeqConflict {
@@ -393,23 +464,16 @@ impl SqliteStore {
                 }),
             };
         }
+        // A dispatch key already taken is found by its unique index, like a stale seq.
         let prepared = prepare_append(session_id, summary, events, now_ms())?;
-        for key in &prepared.dispatch_keys {
-            if let Some(owner) = dispatch_owner(&mut tx, key).await? {
-                tx.rollback().await?;
-                return Err(StoreError::DispatchKeyTaken {
-                    key: key.clone(),
-                    session: owner,
-                });
-            }
-        }
-        let written = match Self::write_prepared(&mut tx, &sid, &prepared, &blobs).await {
-            Ok(()) => tx.commit().await.map_err(StoreError::from),
-            Err(e) => Err(e),
-        };
+        let mut batch = Batch::transaction();
+        Self::batch_prepared(&mut batch, &sid, &prepared, &blobs)?;
+        let written = Writer::commit(writer, batch).await;
         match written {
             Ok(()) => {}
             Err(StoreError::Database(e)) if is_unique_violation(&e) => {
+                // What this handle held of the session is behind the log.
+                self.recent.forget(session_id);
                 return self
                     .rejudge(
                         session_id,
@@ -424,10 +488,7 @@ impl SqliteStore {
             Err(e) => return Err(e),
         }
         let summary = prepared.summary;
-        let _ = self.appended.send(Appended {
-            session_id,
-            last_seq: summary.last_seq,
-        });
+        self.committed(&summary);
         Ok(AppendOutcome {
             first_seq: Seq(actual.0 + 1),
             last_seq: summary.last_seq,
@@ -559,6 +620,74 @@ struct Batch {
     empty: bool,
 }
 
+/// The store's own connection for writes (and the reads a write is decided on).
+///
+/// One connection, taken in turn by this process's writers: they queue on an async mutex
+/// instead of SQLite's busy handler, its page cache stays valid from one write to the
+/// next (another connection's commit would discard it), and a write transaction is one
+/// round trip to SQLite's worker thread — `BEGIN IMMEDIATE`, the statements and `COMMIT`
+/// in one batch — with no pool checkout around it.
+pub(crate) struct Writer {
+    pub(crate) conn: SqliteConnection,
+    /// A transaction batch was sent and did not report back (its caller was cancelled):
+    /// it may have stopped inside its transaction, so roll back before the next use.
+    maybe_open: bool,
+}
+
+impl Writer {
+    /// Run a [`Batch::transaction`] and commit it; on failure nothing of it stays. The
+    /// connection never stays inside the transaction, even when the caller stops waiting
+    /// (a timeout, a dropped request) after the batch was sent: SQLite's write lock would
+    /// stay held, and every other process would wait on it, until this handle wrote
+    /// again.
+    async fn commit(
+        writer: tokio::sync::OwnedMutexGuard<Writer>,
+        mut batch: Batch,
+    ) -> Result<(), StoreError> {
+        batch.qb.push(";\nCOMMIT");
+        let mut pending = Unfinished(Some(writer));
+        let Some(w) = pending.0.as_mut() else {
+            return Err(StoreError::Corrupt("the writer went missing".into()));
+        };
+        w.maybe_open = true;
+        let result = batch.qb.build().execute(&mut w.conn).await;
+        if result.is_err() {
+            w.roll_back().await;
+        }
+        w.maybe_open = false;
+        pending.0 = None;
+        result.map(drop).map_err(StoreError::from)
+    }
+
+    /// End whatever transaction a failed or abandoned batch left open ("no transaction
+    /// is active" when it had none, which is fine).
+    async fn roll_back(&mut self) {
+        if let Err(e) = sqlx::query("ROLLBACK").execute(&mut self.conn).await {
+            tracing::trace!(error = %e, "rollback after a failed write batch");
+        }
+    }
+}
+
+/// The writer of a transaction batch whose outcome was not seen yet: dropped with it
+/// (the caller stopped waiting), it rolls back in a task of its own — queued on the
+/// connection right after the batch, holding the writer until done. Without a runtime to
+/// run it, `maybe_open` stays set and the next use of the writer rolls back first.
+struct Unfinished(Option<tokio::sync::OwnedMutexGuard<Writer>>);
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        let Some(mut writer) = self.0.take() else {
+            return;
+        };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                writer.roll_back().await;
+                writer.maybe_open = false;
+            });
+        }
+    }
+}
+
 /// Where a queue row's order comes from.
 #[derive(Clone, Copy)]
 enum QueueOrder {
@@ -585,6 +714,14 @@ impl Batch {
         self.empty = false;
         self.qb.push(sql);
         &mut self.qb
+    }
+
+    /// A batch that begins a write transaction; [`Writer::commit`] ends it.
+    fn transaction() -> Self {
+        Self {
+            qb: QueryBuilder::new("BEGIN IMMEDIATE"),
+            empty: false,
+        }
     }
 
     async fn run(mut self, conn: &mut SqliteConnection) -> Result<(), StoreError> {
@@ -896,6 +1033,10 @@ impl EventStore for SqliteStore {
         self.append_with(known, request).await
     }
 
+    fn recent_summary(&self, id: SessionId) -> Option<std::sync::Arc<SessionSummary>> {
+        self.recent.get(id)
+    }
+
     async fn session(&self, id: SessionId) -> Result<Option<SessionSummary>, StoreError> {
         let mut conn = self.pool.acquire().await?;
         load_summary(&mut conn, id).await
@@ -1071,6 +1212,7 @@ impl EventStore for SqliteStore {
             Some(_) => Some(row_to_attempt(&row)?),
             None => None,
         };
+        self.recent.put(&summary);
         Ok((Some(summary), record))
     }
 
@@ -1126,7 +1268,7 @@ impl EventStore for SqliteStore {
         .bind(to_i64(bytes.len() as u64))
         .bind(bytes)
         .bind(now_ms())
-        .execute(&self.pool)
+        .execute(&mut self.writer().await?.conn)
         .await?;
         Ok(hash)
     }
@@ -1180,7 +1322,8 @@ impl EventStore for SqliteStore {
     }
 
     async fn rebuild_projections(&self) -> Result<RebuildReport, StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut writer = self.writer().await?;
+        let mut tx = sqlx::Connection::begin_with(&mut writer.conn, "BEGIN IMMEDIATE").await?;
         for table in [
             "session_attempts",
             "session_nodes",
@@ -1253,6 +1396,8 @@ impl EventStore for SqliteStore {
             }
         }
         tx.commit().await?;
+        // Summaries held from before were folded by another build, perhaps differently.
+        self.recent.clear();
         Ok(report)
     }
 
@@ -1361,7 +1506,7 @@ impl EventStore for SqliteStore {
         .bind(until)
         .bind(id.to_string())
         .bind(worker)
-        .execute(&self.pool)
+        .execute(&mut self.writer().await?.conn)
         .await?
         .rows_affected();
         if renewed == 1 {
@@ -1383,7 +1528,7 @@ impl EventStore for SqliteStore {
         let n = sqlx::query("DELETE FROM run_leases WHERE session_id = ? AND worker = ?")
             .bind(id.to_string())
             .bind(worker)
-            .execute(&self.pool)
+            .execute(&mut self.writer().await?.conn)
             .await?
             .rows_affected();
         Ok(n > 0)
@@ -1440,10 +1585,7 @@ impl EventStore for SqliteStore {
                 running.push((workspace, trigger));
             }
             tx.commit().await?;
-            let _ = self.appended.send(Appended {
-                session_id: id,
-                last_seq: after.last_seq,
-            });
+            self.committed(&after);
             return Ok(Some(after));
         }
         tx.rollback().await?;
@@ -1508,10 +1650,7 @@ impl EventStore for SqliteStore {
                 .await?;
             let prepared = append_decided(&mut tx, summary, bodies).await?;
             tx.commit().await?;
-            let _ = self.appended.send(Appended {
-                session_id: id,
-                last_seq: prepared.summary.last_seq,
-            });
+            self.committed(&prepared.summary);
             out.push(prepared.summary);
         }
         Ok(out)
@@ -1584,7 +1723,8 @@ impl EventStore for SqliteStore {
     async fn import_session(&self, events: Vec<RawEvent>) -> Result<(), StoreError> {
         let prepared = prepare_import(events)?;
         let session_id = prepared.summary.session_id;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut writer = self.writer().await?;
+        let mut tx = sqlx::Connection::begin_with(&mut writer.conn, "BEGIN IMMEDIATE").await?;
         if let Some(existing) = load_summary(&mut tx, session_id).await? {
             tx.rollback().await?;
             return Err(StoreError::SeqConflict {
@@ -1754,8 +1894,9 @@ mod trigger_impl {
             if batch.is_empty() {
                 return Ok(Vec::new());
             }
-            let mut conn = self.pool.acquire().await?;
-            sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+            let mut writer = self.writer().await?;
+            let mut tx = sqlx::Connection::begin_with(&mut writer.conn, "BEGIN IMMEDIATE").await?;
+            let conn = &mut *tx;
             let result: Result<Vec<DeliveryInsert>, StoreError> = async {
                 let now = now_ms();
                 let mut out = Vec::with_capacity(batch.len());
@@ -1778,7 +1919,7 @@ mod trigger_impl {
                         let id: i64 = row.try_get("id")?;
                         let mut dec = d.decision.clone();
                         dec.delivery_id = Some(id);
-                        insert_decision(&mut conn, &dec, now).await?;
+                        insert_decision(&mut *conn, &dec, now).await?;
                         out.push(DeliveryInsert::Stored { id });
                     } else {
                         let (id,): (i64,) = sqlx::query_as(
@@ -1795,7 +1936,7 @@ mod trigger_impl {
                             d.delivery_key
                         );
                         dec.delivery_id = Some(id);
-                        insert_decision(&mut conn, &dec, now).await?;
+                        insert_decision(&mut *conn, &dec, now).await?;
                         out.push(DeliveryInsert::Duplicate { id });
                     }
                 }
@@ -1804,11 +1945,11 @@ mod trigger_impl {
             .await;
             match result {
                 Ok(out) => {
-                    sqlx::query("COMMIT").execute(&mut *conn).await?;
+                    tx.commit().await?;
                     Ok(out)
                 }
                 Err(e) => {
-                    let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                    tx.rollback().await?;
                     Err(e)
                 }
             }
@@ -1837,7 +1978,8 @@ mod trigger_impl {
             id: i64,
             decisions: Vec<NewDecision>,
         ) -> Result<(), StoreError> {
-            let mut tx = self.pool.begin().await?;
+            let mut writer = self.writer().await?;
+            let mut tx = sqlx::Connection::begin_with(&mut writer.conn, "BEGIN IMMEDIATE").await?;
             let now = now_ms();
             sqlx::query(
                 "UPDATE webhook_deliveries SET status = 'done', decided_at_ms = ? WHERE id = ?",
@@ -1854,8 +1996,8 @@ mod trigger_impl {
         }
 
         async fn record_decision(&self, decision: NewDecision) -> Result<i64, StoreError> {
-            let mut conn = self.pool.acquire().await?;
-            insert_decision(&mut conn, &decision, now_ms()).await
+            let mut writer = self.writer().await?;
+            insert_decision(&mut writer.conn, &decision, now_ms()).await
         }
 
         async fn decisions(&self, f: &DecisionFilter) -> Result<Vec<Decision>, StoreError> {
@@ -1925,7 +2067,7 @@ mod trigger_impl {
             .bind(item.next_attempt_at_ms)
             .bind(request)
             .bind(item.updated_at_ms)
-            .execute(&self.pool)
+            .execute(&mut self.writer().await?.conn)
             .await?;
             Ok(())
         }
@@ -1975,7 +2117,7 @@ mod trigger_impl {
             .bind(c.last_polled_at_ms)
             .bind(c.next_poll_at_ms)
             .bind(c.last_error.as_deref())
-            .execute(&self.pool)
+            .execute(&mut self.writer().await?.conn)
             .await?;
             Ok(())
         }
@@ -2008,7 +2150,8 @@ mod trigger_impl {
             trigger_id: &str,
             items: &[(String, String)],
         ) -> Result<(), StoreError> {
-            let mut tx = self.pool.begin().await?;
+            let mut writer = self.writer().await?;
+            let mut tx = sqlx::Connection::begin_with(&mut writer.conn, "BEGIN IMMEDIATE").await?;
             let now = now_ms();
             for (k, updated) in items {
                 sqlx::query(
@@ -2063,7 +2206,7 @@ mod trigger_impl {
             .bind(s.last_scheduled_at_ms)
             .bind(s.last_fired_at_ms)
             .bind(s.last_session_id.as_deref())
-            .execute(&self.pool)
+            .execute(&mut self.writer().await?.conn)
             .await?;
             Ok(())
         }

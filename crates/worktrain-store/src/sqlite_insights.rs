@@ -213,7 +213,8 @@ async fn put_one(
 #[async_trait]
 impl InsightsStore for SqliteStore {
     async fn put_traces(&self, rows: &[TraceRow]) -> Result<Vec<PutOutcome>, StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut writer = self.writer().await?;
+        let mut tx = sqlx::Connection::begin_with(&mut writer.conn, "BEGIN IMMEDIATE").await?;
         let mut outcomes = Vec::with_capacity(rows.len());
         for row in rows {
             outcomes.push(put_one(&mut tx, row).await?);
@@ -299,7 +300,8 @@ impl InsightsStore for SqliteStore {
     }
 
     async fn replace_findings(&self, updates: &[FindingsUpdate]) -> Result<Vec<bool>, StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut writer = self.writer().await?;
+        let mut tx = sqlx::Connection::begin_with(&mut writer.conn, "BEGIN IMMEDIATE").await?;
         let mut out = Vec::with_capacity(updates.len());
         for u in updates {
             let row: Option<(String, Option<String>, String)> = sqlx::query_as(
@@ -434,7 +436,8 @@ impl InsightsStore for SqliteStore {
     }
 
     async fn upsert_proposal(&self, row: &ProposalRow) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut writer = self.writer().await?;
+        let mut tx = sqlx::Connection::begin_with(&mut writer.conn, "BEGIN IMMEDIATE").await?;
         let exists: Option<(String,)> =
             sqlx::query_as("SELECT status FROM insight_proposals WHERE proposal_id = ?")
                 .bind(&row.proposal_id)
@@ -518,7 +521,8 @@ impl InsightsStore for SqliteStore {
         note: Option<&str>,
         at_ms: i64,
     ) -> Result<Option<ProposalChange>, StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut writer = self.writer().await?;
+        let mut tx = sqlx::Connection::begin_with(&mut writer.conn, "BEGIN IMMEDIATE").await?;
         let n = sqlx::query(
             "UPDATE insight_proposals SET status = ?, updated_at_ms = ? WHERE proposal_id = ?",
         )
@@ -587,7 +591,8 @@ impl InsightsStore for SqliteStore {
         body: &str,
         at_ms: i64,
     ) -> Result<NoteRow, StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut writer = self.writer().await?;
+        let mut tx = sqlx::Connection::begin_with(&mut writer.conn, "BEGIN IMMEDIATE").await?;
         let (next,): (i64,) = sqlx::query_as(
             "SELECT COALESCE(MAX(ordinal), 0) + 1 FROM insight_notes WHERE trace_id = ?",
         )

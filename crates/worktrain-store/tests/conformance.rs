@@ -118,6 +118,9 @@ macro_rules! all_checks {
             workflow_samples_come_from_the_projections,
             keyset_pages_ignore_sessions_added_meanwhile,
             append_after_a_read_is_append,
+            recent_summary_is_what_this_handle_last_saw,
+            an_abandoned_append_leaves_nothing_behind,
+            an_abandoned_refused_append_does_not_hold_the_database,
         );
     };
 }
@@ -875,6 +878,195 @@ async fn append_after_a_read_is_append(db: &dyn TestDb) {
             .1,
         None
     );
+}
+
+/// A handle answers `recent_summary` with what it last wrote or read; another handle's
+/// append makes it stale, and an append built on the stale summary is refused without a
+/// trace (the handle then forgets it) — as an append on any stale read.
+async fn recent_summary_is_what_this_handle_last_saw(db: &dyn TestDb) {
+    let a = db.open(None).await.expect("open A");
+    let a = a.as_ref();
+    let d = Driver::new();
+    let id = d.start(a, json!({})).await;
+    let stored = a.session(id).await.expect("s").expect("the session");
+    assert_eq!(
+        a.recent_summary(id).as_deref(),
+        Some(&stored),
+        "its own append"
+    );
+    let missing = SessionId::from_parts(1_600_000_000_000, 2);
+    assert_eq!(a.recent_summary(missing), None);
+
+    let request = |expected: Seq, n: u32| AppendRequest {
+        session_id: id,
+        expected_seq: expected,
+        events: vec![checkpoint_event(1, n, None)],
+        blobs: Vec::new(),
+    };
+    let one = a
+        .append(request(stored.last_seq, 1))
+        .await
+        .expect("append by A");
+    assert_eq!(a.recent_summary(id).as_deref(), Some(&one.summary));
+
+    // B is another handle on the same database (another process, another daemon).
+    let b = db.open(None).await.expect("open B");
+    let b = b.as_ref();
+    assert_eq!(
+        b.recent_summary(id),
+        None,
+        "B has neither written nor read it"
+    );
+    let two = b
+        .append(request(one.last_seq, 2))
+        .await
+        .expect("append by B");
+    assert_eq!(b.recent_summary(id).as_deref(), Some(&two.summary));
+
+    // A still holds the summary it wrote: a real one, now behind the log.
+    let stale = a.recent_summary(id).expect("A's summary");
+    assert_eq!(*stale, one.summary);
+    let before = all_events(a, id).await;
+    let refused = a.append_after(&stale, request(stale.last_seq, 3)).await;
+    assert!(
+        matches!(refused, Err(StoreError::SeqConflict { expected, actual, .. })
+            if expected == one.last_seq && actual == two.last_seq),
+        "{refused:?}"
+    );
+    assert_eq!(all_events(a, id).await, before, "nothing written");
+    assert!(a.verify(id).await.expect("v").expect("e").is_valid());
+    assert_eq!(
+        a.recent_summary(id),
+        None,
+        "a refused append drops what A held"
+    );
+
+    // A read brings it back, current.
+    let (read, _) = a
+        .session_and_attempt(id, NodeId(1), Attempt(1))
+        .await
+        .expect("read");
+    assert_eq!(read.as_ref(), Some(&two.summary));
+    assert_eq!(a.recent_summary(id).as_deref(), Some(&two.summary));
+
+    // Rebuilt projections replace every summary: nothing from before is held.
+    a.rebuild_projections().await.expect("rebuild");
+    assert_eq!(a.recent_summary(id), None);
+}
+
+/// Appends whose callers stop waiting at every point of their write (a timeout, a
+/// dropped request) leave no transaction open, and each lands at most once: sent again
+/// with its idempotency key, it is either the duplicate of the one that landed or lands
+/// now. Every later write, on this handle and on another, goes through; the chain is whole.
+async fn an_abandoned_append_leaves_nothing_behind(db: &dyn TestDb) {
+    let store = db.open(None).await.expect("open");
+    let store = store.as_ref();
+    let d = Driver::new();
+    let id = d.start(store, json!({})).await;
+    let mut expected = store.session(id).await.expect("s").expect("e").last_seq;
+    let mut duplicates = 0;
+    for i in 0..60u32 {
+        let request = || AppendRequest {
+            session_id: id,
+            expected_seq: expected,
+            events: vec![checkpoint_event(1, i, Some(format!("abandoned-{i}")))],
+            blobs: vec![format!("blob {i}").into_bytes()],
+        };
+        // From not at all to well past a durable commit, in 10 µs steps.
+        let wait = std::time::Duration::from_micros(u64::from(i) * 10);
+        let outcome = match tokio::time::timeout(wait, store.append(request())).await {
+            Ok(outcome) => outcome.expect("an append that finished in time"),
+            Err(_) => {
+                let again = store
+                    .append(request())
+                    .await
+                    .expect("the abandoned append, again");
+                duplicates += usize::from(again.duplicate);
+                again
+            }
+        };
+        assert_eq!(outcome.first_seq, Seq(expected.0 + 1), "append {i}");
+        expected = outcome.last_seq;
+    }
+    assert!(duplicates <= 60);
+    // The next writes — this handle, then another — are neither blocked nor refused.
+    let next = store
+        .append(AppendRequest {
+            session_id: id,
+            expected_seq: expected,
+            events: vec![checkpoint_event(1, 100, None)],
+            blobs: Vec::new(),
+        })
+        .await
+        .expect("this handle writes on");
+    let other = db.open(None).await.expect("open another");
+    other
+        .append(AppendRequest {
+            session_id: id,
+            expected_seq: next.last_seq,
+            events: vec![checkpoint_event(1, 101, None)],
+            blobs: Vec::new(),
+        })
+        .await
+        .expect("another handle writes on");
+    assert!(store.verify(id).await.expect("v").expect("e").is_valid());
+    let summary = store.session(id).await.expect("s").expect("e");
+    assert_eq!(summary.checkpoints, 62, "every append landed exactly once");
+}
+
+/// An append refused inside its transaction (built on a stale read) whose caller stopped
+/// waiting at any point does not leave this handle holding the database: another handle
+/// (another process) writes at once, even when this one writes nothing more.
+async fn an_abandoned_refused_append_does_not_hold_the_database(db: &dyn TestDb) {
+    let a = db.open(None).await.expect("open A");
+    let a = a.as_ref();
+    let b = db.open(None).await.expect("open B");
+    let b = b.as_ref();
+    let d = Driver::new();
+    let id = d.start(a, json!({})).await;
+    let stale = a.session(id).await.expect("s").expect("e");
+    let mut last = b
+        .append(AppendRequest {
+            session_id: id,
+            expected_seq: stale.last_seq,
+            events: vec![checkpoint_event(1, 0, None)],
+            blobs: Vec::new(),
+        })
+        .await
+        .expect("B moves the log on")
+        .last_seq;
+    for i in 0..40u32 {
+        let refused = AppendRequest {
+            session_id: id,
+            expected_seq: stale.last_seq,
+            events: vec![checkpoint_event(1, 1000 + i, None)],
+            blobs: vec![format!("refused {i}").into_bytes()],
+        };
+        let wait = std::time::Duration::from_micros(u64::from(i) * 15);
+        if let Ok(outcome) = tokio::time::timeout(wait, a.append_after(&stale, refused)).await {
+            assert!(
+                matches!(outcome, Err(StoreError::SeqConflict { .. })),
+                "{outcome:?}"
+            );
+        }
+        // Give an abandoned batch time to reach the database and fail there.
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        let next = tokio::time::timeout(
+            std::time::Duration::from_secs(3),
+            b.append(AppendRequest {
+                session_id: id,
+                expected_seq: last,
+                events: vec![checkpoint_event(1, 1 + i, None)],
+                blobs: Vec::new(),
+            }),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("round {i}: B waited on the database A left locked"))
+        .expect("B appends");
+        last = next.last_seq;
+    }
+    assert!(b.verify(id).await.expect("v").expect("e").is_valid());
+    assert_eq!(b.session(id).await.expect("s").expect("e").checkpoints, 41);
 }
 
 /// Many events per append commit together or not at all — including blobs and projections.
@@ -2069,6 +2261,24 @@ async fn leases_are_compare_and_set_and_expire(db: &dyn TestDb) {
         resumed[0].run.as_ref().expect("run").state,
         RunState::Queued
     );
+    // The append that records a run's end drops its lease with it (an interruption, above,
+    // keeps it for its holder to release).
+    let d_run = claim(s, "d", long, &caps(10)).await.expect("d claims");
+    assert_eq!(s.leases().await.expect("leases")[0].worker, "d");
+    transition(s, d_run.session_id, |x| {
+        vec![body(EventBody::RunFinished {
+            run: x.run.as_ref().expect("run").run,
+            end: RunEnd::Completed,
+            reason: None,
+            detail: None,
+        })]
+    })
+    .await;
+    assert!(s.leases().await.expect("leases").is_empty());
+    assert_eq!(
+        s.renew_lease(id, "d", long).await.expect("renew"),
+        LeaseRenewal::Lost { holder: None }
+    );
     assert!(s.verify(id).await.expect("v").expect("e").is_valid());
 }
 
@@ -2123,8 +2333,9 @@ async fn claims_respect_caps_across_workers(db: &dyn TestDb) {
                             })]
                         })
                         .await;
+                        // The end took the lease with it.
                         assert!(
-                            handle
+                            !handle
                                 .release_lease(s.session_id, &me)
                                 .await
                                 .expect("release")

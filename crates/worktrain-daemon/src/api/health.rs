@@ -48,6 +48,8 @@ pub(super) struct Readiness {
     pub running: usize,
     /// Ids of the sessions counted in `running`.
     pub running_sessions: Vec<SessionId>,
+    /// The most runs this daemon held at once since it started.
+    pub running_peak: u64,
     /// Whether agent commands can run sandboxed, and why not. Not ready while a profile
     /// requires the sandbox and it is unavailable (those runs would fail at once).
     pub sandbox: worktrain_agent::SandboxSupport,
@@ -86,6 +88,11 @@ async fn readyz(State(st): State<AppState>) -> ApiResult<Response> {
             .count(),
         running: running.len(),
         running_sessions: running.iter().map(|l| l.session_id).collect(),
+        running_peak: st
+            .sup
+            .metrics
+            .running_peak
+            .load(std::sync::atomic::Ordering::Relaxed),
         sandbox: worktrain_agent::sandbox::probe().clone(),
         triggers: st.triggers.as_ref().map(|rt| {
             let status = rt.status();
