@@ -167,7 +167,7 @@ async fn advance_latency(dir: &std::path::Path) {
         for i in 0..steps {
             let sampled = (5..15).contains(&i) || (995..1005).contains(&i);
             let lsn0 = if sampled { wal.lsn().await } else { None };
-            let w0 = written_bytes();
+            let w0 = if sampled { written_bytes() } else { None };
             let t0 = Instant::now();
             let reply = engine
                 .advance(
@@ -182,7 +182,11 @@ async fn advance_latency(dir: &std::path::Path) {
                 .await
                 .unwrap();
             let dt = t0.elapsed();
-            let written = written_bytes().zip(w0).map(|(b, a)| b.saturating_sub(a));
+            let written = if sampled {
+                written_bytes().zip(w0).map(|(b, a)| b.saturating_sub(a))
+            } else {
+                None
+            };
             let wal_bytes = if sampled {
                 wal.lsn().await.zip(lsn0).map(|(b, a)| b - a)
             } else {

@@ -560,8 +560,10 @@ pub(crate) fn run_state_column(
         .transpose()
 }
 
-/// How many sessions [`RecentSummaries`] holds per generation.
-const RECENT_SUMMARIES: usize = 512;
+/// How many sessions [`RecentSummaries`] holds per generation: a process advances a few
+/// sessions at a time (a daemon, its `max_concurrent_sessions`), and a summary carries its
+/// context (up to 256 KiB), so a few dozen bound the memory it takes.
+const RECENT_SUMMARIES: usize = 64;
 
 /// The summaries a store handle last wrote or read, per session: what
 /// [`EventStore::recent_summary`](crate::EventStore::recent_summary) answers from.
