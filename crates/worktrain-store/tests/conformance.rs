@@ -1854,6 +1854,19 @@ fn body(b: EventBody) -> NewEvent {
 }
 
 /// Append events decided from the current summary (retrying lost races).
+/// Record the end of the session's current run (`run_finished`, no failure reason).
+async fn finish_run(store: &dyn EventStore, id: SessionId, end: RunEnd) -> SessionSummary {
+    transition(store, id, |x| {
+        vec![body(EventBody::RunFinished {
+            run: x.run.as_ref().expect("run").run,
+            end,
+            reason: None,
+            detail: None,
+        })]
+    })
+    .await
+}
+
 async fn transition(
     store: &dyn EventStore,
     id: SessionId,
@@ -2016,15 +2029,7 @@ async fn queue_is_priority_then_fifo(db: &dyn TestDb) {
     assert_eq!(listed, requeued);
 
     // A finished run leaves the queue.
-    transition(s, low, |x| {
-        vec![body(EventBody::RunFinished {
-            run: x.run.as_ref().expect("run").run,
-            end: RunEnd::Cancelled,
-            reason: None,
-            detail: None,
-        })]
-    })
-    .await;
+    finish_run(s, low, RunEnd::Cancelled).await;
     requeued.pop();
     assert_eq!(queue_ids(&s.queue().await.expect("queue")), requeued);
 
@@ -2265,15 +2270,7 @@ async fn leases_are_compare_and_set_and_expire(db: &dyn TestDb) {
     // keeps it for its holder to release).
     let d_run = claim(s, "d", long, &caps(10)).await.expect("d claims");
     assert_eq!(s.leases().await.expect("leases")[0].worker, "d");
-    transition(s, d_run.session_id, |x| {
-        vec![body(EventBody::RunFinished {
-            run: x.run.as_ref().expect("run").run,
-            end: RunEnd::Completed,
-            reason: None,
-            detail: None,
-        })]
-    })
-    .await;
+    finish_run(s, d_run.session_id, RunEnd::Completed).await;
     assert!(s.leases().await.expect("leases").is_empty());
     assert_eq!(
         s.renew_lease(id, "d", long).await.expect("renew"),
@@ -2324,15 +2321,7 @@ async fn claims_respect_caps_across_workers(db: &dyn TestDb) {
                         mine.push(s.session_id);
                         // Finish it a little later, freeing the slot.
                         tokio::time::sleep(Duration::from_millis(10)).await;
-                        transition(handle.as_ref(), s.session_id, |x| {
-                            vec![body(EventBody::RunFinished {
-                                run: x.run.as_ref().expect("run").run,
-                                end: RunEnd::Completed,
-                                reason: None,
-                                detail: None,
-                            })]
-                        })
-                        .await;
+                        finish_run(handle.as_ref(), s.session_id, RunEnd::Completed).await;
                         // The end took the lease with it.
                         assert!(
                             !handle
