@@ -228,6 +228,7 @@ impl AgentRunner for CommandAgent {
                     .wall_clock
                     .map(|d| tokio::time::Instant::now() + d),
                 stats: RunStats::default(),
+                unseen_tmp: Vec::new(),
             };
             let outcome = match run.drive().await {
                 Ok(never) => match never {},
@@ -262,9 +263,29 @@ struct CmdRun<'a> {
     started: Instant,
     deadline: Option<tokio::time::Instant>,
     stats: RunStats,
+    /// Paths of the last command line the sandbox does not show (see
+    /// [`SandboxScope::unseen_tmp_paths`]), for the report when it fails.
+    unseen_tmp: Vec<PathBuf>,
 }
 
 impl CmdRun<'_> {
+    /// What a failed invocation's report adds when its command line named files in the
+    /// host's `/tmp`, which the sandbox replaces.
+    fn unseen_tmp_note(&self) -> String {
+        if self.unseen_tmp.is_empty() {
+            return String::new();
+        }
+        let paths: Vec<String> = self
+            .unseen_tmp
+            .iter()
+            .map(|p| format!("`{}`", p.display()))
+            .collect();
+        format!(
+            " (its command names {}, in the host's /tmp, which the sandbox replaces with the run's own /tmp: move it elsewhere or list its directory under the profile's sandbox.read_only)",
+            paths.join(", ")
+        )
+    }
+
     fn snapshot(&self) -> RunStats {
         crate::run::stats_now(&self.stats, self.started)
     }
@@ -366,7 +387,7 @@ impl CmdRun<'_> {
                 }
                 Exit::TimedOut => Some("was killed at the invocation timeout".to_owned()),
                 Exit::Exited(st) if st.success() => None,
-                Exit::Exited(st) => Some(format!("exited with {st}")),
+                Exit::Exited(st) => Some(format!("exited with {st}{}", self.unseen_tmp_note())),
             };
             match self.current().await? {
                 StepStatus::Complete => {
@@ -506,6 +527,9 @@ impl CmdRun<'_> {
             env.insert(var.clone(), mcp.display().to_string());
         }
         let input = if by_arg { Input::Null } else { Input::Piped };
+        self.unseen_tmp = scope.unseen_tmp_paths(
+            std::iter::once(cfg.program.as_str()).chain(args.iter().map(String::as_str)),
+        );
         let mut cmd = scope.command(&cfg.program, &args, &env, &input);
         let mut child = match cmd.spawn() {
             Ok(c) => c,

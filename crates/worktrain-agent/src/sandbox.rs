@@ -410,6 +410,33 @@ impl SandboxScope {
         self.bwrap.is_some()
     }
 
+    /// Of `words` (a command line as run), the paths that exist on this host under its
+    /// `/tmp` but that a confined command cannot see there — its `/tmp` is the run's own —
+    /// because neither the worktree nor the policy's `read_only`/`read_write` shows them.
+    /// A failed command's report points at them: a program or script kept in the host's
+    /// `/tmp` otherwise fails with no more than "can't open file".
+    pub fn unseen_tmp_paths<'a>(&self, words: impl IntoIterator<Item = &'a str>) -> Vec<PathBuf> {
+        if !self.confined() {
+            return Vec::new();
+        }
+        let shown: Vec<PathBuf> = self
+            .policy
+            .read_only
+            .iter()
+            .chain(&self.policy.read_write)
+            .filter_map(|p| std::fs::canonicalize(p).ok())
+            .chain([self.worktree.clone()])
+            .collect();
+        words
+            .into_iter()
+            .map(Path::new)
+            .filter(|p| p.is_absolute() && p.starts_with(TMP_INSIDE))
+            .filter_map(|p| std::fs::canonicalize(p).ok())
+            .filter(|real| real.starts_with(TMP_INSIDE))
+            .filter(|real| !shown.iter().any(|s| real.starts_with(s)))
+            .collect()
+    }
+
     /// The private temp dir as seen by worktrain (host path).
     pub fn tmp_host(&self) -> &Path {
         self.tmp.path()

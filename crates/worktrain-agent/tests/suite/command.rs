@@ -163,6 +163,56 @@ async fn exit_zero_without_progress_is_nudged_then_fails() {
     );
 }
 
+/// An agent script kept in the host's /tmp, which the sandbox replaces with the run's own:
+/// the run fails, and its report names the script and how to show it — not only the
+/// interpreter's "can't open file". Shown with `sandbox.read_only`, the same script runs.
+#[tokio::test]
+async fn a_script_in_the_hosts_tmp_that_the_sandbox_does_not_show_is_named_in_the_failure() {
+    let dir = worktree();
+    let stub = tempfile::tempdir().unwrap();
+    let kept = tempfile::Builder::new().tempdir_in("/tmp").unwrap();
+    let agent = kept.path().join("agent.sh");
+    std::fs::write(&agent, "cat > /dev/null; echo ran >> \"$STUB_DIR/ran\"\n").unwrap();
+    let run = |shown: bool| {
+        let wt = dir.path().to_path_buf();
+        let mut c = config(Path::new("/bin/sh"), stub.path());
+        c.args = vec![agent.display().to_string()];
+        c.max_nudges = 0;
+        if shown {
+            c.sandbox.read_only.push(kept.path().to_path_buf());
+        }
+        let driver = Arc::new(FileDriver {
+            dir: stub.path().to_path_buf(),
+            steps: 1,
+        });
+        async move {
+            CommandAgent::new(c)
+                .run(RunContext::new("ses_cmd_tmp", &wt, driver))
+                .await
+        }
+    };
+    let hidden = run(false).await;
+    let RunOutcome::Failed { reason, detail, .. } = &hidden else {
+        panic!("{hidden:?}");
+    };
+    assert_eq!(*reason, FailureReason::AgentProcessFailed);
+    let named = std::fs::canonicalize(&agent).unwrap();
+    assert!(
+        detail.contains(&format!("`{}`", named.display())) && detail.contains("sandbox.read_only"),
+        "{detail}"
+    );
+    assert!(!stub.path().join("ran").exists());
+
+    // Shown read-only, the script runs (and stops without advancing: no such note).
+    let shown = run(true).await;
+    assert!(stub.path().join("ran").exists(), "{shown:?}");
+    let RunOutcome::Failed { reason, detail, .. } = &shown else {
+        panic!("{shown:?}");
+    };
+    assert_eq!(*reason, FailureReason::AgentStoppedEarly);
+    assert!(!detail.contains("sandbox.read_only"), "{detail}");
+}
+
 #[tokio::test]
 async fn completion_is_judged_by_the_driver_not_the_exit_code() {
     let dir = worktree();
