@@ -166,7 +166,8 @@ impl From<&StoreOptions> for SqliteOptions {
 #[derive(Clone)]
 pub struct SqliteStore {
     pub(crate) pool: SqlitePool,
-    writer: std::sync::Arc<tokio::sync::Mutex<Writer>>,
+    /// `None` once the store is closed.
+    writer: std::sync::Arc<tokio::sync::Mutex<Option<Writer>>>,
     recent: std::sync::Arc<RecentSummaries>,
     blob_limit: usize,
     appended: broadcast::Sender<Appended>,
@@ -240,10 +241,10 @@ impl SqliteStore {
             })?;
         Ok(Self {
             pool,
-            writer: std::sync::Arc::new(tokio::sync::Mutex::new(Writer {
+            writer: std::sync::Arc::new(tokio::sync::Mutex::new(Some(Writer {
                 conn: writer_conn,
                 maybe_open: false,
-            })),
+            }))),
             recent: std::sync::Arc::default(),
             blob_limit: options.blob_limit,
             appended: broadcast::channel(1024).0,
@@ -340,8 +341,10 @@ impl SqliteStore {
 
     /// The writer connection, rolled back first if an abandoned batch may have left a
     /// transaction open.
-    pub(crate) async fn writer(&self) -> Result<tokio::sync::OwnedMutexGuard<Writer>, StoreError> {
-        let mut writer = std::sync::Arc::clone(&self.writer).lock_owned().await;
+    pub(crate) async fn writer(&self) -> Result<WriterGuard, StoreError> {
+        let guard = std::sync::Arc::clone(&self.writer).lock_owned().await;
+        let mut writer = tokio::sync::OwnedMutexGuard::try_map(guard, Option::as_mut)
+            .map_err(|_| StoreError::Database(sqlx::Error::PoolClosed))?;
         if writer.maybe_open {
             writer.roll_back().await;
             writer.maybe_open = false;
@@ -640,10 +643,7 @@ impl Writer {
     /// (a timeout, a dropped request) after the batch was sent: SQLite's write lock would
     /// stay held, and every other process would wait on it, until this handle wrote
     /// again.
-    async fn commit(
-        writer: tokio::sync::OwnedMutexGuard<Writer>,
-        mut batch: Batch,
-    ) -> Result<(), StoreError> {
+    async fn commit(writer: WriterGuard, mut batch: Batch) -> Result<(), StoreError> {
         batch.qb.push(";\nCOMMIT");
         let mut pending = Unfinished(Some(writer));
         let Some(w) = pending.0.as_mut() else {
@@ -668,11 +668,14 @@ impl Writer {
     }
 }
 
+/// The writer, taken (see [`SqliteStore::writer`]).
+pub(crate) type WriterGuard = tokio::sync::OwnedMappedMutexGuard<Option<Writer>, Writer>;
+
 /// The writer of a transaction batch whose outcome was not seen yet: dropped with it
 /// (the caller stopped waiting), it rolls back in a task of its own — queued on the
 /// connection right after the batch, holding the writer until done. Without a runtime to
 /// run it, `maybe_open` stays set and the next use of the writer rolls back first.
-struct Unfinished(Option<tokio::sync::OwnedMutexGuard<Writer>>);
+struct Unfinished(Option<WriterGuard>);
 
 impl Drop for Unfinished {
     fn drop(&mut self) {
@@ -1793,6 +1796,9 @@ impl EventStore for SqliteStore {
     }
 
     async fn close(&self) {
+        if let Some(writer) = self.writer.lock().await.take() {
+            let _ = sqlx::Connection::close(writer.conn).await;
+        }
         self.pool.close().await;
     }
 }

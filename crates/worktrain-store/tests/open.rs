@@ -92,3 +92,37 @@ async fn tls_settings_are_checked_and_honoured() {
         assert!(err.to_string().to_lowercase().contains("tls"), "{err}");
     }
 }
+
+/// Closing an embedded store closes every connection it holds — the pool and its writer —
+/// so SQLite checkpoints the WAL into the database and removes it, and later calls say the
+/// store is closed instead of writing.
+#[tokio::test]
+async fn closing_an_embedded_store_checkpoints_and_closes_its_writer_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("worktrain.db");
+    let store = worktrain_store::open(&StoreUrl::Sqlite(path.clone()), &StoreOptions::default())
+        .await
+        .expect("open");
+    let decision = worktrain_store::triggers::NewDecision {
+        trigger_id: "t".into(),
+        decision: "ignored".into(),
+        reason: "a test".into(),
+        event: None,
+        delivery_id: None,
+        source: None,
+        session_id: None,
+        detail: serde_json::json!({}),
+    };
+    store
+        .record_decision(decision.clone())
+        .await
+        .expect("a write");
+    let wal = dir.path().join("worktrain.db-wal");
+    assert!(wal.exists(), "writes went to the WAL");
+    store.close().await;
+    assert!(
+        !wal.exists(),
+        "the last connection closed checkpoints and removes the WAL"
+    );
+    assert!(store.record_decision(decision).await.is_err(), "closed");
+}
