@@ -167,6 +167,14 @@ fn lifecycle_scenarios_on_one_daemon() {
                 if d["run"]["state"] != "running" {
                     return samples;
                 }
+                // A record is the stored summary, then the daemon's liveness: a run that
+                // ends between the two reads shows "running" without a heartbeat. Only
+                // then is a missing heartbeat not a gap — the run must be over.
+                if d["last_heartbeat_ms"].is_null()
+                    && rig.detail(&stall)["run"]["state"] != "running"
+                {
+                    return samples;
+                }
                 samples.push((now, d["lease"].clone(), d["last_heartbeat_ms"].clone()));
                 std::thread::sleep(Duration::from_millis(300));
             }
